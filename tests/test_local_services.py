@@ -1,0 +1,59 @@
+"""`python -m workspace up/status/down`: the background Azurite behind `make local-up`."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from workspace.azurite import free_port, is_listening
+from workspace.datastore import Datastore
+from workspace.errors import DatastoreUnavailable
+from workspace.settings import REPO_ROOT, Settings
+
+
+def _cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "workspace", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_up_is_idempotent_persists_and_down_stops(tmp_path):
+    port = free_port()
+    env = {**os.environ, "LOCAL_DIR": str(tmp_path / "state"), "AZURITE_BLOB_PORT": str(port),
+           "DATASTORE_CONTAINER": "persisted", "TARGET": "local"}
+    try:
+        first = _cli("up", env=env)
+        assert first.returncode == 0, first.stderr
+        assert "started" in first.stdout and "created" in first.stdout
+        again = _cli("up", env=env)
+        assert "already running" in again.stdout and "ready" in again.stdout
+        assert _cli("status", env=env).returncode == 0
+
+        settings = Settings.load(env_file=tmp_path / "none.env", environ=env)
+        store = Datastore.from_settings(settings)
+        store.upload_bytes(b"kept", "a/b.txt")
+        assert (tmp_path / "state" / "azurite").is_dir()
+    finally:
+        down = _cli("down", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert not is_listening(port)
+    status = _cli("status", env=env)
+    assert status.returncode == 1 and "make local-up" in status.stdout
+
+    # Data persisted under LOCAL_DIR survives a restart.
+    try:
+        assert _cli("up", env=env).returncode == 0
+        assert store.read_bytes("a/b.txt") == b"kept"
+    finally:
+        _cli("down", env=env)
+
+
+def test_cli_pointed_at_a_stopped_azurite_says_how_to_start_it(tmp_path):
+    settings = Settings.load(env_file=tmp_path / "none.env", environ={},
+                             azurite_port=str(free_port()))
+    with pytest.raises(DatastoreUnavailable) as err:
+        Datastore.from_settings(settings).check()
+    assert "not reachable at http://127.0.0.1:" in str(err.value)
+    assert "make local-up" in str(err.value)

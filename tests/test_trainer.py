@@ -1,0 +1,233 @@
+"""The trainer, run as a process against a real Azurite, the way the Batch node runs it."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import IRIS_CSV, TRAINER, run_trainer
+from tests.support.tcp_proxy import CuttingProxy
+from workspace.published import (MANIFEST_FORMAT, MANIFEST_NAME, ModelNotFound,
+                                 download_model, find_published_run, list_published_runs)
+from workspace.settings import REPO_ROOT, azurite_connection_string
+
+pytestmark = pytest.mark.slow
+
+
+def _train(tmp_path, settings, azurite, *extra, csv=IRIS_CSV, container=None):
+    return run_trainer(tmp_path / "node", "--iris-csv", str(csv), "--epochs", "50", "--lr", "0.1",
+                       "--containerName", f"{container or settings.container}/{settings.model_prefix}",
+                       *extra, connection_string=azurite.connection_string)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, azurite):
+    """One successful training run shared by the read-only checks below."""
+    import uuid
+
+    from workspace.datastore import Datastore
+    from workspace.settings import Settings
+
+    tmp = tmp_path_factory.mktemp("trained")
+    settings = Settings.load(env_file=tmp / "no.env", environ={}, azurite_port=str(azurite.port),
+                             container=f"t{uuid.uuid4().hex[:16]}")
+    store = Datastore.from_settings(settings)
+    store.ensure_container()
+    result = _train(tmp, settings, azurite)
+    assert result.returncode == 0, result.stderr
+    return settings, store, result, tmp / "node"
+
+
+def test_publishes_a_complete_verifiable_mlflow_model(published, tmp_path):
+    import mlflow.pyfunc
+
+    settings, store, result, node = published
+    outputs = json.loads((node / "outputs.json").read_text())
+    run = find_published_run(store, settings.model_prefix)
+    assert run.run_id == outputs["runId"]
+    # MLflow's layout under the prefix, manifest beside the artifacts.
+    assert run.model_path == f"models/{run.experiment_id}/{run.run_id}/artifacts/model"
+    assert outputs["modelUri"] == f"azureml://datastores/workspaceblobstore/paths/{run.model_path}"
+    assert store.exists(f"{run.run_prefix}/artifacts/confusion_matrix.png")
+    assert run.data["sha256"] and run.data["rows"] == 150
+
+    model_dir = download_model(store, run, tmp_path / "model")  # verifies every sha256
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    iris = pd.read_csv(IRIS_CSV)
+    predicted = model.predict(iris.drop(columns="species"))
+    assert (predicted == iris["species"]).mean() >= 0.9
+    assert run.metrics["test_accuracy"] >= 0.9
+    assert 0 < run.metrics["test_f1_macro"] <= 1
+    assert outputs["metrics"] == run.metrics
+
+
+def test_model_carries_signature_example_and_pinned_requirements(published, tmp_path):
+    settings, store, _, _ = published
+    run = find_published_run(store, settings.model_prefix)
+    model_dir = download_model(store, run, tmp_path / "model")
+    mlmodel = (model_dir / "MLmodel").read_text()
+    assert "signature:" in mlmodel and '"name": "petal_width"' in mlmodel
+    assert (model_dir / "input_example.json").exists()
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][^ ]*", r) for r in requirements)
+    assert not any(r.startswith("pytest") for r in requirements)
+
+
+def test_phases_are_reported_with_timings(published):
+    _, _, result, _ = published
+    for phase in ("load", "connect", "train", "evaluate", "save", "upload"):
+        assert re.search(rf"\[trainer\] {phase}\s+done in\s+\d+\.\d+ s", result.stdout), phase
+
+
+def test_tampered_file_is_refused(published, tmp_path):
+    from workspace.published import ModelIntegrityError
+
+    settings, store, _, _ = published
+    run = find_published_run(store, settings.model_prefix)
+    original = store.read_bytes(f"{run.model_path}/MLmodel")
+    store.upload_bytes(original + b"\n# changed\n", f"{run.model_path}/MLmodel")
+    try:
+        with pytest.raises(ModelIntegrityError, match="does not match its manifest"):
+            download_model(store, run, tmp_path / "model")
+    finally:
+        store.upload_bytes(original, f"{run.model_path}/MLmodel")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _iris_rows(n: int, classes=("setosa", "versicolor")) -> str:
+    rows = ["sepal_length,sepal_width,petal_length,petal_width,species"]
+    rows += [f"{5 + i * 0.1:.1f},3.0,{1 + i * 0.1:.1f},0.2,{classes[i % len(classes)]}"
+             for i in range(n)]
+    return "\n".join(rows) + "\n"
+
+
+BAD_INPUTS = {
+    "missing file": (lambda tmp: tmp / "nope.csv", r"Input file '.*nope\.csv' not found"),
+    "no species column": (
+        lambda tmp: _write(tmp, "x.csv", _iris_rows(20).replace("species", "kind")),
+        r"has no 'species' column \(columns: .*kind\); add it or pass --label-column"),
+    "non-numeric feature": (
+        lambda tmp: _write(tmp, "x.csv", _iris_rows(20).replace("5.3,3.0", "5.3,abc")),
+        r"line 5: column 'sepal_width' value 'abc' is not numeric"),
+    "too few rows": (lambda tmp: _write(tmp, "x.csv", _iris_rows(4)),
+                     r"has 4 data rows; at least 10 are needed"),
+    "single class": (lambda tmp: _write(tmp, "x.csv", _iris_rows(20, classes=("setosa",))),
+                     r"has a single class \('setosa'\)"),
+    "empty file": (lambda tmp: _write(tmp, "x.csv", ""), r"is empty"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_is_one_clear_line_and_publishes_nothing(case, tmp_path, settings, datastore, azurite):
+    make_csv, message = BAD_INPUTS[case]
+    result = _train(tmp_path, settings, azurite, csv=make_csv(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("[trainer] error: "), result.stderr
+    assert re.search(message, errors[0]), errors[0]
+    assert list(datastore.list()) == []
+    assert not (tmp_path / "node" / "outputs.json").exists()
+
+
+def test_unknown_container_is_named(tmp_path, settings, datastore, azurite):
+    result = _train(tmp_path, settings, azurite, container="no-such-container")
+    assert result.returncode == 3
+    assert "Storage container 'no-such-container' does not exist" in result.stderr
+    assert list(datastore.list()) == []
+    assert not (tmp_path / "node" / "outputs.json").exists()
+
+
+def test_unreachable_storage_fails_after_bounded_retries(tmp_path, settings):
+    from workspace.azurite import free_port
+
+    dead = azurite_connection_string(f"http://127.0.0.1:{free_port()}/devstoreaccount1")
+    result = run_trainer(tmp_path / "node", "--iris-csv", str(IRIS_CSV), "--containerName",
+                         "azureml/models", "--storage-retries", "1", connection_string=dead)
+    assert result.returncode == 3
+    assert re.search(r"Storage at http://127\.0\.0\.1:\d+/devstoreaccount1 is not reachable "
+                     r"after 1 retries", result.stderr), result.stderr
+    assert not (tmp_path / "node" / "outputs.json").exists()
+
+
+def test_no_storage_given_says_how(tmp_path):
+    result = run_trainer(tmp_path / "node", "--iris-csv", str(IRIS_CSV), "--containerName", "a/b")
+    assert result.returncode == 2
+    assert "pass --account-url (managed identity) or --connectionString" in result.stderr
+
+
+def test_storage_cut_mid_upload_leaves_no_manifest_and_rerun_succeeds(tmp_path, settings,
+                                                                     datastore, azurite):
+    proxy = CuttingProxy(azurite.port, cut_after_puts=3)
+    try:
+        result = run_trainer(tmp_path / "cut", "--iris-csv", str(IRIS_CSV), "--containerName",
+                             f"{settings.container}/{settings.model_prefix}",
+                             "--storage-retries", "1",
+                             connection_string=azurite_connection_string(proxy.endpoint()))
+    finally:
+        proxy.close()
+    assert proxy.puts_forwarded == 3, "the cut must happen mid-upload"
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "nothing was published, re-run the trainer" in result.stderr
+    assert not any(b.name.endswith(MANIFEST_NAME) for b in datastore.list())
+    assert any("/artifacts/" in b.name for b in datastore.list()), "some blobs did land"
+    with pytest.raises(ModelNotFound):
+        find_published_run(datastore, settings.model_prefix)
+    assert not (tmp_path / "cut" / "outputs.json").exists()
+
+    rerun = _train(tmp_path, settings, azurite)
+    assert rerun.returncode == 0, rerun.stderr
+    runs = list_published_runs(datastore, settings.model_prefix)
+    assert len(runs) == 1
+    assert runs[0].run_id == json.loads((tmp_path / "node" / "outputs.json").read_text())["runId"]
+
+
+# ------------------------------------------------------------------ contract
+
+
+def test_help_explains_every_option():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(TRAINER), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ("--iris-csv", "--epochs", "--lr", "--connectionString", "--containerName",
+                   "--account-url", "--client-id", "exit codes"):
+        assert option in result.stdout
+
+
+def test_trainer_is_self_contained():
+    tree = ast.parse(TRAINER.read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    project_packages = {p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").exists()}
+    assert not imported & project_packages
+
+
+def test_trainer_requirements_match_the_lock():
+    lock = dict(line.split("==") for line in (REPO_ROOT / "requirements.lock").read_text().split()
+                if "==" in line)
+    lock = {k.lower().replace("_", "-"): v for k, v in lock.items()}
+    for line in (REPO_ROOT / "trainer" / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            assert lock[name.lower()] == version, name
+
+
+def test_manifest_contract_is_shared():
+    source = TRAINER.read_text()
+    assert f'MANIFEST_FORMAT = "{MANIFEST_FORMAT}"' in source
+    assert f'MANIFEST_NAME = "{MANIFEST_NAME}"' in source

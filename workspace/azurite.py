@@ -1,0 +1,164 @@
+"""Azurite, the Azure Storage emulator, as the local datastore.
+
+Installed from the npm registry into the repo (package.json + lock). Two ways to run it:
+- `AzuriteProcess`: a child process for tests (in-memory, a free port, stopped after);
+- `start_background`/`stop_background`: the `make local-up`/`local-down` service, data
+  persisted under `.local/azurite/`, its pid in `.local/azurite.pid`.
+Always bound to 127.0.0.1, telemetry off.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from workspace.errors import LocalServiceError
+from workspace.settings import LOCAL_HOST, REPO_ROOT, azurite_connection_string, AZURITE_ACCOUNT
+
+AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+
+
+def azurite_command(port: int, location: Path | None) -> list[str]:
+    if not AZURITE_BIN.exists():
+        raise LocalServiceError(f"Azurite is not installed ({AZURITE_BIN} is missing).",
+                                "Run `make setup` (npm ci installs it into the repo).")
+    cmd = [str(AZURITE_BIN), "--blobHost", LOCAL_HOST, "--blobPort", str(port),
+           # azure-storage-blob sends a newer API version than Azurite knows.
+           "--skipApiVersionCheck", "--disableTelemetry", "--loose"]
+    if location is None:
+        cmd.append("--inMemoryPersistence")
+    else:
+        cmd += ["--location", str(location)]
+    return cmd
+
+
+def is_listening(port: int, host: str = LOCAL_HOST, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCAL_HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise LocalServiceError(f"Azurite exited with code {process.returncode} while "
+                                    f"starting on port {port}. Its log ({log}):\n{tail}")
+        if is_listening(port):
+            return
+        time.sleep(0.1)
+    process.kill()
+    raise LocalServiceError(f"Azurite did not listen on {LOCAL_HOST}:{port} within {timeout:.0f} s.",
+                            f"See {log}.")
+
+
+class AzuriteProcess:
+    """Azurite as a child process (tests): `with AzuriteProcess() as azurite: ...`."""
+
+    def __init__(self, port: int | None = None, location: Path | None = None,
+                 log_path: Path | None = None):
+        self.port = port or free_port()
+        self.location = location
+        self.log_path = log_path or Path(os.devnull)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def blob_endpoint(self) -> str:
+        return f"http://{LOCAL_HOST}:{self.port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def connection_string(self) -> str:
+        return azurite_connection_string(self.blob_endpoint)
+
+    def start(self, timeout: float = 30) -> "AzuriteProcess":
+        if self.location is not None:
+            self.location.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(azurite_command(self.port, self.location),
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        _wait_until_listening(self.port, self.process, self.log_path, timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> "AzuriteProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------- background service
+
+
+def _pid_file(state_dir: Path) -> Path:
+    return state_dir / "azurite.pid"
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the background Azurite started by `local-up`, if it is still alive."""
+    pid_file = _pid_file(state_dir)
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+
+
+def start_background(state_dir: Path, port: int, timeout: float = 30) -> tuple[int, bool]:
+    """Start Azurite detached, persisting under state_dir. Returns (pid, started_now)."""
+    pid = running_pid(state_dir)
+    if pid is not None and is_listening(port):
+        return pid, False
+    if is_listening(port):
+        raise LocalServiceError(f"Port {port} on {LOCAL_HOST} is taken by another program.",
+                                "Stop it, or set AZURITE_BLOB_PORT in .env to a free port.")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "azurite.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(azurite_command(port, state_dir / "azurite"),
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    _wait_until_listening(port, process, log_path, timeout)
+    _pid_file(state_dir).write_text(str(process.pid))
+    return process.pid, True
+
+
+def stop_background(state_dir: Path, timeout: float = 10) -> int | None:
+    """Stop the background Azurite; returns the pid stopped, or None if none ran."""
+    pid = running_pid(state_dir)
+    _pid_file(state_dir).unlink(missing_ok=True)
+    if pid is None:
+        return None
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return pid

@@ -1,0 +1,55 @@
+"""Local services: `up` starts Azurite (data under .local/) and creates the datastore
+container, `down` stops it, `status` tells whether it answers."""
+from __future__ import annotations
+
+import click
+
+from workspace.cli_support import ProjectGroup
+from workspace.settings import Settings
+
+
+@click.group(cls=ProjectGroup)
+def cli():
+    """Local services of the embedded default target (Azurite on 127.0.0.1)."""
+
+
+@cli.command()
+def up():
+    """Start Azurite in the background (idempotent) and create the datastore container."""
+    from workspace import azurite
+    from workspace.datastore import Datastore
+
+    settings = Settings.load().with_target("local")
+    pid, started = azurite.start_background(settings.local_path, int(settings.azurite_port))
+    state = "started" if started else "already running"
+    click.echo(f"Azurite {state} (pid {pid}) on {settings.azurite_blob_endpoint}, "
+               f"data in {settings.local_path / 'azurite'}")
+    created = Datastore.from_settings(settings).ensure_container()
+    click.echo(f"Datastore container '{settings.container}' "
+               f"{'created' if created else 'ready'}.")
+
+
+@cli.command()
+def down():
+    """Stop the background Azurite (its data stays under .local/)."""
+    from workspace import azurite
+
+    settings = Settings.load().with_target("local")
+    pid = azurite.stop_background(settings.local_path)
+    click.echo(f"Azurite stopped (pid {pid})." if pid else "Azurite was not running.")
+
+
+@cli.command()
+def status():
+    """Say whether the local datastore answers; exit 1 if not."""
+    from workspace import azurite
+
+    settings = Settings.load().with_target("local")
+    pid = azurite.running_pid(settings.local_path)
+    if azurite.is_listening(int(settings.azurite_port)):
+        click.echo(f"Azurite answers on {settings.azurite_blob_endpoint}"
+                   + (f" (pid {pid})." if pid else " (not started by make local-up)."))
+    else:
+        click.echo(f"Azurite is not running on {settings.azurite_blob_endpoint}; "
+                   "start it with `make local-up`.")
+        raise SystemExit(1)

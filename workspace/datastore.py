@@ -1,0 +1,172 @@
+"""The workspace blob datastore: one container, on Azurite locally or Azure Storage in Azure.
+
+Locally it authenticates with Azurite's well-known key; in Azure with Entra ID
+(DefaultAzureCredential), never with an account key. Every storage failure is turned into
+a DatastoreUnavailable/DatastoreError that says what to do.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from workspace.errors import DatastoreError, DatastoreUnavailable
+from workspace.settings import Settings
+
+# Bounded retries: a dead endpoint fails in seconds, not minutes.
+RETRY = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 3}
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    size: int
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Datastore:
+    """Blob operations on the datastore's container, with actionable errors."""
+
+    def __init__(self, container_client, *, name: str = "workspaceblobstore",
+                 unreachable_hint: str = "Check the storage URL and your network."):
+        self.client = container_client
+        self.name = name
+        self.unreachable_hint = unreachable_hint
+
+    @classmethod
+    def from_settings(cls, settings: Settings, credential=None) -> "Datastore":
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+        options = {"retry_policy": ExponentialRetry(**RETRY), "connection_timeout": 5}
+        if settings.is_local:
+            from workspace.azurite import is_listening
+
+            if not is_listening(int(settings.azurite_port)):  # fail fast, not after retries
+                raise DatastoreUnavailable(
+                    f"The local datastore (Azurite) is not reachable at "
+                    f"{settings.azurite_blob_endpoint}.", "Start it with `make local-up`.")
+            service = BlobServiceClient.from_connection_string(
+                settings.azurite_connection_string, **options)
+            hint = (f"The local datastore (Azurite) is not reachable at "
+                    f"{settings.azurite_blob_endpoint}; start it with `make local-up`.")
+        else:
+            if credential is None:
+                from azure.identity import DefaultAzureCredential
+
+                credential = DefaultAzureCredential()
+            service = BlobServiceClient(settings.blob_endpoint, credential=credential, **options)
+            hint = (f"Storage at {settings.blob_endpoint} is not reachable; check "
+                    "AZURE_STORAGE_BLOB_URL in .env and your network (private networking "
+                    "allows only the set-up IP).")
+        return cls(service.get_container_client(settings.container), name=settings.datastore_name,
+                   unreachable_hint=hint)
+
+    # ------------------------------------------------------------------ errors
+
+    @property
+    def container(self) -> str:
+        return self.client.container_name
+
+    @contextmanager
+    def _errors(self, what: str):
+        from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
+                                           ResourceNotFoundError, ServiceRequestError)
+
+        try:
+            yield
+        except ServiceRequestError as exc:
+            raise DatastoreUnavailable(self.unreachable_hint) from exc
+        except ClientAuthenticationError as exc:
+            raise DatastoreError(f"Storage refused access while {what}.",
+                                 "Sign in with `az login`; your identity needs 'Storage Blob "
+                                 "Data Contributor' on the account.") from exc
+        except ResourceNotFoundError as exc:
+            code = getattr(exc, "error_code", None)
+            if code == "ContainerNotFound":
+                raise DatastoreError(f"Container '{self.container}' does not exist.",
+                                     "Run `make local-up` (local) or `make deploy-infra` "
+                                     "(Azure), or fix DATASTORE_CONTAINER.") from exc
+            raise DatastoreError(f"Not found while {what}: {_first_line(exc)}") from exc
+        except HttpResponseError as exc:
+            raise DatastoreError(f"Storage error while {what}: {_first_line(exc)}") from exc
+
+    # ------------------------------------------------------------------ operations
+
+    def check(self) -> None:
+        """Fail with an actionable error unless the container is reachable and exists."""
+        with self._errors("checking the container"):
+            exists = self.client.exists()
+        if not exists:
+            raise DatastoreError(f"Container '{self.container}' does not exist.",
+                                 "Run `make local-up` (local) or `make deploy-infra` (Azure), "
+                                 "or fix DATASTORE_CONTAINER.")
+
+    def ensure_container(self) -> bool:
+        """Create the container if needed; True if it was created."""
+        from azure.core.exceptions import ResourceExistsError
+
+        with self._errors("creating the container"):
+            try:
+                self.client.create_container()
+                return True
+            except ResourceExistsError:
+                return False
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        with self._errors(f"listing '{prefix}'"):
+            for blob in self.client.list_blobs(name_starts_with=prefix or None):
+                yield BlobInfo(blob.name, blob.size)
+
+    def exists(self, name: str) -> bool:
+        with self._errors(f"checking '{name}'"):
+            return self.client.get_blob_client(name).exists()
+
+    def read_bytes(self, name: str) -> bytes:
+        with self._errors(f"reading '{name}'"):
+            return self.client.download_blob(name).readall()
+
+    def read_json(self, name: str):
+        return json.loads(self.read_bytes(name))
+
+    def download_file(self, name: str, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        with self._errors(f"downloading '{name}'"):
+            with tmp.open("wb") as handle:
+                self.client.download_blob(name).readinto(handle)
+        tmp.replace(path)
+        return path
+
+    def upload_file(self, path: Path, name: str, overwrite: bool = True) -> None:
+        with self._errors(f"uploading '{name}'"), Path(path).open("rb") as handle:
+            self.client.upload_blob(name, handle, overwrite=overwrite)
+
+    def upload_bytes(self, data: bytes, name: str, overwrite: bool = True) -> None:
+        with self._errors(f"uploading '{name}'"):
+            self.client.upload_blob(name, data, overwrite=overwrite)
+
+    def delete_prefix(self, prefix: str) -> int:
+        names = [b.name for b in self.list(prefix)]
+        with self._errors(f"deleting '{prefix}'"):
+            for name in names:
+                self.client.delete_blob(name)
+        return len(names)
+
+    def uri(self, path: str) -> str:
+        return f"azureml://datastores/{self.name}/paths/{path.strip('/')}"
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

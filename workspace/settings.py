@@ -1,0 +1,147 @@
+"""Settings: built-in local defaults, overridden by `.env`, overridden by the environment.
+
+`make deploy-infra` writes the Azure keys into `.env`; `.env.example` documents every key.
+The target is `local` (Azurite + local runners) unless `TARGET=azure`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from workspace.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARGETS = ("local", "azure")
+LOCAL_HOST = "127.0.0.1"
+AZURITE_ACCOUNT = "devstoreaccount1"
+# Azurite's published development key (the same for every installation); local default only.
+AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+               "K1SZFPTOtr/KBHBeksoGMGw==")
+
+
+def _key(name: str, doc: str, default: str = ""):
+    return field(default=default, metadata={"env": name, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the CLIs read; the env/.env key of each is in its metadata."""
+
+    target: str = _key("TARGET", "Where commands act: local (default) or azure.", "local")
+    # Datastore layout (the same on both targets)
+    datastore_name: str = _key("DATASTORE_NAME", "Azure ML datastore over the container.",
+                               "workspaceblobstore")
+    container: str = _key("DATASTORE_CONTAINER", "Blob container of the datastore.", "azureml")
+    model_prefix: str = _key("MODEL_PREFIX", "Folder where the trainer publishes MLflow runs.",
+                             "models")
+    staging_prefix: str = _key("STAGING_PREFIX",
+                               "Folder the ADF Custom activity downloads (trainer + data).",
+                               "adf/iris-training")
+    # Local target
+    local_dir: str = _key("LOCAL_DIR", "State of the local target (Azurite data, registry, runs).",
+                          ".local")
+    azurite_port: str = _key("AZURITE_BLOB_PORT", "Port of the local Azurite blob service.", "10000")
+    # Azure target (written by make deploy-infra)
+    subscription_id: str = _key("AZURE_SUBSCRIPTION_ID", "Subscription of the deployment.")
+    resource_group: str = _key("AZURE_RESOURCE_GROUP", "Resource group holding everything.")
+    location: str = _key("AZURE_LOCATION", "Azure region.")
+    storage_account: str = _key("AZURE_STORAGE_ACCOUNT", "Storage account of the datastore.")
+    storage_blob_url: str = _key("AZURE_STORAGE_BLOB_URL",
+                                 "Blob endpoint, https://<account>.blob.core.windows.net.")
+    key_vault: str = _key("AZURE_KEY_VAULT", "Key Vault name.")
+    aml_workspace: str = _key("AML_WORKSPACE", "Azure ML workspace name.")
+    data_factory: str = _key("ADF_FACTORY", "Data Factory name.")
+    adf_pipeline: str = _key("ADF_PIPELINE", "Pipeline that trains the model.", "train-iris")
+    batch_account: str = _key("BATCH_ACCOUNT", "Batch account name.")
+    batch_account_url: str = _key("BATCH_ACCOUNT_URL",
+                                  "Batch endpoint, https://<account>.<region>.batch.azure.com.")
+    batch_pool_id: str = _key("BATCH_POOL_ID", "Batch pool that runs the trainer.", "dsvm-pool")
+    pool_identity_client_id: str = _key("POOL_IDENTITY_CLIENT_ID",
+                                        "Client id of the pool's user-assigned identity.")
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, env_file: str | os.PathLike | None = None,
+             environ: dict[str, str] | None = None, **overrides: str) -> "Settings":
+        """Defaults < `.env` (repo root unless given) < environment < explicit overrides."""
+        from dotenv import dotenv_values
+
+        path = Path(env_file) if env_file is not None else REPO_ROOT / ".env"
+        file_values = {k: v for k, v in dotenv_values(path).items() if v is not None} \
+            if path.is_file() else {}
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            key = f.metadata["env"]
+            if key in environ and environ[key] != "":
+                values[f.name] = environ[key]
+            elif key in file_values and file_values[key] != "":
+                values[f.name] = file_values[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_target(self, target: str | None) -> "Settings":
+        if not target:
+            return self
+        settings = replace(self, target=target)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"TARGET is '{self.target}'.", "Set it to 'local' or 'azure' in .env.")
+        if not self.azurite_port.isdigit():
+            raise ConfigError(f"AZURITE_BLOB_PORT is '{self.azurite_port}'.", "Set a port number.")
+
+    def require(self, *names: str) -> None:
+        """Raise one ConfigError naming every missing Azure setting."""
+        by_name = {f.name: f for f in fields(self)}
+        missing = [by_name[n].metadata["env"] for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigError(f"Missing setting(s) for the Azure target: {', '.join(missing)}.",
+                              "Run `make deploy-infra` (it writes .env) or set them in .env; "
+                              "see .env.example.")
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def is_local(self) -> bool:
+        return self.target == "local"
+
+    @property
+    def local_path(self) -> Path:
+        path = Path(self.local_dir)
+        return path if path.is_absolute() else REPO_ROOT / path
+
+    @property
+    def azurite_blob_endpoint(self) -> str:
+        return f"http://{LOCAL_HOST}:{self.azurite_port}/{AZURITE_ACCOUNT}"
+
+    @property
+    def azurite_connection_string(self) -> str:
+        return azurite_connection_string(self.azurite_blob_endpoint)
+
+    @property
+    def blob_endpoint(self) -> str:
+        if self.is_local:
+            return self.azurite_blob_endpoint
+        self.require("storage_blob_url")
+        return self.storage_blob_url.rstrip("/")
+
+    def datastore_uri(self, path: str) -> str:
+        """The Azure ML URI of a path in the datastore."""
+        return f"azureml://datastores/{self.datastore_name}/paths/{path.strip('/')}"
+
+
+def azurite_connection_string(blob_endpoint: str) -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={blob_endpoint};")
+
+
+def documented_keys() -> list[tuple[str, str, str]]:
+    """(key, default, description) for every setting, in declaration order."""
+    return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(Settings)]

@@ -50,7 +50,10 @@ lock: ## Re-resolve requirements.in into requirements.lock
 	  .lockvenv/bin/pip freeze --exclude pip; } > requirements.lock
 	rm -rf .lockvenv
 
+env-example: $(PY_STAMP) ## Regenerate .env.example from the settings definition
+	$(PY) -c "from workspace.settings import render_env_example as r; open('.env.example', 'w').write(r())"
+
 clean: local-down ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) node_modules .local .pytest_cache
 
-.PHONY: help setup test demo local-up local-down local-status lock clean
+.PHONY: help setup test demo local-up local-down local-status lock env-example clean

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from workspace.errors import ConfigError
-from workspace.settings import REPO_ROOT, Settings, documented_keys
+from workspace.settings import REPO_ROOT, Settings, documented_keys, render_env_example
 
 
 def test_local_defaults_without_any_file(tmp_path):
@@ -41,3 +41,4 @@ def test_env_example_documents_every_key():
     keys = {line.split("=", 1)[0] for line in example.splitlines()
             if line and not line.startswith("#")}
     assert keys == {key for key, _, _ in documented_keys()}
+    assert example == render_env_example(), "run `make env-example`"

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Prefer --account-url with a managed identity.")
     store.add_argument("--account-url", metavar="URL",
                        help="Blob endpoint, e.g. https://<account>.blob.core.windows.net; "
-                       "authenticates with DefaultAzureCredential (managed identity on Batch).")
+                       "authenticates with DefaultAzureCredential (managed identity on Batch). "
+                       "Empty means: use the connection string.")
     store.add_argument("--client-id", metavar="ID",
                        help="Client id of the pool's user-assigned managed identity "
                        "(with --account-url).")
@@ -355,7 +356,7 @@ def connect_container(args):
     if args.account_url:
         from azure.identity import DefaultAzureCredential
 
-        credential = DefaultAzureCredential(managed_identity_client_id=args.client_id)
+        credential = DefaultAzureCredential(managed_identity_client_id=args.client_id or None)
         service = BlobServiceClient(args.account_url, credential=credential, **options)
         where = args.account_url
     elif connection_string:

@@ -53,6 +53,9 @@ class Settings:
     aml_workspace: str = _key("AML_WORKSPACE", "Azure ML workspace name.")
     data_factory: str = _key("ADF_FACTORY", "Data Factory name.")
     adf_pipeline: str = _key("ADF_PIPELINE", "Pipeline that trains the model.", "train-iris")
+    adf_identity_resource_id: str = _key("ADF_IDENTITY_RESOURCE_ID",
+                                         "Resource id of the factory's user-assigned identity "
+                                         "(used by the Batch linked service).")
     batch_account: str = _key("BATCH_ACCOUNT", "Batch account name.")
     batch_account_url: str = _key("BATCH_ACCOUNT_URL",
                                   "Batch endpoint, https://<account>.<region>.batch.azure.com.")
@@ -145,3 +148,15 @@ def azurite_connection_string(blob_endpoint: str) -> str:
 def documented_keys() -> list[tuple[str, str, str]]:
     """(key, default, description) for every setting, in declaration order."""
     return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(Settings)]
+
+
+def render_env_example() -> str:
+    """The text of .env.example (kept in sync by a test; regenerate with `make env-example`)."""
+    lines = ["# Settings read by every CLI. Copy to .env to override; `make deploy-infra` writes the",
+             "# Azure keys. Environment variables override .env. Never put keys or secrets here:",
+             "# Azure access uses your Entra ID login (az login) and managed identities.", ""]
+    for key, default, doc in documented_keys():
+        if key == "AZURE_SUBSCRIPTION_ID":
+            lines += ["", "# --- Azure target (written by make deploy-infra) ---"]
+        lines += [f"# {doc}", f"{key}={default}"]
+    return "\n".join(lines) + "\n"

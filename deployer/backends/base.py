@@ -1,0 +1,58 @@
+"""The one interface both backends implement.
+
+Each `ensure_*` compares the desired spec with what exists and returns the `Change`; with
+`dry_run=True` it only plans. Long-running work is named and waited on explicitly by the
+backend (Azure: `begin_*().result()`); `progress` callbacks let the CLI show it.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Callable
+
+from deployer.entities import Change, JobSummary, ModelSource, RegisteredModel
+
+Progress = Callable[[str], None]
+
+
+class Backend(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    def register_model(self, source: ModelSource, *, dry_run: bool = False) -> tuple[RegisteredModel | None, Change]:
+        """Register the model unless a version with the same content exists (then no-op)."""
+
+    @abstractmethod
+    def ensure_compute(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
+        """Create or update the CPU cluster described by compute.yml."""
+
+    @abstractmethod
+    def ensure_endpoint(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
+        """Create or update the batch endpoint described by endpoint.yml."""
+
+    @abstractmethod
+    def ensure_deployment(self, spec, model: RegisteredModel | None, *, dry_run: bool = False,
+                          progress: Progress | None = None) -> Change:
+        """Create or update the model deployment, then make it the endpoint's default."""
+
+    @abstractmethod
+    def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
+               output_dir: Path | None = None, wait: bool = True,
+               progress: Progress | None = None) -> JobSummary:
+        """Start a batch scoring job; when waiting, download predictions.csv to output_dir."""
+
+    @abstractmethod
+    def get_job(self, name: str) -> JobSummary:
+        """The state of one scoring job."""
+
+    @abstractmethod
+    def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:
+        """Recent scoring jobs of the endpoint, newest first."""
+
+    @abstractmethod
+    def describe(self, endpoint: str) -> dict:
+        """Registry, endpoint and deployments as a plain dict for `status`."""
+
+    @abstractmethod
+    def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
+        """Delete deployments, the endpoint and the cluster (models stay registered)."""

@@ -1,0 +1,54 @@
+"""What the deployer manages (entities), separate from how each backend does it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CREATE, UPDATE, NO_OP, DELETE = "create", "update", "no-op", "delete"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of a plan or of the summary: what happens (or happened) to a resource."""
+
+    kind: str  # model | compute | endpoint | deployment | default-deployment
+    name: str
+    action: str  # create | update | no-op | delete
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A complete training run to register (from the trainer's manifest)."""
+
+    name: str
+    datastore_path: str  # <prefix>/<experiment>/<run>/artifacts/model
+    local_dir: Path | None  # downloaded, hash-verified copy (local backend registers from it)
+    tags: dict = field(default_factory=dict)  # run_id, data_sha256, metrics, git_commit
+    content_sha256: str = ""  # digest over the manifest's file hashes: same content, same model
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: str
+    tags: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobSummary:
+    """A batch scoring job as `invoke`, `status` and `jobs show` report it."""
+
+    name: str
+    status: str  # Queued | Running | Completed | Failed | Canceled
+    endpoint: str
+    deployment: str
+    input: str
+    created: str = ""
+    finished: str = ""
+    rows_scored: int | None = None
+    files_total: int | None = None
+    files_failed: int | None = None
+    error: str = ""
+    output_path: str = ""  # where predictions.csv lives (datastore or service)
+    logs_path: str = ""

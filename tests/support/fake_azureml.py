@@ -1,0 +1,428 @@
+"""A fake of just the Azure ML REST operations the deployer calls, plugged into the real
+`MLClient` as its azure-core transport (every sub-client of MLClient receives it).
+
+It keeps state (models, computes, batch endpoints and deployments, jobs), answers
+long-running PUT/DELETE the ARM way (201/202 + Azure-AsyncOperation, a 1 ms
+`x-ms-retry-after-ms`, one "InProgress" poll), and records every request so tests can assert paths, api-versions
+and bodies. A request it does not implement gets a 404 with code `FakeRouteMissing`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import parse_qs, urlparse
+
+import requests
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.pipeline._tools import is_rest
+from azure.core.pipeline.transport._requests_basic import RequestsTransportResponse
+from azure.core.rest._requests_basic import RestRequestsTransportResponse
+
+ARM = "management.azure.com"
+PROVIDER = "Microsoft.MachineLearningServices"
+
+
+class FakeCredential:
+    """A token credential that hands out a fixed bearer token (no sign-in)."""
+
+    def __init__(self):
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes, **kwargs) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken("fake-token", int(datetime.now(timezone.utc).timestamp()) + 3600)
+
+
+@dataclass
+class Recorded:
+    method: str
+    url: str
+    host: str
+    path: str
+    query: dict
+    body: object
+    headers: dict = field(default_factory=dict)
+
+    @property
+    def api_version(self) -> str | None:
+        return self.query.get("api-version")
+
+
+@dataclass
+class FakeJob:
+    name: str
+    endpoint: str
+    deployment: str
+    input: dict
+    statuses: list = field(default_factory=lambda: ["Queued", "Running", "Completed"])
+    polls: int = 0
+    child: str = ""
+    error: str = ""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class FakeAzureML(HttpTransport):
+    def __init__(self, subscription: str, resource_group: str, workspace: str,
+                 location: str = "westeurope"):
+        self.sub, self.rg, self.ws, self.location = subscription, resource_group, workspace, location
+        self.requests: list[Recorded] = []
+        self.models: dict[str, dict[str, dict]] = {}
+        self.computes: dict[str, dict] = {}
+        self.endpoints: dict[str, dict] = {}
+        self.deployments: dict[tuple[str, str], dict] = {}
+        self.jobs: dict[str, FakeJob] = {}
+        self.operations: dict[str, list] = {}  # async operation id → [polls left, on_done]
+        self.failures: list[tuple[str, re.Pattern, int, str, str]] = []
+        self.job_statuses = ["Queued", "Running", "Completed"]
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ test helpers
+
+    @property
+    def ws_path(self) -> str:
+        return (f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/{PROVIDER}"
+                f"/workspaces/{self.ws}")
+
+    def fail(self, method: str, path_regex: str, status: int, code: str, message: str) -> None:
+        """The next matching request gets this ARM error instead of its answer."""
+        self.failures.append((method.upper(), re.compile(path_regex, re.I), status, code, message))
+
+    def writes(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method in ("PUT", "PATCH", "DELETE", "POST")]
+
+    def find(self, method: str, path_suffix: str) -> list[Recorded]:
+        return [r for r in self.requests
+                if r.method == method and r.path.lower().endswith(path_suffix.lower())]
+
+    def missing_routes(self) -> list[Recorded]:
+        return [r for r in self.requests if getattr(r, "_missing", False)]
+
+    # ------------------------------------------------------------------ transport
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        pass
+
+    def send(self, request, **kwargs):
+        url = urlparse(request.url)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body = _body(request)
+        record = Recorded(request.method.upper(), request.url, url.hostname or "", url.path,
+                          query, body, {k.lower(): v for k, v in request.headers.items()})
+        with self._lock:
+            self.requests.append(record)
+            for i, (method, pattern, status, code, message) in enumerate(self.failures):
+                if method == record.method and pattern.search(url.path):
+                    del self.failures[i]
+                    return self._respond(request, status, {"error": {"code": code, "message": message}})
+            status, payload, headers = self._route(record)
+        if status == 404 and isinstance(payload, dict) and \
+                payload.get("error", {}).get("code") == "FakeRouteMissing":
+            record._missing = True  # type: ignore[attr-defined]
+        return self._respond(request, status, payload, headers)
+
+    def _respond(self, request, status: int, payload, headers: dict | None = None):
+        response = requests.Response()
+        response.status_code = status
+        response.reason = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
+                           404: "Not Found"}.get(status, "Error")
+        content = b"" if payload is None else (
+            payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+        response._content = content
+        response._content_consumed = True
+        response.raw = io.BytesIO(content)
+        response.headers.update({"Content-Type": "application/json",
+                                 "x-ms-request-id": str(uuid.uuid4()), **(headers or {})})
+        response.url = request.url
+        if is_rest(request):  # what RequestsTransport does for azure.core.rest requests
+            response_ = RestRequestsTransportResponse(request=request, internal_response=response)
+            response_.read()
+            return response_
+        return RequestsTransportResponse(request, response)
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, r: Recorded):
+        path = r.path.rstrip("/")
+        ws = self.ws_path.lower()
+        low = path.lower()
+        if r.host == ARM and low == ws and r.method == "GET":
+            return 200, self._workspace(), {}
+        if r.host == ARM and "/mfeoperationsstatus/" in low:
+            return self._operation_status(path.rsplit("/", 1)[-1])
+        if r.host == f"{self.location}.api.azureml.ms" and low.endswith("/discovery"):
+            base = f"https://{self.location}.api.azureml.ms"
+            return 200, {"api": base, "catalog": base, "experimentation": base, "history": base,
+                         "hyperdrive": base, "labeling": base, "modelmanagement": base,
+                         "pipelines": base, "studiocoreservices": base}, {}
+        if r.host.endswith(".inference.ml.azure.com") and low == "/jobs" and r.method == "POST":
+            return self._invoke(r)
+        if r.host == ARM and low.startswith(ws + "/"):
+            rest = path[len(self.ws_path) + 1:]
+            parts = rest.split("/")
+            kind = parts[0].lower()
+            handler = {"models": self._models, "computes": self._computes,
+                       "batchendpoints": self._endpoints, "jobs": self._jobs,
+                       "datastores": self._datastores}.get(kind)
+            if handler:
+                return handler(r, parts[1:])
+        if r.host == f"{self.location}.api.azureml.ms":
+            return self._dataplane(r)
+        return _missing(r)
+
+    # ------------------------------------------------------------------ resources
+
+    def _id(self, *parts: str) -> str:
+        return "/".join([self.ws_path, *parts])
+
+    def _workspace(self) -> dict:
+        return {
+            "id": self.ws_path, "name": self.ws, "location": self.location,
+            "type": f"{PROVIDER}/workspaces", "kind": "Default",
+            "properties": {
+                "discoveryUrl": f"https://{self.location}.api.azureml.ms/discovery",
+                "workspaceId": "00000000-0000-0000-0000-00000000aaaa",
+                "mlFlowTrackingUri": f"azureml://{self.location}.api.azureml.ms/mlflow/v1.0"
+                                     f"{self.ws_path}",
+                "provisioningState": "Succeeded",
+            },
+        }
+
+    def _models(self, r: Recorded, parts: list[str]):
+        name = parts[0]
+        versions = self.models.get(name)
+        if len(parts) == 1:  # container
+            if r.method == "GET":
+                if not versions:
+                    return _not_found(f"Model container {name}")
+                latest = max(versions, key=lambda v: int(v) if v.isdigit() else 0)
+                return 200, {"id": self._id("models", name), "name": name,
+                             "properties": {"latestVersion": latest, "nextVersion": str(int(latest) + 1),
+                                            "isArchived": False}}, {}
+            return _missing(r)
+        if len(parts) == 2 and parts[1] == "versions" and r.method == "GET":
+            if not versions:
+                return _not_found(f"Model container {name}")
+            return 200, {"value": list(versions.values())}, {}
+        if len(parts) == 3 and parts[1] == "versions":
+            version = parts[2]
+            if r.method == "GET":
+                if not versions or version not in versions:
+                    return _not_found(f"Model {name}:{version}")
+                return 200, versions[version], {}
+            if r.method == "PUT":
+                resource = {"id": self._id("models", name, "versions", version), "name": version,
+                            "type": f"{PROVIDER}/workspaces/models/versions",
+                            "systemData": {"createdAt": _now(), "createdBy": "tester"},
+                            **json.loads(json.dumps(r.body))}
+                resource["properties"]["provisioningState"] = "Succeeded"
+                # the service reads the flavors from the folder's MLmodel file
+                resource["properties"].setdefault("flavors", {
+                    "python_function": {"data": {"loader_module": "mlflow.sklearn"}},
+                    "sklearn": {"data": {"serialization_format": "skops"}}})
+                self.models.setdefault(name, {})[version] = resource
+                return 201, resource, {}
+        return _missing(r)
+
+    def _lro(self, r: Recorded, status: int, resource: dict | None, on_done=None):
+        op = uuid.uuid4().hex
+        self.operations[op] = [1, on_done]
+        status_url = (f"https://{ARM}/subscriptions/{self.sub}/providers/{PROVIDER}/locations/"
+                      f"{self.location}/mfeOperationsStatus/{op}?api-version={r.api_version}")
+        headers = {"Azure-AsyncOperation": status_url, "x-ms-retry-after-ms": "1"}
+        if r.method == "DELETE":
+            headers["Location"] = status_url.replace("mfeOperationsStatus", "mfeOperationResults")
+        return status, resource, headers
+
+    def _operation_status(self, op: str):
+        entry = self.operations.get(op)
+        if entry is None:
+            return _not_found(f"Operation {op}")
+        if entry[0] > 0:
+            entry[0] -= 1
+            return 200, {"status": "InProgress"}, {"x-ms-retry-after-ms": "1"}
+        if entry[1]:
+            entry[1]()
+            entry[1] = None
+        return 200, {"status": "Succeeded"}, {}
+
+    def _put_resource(self, store: dict, key, r: Recorded, rid: str, rtype: str, extra=None):
+        body = json.loads(json.dumps(r.body))
+        created = key not in store
+        resource = {"id": rid, "name": rid.rsplit("/", 1)[-1], "type": rtype,
+                    "systemData": {"createdAt": _now(), "createdBy": "tester"}, **body}
+        resource.setdefault("properties", {})
+        resource["properties"]["provisioningState"] = "Succeeded"
+        if extra:
+            extra(resource)
+        store[key] = resource
+        return self._lro(r, 201 if created else 200, resource)
+
+    def _computes(self, r: Recorded, parts: list[str]):
+        name = parts[0]
+        if len(parts) != 1:
+            return _missing(r)
+        if r.method == "GET":
+            return (200, self.computes[name], {}) if name in self.computes else \
+                _not_found(f"Compute {name}")
+        if r.method == "PUT":
+            return self._put_resource(self.computes, name, r, self._id("computes", name),
+                                      f"{PROVIDER}/workspaces/computes")
+        if r.method == "DELETE":
+            if name not in self.computes:
+                return 204, None, {}
+            return self._lro(r, 202, None, lambda: self.computes.pop(name, None))
+        return _missing(r)
+
+    def _endpoints(self, r: Recorded, parts: list[str]):
+        name = parts[0]
+        if len(parts) == 1:
+            if r.method == "GET":
+                return (200, self.endpoints[name], {}) if name in self.endpoints else \
+                    _not_found(f"Batch endpoint {name}")
+            if r.method == "PUT":
+                def uris(resource):
+                    props = resource["properties"]
+                    props["scoringUri"] = (f"https://{name}.{self.location}.inference.ml.azure.com/jobs")
+                    props["swaggerUri"] = props["scoringUri"] + "/swagger.json"
+                return self._put_resource(self.endpoints, name, r, self._id("batchEndpoints", name),
+                                          f"{PROVIDER}/workspaces/batchEndpoints", uris)
+            if r.method == "DELETE":
+                if name not in self.endpoints:
+                    return 204, None, {}
+
+                def drop():
+                    self.endpoints.pop(name, None)
+                    for key in [k for k in self.deployments if k[0] == name]:
+                        del self.deployments[key]
+                return self._lro(r, 202, None, drop)
+            return _missing(r)
+        if parts[1] == "deployments":
+            if name not in self.endpoints:
+                return _not_found(f"Batch endpoint {name}")
+            if len(parts) == 2 and r.method == "GET":
+                return 200, {"value": [v for k, v in self.deployments.items() if k[0] == name]}, {}
+            if len(parts) == 3:
+                key = (name, parts[2])
+                if r.method == "GET":
+                    return (200, self.deployments[key], {}) if key in self.deployments else \
+                        _not_found(f"Deployment {parts[2]}")
+                if r.method == "PUT":
+                    return self._put_resource(
+                        self.deployments, key, r, self._id("batchEndpoints", name, "deployments", parts[2]),
+                        f"{PROVIDER}/workspaces/batchEndpoints/deployments")
+                if r.method == "DELETE":
+                    default = (self.endpoints[name]["properties"].get("defaults") or {}).get("deploymentName")
+                    if parts[2] == default:
+                        return 400, {"error": {"code": "BadRequest", "message":
+                                               "Cannot delete the default deployment."}}, {}
+                    if key not in self.deployments:
+                        return 204, None, {}
+                    return self._lro(r, 202, None, lambda: self.deployments.pop(key, None))
+        return _missing(r)
+
+    def _datastores(self, r: Recorded, parts: list[str]):
+        return _missing(r)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _invoke(self, r: Recorded):
+        endpoint = r.host.split(".")[0]
+        if endpoint not in self.endpoints:
+            return _not_found(f"Batch endpoint {endpoint}")
+        default = (self.endpoints[endpoint]["properties"].get("defaults") or {}).get("deploymentName")
+        deployment = r.headers.get("azureml-model-deployment") or default
+        if not deployment:
+            return 400, {"error": {"code": "UserError",
+                                   "message": "No valid deployments to route to. Please check that the "
+                                              "endpoint has at least one deployment with positive weight "
+                                              "values or use a deployment specific header to route."}}, {}
+        name = f"batchjob-{uuid.uuid4()}"
+        job = FakeJob(name, endpoint, deployment, r.body["properties"].get("inputData") or {},
+                      statuses=list(self.job_statuses), child=f"{name}-child")
+        self.jobs[name] = job
+        return 200, {"id": self._id("batchEndpoints", endpoint, "jobs", name), "name": name,
+                     "type": "Microsoft.MachineLearningServices/workspaces/batchEndpoints/jobs",
+                     "properties": {"status": "NotStarted", "inputData": job.input}}, {}
+
+    def _job_resource(self, job: FakeJob, status: str) -> dict:
+        return {
+            "id": self._id("jobs", job.name), "name": job.name,
+            "type": f"{PROVIDER}/workspaces/jobs",
+            "systemData": {"createdAt": _now(), "createdBy": "tester"},
+            "properties": {
+                "jobType": "Pipeline", "status": status, "experimentName": job.endpoint,
+                "displayName": job.name,
+                "tags": {"azureml.batchrun": "true", "azureml.jobtype": "azureml.batchjob"},
+                "properties": {"azureml.endpointName": job.endpoint,
+                               "azureml.deploymentName": job.deployment},
+                "inputs": {}, "outputs": {}, "jobs": {}, "settings": {},
+            },
+        }
+
+    def _jobs(self, r: Recorded, parts: list[str]):
+        if len(parts) == 1 and r.method == "GET":
+            job = self.jobs.get(parts[0])
+            if job is None:
+                return _not_found(f"Job {parts[0]}")
+            status = job.statuses[min(job.polls, len(job.statuses) - 1)]
+            job.polls += 1
+            return 200, self._job_resource(job, status), {}
+        return _missing(r)
+
+    def _dataplane(self, r: Recorded):
+        match = re.search(r"/runs/([^/]+)/children$", r.path)
+        if match and r.method in ("GET", "POST"):
+            job = self.jobs.get(match.group(1))
+            if job is None:
+                return _not_found(f"Run {match.group(1)}")
+            return 200, {"value": [{"runId": job.child, "parentRunId": job.name, "status": "Completed",
+                                    "runType": "azureml.StepRun", "name": "batchscoring",
+                                    "experimentId": "0", "properties": {}, "tags": {}}],
+                         "continuationToken": None}, {}
+        return _missing(r)
+
+
+def _body(request):
+    for attr in ("content", "data", "body"):
+        try:
+            value = getattr(request, attr, None)
+        except Exception:  # noqa: BLE001 - some request types raise for unset bodies
+            value = None
+        if value:
+            break
+    else:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode()
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _not_found(what: str):
+    return 404, {"error": {"code": "ResourceNotFound", "message": f"{what} was not found."}}, {}
+
+
+def _missing(r: Recorded):
+    return 404, {"error": {"code": "FakeRouteMissing", "message": f"{r.method} {r.url}"}}, {}

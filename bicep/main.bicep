@@ -1,0 +1,300 @@
+// Everything the Iris pipeline runs on, in one resource group: storage (the Azure ML
+// datastore), Key Vault, Log Analytics + Application Insights, Container Registry, the
+// Azure ML workspace, the Batch account and DSVM pool, and the Data Factory with the
+// pipeline from adf/. Deploy with `make deploy-infra`; the outputs become .env
+// (bicep/env_writer.py). No output carries a key or a connection string.
+targetScope = 'subscription'
+
+@description('Azure region of every resource.')
+param location string = deployment().location
+
+@description('Short name prefix (3-10 lowercase letters or digits, starting with a letter); resource names add a suffix unique to the subscription, prefix and region.')
+@minLength(3)
+@maxLength(10)
+param prefix string = 'irisops'
+
+@description('Resource group name; rg-<prefix> when empty.')
+param resourceGroupName string = ''
+
+@description('Private networking: VNet, private endpoints and DNS zones for storage, Key Vault and ACR; their public access denied except allowedIpAddress; the pool in the VNet.')
+param privateNetworking bool = false
+
+@description('Your public IP address, allowed through the firewalls in private mode so set-up and staging work from your machine.')
+param allowedIpAddress string = ''
+
+@description('VM size of the Batch pool nodes.')
+param poolVmSize string = 'Standard_D2s_v3'
+
+@description('Most nodes the pool autoscales to (it scales to zero when idle).')
+@minValue(1)
+@maxValue(20)
+param poolMaxNodes int = 1
+
+@description('Batch pool id (BATCH_POOL_ID).')
+param batchPoolId string = 'dsvm-pool'
+
+@description('Blob container of the datastore (DATASTORE_CONTAINER).')
+param datastoreContainer string = 'azureml'
+
+@description('Azure ML datastore over that container (DATASTORE_NAME).')
+param datastoreName string = 'irisdata'
+
+@description('Folder where the trainer publishes MLflow runs (MODEL_PREFIX).')
+param modelPrefix string = 'models'
+
+@description('Folder the ADF Custom activity downloads (STAGING_PREFIX).')
+param stagingPrefix string = 'adf/iris-training'
+
+@description('Batch role of the factory identity: jobSubmitter (least privilege) or dataContributor.')
+@allowed([
+  'jobSubmitter'
+  'dataContributor'
+])
+param factoryBatchRole string = 'jobSubmitter'
+
+@description('Object id of the user or service principal deploying (gets blob data access to stage files and read logs); empty to skip.')
+param deployerPrincipalId string = ''
+
+@description('Type of that principal.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param deployerPrincipalType string = 'User'
+
+@description('Tags applied to every resource.')
+param tags object = {
+  project: 'iris-batch-mlops'
+}
+
+var suffix = take(uniqueString(subscription().id, prefix, location), 6)
+var compactPrefix = toLower(replace(prefix, '-', ''))
+var names = {
+  resourceGroup: empty(resourceGroupName) ? 'rg-${prefix}' : resourceGroupName
+  storage: '${compactPrefix}st${suffix}'
+  keyVault: '${prefix}-kv-${suffix}'
+  registry: '${compactPrefix}acr${suffix}'
+  logAnalytics: '${prefix}-log-${suffix}'
+  appInsights: '${prefix}-appi-${suffix}'
+  workspace: '${prefix}-mlw-${suffix}'
+  batch: '${compactPrefix}batch${suffix}'
+  factory: '${prefix}-adf-${suffix}'
+  poolIdentity: '${prefix}-pool-id'
+  factoryIdentity: '${prefix}-adf-id'
+  network: '${prefix}-${suffix}'
+}
+var storageKeySecretName = 'storage-account-key'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: names.resourceGroup
+  location: location
+  tags: tags
+}
+
+module identities 'modules/identities.bicep' = {
+  name: 'identities'
+  scope: rg
+  params: {
+    location: location
+    poolIdentityName: names.poolIdentity
+    factoryIdentityName: names.factoryIdentity
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    logAnalyticsName: names.logAnalytics
+    appInsightsName: names.appInsights
+    tags: tags
+  }
+}
+
+module network 'modules/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  scope: rg
+  params: {
+    location: location
+    namePrefix: names.network
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    location: location
+    storageAccountName: names.storage
+    datastoreContainer: datastoreContainer
+    privateNetworking: privateNetworking
+    allowedIpAddress: allowedIpAddress
+    factoryResourceId: '${rg.id}/providers/Microsoft.DataFactory/factories/${names.factory}'
+    tags: tags
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    location: location
+    keyVaultName: names.keyVault
+    privateNetworking: privateNetworking
+    allowedIpAddress: allowedIpAddress
+    tags: tags
+  }
+}
+
+module storageKeySecret 'modules/storage-key-secret.bicep' = {
+  name: 'storage-key-secret'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.storageAccountName
+    keyVaultName: keyVault.outputs.keyVaultName
+    secretName: storageKeySecretName
+  }
+}
+
+module registry 'modules/registry.bicep' = {
+  name: 'registry'
+  scope: rg
+  params: {
+    location: location
+    registryName: names.registry
+    privateNetworking: privateNetworking
+    allowedIpAddress: allowedIpAddress
+    tags: tags
+  }
+}
+
+module privateEndpoints 'modules/private-endpoints.bicep' = if (privateNetworking) {
+  name: 'private-endpoints'
+  scope: rg
+  params: {
+    location: location
+    namePrefix: names.network
+    subnetId: privateNetworking ? network.outputs.privateEndpointsSubnetId : ''
+    storageAccountId: storage.outputs.storageAccountId
+    keyVaultId: keyVault.outputs.keyVaultId
+    registryId: registry.outputs.registryId
+    blobDnsZoneId: privateNetworking ? network.outputs.blobDnsZoneId : ''
+    vaultDnsZoneId: privateNetworking ? network.outputs.vaultDnsZoneId : ''
+    registryDnsZoneId: privateNetworking ? network.outputs.registryDnsZoneId : ''
+    tags: tags
+  }
+}
+
+module workspace 'modules/ml-workspace.bicep' = {
+  name: 'ml-workspace'
+  scope: rg
+  params: {
+    location: location
+    workspaceName: names.workspace
+    storageAccountId: storage.outputs.storageAccountId
+    storageAccountName: storage.outputs.storageAccountName
+    datastoreContainer: storage.outputs.containerName
+    datastoreName: datastoreName
+    keyVaultId: keyVault.outputs.keyVaultId
+    appInsightsId: monitoring.outputs.appInsightsId
+    registryId: registry.outputs.registryId
+    tags: tags
+  }
+}
+
+module batch 'modules/batch.bicep' = {
+  name: 'batch'
+  scope: rg
+  params: {
+    location: location
+    batchAccountName: names.batch
+    poolId: batchPoolId
+    storageAccountId: storage.outputs.storageAccountId
+    poolIdentityId: identities.outputs.poolIdentityId
+    vmSize: poolVmSize
+    maxNodes: poolMaxNodes
+    subnetId: privateNetworking ? network.outputs.batchSubnetId : ''
+    tags: tags
+  }
+}
+
+module dataFactory 'modules/data-factory.bicep' = {
+  name: 'data-factory'
+  scope: rg
+  params: {
+    location: location
+    factoryName: names.factory
+    adfIdentityResourceId: identities.outputs.factoryIdentityId
+    batchAccount: batch.outputs.batchAccountName
+    batchAccountUrl: batch.outputs.batchAccountUrl
+    batchPoolId: batch.outputs.poolId
+    azureStorageAccount: storage.outputs.storageAccountName
+    azureStorageBlobUrl: storage.outputs.blobEndpoint
+    azureKeyVault: keyVault.outputs.keyVaultName
+    datastoreContainer: storage.outputs.containerName
+    datastoreName: workspace.outputs.datastoreName
+    modelPrefix: modelPrefix
+    stagingPrefix: stagingPrefix
+    poolIdentityClientId: identities.outputs.poolIdentityClientId
+    tags: tags
+  }
+  dependsOn: [
+    storageKeySecret
+  ]
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.storageAccountName
+    datastoreContainer: storage.outputs.containerName
+    keyVaultName: keyVault.outputs.keyVaultName
+    storageKeySecretName: storageKeySecret.outputs.secretName
+    batchAccountName: batch.outputs.batchAccountName
+    factoryName: dataFactory.outputs.factoryName
+    workspaceName: workspace.outputs.workspaceName
+    poolIdentityName: names.poolIdentity
+    factoryIdentityName: names.factoryIdentity
+    factoryBatchRole: factoryBatchRole
+    deployerPrincipalId: deployerPrincipalId
+    deployerPrincipalType: deployerPrincipalType
+  }
+  dependsOn: [
+    identities
+  ]
+}
+
+// ---- Outputs read by bicep/env_writer.py (one per .env key, named after it in camelCase).
+output azureSubscriptionId string = subscription().subscriptionId
+output azureResourceGroup string = rg.name
+output azureLocation string = location
+output azureStorageAccount string = storage.outputs.storageAccountName
+output azureStorageBlobUrl string = storage.outputs.blobEndpoint
+output azureKeyVault string = keyVault.outputs.keyVaultName
+output amlWorkspace string = workspace.outputs.workspaceName
+output adfFactory string = dataFactory.outputs.factoryName
+output adfPipeline string = dataFactory.outputs.pipelineName
+output adfIdentityResourceId string = identities.outputs.factoryIdentityId
+output batchAccount string = batch.outputs.batchAccountName
+output batchAccountUrl string = batch.outputs.batchAccountUrl
+output batchPoolId string = batch.outputs.poolId
+output poolIdentityClientId string = identities.outputs.poolIdentityClientId
+output datastoreName string = workspace.outputs.datastoreName
+output datastoreContainer string = storage.outputs.containerName
+output modelPrefix string = modelPrefix
+output stagingPrefix string = stagingPrefix
+
+// ---- Further ids for scripts and the portal (no keys).
+output keyVaultUri string = keyVault.outputs.keyVaultUri
+output containerRegistry string = registry.outputs.registryName
+output appInsights string = monitoring.outputs.appInsightsName
+output amlWorkspaceId string = workspace.outputs.workspaceId
+output batchAccountId string = batch.outputs.batchAccountId
+output adfFactoryId string = dataFactory.outputs.factoryId
+output poolIdentityId string = identities.outputs.poolIdentityId
+output amlComputeSubnetId string = privateNetworking ? network.outputs.amlComputeSubnetId : ''

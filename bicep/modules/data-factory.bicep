@@ -1,0 +1,121 @@
+// Data Factory with the training pipeline. The credential, linked services and pipeline
+// are adf/*.json, loaded as text with every __KEY__ placeholder replaced by the deployed
+// value (KEY is the .env key), so adf/ stays their only definition.
+
+@description('Azure region.')
+param location string
+
+@description('Data Factory name.')
+param factoryName string
+
+@description('Resource id of the user-assigned identity the Batch linked service uses (ADF_IDENTITY_RESOURCE_ID).')
+param adfIdentityResourceId string
+
+@description('Batch account name (BATCH_ACCOUNT).')
+param batchAccount string
+
+@description('Batch account URL (BATCH_ACCOUNT_URL).')
+param batchAccountUrl string
+
+@description('Batch pool id (BATCH_POOL_ID).')
+param batchPoolId string
+
+@description('Storage account name (AZURE_STORAGE_ACCOUNT).')
+param azureStorageAccount string
+
+@description('Blob endpoint (AZURE_STORAGE_BLOB_URL).')
+param azureStorageBlobUrl string
+
+@description('Key Vault name (AZURE_KEY_VAULT).')
+param azureKeyVault string
+
+@description('Blob container of the datastore (DATASTORE_CONTAINER).')
+param datastoreContainer string
+
+@description('Azure ML datastore over the container (DATASTORE_NAME).')
+param datastoreName string
+
+@description('Folder where the trainer publishes MLflow runs (MODEL_PREFIX).')
+param modelPrefix string
+
+@description('Folder the Custom activity downloads (STAGING_PREFIX).')
+param stagingPrefix string
+
+@description('Client id of the pool identity (POOL_IDENTITY_CLIENT_ID).')
+param poolIdentityClientId string
+
+@description('Tags applied to every resource.')
+param tags object
+
+var credentialJson = json(replace(loadTextContent('../../adf/credentials/BatchIdentityCredential.json'), '__ADF_IDENTITY_RESOURCE_ID__', adfIdentityResourceId))
+
+var keyVaultLinkedServiceJson = json(replace(loadTextContent('../../adf/linkedServices/KeyVaultLinkedService.json'), '__AZURE_KEY_VAULT__', azureKeyVault))
+
+var storageLinkedServiceJson = json(replace(loadTextContent('../../adf/linkedServices/AzureBlobStorageLinkedService.json'), '__AZURE_STORAGE_ACCOUNT__', azureStorageAccount))
+
+var batchLinkedServiceJson = json(replace(replace(replace(loadTextContent('../../adf/linkedServices/AzureBatchLinkedService.json'), '__BATCH_ACCOUNT__', batchAccount), '__BATCH_ACCOUNT_URL__', batchAccountUrl), '__BATCH_POOL_ID__', batchPoolId))
+
+var pipelineJson = json(replace(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName), '__BATCH_POOL_ID__', batchPoolId))
+
+resource factory 'Microsoft.DataFactory/factories@2018-06-01' = {
+  // checkov:skip=CKV_AZURE_103: Definitions come from adf/ in this repository through this template; a factory Git integration would be a second source of truth.
+  // checkov:skip=CKV_AZURE_104: The Azure integration runtime needs public network access to reach Batch and storage; the pipeline runs no inbound endpoint.
+  name: factoryName
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned,UserAssigned'
+    userAssignedIdentities: {
+      '${adfIdentityResourceId}': {}
+    }
+  }
+  properties: {
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource credential 'Microsoft.DataFactory/factories/credentials@2018-06-01' = {
+  parent: factory
+  name: credentialJson.name
+  properties: credentialJson.properties
+}
+
+resource keyVaultLinkedService 'Microsoft.DataFactory/factories/linkedservices@2018-06-01' = {
+  parent: factory
+  name: keyVaultLinkedServiceJson.name
+  properties: keyVaultLinkedServiceJson.properties
+}
+
+resource storageLinkedService 'Microsoft.DataFactory/factories/linkedservices@2018-06-01' = {
+  parent: factory
+  name: storageLinkedServiceJson.name
+  properties: storageLinkedServiceJson.properties
+  dependsOn: [
+    keyVaultLinkedService
+  ]
+}
+
+resource batchLinkedService 'Microsoft.DataFactory/factories/linkedservices@2018-06-01' = {
+  parent: factory
+  name: batchLinkedServiceJson.name
+  properties: batchLinkedServiceJson.properties
+  dependsOn: [
+    storageLinkedService
+    credential
+  ]
+}
+
+resource pipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = {
+  parent: factory
+  name: pipelineJson.name
+  properties: pipelineJson.properties
+  dependsOn: [
+    batchLinkedService
+    storageLinkedService
+  ]
+}
+
+output factoryName string = factory.name
+output factoryId string = factory.id
+output factoryPrincipalId string = factory.identity.principalId
+output pipelineName string = pipeline.name

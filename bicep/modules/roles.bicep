@@ -1,0 +1,185 @@
+// Role assignments, least privilege, each scoped to the one resource it needs. Names are
+// deterministic: guid(scope, identity resource, role), all known when the deployment starts.
+
+@description('Storage account name.')
+param storageAccountName string
+
+@description('Blob container of the datastore.')
+param datastoreContainer string
+
+@description('Key Vault name.')
+param keyVaultName string
+
+@description('Name of the secret holding the storage account key.')
+param storageKeySecretName string
+
+@description('Batch account name.')
+param batchAccountName string
+
+@description('Data Factory name.')
+param factoryName string
+
+@description('Azure ML workspace name.')
+param workspaceName string
+
+@description('Name of the pool nodes\' user-assigned identity.')
+param poolIdentityName string
+
+@description('Name of the factory\'s user-assigned identity (Batch linked service).')
+param factoryIdentityName string
+
+@description('Batch role of the factory identity: jobSubmitter (least privilege) or dataContributor (if your tenant\'s ADF needs pool reads).')
+@allowed([
+  'jobSubmitter'
+  'dataContributor'
+])
+param factoryBatchRole string
+
+@description('Object id of the user or service principal running the deployment (stages files, reads logs and models); empty to skip.')
+param deployerPrincipalId string
+
+@description('Type of that principal.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param deployerPrincipalType string
+
+// Built-in role definition ids.
+var roles = {
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  // Azure Batch Job Submitter: create and manage jobs and tasks, nothing on pools or the account.
+  jobSubmitter: '48e5e92e-a480-4e71-aa9c-2778f4c13781'
+  // Azure Batch Data Contributor: also manages pools; the fallback if job submission needs pool reads.
+  dataContributor: '6aaa78f1-f7de-44ca-8722-c64a23943cae'
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource container 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: datastoreContainer
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource storageKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: storageKeySecretName
+}
+
+resource batchAccount 'Microsoft.Batch/batchAccounts@2024-07-01' existing = {
+  name: batchAccountName
+}
+
+resource factory 'Microsoft.DataFactory/factories@2018-06-01' existing = {
+  name: factoryName
+}
+
+resource workspace 'Microsoft.MachineLearningServices/workspaces@2024-10-01' existing = {
+  name: workspaceName
+}
+
+resource poolIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
+  name: poolIdentityName
+}
+
+resource factoryIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
+  name: factoryIdentityName
+}
+
+// The trainer on the pool writes the MLflow model blobs into the datastore container.
+resource poolWritesModels 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(container.id, poolIdentity.id, roles.storageBlobDataContributor)
+  scope: container
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: poolIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Batch pool nodes write MLflow model blobs.'
+  }
+}
+
+// The factory's Batch linked service (its user-assigned identity) submits the Custom activity's job.
+resource factoryRunsBatchJobs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(batchAccount.id, factoryIdentity.id, roles[factoryBatchRole])
+  scope: batchAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles[factoryBatchRole])
+    principalId: factoryIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Data Factory runs the training job on the Batch pool.'
+  }
+}
+
+// The factory reads the staging folder (trainer + data) in the datastore container.
+resource factoryReadsStaging 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(container.id, factory.id, roles.storageBlobDataReader)
+  scope: container
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: factory.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Data Factory reads the staging folder.'
+  }
+}
+
+// The factory's Key Vault linked service reads the one secret ADF's Batch staging needs.
+resource factoryReadsStorageKeySecret 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storageKeySecret.id, factory.id, roles.keyVaultSecretsUser)
+  scope: storageKeySecret
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: factory.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Data Factory reads the staging storage key secret.'
+  }
+}
+
+// The Azure ML workspace reads the datastore (identity-based datastore, no stored credential).
+resource workspaceReadsDatastore 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(container.id, workspace.id, roles.storageBlobDataReader)
+  scope: container
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
+    principalId: workspace.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Azure ML workspace reads the datastore.'
+  }
+}
+
+// Batch auto-storage authenticates with the account's managed identity.
+resource batchUsesAutoStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, batchAccount.id, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: batchAccount.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Batch account auto-storage (application packages, task output).'
+  }
+}
+
+// Whoever deploys stages the trainer, reads ADF's task logs and the published models with Entra ID.
+resource deployerUsesStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(storage.id, deployerPrincipalId, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deploying user or pipeline stages files and reads logs and models.'
+  }
+}

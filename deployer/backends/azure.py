@@ -28,6 +28,11 @@ from workspace.settings import Settings
 CONTENT_TAG = "content_sha256"
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding"}
+
+
+def _status(value) -> str:
+    """'Running' from a str or an azure-ai-ml JobStatus enum."""
+    return str(getattr(value, "value", value) or "")
 STATUS = {  # Azure ML job states → the five the deployer reports
     "NotStarted": "Queued", "Queued": "Queued", "Preparing": "Queued", "Provisioning": "Queued",
     "Starting": "Running", "Running": "Running", "Finalizing": "Running",
@@ -310,8 +315,8 @@ class AzureBackend(Backend):
             job = self.ml_client.batch_endpoints.invoke(endpoint_name=endpoint,
                                                         deployment_name=deployment, input=input_)
         if progress:
-            progress(f"job {job.name}: {job.status or 'Queued'}")
-        summary = JobSummary(name=job.name, status=STATUS.get(job.status or "", "Queued"),
+            progress(f"job {job.name}: {_status(job.status) or 'Queued'}")
+        summary = JobSummary(name=job.name, status=STATUS.get(_status(job.status), "Queued"),
                              endpoint=endpoint, deployment=deployment or "", input=remote)
         if not wait:
             return summary
@@ -351,10 +356,11 @@ class AzureBackend(Backend):
         while True:
             with self._errors(f"reading job '{name}'"):
                 job = self.ml_client.jobs.get(name)
-            if job.status != last and progress:
-                progress(f"job {name}: {job.status}")
-            last = job.status
-            if job.status in TERMINAL:
+            status = _status(job.status)
+            if status != last and progress:
+                progress(f"job {name}: {status}")
+            last = status
+            if status in TERMINAL:
                 break
             self._sleep(self.poll_seconds)
         merged = self._summary(job)
@@ -401,7 +407,7 @@ class AzureBackend(Backend):
             for job in jobs[: max(limit, 0)]:
                 detail = self._get_or_none(self.ml_client.jobs.get, job.name)
                 summary = self._summary(detail) if detail is not None else JobSummary(
-                    name=job.name, status=STATUS.get(job.status or "", "Queued"),
+                    name=job.name, status=STATUS.get(_status(job.status), "Queued"),
                     endpoint=endpoint, deployment="", input="")
                 summary.endpoint = summary.endpoint or endpoint
                 summaries.append(summary)
@@ -416,7 +422,7 @@ class AzureBackend(Backend):
         for value in inputs.values() if isinstance(inputs, dict) else []:
             input_path = getattr(value, "path", None) or str(value)
             break
-        status = STATUS.get(job.status or "", "Queued")
+        status = STATUS.get(_status(job.status), "Queued")
         return JobSummary(
             name=job.name, status=status,
             endpoint=_first(props, tags, "azureml.endpointName", "endpointName", "azureml.endpoint_name"),

@@ -64,6 +64,7 @@ class FakeJob:
     polls: int = 0
     child: str = ""
     error: str = ""
+    completed: bool = False
 
 
 def _now() -> str:
@@ -83,6 +84,9 @@ class FakeAzureML(HttpTransport):
         self.operations: dict[str, list] = {}  # async operation id → [polls left, on_done]
         self.failures: list[tuple[str, re.Pattern, int, str, str]] = []
         self.job_statuses = ["Queued", "Running", "Completed"]
+        self.on_complete = None  # called with the FakeJob when it first reports Completed
+        # the workspace's default blob datastore (identity-based, as make deploy-infra sets it up)
+        self.datastore = {"name": "workspaceblobstore", "account": "stirisdata", "container": "azureml"}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ test helpers
@@ -339,7 +343,26 @@ class FakeAzureML(HttpTransport):
         return _missing(r)
 
     def _datastores(self, r: Recorded, parts: list[str]):
+        if len(parts) == 1 and r.method == "GET":
+            if parts[0] != self.datastore["name"]:
+                return _not_found(f"Datastore {parts[0]}")
+            return 200, self._datastore_resource(), {}
+        if len(parts) == 0 and r.method == "GET":
+            return 200, {"value": [self._datastore_resource()]}, {}
         return _missing(r)
+
+    def _datastore_resource(self) -> dict:
+        return {"id": self._id("datastores", self.datastore["name"]), "name": self.datastore["name"],
+                "type": f"{PROVIDER}/workspaces/datastores",
+                "properties": {"datastoreType": "AzureBlob", "accountName": self.datastore["account"],
+                               "containerName": self.datastore["container"],
+                               "endpoint": "core.windows.net", "protocol": "https",
+                               "credentials": {"credentialsType": "None"}, "isDefault": True,
+                               "serviceDataAccessAuthIdentity": "WorkspaceSystemAssignedIdentity"}}
+
+    def output_path(self, job: "FakeJob") -> str:
+        """Where the service writes the scoring child's `score` output (datastore path)."""
+        return f"azureml/{job.child}/score/"
 
     # ------------------------------------------------------------------ jobs
 
@@ -377,17 +400,56 @@ class FakeAzureML(HttpTransport):
             },
         }
 
+    def _child(self, name: str) -> "FakeJob | None":
+        return next((j for j in self.jobs.values() if j.child == name), None)
+
     def _jobs(self, r: Recorded, parts: list[str]):
         if len(parts) == 1 and r.method == "GET":
             job = self.jobs.get(parts[0])
+            if job is None and self._child(parts[0]) is not None:
+                # pipeline step jobs come back without properties; clients go to run history
+                return 200, {"id": self._id("jobs", parts[0]), "name": parts[0],
+                             "type": f"{PROVIDER}/workspaces/jobs"}, {}
             if job is None:
                 return _not_found(f"Job {parts[0]}")
             status = job.statuses[min(job.polls, len(job.statuses) - 1)]
             job.polls += 1
+            if status == "Completed" and not job.completed:
+                job.completed = True
+                if self.on_complete:
+                    self.on_complete(job)
             return 200, self._job_resource(job, status), {}
         return _missing(r)
 
+    def _run(self, job: "FakeJob") -> dict:
+        return {"runId": job.child, "parentRunId": job.name, "rootRunId": job.name,
+                "status": "Completed", "runType": "azureml.StepRun", "name": "batchscoring",
+                "displayName": "batchscoring", "experimentId": "0", "properties": {}, "tags": {},
+                "createdUtc": _now(), "endTimeUtc": _now()}
+
     def _dataplane(self, r: Recorded):
+        match = re.search(r"/history/v1.0/.*/runs/([^/]+)$", r.path)
+        if match and r.method == "GET":
+            job = self._child(match.group(1))
+            return (200, self._run(job), {}) if job else _not_found(f"Run {match.group(1)}")
+        if r.path.endswith("/rundata") and r.method == "POST":
+            job = self._child((r.body or {}).get("runId", ""))
+            if job is None:
+                return _not_found("Run")
+            asset = (f"azureml://locations/{self.location}/workspaces/00000000-0000-0000-0000-00000000aaaa"
+                     f"/data/azureml_{job.child}_output_data_score/versions/1")
+            return 200, {"runMetadata": {**self._run(job),
+                                         "outputs": {"score": {"assetId": asset, "type": "uri_folder"}}}}, {}
+        if r.path.endswith("/dataversion/batchGetResolvedUris") and r.method == "POST":
+            values = {}
+            for asset in (r.body or {}).get("values", []):
+                m = re.search(r"/data/azureml_(.+)_output_data_score/", asset)
+                job = self._child(m.group(1)) if m else None
+                if job is not None:
+                    values[asset] = {"type": "UriFolder", "uri": (
+                        f"azureml://subscriptions/{self.sub}/resourcegroups/{self.rg}/workspaces/"
+                        f"{self.ws}/datastores/{self.datastore['name']}/paths/{self.output_path(job)}")}
+            return 200, {"values": values}, {}
         match = re.search(r"/runs/([^/]+)/children$", r.path)
         if match and r.method in ("GET", "POST"):
             job = self.jobs.get(match.group(1))

@@ -428,6 +428,15 @@ class FakeAzureML(HttpTransport):
                 "createdUtc": _now(), "endTimeUtc": _now()}
 
     def _dataplane(self, r: Recorded):
+        match = re.search(r"/mferp/managementfrontend/.*/batchEndpoints/([^/]+)/jobs$", r.path, re.I)
+        if match and r.method == "GET":
+            endpoint = match.group(1)
+            if endpoint not in self.endpoints:
+                return _not_found(f"Batch endpoint {endpoint}")
+            return 200, {"value": [
+                {"id": self._id("batchEndpoints", endpoint, "jobs", j.name), "name": j.name,
+                 "properties": {"status": j.statuses[min(j.polls, len(j.statuses) - 1)]}}
+                for j in self.jobs.values() if j.endpoint == endpoint]}, {}
         match = re.search(r"/history/v1.0/.*/runs/([^/]+)$", r.path)
         if match and r.method == "GET":
             job = self._child(match.group(1))

@@ -57,3 +57,34 @@ clean: local-down ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) node_modules .local .pytest_cache
 
 .PHONY: help setup test demo local-up local-down local-status lock env-example clean
+
+# ---------------------------------------------------------------- Azure infrastructure (bicep/)
+# make deploy-infra [LOCATION=westeurope PREFIX=irisops PRIVATE_NETWORKING=false ALLOWED_IP=]
+# See docs/azure.md. The scan runs checkov in its own virtualenv (its pins clash with .venv).
+LOCATION ?= westeurope
+PREFIX ?= irisops
+PRIVATE_NETWORKING ?= false
+ALLOWED_IP ?=
+SCAN_VENV ?= .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
+AZURE_SH = LOCATION="$(LOCATION)" PREFIX="$(PREFIX)" PRIVATE_NETWORKING="$(PRIVATE_NETWORKING)" \
+  ALLOWED_IP="$(ALLOWED_IP)" PYTHON="$(PYTHON)" bash bicep/azure.sh
+
+deploy-infra: ## Deploy bicep/main.bicep to Azure (az login first), then write .env from its outputs
+	$(AZURE_SH) deploy
+
+what-if: ## Show what deploy-infra would change in Azure, changing nothing
+	$(AZURE_SH) what-if
+
+destroy: ## Delete the Azure resource group (asks first; YES=1 skips the question)
+	$(AZURE_SH) destroy
+
+$(SCAN_STAMP): bicep/requirements-scan.txt
+	@test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bicep/requirements-scan.txt
+	@touch $@
+
+scan: $(SCAN_STAMP) ## Scan bicep/ with checkov: fails on any parsing error or failed check
+	$(PYTHON) bicep/scan.py --checkov $(SCAN_VENV)/bin/checkov
+
+.PHONY: deploy-infra what-if destroy scan

@@ -1,0 +1,1 @@
+"""Infrastructure as code: the Bicep templates, and the `.env` writer for their outputs."""

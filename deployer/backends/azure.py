@@ -511,7 +511,7 @@ def _registered(model) -> RegisteredModel:
 
 
 def _diff(have: dict, want: dict) -> str:
-    return ", ".join(f"{k}: {have.get(k)!r} → {want[k]!r}" for k in want if have.get(k) != want[k])
+    return ", ".join(f"{k}: {have.get(k)} → {want[k]}" for k in want if have.get(k) != want[k])
 
 
 def _compute_state(compute) -> dict:

@@ -1,0 +1,565 @@
+"""The Azure backend through the real `MLClient`, against a fake of just the Azure ML REST
+operations it calls (plugged in as the azure-core transport of every sub-client), with a
+test token credential. Requests are recorded: paths, api-versions and bodies are asserted.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deployer.backends.azure import (AzureAuthError, AzureBackend, AzureError, AzureNotFound,
+                                     AzureQuotaError, validate_endpoint_name)
+from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, ModelSource
+from deployer.spec import SPEC_DIR, load_specs
+from tests.support.fake_azureml import FakeAzureML, FakeCredential
+from workspace.errors import ConfigError
+from workspace.settings import REPO_ROOT, Settings
+
+SUB = "00000000-0000-0000-0000-000000000001"
+RG = "rg-iris"
+WS = "mlw-iris"
+WS_PATH = (f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+           f"Microsoft.MachineLearningServices/workspaces/{WS}")
+# What azure-ai-ml 1.35.2 sends for each resource (pinned in requirements).
+API = {"models": "2023-08-01-preview", "computes": "2023-08-01-preview",
+       "batchEndpoints": "2023-10-01", "deployments": "2024-01-01-preview",
+       "jobs": "2024-01-01-preview"}
+
+
+@pytest.fixture
+def azure_settings(tmp_path) -> Settings:
+    return Settings.load(env_file=tmp_path / "no.env", environ={}, target="azure",
+                         subscription_id=SUB, resource_group=RG, aml_workspace=WS,
+                         storage_blob_url="https://stirisdata.blob.core.windows.net")
+
+
+@pytest.fixture
+def fake() -> FakeAzureML:
+    return FakeAzureML(SUB, RG, WS)
+
+
+@pytest.fixture
+def sleeps() -> list:
+    return []
+
+
+@pytest.fixture
+def backend(azure_settings, fake, sleeps) -> AzureBackend:
+    return AzureBackend(azure_settings, credential=FakeCredential(),
+                        client_kwargs={"transport": fake}, poll_seconds=0, sleep=sleeps.append)
+
+
+@pytest.fixture
+def specs():
+    return load_specs()
+
+
+def source(digest: str = "a" * 64, run: str = "run1") -> ModelSource:
+    return ModelSource(name="iris-classifier", datastore_path=f"models/iris/{run}/artifacts/model",
+                       local_dir=None, tags={"run_id": run, "accuracy": 0.97}, content_sha256=digest)
+
+
+def deploy(backend, specs, src=None, dry_run=False):
+    model, model_change = backend.register_model(src or source(), dry_run=dry_run, spec=specs.model)
+    return model, [model_change,
+                   backend.ensure_compute(specs.compute, dry_run=dry_run),
+                   backend.ensure_endpoint(specs.endpoint, dry_run=dry_run),
+                   backend.ensure_deployment(specs.deployment, model, dry_run=dry_run)]
+
+
+def puts(fake, suffix):
+    return fake.find("PUT", suffix)
+
+
+# ---------------------------------------------------------------------- specs
+
+
+def test_specs_load_with_azure_ai_ml_loaders():
+    from azure.ai.ml import load_batch_endpoint, load_compute, load_model
+    from azure.ai.ml.entities import AmlCompute, BatchEndpoint, Model, ModelBatchDeployment
+    from azure.ai.ml.entities._load_functions import load_model_batch_deployment
+
+    model = load_model(SPEC_DIR / "model.yml")
+    compute = load_compute(SPEC_DIR / "compute.yml")
+    endpoint = load_batch_endpoint(SPEC_DIR / "endpoint.yml")
+    deployment = load_model_batch_deployment(SPEC_DIR / "deployment.yml")
+    assert isinstance(model, Model) and model.type == "mlflow_model"
+    assert isinstance(compute, AmlCompute) and compute.max_instances == 2
+    assert isinstance(endpoint, BatchEndpoint) and endpoint.auth_mode == "aad_token"
+    assert isinstance(deployment, ModelBatchDeployment)
+    assert deployment.resources["instance_count"] == 2
+    assert deployment.settings.mini_batch_size == 10
+    assert deployment.settings.retry_settings.timeout == 300
+
+
+# ---------------------------------------------------------------------- register-and-deploy
+
+
+def test_first_deploy_creates_everything_with_the_spec_in_the_request_bodies(backend, fake, specs):
+    model, changes = deploy(backend, specs)
+
+    assert [(c.kind, c.action) for c in changes] == [
+        ("model", CREATE), ("compute", CREATE), ("endpoint", CREATE), ("deployment", CREATE)]
+    assert (model.name, model.version) == ("iris-classifier", "1")
+    assert fake.missing_routes() == []
+
+    (model_put,) = puts(fake, "/models/iris-classifier/versions/1")
+    assert model_put.path == f"{WS_PATH}/models/iris-classifier/versions/1"
+    assert model_put.api_version == API["models"]
+    props = model_put.body["properties"]
+    assert props["modelType"] == "mlflow_model"
+    assert props["modelUri"] == (f"azureml://subscriptions/{SUB}/resourcegroups/{RG}/workspaces/{WS}"
+                                 "/datastores/workspaceblobstore/paths/models/iris/run1/artifacts/model")
+    assert props["tags"] == {"run_id": "run1", "accuracy": "0.97", "content_sha256": "a" * 64}
+
+    (compute_put,) = puts(fake, "/computes/cpu-cluster")
+    assert compute_put.api_version == API["computes"]
+    assert compute_put.body["location"] == "westeurope"
+    aml = compute_put.body["properties"]
+    assert aml["computeType"] == "AmlCompute"
+    assert aml["properties"]["vmSize"] == "Standard_DS3_v2"
+    assert aml["properties"]["vmPriority"] == "Dedicated"
+    assert aml["properties"]["scaleSettings"] == {
+        "maxNodeCount": 2, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT2M"}
+
+    endpoint_puts = puts(fake, "/batchEndpoints/iris-batch")
+    assert [p.api_version for p in endpoint_puts] == [API["batchEndpoints"]] * 2
+    assert endpoint_puts[0].body["properties"]["authMode"] == "aadToken"
+    assert "defaults" not in endpoint_puts[0].body["properties"]
+    # after the deployment: the same endpoint, now with its default deployment
+    assert endpoint_puts[1].body["properties"]["defaults"] == {"deploymentName": "iris-mlflow"}
+    assert endpoint_puts[1].body["properties"]["description"] == specs.endpoint.data["description"]
+
+    (dep_put,) = puts(fake, "/batchEndpoints/iris-batch/deployments/iris-mlflow")
+    assert dep_put.api_version == API["deployments"]
+    body = dep_put.body["properties"]
+    assert body["model"] == {"assetId": f"{WS_PATH}/models/iris-classifier/versions/1",
+                             "referenceType": "Id"}
+    assert body["compute"] == f"{WS_PATH}/computes/cpu-cluster"
+    assert body["resources"]["instanceCount"] == 2
+    assert body["miniBatchSize"] == 10
+    assert body["maxConcurrencyPerInstance"] == 2
+    assert body["outputAction"] == "AppendRow"
+    assert body["outputFileName"] == "predictions.csv"
+    assert body["retrySettings"] == {"maxRetries": 3, "timeout": "PT5M"}
+    assert body["errorThreshold"] == -1
+    assert body["loggingLevel"].lower() == "info"
+    assert "environment" not in body and "codeConfiguration" not in body  # no-code MLflow
+
+    # the order a portal user follows: model, cluster, endpoint, deployment, default
+    order = [r.path.rsplit("/", 1)[-1] for r in fake.writes()]
+    assert order == ["1", "cpu-cluster", "iris-batch", "iris-mlflow", "iris-batch"]
+    # every call carried the test credential's token
+    assert all(r.headers.get("authorization") == "Bearer fake-token" for r in fake.requests)
+
+
+def test_the_deployment_body_round_trips_through_the_sdk_schema(backend, fake, specs):
+    """The PUT body, read back by the SDK's own REST model, gives the spec's settings."""
+    from azure.ai.ml._restclient.arm_ml_service.models import BatchDeployment as RestDeployment
+    from azure.ai.ml.entities import BatchDeployment
+
+    deploy(backend, specs)
+    (dep_put,) = puts(fake, "/deployments/iris-mlflow")
+    rest = RestDeployment({**dep_put.body, "id": dep_put.path, "name": "iris-mlflow"})
+    entity = BatchDeployment._from_rest_object(rest)
+    settings = specs.deployment.data["settings"]
+    assert entity.resources.instance_count == specs.deployment.data["resources"]["instance_count"]
+    assert entity.mini_batch_size == settings["mini_batch_size"]
+    assert entity.max_concurrency_per_instance == settings["max_concurrency_per_instance"]
+    assert entity.error_threshold == settings["error_threshold"]
+    assert entity.output_file_name == settings["output_file_name"]
+    assert entity.retry_settings.max_retries == settings["retry_settings"]["max_retries"]
+    assert entity.retry_settings.timeout == settings["retry_settings"]["timeout"]
+
+
+def test_a_second_run_with_unchanged_state_makes_no_put(backend, fake, specs):
+    deploy(backend, specs)
+    before = len(fake.requests)
+
+    model, changes = deploy(backend, specs)
+
+    assert [c.action for c in changes] == [NO_OP] * 4
+    assert model.version == "1"
+    new = fake.requests[before:]
+    assert [r for r in new if r.method != "GET"] == []
+    assert new  # it did look
+
+
+def test_dry_run_plans_every_create_and_writes_nothing(backend, fake, specs):
+    model, changes = deploy(backend, specs, dry_run=True)
+
+    assert model is None
+    assert [(c.kind, c.action) for c in changes] == [
+        ("model", CREATE), ("compute", CREATE), ("endpoint", CREATE), ("deployment", CREATE)]
+    assert "set as the endpoint's default" in changes[3].detail
+    assert fake.writes() == []
+    assert not fake.models and not fake.computes and not fake.endpoints
+
+
+def test_dry_run_on_a_changed_spec_plans_updates_and_writes_nothing(backend, fake, specs):
+    deploy(backend, specs)
+    changed = load_specs(overrides={"compute": {"max_instances": 4},
+                                    "deployment": {"resources": {"instance_count": 3}}})
+    writes = len(fake.writes())
+
+    assert backend.ensure_compute(changed.compute, dry_run=True).action == UPDATE
+    model, _ = backend.register_model(source(), dry_run=True)
+    change = backend.ensure_deployment(changed.deployment, model, dry_run=True)
+
+    assert change.action == UPDATE and "instance_count: 2 → 3" in change.detail
+    assert len(fake.writes()) == writes
+
+
+def test_a_changed_spec_updates_only_what_changed(backend, fake, specs):
+    model, _ = deploy(backend, specs)
+    changed = load_specs(overrides={
+        "compute": {"max_instances": 4},
+        "deployment": {"settings": {**specs.deployment.data["settings"], "mini_batch_size": 5}}})
+    before = len(fake.requests)
+
+    compute = backend.ensure_compute(changed.compute)
+    endpoint = backend.ensure_endpoint(changed.endpoint)
+    deployment = backend.ensure_deployment(changed.deployment, model)
+
+    assert (compute.action, endpoint.action, deployment.action) == (UPDATE, NO_OP, UPDATE)
+    assert "max_instances: 2 → 4" in compute.detail
+    assert "mini_batch_size: 10 → 5" in deployment.detail
+    new_puts = [r for r in fake.requests[before:] if r.method == "PUT"]
+    assert [r.path.rsplit("/", 1)[-1] for r in new_puts] == ["cpu-cluster", "iris-mlflow"]
+    assert new_puts[0].body["properties"]["properties"]["scaleSettings"]["maxNodeCount"] == 4
+    assert new_puts[1].body["properties"]["miniBatchSize"] == 5
+    assert new_puts[1].body["properties"]["resources"]["instanceCount"] == 2
+
+
+def test_an_endpoint_update_keeps_the_default_deployment(backend, fake, specs):
+    deploy(backend, specs)
+    changed = load_specs(overrides={"endpoint": {"description": "New text."}})
+
+    assert backend.ensure_endpoint(changed.endpoint).action == UPDATE
+    last = puts(fake, "/batchEndpoints/iris-batch")[-1]
+    assert last.body["properties"]["description"] == "New text."
+    assert last.body["properties"]["defaults"] == {"deploymentName": "iris-mlflow"}
+
+
+def test_same_content_reuses_the_version_and_new_content_adds_one(backend, fake, specs):
+    first, change = backend.register_model(source("a" * 64), spec=specs.model)
+    again, again_change = backend.register_model(source("a" * 64, run="run2"), spec=specs.model)
+    newer, newer_change = backend.register_model(source("b" * 64, run="run3"), spec=specs.model)
+
+    assert (change.action, again_change.action, newer_change.action) == (CREATE, NO_OP, CREATE)
+    assert again.version == first.version == "1"
+    assert newer.version == "2"
+    assert [r.path.rsplit("/", 1)[-1] for r in fake.find("PUT", "")] == ["1", "2"]
+    # the new deployment points at the new version
+    backend.ensure_compute(specs.compute)
+    backend.ensure_endpoint(specs.endpoint)
+    backend.ensure_deployment(specs.deployment, first)
+    change = backend.ensure_deployment(specs.deployment, newer)
+    assert change.action == UPDATE and "model: iris-classifier:1 → iris-classifier:2" in change.detail
+    assert puts(fake, "/deployments/iris-mlflow")[-1].body["properties"]["model"]["assetId"].endswith(
+        "/models/iris-classifier/versions/2")
+
+
+def test_settings_names_reach_the_requests(backend, fake):
+    specs = load_specs(overrides={"endpoint": {"name": "iris-batch-team2"},
+                                  "compute": {"name": "cpu-team2"},
+                                  "deployment": {"endpoint_name": "iris-batch-team2",
+                                                 "compute": "azureml:cpu-team2"}})
+    deploy(backend, specs)
+    assert puts(fake, "/computes/cpu-team2")
+    assert puts(fake, "/batchEndpoints/iris-batch-team2/deployments/iris-mlflow")
+    dep = puts(fake, "/deployments/iris-mlflow")[0]
+    assert dep.body["properties"]["compute"].endswith("/computes/cpu-team2")
+
+
+def test_a_cluster_cannot_be_resized(backend, specs):
+    backend.ensure_compute(specs.compute)
+    bigger = load_specs(overrides={"compute": {"size": "Standard_DS4_v2"}})
+    with pytest.raises(ConfigError, match="cannot resize"):
+        backend.ensure_compute(bigger.compute)
+
+
+def test_summary_only_with_an_output_file_is_refused_before_any_call(backend, fake, specs):
+    bad = load_specs(overrides={"deployment": {"settings": {
+        **specs.deployment.data["settings"], "output_action": "summary_only"}}})
+    with pytest.raises(ConfigError, match="summary_only"):
+        backend.ensure_deployment(bad.deployment, None)
+    assert fake.requests == []
+
+
+# ---------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("name", ["ab", "1iris", "iris_batch", "iris-", "x" * 33, "iris batch"])
+def test_invalid_endpoint_names_are_refused_before_any_call(backend, fake, name):
+    specs = load_specs(overrides={"endpoint": {"name": name}})
+    with pytest.raises(ConfigError, match="3-32 characters"):
+        backend.ensure_endpoint(specs.endpoint)
+    with pytest.raises(ConfigError):
+        backend.invoke(name, "azureml://datastores/workspaceblobstore/paths/x.csv")
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("name", ["abc", "iris-batch", "A1-b2", "x" * 32])
+def test_valid_endpoint_names_pass(name):
+    validate_endpoint_name(name)
+
+
+def test_missing_workspace_settings_name_the_keys(tmp_path):
+    settings = Settings.load(env_file=tmp_path / "no.env", environ={}, target="azure")
+    backend = AzureBackend(settings, credential=FakeCredential())
+    with pytest.raises(ConfigError) as err:
+        backend.ensure_compute(load_specs().compute)
+    assert "AZURE_SUBSCRIPTION_ID" in str(err.value) and "AML_WORKSPACE" in str(err.value)
+
+
+def test_authorization_failed_names_the_role(backend, fake, specs):
+    fake.fail("GET", r"/computes/", 403, "AuthorizationFailed",
+              "The client 'dev@contoso.com' with object id '1' does not have authorization to "
+              "perform action 'Microsoft.MachineLearningServices/workspaces/computes/read' over "
+              "scope '/subscriptions/...'.")
+    with pytest.raises(AzureAuthError) as err:
+        backend.ensure_compute(specs.compute)
+    text = str(err.value)
+    assert "AzureML Data Scientist" in text and "az login" in text and WS in text
+    assert "\n" not in text
+
+
+def test_quota_exceeded_says_what_to_change(backend, fake, specs):
+    fake.fail("PUT", r"/computes/", 400, "BadRequest",
+              "Operation could not be completed as it results in exceeding approved standardDSv2Family "
+              "Cores quota. Additional details - Deployment Model: Resource Manager, Location: "
+              "westeurope, Current Limit: 0, Current Usage: 0, Additional Required: 8.")
+    with pytest.raises(AzureQuotaError) as err:
+        backend.ensure_compute(specs.compute)
+    assert "max_instances" in str(err.value) and "quota increase" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_no_default_deployment_tells_how_to_set_it(backend, fake, specs):
+    backend.ensure_endpoint(specs.endpoint)  # an endpoint without a deployment
+    with pytest.raises(AzureError) as err:
+        backend.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv")
+    assert "no default deployment" in str(err.value)
+    assert "defaults.deployment_name" in str(err.value)
+
+
+def test_invoking_a_missing_endpoint_says_to_deploy(backend):
+    with pytest.raises(AzureNotFound, match="register-and-deploy"):
+        backend.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv")
+
+
+def test_no_sign_in_says_az_login(azure_settings, fake, specs):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class NoLogin:
+        def get_token(self, *scopes, **kwargs):
+            raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token.")
+
+    backend = AzureBackend(azure_settings, credential=NoLogin(), client_kwargs={"transport": fake})
+    with pytest.raises(AzureAuthError, match="az login"):
+        backend.ensure_compute(specs.compute)
+
+
+def test_a_missing_local_input_is_refused(backend, fake, tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        backend.invoke("iris-batch", str(tmp_path / "nope.csv"))
+    assert fake.requests == []
+
+
+# ---------------------------------------------------------------------- invoke and jobs
+
+
+@pytest.fixture
+def deployed(backend, specs):
+    deploy(backend, specs)
+    return backend
+
+
+@pytest.fixture
+def blob_store(azurite, fake, monkeypatch, tmp_path):
+    """The workspace datastore's container on Azurite; the SDK's storage client for the
+    datastore's account URL is pointed at Azurite (the only redirection)."""
+    import uuid
+
+    import azure.ai.ml._artifacts._artifact_utilities as artifacts
+    from azure.ai.ml._artifacts._blob_storage_helper import BlobStorageClient
+
+    from workspace.datastore import Datastore
+    from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY
+
+    local = Settings.load(env_file=tmp_path / "no.env", environ={}, azurite_port=str(azurite.port),
+                          container=f"t{uuid.uuid4().hex[:16]}")
+    store = Datastore.from_settings(local)
+    store.ensure_container()
+    fake.datastore["container"] = local.container
+    opened = []
+
+    def storage_client(credential, storage_account, storage_type=None, account_url=None,
+                       container_name=None):
+        opened.append({"account": storage_account, "account_url": account_url,
+                       "container": container_name, "credential": credential})
+        return BlobStorageClient(credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY},
+                                 account_url=local.azurite_blob_endpoint, container_name=container_name)
+
+    monkeypatch.setattr(artifacts, "get_storage_client", storage_client)
+    store.opened = opened
+    return store
+
+
+def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
+        backend, fake, specs, blob_store, tmp_path, sleeps):
+    deploy(backend, specs)
+    backend._datastore = blob_store
+    predictions = b"0,Iris-setosa,iris_csv.csv\n1,Iris-versicolor,iris_csv.csv\n2,Iris-virginica,iris_csv.csv\n"
+    fake.on_complete = lambda job: blob_store.upload_bytes(predictions, fake.output_path(job) + "predictions.csv")
+    before = len(fake.requests)
+    messages = []
+
+    summary = backend.invoke("iris-batch", str(REPO_ROOT / "data" / "iris_csv.csv"),
+                             output_dir=tmp_path / "out", progress=messages.append)
+
+    assert summary.status == "Completed"
+    out = tmp_path / "out" / "named-outputs" / "score" / "predictions.csv"
+    assert summary.output_path == str(out)
+    assert out.read_bytes() == predictions
+    assert summary.rows_scored == 3
+    assert (summary.endpoint, summary.deployment) == ("iris-batch", "iris-mlflow")
+    # the local file went to the datastore first, and the job got its azureml:// path
+    uploaded = [b.name for b in blob_store.list("inputs/")]
+    assert len(uploaded) == 1 and uploaded[0].endswith("/iris_csv.csv")
+    (post,) = [r for r in fake.requests[before:] if r.method == "POST" and r.path == "/jobs"]
+    assert post.host == "iris-batch.westeurope.inference.ml.azure.com"
+    assert post.body["properties"]["inputData"]["UriFile"] == {
+        "jobInputType": "UriFile",
+        "uri": f"azureml://datastores/workspaceblobstore/paths/{uploaded[0]}"}
+    assert "azureml-model-deployment" not in post.headers  # routed to the default
+    assert post.headers["authorization"] == "Bearer fake-token"
+    # polled jobs.get until terminal, sleeping between polls
+    job_gets = [r for r in fake.requests[before:]
+                if r.method == "GET" and r.path == f"{WS_PATH}/jobs/{summary.name}"]
+    assert len(job_gets) >= 3 and all(r.api_version == API["jobs"] for r in job_gets)
+    assert len(sleeps) == 2
+    # found the scoring child through run history, then downloaded its "score" output
+    children = [r for r in fake.requests if r.path.endswith(f"/runs/{summary.name}/children")]
+    assert children and children[0].host == "westeurope.api.azureml.ms"
+    child = fake.jobs[summary.name].child
+    assert fake.find("GET", f"/jobs/{child}")
+    assert blob_store.opened[-1]["account_url"] == "https://stirisdata.blob.core.windows.net"
+    assert any("Completed" in m for m in messages) and any("downloading" in m for m in messages)
+
+
+def test_invoke_with_a_deployment_and_a_remote_folder(deployed, fake):
+    summary = deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/batches/",
+                              deployment="iris-mlflow", wait=False)
+    (post,) = fake.find("POST", "/jobs")
+    assert post.headers["azureml-model-deployment"] == "iris-mlflow"
+    assert post.body["properties"]["inputData"]["UriFolder"]["uri"] == \
+        "azureml://datastores/workspaceblobstore/paths/batches/"
+    assert summary.status == "Queued"
+    assert not fake.find("GET", f"/jobs/{summary.name}")  # not waiting: no polling
+
+
+def test_a_failed_job_is_reported_without_download(deployed, fake, tmp_path):
+    fake.job_statuses = ["Running", "Failed"]
+    summary = deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
+                              output_dir=tmp_path / "out")
+    assert summary.status == "Failed"
+    assert summary.error and summary.name in summary.error
+    assert not (tmp_path / "out").exists()
+    assert not [r for r in fake.requests if r.path.endswith("/children")]
+
+
+def test_get_job_and_list_jobs(deployed, fake):
+    first = deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/a.csv", wait=False)
+    second = deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/b.csv", wait=False)
+
+    job = deployed.get_job(first.name)
+    assert (job.name, job.status, job.endpoint, job.deployment) == (
+        first.name, "Queued", "iris-batch", "iris-mlflow")
+    jobs = deployed.list_jobs("iris-batch", limit=5)
+    assert {j.name for j in jobs} == {first.name, second.name}
+    listing = [r for r in fake.requests if r.path.endswith("/batchEndpoints/iris-batch/jobs")]
+    assert listing[0].api_version == "2020-09-01-dataplanepreview"
+    assert deployed.list_jobs("iris-batch", limit=1)[0].name in {first.name, second.name}
+
+
+def test_describe(deployed):
+    status = deployed.describe("iris-batch")
+    assert status["endpoint"]["default_deployment"] == "iris-mlflow"
+    assert status["endpoint"]["scoring_uri"].startswith("https://iris-batch.")
+    (dep,) = status["deployments"]
+    assert dep["model"] == "iris-classifier:1" and dep["instance_count"] == 2
+    assert status["models"][0]["tags"]["content_sha256"] == "a" * 64
+
+
+def test_describe_a_missing_endpoint(backend):
+    assert backend.describe("iris-batch")["endpoint"] is None
+
+
+# ---------------------------------------------------------------------- teardown
+
+
+def test_teardown_deletes_deployments_endpoint_and_cluster(deployed, fake, specs):
+    other = load_specs(overrides={"deployment": {"name": "iris-canary"}})
+    deployed.ensure_deployment(other.deployment, deployed.register_model(source())[0])
+    fake.endpoints["iris-batch"]["properties"]["defaults"] = {"deploymentName": "iris-mlflow"}
+
+    planned = deployed.teardown("iris-batch", "cpu-cluster", dry_run=True)
+    assert fake.find("DELETE", "") == []
+    changes = deployed.teardown("iris-batch", "cpu-cluster")
+
+    assert changes == planned
+    assert [(c.kind, c.name, c.action) for c in changes] == [
+        ("deployment", "iris-canary", DELETE), ("deployment", "iris-mlflow", DELETE),
+        ("endpoint", "iris-batch", DELETE), ("compute", "cpu-cluster", DELETE)]
+    deletes = fake.find("DELETE", "")
+    assert [(r.path.removeprefix(WS_PATH), r.api_version) for r in deletes] == [
+        ("/batchEndpoints/iris-batch/deployments/iris-canary", API["deployments"]),
+        ("/batchEndpoints/iris-batch", API["batchEndpoints"]),
+        ("/computes/cpu-cluster", API["computes"])]
+    assert not fake.endpoints and not fake.deployments and not fake.computes
+    assert fake.models  # models stay registered
+    again = deployed.teardown("iris-batch", "cpu-cluster")
+    assert [c.action for c in again] == [NO_OP, NO_OP]
+
+
+# ---------------------------------------------------------------------- imports
+
+
+def test_the_backend_module_does_not_import_the_sdk_until_used():
+    code = ("import sys, deployer.backends.azure, deployer.backends; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('azure.ai.ml'))))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+
+
+def test_the_default_client_uses_the_workspace_from_settings(azure_settings, monkeypatch):
+    import azure.identity
+
+    made = []
+
+    class Credential(FakeCredential):
+        def __init__(self, **kwargs):
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(azure.identity, "DefaultAzureCredential", Credential)
+    client = AzureBackend(azure_settings).ml_client
+    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (SUB, RG, WS)
+    assert made and client._credential is made[0]
+
+
+def test_workspace_settings_file_is_honoured(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text(f"TARGET=azure\nAZURE_SUBSCRIPTION_ID={SUB}\nAZURE_RESOURCE_GROUP={RG}\n"
+                   f"AML_WORKSPACE={WS}\n")
+    settings = Settings.load(env_file=env, environ={})
+    client = AzureBackend(settings, credential=FakeCredential()).ml_client
+    assert client.workspace_name == WS and Path(env).is_file()

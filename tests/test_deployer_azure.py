@@ -562,4 +562,30 @@ def test_workspace_settings_file_is_honoured(tmp_path):
                    f"AML_WORKSPACE={WS}\n")
     settings = Settings.load(env_file=env, environ={})
     client = AzureBackend(settings, credential=FakeCredential()).ml_client
-    assert client.workspace_name == WS and Path(env).is_file()
+    assert (client.subscription_id, client.workspace_name) == (SUB, WS)
+
+
+# ---------------------------------------------------------------------- long-running operations
+
+
+def test_long_running_operations_are_waited_on_and_reported(backend, fake, specs):
+    messages = []
+    backend.ensure_compute(specs.compute, progress=messages.append)
+    assert messages[0] == "create compute cpu-cluster ..."
+    assert messages[-1].startswith("create compute cpu-cluster: done")
+    # the operation status was polled until it succeeded, not assumed
+    polls = [r for r in fake.requests if "/mfeOperationsStatus/" in r.path]
+    assert len(polls) >= 2 and all(r.api_version == API["computes"] for r in polls)
+
+
+def test_a_failed_long_running_operation_is_translated_and_retried_next_run(backend, fake, specs):
+    fake.lro_errors.append(("QuotaExceeded", "Operation results in exceeding quota limits of Core. "
+                                             "Maximum allowed: 0, Current in use: 0, Additional requested: 8."))
+    with pytest.raises(AzureQuotaError):
+        backend.ensure_compute(specs.compute)
+    assert fake.computes["cpu-cluster"]["properties"]["provisioningState"] == "Failed"
+
+    change = backend.ensure_compute(specs.compute)
+    assert change.action == UPDATE and "failed" in change.detail
+    assert len(puts(fake, "/computes/cpu-cluster")) == 2
+    assert backend.ensure_compute(specs.compute).action == NO_OP

@@ -132,7 +132,14 @@ class AzureBackend(Backend):
             raise translated from exc
 
     def _wait(self, poller, what: str, progress: Progress | None):
-        """Wait for a long-running operation, telling `progress` once a second while it runs."""
+        """Wait for a long-running operation, telling `progress` once a second while it runs.
+        (azure-ai-ml prints a dot per poll of some deletes; that goes nowhere.)"""
+        import contextlib
+
+        with contextlib.redirect_stdout(io.StringIO()) if progress is None else contextlib.nullcontext():
+            return self._wait_for(poller, what, progress)
+
+    def _wait_for(self, poller, what: str, progress: Progress | None):
         started = time.monotonic()
         if progress:
             progress(f"{what} ...")
@@ -216,7 +223,7 @@ class AzureBackend(Backend):
                         f"Compute '{desired.name}' exists with size {existing.size}, the spec asks "
                         f"for {desired.size}; Azure ML cannot resize a cluster.",
                         "Run `python -m deployer teardown` first, or give the cluster another name.")
-                diff = _diff(have, want)
+                diff = _diff(have, want) or _failed(existing)
                 if not diff:
                     return Change("compute", desired.name, NO_OP)
                 action, detail = UPDATE, diff
@@ -240,7 +247,7 @@ class AzureBackend(Backend):
             if existing is None:
                 action, detail = CREATE, ""
             else:
-                diff = _diff(_endpoint_state(existing), _endpoint_state(desired))
+                diff = _diff(_endpoint_state(existing), _endpoint_state(desired)) or _failed(existing)
                 if not diff:
                     return Change("endpoint", desired.name, NO_OP)
                 action, detail = UPDATE, diff
@@ -278,10 +285,10 @@ class AzureBackend(Backend):
             if endpoint is not None:
                 existing = self._get_or_none(self.ml_client.batch_deployments.get, name, endpoint_name)
             if existing is None:
-                action, detail = CREATE, f"model {_model_ref(desired.model)}"
+                needs_put, action, detail = True, CREATE, f"model {_model_ref(desired.model)}"
             else:
-                diff = _diff(_deployment_state(existing), _deployment_state(desired))
-                action, detail = (UPDATE, diff) if diff else (NO_OP, "")
+                diff = _diff(_deployment_state(existing), _deployment_state(desired)) or _failed(existing)
+                needs_put, action, detail = bool(diff), (UPDATE if diff else NO_OP), diff
             is_default = endpoint is not None and _default_deployment(endpoint) == name
             if not is_default:
                 detail = "; ".join(x for x in (detail, "set as the endpoint's default") if x)
@@ -289,7 +296,7 @@ class AzureBackend(Backend):
                     action = UPDATE
             if dry_run:
                 return Change("deployment", name, action, detail)
-            if existing is None or _deployment_state(existing) != _deployment_state(desired):
+            if needs_put:
                 self._wait(self.ml_client.batch_deployments.begin_create_or_update(
                     desired, skip_script_validation=True),
                     f"{action} deployment {name}", progress)
@@ -452,13 +459,13 @@ class AzureBackend(Backend):
             result["endpoint"] = {
                 "name": found.name, "scoring_uri": found.scoring_uri,
                 "default_deployment": _default_deployment(found),
-                "provisioning_state": found.provisioning_state,
+                "provisioning_state": _status(found.provisioning_state),
             }
             names = set()
             for dep in self.ml_client.batch_deployments.list(endpoint_name=endpoint):
                 state = _deployment_state(dep)
                 result["deployments"].append({"name": dep.name, **state,
-                                              "provisioning_state": dep.provisioning_state})
+                                              "provisioning_state": _status(dep.provisioning_state)})
                 names.add(state["model"].split(":")[0])
             for model_name in sorted(n for n in names if n):
                 for model in self._get_or_none(lambda: list(self.ml_client.models.list(name=model_name))) or []:
@@ -508,6 +515,12 @@ def _yaml_source(spec) -> io.StringIO:
 
 def _registered(model) -> RegisteredModel:
     return RegisteredModel(name=model.name, version=str(model.version), tags=dict(model.tags or {}))
+
+
+def _failed(resource) -> str:
+    """A detail when the resource's last provisioning failed (then it is applied again)."""
+    state = _status(getattr(resource, "provisioning_state", None))
+    return f"last provisioning {state.lower()}, applying again" if state.lower() in ("failed", "canceled") else ""
 
 
 def _diff(have: dict, want: dict) -> str:
@@ -632,7 +645,7 @@ def translate_error(exc: Exception, what: str, settings: Settings) -> ProjectErr
     if isinstance(exc, ClientAuthenticationError) or status == 401:
         return AzureAuthError(f"Azure rejected the sign-in while {what}: {first}",
                               "Run `az login` again (the token may have expired or be for another tenant).")
-    if "quota" in text.lower() or code in ("QuotaExceeded", "OperationNotAllowed") and "quota" in first.lower():
+    if "quota" in text.lower():
         return AzureQuotaError(
             f"Not enough core quota while {what}: {first}",
             "Lower max_instances or pick a smaller size in deployer/specs/compute.yml, or request "

@@ -84,6 +84,7 @@ class FakeAzureML(HttpTransport):
         self.operations: dict[str, list] = {}  # async operation id → [polls left, on_done]
         self.failures: list[tuple[str, re.Pattern, int, str, str]] = []
         self.job_statuses = ["Queued", "Running", "Completed"]
+        self.lro_errors: list[tuple[str, str]] = []  # (code, message) for the next operations
         self.on_complete = None  # called with the FakeJob when it first reports Completed
         # the workspace's default blob datastore (identity-based, as make deploy-infra sets it up)
         self.datastore = {"name": "workspaceblobstore", "account": "stirisdata", "container": "azureml"}
@@ -247,7 +248,7 @@ class FakeAzureML(HttpTransport):
 
     def _lro(self, r: Recorded, status: int, resource: dict | None, on_done=None):
         op = uuid.uuid4().hex
-        self.operations[op] = [1, on_done]
+        self.operations[op] = [1, on_done, self.lro_errors.pop(0) if self.lro_errors else None]
         status_url = (f"https://{ARM}/subscriptions/{self.sub}/providers/{PROVIDER}/locations/"
                       f"{self.location}/mfeOperationsStatus/{op}?api-version={r.api_version}")
         headers = {"Azure-AsyncOperation": status_url, "x-ms-retry-after-ms": "1"}
@@ -262,6 +263,9 @@ class FakeAzureML(HttpTransport):
         if entry[0] > 0:
             entry[0] -= 1
             return 200, {"status": "InProgress"}, {"x-ms-retry-after-ms": "1"}
+        if entry[2]:
+            code, message = entry[2]
+            return 200, {"status": "Failed", "error": {"code": code, "message": message}}, {}
         if entry[1]:
             entry[1]()
             entry[1] = None
@@ -273,7 +277,7 @@ class FakeAzureML(HttpTransport):
         resource = {"id": rid, "name": rid.rsplit("/", 1)[-1], "type": rtype,
                     "systemData": {"createdAt": _now(), "createdBy": "tester"}, **body}
         resource.setdefault("properties", {})
-        resource["properties"]["provisioningState"] = "Succeeded"
+        resource["properties"]["provisioningState"] = "Failed" if self.lro_errors else "Succeeded"
         if extra:
             extra(resource)
         store[key] = resource

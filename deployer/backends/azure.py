@@ -184,17 +184,26 @@ class AzureBackend(Backend):
             path = self.settings.datastore_uri(source.datastore_path)
             if dry_run:
                 return None, Change("model", source.name, CREATE, f"new version from {path}")
-            from azure.ai.ml.constants import AssetTypes
-            from azure.ai.ml.entities import Model
-
-            data = dict(spec.data) if spec is not None else {}
-            tags = {**{str(k): str(v) for k, v in (source.tags or {}).items()},
-                    CONTENT_TAG: source.content_sha256}
-            model = Model(name=source.name, type=data.get("type", AssetTypes.MLFLOW_MODEL),
-                          path=path, description=data.get("description"), tags=tags)
+            model = self.desired_model(source, spec)
             created = self.ml_client.models.create_or_update(model)
             return (_registered(created),
                     Change("model", source.name, CREATE, f"version {created.version} from {path}"))
+
+    def desired_model(self, source: ModelSource, spec=None):
+        """model.yml (or a bare MLflow model) with the run's datastore folder, name and tags."""
+        from azure.ai.ml import load_model
+
+        data = dict(spec.data) if spec is not None else {"type": "mlflow_model"}
+        if data.get("type", "mlflow_model") != "mlflow_model":
+            raise ConfigError(f"model.yml has type '{data.get('type')}'.",
+                              "A no-code batch deployment needs type: mlflow_model.")
+        tags = {**{str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+                **{str(k): str(v) for k, v in (source.tags or {}).items()},
+                CONTENT_TAG: source.content_sha256}
+        data.update(name=source.name, path=self.settings.datastore_uri(source.datastore_path),
+                    tags=tags)
+        data.pop("version", None)  # the service numbers versions
+        return load_model(io.StringIO(yaml.safe_dump(data, sort_keys=False)))
 
     def _find_model_version(self, name: str, digest: str):
         versions = self._get_or_none(lambda: list(self.ml_client.models.list(name=name))) or []
@@ -585,7 +594,9 @@ def _deployment_state(dep) -> dict:
     }
     for key in DEPLOYMENT_SETTINGS:
         value = setting(key)
-        state[key] = str(value).lower() if key in ("output_action", "logging_level") and value else value
+        if key in ("output_action", "logging_level") and value:  # AppendRow / append_row
+            value = str(getattr(value, "value", value)).lower().replace("_", "")
+        state[key] = value
     return state
 
 

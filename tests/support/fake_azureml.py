@@ -278,6 +278,7 @@ class FakeAzureML(HttpTransport):
                     "systemData": {"createdAt": _now(), "createdBy": "tester"}, **body}
         resource.setdefault("properties", {})
         resource["properties"]["provisioningState"] = "Failed" if self.lro_errors else "Succeeded"
+        _normalize(resource["properties"])
         if extra:
             extra(resource)
         store[key] = resource
@@ -493,6 +494,16 @@ def _body(request):
         except ValueError:
             return value
     return value
+
+
+def _normalize(props: dict) -> None:
+    """Spell enum values the way the service returns them (not as the client sent them)."""
+    spelled = {"authMode": {"aadtoken": "AADToken", "key": "Key"},
+               "loggingLevel": {"info": "Info", "warning": "Warning", "debug": "Debug"},
+               "outputAction": {"appendrow": "AppendRow", "summaryonly": "SummaryOnly"}}
+    for key, values in spelled.items():
+        if isinstance(props.get(key), str):
+            props[key] = values.get(props[key].lower(), props[key])
 
 
 def _not_found(what: str):

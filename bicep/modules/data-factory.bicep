@@ -55,7 +55,8 @@ var storageLinkedServiceJson = json(replace(loadTextContent('../../adf/linkedSer
 
 var batchLinkedServiceJson = json(replace(replace(replace(loadTextContent('../../adf/linkedServices/AzureBatchLinkedService.json'), '__BATCH_ACCOUNT__', batchAccount), '__BATCH_ACCOUNT_URL__', batchAccountUrl), '__BATCH_POOL_ID__', batchPoolId))
 
-var pipelineJson = json(replace(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName), '__BATCH_POOL_ID__', batchPoolId))
+// __DATASTORE_NAME__ is filled too, for the trainer's --datastore-name should the pipeline pass it.
+var pipelineJson = json(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName))
 
 resource factory 'Microsoft.DataFactory/factories@2018-06-01' = {
   // checkov:skip=CKV_AZURE_103: Definitions come from adf/ in this repository through this template; a factory Git integration would be a second source of truth.

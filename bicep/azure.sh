@@ -92,7 +92,10 @@ case "$action" in
     ;;
   destroy)
     require_az
-    group="$(sed -n 's/^AZURE_RESOURCE_GROUP=//p' "$ENV_FILE" 2>/dev/null | tail -n1 | tr -d '"')"
+    group=""
+    if [ -f "$ENV_FILE" ]; then
+      group="$(sed -n 's/^AZURE_RESOURCE_GROUP=//p' "$ENV_FILE" | tail -n1 | tr -d '"')"
+    fi
     group="${group:-rg-$PREFIX}"
     if [ "$(az group exists --name "$group" -o tsv)" != "true" ]; then
       echo "Resource group '$group' does not exist; nothing to delete."

@@ -1,0 +1,195 @@
+"""`make deploy-infra | what-if | destroy` (bicep/azure.sh) with a fake `az` on PATH, and
+the pool start task (bicep/pool-start-task.sh) with a fake interpreter."""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workspace.settings import REPO_ROOT, Settings
+
+SCRIPT = REPO_ROOT / "bicep" / "azure.sh"
+START_TASK = REPO_ROOT / "bicep" / "pool-start-task.sh"
+FIXTURE = REPO_ROOT / "tests" / "fixtures" / "az_deployment_sub_create.json"
+TOOLS = ("bash", "dirname", "sed", "cut", "mkdir", "tail", "tr", "grep", "cat", "env", "cmp",
+         "base64", "mv", "rm", "cp", "chmod", "wc", "printf", "make", "sh")
+
+FAKE_AZ = r"""#!/bin/bash
+echo "$*" >> "$FAKE_AZ_LOG"
+case "$*" in
+  "account show --query [name, id, user.name] -o tsv")
+    if [ -n "${FAKE_AZ_LOGGED_OUT:-}" ]; then
+      echo "ERROR: Please run 'az login' to setup account." >&2; exit 1
+    fi
+    printf 'My subscription\t6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f\tdev@example.org\n' ;;
+  "account show --query user.type -o tsv") echo user ;;
+  "ad signed-in-user show --query id -o tsv") echo 9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d ;;
+  "deployment sub create "*) cat "$FAKE_AZ_DEPLOYMENT" ;;
+  "deployment sub what-if "*) echo "Resource changes: 1 to create." ;;
+  "group exists "*) echo true ;;
+  "group delete "*) ;;
+  *) echo "fake az: unexpected: $*" >&2; exit 3 ;;
+esac
+"""
+
+
+@pytest.fixture
+def bin_dir(tmp_path) -> Path:
+    """A PATH with the shell tools the scripts use and python3, but no `az`."""
+    path = tmp_path / "bin"
+    path.mkdir()
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        if found:
+            (path / tool).symlink_to(found)
+    (path / "python3").symlink_to(sys.executable)
+    return path
+
+
+@pytest.fixture
+def fake_az(bin_dir, tmp_path) -> Path:
+    az = bin_dir / "az"
+    az.write_text(FAKE_AZ)
+    az.chmod(0o755)
+    return tmp_path / "az.log"
+
+
+def _run(command, bin_dir, tmp_path, *, env=None, stdin=None):
+    environ = {"PATH": str(bin_dir), "HOME": str(tmp_path), "FAKE_AZ_LOG": str(tmp_path / "az.log"),
+               "FAKE_AZ_DEPLOYMENT": str(FIXTURE), "ENV_FILE": str(tmp_path / ".env"),
+               "PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run(command, cwd=REPO_ROOT, env=environ, input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _script(action, bin_dir, tmp_path, **kwargs):
+    return _run(["bash", str(SCRIPT), action], bin_dir, tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("action", ["deploy", "what-if", "destroy"])
+def test_says_so_when_az_is_missing(action, bin_dir, tmp_path):
+    result = _script(action, bin_dir, tmp_path)
+    assert result.returncode == 2
+    assert "the Azure CLI ('az') is not installed or not on PATH" in result.stderr
+    assert "az login" in result.stderr
+
+
+@pytest.mark.parametrize("action", ["deploy", "what-if", "destroy"])
+def test_says_so_when_az_is_not_logged_in(action, bin_dir, fake_az, tmp_path):
+    result = _script(action, bin_dir, tmp_path, env={"FAKE_AZ_LOGGED_OUT": "1"})
+    assert result.returncode == 2
+    assert "error: the Azure CLI is not logged in." in result.stderr
+    assert "Run 'az login'" in result.stderr
+    assert "deployment" not in fake_az.read_text() and "group" not in fake_az.read_text()
+
+
+def test_make_deploy_infra_gives_the_same_message(bin_dir, fake_az, tmp_path):
+    result = _run(["make", "--no-print-directory", "deploy-infra", f"PYTHON={sys.executable}"],
+                  bin_dir, tmp_path, env={"FAKE_AZ_LOGGED_OUT": "1"})
+    assert result.returncode != 0
+    assert "error: the Azure CLI is not logged in." in result.stderr
+
+
+def test_deploy_creates_the_deployment_and_writes_env(bin_dir, fake_az, tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("AZURITE_BLOB_PORT=10555\n")
+    result = _script("deploy", bin_dir, tmp_path, env={"LOCATION": "northeurope", "PREFIX": "demo1"})
+    assert result.returncode == 0, result.stderr
+    calls = fake_az.read_text().splitlines()
+    create = next(c for c in calls if c.startswith("deployment sub create "))
+    assert "--name iris-infra-demo1 --location northeurope --template-file bicep/main.bicep" in create
+    for parameter in ("location=northeurope", "prefix=demo1", "privateNetworking=false",
+                      "deployerPrincipalId=9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "deployerPrincipalType=User"):
+        assert parameter in create.split(), parameter
+    assert not any(word in create.lower() for word in ("key=", "secret", "password", "connectionstring"))
+    # .env from the outputs, printed, local keys kept.
+    settings = Settings.load(env_file=env, environ={})
+    assert settings.target == "azure" and settings.azurite_port == "10555"
+    assert settings.data_factory == "irisops-adf-x7k2qm"
+    assert "ADF_FACTORY=irisops-adf-x7k2qm" in result.stdout
+    assert "Azure subscription: My subscription (6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f)" in result.stdout
+
+
+def test_private_networking_and_allowed_ip_reach_the_template(bin_dir, fake_az, tmp_path):
+    result = _script("what-if", bin_dir, tmp_path,
+                     env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": "203.0.113.7"})
+    assert result.returncode == 0, result.stderr
+    what_if = next(c for c in fake_az.read_text().splitlines() if c.startswith("deployment sub what-if "))
+    assert "privateNetworking=true" in what_if.split() and "allowedIpAddress=203.0.113.7" in what_if.split()
+    assert "Resource changes" in result.stdout
+
+
+def test_destroy_refuses_without_confirmation(bin_dir, fake_az, tmp_path):
+    result = _script("destroy", bin_dir, tmp_path, stdin="")
+    assert result.returncode == 2
+    assert "refusing to delete without confirmation" in result.stderr
+    assert "group delete" not in fake_az.read_text()
+
+
+def test_destroy_with_yes_deletes_the_group_from_env_and_resets_the_target(bin_dir, fake_az, tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("TARGET=azure\nAZURE_RESOURCE_GROUP=rg-mine\n")
+    result = _script("destroy", bin_dir, tmp_path, env={"YES": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "group delete --name rg-mine --yes" in fake_az.read_text().splitlines()
+    assert "TARGET=local" in env.read_text().splitlines()
+
+
+def test_unknown_action_shows_usage(bin_dir, tmp_path):
+    result = _script("nuke", bin_dir, tmp_path)
+    assert result.returncode == 2 and "usage:" in result.stderr
+
+
+# ------------------------------------------------------------------ pool start task
+
+FAKE_PYTHON = r"""#!/bin/bash
+# Stands in for python3.11: `-m venv DIR` makes DIR/bin/python, which logs its arguments.
+echo "python3.11 $*" >> "$FAKE_LOG"
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin"
+  printf '#!/bin/bash\necho "venv-python $*" >> "$FAKE_LOG"\n' > "$3/bin/python"
+  chmod +x "$3/bin/python"
+fi
+"""
+
+
+def _start_task(bin_dir, tmp_path, requirements: bytes | None):
+    fake = bin_dir / "python3.11"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = {"PATH": str(bin_dir), "IRIS_TRAINER_ROOT": str(tmp_path / "opt"), "FAKE_LOG": str(tmp_path / "log")}
+    if requirements is not None:
+        env["TRAINER_REQUIREMENTS_B64"] = base64.b64encode(requirements).decode()
+    return subprocess.run(["bash", str(START_TASK)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_start_task_installs_the_trainer_requirements_into_the_fixed_venv(bin_dir, tmp_path):
+    requirements = (REPO_ROOT / "trainer" / "requirements.txt").read_bytes()
+    result = _start_task(bin_dir, tmp_path, requirements)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "opt"
+    assert (root / "requirements.txt").read_bytes() == requirements
+    log = (tmp_path / "log").read_text().splitlines()
+    assert log[0] == f"python3.11 -m venv {root}/venv"
+    assert f"venv-python -m pip install --quiet --disable-pip-version-check -r {root}/requirements.txt" in log
+    # The task user (non-admin) can read and run it.
+    assert os.stat(root / "venv" / "bin" / "python").st_mode & 0o005 == 0o005
+    # On reboot with the same requirements nothing is reinstalled.
+    again = _start_task(bin_dir, tmp_path, requirements)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    assert len((tmp_path / "log").read_text().splitlines()) == len(log)
+    # Changed requirements rebuild the virtualenv.
+    changed = _start_task(bin_dir, tmp_path, requirements + b"rich==13.0.0\n")
+    assert changed.returncode == 0
+    assert len((tmp_path / "log").read_text().splitlines()) == 2 * len(log)
+
+
+def test_start_task_without_the_requirements_fails_clearly(bin_dir, tmp_path):
+    result = _start_task(bin_dir, tmp_path, None)
+    assert result.returncode == 2
+    assert "TRAINER_REQUIREMENTS_B64 is empty" in result.stderr

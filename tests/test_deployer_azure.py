@@ -304,6 +304,29 @@ def test_invalid_endpoint_names_are_refused_before_any_call(backend, fake, name)
     assert fake.requests == []
 
 
+def test_an_invalid_deployment_name_is_refused_before_any_call(backend, fake):
+    specs = load_specs(overrides={"deployment": {"name": "iris_mlflow"}})
+    with pytest.raises(ConfigError, match="Deployment name 'iris_mlflow' is invalid"):
+        backend.ensure_deployment(specs.deployment, None)
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("method,status,code,message,kind", [
+    ("PUT", 400, "BadRequest", "Compute name is invalid.\nMore detail on a second line.", AzureError),
+    ("PUT", 409, "Conflict", "There is an ongoing operation on this resource.\nTry later.", AzureError),
+    ("GET", 401, "InvalidAuthenticationToken", "The access token is invalid.\nDetails.", AzureAuthError),
+    ("PUT", 404, "ResourceNotFound", "The workspace 'mlw-iris' was not found.\nDetails.", AzureNotFound),
+])
+def test_service_errors_become_one_line(backend, fake, specs, method, status, code, message, kind):
+    fake.fail(method, r"/computes/", status, code, message)
+    with pytest.raises(kind) as err:
+        backend.ensure_compute(specs.compute)
+    text = str(err.value)
+    assert "\n" not in text
+    assert message.split("\n")[0] in text
+    assert err.value.hint  # always says what to do
+
+
 @pytest.mark.parametrize("name", ["abc", "iris-batch", "A1-b2", "x" * 32])
 def test_valid_endpoint_names_pass(name):
     validate_endpoint_name(name)
@@ -451,6 +474,18 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     assert fake.find("GET", f"/jobs/{child}")
     assert blob_store.opened[-1]["account_url"] == "https://stirisdata.blob.core.windows.net"
     assert any("Completed" in m for m in messages) and any("downloading" in m for m in messages)
+
+
+def test_a_previous_jobs_predictions_do_not_pass_for_a_new_job(deployed, fake, blob_store, tmp_path):
+    stale = tmp_path / "out" / "named-outputs" / "score" / "predictions.csv"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("0,old,old.csv\n")
+    fake.on_complete = None  # the service wrote no predictions file this time
+
+    with pytest.raises(AzureError, match="no predictions file"):
+        deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
+                        output_dir=tmp_path / "out")
+    assert not stale.exists()
 
 
 def test_invoke_with_a_deployment_and_a_remote_folder(deployed, fake):

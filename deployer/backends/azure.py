@@ -63,14 +63,15 @@ class AzureNotFound(AzureError):
     """A resource the command needs does not exist."""
 
 
-def validate_endpoint_name(name: str) -> None:
-    """Batch endpoint names: 3-32 characters, letters, digits and dashes, starting with a
-    letter and not ending with a dash (checked before any call)."""
+def validate_endpoint_name(name: str, what: str = "Endpoint") -> None:
+    """Batch endpoint (and deployment) names: 3-32 characters, letters, digits and dashes,
+    starting with a letter and not ending with a dash (checked before any call)."""
     if not isinstance(name, str) or not 3 <= len(name) <= 32 or not ENDPOINT_NAME.match(name):
+        unique = " (endpoint names are unique per Azure region)" if what == "Endpoint" else ""
         raise ConfigError(
-            f"Endpoint name '{name}' is invalid.",
+            f"{what} name '{name}' is invalid.",
             "Use 3-32 characters: letters, digits and dashes, starting with a letter and not "
-            "ending with a dash (endpoint names are unique per Azure region).")
+            f"ending with a dash{unique}.")
 
 
 class AzureBackend(Backend):
@@ -78,8 +79,7 @@ class AzureBackend(Backend):
 
     def __init__(self, settings: Settings, *, credential=None, client_kwargs: dict | None = None,
                  ml_client=None, datastore=None, poll_seconds: float = 15.0,
-                 sleep: Callable[[float], None] = time.sleep,
-                 download: Callable[..., None] | None = None):
+                 sleep: Callable[[float], None] = time.sleep):
         """`credential`, `client_kwargs` (e.g. `transport=`), `ml_client` and `datastore` are
         injectable; by default `DefaultAzureCredential` and the workspace from settings."""
         self.settings = settings
@@ -89,7 +89,6 @@ class AzureBackend(Backend):
         self._datastore = datastore
         self.poll_seconds = poll_seconds
         self._sleep = sleep
-        self._download = download
 
     # ------------------------------------------------------------------ client
 
@@ -275,10 +274,12 @@ class AzureBackend(Backend):
         if model is not None:
             overrides["model"] = f"azureml:{model.name}:{model.version}"
         validate_endpoint_name(spec.data.get("endpoint_name", ""))
+        validate_endpoint_name(spec.name, "Deployment")
         deployment = load_model_batch_deployment(_yaml_source(spec),
                                                  params_override=[overrides] if overrides else None)
         settings = deployment.settings
-        if settings is not None and settings.output_action == "summary_only" and settings.output_file_name:
+        action = str(getattr(settings, "output_action", "") or "").lower().replace("_", "")
+        if action == "summaryonly" and settings.output_file_name:
             raise ConfigError(f"Deployment '{deployment.name}': output_action summary_only cannot "
                               "have an output_file_name.",
                               "Remove output_file_name from deployment.yml or use append_row.")
@@ -396,8 +397,11 @@ class AzureBackend(Backend):
             if progress:
                 progress(f"downloading output '{SCORE_OUTPUT}' of {child}")
             output_dir.mkdir(parents=True, exist_ok=True)
-            download = self._download or self.ml_client.jobs.download
-            download(name=child, output_name=SCORE_OUTPUT, download_path=str(output_dir))
+            for stale in (output_dir / SCORE_FILE).glob("*") if (output_dir / SCORE_FILE).is_dir() else []:
+                if stale.is_file():  # a previous job's predictions must not pass for this one's
+                    stale.unlink()
+            self.ml_client.jobs.download(name=child, output_name=SCORE_OUTPUT,
+                                         download_path=str(output_dir))
         predictions = output_dir / SCORE_FILE / "predictions.csv"
         if not predictions.is_file():
             found = sorted((output_dir / SCORE_FILE).glob("*")) if (output_dir / SCORE_FILE).is_dir() else []
@@ -668,8 +672,8 @@ def translate_error(exc: Exception, what: str, settings: Settings) -> ProjectErr
             "--deployment, or `az ml batch-endpoint update --set defaults.deployment_name=<name>`.")
     if isinstance(exc, ResourceNotFoundError) or status == 404:
         return AzureNotFound(f"Not found while {what}: {first}",
-                             f"Check the name and {ws}; run `python -m deployer register-and-deploy` "
-                             "to create the endpoint.")
+                             f"Check the names and {ws} in .env; `python -m deployer "
+                             "register-and-deploy` creates the cluster, endpoint and deployment.")
     if isinstance(exc, ServiceRequestError):
         return AzureError(f"Azure is not reachable while {what}: {first}",
                           "Check your network or proxy settings and try again.")

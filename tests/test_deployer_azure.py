@@ -624,3 +624,11 @@ def test_a_failed_long_running_operation_is_translated_and_retried_next_run(back
     assert change.action == UPDATE and "failed" in change.detail
     assert len(puts(fake, "/computes/cpu-cluster")) == 2
     assert backend.ensure_compute(specs.compute).action == NO_OP
+
+
+def test_get_backend_picks_the_azure_backend_without_connecting(azure_settings):
+    from deployer.backends import get_backend
+
+    backend = get_backend(azure_settings)
+    assert isinstance(backend, AzureBackend) and backend.name == "azure"
+    assert backend._ml_client is None  # the client (and the credential) come on first use

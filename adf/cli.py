@@ -1,0 +1,226 @@
+"""`python -m adf`: stage the trainer, trigger the pipeline, follow runs, read task logs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from workspace.cli_support import ProjectGroup, target_option
+from workspace.settings import Settings
+
+STDOUT_TAIL = 20
+STDERR_TAIL = 40
+
+definitions_option = click.option(
+    "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
+    default=None, help="Directory holding pipeline.json, linkedServices/ and credentials/ "
+    "(default: adf/ of this repo). Handy to try a changed pipeline before committing it.")
+
+
+def make_backend(target: str | None, definitions_dir: Path | None):
+    settings = Settings.load().with_target(target)
+    if settings.is_local:
+        from adf.local_runner import LocalBackend
+
+        return LocalBackend(settings, definitions_dir)
+    from adf.azure_backend import AzureBackend
+
+    return AzureBackend(settings, definitions_dir)
+
+
+@click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """The ADF training pipeline (adf/pipeline.json) as commands.
+
+    \b
+    Local by default (Azurite + a local Custom-activity runner); Azure when .env says
+    TARGET=azure or with --target azure.
+
+    \b
+    Examples:
+      python -m adf trigger                          # stage, run, follow, show the result
+      python -m adf trigger --param epochs=20 --param learningRate=0.05
+      python -m adf trigger --no-wait                # start and return; follow with `status`
+      python -m adf status                           # the last run started from this machine
+      python -m adf logs RUN_ID                      # the task's full stdout and stderr
+    """
+
+
+@cli.command()
+@target_option
+@definitions_option
+def stage(target, definitions_dir):
+    """Upload trainer/main.py, trainer/requirements.txt and data/iris_csv.csv to the
+    activity's folderPath (unchanged files are skipped by sha256).
+
+    \b
+    Example:
+      python -m adf stage --target azure
+    """
+    _stage(make_backend(target, definitions_dir))
+
+
+def _stage(backend) -> None:
+    from adf.staging import stage as upload
+
+    store, prefix = backend.staging_datastore()
+    where = f"{store.container}/{prefix}"
+    click.echo(f"Staging to {where} ({backend.target}):")
+
+    def report(entry, index, total):
+        state = "uploaded " if entry.uploaded else "unchanged"
+        click.echo(f"  [{index}/{total}] {state} {entry.source.name} ({entry.size / 1024:.1f} KiB)")
+
+    files = upload(store, prefix, progress=report)
+    sent = sum(1 for f in files if f.uploaded)
+    click.echo(f"Staged {len(files)} files ({sent} uploaded, {len(files) - sent} unchanged).")
+
+
+@cli.command()
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A pipeline parameter (repeatable): epochs, learningRate, containerPath, ...")
+@click.option("--no-stage", is_flag=True, help="Do not upload the trainer and data first.")
+@click.option("--no-wait", is_flag=True, help="Start the run and return its id.")
+@click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
+              help="Seconds between status checks (default: 0.5 local, 10 Azure).")
+@target_option
+@definitions_option
+def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
+    """"Trigger now": stage, start a run of the pipeline, follow it to the end, then show
+    the run id, the activity's customOutput and the tail of the task's stdout/stderr.
+
+    Exits 0 only if the run Succeeded; on failure the task's stderr is shown.
+
+    \b
+    Examples:
+      python -m adf trigger
+      python -m adf trigger --param epochs=100 --param learningRate=0.05
+      python -m adf trigger --target azure --no-stage --no-wait
+    """
+    from adf.definitions import coerce_parameters, parse_param_options
+
+    backend = make_backend(target, definitions_dir)
+    typed = coerce_parameters(backend.definitions(), parse_param_options(params))
+    backend.prepare(lambda line: click.echo(line))
+    if not no_stage:
+        _stage(backend)
+    run_id = backend.start(typed)
+    shown = ", ".join(f"{k}={v}" for k, v in typed.items()) or "defaults"
+    click.echo(f"Started run {run_id} of pipeline '{backend.definitions().pipeline.name}' "
+               f"({backend.target}; parameters: {shown}).")
+    if no_wait:
+        click.echo(f"Follow it with: python -m adf status {run_id}")
+        return
+    run = _follow(backend, run_id, poll_seconds)
+    _summarize(backend, run, show_logs=True)
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--wait", is_flag=True, help="Follow the run until it ends.")
+@target_option
+@definitions_option
+def status(run_id, wait, target, definitions_dir):
+    """Show a run: status, activity attempts, customOutput or error (exit 1 if Failed).
+
+    Without RUN_ID: the last run started from this machine.
+
+    \b
+    Examples:
+      python -m adf status
+      python -m adf status 3f2b... --wait
+    """
+    backend = make_backend(target, definitions_dir)
+    run_id = run_id or backend.last_run_id()
+    run = _follow(backend, run_id, None) if wait else backend.get_run(run_id)
+    _summarize(backend, run, show_logs=False)
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@click.option("--tail", "tail_lines", type=int, default=0, metavar="N",
+              help="Only the last N lines of each stream (default: everything).")
+@target_option
+@definitions_option
+def logs(run_id, tail_lines, target, definitions_dir):
+    """Print the task's stdout and stderr of a run (its last attempt), from `adfjobs`.
+
+    \b
+    Examples:
+      python -m adf logs 3f2b...
+      python -m adf logs --tail 50          # the last run started from this machine
+    """
+    from adf.runs import tail
+
+    backend = make_backend(target, definitions_dir)
+    run = backend.get_run(run_id or backend.last_run_id())
+    activity = run.last_activity
+    if activity is None:
+        click.echo(f"Run {run.run_id} is {run.status}; its activity has not started yet.")
+        return
+    task_logs = backend.logs(activity)
+    for stream in ("stdout", "stderr"):
+        click.secho(f"==> {stream} of activity run {activity.activity_run_id} <==", bold=True)
+        click.echo(tail(getattr(task_logs, stream), tail_lines))
+    for missing in task_logs.missing:
+        click.echo(f"(not available: {missing})", err=True)
+
+
+# ------------------------------------------------------------------ output
+
+
+def _follow(backend, run_id: str, poll_seconds: float | None):
+    from adf.runs import follow
+
+    def on_status(run):
+        click.echo(f"  {_clock()}  {run.status}")
+
+    def on_reason(reason):
+        click.echo(f"  {_clock()}    {reason}")
+
+    return follow(backend, run_id, on_status=on_status, on_reason=on_reason,
+                  poll_seconds=poll_seconds or backend.poll_interval)
+
+
+def _clock() -> str:
+    from datetime import datetime
+
+    return datetime.now().strftime("%H:%M:%S")
+
+
+def _summarize(backend, run, *, show_logs: bool) -> None:
+    from adf.runs import RunFailed, tail
+
+    color = {"Succeeded": "green", "Failed": "red"}.get(run.status, "yellow")
+    click.echo("")
+    click.echo(f"Run id:   {run.run_id}")
+    click.echo(f"Pipeline: {run.pipeline} ({backend.target})")
+    click.secho(f"Status:   {run.status}"
+                + (f" in {run.duration_ms / 1000:.1f} s" if run.duration_ms else ""), fg=color)
+    for index, activity in enumerate(run.activities, 1):
+        code = "" if activity.exit_code is None else f", exit code {activity.exit_code}"
+        click.echo(f"Attempt {index}: {activity.name} {activity.status}{code} "
+                   f"(activity run {activity.activity_run_id})")
+    activity = run.last_activity
+    if activity is not None and activity.custom_output is not None:
+        click.echo("customOutput:")
+        click.echo(_indent(json.dumps(activity.custom_output, indent=2, sort_keys=True)))
+    if run.status == "Failed" or (show_logs and run.is_terminal):
+        if activity is not None and activity.log_urls:
+            task_logs = backend.logs(activity)
+            if show_logs and task_logs.stdout:
+                click.echo(f"stdout (last {STDOUT_TAIL} lines):")
+                click.echo(_indent(tail(task_logs.stdout, STDOUT_TAIL)))
+            if task_logs.stderr.strip() and (show_logs or run.status == "Failed"):
+                click.secho(f"stderr (last {STDERR_TAIL} lines):", fg="red" if run.status == "Failed" else None)
+                click.echo(_indent(tail(task_logs.stderr, STDERR_TAIL)))
+            for missing in task_logs.missing:
+                click.echo(f"(log not available: {missing})")
+    if run.status in ("Failed", "Cancelled"):
+        raise RunFailed(f"Run {run.run_id} {run.status}: {run.message or 'no message'}",
+                        f"Full task logs: python -m adf logs {run.run_id}")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

@@ -1,0 +1,254 @@
+"""The ADF definitions in `adf/` (ARM JSON): loading, placeholder filling, parameters.
+
+Placeholders are written `__KEY__`, KEY being a setting of `.env` (see .env.example); the
+same files are deployed by Bicep with the same replacement, so nothing can drift. Every
+placeholder must be filled: an empty setting is an error that names the file and the key.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from workspace.errors import ConfigError
+from workspace.settings import REPO_ROOT, Settings
+
+DEFINITIONS_DIR = Path(__file__).resolve().parent
+PIPELINE_FILE = "pipeline.json"
+LINKED_SERVICES_DIR = "linkedServices"
+CREDENTIALS_DIR = "credentials"
+PLACEHOLDER = re.compile(r"__([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)__")
+# Pipeline parameters the local runner always sets itself; their Azure defaults may stay empty.
+LOCAL_ONLY_EMPTY = frozenset({"AZURE_STORAGE_BLOB_URL", "POOL_IDENTITY_CLIENT_ID"})
+
+
+@dataclass(frozen=True)
+class Document:
+    """One ARM JSON resource and the file it came from."""
+
+    path: Path
+    body: dict
+
+    @property
+    def name(self) -> str:
+        return self.body["name"]
+
+    @property
+    def properties(self) -> dict:
+        return self.body["properties"]
+
+    @property
+    def display_path(self) -> str:
+        try:
+            return str(self.path.relative_to(REPO_ROOT))
+        except ValueError:
+            return str(self.path)
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The pipeline, its linked services and credentials, as read from a directory."""
+
+    directory: Path
+    pipeline: Document
+    linked_services: dict[str, Document]
+    credentials: dict[str, Document]
+
+    @property
+    def activity(self) -> dict:
+        """The pipeline's single Custom activity."""
+        activities = self.pipeline.properties.get("activities", [])
+        custom = [a for a in activities if a.get("type") == "Custom"]
+        if len(activities) != 1 or not custom:
+            raise ConfigError(f"{self.pipeline.display_path} must hold exactly one activity of "
+                              f"type Custom (found: {[a.get('type') for a in activities]}).")
+        return custom[0]
+
+    @property
+    def parameters(self) -> dict[str, dict]:
+        return self.pipeline.properties.get("parameters", {})
+
+    @property
+    def folder_path(self) -> str:
+        return self.activity.get("typeProperties", {}).get("folderPath", "")
+
+    def documents(self) -> list[Document]:
+        return [self.pipeline, *self.linked_services.values(), *self.credentials.values()]
+
+    def linked_services_in_order(self) -> list[Document]:
+        """Linked services with every referenced one before the one that references it."""
+        ordered: list[Document] = []
+
+        def visit(name: str, trail: tuple[str, ...]) -> None:
+            if any(d.name == name for d in ordered):
+                return
+            if name in trail:
+                raise ConfigError(f"Linked services reference each other in a cycle: "
+                                  f"{' → '.join(trail + (name,))}.")
+            document = self.linked_services[name]
+            for ref in references(document.body, "LinkedServiceReference"):
+                if ref in self.linked_services:
+                    visit(ref, trail + (name,))
+            ordered.append(document)
+
+        for name in sorted(self.linked_services):
+            visit(name, ())
+        return ordered
+
+
+def _read(path: Path) -> Document:
+    try:
+        body = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing.", "Restore it from git (adf/ is the only "
+                          "definition of the pipeline).") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+    if not isinstance(body, dict) or "name" not in body or "properties" not in body:
+        raise ConfigError(f"{path} is not an ARM resource (needs 'name' and 'properties').")
+    return Document(path, body)
+
+
+def load_definitions(directory: Path | None = None) -> Definitions:
+    """Read the raw definitions (placeholders unfilled)."""
+    directory = Path(directory) if directory else DEFINITIONS_DIR
+    pipeline = _read(directory / PIPELINE_FILE)
+    linked = {d.name: d for d in map(_read, sorted((directory / LINKED_SERVICES_DIR).glob("*.json")))}
+    creds = {d.name: d for d in map(_read, sorted((directory / CREDENTIALS_DIR).glob("*.json")))}
+    return Definitions(directory, pipeline, linked, creds)
+
+
+def references(node: Any, kind: str) -> list[str]:
+    """Names of every `{"referenceName": ..., "type": kind}` inside node."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if node.get("type") == kind and "referenceName" in node:
+            found.append(node["referenceName"])
+        for value in node.values():
+            found += references(value, kind)
+    elif isinstance(node, list):
+        for value in node:
+            found += references(value, kind)
+    return found
+
+
+def placeholders(node: Any) -> set[str]:
+    return set(PLACEHOLDER.findall(json.dumps(node)))
+
+
+def placeholder_values(settings: Settings) -> dict[str, str]:
+    """Every setting by its .env key."""
+    return {f.metadata["env"]: getattr(settings, f.name) for f in fields(Settings)}
+
+
+def fill(document: Document, values: dict[str, str],
+         allow_empty: frozenset[str] = frozenset()) -> Document:
+    """The document with every `__KEY__` replaced; unknown or empty keys are one error."""
+    unknown = sorted(k for k in placeholders(document.body) if k not in values)
+    if unknown:
+        raise ConfigError(f"{document.display_path} uses placeholder(s) "
+                          f"{', '.join(f'__{k}__' for k in unknown)} that are not settings.",
+                          "Use a key of .env.example, written __KEY__.")
+    empty = sorted(k for k in placeholders(document.body) if not values[k] and k not in allow_empty)
+    if empty:
+        raise ConfigError(f"{document.display_path} needs setting(s) {', '.join(empty)}, "
+                          "which are empty.",
+                          "Run `make deploy-infra` (it writes .env) or set them in .env.")
+
+    def replace(node: Any) -> Any:
+        if isinstance(node, str):
+            return PLACEHOLDER.sub(lambda m: values[m.group(1)], node)
+        if isinstance(node, dict):
+            return {k: replace(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [replace(v) for v in node]
+        return node
+
+    return Document(document.path, replace(copy.deepcopy(document.body)))
+
+
+def filled(definitions: Definitions, settings: Settings, *, pipeline_only: bool = False,
+           allow_empty: frozenset[str] = frozenset()) -> Definitions:
+    values = placeholder_values(settings)
+    pipeline = fill(definitions.pipeline, values, allow_empty)
+    if pipeline_only:
+        return Definitions(definitions.directory, pipeline, {}, {})
+    return Definitions(
+        definitions.directory, pipeline,
+        {n: fill(d, values, allow_empty) for n, d in definitions.linked_services.items()},
+        {n: fill(d, values, allow_empty) for n, d in definitions.credentials.items()})
+
+
+# ------------------------------------------------------------------ parameters
+
+_PARAMETER_TYPES = {"string": "String", "securestring": "SecureString", "int": "Int",
+                    "float": "Float", "bool": "Bool", "array": "Array", "object": "Object",
+                    "secureobject": "SecureObject"}
+
+
+def parse_param_options(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--param name=value` options into a dict (the value may contain '=')."""
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--param '{pair}' is not name=value.",
+                              "Example: --param epochs=20 --param learningRate=0.05")
+        parsed[name.strip()] = value
+    return parsed
+
+
+def coerce_parameters(definitions: Definitions, given: dict[str, str]) -> dict[str, Any]:
+    """Given values typed as the pipeline declares them (only the given ones)."""
+    declared = definitions.parameters
+    where = definitions.pipeline.display_path
+    typed: dict[str, Any] = {}
+    for name, text in given.items():
+        if name not in declared:
+            raise ConfigError(f"--param {name}: pipeline '{definitions.pipeline.name}' has no "
+                              f"parameter '{name}' ({where} declares: {', '.join(declared)}).")
+        kind = _PARAMETER_TYPES.get(str(declared[name].get("type", "String")).lower(), "String")
+        typed[name] = _coerce(name, kind, text)
+    return typed
+
+
+def effective_parameters(definitions: Definitions, typed: dict[str, Any]) -> dict[str, Any]:
+    """Defaults of the pipeline overridden by typed values; a parameter without either is an error."""
+    values = {}
+    for name, spec in definitions.parameters.items():
+        if name in typed:
+            values[name] = typed[name]
+        elif "defaultValue" in spec:
+            values[name] = spec["defaultValue"]
+        else:
+            raise ConfigError(f"Pipeline parameter '{name}' has no default value.",
+                              f"Pass it: --param {name}=<value>.")
+    return values
+
+
+def _coerce(name: str, kind: str, text: str) -> Any:
+    try:
+        if kind == "Int":
+            return int(text)
+        if kind == "Float":
+            return float(text)
+        if kind == "Bool":
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false"):
+                raise ValueError
+            return lowered == "true"
+        if kind in ("Array", "Object", "SecureObject"):
+            value = json.loads(text)
+            if not isinstance(value, list if kind == "Array" else dict):
+                raise ValueError
+            return value
+    except ValueError:
+        examples = {"Int": "a whole number", "Float": "a number", "Bool": "true or false",
+                    "Array": "a JSON array", "Object": "a JSON object",
+                    "SecureObject": "a JSON object"}
+        raise ConfigError(f"--param {name}={text}: '{name}' is {'an' if kind[0] in 'AEIOU' else 'a'} {kind} parameter; pass "
+                          f"{examples[kind]}.") from None
+    return text

@@ -1,0 +1,274 @@
+"""The subset of the Data Factory expression language that `pipeline.json` uses.
+
+Semantics follow ADF: a JSON string starting with `@` is one expression (any type), `@@`
+at the start is a literal `@`, and elsewhere `@{...}` interpolates an expression as text
+(`@@{` stays a literal `@{`). An `{"value": ..., "type": "Expression"}` object is
+evaluated the same way. Supported: `pipeline()` with its properties and parameters,
+`concat`, `string`, string/number/boolean/null literals, `.prop` and `[index]` access.
+Anything else is an ExpressionError naming the expression, so the local runner never
+silently runs something different from Azure.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from workspace.errors import ProjectError
+
+SUPPORTED_FUNCTIONS = ("concat", "pipeline", "string")
+
+
+class ExpressionError(ProjectError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class PipelineContext:
+    """What `pipeline()` returns during one run."""
+
+    pipeline_name: str
+    run_id: str
+    parameters: dict = field(default_factory=dict)
+    data_factory: str = "local"
+    trigger_time: str = ""
+
+    def system(self) -> dict:
+        return {"Pipeline": self.pipeline_name, "RunId": self.run_id,
+                "DataFactory": self.data_factory, "TriggerType": "Manual",
+                "TriggerName": "Manual", "TriggerId": self.run_id, "GroupId": self.run_id,
+                "TriggerTime": self.trigger_time}
+
+
+def evaluate(value: Any, context: PipelineContext, where: str = "value") -> Any:
+    """Evaluate a JSON value of an activity: strings, Expression objects, nested objects."""
+    if isinstance(value, dict):
+        if value.get("type") == "Expression" and set(value) == {"value", "type"}:
+            return evaluate_string(str(value["value"]), context, where)
+        return {k: evaluate(v, context, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [evaluate(v, context, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return evaluate_string(value, context, where)
+    return value
+
+
+def evaluate_string(text: str, context: PipelineContext, where: str = "value") -> Any:
+    if text.startswith("@@"):
+        return _interpolate(text, context, where)
+    if text.startswith("@") and not text.startswith("@{"):
+        return _Parser(text[1:], context, where, text).parse_all()
+    return _interpolate(text, context, where)
+
+
+def to_text(value: Any) -> str:
+    """How ADF renders a value inside a string (interpolation and string())."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _interpolate(text: str, context: PipelineContext, where: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("@@", i):
+            out.append("@")
+            i += 2
+        elif text.startswith("@{", i):
+            parser = _Parser(text, context, where, text, pos=i + 2)
+            value = parser.parse_expression()
+            parser.skip_space()
+            if not parser.peek("}"):
+                raise parser.error("expected '}' to close '@{'")
+            out.append(to_text(value))
+            i = parser.pos + 1
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _Parser:
+    """Recursive descent over one expression; evaluates as it parses."""
+
+    def __init__(self, text: str, context: PipelineContext, where: str, source: str, pos: int = 0):
+        self.text, self.context, self.where, self.source, self.pos = text, context, where, source, pos
+
+    def error(self, message: str) -> ExpressionError:
+        return ExpressionError(f"ADF expression in {self.where} ({self.source!r}): {message}.",
+                               "The local runner supports pipeline(), "
+                               f"{', '.join(f + '()' for f in SUPPORTED_FUNCTIONS if f != 'pipeline')}, "
+                               "literals, '.property' and '[index]'; fix adf/pipeline.json.")
+
+    def parse_all(self) -> Any:
+        value = self.parse_expression()
+        self.skip_space()
+        if self.pos != len(self.text):
+            raise self.error(f"unexpected {self.text[self.pos:]!r}")
+        return value
+
+    def skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self, token: str) -> bool:
+        return self.text.startswith(token, self.pos)
+
+    def expect(self, token: str) -> None:
+        self.skip_space()
+        if not self.peek(token):
+            raise self.error(f"expected {token!r} at position {self.pos}")
+        self.pos += len(token)
+
+    def parse_expression(self) -> Any:
+        value = self.parse_primary()
+        while True:
+            self.skip_space()
+            if self.peek("?."):  # safe navigation: null instead of an error
+                self.pos += 2
+                value = self.member(value, self.name(), safe=True)
+            elif self.peek("."):
+                self.pos += 1
+                value = self.member(value, self.name(), safe=False)
+            elif self.peek("["):
+                self.pos += 1
+                key = self.parse_expression()
+                self.expect("]")
+                value = self.member(value, key, safe=False)
+            else:
+                return value
+
+    def parse_primary(self) -> Any:
+        self.skip_space()
+        if self.peek("'"):
+            return self.string_literal()
+        number = _NUMBER.match(self.text, self.pos)
+        if number:
+            self.pos = number.end()
+            literal = number.group(0)
+            return float(literal) if number.group(1) or number.group(2) else int(literal)
+        name = self.name()
+        self.skip_space()
+        if not self.peek("("):
+            literals = {"true": True, "false": False, "null": None}
+            if name.lower() in literals:
+                return literals[name.lower()]
+            raise self.error(f"'{name}' is not a function call or literal")
+        self.pos += 1
+        args = []
+        self.skip_space()
+        if not self.peek(")"):
+            while True:
+                args.append(self.parse_expression())
+                self.skip_space()
+                if self.peek(","):
+                    self.pos += 1
+                    continue
+                break
+        self.expect(")")
+        return self.call(name, args)
+
+    def name(self) -> str:
+        self.skip_space()
+        match = _NAME.match(self.text, self.pos)
+        if not match:
+            rest = self.text[self.pos:self.pos + 20] or "end of expression"
+            raise self.error(f"expected a name at {rest!r}")
+        self.pos = match.end()
+        return match.group(0)
+
+    def string_literal(self) -> str:
+        self.pos += 1
+        out = []
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char == "'":
+                if self.peek("''"):  # '' is an escaped quote
+                    out.append("'")
+                    self.pos += 2
+                    continue
+                self.pos += 1
+                return "".join(out)
+            out.append(char)
+            self.pos += 1
+        raise self.error("unterminated string literal")
+
+    def call(self, name: str, args: list) -> Any:
+        function = name.lower()
+        if function == "pipeline":
+            if args:
+                raise self.error("pipeline() takes no arguments")
+            return _PipelineObject(self.context)
+        if function == "concat":
+            if not args:
+                raise self.error("concat() needs at least one argument")
+            if all(isinstance(a, list) for a in args):
+                return [item for a in args for item in a]
+            return "".join(to_text(_plain(a)) for a in args)
+        if function == "string":
+            if len(args) != 1:
+                raise self.error("string() takes exactly one argument")
+            return to_text(_plain(args[0]))
+        raise self.error(f"function '{name}' is not supported")
+
+    def member(self, value: Any, key: Any, safe: bool) -> Any:
+        if isinstance(value, _PipelineObject):
+            return value.get(key, self)
+        if isinstance(value, _Parameters):  # exact names, as ADF resolves parameters
+            if key in value:
+                return value[key]
+            if safe:
+                return None
+            declared = ", ".join(sorted(value)) or "none"
+            raise self.error(f"pipeline parameter '{key}' is not declared (declared: {declared})")
+        if isinstance(value, dict):
+            if key in value:
+                return value[key]
+            lowered = {str(k).lower(): v for k, v in value.items()}
+            if str(key).lower() in lowered:
+                return lowered[str(key).lower()]
+            if safe:
+                return None
+            raise self.error(f"property '{key}' does not exist")
+        if isinstance(value, list) and isinstance(key, int):
+            if -len(value) <= key < len(value):
+                return value[key]
+            raise self.error(f"index {key} is out of range")
+        if value is None and safe:
+            return None
+        raise self.error(f"cannot read '{key}' of {type(value).__name__}")
+
+
+class _PipelineObject:
+    """`pipeline()`: its system properties (case-insensitive, as in ADF) and parameters."""
+
+    def __init__(self, context: PipelineContext):
+        self.context = context
+
+    def get(self, key: Any, parser: _Parser) -> Any:
+        if str(key).lower() == "parameters":
+            return _Parameters(self.context.parameters)
+        for name, value in self.context.system().items():
+            if name.lower() == str(key).lower():
+                return value
+        raise parser.error(f"pipeline() has no property '{key}'")
+
+
+class _Parameters(dict):
+    """pipeline().parameters: an unknown name is an error that lists the declared ones."""
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _PipelineObject):
+        return value.context.system()
+    return value

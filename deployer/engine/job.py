@@ -1,0 +1,439 @@
+"""The job runner: one batch scoring job, run detached as `python -m deployer.engine <job dir>`.
+
+Semantics (Azure ML's, for MLflow model deployments):
+- the input is a file or the top-level files of a folder, local or in the datastore
+  (`azureml://datastores/<ds>/paths/<p>`, read from Azurite);
+- files are grouped into mini-batches of `mini_batch_size`, in name order;
+- `instance_count × max_concurrency_per_instance` worker processes (never more than there
+  are mini-batches) each load the model once;
+- a mini-batch fails when one of its files fails or when it runs longer than
+  `retry_settings.timeout` (its process is killed and replaced); a failed mini-batch is
+  retried `max_retries` times; the files of a mini-batch that still fails count as failed;
+- when more files have failed than `error_threshold` (-1: never) the job fails;
+- successful mini-batches are appended to `predictions.csv` (`row,prediction,file_name`, no
+  header) in mini-batch order, so the output is deterministic and in input order per file.
+The output and the logs are uploaded to the datastore under `batch-jobs/<job>/`.
+"""
+from __future__ import annotations
+
+import collections
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_any
+from pathlib import Path
+
+from deployer.engine.records import now, read_record, write_record
+from deployer.engine.signature import read_signature
+
+OUTPUT_NAME = "score"
+DATASTORE_JOBS_PREFIX = "batch-jobs"
+
+
+class JobError(Exception):
+    """The job cannot run at all (bad input, unknown datastore, model not loadable)."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    mini_batch_size: int = 10
+    instance_count: int = 1
+    max_concurrency_per_instance: int = 1
+    max_retries: int = 3
+    timeout: float = 30.0
+    error_threshold: int = -1
+    output_action: str = "append_row"
+    output_file_name: str = "predictions.csv"
+    logging_level: str = "info"
+    batch_rows: int = 65536
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScoringSettings":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and v is not None}
+        return cls(**known)
+
+    @property
+    def workers(self) -> int:
+        return max(1, int(self.instance_count)) * max(1, int(self.max_concurrency_per_instance))
+
+
+@dataclass
+class _Slot:
+    number: int
+    node: int
+    process_no: int
+    process: object = None
+    conn: object = None
+    state: str = "starting"  # starting | idle | busy | dead
+    task: tuple | None = None  # (mini-batch index, attempt)
+    started: float = 0.0
+
+
+@dataclass
+class _Progress:
+    files_total: int = 0
+    mini_batches_total: int = 0
+    mini_batches_done: int = 0
+    mini_batches_failed: int = 0
+    files_failed: int = 0
+    rows_scored: int = 0
+    retries: int = 0
+    failed_files: list = field(default_factory=list)
+
+
+def log_paths(job_dir: Path, node: int, process_no: int) -> tuple[Path, Path]:
+    base = Path(job_dir) / "logs" / "user"
+    return (base / "stdout" / f"node-{node}" / f"process{process_no:03d}.stdout.txt",
+            base / "error" / f"node-{node}" / f"process{process_no:03d}.txt")
+
+
+# ---------------------------------------------------------------------- input
+
+
+def resolve_input(record: dict, job_dir: Path, datastore_factory) -> list[Path]:
+    """The input files, local (datastore inputs are downloaded into the job folder)."""
+    uri = record["input"]
+    if uri.startswith("azureml://"):
+        return _download_datastore_input(uri, record, job_dir, datastore_factory)
+    path = Path(uri)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: p.name)
+        if not files:
+            raise JobError(f"Input folder '{uri}' has no files (only top-level files are read).")
+        return files
+    raise JobError(f"Input '{uri}' does not exist.")
+
+
+def parse_datastore_uri(uri: str) -> tuple[str, str]:
+    import re
+
+    match = re.fullmatch(r"azureml://datastores/([^/]+)/paths/(.*)", uri)
+    if not match:
+        raise JobError(f"Input '{uri}' is not a datastore path; use "
+                       "azureml://datastores/<datastore>/paths/<path>.")
+    return match.group(1), match.group(2)
+
+
+def _download_datastore_input(uri: str, record: dict, job_dir: Path, datastore_factory) -> list[Path]:
+    name, path = parse_datastore_uri(uri)
+    store = datastore_factory()
+    if name != store.name:
+        raise JobError(f"Input '{uri}' names datastore '{name}'; the local target has only "
+                       f"'{store.name}'.")
+    folder = path.rstrip("/")
+    blobs = []
+    if not uri.endswith("/") and folder and store.exists(folder):
+        blobs = [folder]
+    else:
+        prefix = folder + "/" if folder else ""
+        blobs = sorted(b.name for b in store.list(prefix) if "/" not in b.name[len(prefix):])
+    if not blobs:
+        raise JobError(f"Input '{uri}' has no files in datastore '{name}' (container "
+                       f"'{store.container}'; only top-level files of a folder are read).")
+    target = Path(job_dir) / "inputs"
+    return [store.download_file(blob, target / blob.rsplit("/", 1)[-1]) for blob in blobs]
+
+
+# ---------------------------------------------------------------------- runner
+
+
+class JobRunner:
+    def __init__(self, job_dir: Path, datastore_factory=None):
+        self.job_dir = Path(job_dir)
+        self.record = read_record(self.job_dir)
+        self.settings = ScoringSettings.from_dict(self.record.get("settings", {}))
+        self.datastore_factory = datastore_factory or self._datastore_from_record
+        self.progress = _Progress()
+        self.logs = self.job_dir / "logs"
+        self.user_logs = self.logs / "user"
+        self._last_write = 0.0
+
+    def _datastore_from_record(self):
+        from workspace.datastore import Datastore
+        from workspace.settings import Settings
+
+        ds = self.record["datastore"]
+        settings = Settings(target="local", azurite_port=str(ds["port"]), container=ds["container"],
+                            datastore_name=ds["name"])
+        return Datastore.from_settings(settings)
+
+    # -------------------------------------------------------------- record + logs
+
+    def _save(self, force: bool = False, **changes) -> None:
+        self.record.update(changes)
+        p = self.progress
+        self.record.update(files_total=p.files_total, files_failed=p.files_failed,
+                           rows_scored=p.rows_scored, mini_batches_total=p.mini_batches_total,
+                           mini_batches_done=p.mini_batches_done,
+                           mini_batches_failed=p.mini_batches_failed, retries=p.retries,
+                           failed_files=p.failed_files[:1000])
+        if force or time.monotonic() - self._last_write > 0.2:
+            write_record(self.job_dir, self.record)
+            self._write_overview()
+            self._last_write = time.monotonic()
+
+    def _write_overview(self) -> None:
+        p = self.progress
+        text = (f"Job: {self.record['name']}\n"
+                f"Status: {self.record['status']}\n"
+                f"Total number of mini batches: {p.mini_batches_total}\n"
+                f"Number of mini batches processed: {p.mini_batches_done + p.mini_batches_failed}\n"
+                f"Number of mini batches succeeded: {p.mini_batches_done}\n"
+                f"Number of mini batches failed: {p.mini_batches_failed}\n"
+                f"Number of mini batch retries: {p.retries}\n"
+                f"Total number of items: {p.files_total}\n"
+                f"Number of failed items: {p.files_failed}\n"
+                f"Number of rows scored: {p.rows_scored}\n"
+                f"Error threshold: {self.settings.error_threshold}\n"
+                f"Updated: {now()}\n")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        (self.logs / "job_progress_overview.txt").write_text(text)
+
+    def _user_error(self, line: str) -> None:
+        self.user_logs.mkdir(parents=True, exist_ok=True)
+        with (self.user_logs / "error.txt").open("a") as handle:
+            handle.write(line.rstrip() + "\n")
+
+    # -------------------------------------------------------------- main
+
+    def run(self) -> dict:
+        signal.signal(signal.SIGTERM, _raise_cancel)
+        self.user_logs.mkdir(parents=True, exist_ok=True)
+        (self.user_logs / "error.txt").touch()
+        self._save(force=True, status="Running", started=now(), pid=os.getpid())
+        started = time.monotonic()
+        try:
+            error = self._run()
+            status = "Failed" if error else "Completed"
+        except JobError as exc:
+            status, error = "Failed", str(exc)
+        except Cancelled:
+            status, error = "Canceled", "The job was canceled."
+        except Exception as exc:  # noqa: BLE001 - recorded, never lost
+            status, error = "Failed", f"The job runner failed: {type(exc).__name__}: {exc}"
+            self._user_error(traceback.format_exc())
+        if error:
+            self._user_error(f"Job failed: {error}" if status == "Failed" else error)
+        self.record.update(status="Finalizing")
+        try:
+            self._publish()
+        except Exception as exc:  # noqa: BLE001
+            if status == "Completed":
+                status, error = "Failed", f"Uploading the output to the datastore failed: {exc}"
+            self._user_error(f"Uploading the output to the datastore failed: {exc}")
+        self._save(force=True, status=status, error=error or "", finished=now(),
+                   duration_seconds=round(time.monotonic() - started, 3))
+        return self.record
+
+    def _run(self) -> str:
+        files = resolve_input(self.record, self.job_dir, self.datastore_factory)
+        size = max(1, int(self.settings.mini_batch_size))
+        batches = [[str(f) for f in files[i:i + size]] for i in range(0, len(files), size)]
+        columns = read_signature(Path(self.record["model_path"]))
+        p = self.progress
+        p.files_total, p.mini_batches_total = len(files), len(batches)
+        self._save(force=True)
+        output_dir = self.job_dir / "outputs"
+        output_dir.mkdir(parents=True, exist_ok=True)
+        parts = self.job_dir / "work"
+        parts.mkdir(parents=True, exist_ok=True)
+        write_output = self.settings.output_action != "summary_only"
+        output = output_dir / self.settings.output_file_name
+        with output.open("wb") as out:
+            return self._schedule(batches, columns, parts, out if write_output else None)
+
+    def _schedule(self, batches, columns, parts: Path, out) -> str:
+        s, p = self.settings, self.progress
+        ctx = multiprocessing.get_context("spawn")
+        n = min(s.workers, len(batches))
+        concurrency = max(1, int(s.max_concurrency_per_instance))
+        slots = [_Slot(k, k // concurrency, k % concurrency) for k in range(n)]
+        col_tuples = [(c.name, c.type, c.required) for c in columns]
+        pending = collections.deque((i, 1) for i in range(len(batches)))
+        final: dict[int, tuple] = {}
+        next_write = 0
+        threshold_error = ""
+
+        def start(slot: _Slot) -> None:
+            parent, child = ctx.Pipe()
+            stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
+            slot.process = ctx.Process(
+                target=_worker_entry, daemon=True,
+                args=(child, self.record["model_path"], col_tuples, str(stdout_path),
+                      str(error_path), s.batch_rows))
+            slot.process.start()
+            child.close()
+            slot.conn, slot.state, slot.task = parent, "starting", None
+
+        def stop(slot: _Slot, kill: bool = False) -> None:
+            if slot.process is not None and slot.process.is_alive():
+                if kill:
+                    slot.process.kill()
+                else:
+                    try:
+                        slot.conn.send(None)
+                    except OSError:
+                        pass
+                slot.process.join(5 if not kill else None)
+                if slot.process.is_alive():
+                    slot.process.kill()
+                    slot.process.join()
+            if slot.conn is not None:
+                slot.conn.close()
+            slot.state = "dead"
+
+        def attempt_failed(index: int, attempt: int, file_name: str, message: str) -> None:
+            nonlocal threshold_error
+            if attempt <= s.max_retries:
+                p.retries += 1
+                self._user_error(f"mini-batch {index} attempt {attempt} failed, retrying: "
+                                 f"{file_name + ': ' if file_name else ''}{message}")
+                pending.append((index, attempt + 1))
+                return
+            final[index] = ("failed", file_name, message)
+            p.mini_batches_failed += 1
+            for path in batches[index]:
+                name = Path(path).name
+                if name == file_name or not file_name:
+                    why = message
+                else:
+                    why = f"not scored: its mini-batch {index} failed on '{file_name}'"
+                p.files_failed += 1
+                p.failed_files.append({"file": name, "message": why})
+                self._user_error(f"{name}: {why}")
+            if s.error_threshold >= 0 and p.files_failed > s.error_threshold:
+                threshold_error = (f"{p.files_failed} file(s) failed, more than error_threshold "
+                                   f"{s.error_threshold}; see logs/user/error.txt.")
+
+        try:
+            for slot in slots:
+                start(slot)
+            while len(final) < len(batches) and not threshold_error:
+                for slot in slots:
+                    if slot.state == "idle" and pending:
+                        index, attempt = pending.popleft()
+                        part = parts / f"minibatch{index:06d}.attempt{attempt}.csv"
+                        slot.conn.send((index, attempt, batches[index], str(part)))
+                        slot.state, slot.task, slot.started = "busy", (index, attempt), time.monotonic()
+                live = [slot for slot in slots if slot.state != "dead"]
+                if not live:
+                    raise JobError("Every scoring process has exited; see logs/user/error/.")
+                deadline = min((sl.started + s.timeout for sl in live if sl.state == "busy"),
+                               default=time.monotonic() + 0.5)
+                waitables = [sl.conn for sl in live] + [sl.process.sentinel for sl in live]
+                ready = set(wait_any(waitables, timeout=max(0.01, min(0.5, deadline - time.monotonic()))))
+                for slot in live:
+                    if slot.conn in ready:
+                        try:
+                            message = slot.conn.recv()
+                        except (EOFError, OSError):
+                            message = None
+                        if message is not None:
+                            self._handle(slot, message, parts, final, attempt_failed)
+                            continue
+                    if slot.process.sentinel in ready or (slot.conn in ready):
+                        # The process exited (crash, out of memory, killed from outside).
+                        code = slot.process.exitcode
+                        task = slot.task
+                        stop(slot, kill=True)
+                        if slot.state != "load_failed" and task is not None:
+                            attempt_failed(task[0], task[1], "",
+                                           f"the scoring process exited with code {code}")
+                        start(slot)
+                for slot in slots:
+                    if slot.state == "busy" and time.monotonic() - slot.started > s.timeout:
+                        index, attempt = slot.task
+                        stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
+                        _append(error_path, f"mini-batch {index} attempt {attempt}: timed out after "
+                                f"{s.timeout:g} s (retry_settings.timeout); the process was stopped.")
+                        stop(slot, kill=True)
+                        attempt_failed(index, attempt, "", f"timed out after {s.timeout:g} s "
+                                       "(retry_settings.timeout)")
+                        start(slot)
+                while next_write in final:
+                    result = final[next_write]
+                    if result[0] == "ok" and out is not None:
+                        with open(result[1], "rb") as part:
+                            shutil.copyfileobj(part, out, 1 << 20)
+                        out.flush()
+                    if result[0] == "ok":
+                        Path(result[1]).unlink(missing_ok=True)
+                    next_write += 1
+                self._save()
+        finally:
+            for slot in slots:
+                stop(slot, kill=bool(threshold_error) or len(final) < len(batches))
+        return threshold_error
+
+    def _handle(self, slot: _Slot, message: tuple, parts: Path, final: dict, attempt_failed) -> None:
+        kind = message[0]
+        if kind == "ready":
+            slot.state = "idle"
+        elif kind == "load_failed":
+            slot.state = "load_failed"
+            raise JobError(f"The model could not be loaded: {message[1]}; see logs/user/error/.")
+        elif kind == "done":
+            _, index, attempt, rows, _per_file = message
+            slot.state, slot.task = "idle", None
+            if index in final:  # a late answer for a mini-batch already settled
+                return
+            final[index] = ("ok", str(parts / f"minibatch{index:06d}.attempt{attempt}.csv"), rows)
+            self.progress.mini_batches_done += 1
+            self.progress.rows_scored += rows
+        elif kind == "failed":
+            _, index, attempt, file_name, text = message
+            slot.state, slot.task = "idle", None
+            (parts / f"minibatch{index:06d}.attempt{attempt}.csv").unlink(missing_ok=True)
+            if index not in final:
+                attempt_failed(index, attempt, file_name, text)
+
+    def _publish(self) -> None:
+        """Upload the output file and the logs to the datastore under batch-jobs/<job>/."""
+        store = self.datastore_factory()
+        prefix = f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}"
+        output = self.job_dir / "outputs" / self.settings.output_file_name
+        if output.is_file():
+            name = f"{prefix}/named-outputs/{OUTPUT_NAME}/{self.settings.output_file_name}"
+            store.upload_file(output, name)
+            self.record["output_datastore_path"] = name
+        self._write_overview()
+        for path in sorted(self.logs.rglob("*")):
+            if path.is_file():
+                store.upload_file(path, f"{prefix}/{path.relative_to(self.job_dir).as_posix()}")
+        self.record["logs_datastore_path"] = f"{prefix}/logs/"
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+
+
+def _raise_cancel(signum, frame):
+    raise Cancelled()
+
+
+def _worker_entry(*args):
+    from deployer.engine.worker import worker_main
+
+    worker_main(*args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m deployer.engine <job dir>", file=sys.stderr)
+        return 2
+    record = JobRunner(Path(argv[0])).run()
+    return 0 if record["status"] == "Completed" else 1

@@ -1,0 +1,178 @@
+"""Reading one input file the way Azure ML's MLflow batch scoring does, streamed.
+
+`.csv` is read with its header row, `.parquet`/`.pqt` by row group; only the signature's
+columns are kept (extra columns are ignored), typed as the signature says. Anything else
+fails the file with Azure ML's message. Memory is bounded by `batch_rows`.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+from typing import Iterator
+
+from deployer.engine.signature import NUMERIC, Column
+
+CSV_EXTENSIONS = {".csv"}
+PARQUET_EXTENSIONS = {".parquet", ".pqt"}
+DEFAULT_BATCH_ROWS = 65536
+
+
+class FileError(Exception):
+    """This input file cannot be scored; the message names the file and what is wrong."""
+
+    def __init__(self, file_name: str, message: str):
+        super().__init__(f"{file_name}: {message}")
+        self.file_name = file_name
+        self.message = message
+
+
+def is_supported(path: Path) -> bool:
+    return Path(path).suffix.lower() in CSV_EXTENSIONS | PARQUET_EXTENSIONS
+
+
+def read_batches(path: Path, columns: list[Column], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator:
+    """Yield pandas DataFrames of at most ~batch_rows rows with exactly the signature's
+    columns, in file order; raise FileError for a file that cannot be scored."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext in CSV_EXTENSIONS:
+        yield from _read_csv(path, columns, batch_rows)
+    elif ext in PARQUET_EXTENSIONS:
+        yield from _read_parquet(path, columns, batch_rows)
+    else:
+        raise FileError(path.name, f"File type '{ext or path.name}' is not supported. "
+                        "Supported types are .csv and .parquet.")
+
+
+# ---------------------------------------------------------------------- CSV
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError:
+        raise FileError(path.name, "the file is not UTF-8 text; a CSV file with a header row "
+                        "is expected.")
+    if not header or all(not name.strip() for name in header):
+        raise FileError(path.name, "the file is empty; a CSV file needs a header row naming "
+                        "the model's columns.")
+    return header
+
+
+def _check_columns(file_name: str, present: list[str], columns: list[Column]) -> None:
+    missing = [c.name for c in columns if c.required and c.name not in present]
+    if missing:
+        names = ", ".join(f"'{m}'" for m in missing)
+        raise FileError(file_name, f"column {names} is missing (the model expects "
+                        f"{', '.join(c.name for c in columns)}; the file has "
+                        f"{', '.join(present) or 'no columns'}).")
+
+
+def _read_csv(path: Path, columns: list[Column], batch_rows: int) -> Iterator:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    header = _csv_header(path)
+    _check_columns(path.name, header, columns)
+    wanted = [c for c in columns if c.name in header]
+    types = {c.name: c.arrow_type() for c in wanted if c.arrow_type() is not None}
+    # block_size bounds memory; ~40 bytes per row is a generous estimate for numeric CSVs.
+    read = pacsv.ReadOptions(block_size=max(1 << 16, min(batch_rows * 64, 1 << 26)))
+    convert = pacsv.ConvertOptions(column_types=types, include_columns=[c.name for c in wanted],
+                                   strings_can_be_null=False)
+    try:
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        for batch in reader:
+            if batch.num_rows:
+                yield _to_frame(batch, columns)
+    except pa.ArrowInvalid as exc:
+        raise _conversion_error(path, header, columns, exc) from None
+
+
+def _conversion_error(path: Path, header: list[str], columns: list[Column], exc) -> FileError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    match = re.search(r"CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", text)
+    if not match:
+        return FileError(path.name, f"the file is not a readable CSV: {text}")
+    index, to_type, value = int(match.group(1)), match.group(2), match.group(3)
+    name = header[index] if index < len(header) else f"#{index}"
+    expected = next((c.type for c in columns if c.name == name), to_type)
+    row = _find_row(path, index, value)
+    where = f" in data row {row}" if row is not None else ""
+    return FileError(path.name, f"column '{name}' has the value '{value}'{where}, which is not "
+                     f"a {expected}; the model's signature expects {expected} values in "
+                     f"'{name}'. Fix or remove that row.")
+
+
+def _find_row(path: Path, index: int, value: str) -> int | None:
+    """The 0-based data row holding value in column index (error path only)."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for row, fields in enumerate(reader):
+            if index < len(fields) and fields[index] == value:
+                return row
+    return None
+
+
+# ---------------------------------------------------------------------- parquet
+
+
+def _read_parquet(path: Path, columns: list[Column], batch_rows: int) -> Iterator:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FileError(path.name, f"the file is not a readable parquet file: {_first_line(exc)}")
+    schema = parquet.schema_arrow
+    _check_columns(path.name, schema.names, columns)
+    wanted = [c for c in columns if c.name in schema.names]
+    for column in wanted:
+        have = schema.field(column.name).type
+        target = column.arrow_type()
+        if target is None or have == target:
+            continue
+        numeric_have = pa.types.is_integer(have) or pa.types.is_floating(have)
+        if not (column.type in NUMERIC and numeric_have):
+            raise FileError(path.name, f"column '{column.name}' has type {have}; the model's "
+                            f"signature expects {column.type}.")
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=[c.name for c in wanted]):
+            if batch.num_rows:
+                yield _to_frame(_cast(path, batch, wanted), columns)
+    except pa.ArrowInvalid as exc:
+        raise FileError(path.name, f"the file could not be read: {_first_line(exc)}")
+
+
+def _cast(path: Path, batch, columns: list[Column]):
+    import pyarrow as pa
+
+    arrays = []
+    for column in columns:
+        array = batch.column(column.name)
+        target = column.arrow_type()
+        if target is not None and array.type != target:
+            try:
+                array = array.cast(target)  # safe cast: 1.5 → long fails
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise FileError(path.name, f"column '{column.name}' cannot be read as "
+                                f"{column.type}: {_first_line(exc)}")
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in columns])
+
+
+# ---------------------------------------------------------------------- common
+
+
+def _to_frame(batch, columns: list[Column]):
+    frame = batch.to_pandas()
+    return frame[[c.name for c in columns if c.name in frame.columns]]
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

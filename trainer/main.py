@@ -308,9 +308,12 @@ def log_run(model, x_train, metrics, png: Path, args, data_sha256: str, workdir:
 
     Returns (experiment_id, run_id, local artifacts directory).
     """
+    import logging
+
     import mlflow
     from mlflow.models import infer_signature
 
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-migration chatter on stderr
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment_id = mlflow.create_experiment(
         args.experiment_name, artifact_location=(workdir / "mlruns").as_uri())

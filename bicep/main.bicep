@@ -82,6 +82,7 @@ var names = {
   factory: '${prefix}-adf-${suffix}'
   poolIdentity: '${prefix}-pool-id'
   factoryIdentity: '${prefix}-adf-id'
+  amlComputeIdentity: '${prefix}-aml-compute-id'
   network: '${prefix}-${suffix}'
 }
 var storageKeySecretName = 'storage-account-key'
@@ -99,6 +100,7 @@ module identities 'modules/identities.bicep' = {
     location: location
     poolIdentityName: names.poolIdentity
     factoryIdentityName: names.factoryIdentity
+    amlComputeIdentityName: names.amlComputeIdentity
     tags: tags
   }
 }
@@ -260,6 +262,8 @@ module roles 'modules/roles.bicep' = {
     workspaceName: workspace.outputs.workspaceName
     poolIdentityName: names.poolIdentity
     factoryIdentityName: names.factoryIdentity
+    amlComputeIdentityName: names.amlComputeIdentity
+    registryName: registry.outputs.registryName
     factoryBatchRole: factoryBatchRole
     deployerPrincipalId: deployerPrincipalId
     deployerPrincipalType: deployerPrincipalType
@@ -297,4 +301,7 @@ output amlWorkspaceId string = workspace.outputs.workspaceId
 output batchAccountId string = batch.outputs.batchAccountId
 output adfFactoryId string = dataFactory.outputs.factoryId
 output poolIdentityId string = identities.outputs.poolIdentityId
+// For the Azure ML compute cluster (the deployer's compute spec): identity with datastore access.
+output amlComputeIdentityId string = identities.outputs.amlComputeIdentityId
+output amlComputeIdentityClientId string = identities.outputs.amlComputeIdentityClientId
 output amlComputeSubnetId string = privateNetworking ? network.outputs.amlComputeSubnetId : ''

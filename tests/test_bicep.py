@@ -279,6 +279,7 @@ ROLE_IDS = {
     "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
     "storageBlobDataReader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
     "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
+    "acrPull": "7f951dff-4ed6-4e5a-9ec0-7b4bfd2e7a96",
     "jobSubmitter": "48e5e92e-a480-4e71-aa9c-2778f4c13781",
     "dataContributor": "6aaa78f1-f7de-44ca-8722-c64a23943cae",
 }
@@ -296,6 +297,10 @@ EXPECTED_ROLES = {
                                 "workspace.identity.principalId", "roles.storageBlobDataReader"),
     "batchUsesAutoStorage": ("storage", "Microsoft.Storage/storageAccounts",
                              "batchAccount.identity.principalId", "roles.storageBlobDataContributor"),
+    "amlComputeUsesStorage": ("storage", "Microsoft.Storage/storageAccounts",
+                              "amlComputeIdentity.properties.principalId", "roles.storageBlobDataContributor"),
+    "amlComputePullsImages": ("registry", "Microsoft.ContainerRegistry/registries",
+                              "amlComputeIdentity.properties.principalId", "roles.acrPull"),
     "deployerUsesStorage": ("storage", "Microsoft.Storage/storageAccounts",
                             "deployerPrincipalId", "roles.storageBlobDataContributor"),
 }
@@ -358,10 +363,13 @@ def test_role_assignment_scopes_are_the_deployed_resources():
     assert params["workspaceName"] == "workspace.outputs.workspaceName"
     assert params["poolIdentityName"] == "names.poolIdentity"
     assert params["factoryIdentityName"] == "names.factoryIdentity"
+    assert params["amlComputeIdentityName"] == "names.amlComputeIdentity"
+    assert params["registryName"] == "registry.outputs.registryName"
     _, identities = module("identities")
     statement, _ = module("identities")
     assert ref(statement["config"]["params"]["poolIdentityName"]) == "names.poolIdentity"
     assert ref(statement["config"]["params"]["factoryIdentityName"]) == "names.factoryIdentity"
+    assert ref(statement["config"]["params"]["amlComputeIdentityName"]) == "names.amlComputeIdentity"
 
 
 def test_the_pool_uses_the_identity_whose_client_id_the_trainer_gets():

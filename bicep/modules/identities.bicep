@@ -1,5 +1,6 @@
 // User-assigned identities: one for the Batch pool nodes (writes model blobs), one for the
-// Data Factory's Batch linked service (submits jobs). Their roles are in roles.bicep.
+// Data Factory's Batch linked service (submits jobs), one for Azure ML compute clusters
+// (reads the datastore, writes scoring output). Their roles are in roles.bicep.
 
 @description('Azure region.')
 param location string
@@ -9,6 +10,9 @@ param poolIdentityName string
 
 @description('Name of the Data Factory identity used by the Batch linked service.')
 param factoryIdentityName string
+
+@description('Name of the identity for Azure ML compute clusters.')
+param amlComputeIdentityName string
 
 @description('Tags applied to every resource.')
 param tags object
@@ -25,8 +29,16 @@ resource factoryIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-
   tags: tags
 }
 
+resource amlComputeIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: amlComputeIdentityName
+  location: location
+  tags: tags
+}
+
 output poolIdentityId string = poolIdentity.id
 output poolIdentityClientId string = poolIdentity.properties.clientId
 output poolIdentityPrincipalId string = poolIdentity.properties.principalId
 output factoryIdentityId string = factoryIdentity.id
 output factoryIdentityPrincipalId string = factoryIdentity.properties.principalId
+output amlComputeIdentityId string = amlComputeIdentity.id
+output amlComputeIdentityClientId string = amlComputeIdentity.properties.clientId

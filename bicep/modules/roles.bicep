@@ -28,6 +28,12 @@ param poolIdentityName string
 @description('Name of the factory\'s user-assigned identity (Batch linked service).')
 param factoryIdentityName string
 
+@description('Name of the Azure ML compute clusters\' user-assigned identity.')
+param amlComputeIdentityName string
+
+@description('Container registry name.')
+param registryName string
+
 @description('Batch role of the factory identity: jobSubmitter (least privilege) or dataContributor (if your tenant\'s ADF needs pool reads).')
 @allowed([
   'jobSubmitter'
@@ -51,6 +57,7 @@ var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  acrPull: '7f951dff-4ed6-4e5a-9ec0-7b4bfd2e7a96'
   // Azure Batch Job Submitter: create and manage jobs and tasks, nothing on pools or the account.
   jobSubmitter: '48e5e92e-a480-4e71-aa9c-2778f4c13781'
   // Azure Batch Data Contributor: also manages pools; the fallback if job submission needs pool reads.
@@ -98,6 +105,14 @@ resource poolIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-
 
 resource factoryIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
   name: factoryIdentityName
+}
+
+resource amlComputeIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' existing = {
+  name: amlComputeIdentityName
+}
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
 }
 
 // The trainer on the pool writes the MLflow model blobs into the datastore container.
@@ -169,6 +184,31 @@ resource batchUsesAutoStorage 'Microsoft.Authorization/roleAssignments@2022-04-0
     principalId: batchAccount.identity.principalId
     principalType: 'ServicePrincipal'
     description: 'Batch account auto-storage (application packages, task output).'
+  }
+}
+
+// Azure ML compute (the batch endpoint's cluster) reads the datastore and writes scoring output to
+// the workspace's default container, whose name Azure ML picks at creation: account scope.
+resource amlComputeUsesStorage 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, amlComputeIdentity.id, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: amlComputeIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Azure ML compute reads the datastore and writes scoring output.'
+  }
+}
+
+// Azure ML compute pulls the environment images Azure ML builds into the registry.
+resource amlComputePullsImages 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, amlComputeIdentity.id, roles.acrPull)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
+    principalId: amlComputeIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Azure ML compute pulls environment images.'
   }
 }
 

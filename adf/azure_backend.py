@@ -1,0 +1,287 @@
+"""The Azure target: Data Factory runs the pipeline, the Custom activity runs on the Batch pool.
+
+- publish: the ARM JSON of adf/ (placeholders filled from .env) is sent as plain dicts to
+  `credential_operations` / `linked_services` / `pipelines.create_or_update` (building
+  the SDK models would turn `Custom` into `Execution` and drop linked-service types);
+- run: `pipelines.create_run`, `pipeline_runs.get`, `activity_runs.query_by_pipeline_run`;
+- logs: stdout/stderr from the `adfjobs` container, read with your Entra ID login;
+- while a run waits: the Batch pool (allocation, node states, a failed start task's exit
+  code and stderr) through `azure.batch.BatchClient` with the same credential.
+
+Every client takes the same credential (DefaultAzureCredential unless given) and the same
+extra keyword arguments (retry settings, a transport), so tests plug a fake in at HTTP level.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from adf.definitions import Definitions, filled, load_definitions
+from adf.runs import LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound
+from adf.staging import split_folder_path
+from workspace.datastore import Datastore
+from workspace.errors import ProjectError
+from workspace.settings import Settings
+
+# Bounded retries of transient failures (429, 5xx, connection resets) in every client.
+RETRY = {"retry_total": 4, "retry_backoff_factor": 1.0, "retry_backoff_max": 30}
+START_TASK_STDERR = "startup/stderr.txt"
+STDERR_TAIL_LINES = 15
+REQUIRED_SETTINGS = ("subscription_id", "resource_group", "data_factory", "storage_blob_url",
+                     "batch_account_url", "batch_pool_id")
+
+
+class AzureAccessError(ProjectError):
+    exit_code = 3
+
+
+class AzureBackend(Backend):
+    target = "azure"
+    poll_interval = 10.0
+
+    def __init__(self, settings: Settings, definitions_dir: Path | None = None, *,
+                 credential=None, **client_options: Any):
+        super().__init__(settings)
+        settings.require(*REQUIRED_SETTINGS)
+        self.definitions_dir = definitions_dir
+        self._credential = credential
+        self.client_options = {**RETRY, **client_options}
+        self._diagnosis_error_shown = False
+
+    # ------------------------------------------------------------------ clients
+
+    @cached_property
+    def credential(self):
+        if self._credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+        return self._credential
+
+    @cached_property
+    def factory_client(self):
+        from azure.mgmt.datafactory import DataFactoryManagementClient
+
+        return DataFactoryManagementClient(self.credential, self.settings.subscription_id,
+                                           **self.client_options)
+
+    @cached_property
+    def batch_client(self):
+        from azure.batch import BatchClient
+
+        return BatchClient(self.settings.batch_account_url, self.credential, **self.client_options)
+
+    def _container(self, name: str) -> Datastore:
+        from azure.storage.blob import ContainerClient
+
+        client = ContainerClient(self.settings.blob_endpoint, name, credential=self.credential,
+                                 **self.client_options)
+        return Datastore(client, name=self.settings.datastore_name, unreachable_hint=(
+            f"Storage at {self.settings.blob_endpoint} is not reachable; check "
+            "AZURE_STORAGE_BLOB_URL in .env and your network (private networking allows only "
+            "the set-up IP)."))
+
+    @property
+    def _scope(self) -> tuple[str, str]:
+        return self.settings.resource_group, self.settings.data_factory
+
+    # ------------------------------------------------------------------ errors
+
+    @contextmanager
+    def _errors(self, what: str, service: str = "factory"):
+        from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
+                                           ResourceNotFoundError, ServiceRequestError)
+
+        s = self.settings
+        roles = {
+            "factory": f"'Data Factory Contributor' on factory '{s.data_factory}' (resource "
+                       f"group '{s.resource_group}')",
+            "batch": f"'Azure Batch Account Reader' on Batch account '{s.batch_account or s.batch_account_url}'",
+            "storage": f"'Storage Blob Data Reader' on storage account '{s.storage_account or s.storage_blob_url}'",
+        }
+        try:
+            yield
+        except ClientAuthenticationError as exc:
+            if getattr(exc, "status_code", None) == 403:
+                raise AzureAccessError(f"Azure refused access while {what}: {_first_line(exc)}",
+                                       f"Your identity needs {roles[service]}.") from exc
+            raise AzureAccessError(f"Could not sign in to Azure while {what}: {_first_line(exc)}",
+                                   "Run `az login` (and `az account set --subscription "
+                                   f"{s.subscription_id}`), then retry.") from exc
+        except ResourceNotFoundError as exc:
+            raise ProjectError(f"Not found while {what}: {_first_line(exc)}",
+                               "Check ADF_FACTORY, AZURE_RESOURCE_GROUP and BATCH_POOL_ID in "
+                               ".env, or run `make deploy-infra`.") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                raise AzureAccessError(f"Azure refused access while {what}: {_first_line(exc)}",
+                                       f"Your identity needs {roles[service]}.") from exc
+            raise ProjectError(f"Azure answered {exc.status_code} while {what}: "
+                               f"{_first_line(exc)}") from exc
+        except ServiceRequestError as exc:
+            raise ProjectError(f"Azure is not reachable while {what}: {_first_line(exc)}",
+                               "Check your network; transient failures were already retried.") from exc
+
+    # ------------------------------------------------------------------ definitions
+
+    def definitions(self) -> Definitions:
+        return filled(load_definitions(self.definitions_dir), self.settings)
+
+    def staging_datastore(self) -> tuple[Datastore, str]:
+        container, prefix = split_folder_path(self.definitions().folder_path)
+        return self._container(container), prefix
+
+    def logs_datastore(self) -> Datastore:
+        return self._container(LOGS_CONTAINER)
+
+    def prepare(self, progress: Progress) -> None:
+        """Publish credentials, linked services (referenced ones first) and the pipeline."""
+        definitions = self.definitions()
+        client = self.factory_client
+        rg, factory = self._scope
+        for document in definitions.credentials.values():
+            with self._errors(f"publishing credential '{document.name}'"):
+                client.credential_operations.create_or_update(
+                    rg, factory, document.name, {"properties": document.properties})
+            progress(f"Published credential {document.name} to factory {factory}.")
+        for document in definitions.linked_services_in_order():
+            with self._errors(f"publishing linked service '{document.name}'"):
+                client.linked_services.create_or_update(
+                    rg, factory, document.name, {"properties": document.properties})
+            progress(f"Published linked service {document.name}.")
+        pipeline = definitions.pipeline
+        with self._errors(f"publishing pipeline '{pipeline.name}'"):
+            client.pipelines.create_or_update(rg, factory, pipeline.name,
+                                              {"properties": pipeline.properties})
+        progress(f"Published pipeline {pipeline.name}.")
+
+    # ------------------------------------------------------------------ runs
+
+    def start(self, parameters: dict[str, Any]) -> str:
+        rg, factory = self._scope
+        name = self.definitions().pipeline.name
+        with self._errors(f"starting pipeline '{name}'"):
+            response = self.factory_client.pipelines.create_run(rg, factory, name,
+                                                                parameters=parameters)
+        self.remember(response.run_id)
+        return response.run_id
+
+    def get_run(self, run_id: str) -> PipelineRun:
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.mgmt.datafactory.models import RunFilterParameters
+
+        rg, factory = self._scope
+        client = self.factory_client
+        with self._errors(f"reading run {run_id}"):
+            try:
+                run = client.pipeline_runs.get(rg, factory, run_id)
+            except ResourceNotFoundError:
+                raise RunNotFound(f"Factory '{factory}' has no pipeline run '{run_id}'.",
+                                  "Check the id (runs are kept 45 days).") from None
+        started = run.run_start or datetime.now(timezone.utc)
+        window = RunFilterParameters(last_updated_after=started - timedelta(hours=1),
+                                     last_updated_before=datetime.now(timezone.utc) + timedelta(days=1))
+        activities = []
+        with self._errors(f"reading the activity runs of {run_id}"):
+            while True:
+                page = client.activity_runs.query_by_pipeline_run(rg, factory, run_id, window)
+                activities += [_activity(a) for a in page.value or []]
+                if not page.continuation_token:
+                    break
+                window.continuation_token = page.continuation_token
+        activities.sort(key=lambda a: a.start or "")
+        return PipelineRun(run_id=run.run_id, pipeline=run.pipeline_name or "",
+                           status=run.status or "Unknown", message=run.message or "",
+                           start=_iso(run.run_start), end=_iso(run.run_end),
+                           duration_ms=run.duration_in_ms, parameters=dict(run.parameters or {}),
+                           activities=activities)
+
+    def waiting_reason(self, run: PipelineRun) -> str | None:
+        """What the Batch pool is doing while the run is queued or in progress."""
+        if run.is_terminal:
+            return None
+        try:
+            return self._pool_state()
+        except ProjectError as exc:  # the diagnosis is a help, never a reason to stop following
+            if self._diagnosis_error_shown:
+                return None
+            self._diagnosis_error_shown = True
+            return f"(cannot read the Batch pool: {exc})"
+
+    def _pool_state(self) -> str:
+        pool_id = self.settings.batch_pool_id
+        batch = self.batch_client
+        with self._errors(f"reading Batch pool '{pool_id}'", "batch"):
+            pool = batch.get_pool(pool_id)
+            nodes = list(batch.list_nodes(pool_id))
+        current = (pool.current_dedicated_nodes or 0) + (pool.current_low_priority_nodes or 0)
+        target = (pool.target_dedicated_nodes or 0) + (pool.target_low_priority_nodes or 0)
+        lines = []
+        if pool.allocation_state == "resizing":
+            lines.append(f"pool {pool_id}: resizing to {target} node(s), {current} allocated; "
+                         "a new DSVM node takes several minutes to boot and run its start task")
+        elif not nodes:
+            lines.append(f"pool {pool_id}: no nodes yet; autoscale adds one for the queued task "
+                         "at its next evaluation (queue times of 5-15 minutes are normal)")
+        else:
+            lines.append(f"pool {pool_id}: {_value(pool.allocation_state) or 'steady'}, "
+                         f"{current} node(s)")
+        for error in pool.resize_errors or []:
+            lines.append(f"  resize error {error.code}: {error.message}")
+        if nodes:
+            counts: dict[str, int] = {}
+            for node in nodes:
+                counts[_value(node.state)] = counts.get(_value(node.state), 0) + 1
+            lines.append("  nodes: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        for node in nodes:
+            if _value(node.state) in ("starttaskfailed", "unusable"):
+                lines += self._node_problem(pool_id, node)
+        return "\n".join(lines)
+
+    def _node_problem(self, pool_id: str, node) -> list[str]:
+        info = node.start_task_info
+        lines = [f"  node {node.id} is {_value(node.state)}"]
+        if info is not None:
+            failure = info.failure_info.message if info.failure_info else ""
+            lines[0] += (f": start task exit code {info.exit_code}"
+                         + (f" ({failure})" if failure else ""))
+            lines.append("  the start task installs trainer/requirements.txt into the pool's "
+                         "venv; without it `python` or packages are missing")
+        for error in node.errors or []:
+            lines.append(f"  node error {error.code}: {error.message}")
+        if info is not None:
+            with self._errors(f"reading {START_TASK_STDERR} of node {node.id}", "batch"):
+                stderr = b"".join(self.batch_client.download_node_file(
+                    pool_id, node.id, START_TASK_STDERR)).decode("utf-8", errors="replace")
+            tail_lines = stderr.rstrip().splitlines()[-STDERR_TAIL_LINES:]
+            if tail_lines:
+                lines.append(f"  start task stderr (last {len(tail_lines)} lines):")
+                lines += [f"    {line}" for line in tail_lines]
+        return lines
+
+
+def _activity(model) -> ActivityRun:
+    return ActivityRun(activity_run_id=model.activity_run_id or "", name=model.activity_name or "",
+                       status=model.status or "Unknown", output=dict(model.output or {}),
+                       error=dict(model.error or {}), start=_iso(model.activity_run_start),
+                       end=_iso(model.activity_run_end))
+
+
+def _value(enum_or_text) -> str:
+    """The wire value of an SDK enum ("starttaskfailed"), not its Python name."""
+    return str(getattr(enum_or_text, "value", enum_or_text) or "")
+
+
+def _iso(value) -> str:
+    if value is None:
+        return ""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _first_line(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    lines = [line for line in str(message).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,308 @@
+"""A fake of just the Azure operations `python -m adf` uses, plugged into the real SDK
+clients as their azure-core transport: Data Factory (ARM), Batch (data plane) and the
+`adfjobs` blobs of the staging storage account.
+
+Each pipeline run follows a scripted `RunPlan` (one status per `pipeline_runs.get`); once
+the run is terminal its activity run carries the ADF output (`exitcode`, `outputs` URLs,
+`customOutput`) or error, and stdout/stderr exist as blobs. Every request is recorded so
+tests can assert URLs, api-versions and bodies. A request it does not implement gets a 404
+with code `FakeRouteMissing`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from urllib.parse import parse_qs, unquote, urlparse
+
+import requests
+from azure.core.credentials import AccessToken
+from azure.core.pipeline._tools import is_rest
+from azure.core.pipeline.transport import HttpTransport
+from azure.core.pipeline.transport._requests_basic import RequestsTransportResponse
+from azure.core.rest._requests_basic import RestRequestsTransportResponse
+
+ARM = "management.azure.com"
+
+
+class StaticTokenCredential:
+    """A token credential with a fixed bearer token; records the scopes asked for."""
+
+    def __init__(self, error: Exception | None = None):
+        self.scopes: list[tuple[str, ...]] = []
+        self.error = error
+
+    def get_token(self, *scopes, **kwargs) -> AccessToken:
+        self.scopes.append(scopes)
+        if self.error is not None:
+            raise self.error
+        return AccessToken("fake-token", int(datetime.now(timezone.utc).timestamp()) + 3600)
+
+
+@dataclass
+class Recorded:
+    method: str
+    url: str
+    host: str
+    path: str
+    query: dict
+    body: object
+    headers: dict
+
+    @property
+    def api_version(self) -> str | None:
+        return self.query.get("api-version")
+
+
+@dataclass
+class RunPlan:
+    """How the next pipeline run behaves."""
+
+    statuses: list = field(default_factory=lambda: ["Queued", "InProgress", "Succeeded"])
+    exitcode: int = 0
+    custom_output: object = None
+    stdout: bytes = b"[trainer] done\n"
+    stderr: bytes = b""
+    error_message: str = ""
+
+
+@dataclass
+class FakeRun:
+    run_id: str
+    pipeline: str
+    parameters: dict
+    plan: RunPlan
+    activity_run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    polls: int = 0
+    start: str = ""
+
+    @property
+    def status(self) -> str:
+        return self.plan.statuses[min(self.polls, len(self.plan.statuses)) - 1] if self.polls \
+            else self.plan.statuses[0]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class FakeAzure(HttpTransport):
+    def __init__(self, subscription: str, resource_group: str, factory: str,
+                 batch_url: str, storage_url: str, pool_id: str = "dsvm-pool"):
+        self.sub, self.rg, self.factory = subscription, resource_group, factory
+        self.batch_host = urlparse(batch_url).hostname
+        self.storage_url = storage_url.rstrip("/")
+        self.storage_host = urlparse(storage_url).hostname
+        self.pool_id = pool_id
+        self.requests: list[Recorded] = []
+        self.published: dict[tuple[str, str], dict] = {}
+        self.runs: dict[str, FakeRun] = {}
+        self.next_plan = RunPlan()
+        self.blobs: dict[str, bytes] = {}  # "<container>/<name>" → content
+        self.pool = {"id": pool_id, "state": "active", "allocationState": "steady",
+                     "currentDedicatedNodes": 0, "currentLowPriorityNodes": 0,
+                     "targetDedicatedNodes": 0, "targetLowPriorityNodes": 0}
+        self.nodes: list[dict] = []
+        self.node_files: dict[tuple[str, str], bytes] = {}
+        self.failures: list[tuple[str, re.Pattern, int, str, str]] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ test helpers
+
+    @property
+    def factory_path(self) -> str:
+        return (f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/"
+                f"Microsoft.DataFactory/factories/{self.factory}")
+
+    def fail(self, method: str, path_regex: str, status: int, code: str, message: str) -> None:
+        """The next matching request gets this error instead of its answer."""
+        self.failures.append((method.upper(), re.compile(path_regex, re.I), status, code, message))
+
+    def find(self, method: str, path_regex: str) -> list[Recorded]:
+        pattern = re.compile(path_regex, re.I)
+        return [r for r in self.requests if r.method == method and pattern.search(r.path)]
+
+    def missing_routes(self) -> list[Recorded]:
+        return [r for r in self.requests if getattr(r, "_missing", False)]
+
+    # ------------------------------------------------------------------ transport
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        pass
+
+    def send(self, request, **kwargs):
+        url = urlparse(request.url)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        record = Recorded(request.method.upper(), request.url, url.hostname or "",
+                          unquote(url.path), query, _body(request),
+                          {k.lower(): v for k, v in request.headers.items()})
+        with self._lock:
+            self.requests.append(record)
+            for i, (method, pattern, status, code, message) in enumerate(self.failures):
+                if method == record.method and pattern.search(record.path):
+                    del self.failures[i]
+                    error = {"error": {"code": code, "message": message}}
+                    if record.host == self.batch_host:
+                        error = {"code": code, "message": {"lang": "en-US", "value": message}}
+                    return _respond(request, status, error, {"x-ms-error-code": code})
+            status, payload, headers = self._route(record)
+        if status == 404 and isinstance(payload, dict) and \
+                payload.get("error", {}).get("code") == "FakeRouteMissing":
+            record._missing = True  # type: ignore[attr-defined]
+        return _respond(request, status, payload, headers)
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, r: Recorded):
+        if r.host == ARM and r.path.lower().startswith(self.factory_path.lower() + "/"):
+            return self._factory(r, r.path[len(self.factory_path) + 1:].split("/"))
+        if r.host == self.batch_host:
+            return self._batch(r)
+        if r.host == self.storage_host:
+            return self._blob(r)
+        return _missing(r)
+
+    def _factory(self, r: Recorded, parts: list[str]):
+        kind = parts[0].lower()
+        if kind in ("linkedservices", "credentials", "pipelines") and len(parts) == 2 \
+                and r.method == "PUT":
+            name = parts[1]
+            self.published[(kind, name)] = r.body
+            return 200, {"id": f"{self.factory_path}/{kind}/{name}", "name": name,
+                         "type": f"Microsoft.DataFactory/factories/{kind}",
+                         "etag": uuid.uuid4().hex, **r.body}, {}
+        if kind == "pipelines" and len(parts) == 3 and parts[2] == "createRun" and r.method == "POST":
+            if ("pipelines", parts[1]) not in self.published:
+                return 404, {"error": {"code": "PipelineNotFound",
+                                       "message": f"Pipeline {parts[1]} not found"}}, {}
+            run = FakeRun(str(uuid.uuid4()), parts[1], r.body or {}, self.next_plan, start=_now())
+            self.runs[run.run_id] = run
+            return 200, {"runId": run.run_id}, {}
+        if kind == "pipelineruns" and len(parts) == 2 and r.method == "GET":
+            run = self.runs.get(parts[1])
+            if run is None:
+                return 404, {"error": {"code": "PipelineRunNotFound",
+                                       "message": f"Pipeline run {parts[1]} does not exist"}}, {}
+            run.polls += 1
+            terminal = run.status in ("Succeeded", "Failed", "Cancelled")
+            return 200, {
+                "runId": run.run_id, "pipelineName": run.pipeline, "parameters": {
+                    k: str(v) for k, v in run.parameters.items()},
+                "runStart": run.start, "runEnd": _now() if terminal else None,
+                "durationInMs": 1234 if terminal else None, "status": run.status,
+                "message": (f"Operation on target TrainIrisModel failed: {run.plan.error_message}"
+                            if run.status == "Failed" else ""),
+                "invokedBy": {"name": "Manual", "invokedByType": "Manual"},
+                "lastUpdated": _now()}, {}
+        if kind == "pipelineruns" and len(parts) == 3 and parts[2] == "queryActivityruns" \
+                and r.method == "POST":
+            run = self.runs.get(parts[1])
+            if run is None:
+                return 404, {"error": {"code": "PipelineRunNotFound", "message": "no run"}}, {}
+            return 200, {"value": self._activity_runs(run)}, {}
+        return _missing(r)
+
+    def _activity_runs(self, run: FakeRun) -> list[dict]:
+        if run.status == "Queued":
+            return []
+        activity = {"activityName": "TrainIrisModel", "activityType": "Custom",
+                    "activityRunId": run.activity_run_id, "pipelineRunId": run.run_id,
+                    "pipelineName": run.pipeline, "linkedServiceName": "AzureBatchLinkedService",
+                    "activityRunStart": run.start, "status": "InProgress", "input": {},
+                    "output": {}, "error": {}}
+        if run.status in ("Succeeded", "Failed"):
+            base = f"{self.storage_url}/adfjobs/{run.activity_run_id}/output"
+            self.blobs[f"adfjobs/{run.activity_run_id}/output/stdout.txt"] = run.plan.stdout
+            self.blobs[f"adfjobs/{run.activity_run_id}/output/stderr.txt"] = run.plan.stderr
+            output = {"exitcode": run.plan.exitcode,
+                      "outputs": [f"{base}/stdout.txt", f"{base}/stderr.txt"],
+                      "effectiveIntegrationRuntime": "AutoResolveIntegrationRuntime (West Europe)"}
+            if run.plan.custom_output is not None:
+                output["customOutput"] = run.plan.custom_output
+            activity.update(status=run.status, activityRunEnd=_now(), output=output)
+            if run.status == "Failed":
+                activity["error"] = {"errorCode": "2500", "message": run.plan.error_message,
+                                     "failureType": "UserError", "target": "TrainIrisModel"}
+        return [activity]
+
+    def _batch(self, r: Recorded):
+        parts = r.path.strip("/").split("/", 5)
+        if parts[:2] != ["pools", self.pool_id] or r.method != "GET":
+            return _missing(r)
+        if len(parts) == 2:
+            return 200, self.pool, {}
+        if len(parts) == 3 and parts[2] == "nodes":
+            return 200, {"value": self.nodes}, {}
+        if len(parts) == 6 and parts[2] == "nodes" and parts[4] == "files":
+            content = self.node_files.get((parts[3], parts[5]))
+            if content is None:
+                return 404, {"code": "FileNotFound", "message": {"value": "no file"}}, {}
+            return 200, content, {"Content-Type": "application/octet-stream"}
+        return _missing(r)
+
+    def _blob(self, r: Recorded):
+        name = r.path.lstrip("/")
+        content = self.blobs.get(name)
+        if r.method not in ("HEAD", "GET"):
+            return _missing(r)
+        if content is None:
+            return 404, None, {"x-ms-error-code": "BlobNotFound"}
+        headers = {"Content-Type": "application/octet-stream", "x-ms-blob-type": "BlockBlob",
+                   "ETag": '"0x1"', "Last-Modified": "Sun, 22 Nov 2026 07:00:00 GMT",
+                   "Content-Length": str(len(content))}
+        if r.method == "HEAD":
+            return 200, None, headers
+        headers["Content-Range"] = f"bytes 0-{max(len(content) - 1, 0)}/{len(content)}"
+        return 206, content, headers
+
+
+def _missing(r: Recorded):
+    return 404, {"error": {"code": "FakeRouteMissing", "message": f"{r.method} {r.url}"}}, {}
+
+
+def _body(request):
+    data = getattr(request, "content", None)
+    if data is None:
+        data = getattr(request, "data", None) or getattr(request, "body", None)
+    if data is None or data == b"" or data == "":
+        return None
+    if isinstance(data, bytes):
+        data = data.decode()
+    try:
+        return json.loads(data)
+    except (TypeError, ValueError):
+        return data
+
+
+def _respond(request, status: int, payload, headers: dict | None = None):
+    response = requests.Response()
+    response.status_code = status
+    response.reason = {200: "OK", 206: "Partial Content", 404: "Not Found"}.get(status, "Error")
+    content = b"" if payload is None else (
+        payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+    if request.method.upper() == "HEAD":
+        content = b""
+    response._content = content
+    response._content_consumed = True
+    response.raw = io.BytesIO(content)
+    response.headers.update({"Content-Type": "application/json",
+                             "x-ms-request-id": str(uuid.uuid4()), **(headers or {})})
+    response.url = request.url
+    if is_rest(request):  # what RequestsTransport does for azure.core.rest requests
+        response_ = RestRequestsTransportResponse(request=request, internal_response=response)
+        response_.read()
+        return response_
+    return RequestsTransportResponse(request, response)

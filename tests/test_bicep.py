@@ -123,9 +123,11 @@ def test_module_parameters_match_what_the_module_declares(symbol):
 def test_every_module_output_main_reads_exists():
     template = main()
     text = json.dumps(template)
-    for symbol, name in re.findall(r'"operand_1": "(\w+)", "operand_2": \{"operator": \{"type": '
-                                   r'"property_accessor", "operands": \{"operand_1": "outputs", '
-                                   r'"operand_2": "(\w+)"', text):
+    references = re.findall(r'"operand_1": "(\w+)", "operand_2": \{"operator": \{"type": '
+                            r'"property_accessor", "operands": \{"operand_1": "outputs", '
+                            r'"operand_2": "(\w+)"', text)
+    assert len(references) > 30, "main.bicep should read module outputs"
+    for symbol, name in references:
         _, module_template = module(symbol)
         assert name in module_template["outputs"], f"{symbol}.outputs.{name} does not exist"
 

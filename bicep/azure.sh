@@ -40,8 +40,10 @@ require_az() {
   echo "Azure subscription: $(cut -f1 <<<"$account") ($(cut -f2 <<<"$account")), signed in as $(cut -f3 <<<"$account")"
 }
 
-# Object id of whoever deploys, granted blob access to stage files and read logs. Empty
-# (and skipped by the template) if it cannot be found.
+# Object id of whoever deploys, granted blob access to stage files and read logs. From
+# Microsoft Graph, else from the "oid" claim of an access token (a service principal often
+# may not read Graph); the token goes through a pipe, never onto a command line. Empty (the
+# template then skips that role) if neither works.
 deployer_principal() {
   local type kind id=""
   type="$(az account show --query user.type -o tsv 2>/dev/null || true)"
@@ -51,6 +53,15 @@ deployer_principal() {
   else
     kind="User"
     id="$(az ad signed-in-user show --query id -o tsv 2>/dev/null || true)"
+  fi
+  if [ -z "$id" ]; then
+    id="$(az account get-access-token --query accessToken -o tsv 2>/dev/null | "$PYTHON" -c '
+import base64, json, sys
+try:
+    payload = sys.stdin.read().strip().split(".")[1]
+    print(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("oid", ""))
+except Exception:
+    pass' || true)"
   fi
   if [ -z "$id" ]; then
     echo "warning: could not find your object id; grant yourself 'Storage Blob Data Contributor' on the storage account to stage files." >&2

@@ -27,8 +27,11 @@ case "$*" in
       echo "ERROR: Please run 'az login' to setup account." >&2; exit 1
     fi
     printf 'My subscription\t6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f\tdev@example.org\n' ;;
-  "account show --query user.type -o tsv") echo user ;;
+  "account show --query user.type -o tsv") echo "${FAKE_AZ_USER_TYPE:-user}" ;;
+  "account show --query user.name -o tsv") echo dev@example.org ;;
   "ad signed-in-user show --query id -o tsv") echo 9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d ;;
+  "ad sp show "*) echo "ERROR: Insufficient privileges to complete the operation." >&2; exit 1 ;;
+  "account get-access-token --query accessToken -o tsv") echo "$FAKE_AZ_TOKEN" ;;
   "deployment sub create "*) cat "$FAKE_AZ_DEPLOYMENT" ;;
   "deployment sub what-if "*) echo "Resource changes: 1 to create." ;;
   "group exists "*) echo true ;;
@@ -113,6 +116,20 @@ def test_deploy_creates_the_deployment_and_writes_env(bin_dir, fake_az, tmp_path
     assert settings.data_factory == "irisops-adf-x7k2qm"
     assert "ADF_FACTORY=irisops-adf-x7k2qm" in result.stdout
     assert "Azure subscription: My subscription (6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f)" in result.stdout
+
+
+def test_a_service_principal_without_graph_access_gets_its_object_id_from_its_token(bin_dir, fake_az,
+                                                                                   tmp_path):
+    claims = base64.urlsafe_b64encode(b'{"oid":"1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9","appid":"x"}')
+    token = "eyJhbGciOiJSUzI1NiJ9." + claims.decode().rstrip("=") + ".c2lnbmF0dXJl"
+    result = _script("deploy", bin_dir, tmp_path,
+                     env={"FAKE_AZ_USER_TYPE": "servicePrincipal", "FAKE_AZ_TOKEN": token})
+    assert result.returncode == 0, result.stderr
+    calls = fake_az.read_text()
+    create = next(c for c in calls.splitlines() if c.startswith("deployment sub create "))
+    assert "deployerPrincipalId=1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9" in create.split()
+    assert "deployerPrincipalType=ServicePrincipal" in create.split()
+    assert token not in calls, "the token must not appear on any command line"
 
 
 def test_private_networking_and_allowed_ip_reach_the_template(bin_dir, fake_az, tmp_path):

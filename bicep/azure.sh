@@ -6,7 +6,8 @@
 #   bicep/azure.sh destroy   deletes the resource group after asking
 #
 # Settings (environment; the Makefile passes them): LOCATION, PREFIX, PRIVATE_NETWORKING
-# (true|false), ALLOWED_IP (your public IP, private mode), ENV_FILE (.env), PYTHON,
+# (true|false), ALLOWED_IP (your public IP, private mode), ENV_FILE (.env), STATE_DIR
+# (.local, where the deployment's JSON is kept), PYTHON,
 # YES=1 (destroy without asking, for automation). Nothing secret is passed on a command
 # line: the CLI uses your `az login`, the template reads the storage key itself.
 set -euo pipefail
@@ -18,6 +19,7 @@ PREFIX="${PREFIX:-irisops}"
 PRIVATE_NETWORKING="${PRIVATE_NETWORKING:-false}"
 ALLOWED_IP="${ALLOWED_IP:-}"
 ENV_FILE="${ENV_FILE:-.env}"
+STATE_DIR="${STATE_DIR:-.local}"
 PYTHON="${PYTHON:-python3}"
 DEPLOYMENT_NAME="iris-infra-${PREFIX}"
 TEMPLATE="bicep/main.bicep"
@@ -86,8 +88,8 @@ case "$action" in
     require_az
     deployer_principal
     parameters
-    mkdir -p .local
-    out=".local/deployment-${PREFIX}.json"
+    mkdir -p "$STATE_DIR"
+    out="$STATE_DIR/deployment-${PREFIX}.json"
     echo "Deploying $TEMPLATE as '$DEPLOYMENT_NAME' in $LOCATION (prefix $PREFIX, private networking $PRIVATE_NETWORKING); this takes 10-20 minutes..."
     az deployment sub create --name "$DEPLOYMENT_NAME" --location "$LOCATION" \
       --template-file "$TEMPLATE" --parameters "${PARAMS[@]}" --only-show-errors -o json >"$out"

@@ -65,6 +65,7 @@ def fake_az(bin_dir, tmp_path) -> Path:
 def _run(command, bin_dir, tmp_path, *, env=None, stdin=None):
     environ = {"PATH": str(bin_dir), "HOME": str(tmp_path), "FAKE_AZ_LOG": str(tmp_path / "az.log"),
                "FAKE_AZ_DEPLOYMENT": str(FIXTURE), "ENV_FILE": str(tmp_path / ".env"),
+               "STATE_DIR": str(tmp_path / "state"),
                "PYTHON": sys.executable, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     return subprocess.run(command, cwd=REPO_ROOT, env=environ, input=stdin, capture_output=True,
                           text=True, timeout=120)
@@ -116,6 +117,8 @@ def test_deploy_creates_the_deployment_and_writes_env(bin_dir, fake_az, tmp_path
     assert settings.data_factory == "irisops-adf-x7k2qm"
     assert "ADF_FACTORY=irisops-adf-x7k2qm" in result.stdout
     assert "Azure subscription: My subscription (6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f)" in result.stdout
+    # The deployment's JSON is kept for re-running the writer.
+    assert (tmp_path / "state" / "deployment-demo1.json").read_text() == FIXTURE.read_text()
 
 
 def test_a_service_principal_without_graph_access_gets_its_object_id_from_its_token(bin_dir, fake_az,

@@ -26,6 +26,10 @@ class ModelSource:
     local_dir: Path | None  # downloaded, hash-verified copy (local backend registers from it)
     tags: dict = field(default_factory=dict)  # run_id, data_sha256, metrics, git_commit
     content_sha256: str = ""  # digest over the manifest's file hashes: same content, same model
+    # Optional lineage a registry can log beside the model (the local MLflow run shows them).
+    metrics: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,8 @@ class JobSummary:
     error: str = ""
     output_path: str = ""  # where predictions.csv lives (datastore or service)
     logs_path: str = ""
+    # Optional detail (the local backend fills them; None/empty when unknown).
+    mini_batches_total: int | None = None
+    mini_batches_done: int | None = None
+    duration_seconds: float | None = None
+    failed_files: list = field(default_factory=list)  # [{"file": ..., "message": ...}]

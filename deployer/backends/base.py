@@ -19,8 +19,10 @@ class Backend(ABC):
     name: str = "abstract"
 
     @abstractmethod
-    def register_model(self, source: ModelSource, *, dry_run: bool = False) -> tuple[RegisteredModel | None, Change]:
-        """Register the model unless a version with the same content exists (then no-op)."""
+    def register_model(self, source: ModelSource, *, dry_run: bool = False,
+                       spec=None) -> tuple[RegisteredModel | None, Change]:
+        """Register the model unless a version with the same content exists (then no-op).
+        `spec` is model.yml (description, type) when the caller has it."""
 
     @abstractmethod
     def ensure_compute(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
@@ -39,7 +41,8 @@ class Backend(ABC):
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
                progress: Progress | None = None) -> JobSummary:
-        """Start a batch scoring job; when waiting, download predictions.csv to output_dir."""
+        """Start a batch scoring job; when waiting, download predictions.csv to output_dir
+        (None: the backend's default, `outputs/<job name>/` locally)."""
 
     @abstractmethod
     def get_job(self, name: str) -> JobSummary:

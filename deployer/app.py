@@ -1,0 +1,414 @@
+"""The application layer of `python -m deployer`: what to do, for any backend.
+
+- register-and-deploy: find the newest complete training run (or the one asked for) through
+  the trainer's manifests, download and verify it, apply the quality gate, register it with
+  lineage tags (idempotent by a content digest over the manifest's file hashes), ensure the
+  cluster, endpoint and deployment (default), optionally smoke-test it; or only plan.
+- invoke: start a scoring job, follow it, summarise predictions.csv (rows, classes).
+- status, jobs show, teardown.
+
+Nothing here branches on the target: the backend comes from `get_backend(settings)` or is
+injected. Heavy imports (mlflow, the Azure SDK, pyarrow) stay in the backends and helpers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from deployer.entities import NO_OP, Change, JobSummary, ModelSource, RegisteredModel
+from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
+from workspace.errors import ConfigError, ProjectError
+from workspace.settings import REPO_ROOT, Settings
+
+DEFAULT_MIN_ACCURACY = 0.9
+QUALITY_METRIC = "test_accuracy"
+SMOKE_ROWS = 5
+PREDICTION_COLUMNS = ("row", "prediction", "file_name")
+
+Progress = Callable[[str], None]
+
+
+class QualityGateError(ProjectError):
+    """The model is not good enough to deploy."""
+
+    exit_code = 5
+
+
+class SmokeTestError(ProjectError):
+    """The deployed endpoint did not score a few known rows correctly."""
+
+    exit_code = 6
+
+
+class JobFailed(ProjectError):
+    """A batch scoring job ended in Failed or Canceled."""
+
+    exit_code = 7
+
+
+@dataclass
+class SmokeResult:
+    job: JobSummary
+    rows: int
+    seconds: float
+
+
+@dataclass
+class DeployResult:
+    dry_run: bool
+    run_id: str
+    model_path: str
+    metrics: dict
+    model: RegisteredModel | None
+    endpoint: str
+    deployment: str
+    changes: list[Change] = field(default_factory=list)
+    smoke: SmokeResult | None = None
+
+    @property
+    def changed(self) -> bool:
+        return any(c.action != NO_OP for c in self.changes)
+
+
+@dataclass
+class PredictionStats:
+    rows: int = 0
+    classes: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+
+@dataclass
+class InvokeResult:
+    job: JobSummary
+    stats: PredictionStats | None
+    seconds: float
+
+
+def content_digest(model_files: dict) -> str:
+    """sha256 over the model folder's manifest entries: same files, same digest."""
+    digest = hashlib.sha256()
+    for rel in sorted(model_files):
+        digest.update(f"{rel}\0{model_files[rel]['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """The commit of the deploying checkout (with '-dirty' if it has changes), '' if unknown."""
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--",
+                                "deployer/specs"], capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def prediction_stats(path: Path) -> PredictionStats:
+    """Rows, class counts and rows per file of a predictions.csv (streamed)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    stats = PredictionStats()
+    classes: Counter = Counter()
+    files: Counter = Counter()
+    if Path(path).stat().st_size == 0:
+        return stats
+    reader = pacsv.open_csv(
+        path, read_options=pacsv.ReadOptions(column_names=list(PREDICTION_COLUMNS)),
+        convert_options=pacsv.ConvertOptions(column_types={"row": pa.int64(), "prediction": pa.string(),
+                                                           "file_name": pa.string()}))
+    for batch in reader:
+        stats.rows += batch.num_rows
+        for column, counter in ((1, classes), (2, files)):
+            counts = batch.column(column).value_counts()
+            for item in counts.to_pylist():
+                counter[item["values"]] += item["counts"]
+    stats.classes = dict(classes.most_common())
+    stats.files = dict(sorted(files.items()))
+    return stats
+
+
+class Deployer:
+    """register-and-deploy, invoke, status, jobs and teardown over one backend."""
+
+    def __init__(self, settings: Settings, *, backend=None, datastore=None,
+                 specs: DeploymentSpecs | None = None, spec_dir: Path | None = None,
+                 progress: Progress | None = None):
+        self.settings = settings
+        self._backend = backend
+        self._datastore = datastore
+        self._specs = specs
+        self.spec_dir = Path(spec_dir) if spec_dir else SPEC_DIR
+        self.progress = progress or (lambda message: None)
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from deployer.backends import get_backend
+
+            self._backend = get_backend(self.settings)
+        return self._backend
+
+    @property
+    def datastore(self):
+        if self._datastore is None:
+            from workspace.datastore import Datastore
+
+            self._datastore = Datastore.from_settings(self.settings)
+        return self._datastore
+
+    @property
+    def specs(self) -> DeploymentSpecs:
+        if self._specs is None:
+            self._specs = load_specs(self.spec_dir)
+        return self._specs
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.specs.endpoint.name
+
+    # ------------------------------------------------------------------ find the model
+
+    def find_run(self, model_path: str | None = None, run_id: str | None = None):
+        """The newest complete run, the one with run_id, or the one publishing model_path."""
+        from workspace.published import ModelNotFound, find_published_run, list_published_runs
+
+        prefix = self.settings.model_prefix
+        if model_path and run_id:
+            raise ConfigError("Pass --model or --run-id, not both.")
+        if not model_path:
+            self.progress(f"looking for the newest complete run under "
+                          f"{self.settings.container}/{prefix}" if not run_id else
+                          f"looking for run {run_id} under {self.settings.container}/{prefix}")
+            return find_published_run(self.datastore, prefix, run_id)
+        wanted = _datastore_path(model_path, self.settings.datastore_name).rstrip("/")
+        runs = list_published_runs(self.datastore, _search_prefix(wanted, prefix))
+        for run in runs:
+            if wanted in (run.model_path, run.run_prefix, run.manifest_path):
+                return run
+        raise ModelNotFound(f"No complete training run publishes '{wanted}' in container "
+                            f"'{self.settings.container}'.",
+                            "Pass the model folder of a run that has a manifest.json, e.g. "
+                            f"{prefix}/<experiment>/<run>/artifacts/model, or use --run-id.")
+
+    def model_source(self, run, workdir: Path) -> ModelSource:
+        """Download the run's model (every file checked against the manifest) and describe it."""
+        from workspace.published import download_model
+
+        self.progress(f"downloading {run.model_path} and verifying {len(run.model_files)} "
+                      "file hashes")
+        model_dir = download_model(self.datastore, run, Path(workdir) / "model")
+        extras = Path(workdir) / "extra-artifacts"
+        for rel, entry in run.files.items():  # the confusion matrix etc., also verified
+            if rel.startswith("artifacts/") and not rel.startswith("artifacts/model/"):
+                from workspace.datastore import sha256_file
+
+                local = self.datastore.download_file(f"{run.run_prefix}/{rel}",
+                                                     extras / rel.removeprefix("artifacts/"))
+                if sha256_file(local) != entry["sha256"]:
+                    local.unlink()
+        tags = {"run_id": run.run_id, "experiment_id": run.experiment_id,
+                "training_created": run.created, "model_path": run.model_path,
+                "model_uri": self.settings.datastore_uri(run.model_path),
+                "data_file": run.data.get("file", ""), "data_sha256": run.data.get("sha256", ""),
+                "data_rows": run.data.get("rows", "")}
+        tags.update({f"metric.{k}": v for k, v in sorted(run.metrics.items())})
+        tags.update({f"param.{k}": v for k, v in sorted(run.params.items())})
+        commit = git_commit()
+        if commit:
+            tags["git_commit"] = commit
+        spec = self.specs.model.data
+        return ModelSource(name=self.specs.model.name, datastore_path=run.model_path,
+                           local_dir=model_dir, tags={k: v for k, v in tags.items() if v != ""},
+                           content_sha256=content_digest(run.model_files),
+                           metrics=dict(run.metrics), params=dict(run.params),
+                           description=spec.get("description", "") or "")
+
+    @staticmethod
+    def quality_gate(run, min_accuracy: float, force: bool) -> str:
+        """'' if the model passes; raises QualityGateError otherwise (a note if forced)."""
+        accuracy = run.metrics.get(QUALITY_METRIC)
+        if accuracy is None:
+            problem = f"Run {run.run_id} reports no {QUALITY_METRIC} metric"
+        elif float(accuracy) < min_accuracy:
+            problem = (f"Run {run.run_id} has {QUALITY_METRIC} {float(accuracy):.3f}, below the "
+                       f"quality gate of {min_accuracy:g}")
+        else:
+            return ""
+        if force:
+            return problem + " (deployed anyway: --force)."
+        raise QualityGateError(problem + "; it was not deployed.",
+                               "Retrain (e.g. more epochs), lower the gate with --min-accuracy, "
+                               "or pass --force to deploy it anyway.")
+
+    # ------------------------------------------------------------------ register and deploy
+
+    def register_and_deploy(self, *, model_path: str | None = None, run_id: str | None = None,
+                            dry_run: bool = False, force: bool = False,
+                            min_accuracy: float = DEFAULT_MIN_ACCURACY,
+                            smoke: bool = False) -> DeployResult:
+        specs = self.specs
+        run = self.find_run(model_path, run_id)
+        self.progress(f"run {run.run_id} (created {run.created}), "
+                      f"{QUALITY_METRIC} {run.metrics.get(QUALITY_METRIC, 'n/a')}")
+        note = self.quality_gate(run, min_accuracy, force)
+        if note:
+            self.progress(note)
+        result = DeployResult(dry_run=dry_run, run_id=run.run_id, model_path=run.model_path,
+                              metrics=dict(run.metrics), model=None,
+                              endpoint=specs.endpoint.name, deployment=specs.deployment.name)
+        with tempfile.TemporaryDirectory(prefix="deployer-model-") as tmp:
+            source = self.model_source(run, Path(tmp))
+            self.progress(f"{'planning' if dry_run else 'registering'} model {source.name} "
+                          f"(content {source.content_sha256[:12]})")
+            model, change = self.backend.register_model(source, dry_run=dry_run, spec=specs.model)
+        result.model = model
+        result.changes.append(change)
+        self.progress(_change_line(change, dry_run))
+        for ensure, spec in ((self.backend.ensure_compute, specs.compute),
+                             (self.backend.ensure_endpoint, specs.endpoint)):
+            change = ensure(spec, dry_run=dry_run, progress=self.progress)
+            result.changes.append(change)
+            self.progress(_change_line(change, dry_run))
+        change = self.backend.ensure_deployment(specs.deployment, model, dry_run=dry_run,
+                                                progress=self.progress)
+        result.changes.append(change)
+        self.progress(_change_line(change, dry_run))
+        if smoke and not dry_run:
+            result.smoke = self.smoke_test()
+        return result
+
+    def smoke_test(self) -> SmokeResult:
+        """Score a few known rows through the endpoint and check the output's shape."""
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="deployer-smoke-") as tmp:
+            tmp = Path(tmp)
+            sample = tmp / "smoke.csv"
+            rows = _write_smoke_rows(sample)
+            self.progress(f"smoke test: scoring {rows} rows through {self.endpoint_name}")
+            job = self.backend.invoke(self.endpoint_name, str(sample),
+                                      deployment=self.specs.deployment.name,
+                                      output_dir=tmp / "out", wait=True, progress=self.progress)
+            if job.status != "Completed":
+                raise SmokeTestError(f"Smoke test job {job.name} ended {job.status}: "
+                                     f"{job.error or 'no error message'}",
+                                     f"See its logs: python -m deployer jobs show {job.name}")
+            path = _local_predictions(job, tmp / "out")
+            lines = path.read_text().splitlines() if path else []
+            expected = [str(i) for i in range(rows)]
+            got = [line.split(",")[0] for line in lines]
+            if got != expected or not all(line.endswith(",smoke.csv") for line in lines):
+                raise SmokeTestError(f"Smoke test job {job.name} returned {len(lines)} lines for "
+                                     f"{rows} rows, not in the row,prediction,file_name format.",
+                                     f"Inspect {path or job.output_path}.")
+        return SmokeResult(job=job, rows=rows, seconds=time.monotonic() - started)
+
+    # ------------------------------------------------------------------ invoke and jobs
+
+    def invoke(self, input_path: str, *, deployment: str | None = None,
+               output_dir: Path | None = None, wait: bool = True) -> InvokeResult:
+        started = time.monotonic()
+        job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
+                                  output_dir=Path(output_dir) if output_dir else None, wait=wait,
+                                  progress=self.progress)
+        stats = None
+        if wait and job.status == "Completed":
+            path = _local_predictions(job, Path(output_dir) if output_dir else None)
+            if path is not None:
+                stats = prediction_stats(path)
+        result = InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started)
+        return result
+
+    def job(self, name: str) -> JobSummary:
+        return self.backend.get_job(name)
+
+    def status(self, jobs: int = 5) -> dict:
+        info = self.backend.describe(self.endpoint_name)
+        info["jobs"] = self.backend.list_jobs(self.endpoint_name, limit=jobs)
+        info["endpoint_name"] = self.endpoint_name
+        return info
+
+    def teardown(self, *, dry_run: bool = False) -> list[Change]:
+        return self.backend.teardown(self.endpoint_name, self.specs.compute.name, dry_run=dry_run)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _datastore_path(value: str, datastore_name: str) -> str:
+    """azureml://datastores/<ds>/paths/<p> or <p> → <p>."""
+    import re
+
+    match = re.fullmatch(r"azureml://datastores/([^/]+)/paths/(.+)", value.strip())
+    if match:
+        if match.group(1) != datastore_name:
+            raise ConfigError(f"--model names datastore '{match.group(1)}'; the configured "
+                              f"datastore is '{datastore_name}'.",
+                              "Use a path in that datastore or set DATASTORE_NAME.")
+        return match.group(2)
+    if "://" in value:
+        raise ConfigError(f"--model '{value}' is not a datastore path.",
+                          "Pass <prefix>/<experiment>/<run>/artifacts/model or "
+                          "azureml://datastores/<ds>/paths/<that path>.")
+    return value.strip().strip("/")
+
+
+def _search_prefix(wanted: str, default: str) -> str:
+    """The run folder to list: <prefix>/<exp>/<run> when the path has that shape."""
+    if "/artifacts/" in wanted + "/":
+        return wanted.split("/artifacts", 1)[0]
+    if wanted.endswith("/manifest.json"):
+        return wanted.rsplit("/", 1)[0]
+    return wanted or default
+
+
+def _change_line(change: Change, dry_run: bool) -> str:
+    verb = "would " + change.action if dry_run and change.action != NO_OP else change.action
+    return f"{change.kind} {change.name}: {verb}" + (f" ({change.detail})" if change.detail else "")
+
+
+def _write_smoke_rows(path: Path) -> int:
+    """A few rows of the Iris data set with the label column removed."""
+    import csv
+
+    source = REPO_ROOT / "data" / "iris_csv.csv"
+    with source.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        keep = [i for i, name in enumerate(header) if name != "species"]
+        rows = [row for _, row in zip(range(150), reader)]
+    picked = rows[:: max(1, len(rows) // SMOKE_ROWS)][:SMOKE_ROWS]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow([header[i] for i in keep])
+        writer.writerows([[row[i] for i in keep] for row in picked])
+    return len(picked)
+
+
+def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
+    """The downloaded predictions file of a finished job, wherever the backend put it."""
+    candidates = []
+    if job.output_path and "://" not in job.output_path:
+        candidates.append(Path(job.output_path))
+    if output_dir is not None:
+        candidates += [output_dir / "predictions.csv",
+                       output_dir / "named-outputs" / "score" / "predictions.csv"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def plan_json(result: DeployResult) -> str:
+    return json.dumps({"dry_run": result.dry_run, "run_id": result.run_id,
+                       "changes": [c.__dict__ for c in result.changes]}, indent=2)

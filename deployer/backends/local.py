@@ -1,0 +1,580 @@
+"""The embedded local backend: MLflow registry in SQLite, a JSON state file for the
+cluster / endpoint / deployments, and the local batch engine (`deployer.engine`) for jobs.
+
+Layout under LOCAL_DIR (default `.local/`):
+- `mlflow.db` (tracking + registry), `mlartifacts/` (run artifacts): `mlflow ui
+  --backend-store-uri sqlite:///.local/mlflow.db` shows the runs and registered models;
+- `deployer/state.json`: computes, endpoints (with their default deployment), deployments;
+- `deployer/jobs/<job>/`: `job.json`, `logs/` (Azure ML's layout), `outputs/`;
+- in the datastore (Azurite): `batch-jobs/<job>/named-outputs/score/predictions.csv` and
+  `batch-jobs/<job>/logs/...`.
+
+mlflow is imported only by the registry operations and the scoring processes.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from deployer.backends.base import Backend, Progress
+from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, JobSummary, ModelSource,
+                               RegisteredModel)
+from deployer.engine.records import TERMINAL, now, pid_alive, read_record, write_record
+from workspace.errors import ConfigError, ProjectError
+from workspace.settings import REPO_ROOT, Settings
+
+CONTENT_TAG = "content_sha256"
+REGISTRY_EXPERIMENT = "deployer-registrations"
+ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+# Azure ML's service defaults for a model batch deployment.
+DEPLOYMENT_DEFAULTS = {"mini_batch_size": 10, "instance_count": 1, "max_concurrency_per_instance": 1,
+                       "error_threshold": -1, "max_retries": 3, "timeout": 30,
+                       "output_action": "append_row", "output_file_name": "predictions.csv",
+                       "logging_level": "info"}
+
+
+class LocalError(ProjectError):
+    exit_code = 4
+
+
+class LocalNotFound(LocalError):
+    """A local endpoint, deployment, model or job does not exist."""
+
+
+def _arm_name(value) -> str:
+    return str(value or "").removeprefix("azureml:").rstrip("/").split("/")[-1]
+
+
+def desired_deployment_state(spec) -> dict:
+    """The deployment spec as the flat dict the local state stores and compares."""
+    data = spec.data
+    settings = dict(data.get("settings") or {})
+    retry = dict(settings.pop("retry_settings", None) or {})
+    resources = dict(data.get("resources") or {})
+    state = dict(DEPLOYMENT_DEFAULTS)
+    for key in ("mini_batch_size", "max_concurrency_per_instance", "error_threshold",
+                "output_action", "output_file_name", "logging_level"):
+        if settings.get(key) is not None:
+            state[key] = settings[key]
+    for key in ("max_retries", "timeout"):
+        if retry.get(key) is not None:
+            state[key] = retry[key]
+    if resources.get("instance_count") is not None:
+        state["instance_count"] = resources["instance_count"]
+    state["output_action"] = str(state["output_action"]).lower()
+    state["logging_level"] = str(state["logging_level"]).lower()
+    state["compute"] = _arm_name(data.get("compute"))
+    state["environment_variables"] = dict(settings.get("environment_variables") or
+                                          data.get("environment_variables") or {})
+    return state
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, settings: Settings, *, datastore=None, mlflow_client=None,
+                 python: str = sys.executable):
+        """`datastore` and `mlflow_client` are injectable; by default Azurite from settings
+        and an MLflow client on `sqlite:///<LOCAL_DIR>/mlflow.db`."""
+        self.settings = settings
+        self.root = settings.local_path
+        self.state_dir = self.root / "deployer"
+        self.jobs_dir = self.state_dir / "jobs"
+        self.registry_uri = f"sqlite:///{self.root / 'mlflow.db'}"
+        self.artifacts_dir = self.root / "mlartifacts"
+        self._datastore = datastore
+        self._client = mlflow_client
+        self.python = python
+
+    # ------------------------------------------------------------------ clients
+
+    @property
+    def datastore(self):
+        if self._datastore is None:
+            from workspace.datastore import Datastore
+
+            self._datastore = Datastore.from_settings(self.settings)
+        return self._datastore
+
+    @property
+    def client(self):
+        if self._client is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            import logging
+
+            from mlflow import MlflowClient
+
+            for name in ("mlflow", "alembic"):  # no INFO chatter about creating tables
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+            self._client = MlflowClient(tracking_uri=self.registry_uri, registry_uri=self.registry_uri)
+        return self._client
+
+    # ------------------------------------------------------------------ state file
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def _read_state(self) -> dict:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            state = {}
+        except json.JSONDecodeError as exc:
+            raise LocalError(f"The local deployer state '{self.state_path}' is corrupt ({exc}).",
+                             "Delete it and run `python -m deployer register-and-deploy` again.")
+        for key in ("computes", "endpoints", "deployments"):
+            state.setdefault(key, {})
+        return state
+
+    @contextmanager
+    def _state(self, write: bool = True):
+        """Read-modify-write the state under an exclusive lock."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".state.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self._read_state()
+            yield state
+            if write:
+                tmp = self.state_path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+                tmp.replace(self.state_path)
+
+    # ------------------------------------------------------------------ model
+
+    def _find_version(self, name: str, digest: str):
+        if self._client is None and not (self.root / "mlflow.db").exists():
+            return None  # no registry yet (a dry run must not create one)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(
+                f"name='{name}' and tags.{CONTENT_TAG}='{digest}'")
+        except MlflowException:
+            return None
+        return sorted(found, key=lambda v: int(v.version))[0] if found else None
+
+    def register_model(self, source: ModelSource, *, dry_run: bool = False,
+                       spec=None) -> tuple[RegisteredModel | None, Change]:
+        if not source.content_sha256:
+            raise ConfigError(f"Model '{source.name}' has no content digest.",
+                              "Register from a complete training run (its manifest lists file hashes).")
+        existing = self._find_version(source.name, source.content_sha256)
+        if existing is not None:
+            return (RegisteredModel(source.name, str(existing.version), dict(existing.tags)),
+                    Change("model", source.name, NO_OP, f"version {existing.version} has the same content"))
+        if dry_run:
+            return None, Change("model", source.name, CREATE,
+                                f"new version from {self.settings.datastore_uri(source.datastore_path)}")
+        if source.local_dir is None or not (Path(source.local_dir) / "MLmodel").is_file():
+            raise ConfigError(f"Model '{source.name}' has no downloaded, verified copy to register.",
+                              "Register through `python -m deployer register-and-deploy`.")
+        client = self.client
+        experiment = client.get_experiment_by_name(REGISTRY_EXPERIMENT)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            REGISTRY_EXPERIMENT, artifact_location=str(self.artifacts_dir))
+        tags = {str(k): str(v) for k, v in (source.tags or {}).items()}
+        run_name = f"train-{tags.get('run_id', source.content_sha256)[:12]}"
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        try:
+            for key, value in (source.params or {}).items():
+                client.log_param(run_id, key, value)
+            for key, value in (source.metrics or {}).items():
+                if isinstance(value, (int, float)):
+                    client.log_metric(run_id, key, float(value))
+            client.log_artifacts(run_id, str(source.local_dir), "model")
+            extras = Path(source.local_dir).parent / "extra-artifacts"
+            if extras.is_dir():
+                client.log_artifacts(run_id, str(extras))
+        except Exception:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id)
+        description = source.description or ((spec.data.get("description") if spec else "") or "")
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(source.name, description=description or None)
+        except MlflowException as exc:
+            if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+                raise
+        artifact = f"{client.get_run(run_id).info.artifact_uri}/model"
+        # Only now, with every file in place, does the version become visible.
+        version = client.create_model_version(source.name, artifact, run_id=run_id,
+                                              tags={**tags, CONTENT_TAG: source.content_sha256},
+                                              description=description or None)
+        return (RegisteredModel(source.name, str(version.version), {**tags, CONTENT_TAG: source.content_sha256}),
+                Change("model", source.name, CREATE, f"version {version.version}"))
+
+    def _resolve_model(self, ref: str) -> tuple[str, str, str]:
+        """'azureml:name@latest' | 'azureml:name:3' | 'name:3' → (name, version, local path)."""
+        from mlflow.exceptions import MlflowException
+
+        text = str(ref).removeprefix("azureml:")
+        if "@" in text:
+            name, label = text.split("@", 1)
+            version = None if label == "latest" else label
+        elif ":" in text:
+            name, version = text.split(":", 1)
+        else:
+            name, version = text, None
+        try:
+            if version is None:
+                versions = self.client.search_model_versions(f"name='{name}'")
+                if not versions:
+                    raise LocalNotFound(f"Model '{name}' has no registered version.",
+                                        "Run `python -m deployer register-and-deploy`.")
+                version = str(max(int(v.version) for v in versions))
+            uri = self.client.get_model_version_download_uri(name, version)
+        except MlflowException as exc:
+            raise LocalNotFound(f"Model '{name}' version {version} is not registered "
+                                f"({str(exc).splitlines()[0]}).",
+                                "Run `python -m deployer register-and-deploy`.") from exc
+        return name, str(version), uri.removeprefix("file://")
+
+    # ------------------------------------------------------------------ compute / endpoint
+
+    def ensure_compute(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
+        want = {k: spec.data.get(k) for k in ("type", "size", "min_instances", "max_instances",
+                                              "idle_time_before_scale_down", "tier")}
+        with self._state(write=not dry_run) as state:
+            have = state["computes"].get(spec.name)
+            if have is None:
+                action, detail = CREATE, (f"{want['size']}, {want['min_instances']}-"
+                                          f"{want['max_instances']} nodes (local: worker processes)")
+            else:
+                detail = _diff(have, want)
+                if not detail:
+                    return Change("compute", spec.name, NO_OP)
+                action = UPDATE
+            if not dry_run:
+                state["computes"][spec.name] = {**want, "updated": now()}
+        return Change("compute", spec.name, action, detail)
+
+    def ensure_endpoint(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
+        validate_endpoint_name(spec.name)
+        want = {"description": spec.data.get("description") or "",
+                "auth_mode": str(spec.data.get("auth_mode") or "aad_token").lower()}
+        with self._state(write=not dry_run) as state:
+            have = state["endpoints"].get(spec.name)
+            if have is None:
+                action, detail = CREATE, ""
+            else:
+                detail = _diff(have, want)
+                if not detail:
+                    return Change("endpoint", spec.name, NO_OP)
+                action = UPDATE
+            if not dry_run:
+                state["endpoints"][spec.name] = {**(have or {"default_deployment": "",
+                                                              "created": now()}), **want}
+        return Change("endpoint", spec.name, action, detail)
+
+    def ensure_deployment(self, spec, model: RegisteredModel | None, *, dry_run: bool = False,
+                          progress: Progress | None = None) -> Change:
+        endpoint = spec.data.get("endpoint_name", "")
+        validate_endpoint_name(endpoint)
+        want = desired_deployment_state(spec)
+        if want["output_action"] == "summary_only" and spec.data.get("settings", {}).get("output_file_name"):
+            raise ConfigError(f"Deployment '{spec.name}': output_action summary_only cannot have "
+                              "an output_file_name.",
+                              "Remove output_file_name from deployment.yml or use append_row.")
+        if model is not None:
+            name, version, path = self._resolve_model(f"{model.name}:{model.version}")
+        elif dry_run:
+            name, version, path = _arm_name(spec.data.get("model")).split("@")[0], "(new)", ""
+        else:
+            name, version, path = self._resolve_model(spec.data.get("model", ""))
+        want["model"] = f"{name}:{version}"
+        with self._state(write=not dry_run) as state:
+            ep = state["endpoints"].get(endpoint)
+            if ep is None and not dry_run:
+                raise LocalNotFound(f"Endpoint '{endpoint}' does not exist.",
+                                    "Create it first (register-and-deploy does, in order).")
+            if want["compute"] and want["compute"] not in state["computes"] and not dry_run:
+                raise LocalNotFound(f"Deployment '{spec.name}' uses compute '{want['compute']}', "
+                                    "which does not exist.",
+                                    "Fix `compute:` in deployment.yml or create the cluster "
+                                    "(register-and-deploy does).")
+            have = state["deployments"].get(endpoint, {}).get(spec.name)
+            comparable = {k: v for k, v in (have or {}).items() if k in want}
+            if have is None:
+                action, detail = CREATE, f"model {want['model']}"
+            else:
+                detail = _diff(comparable, want)
+                action = UPDATE if detail else NO_OP
+            is_default = ep is not None and ep.get("default_deployment") == spec.name
+            if not is_default:
+                detail = "; ".join(x for x in (detail, "set as the endpoint's default") if x)
+                if action == NO_OP:
+                    action = UPDATE
+            if not dry_run:
+                if action != NO_OP:
+                    state["deployments"].setdefault(endpoint, {})[spec.name] = {
+                        **want, "model_path": path, "updated": now()}
+                ep["default_deployment"] = spec.name
+        return Change("deployment", spec.name, action, detail)
+
+    # ------------------------------------------------------------------ invoke and jobs
+
+    def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
+               output_dir: Path | None = None, wait: bool = True,
+               progress: Progress | None = None) -> JobSummary:
+        state = self._read_state()
+        ep = state["endpoints"].get(endpoint)
+        if ep is None:
+            raise LocalNotFound(f"Endpoint '{endpoint}' does not exist.",
+                                "Run `python -m deployer register-and-deploy` first.")
+        name = deployment or ep.get("default_deployment")
+        if not name:
+            raise LocalError(f"Endpoint '{endpoint}' has no default deployment: no valid "
+                             "deployments to route to.",
+                             "Run `python -m deployer register-and-deploy` (it sets the default) "
+                             "or pass --deployment.")
+        dep = state["deployments"].get(endpoint, {}).get(name)
+        if dep is None:
+            raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
+                                "See `python -m deployer status` for the deployments.")
+        input_uri = self._input_uri(input_path)
+        job_name = f"batchjob-{uuid.uuid4()}"
+        job_dir = self.jobs_dir / job_name
+        job_dir.mkdir(parents=True)
+        settings = {k: dep[k] for k in DEPLOYMENT_DEFAULTS if k in dep}
+        record = {
+            "name": job_name, "status": "Queued", "endpoint": endpoint, "deployment": name,
+            "model": dep["model"], "model_path": dep["model_path"], "input": input_uri,
+            "created": now(), "settings": settings,
+            "datastore": {"port": int(self.settings.azurite_port), "container": self.settings.container,
+                          "name": self.settings.datastore_name},
+        }
+        write_record(job_dir, record)
+        self._start_runner(job_dir, dep.get("environment_variables") or {})
+        if progress:
+            progress(f"job {job_name}: Queued ({name} on {endpoint})")
+        if not wait:
+            return self._summary(read_record(job_dir), job_dir)
+        summary = self.wait(job_name, progress=progress)
+        if summary.status == "Completed" and settings.get("output_action", "append_row") != "summary_only":
+            self.download_output(summary, output_dir or Path("outputs") / job_name, progress)
+        return summary
+
+    def _input_uri(self, input_path: str) -> str:
+        if input_path.startswith("azureml://"):
+            if not re.fullmatch(r"azureml://datastores/[^/]+/paths/.+", input_path):
+                raise ConfigError(f"Input '{input_path}' is not a datastore path.",
+                                  "Use azureml://datastores/<datastore>/paths/<file or folder>.")
+            return input_path
+        if re.match(r"^[a-z]+://", input_path):
+            raise ConfigError(f"Input '{input_path}': the local target reads local paths and "
+                              "azureml://datastores/... paths only.",
+                              "Download the file first, or upload it to the datastore.")
+        path = Path(input_path)
+        if not path.exists():
+            raise ConfigError(f"Input '{input_path}' does not exist.",
+                              "Pass a .csv/.parquet file, a folder of them, or an azureml:// path.")
+        return str(path.resolve())
+
+    def _start_runner(self, job_dir: Path, environment: dict) -> None:
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in environment.items()})
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+        with open(job_dir / "runner.log", "ab") as log:
+            process = subprocess.Popen([self.python, "-m", "deployer.engine", str(job_dir)],
+                                       cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (job_dir / "runner.pid").write_text(str(process.pid))
+        self._children = getattr(self, "_children", []) + [process]
+
+    def wait(self, job_name: str, *, progress: Progress | None = None, poll: float = 0.2,
+             timeout: float | None = None) -> JobSummary:
+        """Follow a job until it ends, telling progress what changes."""
+        job_dir = self._job_dir(job_name)
+        last = None
+        started = time.monotonic()
+        while True:
+            for child in getattr(self, "_children", []):
+                child.poll()  # reap a finished runner so it is not seen as alive
+            record = self._fresh_record(job_dir)
+            line = _progress_line(record)
+            if progress and line != last:
+                progress(line)
+            last = line
+            if record["status"] in TERMINAL:
+                return self._summary(record, job_dir)
+            if timeout is not None and time.monotonic() - started > timeout:
+                return self._summary(record, job_dir)
+            time.sleep(poll)
+
+    def download_output(self, summary: JobSummary, output_dir: Path, progress: Progress | None = None) -> Path:
+        record = read_record(self._job_dir(summary.name))
+        blob = record.get("output_datastore_path")
+        if not blob:
+            raise LocalError(f"Job '{summary.name}' has no output file.",
+                             f"See its logs in {summary.logs_path}.")
+        target = Path(output_dir) / Path(blob).name
+        if progress:
+            progress(f"downloading {self.settings.datastore_uri(blob)} → {target}")
+        self.datastore.download_file(blob, target)
+        summary.output_path = str(target)
+        return target
+
+    def _job_dir(self, name: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]*", name or ""):
+            raise ConfigError(f"'{name}' is not a job name.", "See `python -m deployer status`.")
+        job_dir = self.jobs_dir / name
+        if not (job_dir / "job.json").is_file():
+            raise LocalNotFound(f"Job '{name}' does not exist on the local target.",
+                                "`python -m deployer status` lists recent jobs.")
+        return job_dir
+
+    def _fresh_record(self, job_dir: Path) -> dict:
+        """The record; a job whose runner died without finishing is marked Failed."""
+        record = read_record(job_dir)
+        if record["status"] not in TERMINAL:
+            pid = record.get("pid") or _read_pid(job_dir / "runner.pid")
+            if pid and not pid_alive(pid):
+                time.sleep(0.2)  # the runner may have just written its last record
+                record = read_record(job_dir)
+                if record["status"] not in TERMINAL:
+                    record.update(status="Failed", finished=now(),
+                                  error=f"The job runner (pid {pid}) exited without finishing; "
+                                        f"see {job_dir / 'runner.log'}.")
+                    write_record(job_dir, record)
+        return record
+
+    def _summary(self, record: dict, job_dir: Path) -> JobSummary:
+        local_output = job_dir / "outputs" / record.get("settings", {}).get(
+            "output_file_name", "predictions.csv")
+        blob = record.get("output_datastore_path")
+        return JobSummary(
+            name=record["name"], status=record["status"], endpoint=record.get("endpoint", ""),
+            deployment=record.get("deployment", ""), input=record.get("input", ""),
+            created=record.get("created", ""), finished=record.get("finished", ""),
+            rows_scored=record.get("rows_scored"), files_total=record.get("files_total"),
+            files_failed=record.get("files_failed"), error=record.get("error", ""),
+            output_path=self.settings.datastore_uri(blob) if blob else (
+                str(local_output) if local_output.exists() else ""),
+            logs_path=str(job_dir / "logs"),
+            mini_batches_total=record.get("mini_batches_total"),
+            mini_batches_done=record.get("mini_batches_done"),
+            duration_seconds=record.get("duration_seconds"),
+            failed_files=list(record.get("failed_files") or []))
+
+    def get_job(self, name: str) -> JobSummary:
+        job_dir = self._job_dir(name)
+        return self._summary(self._fresh_record(job_dir), job_dir)
+
+    def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:
+        if not self.jobs_dir.is_dir():
+            return []
+        records = []
+        for job_dir in self.jobs_dir.iterdir():
+            try:
+                record = self._fresh_record(job_dir)
+            except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
+                continue
+            if record.get("endpoint") == endpoint:
+                records.append((record, job_dir))
+        records.sort(key=lambda r: r[0].get("created", ""), reverse=True)
+        return [self._summary(r, d) for r, d in records[:max(limit, 0)]]
+
+    # ------------------------------------------------------------------ status and teardown
+
+    def describe(self, endpoint: str) -> dict:
+        state = self._read_state()
+        ep = state["endpoints"].get(endpoint)
+        deployments = state["deployments"].get(endpoint, {})
+        result = {"backend": self.name, "registry": self.registry_uri,
+                  "endpoint": None, "deployments": [], "models": [], "computes": []}
+        for name, compute in sorted(state["computes"].items()):
+            result["computes"].append({"name": name, **{k: v for k, v in compute.items()
+                                                        if k != "updated"}})
+        if ep is not None:
+            result["endpoint"] = {"name": endpoint, "default_deployment": ep.get("default_deployment", ""),
+                                  "description": ep.get("description", ""),
+                                  "scoring_uri": f"local://{endpoint}",
+                                  "provisioning_state": "Succeeded"}
+        names = set()
+        for name, dep in sorted(deployments.items()):
+            result["deployments"].append({"name": name, **{k: v for k, v in dep.items()
+                                                           if k not in ("environment_variables",)},
+                                          "provisioning_state": "Succeeded"})
+            names.add(dep["model"].split(":")[0])
+        if (self.root / "mlflow.db").exists():
+            from mlflow.exceptions import MlflowException
+
+            try:
+                if not names:
+                    names = {m.name for m in self.client.search_registered_models()}
+                for model_name in sorted(names):
+                    for version in sorted(self.client.search_model_versions(f"name='{model_name}'"),
+                                          key=lambda v: int(v.version)):
+                        result["models"].append({"name": model_name, "version": str(version.version),
+                                                 "tags": dict(version.tags)})
+            except MlflowException:
+                pass
+        return result
+
+    def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
+        changes: list[Change] = []
+        with self._state(write=not dry_run) as state:
+            deployments = state["deployments"].get(endpoint, {})
+            for name in sorted(deployments):
+                changes.append(Change("deployment", name, DELETE))
+            if endpoint in state["endpoints"]:
+                changes.append(Change("endpoint", endpoint, DELETE))
+            else:
+                changes.append(Change("endpoint", endpoint, NO_OP, "does not exist"))
+            if compute in state["computes"]:
+                changes.append(Change("compute", compute, DELETE))
+            else:
+                changes.append(Change("compute", compute, NO_OP, "does not exist"))
+            if not dry_run:
+                state["deployments"].pop(endpoint, None)
+                state["endpoints"].pop(endpoint, None)
+                state["computes"].pop(compute, None)
+        return changes
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def validate_endpoint_name(name: str) -> None:
+    if not isinstance(name, str) or not 3 <= len(name) <= 32 or not ENDPOINT_NAME.match(name):
+        raise ConfigError(
+            f"Endpoint name '{name}' is invalid.",
+            "Use 3-32 characters: letters, digits and dashes, starting with a letter and not "
+            "ending with a dash (endpoint names are unique per Azure region).")
+
+
+def _diff(have: dict, want: dict) -> str:
+    return ", ".join(f"{k}: {have.get(k)!r} → {want[k]!r}" for k in want if have.get(k) != want[k])
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _progress_line(record: dict) -> str:
+    status = record["status"]
+    total = record.get("mini_batches_total")
+    if not total:
+        return f"job {record['name']}: {status}"
+    done = (record.get("mini_batches_done") or 0) + (record.get("mini_batches_failed") or 0)
+    text = (f"job {record['name']}: {status}, mini-batches {done}/{total}, "
+            f"rows {record.get('rows_scored') or 0}, failed files {record.get('files_failed') or 0}")
+    if record.get("retries"):
+        text += f", retries {record['retries']}"
+    return text

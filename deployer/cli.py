@@ -1,0 +1,348 @@
+"""`python -m deployer`: thin click commands over `deployer.app.Deployer`.
+
+Start-up stays fast: rich, mlflow, pyarrow and the Azure SDK are imported inside the
+commands that need them, never at module level.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from workspace.cli_support import ProjectGroup, target_option
+
+MIN_ACCURACY_ENV = "DEPLOYER_MIN_ACCURACY"
+
+spec_dir_option = click.option(
+    "--spec-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+    help="Folder with model.yml, compute.yml, endpoint.yml and deployment.yml "
+    "(default: deployer/specs/).")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _make(target: str | None, spec_dir: Path | None, quiet: bool = False):
+    from deployer.app import Deployer
+    from workspace.settings import Settings
+
+    settings = Settings.load().with_target(target)
+    err = _console(stderr=True)
+
+    def progress(message: str) -> None:
+        if not quiet:
+            err.print(f"[dim]·[/dim] {message}", markup=True, highlight=False)
+
+    return Deployer(settings, spec_dir=spec_dir, progress=progress), settings
+
+
+@click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Register the trained model and serve it from a batch endpoint.
+
+    \b
+    The desired state is the YAML in deployer/specs/ (az ml schema): model.yml,
+    compute.yml, endpoint.yml, deployment.yml. Local by default (MLflow registry in
+    .local/mlflow.db, a local batch engine over Azurite); Azure ML when .env says
+    TARGET=azure or with --target azure.
+
+    \b
+    Examples:
+      python -m deployer register-and-deploy --dry-run   # the plan, nothing changes
+      python -m deployer register-and-deploy --smoke     # newest model → endpoint, then a test
+      python -m deployer register-and-deploy --run-id 4f2c... --force
+      python -m deployer invoke --input data/iris_csv.csv
+      python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/
+      python -m deployer status
+      python -m deployer jobs show batchjob-...
+      python -m deployer teardown --yes
+    """
+
+
+# ---------------------------------------------------------------------- register-and-deploy
+
+
+@cli.command("register-and-deploy")
+@click.option("--model", "model_path", metavar="DATASTORE_PATH", default=None,
+              help="Model folder of a published run, e.g. models/<exp>/<run>/artifacts/model or "
+              "azureml://datastores/<ds>/paths/... (default: the newest complete run).")
+@click.option("--run-id", default=None, help="Deploy the published run with this MLflow run id.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (create/update/no-op per resource); "
+              "change nothing.")
+@click.option("--min-accuracy", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              envvar=MIN_ACCURACY_ENV, show_envvar=True,
+              help="Quality gate: refuse a model whose test_accuracy is lower.")
+@click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate.")
+@click.option("--smoke", is_flag=True, help="After deploying, score a few Iris rows through the "
+              "endpoint and check the output.")
+@target_option
+@spec_dir_option
+def register_and_deploy(model_path, run_id, dry_run, min_accuracy, force, smoke, target, spec_dir):
+    """Register the newest complete model and deploy it as the endpoint's default.
+
+    \b
+    1. finds the newest run published by the trainer (manifest.json) unless --model or
+       --run-id says which, and verifies every file hash of its manifest;
+    2. quality gate: test_accuracy must reach --min-accuracy (or --force);
+    3. registers it with lineage tags; the same content again makes no new version;
+    4. ensures the CPU cluster, the batch endpoint and the deployment (made default);
+       unchanged resources are left alone;
+    5. with --smoke, scores a few rows through the endpoint.
+
+    \b
+    Examples:
+      python -m deployer register-and-deploy --dry-run
+      python -m deployer register-and-deploy --smoke
+      python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
+      DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
+    """
+    deployer, settings = _make(target, spec_dir)
+    result = deployer.register_and_deploy(model_path=model_path, run_id=run_id, dry_run=dry_run,
+                                          force=force, min_accuracy=min_accuracy, smoke=smoke)
+    _print_deploy(result, settings)
+
+
+def _print_deploy(result, settings) -> None:
+    from rich.table import Table
+
+    console = _console()
+    colors = {"create": "green", "update": "yellow", "delete": "red", "no-op": "dim"}
+    title = ("Plan (dry run: nothing was changed)" if result.dry_run
+             else f"register-and-deploy on the {settings.target} target")
+    table = Table(title=title, title_justify="left")
+    for column in ("resource", "name", "action"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for change in result.changes:
+        action = f"would {change.action}" if result.dry_run and change.action != "no-op" else change.action
+        table.add_row(change.kind, change.name,
+                      f"[{colors.get(change.action, 'white')}]{action}[/]", change.detail)
+    console.print(table)
+    accuracy = result.metrics.get("test_accuracy")
+    version = result.model.version if result.model else "(new version)"
+    console.print(f"model     {result.changes[0].name} version {version}  "
+                  f"(run {result.run_id}, test_accuracy "
+                  f"{accuracy if accuracy is None else f'{accuracy:.3f}'})")
+    console.print(f"endpoint  {result.endpoint}  default deployment {result.deployment}")
+    if result.smoke:
+        console.print(f"smoke     job {result.smoke.job.name}: {result.smoke.rows} rows scored, "
+                      f"format checked ({result.smoke.seconds:.1f} s)")
+    if not result.dry_run:
+        console.print("changed   " + ("yes" if result.changed else "nothing (already up to date)"))
+        console.print("next      python -m deployer invoke --input data/iris_csv.csv")
+
+
+# ---------------------------------------------------------------------- invoke
+
+
+@cli.command()
+@click.option("--input", "input_path", required=True, metavar="PATH|azureml://...",
+              help="A .csv/.parquet file, a folder of them (top-level files only), or a "
+              "datastore path azureml://datastores/<ds>/paths/<file or folder>.")
+@click.option("--deployment", default=None, help="Deployment to use (default: the endpoint's default).")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to download predictions.csv (default: outputs/<job name>/).")
+@click.option("--no-wait", is_flag=True, help="Start the job and return; follow it with "
+              "`python -m deployer jobs show NAME`.")
+@target_option
+@spec_dir_option
+def invoke(input_path, deployment, output_dir, no_wait, target, spec_dir):
+    """Start a batch scoring job, follow it, and download predictions.csv.
+
+    \b
+    predictions.csv is Azure ML's format: no header, one line per input row,
+    `row,prediction,file_name`, rows of a file in input order. Exit code 7 if the job fails
+    (the failing files and why are in its logs/user/error.txt).
+
+    \b
+    Examples:
+      python -m deployer invoke --input data/iris_csv.csv
+      python -m deployer invoke --input scoring/ --output-dir results/
+      python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/ --no-wait
+    """
+    from deployer.app import JobFailed
+
+    deployer, _ = _make(target, spec_dir)
+    result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
+                             wait=not no_wait)
+    _print_job(result.job, result.stats, result.seconds)
+    if no_wait:
+        click.echo(f"Follow it with: python -m deployer jobs show {result.job.name}")
+        return
+    if result.job.status != "Completed":
+        raise JobFailed(f"Job {result.job.name} {result.job.status.lower()}: "
+                        f"{result.job.error or 'no error message'}",
+                        f"Details: python -m deployer jobs show {result.job.name}"
+                        + (f" (logs in {result.job.logs_path})" if result.job.logs_path else ""))
+
+
+def _print_job(job, stats=None, seconds: float | None = None) -> None:
+    from rich.table import Table
+
+    console = _console()
+    color = {"Completed": "green", "Failed": "red", "Canceled": "red"}.get(job.status, "yellow")
+    table = Table(title=f"job {job.name}", title_justify="left", show_header=False)
+    table.add_column("", style="bold", no_wrap=True)
+    table.add_column("", overflow="fold")
+    table.add_row("status", f"[{color}]{job.status}[/]")
+    table.add_row("endpoint", f"{job.endpoint} / {job.deployment}".strip(" /"))
+    table.add_row("input", job.input)
+    rows = stats.rows if stats is not None else job.rows_scored
+    if rows is not None:
+        table.add_row("rows scored", str(rows))
+    if job.files_total is not None:
+        table.add_row("files", f"{job.files_total} total, {job.files_failed or 0} failed")
+    if job.mini_batches_total is not None:
+        table.add_row("mini-batches", f"{job.mini_batches_done or 0}/{job.mini_batches_total} succeeded")
+    if stats is not None and stats.classes:
+        table.add_row("classes", ", ".join(f"{k}: {v}" for k, v in stats.classes.items()))
+    took = job.duration_seconds if job.duration_seconds is not None else seconds
+    if took is not None:
+        table.add_row("time", f"{took:.1f} s" + (f" (job), {seconds:.1f} s (total)"
+                                                 if seconds is not None and job.duration_seconds
+                                                 is not None else ""))
+    if job.created:
+        table.add_row("created", job.created)
+    if job.output_path:
+        table.add_row("predictions", job.output_path)
+    if job.logs_path:
+        table.add_row("logs", job.logs_path)
+    if job.error:
+        table.add_row("error", f"[red]{job.error}[/]")
+    for failed in (job.failed_files or [])[:10]:
+        table.add_row("failed file", f"{failed['file']}: {failed['message']}")
+    if len(job.failed_files or []) > 10:
+        table.add_row("", f"... {len(job.failed_files) - 10} more in logs/user/error.txt")
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- status and jobs
+
+
+@cli.command()
+@click.option("--jobs", "n_jobs", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="How many recent jobs to list.")
+@target_option
+@spec_dir_option
+def status(n_jobs, target, spec_dir):
+    """Show the registry, the endpoint, its deployments and recent jobs.
+
+    \b
+    Example:
+      python -m deployer status --jobs 10
+    """
+    from rich.table import Table
+
+    deployer, settings = _make(target, spec_dir, quiet=True)
+    info = deployer.status(jobs=n_jobs)
+    console = _console()
+    console.print(f"target    {settings.target}" + (f"  (registry {info['registry']})"
+                                                     if info.get("registry") else ""))
+    models = Table(title="registered models", title_justify="left")
+    for column in ("name", "version", "run_id", "test_accuracy", "data_sha256"):
+        models.add_column(column)
+    for model in info.get("models", []):
+        tags = model.get("tags", {})
+        models.add_row(model["name"], str(model["version"]), tags.get("run_id", ""),
+                       str(tags.get("metric.test_accuracy", ""))[:6],
+                       str(tags.get("data_sha256", ""))[:12])
+    console.print(models)
+    endpoint = info.get("endpoint")
+    if endpoint is None:
+        console.print(f"endpoint  {info['endpoint_name']} does not exist; create it with "
+                      "`python -m deployer register-and-deploy`.")
+    else:
+        console.print(f"endpoint  {endpoint['name']}  default deployment "
+                      f"{endpoint.get('default_deployment') or '(none)'}")
+    deployments = Table(title="deployments", title_justify="left")
+    for column in ("name", "model", "compute", "instances", "mini_batch_size", "concurrency",
+                   "retries/timeout", "error_threshold"):
+        deployments.add_column(column)
+    for dep in info.get("deployments", []):
+        deployments.add_row(dep["name"], str(dep.get("model", "")), str(dep.get("compute", "")),
+                            str(dep.get("instance_count", "")), str(dep.get("mini_batch_size", "")),
+                            str(dep.get("max_concurrency_per_instance", "")),
+                            f"{dep.get('max_retries', '')}/{dep.get('timeout', dep.get('retry_timeout', ''))}s",
+                            str(dep.get("error_threshold", "")))
+    console.print(deployments)
+    jobs = Table(title="recent jobs", title_justify="left")
+    for column in ("name", "status", "created", "rows", "files failed", "input"):
+        jobs.add_column(column)
+    for job in info.get("jobs", []):
+        jobs.add_row(job.name, job.status, job.created, "" if job.rows_scored is None else str(job.rows_scored),
+                     "" if job.files_failed is None else str(job.files_failed), job.input)
+    console.print(jobs)
+
+
+@cli.group(cls=ProjectGroup)
+def jobs():
+    """Inspect batch scoring jobs."""
+
+
+@jobs.command("show")
+@click.argument("name")
+@target_option
+@spec_dir_option
+def jobs_show(name, target, spec_dir):
+    """Show one job: state, counts, failed files, where its output and logs are.
+
+    \b
+    Example:
+      python -m deployer jobs show batchjob-0b9c...
+    """
+    deployer, _ = _make(target, spec_dir, quiet=True)
+    _print_job(deployer.job(name))
+
+
+@jobs.command("list")
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@target_option
+@spec_dir_option
+def jobs_list(limit, target, spec_dir):
+    """List the endpoint's recent jobs, newest first."""
+    deployer, _ = _make(target, spec_dir, quiet=True)
+    for job in deployer.backend.list_jobs(deployer.endpoint_name, limit=limit):
+        click.echo(f"{job.name}  {job.status:<9}  {job.created}  rows={job.rows_scored}  "
+                   f"failed_files={job.files_failed}  {job.input}")
+
+
+# ---------------------------------------------------------------------- teardown
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
+@target_option
+@spec_dir_option
+def teardown(yes, dry_run, target, spec_dir):
+    """Delete the deployments, the endpoint and the cluster (registered models stay).
+
+    \b
+    Examples:
+      python -m deployer teardown --dry-run
+      python -m deployer teardown --yes
+    """
+    deployer, settings = _make(target, spec_dir)
+    plan = deployer.teardown(dry_run=True)
+    to_delete = [c for c in plan if c.action == "delete"]
+    if not to_delete:
+        click.echo("Nothing to delete: " + "; ".join(f"{c.kind} {c.name} {c.detail}" for c in plan))
+        return
+    click.echo(f"On the {settings.target} target this deletes: "
+               + ", ".join(f"{c.kind} {c.name}" for c in to_delete))
+    if dry_run:
+        click.echo("(dry run: nothing was deleted)")
+        return
+    if not yes:
+        if not sys.stdin.isatty() and not os.environ.get("DEPLOYER_ASSUME_TTY"):
+            raise click.UsageError("Refusing to delete without confirmation; pass --yes.")
+        click.confirm("Delete them?", abort=True)
+    changes = deployer.teardown(dry_run=False)
+    for change in changes:
+        click.echo(f"{change.kind} {change.name}: {change.action}"
+                   + (f" ({change.detail})" if change.detail else ""))

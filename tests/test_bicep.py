@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 from pycep import BicepParser
@@ -367,7 +366,6 @@ def test_role_assignment_scopes_are_the_deployed_resources():
     assert params["factoryIdentityName"] == "names.factoryIdentity"
     assert params["amlComputeIdentityName"] == "names.amlComputeIdentity"
     assert params["registryName"] == "registry.outputs.registryName"
-    _, identities = module("identities")
     statement, _ = module("identities")
     assert ref(statement["config"]["params"]["poolIdentityName"]) == "names.poolIdentity"
     assert ref(statement["config"]["params"]["factoryIdentityName"]) == "names.factoryIdentity"

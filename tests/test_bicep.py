@@ -283,6 +283,7 @@ ROLE_IDS = {
     "acrPull": "7f951dff-4ed6-4e5a-9ec0-7b4bfd2e7a96",
     "jobSubmitter": "48e5e92e-a480-4e71-aa9c-2778f4c13781",
     "dataContributor": "6aaa78f1-f7de-44ca-8722-c64a23943cae",
+    "batchAccountReader": "11076f67-66f6-4be0-8f6b-f0609fd05cc9",
 }
 # assignment: (scope symbol, scope type, principal, role)
 EXPECTED_ROLES = {
@@ -304,6 +305,8 @@ EXPECTED_ROLES = {
                               "amlComputeIdentity.properties.principalId", "roles.acrPull"),
     "deployerUsesStorage": ("storage", "Microsoft.Storage/storageAccounts",
                             "deployerPrincipalId", "roles.storageBlobDataContributor"),
+    "deployerReadsBatch": ("batchAccount", "Microsoft.Batch/batchAccounts",
+                           "deployerPrincipalId", "roles.batchAccountReader"),
 }
 
 
@@ -345,7 +348,7 @@ def test_role_assignment_targets_the_intended_identity_role_and_resource(symbol)
     assert seeds[0] == f"{scope}.id" and seeds[-1] == role
     identity = principal.split(".")[0]
     assert seeds[1] in (f"{identity}.id", principal)
-    if symbol != "deployerUsesStorage":
+    if not symbol.startswith("deployer"):
         assert body["properties"]["principalType"] == "ServicePrincipal"
     else:  # only when an object id is given
         condition = template["resources"][symbol]["config"]["condition"]

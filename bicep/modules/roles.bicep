@@ -62,6 +62,8 @@ var roles = {
   jobSubmitter: '48e5e92e-a480-4e71-aa9c-2778f4c13781'
   // Azure Batch Data Contributor: also manages pools; the fallback if job submission needs pool reads.
   dataContributor: '6aaa78f1-f7de-44ca-8722-c64a23943cae'
+  // Azure Batch Account Reader: view pools, nodes, jobs and tasks (python -m adf shows pool state and task stderr).
+  batchAccountReader: '11076f67-66f6-4be0-8f6b-f0609fd05cc9'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -221,5 +223,17 @@ resource deployerUsesStorage 'Microsoft.Authorization/roleAssignments@2022-04-01
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     description: 'The deploying user or pipeline stages files and reads logs and models.'
+  }
+}
+
+// Whoever deploys sees the pool's state and a failed task's stderr (python -m adf status/logs).
+resource deployerReadsBatch 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(batchAccount.id, deployerPrincipalId, roles.batchAccountReader)
+  scope: batchAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.batchAccountReader)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deploying user or pipeline reads pool state and task output.'
   }
 }

@@ -1,0 +1,248 @@
+"""The local target end to end: `python -m adf` as a process, the Custom-activity runner
+against a real Azurite, the trainer as the task."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from adf.definitions import DEFINITIONS_DIR
+from adf.expressions import ExpressionError
+from adf.local_runner import LocalBackend
+from adf.runs import LOGS_CONTAINER, follow
+from workspace.datastore import Datastore
+from workspace.published import MANIFEST_NAME, ModelNotFound, download_model, find_published_run
+from workspace.settings import AZURITE_KEY, REPO_ROOT
+
+
+def adf(settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run `python -m adf` the way a user does, with the test's settings in the environment."""
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env.update(TARGET="local", AZURITE_BLOB_PORT=settings.azurite_port,
+               DATASTORE_CONTAINER=settings.container, LOCAL_DIR=settings.local_dir,
+               MODEL_PREFIX=settings.model_prefix, STAGING_PREFIX=settings.staging_prefix)
+    return subprocess.run([sys.executable, "-m", "adf", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_id_of(output: str) -> str:
+    match = re.search(r"^Run id:\s+(\S+)$", output, re.M) or re.search(r"Started run (\S+)", output)
+    assert match, output
+    return match.group(1)
+
+
+def definitions_copy(tmp_path: Path, *, command: str | None = None, policy: dict | None = None,
+                     parameters: dict | None = None) -> Path:
+    """adf/ copied, with the activity's command/policy/parameters changed."""
+    target = tmp_path / "definitions"
+    shutil.copytree(DEFINITIONS_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    pipeline = json.loads((target / "pipeline.json").read_text())
+    activity = pipeline["properties"]["activities"][0]
+    if command is not None:
+        activity["typeProperties"]["command"] = {"value": command, "type": "Expression"}
+    activity["policy"].update(policy or {})
+    pipeline["properties"]["parameters"].update(parameters or {})
+    (target / "pipeline.json").write_text(json.dumps(pipeline, indent=2))
+    return target
+
+
+# ------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_trigger_trains_and_publishes_a_complete_model(settings, datastore, tmp_path):
+    result = adf(settings, "trigger", "--param", "epochs=20")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Staged 3 files (3 uploaded, 0 unchanged)" in out
+    assert re.search(r"Queued\n.*InProgress\n.*Succeeded", out), out
+    run_id = run_id_of(out)
+
+    # customOutput names the published MLflow run, whose manifest is complete and verifies.
+    custom = json.loads(out.split("customOutput:\n", 1)[1].split("\nstdout", 1)[0])
+    published = find_published_run(datastore, settings.model_prefix)
+    assert custom["runId"] == published.run_id
+    assert custom["manifestPath"] == published.manifest_path
+    assert published.manifest_path.endswith(MANIFEST_NAME) and published.params["epochs"] == 20
+    download_model(datastore, published, tmp_path / "model")  # every sha256 checked
+    assert f"[trainer] published run {published.run_id}" in out  # stdout tail shown
+
+    # The run's state and logs outlive the process.
+    run_dir = Path(settings.local_dir) / "adf" / "runs" / run_id
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["status"] == "Succeeded" and state["parameters"]["epochs"] == 20
+    (activity,) = state["activities"]
+    logs = Datastore.from_settings(replace(settings, container=LOGS_CONTAINER))
+    stdout = logs.read_bytes(f"{activity['activity_run_id']}/output/stdout.txt").decode()
+    assert f"published run {published.run_id}" in stdout
+    assert activity["output"]["outputs"][0].endswith(f"/{LOGS_CONTAINER}/"
+                                                     f"{activity['activity_run_id']}/output/stdout.txt")
+
+    # The node's working directory: staged files flattened + the three ADF files.
+    workdir = run_dir / activity["activity_run_id"] / "wd"
+    names = {p.name for p in workdir.iterdir()}
+    assert {"main.py", "requirements.txt", "iris_csv.csv", "activity.json",
+            "linkedServices.json", "datasets.json", "outputs.json"} <= names
+    activity_json = json.loads((workdir / "activity.json").read_text())
+    assert activity_json["type"] == "Custom"
+    assert activity_json["typeProperties"]["extendedProperties"]["runId"] == run_id
+    assert json.loads((workdir / "linkedServices.json").read_text()) == []
+    assert AZURITE_KEY not in json.dumps(activity_json)  # key only in the task environment
+
+    status = adf(settings, "status")
+    assert status.returncode == 0 and run_id in status.stdout and "Succeeded" in status.stdout
+    assert published.run_id in status.stdout
+    log_output = adf(settings, "logs", run_id, "--tail", "3")
+    assert log_output.returncode == 0
+    assert f"published run {published.run_id}" in log_output.stdout
+    restage = adf(settings, "stage")
+    assert "Staged 3 files (0 uploaded, 3 unchanged)" in restage.stdout
+
+
+def test_bad_parameter_fails_the_run_and_shows_stderr(settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, policy={"retry": 1, "retryIntervalInSeconds": 0})
+    result = adf(settings, "trigger", "--param", "epochs=0", "--definitions", str(definitions))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"Status:\s+Failed", result.stdout)
+    # retry: 1 → two activity runs, each with its exit code
+    assert len(re.findall(r"Attempt \d: TrainIrisModel Failed, exit code 2", result.stdout)) == 2
+    assert "main.py: error: argument --epochs: must be at least 1, got 0" in result.stdout
+    assert "Failed: Operation on target TrainIrisModel failed: Task exited with code 2" in result.stderr
+    assert "python -m adf logs" in result.stderr
+    with pytest.raises(ModelNotFound):
+        find_published_run(datastore, settings.model_prefix)
+
+
+def test_no_wait_returns_and_status_follows_from_another_process(settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, policy={"retry": 0})
+    started = adf(settings, "trigger", "--no-wait", "--param", "learningRate=-1",
+                  "--definitions", str(definitions))
+    assert started.returncode == 0, started.stderr
+    run_id = run_id_of(started.stdout)
+    assert f"python -m adf status {run_id}" in started.stdout
+    status = adf(settings, "status", run_id, "--wait", "--definitions", str(definitions))
+    assert status.returncode == 1
+    assert "argument --lr: must be greater than 0, got -1" in status.stdout
+    missing = adf(settings, "status", "no-such-run")
+    assert missing.returncode == 4 and "No local run 'no-such-run'" in missing.stderr
+
+
+def test_unknown_parameter_is_refused_before_anything_runs(settings, datastore):
+    result = adf(settings, "trigger", "--param", "epoch=3")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --param epoch: pipeline 'train-iris' has no parameter")
+    assert not (Path(settings.local_dir) / "adf" / "runs").exists()
+
+
+def test_unreachable_datastore_is_one_line(settings, tmp_path):
+    from workspace.azurite import free_port
+
+    result = adf(replace(settings, azurite_port=str(free_port())), "trigger")
+    assert result.returncode == 3
+    assert "The local datastore (Azurite) is not reachable" in result.stderr
+    assert "make local-up" in result.stderr
+
+
+# ------------------------------------------------------------------ runner fidelity
+
+PROBE = textwrap.dedent("""\
+    import json, os, sys
+    print("probe stdout")
+    print("probe stderr", file=sys.stderr)
+    files = sorted(os.listdir("."))
+    json.dump({"argv": sys.argv[1:], "files": files,
+               "activity": json.load(open("activity.json")),
+               "linkedServices": json.load(open("linkedServices.json")),
+               "datasets": json.load(open("datasets.json")),
+               "connection_string_in_env": "AZURE_STORAGE_CONNECTION_STRING" in os.environ,
+               "workdir_env": os.environ.get("AZ_BATCH_TASK_WORKING_DIR") == os.getcwd()},
+              open("outputs.json", "w"))
+""")
+
+
+def _run(backend: LocalBackend, parameters=None):
+    run_id = backend.start(parameters or {})
+    return follow(backend, run_id, on_status=lambda r: None, on_reason=lambda r: None,
+                  poll_seconds=0.1, timeout_seconds=60)
+
+
+def _stage_blobs(settings, blobs: dict[str, bytes]) -> None:
+    store = Datastore.from_settings(settings)
+    for name, content in blobs.items():
+        store.upload_bytes(content, f"{settings.staging_prefix}/{name}")
+
+
+def test_runner_flattens_folder_writes_adf_files_and_runs_without_a_shell(settings, datastore, tmp_path):
+    definitions = definitions_copy(
+        tmp_path, command="@{pipeline().parameters.python} probe.py $HOME "
+                          "\"@{pipeline().parameters.greeting}\" @@literal",
+        parameters={"greeting": {"type": "String", "defaultValue": "hello world"}})
+    _stage_blobs(settings, {"nested/deeper/probe.py": PROBE.encode(), "data.txt": b"x"})
+    backend = LocalBackend(settings, definitions)
+    run = _run(backend)
+    assert run.status == "Succeeded", run.message
+    custom = run.last_activity.custom_output
+    assert custom["argv"] == ["$HOME", "hello world", "@literal"]  # no shell: nothing expanded
+    assert {"probe.py", "data.txt", "activity.json", "linkedServices.json",
+            "datasets.json"} <= set(custom["files"])
+    assert "nested" not in custom["files"]
+    assert custom["activity"]["typeProperties"]["extendedProperties"] == {"runId": run.run_id}
+    assert custom["activity"]["typeProperties"]["command"].endswith('probe.py $HOME "hello world" @literal')
+    assert custom["linkedServices"] == [] and custom["datasets"] == []
+    assert custom["connection_string_in_env"] and custom["workdir_env"]
+    logs = backend.logs(run.last_activity)
+    assert (logs.stdout, logs.stderr, logs.missing) == ("probe stdout\n", "probe stderr\n", [])
+    assert run.last_activity.exit_code == 0
+
+
+def test_runner_kills_the_task_at_the_policy_timeout(settings, datastore, tmp_path):
+    definitions = definitions_copy(
+        tmp_path, command="@{pipeline().parameters.python} -c \"import time; time.sleep(60)\"",
+        policy={"timeout": "0.00:00:01", "retry": 0})
+    _stage_blobs(settings, {"placeholder.txt": b"x"})
+    run = _run(LocalBackend(settings, definitions))
+    assert run.status == "Failed"
+    assert "timed out after 1 s (policy.timeout)" in run.message
+
+
+def test_runner_enforces_the_outputs_json_limit(settings, datastore, tmp_path):
+    definitions = definitions_copy(
+        tmp_path, command="@{pipeline().parameters.python} -c "
+                          "\"open('outputs.json','w').write('\\\"' + 'x' * 2097152 + '\\\"')\"",
+        policy={"retry": 0})
+    _stage_blobs(settings, {"placeholder.txt": b"x"})
+    run = _run(LocalBackend(settings, definitions))
+    assert run.status == "Failed"
+    assert "the limit of customOutput is 2097152 bytes" in run.message
+    assert run.last_activity.exit_code == 0 and run.last_activity.custom_output is None
+
+
+def test_runner_reports_a_missing_program_and_an_empty_folder(settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, command="no-such-program-on-this-node --x",
+                                   policy={"retry": 0})
+    backend = LocalBackend(settings, definitions)
+    empty = _run(backend)
+    assert empty.status == "Failed"
+    assert f"folderPath '{settings.container}/{settings.staging_prefix}' holds no files; " \
+           "stage them with `python -m adf stage`" in empty.message
+    _stage_blobs(settings, {"placeholder.txt": b"x"})
+    missing = _run(backend)
+    assert missing.status == "Failed"
+    assert "The command could not start: no-such-program-on-this-node" in missing.message
+    assert "No such file or directory" in backend.logs(missing.last_activity).stderr
+
+
+def test_unsupported_expression_fails_before_a_run_exists(settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, command="python main.py --at @{utcnow()}")
+    backend = LocalBackend(settings, definitions)
+    with pytest.raises(ExpressionError, match=r"function 'utcnow' is not supported"):
+        backend.start({})
+    assert not backend.runs_dir.exists()

@@ -1,0 +1,270 @@
+"""The local batch engine's scoring semantics, run the real way: the job runner as a
+process (`python -m deployer.engine <job dir>`), scoring in worker processes with the
+trainer's MLflow model, output and logs published to Azurite."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from deployer.engine.records import read_record, write_record
+from tests.conftest import IRIS_CSV, run_trainer
+from workspace.datastore import Datastore
+from workspace.published import download_model, find_published_run
+from workspace.settings import REPO_ROOT, Settings
+
+pytestmark = pytest.mark.slow
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, azurite):
+    """One trainer run (as a process); its model downloaded and loaded once."""
+    import mlflow.pyfunc
+
+    tmp = tmp_path_factory.mktemp("engine")
+    settings = Settings.load(env_file=tmp / "no.env", environ={}, azurite_port=str(azurite.port),
+                             container=f"t{uuid.uuid4().hex[:16]}", local_dir=str(tmp / "local"))
+    store = Datastore.from_settings(settings)
+    store.ensure_container()
+    result = run_trainer(tmp / "node", "--iris-csv", str(IRIS_CSV), "--epochs", "50", "--lr", "0.1",
+                         "--containerName", f"{settings.container}/{settings.model_prefix}",
+                         connection_string=azurite.connection_string)
+    assert result.returncode == 0, result.stderr
+    run = find_published_run(store, settings.model_prefix)
+    model_dir = download_model(store, run, tmp / "model")
+    return settings, store, model_dir, mlflow.pyfunc.load_model(str(model_dir))
+
+
+def run_job(tmp_path: Path, settings: Settings, model_dir: Path, input_path: str, *,
+            process_timeout: float = 120, **scoring) -> tuple[dict, Path]:
+    """Write a job record the way the local backend does and run the job runner process."""
+    name = f"batchjob-{uuid.uuid4()}"
+    job_dir = tmp_path / name
+    job_dir.mkdir(parents=True)
+    write_record(job_dir, {
+        "name": name, "status": "Queued", "endpoint": "iris-batch", "deployment": "d",
+        "model_path": str(model_dir), "input": input_path, "created": "now",
+        "settings": {"mini_batch_size": 1, "instance_count": 1, "max_concurrency_per_instance": 1,
+                     "max_retries": 0, "timeout": 60, "error_threshold": -1, **scoring},
+        "datastore": {"port": int(settings.azurite_port), "container": settings.container,
+                      "name": settings.datastore_name},
+    })
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "deployer.engine", str(job_dir)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=process_timeout)
+    record = read_record(job_dir)
+    assert proc.returncode == (0 if record["status"] == "Completed" else 1), proc.stderr
+    return record, job_dir
+
+
+def predictions(job_dir: Path) -> list[list[str]]:
+    with (job_dir / "outputs" / "predictions.csv").open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def expected_lines(model, frame: pd.DataFrame, file_name: str) -> list[list[str]]:
+    predicted = model.predict(frame[FEATURES])
+    return [[str(i), str(p), file_name] for i, p in enumerate(predicted)]
+
+
+def iris(n: int | None = None, start: int = 0) -> pd.DataFrame:
+    frame = pd.read_csv(IRIS_CSV)
+    return frame.iloc[start:start + n if n else None].reset_index(drop=True)
+
+
+def error_log(job_dir: Path) -> str:
+    return (job_dir / "logs" / "user" / "error.txt").read_text()
+
+
+# ---------------------------------------------------------------------- a mixed folder
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    """Good CSVs, a parquet file, and files that must fail with a named reason."""
+    folder = tmp_path_factory.mktemp("mixed")
+    iris(40).to_csv(folder / "a_good.csv", index=False)
+    # Extra columns and another column order: the extra columns are ignored.
+    shuffled = iris(30, start=60)
+    shuffled["note"] = "x"
+    shuffled[["note", "petal_width", "species", "sepal_length", "petal_length",
+              "sepal_width"]].to_csv(folder / "b_extra_columns.csv", index=False)
+    iris(25, start=100)[FEATURES].to_parquet(folder / "c_rows.parquet", index=False)
+    (folder / "d_notes.txt").write_text("not a table\n")
+    iris(10)[["sepal_length", "sepal_width", "petal_length"]].to_csv(folder / "e_missing.csv",
+                                                                      index=False)
+    bad = iris(10, start=20)[FEATURES].astype(str)
+    bad.loc[2, "sepal_width"] = "abc"
+    bad.to_csv(folder / "f_not_numeric.csv", index=False)
+    (folder / "g_empty.csv").write_text("")
+    (folder / "h_header_only.csv").write_text(",".join(FEATURES) + "\n")
+    (folder / "sub").mkdir()  # folders inside the input are not read (top-level files only)
+    iris(5).to_csv(folder / "sub" / "ignored.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_job(trained, mixed_folder, tmp_path_factory):
+    settings, _, model_dir, _ = trained
+    return run_job(tmp_path_factory.mktemp("jobs"), settings, model_dir, str(mixed_folder),
+                   instance_count=1, max_concurrency_per_instance=2)
+
+
+def test_good_files_are_scored_in_azure_ml_format_and_input_order(trained, mixed_job):
+    _, _, _, model = trained
+    record, job_dir = mixed_job
+    assert record["status"] == "Completed"  # error_threshold -1 ignores failed files
+    lines = predictions(job_dir)
+    expected = (expected_lines(model, iris(40), "a_good.csv")
+                + expected_lines(model, iris(30, start=60), "b_extra_columns.csv")
+                + expected_lines(model, iris(25, start=100), "c_rows.parquet"))
+    assert lines == expected
+    raw = (job_dir / "outputs" / "predictions.csv").read_bytes()
+    assert raw.count(b"\n") == 95 and not raw.startswith(b"row,")  # no header
+    assert all(re.fullmatch(rb"\d+,[a-z]+,[a-z_]+\.(csv|parquet)", line)
+               for line in raw.splitlines())
+    assert record["rows_scored"] == 95 and record["files_total"] == 8
+
+
+def test_each_bad_file_is_named_with_its_reason(mixed_job):
+    record, job_dir = mixed_job
+    errors = error_log(job_dir)
+    reasons = {f["file"]: f["message"] for f in record["failed_files"]}
+    assert set(reasons) == {"d_notes.txt", "e_missing.csv", "f_not_numeric.csv", "g_empty.csv"}
+    assert "File type '.txt' is not supported" in reasons["d_notes.txt"]
+    assert "column 'petal_width' is missing" in reasons["e_missing.csv"]
+    assert re.search(r"column 'sepal_width' has the value 'abc' in data row 2, which is not a "
+                     r"double", reasons["f_not_numeric.csv"])
+    assert "empty" in reasons["g_empty.csv"]
+    for name, message in reasons.items():
+        assert f"{name}: {message}" in errors
+    assert record["files_failed"] == 4
+
+
+def test_every_input_row_is_scored_or_its_file_is_in_the_error_log(mixed_folder, mixed_job):
+    record, job_dir = mixed_job
+    scored: dict[str, int] = {}
+    for _, _, file_name in predictions(job_dir):
+        scored[file_name] = scored.get(file_name, 0) + 1
+    errors = error_log(job_dir)
+    for path in mixed_folder.iterdir():
+        if path.is_dir():
+            continue
+        if path.name in scored:
+            assert scored[path.name] == len(pd.read_csv(path) if path.suffix == ".csv"
+                                            else pd.read_parquet(path))
+        elif path.name == "h_header_only.csv":
+            assert path.name not in errors  # no rows, nothing failed
+        else:
+            assert f"{path.name}:" in errors, path.name
+    assert "ignored.csv" not in scored and "ignored.csv" not in errors
+
+
+def test_logs_follow_azure_ml_layout_and_are_published(trained, mixed_job):
+    _, store, _, _ = trained
+    record, job_dir = mixed_job
+    logs = job_dir / "logs"
+    assert (logs / "job_progress_overview.txt").read_text().count("Total number of mini batches: 8")
+    assert list((logs / "user" / "stdout").glob("node-0/process00[01].stdout.txt"))
+    process_errors = "".join(p.read_text() for p in (logs / "user" / "error").glob("*/*.txt"))
+    assert "d_notes.txt" in process_errors
+    blob = record["output_datastore_path"]
+    assert blob == f"batch-jobs/{record['name']}/named-outputs/score/predictions.csv"
+    assert store.read_bytes(blob) == (job_dir / "outputs" / "predictions.csv").read_bytes()
+    assert store.exists(f"batch-jobs/{record['name']}/logs/user/error.txt")
+
+
+# ---------------------------------------------------------------------- mini-batches, threshold
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("small")
+    iris(10).to_csv(folder / "a.csv", index=False)
+    (folder / "b.txt").write_text("x")
+    iris(10, start=50)[["sepal_length"]].to_csv(folder / "c.csv", index=False)
+    iris(10, start=100).to_csv(folder / "d.csv", index=False)
+    return folder
+
+
+def test_error_threshold_exceeded_fails_the_job(trained, small_folder, tmp_path):
+    settings, _, model_dir, _ = trained
+    record, job_dir = run_job(tmp_path, settings, model_dir, str(small_folder), error_threshold=1)
+    assert record["status"] == "Failed"
+    assert "2 file(s) failed, more than error_threshold 1" in record["error"]
+    assert "error_threshold 1" in error_log(job_dir)
+
+
+def test_failures_within_error_threshold_complete_and_a_failing_file_fails_its_mini_batch(
+        trained, small_folder, tmp_path):
+    settings, _, model_dir, model = trained
+    # Mini-batches of 2 files: [a.csv, b.txt] fails as a whole because of b.txt.
+    record, job_dir = run_job(tmp_path, settings, model_dir, str(small_folder), error_threshold=4,
+                              mini_batch_size=2, max_retries=1)
+    assert record["status"] == "Completed", record["error"]
+    assert record["mini_batches_total"] == 2 and record["mini_batches_failed"] == 2
+    assert record["retries"] == 2  # each failed mini-batch was retried once
+    errors = error_log(job_dir)
+    assert "a.csv: not scored: its mini-batch 0 failed on 'b.txt'" in errors
+    assert "b.txt: File type '.txt' is not supported" in errors
+    assert "c.csv: column 'sepal_width', 'petal_length', 'petal_width' is missing" in errors
+    assert "d.csv: not scored: its mini-batch 1 failed on 'c.csv'" in errors
+    assert predictions(job_dir) == []
+
+
+def test_parallel_workers_keep_the_output_in_input_order(trained, tmp_path):
+    settings, _, model_dir, model = trained
+    folder = tmp_path / "many"
+    folder.mkdir()
+    expected = []
+    for i in range(6):
+        part = iris(25, start=i * 25)
+        part.to_csv(folder / f"part{i}.csv", index=False)
+        expected += expected_lines(model, part, f"part{i}.csv")
+    record, job_dir = run_job(tmp_path, settings, model_dir, str(folder), mini_batch_size=2,
+                              instance_count=1, max_concurrency_per_instance=2)
+    assert record["status"] == "Completed"
+    assert predictions(job_dir) == expected
+
+
+# ---------------------------------------------------------------------- timeouts and retries
+
+
+def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
+    from tests.support.slow_model import save_slow_model
+
+    settings, _, model_dir, model = trained
+    marker = tmp_path / "slept-once"
+    slow = save_slow_model(tmp_path / "slow-model", model_dir, marker, mode="once", seconds=60)
+    record, job_dir = run_job(tmp_path, settings, slow, str(IRIS_CSV), max_retries=2,
+                              timeout=3)
+    assert marker.exists()
+    assert record["status"] == "Completed", record["error"]
+    assert record["retries"] == 1
+    assert predictions(job_dir) == expected_lines(model, iris(), "iris_csv.csv")
+    process_errors = "".join(p.read_text() for p in (job_dir / "logs/user/error").glob("*/*.txt"))
+    assert "mini-batch 0 attempt 1: timed out after 3 s" in process_errors
+    assert "mini-batch 0 attempt 1 failed, retrying: timed out after 3 s" in error_log(job_dir)
+
+
+def test_a_mini_batch_that_always_times_out_fails_its_files(trained, tmp_path):
+    from tests.support.slow_model import save_slow_model
+
+    settings, _, model_dir, _ = trained
+    slow = save_slow_model(tmp_path / "slow-model", model_dir, tmp_path / "m", mode="always",
+                           seconds=60)
+    record, job_dir = run_job(tmp_path, settings, slow, str(IRIS_CSV), max_retries=1,
+                              error_threshold=0, timeout=2)
+    assert record["status"] == "Failed"
+    assert record["retries"] == 1
+    assert "iris_csv.csv: timed out after 2 s" in error_log(job_dir)
+    assert predictions(job_dir) == []

@@ -177,10 +177,13 @@ def _follow(backend, run_id: str, poll_seconds: float | None):
         click.echo(f"  {_clock()}  {run.status}")
 
     def on_reason(reason):
-        click.echo(f"  {_clock()}    {reason}")
+        first, *rest = reason.splitlines()
+        click.echo(f"  {_clock()}    {first}")
+        for line in rest:  # aligned under the first line
+            click.echo(f"{'':14}{line}")
 
     return follow(backend, run_id, on_status=on_status, on_reason=on_reason,
-                  poll_seconds=poll_seconds or backend.poll_interval)
+                  poll_seconds=backend.poll_interval if poll_seconds is None else poll_seconds)
 
 
 def _clock() -> str:

@@ -108,7 +108,7 @@ class FakeAzure(HttpTransport):
                      "targetDedicatedNodes": 0, "targetLowPriorityNodes": 0}
         self.nodes: list[dict] = []
         self.node_files: dict[tuple[str, str], bytes] = {}
-        self.failures: list[tuple[str, re.Pattern, int, str, str]] = []
+        self.failures: list[tuple[str, re.Pattern, int, str, str, dict]] = []
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ test helpers
@@ -118,9 +118,11 @@ class FakeAzure(HttpTransport):
         return (f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/"
                 f"Microsoft.DataFactory/factories/{self.factory}")
 
-    def fail(self, method: str, path_regex: str, status: int, code: str, message: str) -> None:
+    def fail(self, method: str, path_regex: str, status: int, code: str, message: str,
+             headers: dict | None = None) -> None:
         """The next matching request gets this error instead of its answer."""
-        self.failures.append((method.upper(), re.compile(path_regex, re.I), status, code, message))
+        self.failures.append((method.upper(), re.compile(path_regex, re.I), status, code, message,
+                              headers or {}))
 
     def find(self, method: str, path_regex: str) -> list[Recorded]:
         pattern = re.compile(path_regex, re.I)
@@ -151,13 +153,13 @@ class FakeAzure(HttpTransport):
                           {k.lower(): v for k, v in request.headers.items()})
         with self._lock:
             self.requests.append(record)
-            for i, (method, pattern, status, code, message) in enumerate(self.failures):
+            for i, (method, pattern, status, code, message, extra) in enumerate(self.failures):
                 if method == record.method and pattern.search(record.path):
                     del self.failures[i]
                     error = {"error": {"code": code, "message": message}}
                     if record.host == self.batch_host:
                         error = {"code": code, "message": {"lang": "en-US", "value": message}}
-                    return _respond(request, status, error, {"x-ms-error-code": code})
+                    return _respond(request, status, error, {"x-ms-error-code": code, **extra})
             status, payload, headers = self._route(record)
         if status == 404 and isinstance(payload, dict) and \
                 payload.get("error", {}).get("code") == "FakeRouteMissing":

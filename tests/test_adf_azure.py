@@ -1,0 +1,195 @@
+"""The Azure target through the real DataFactoryManagementClient, BatchClient and blob client,
+with a fake of just the operations used plugged in as their HTTP transport."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+
+from adf.azure_backend import AzureBackend
+from adf.cli import cli
+from adf.definitions import filled, load_definitions
+from tests.support.fake_datafactory import FakeAzure, RunPlan, StaticTokenCredential
+from tests.test_adf_definitions import AZURE_VALUES
+from workspace.errors import ConfigError
+from workspace.settings import AZURITE_KEY, Settings
+
+FACTORY_API = "2018-06-01"
+BATCH_API = "2025-06-01"
+STDERR = (b"Traceback (most recent call last):\n  File \"main.py\", line 1\n"
+          b"ModuleNotFoundError: No module named 'mlflow'\n")
+
+
+@pytest.fixture
+def azure_settings(tmp_path) -> Settings:
+    return Settings.load(env_file=tmp_path / "no.env", environ={}, local_dir=str(tmp_path / "local"),
+                         **AZURE_VALUES)
+
+
+@pytest.fixture
+def fake(azure_settings) -> FakeAzure:
+    return FakeAzure(azure_settings.subscription_id, azure_settings.resource_group,
+                     azure_settings.data_factory, azure_settings.batch_account_url,
+                     azure_settings.storage_blob_url, pool_id=azure_settings.batch_pool_id)
+
+
+@pytest.fixture
+def credential() -> StaticTokenCredential:
+    return StaticTokenCredential()
+
+
+@pytest.fixture
+def invoke(monkeypatch, azure_settings, fake, credential):
+    """Run the CLI in-process with an AzureBackend whose clients talk to the fake."""
+    def run(*args, credential_override=None):
+        backend = AzureBackend(azure_settings, credential=credential_override or credential,
+                               transport=fake, retry_backoff_factor=0)
+        monkeypatch.setattr("adf.cli.make_backend", lambda target, definitions_dir: backend)
+        return CliRunner().invoke(cli, list(args), prog_name="python -m adf")
+    return run
+
+
+def _idle_pool(fake: FakeAzure) -> None:
+    fake.pool.update(currentDedicatedNodes=1, targetDedicatedNodes=1)
+    fake.nodes = [{"id": "tvm-1", "url": "https://x/nodes/tvm-1", "state": "idle"}]
+
+
+def test_trigger_publishes_the_arm_json_and_follows_the_run(invoke, fake, azure_settings, credential):
+    _idle_pool(fake)
+    fake.next_plan = RunPlan(custom_output={"runId": "mlflow-run-1", "metrics": {"test_accuracy": 1.0}},
+                             stdout=b"[trainer] published run mlflow-run-1\n")
+    result = invoke("trigger", "--no-stage", "--param", "epochs=3", "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert fake.missing_routes() == []
+
+    # Published from the JSON files as plain dicts: types intact, placeholders filled, in order.
+    expected = filled(load_definitions(), azure_settings)
+    puts = [r for r in fake.requests if r.method == "PUT"]
+    assert [r.path.rsplit("/", 2)[-2:] for r in puts] == [
+        ["credentials", "BatchIdentityCredential"],
+        ["linkedservices", "KeyVaultLinkedService"],
+        ["linkedservices", "AzureBlobStorageLinkedService"],
+        ["linkedservices", "AzureBatchLinkedService"],
+        ["pipelines", "train-iris"]]
+    for request in puts:
+        assert request.host == "management.azure.com" and request.api_version == FACTORY_API
+        assert request.path.startswith(
+            f"/subscriptions/{azure_settings.subscription_id}/resourceGroups/rg-iris/providers/"
+            "Microsoft.DataFactory/factories/adf-iris/")
+        assert request.headers["authorization"] == "Bearer fake-token"
+        text = json.dumps(request.body)
+        assert "__" not in text.replace("__init__", "") and AZURITE_KEY not in text
+    pipeline_body = puts[-1].body
+    assert pipeline_body == {"properties": expected.pipeline.properties}
+    assert pipeline_body["properties"]["activities"][0]["type"] == "Custom"
+    assert [p.body["properties"]["type"] for p in puts[1:4]] == ["AzureKeyVault", "AzureBlobStorage",
+                                                               "AzureBatch"]
+    assert puts[0].body["properties"]["type"] == "ManagedIdentity"
+
+    (create,) = fake.find("POST", r"/pipelines/train-iris/createRun$")
+    assert create.body == {"epochs": 3} and create.api_version == FACTORY_API
+    run_id = next(iter(fake.runs))
+    assert fake.find("GET", rf"/pipelineruns/{run_id}$")
+    query = fake.find("POST", rf"/pipelineruns/{run_id}/queryActivityruns$")[0]
+    assert {"lastUpdatedAfter", "lastUpdatedBefore"} <= set(query.body)
+
+    pool = fake.find("GET", r"^/pools/dsvm-pool$")
+    assert pool and all(r.api_version == BATCH_API for r in pool)
+    assert pool[0].headers["authorization"] == "Bearer fake-token"
+    scopes = {s for call in credential.scopes for s in call}
+    assert {"https://management.azure.com/.default", "https://batch.core.windows.net//.default",
+            "https://storage.azure.com/.default"} <= scopes
+
+    assert f"Run id:   {run_id}" in result.output
+    assert "pool dsvm-pool: steady, 1 node(s)" in result.output and "1 idle" in result.output
+    assert '"runId": "mlflow-run-1"' in result.output
+    assert "[trainer] published run mlflow-run-1" in result.output  # stdout from adfjobs
+    assert fake.find("GET", rf"^/adfjobs/{fake.runs[run_id].activity_run_id}/output/stdout\.txt$")
+
+    status = invoke("status")  # the last run started from this machine
+    assert status.exit_code == 0 and run_id in status.output and "Succeeded" in status.output
+
+
+def test_failed_run_surfaces_stderr_and_the_pool_problem(invoke, fake):
+    fake.pool.update(allocationState="resizing", targetDedicatedNodes=1, resizeErrors=[
+        {"code": "AllocationTimedout", "message": "Desired number of nodes could not be allocated"}])
+    fake.nodes = [{"id": "tvm-7", "url": "https://x/nodes/tvm-7", "state": "starttaskfailed",
+                   "startTaskInfo": {"state": "completed", "startTime": "2026-11-22T07:00:00Z",
+                                     "exitCode": 127, "retryCount": 0,
+                                     "failureInfo": {"category": "usererror", "code": "FailureExitCode",
+                                                     "message": "The task exited with an exit code "
+                                                                "representing a failure"}}}]
+    fake.node_files[("tvm-7", "startup/stderr.txt")] = b"/bin/sh: 1: python3.11: not found\n"
+    fake.next_plan = RunPlan(statuses=["Queued", "InProgress", "Failed"], exitcode=1,
+                             stderr=STDERR, error_message="Task exited with code 1.")
+    result = invoke("trigger", "--no-stage", "--poll", "0")
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "Status:   Failed" in out and "exit code 1" in out
+    assert "ModuleNotFoundError: No module named 'mlflow'" in out  # the task's stderr
+    assert "Failed: Operation on target TrainIrisModel failed: Task exited with code 1." in out
+    assert "pool dsvm-pool: resizing to 1 node(s), 0 allocated" in out
+    assert "resize error AllocationTimedout: Desired number of nodes could not be allocated" in out
+    assert "node tvm-7 is starttaskfailed: start task exit code 127" in out
+    assert "/bin/sh: 1: python3.11: not found" in out
+    file_requests = fake.find("GET", r"^/pools/dsvm-pool/nodes/tvm-7/files/startup/stderr\.txt$")
+    assert file_requests and all(r.api_version == BATCH_API for r in file_requests)
+
+    run_id = next(iter(fake.runs))
+    logs = invoke("logs", run_id)
+    assert logs.exit_code == 0 and "No module named 'mlflow'" in logs.output
+
+
+def test_transient_errors_are_retried(invoke, fake):
+    _idle_pool(fake)
+    for _ in range(2):
+        fake.fail("GET", r"/pipelineruns/", 503, "ServiceUnavailable", "try again")
+    # ARM throttling says when to come back; only then is a non-idempotent POST retried.
+    fake.fail("POST", r"/createRun$", 429, "TooManyRequests", "slow down", {"Retry-After": "0"})
+    result = invoke("trigger", "--no-stage", "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert len(fake.find("POST", r"/createRun$")) == 2
+    assert len(fake.runs) == 1
+
+
+def test_sign_in_failure_says_az_login(invoke):
+    from azure.core.exceptions import ClientAuthenticationError
+
+    broken = StaticTokenCredential(ClientAuthenticationError(
+        "DefaultAzureCredential failed to retrieve a token from the included credentials."))
+    result = invoke("trigger", "--no-stage", credential_override=broken)
+    assert result.exit_code == 3
+    assert "Could not sign in to Azure while publishing credential 'BatchIdentityCredential'" in result.output
+    assert "Run `az login`" in result.output
+
+
+def test_missing_role_is_named(invoke, fake):
+    fake.fail("PUT", r"/pipelines/train-iris$", 403, "AuthorizationFailed",
+              "The client does not have authorization to perform action "
+              "'Microsoft.DataFactory/factories/pipelines/write'")
+    result = invoke("trigger", "--no-stage")
+    assert result.exit_code == 3
+    assert "Azure refused access while publishing pipeline 'train-iris'" in result.output
+    assert "'Data Factory Contributor' on factory 'adf-iris'" in result.output
+    assert not fake.runs
+
+
+def test_unreadable_pool_does_not_stop_following(invoke, fake):
+    fake.fail("GET", r"^/pools/dsvm-pool$", 403, "AuthorizationFailure", "not allowed")
+    result = invoke("trigger", "--no-stage", "--poll", "0")
+    assert result.exit_code == 0, result.output
+    assert "(cannot read the Batch pool:" in result.output
+    assert "'Azure Batch Account Reader' on Batch account 'batchiris'" in result.output
+
+
+def test_unknown_run_id(invoke):
+    result = invoke("status", "00000000-0000-0000-0000-00000000dead")
+    assert result.exit_code == 4
+    assert "Factory 'adf-iris' has no pipeline run '00000000-0000-0000-0000-00000000dead'" in result.output
+
+
+def test_missing_azure_settings_are_named(azure_settings):
+    with pytest.raises(ConfigError, match=r"ADF_FACTORY, BATCH_ACCOUNT_URL"):
+        AzureBackend(replace(azure_settings, data_factory="", batch_account_url=""))

@@ -135,6 +135,9 @@ def status(run_id, wait, target, definitions_dir):
     run_id = run_id or backend.last_run_id()
     run = _follow(backend, run_id, None) if wait else backend.get_run(run_id)
     _summarize(backend, run, show_logs=False)
+    reason = None if run.is_terminal else backend.waiting_reason(run)
+    if reason:
+        click.echo(reason)
 
 
 @cli.command()
@@ -182,8 +185,13 @@ def _follow(backend, run_id: str, poll_seconds: float | None):
         for line in rest:  # aligned under the first line
             click.echo(f"{'':14}{line}")
 
-    return follow(backend, run_id, on_status=on_status, on_reason=on_reason,
-                  poll_seconds=backend.poll_interval if poll_seconds is None else poll_seconds)
+    try:
+        return follow(backend, run_id, on_status=on_status, on_reason=on_reason,
+                      poll_seconds=backend.poll_interval if poll_seconds is None else poll_seconds)
+    except KeyboardInterrupt:
+        click.echo(f"\nStopped following; the run goes on. Check it with: "
+                   f"python -m adf status {run_id}", err=True)
+        raise SystemExit(130) from None
 
 
 def _clock() -> str:

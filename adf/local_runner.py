@@ -37,7 +37,7 @@ from adf.definitions import (LOCAL_ONLY_EMPTY, Definitions, effective_parameters
 from adf.expressions import PipelineContext, evaluate
 from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound)
 from adf.staging import split_folder_path
-from workspace.datastore import Datastore
+from workspace.datastore import RETRY, Datastore
 from workspace.errors import ConfigError
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
@@ -166,6 +166,7 @@ class LocalBackend(Backend):
 
     def prepare(self, progress: Progress) -> None:
         self.definitions()  # a missing setting or broken JSON fails here, before staging
+        Datastore.from_settings(self.settings)  # fails fast if Azurite is not running
 
     def start(self, parameters: dict[str, Any]) -> str:
         definitions = self.definitions()
@@ -245,9 +246,10 @@ class _Worker:
         _write_json(self.run_dir / RUN_FILE, asdict(self.run))
 
     def container(self, name: str) -> Datastore:
-        from azure.storage.blob import BlobServiceClient
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-        service = BlobServiceClient.from_connection_string(self.connection_string)
+        service = BlobServiceClient.from_connection_string(
+            self.connection_string, retry_policy=ExponentialRetry(**RETRY), connection_timeout=5)
         return Datastore(service.get_container_client(name))
 
     def execute(self) -> None:

@@ -193,3 +193,34 @@ def test_unknown_run_id(invoke):
 def test_missing_azure_settings_are_named(azure_settings):
     with pytest.raises(ConfigError, match=r"ADF_FACTORY, BATCH_ACCOUNT_URL"):
         AzureBackend(replace(azure_settings, data_factory="", batch_account_url=""))
+
+
+def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchanged(invoke, fake):
+    from adf.staging import STAGED_FILES
+    from workspace.datastore import sha256_file
+
+    first = invoke("stage")
+    assert first.exit_code == 0, first.output
+    assert "Staging to azureml/adf/iris-training (azure)" in first.output
+    assert "Staged 3 files (3 uploaded, 0 unchanged)" in first.output
+    for path in STAGED_FILES:
+        name = f"azureml/adf/iris-training/{path.name}"
+        assert fake.blobs[name] == path.read_bytes()
+        assert fake.blob_metadata[name] == {"sha256": sha256_file(path)}
+    puts = fake.find("PUT", r"^/azureml/adf/iris-training/")
+    assert all(r.headers["authorization"] == "Bearer fake-token" for r in puts)
+    assert not any("sig=" in r.url for r in puts)  # no SAS: the signed-in identity
+
+    again = invoke("stage")
+    assert "Staged 3 files (0 uploaded, 3 unchanged)" in again.output
+    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 3
+
+
+def test_trigger_stages_before_it_starts(invoke, fake):
+    _idle_pool(fake)
+    result = invoke("trigger", "--poll", "0")
+    assert result.exit_code == 0, result.output
+    stage_puts = [i for i, r in enumerate(fake.requests)
+                  if r.method == "PUT" and r.path.startswith("/azureml/adf/iris-training/")]
+    (create,) = [i for i, r in enumerate(fake.requests) if r.path.endswith("/createRun")]
+    assert len(stage_puts) == 3 and max(stage_puts) < create

@@ -52,6 +52,7 @@ class Recorded:
     query: dict
     body: object
     headers: dict
+    raw: bytes = b""
 
     @property
     def api_version(self) -> str | None:
@@ -103,6 +104,8 @@ class FakeAzure(HttpTransport):
         self.runs: dict[str, FakeRun] = {}
         self.next_plan = RunPlan()
         self.blobs: dict[str, bytes] = {}  # "<container>/<name>" → content
+        self.blob_metadata: dict[str, dict] = {}
+        self.containers = {"adfjobs", "azureml"}
         self.pool = {"id": pool_id, "state": "active", "allocationState": "steady",
                      "currentDedicatedNodes": 0, "currentLowPriorityNodes": 0,
                      "targetDedicatedNodes": 0, "targetLowPriorityNodes": 0}
@@ -148,9 +151,10 @@ class FakeAzure(HttpTransport):
     def send(self, request, **kwargs):
         url = urlparse(request.url)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        raw = _raw(request)
         record = Recorded(request.method.upper(), request.url, url.hostname or "",
-                          unquote(url.path), query, _body(request),
-                          {k.lower(): v for k, v in request.headers.items()})
+                          unquote(url.path), query, _json_or_text(raw),
+                          {k.lower(): v for k, v in request.headers.items()}, raw)
         with self._lock:
             self.requests.append(record)
             for i, (method, pattern, status, code, message, extra) in enumerate(self.failures):
@@ -257,14 +261,24 @@ class FakeAzure(HttpTransport):
 
     def _blob(self, r: Recorded):
         name = r.path.lstrip("/")
+        stamp = {"ETag": '"0x1"', "Last-Modified": "Sun, 22 Nov 2026 07:00:00 GMT"}
+        if "/" not in name and r.query.get("restype") == "container" and r.method == "GET":
+            if name not in self.containers:
+                return 404, None, {"x-ms-error-code": "ContainerNotFound"}
+            return 200, None, stamp
+        if r.method == "PUT" and r.headers.get("x-ms-blob-type") == "BlockBlob":
+            self.blobs[name] = r.raw
+            self.blob_metadata[name] = {k[len("x-ms-meta-"):]: v for k, v in r.headers.items()
+                                        if k.startswith("x-ms-meta-")}
+            return 201, None, {**stamp, "x-ms-request-server-encrypted": "true"}
         content = self.blobs.get(name)
         if r.method not in ("HEAD", "GET"):
             return _missing(r)
         if content is None:
             return 404, None, {"x-ms-error-code": "BlobNotFound"}
         headers = {"Content-Type": "application/octet-stream", "x-ms-blob-type": "BlockBlob",
-                   "ETag": '"0x1"', "Last-Modified": "Sun, 22 Nov 2026 07:00:00 GMT",
-                   "Content-Length": str(len(content))}
+                   **stamp, "Content-Length": str(len(content)),
+                   **{f"x-ms-meta-{k}": v for k, v in self.blob_metadata.get(name, {}).items()}}
         if r.method == "HEAD":
             return 200, None, headers
         headers["Content-Range"] = f"bytes 0-{max(len(content) - 1, 0)}/{len(content)}"
@@ -275,18 +289,26 @@ def _missing(r: Recorded):
     return 404, {"error": {"code": "FakeRouteMissing", "message": f"{r.method} {r.url}"}}, {}
 
 
-def _body(request):
+def _raw(request) -> bytes:
     data = getattr(request, "content", None)
     if data is None:
         data = getattr(request, "data", None) or getattr(request, "body", None)
-    if data is None or data == b"" or data == "":
+    if data is None:
+        return b""
+    if hasattr(data, "read"):
+        data = data.read()
+    elif not isinstance(data, (bytes, str)) and hasattr(data, "__iter__"):
+        data = b"".join(data)
+    return data.encode() if isinstance(data, str) else bytes(data)
+
+
+def _json_or_text(raw: bytes):
+    if not raw:
         return None
-    if isinstance(data, bytes):
-        data = data.decode()
     try:
-        return json.loads(data)
-    except (TypeError, ValueError):
-        return data
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return raw.decode(errors="replace")
 
 
 def _respond(request, status: int, payload, headers: dict | None = None):

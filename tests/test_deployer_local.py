@@ -1,0 +1,257 @@
+"""`python -m deployer` on the local target, run as processes: trainer → register-and-deploy
+→ invoke → status/jobs → teardown, against a real Azurite and a real MLflow registry."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import IRIS_CSV, run_trainer
+from workspace.datastore import Datastore
+from workspace.published import download_model, find_published_run
+from workspace.settings import REPO_ROOT, Settings
+
+pytestmark = pytest.mark.slow
+
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+SPEC_DIR = REPO_ROOT / "deployer" / "specs"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, azurite):
+    """One trainer run published to a module container; the model loaded for comparison."""
+    import mlflow.pyfunc
+
+    tmp = tmp_path_factory.mktemp("deployer")
+    settings = Settings.load(env_file=tmp / "no.env", environ={}, azurite_port=str(azurite.port),
+                             container=f"t{uuid.uuid4().hex[:16]}")
+    store = Datastore.from_settings(settings)
+    store.ensure_container()
+    result = run_trainer(tmp / "node", "--iris-csv", str(IRIS_CSV), "--epochs", "50", "--lr", "0.1",
+                         "--containerName", f"{settings.container}/{settings.model_prefix}",
+                         connection_string=azurite.connection_string)
+    assert result.returncode == 0, result.stderr
+    run = find_published_run(store, settings.model_prefix)
+    model = mlflow.pyfunc.load_model(str(download_model(store, run, tmp / "model")))
+    return settings, store, run, model
+
+
+class Cli:
+    """`python -m deployer` as a process with its own LOCAL_DIR and working directory."""
+
+    def __init__(self, settings: Settings, workdir: Path):
+        self.workdir = workdir
+        self.local_dir = workdir / "local"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AML_"))}
+        self.env.update({"PYTHONPATH": str(REPO_ROOT), "TARGET": "local",
+                         "AZURITE_BLOB_PORT": settings.azurite_port,
+                         "DATASTORE_CONTAINER": settings.container,
+                         "DATASTORE_NAME": settings.datastore_name,
+                         "MODEL_PREFIX": settings.model_prefix,
+                         "LOCAL_DIR": str(self.local_dir), "COLUMNS": "200"})
+        self.env.pop("DEPLOYER_MIN_ACCURACY", None)
+
+    def __call__(self, *args: str, env: dict | None = None, timeout: float = 180):
+        return subprocess.run([sys.executable, "-m", "deployer", *args], cwd=self.workdir,
+                              env={**self.env, **(env or {})}, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def actions(stdout: str) -> dict[str, str]:
+    """resource → action from the summary table."""
+    found = {}
+    for kind in ("model", "compute", "endpoint", "deployment"):
+        match = re.search(rf"│ {kind}\s+│ \S+\s+│ (would \w+|[\w-]+)", stdout)
+        found[kind] = match.group(1) if match else ""
+    return found
+
+
+def registered_versions(local_dir: Path) -> list:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{local_dir / 'mlflow.db'}"
+    return MlflowClient(uri, uri).search_model_versions("name='iris-classifier'")
+
+
+def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
+    settings, store, run, model = trained
+    cli = Cli(settings, tmp_path / "work")
+
+    # The plan first: everything would be created, and nothing is.
+    plan = ok(cli("register-and-deploy", "--dry-run"))
+    assert actions(plan) == {k: "would create" for k in ("model", "compute", "endpoint", "deployment")}
+    assert "nothing was changed" in plan
+    assert not (cli.local_dir / "mlflow.db").exists()
+    assert not (cli.local_dir / "deployer" / "state.json").exists()
+
+    deployed = ok(cli("register-and-deploy"))
+    assert actions(deployed) == {k: "create" for k in ("model", "compute", "endpoint", "deployment")}
+    assert "iris-classifier version 1" in deployed and run.run_id in deployed
+    versions = registered_versions(cli.local_dir)
+    assert len(versions) == 1
+    tags = versions[0].tags
+    assert tags["run_id"] == run.run_id and tags["data_sha256"] == run.data["sha256"]
+    assert float(tags["metric.test_accuracy"]) == pytest.approx(run.metrics["test_accuracy"])
+    assert re.fullmatch(r"[0-9a-f]{64}", tags["content_sha256"])
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", tags["git_commit"])
+    state = (cli.local_dir / "deployer" / "state.json").read_bytes()
+
+    # Score the Iris file: 150 lines in Azure ML's format, equal to the model's own predict.
+    started = time.monotonic()
+    scored = cli("invoke", "--input", str(IRIS_CSV))
+    invoke_seconds = time.monotonic() - started
+    out = ok(scored)
+    job = re.search(r"job (batchjob-[0-9a-f-]{36})", out).group(1)
+    output = cli.workdir / "outputs" / job / "predictions.csv"
+    lines = output.read_text().splitlines()
+    assert len(lines) == 150
+    iris = pd.read_csv(IRIS_CSV)
+    expected = [f"{i},{p},iris_csv.csv" for i, p in enumerate(model.predict(iris[FEATURES]))]
+    assert lines == expected
+    assert re.search(r"rows scored\s+│ 150\s", out) and re.search(r"files\s+│ 1 total, 0 failed", out)
+    assert re.search(r"classes\s+│ .*setosa: \d+", out)
+    assert "Running" in scored.stderr and "Completed" in scored.stderr  # progress was shown
+    print(f"invoke on iris: {invoke_seconds:.1f} s")
+
+    # Again: nothing changes, no new version; the smoke test scores a few rows.
+    again = ok(cli("register-and-deploy", "--smoke"))
+    assert actions(again) == {k: "no-op" for k in ("model", "compute", "endpoint", "deployment")}
+    assert "changed   nothing" in again
+    assert re.search(r"smoke\s+job batchjob-\S+: 5 rows scored", again)
+    assert len(registered_versions(cli.local_dir)) == 1
+    assert (cli.local_dir / "deployer" / "state.json").read_bytes() == state
+
+    status = ok(cli("status"))
+    assert "iris-batch" in status and "iris-mlflow" in status and job in status
+    assert run.run_id in status
+    shown = ok(cli("jobs", "show", job))
+    assert "Completed" in shown and "150" in shown and "logs" in shown
+
+    # A datastore folder as input: top-level files only, read from Azurite.
+    for name, rows in (("a.csv", iris.iloc[:30]), ("b.csv", iris.iloc[100:120])):
+        store.upload_bytes(rows.to_csv(index=False).encode(), f"scoring/{name}")
+    store.upload_bytes(iris.iloc[:7].to_csv(index=False).encode(), "scoring/nested/c.csv")
+    remote = ok(cli("invoke", "--input",
+                    f"azureml://datastores/{settings.datastore_name}/paths/scoring/",
+                    "--output-dir", "remote-out"))
+    remote_lines = (cli.workdir / "remote-out" / "predictions.csv").read_text().splitlines()
+    assert [line.rsplit(",", 1)[1] for line in remote_lines] == ["a.csv"] * 30 + ["b.csv"] * 20
+    assert re.search(r"files\s+│ 2 total, 0 failed", remote)
+
+    # A deployment with error_threshold 0: a failing file fails the job, exit code 7.
+    specs = tmp_path / "specs"
+    shutil.copytree(SPEC_DIR, specs)
+    dep = (specs / "deployment.yml").read_text().replace("error_threshold: -1", "error_threshold: 0")
+    (specs / "deployment.yml").write_text(dep)
+    updated = ok(cli("register-and-deploy", "--spec-dir", str(specs)))
+    assert actions(updated)["deployment"] == "update" and actions(updated)["model"] == "no-op"
+    assert "error_threshold: -1 → 0" in updated
+    bad = cli.workdir / "notes.txt"
+    bad.write_text("hello\n")
+    failed = cli("invoke", "--input", str(bad))
+    assert failed.returncode == 7, failed.stdout + failed.stderr
+    assert "notes.txt: File type '.txt' is not supported" in failed.stdout
+    assert re.search(r"error: Job batchjob-\S+ failed: 1 file\(s\) failed, more than "
+                     r"error_threshold 0", failed.stderr)
+
+    # Teardown asks (refuses without a terminal), then deletes with --yes.
+    refused = cli("teardown")
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    gone = ok(cli("teardown", "--yes"))
+    assert "deployment iris-mlflow: delete" in gone and "endpoint iris-batch: delete" in gone
+    assert "compute cpu-cluster: delete" in gone
+    assert "does not exist" in ok(cli("status"))
+    after = cli("invoke", "--input", str(IRIS_CSV))
+    assert after.returncode == 4 and "Endpoint 'iris-batch' does not exist" in after.stderr
+    assert len(registered_versions(cli.local_dir)) == 1  # models stay registered
+    assert ok(cli("teardown", "--yes")).startswith("Nothing to delete")
+
+
+def test_quality_gate_refuses_then_force_overrides(trained, tmp_path):
+    settings, _, run, _ = trained
+    cli = Cli(settings, tmp_path)
+    refused = cli("register-and-deploy", "--dry-run", "--min-accuracy", "0.99")
+    assert refused.returncode == 5
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: Run {run.run_id} has test_accuracy "
+                      f"{run.metrics['test_accuracy']:.3f}, below the quality gate of 0.99; "
+                      "it was not deployed."]
+    assert "--force" in refused.stderr
+    by_env = cli("register-and-deploy", "--dry-run", env={"DEPLOYER_MIN_ACCURACY": "0.995"})
+    assert by_env.returncode == 5 and "quality gate of 0.995" in by_env.stderr
+    forced = cli("register-and-deploy", "--dry-run", "--min-accuracy", "0.99", "--force")
+    ok(forced)
+    assert "below the quality gate of 0.99 (deployed anyway: --force)" in forced.stderr
+    assert actions(forced.stdout)["model"] == "would create"
+    assert not (cli.local_dir / "mlflow.db").exists()
+
+
+def test_model_is_chosen_by_datastore_path_and_an_unknown_one_is_named(trained, tmp_path):
+    settings, _, run, _ = trained
+    cli = Cli(settings, tmp_path)
+    uri = settings.datastore_uri(run.model_path)
+    plan = ok(cli("register-and-deploy", "--dry-run", "--model", uri))
+    assert run.run_id in plan and actions(plan)["model"] == "would create"
+    by_run = ok(cli("register-and-deploy", "--dry-run", "--run-id", run.run_id))
+    assert run.run_id in by_run
+    missing = cli("register-and-deploy", "--dry-run", "--model", "models/1/nope/artifacts/model")
+    assert missing.returncode == 4
+    assert "No complete training run publishes 'models/1/nope/artifacts/model'" in missing.stderr
+
+
+def test_a_tampered_model_is_never_registered(trained, tmp_path):
+    settings, store, run, _ = trained
+    cli = Cli(settings, tmp_path)
+    name = f"{run.model_path}/MLmodel"
+    original = store.read_bytes(name)
+    store.upload_bytes(original + b"\n# changed\n", name)
+    try:
+        refused = cli("register-and-deploy")
+    finally:
+        store.upload_bytes(original, name)
+    assert refused.returncode == 4
+    assert "does not match its manifest" in refused.stderr
+    assert not (cli.local_dir / "deployer" / "state.json").exists()
+    if (cli.local_dir / "mlflow.db").exists():
+        assert registered_versions(cli.local_dir) == []
+
+
+def test_help_is_fast_and_imports_no_heavy_package():
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "deployer", "--help"], capture_output=True,
+                            text=True, env=env, cwd=REPO_ROOT)
+    took = time.monotonic() - started
+    assert result.returncode == 0 and "Examples:" in result.stdout
+    assert took < 1.0, f"--help took {took:.2f} s"
+    for command in ("register-and-deploy", "invoke", "status", "jobs", "teardown"):
+        assert command in result.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, deployer.cli, deployer.app, deployer.backends; "
+         "print(sorted({m.split('.')[0] for m in sys.modules} & "
+         "{'mlflow', 'azure', 'pyarrow', 'pandas', 'rich', 'sklearn'}))"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr
+
+
+def test_every_command_help_has_examples():
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    for command in (["register-and-deploy"], ["invoke"], ["status"], ["jobs", "show"], ["teardown"]):
+        result = subprocess.run([sys.executable, "-m", "deployer", *command, "--help"],
+                                capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+        assert result.returncode == 0 and "Example" in result.stdout, command

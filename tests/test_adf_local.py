@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -246,3 +247,27 @@ def test_unsupported_expression_fails_before_a_run_exists(settings, datastore, t
     with pytest.raises(ExpressionError, match=r"function 'utcnow' is not supported"):
         backend.start({})
     assert not backend.runs_dir.exists()
+
+
+def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, datastore, tmp_path):
+    import psutil
+
+    definitions = definitions_copy(
+        tmp_path, command="@{pipeline().parameters.python} -c \"import time; time.sleep(60)\"",
+        policy={"retry": 0})
+    _stage_blobs(settings, {"placeholder.txt": b"x"})
+    backend = LocalBackend(settings, definitions)
+    run_id = backend.start({})
+    worker = psutil.Process(int((backend.runs_dir / run_id / "runner.pid").read_text()))
+    deadline = time.monotonic() + 30
+    while not worker.children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    task = worker.children()
+    assert task, "the task did not start"
+    for process in [*task, worker]:
+        process.kill()
+    run = follow(backend, run_id, on_status=lambda r: None, on_reason=lambda r: None,
+                 poll_seconds=0.1, timeout_seconds=10)
+    assert run.status == "Failed"
+    assert "The local runner stopped before the run finished" in run.message
+    assert "runner.log" in run.message

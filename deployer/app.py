@@ -332,6 +332,21 @@ class Deployer:
     def job(self, name: str) -> JobSummary:
         return self.backend.get_job(name)
 
+    def download(self, name: str, output_dir: Path | None = None) -> InvokeResult:
+        """Download the predictions of a finished job (e.g. one started with --no-wait)."""
+        started = time.monotonic()
+        job = self.backend.get_job(name)
+        if job.status != "Completed":
+            raise JobFailed(f"Job {name} is {job.status}; only a Completed job has predictions.",
+                            f"Follow it with `python -m deployer jobs show {name}`.")
+        target = Path(output_dir) if output_dir else Path("outputs") / name
+        try:
+            path = self.backend.download_output(job, target, progress=self.progress)
+        except NotImplementedError as exc:
+            raise ConfigError(str(exc), "Use `invoke` without --no-wait to download on success.")
+        return InvokeResult(job=job, stats=prediction_stats(Path(path)),
+                            seconds=time.monotonic() - started)
+
     def status(self, jobs: int = 5) -> dict:
         info = self.backend.describe(self.endpoint_name)
         info["jobs"] = self.backend.list_jobs(self.endpoint_name, limit=jobs)

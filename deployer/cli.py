@@ -168,9 +168,14 @@ def invoke(input_path, deployment, output_dir, no_wait, target, spec_dir):
     from deployer.app import JobFailed
 
     deployer, _ = _make(target, spec_dir)
-    result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
-                             wait=not no_wait)
-    _print_job(result.job, result.stats, result.seconds)
+    try:
+        result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
+                                 wait=not no_wait)
+    except KeyboardInterrupt:
+        click.echo("\nStopped following; the job keeps running. See it with "
+                   "`python -m deployer status` and `python -m deployer jobs show NAME`.", err=True)
+        sys.exit(130)
+    _print_job(result.job, result.stats, None if no_wait else result.seconds)
     if no_wait:
         click.echo(f"Follow it with: python -m deployer jobs show {result.job.name}")
         return
@@ -297,6 +302,24 @@ def jobs_show(name, target, spec_dir):
     """
     deployer, _ = _make(target, spec_dir, quiet=True)
     _print_job(deployer.job(name))
+
+
+@jobs.command("download")
+@click.argument("name")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to put predictions.csv (default: outputs/<job name>/).")
+@target_option
+@spec_dir_option
+def jobs_download(name, output_dir, target, spec_dir):
+    """Download the predictions of a completed job (e.g. started with --no-wait).
+
+    \b
+    Example:
+      python -m deployer jobs download batchjob-0b9c... --output-dir results/
+    """
+    deployer, _ = _make(target, spec_dir)
+    result = deployer.download(name, output_dir)
+    _print_job(result.job, result.stats, None)
 
 
 @jobs.command("list")

@@ -44,6 +44,12 @@ class Backend(ABC):
         """Start a batch scoring job; when waiting, download predictions.csv to output_dir
         (None: the backend's default, `outputs/<job name>/` locally)."""
 
+    def download_output(self, job: JobSummary, output_dir: Path,
+                        progress: Progress | None = None) -> Path:
+        """Download a finished job's predictions file into output_dir; returns its path.
+        Optional: backends that cannot do it outside `invoke` raise NotImplementedError."""
+        raise NotImplementedError(f"The {self.name} backend downloads outputs only in invoke.")
+
     @abstractmethod
     def get_job(self, name: str) -> JobSummary:
         """The state of one scoring job."""

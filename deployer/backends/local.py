@@ -414,7 +414,9 @@ class LocalBackend(Backend):
                 return self._summary(record, job_dir)
             time.sleep(poll)
 
-    def download_output(self, summary: JobSummary, output_dir: Path, progress: Progress | None = None) -> Path:
+    def download_output(self, job: JobSummary, output_dir: Path,
+                        progress: Progress | None = None) -> Path:
+        summary = job
         record = read_record(self._job_dir(summary.name))
         blob = record.get("output_datastore_path")
         if not blob:

@@ -232,6 +232,8 @@ class JobRunner:
             if status == "Completed":
                 status, error = "Failed", f"Uploading the output to the datastore failed: {exc}"
             self._user_error(f"Uploading the output to the datastore failed: {exc}")
+        for scratch in ("work", "inputs"):  # part files and downloaded inputs
+            shutil.rmtree(self.job_dir / scratch, ignore_errors=True)
         self._save(force=True, status=status, error=error or "", finished=now(),
                    duration_seconds=round(time.monotonic() - started, 3))
         return self.record

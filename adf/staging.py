@@ -57,23 +57,12 @@ def stage(store: Datastore, prefix: str, files=STAGED_FILES,
                               "Restore it from git.")
         blob = f"{prefix}/{path.name}" if prefix else path.name
         digest = sha256_file(path)
-        uploaded = _remote_sha256(store, blob) != digest
+        uploaded = (store.metadata(blob) or {}).get(SHA256_METADATA) != digest
         if uploaded:
-            with store._errors(f"uploading '{blob}'"), path.open("rb") as handle:
-                store.client.upload_blob(blob, handle, overwrite=True,
-                                         metadata={SHA256_METADATA: digest})
+            store.upload_file(path, blob, metadata={SHA256_METADATA: digest})
         entry = StagedFile(path, blob, path.stat().st_size, uploaded)
         done.append(entry)
         if progress:
             progress(entry, index, len(files))
     return done
 
-
-def _remote_sha256(store: Datastore, blob: str) -> str | None:
-    from azure.core.exceptions import ResourceNotFoundError
-
-    with store._errors(f"reading the properties of '{blob}'"):
-        try:
-            return store.client.get_blob_client(blob).get_blob_properties().metadata.get(SHA256_METADATA)
-        except ResourceNotFoundError:
-            return None

@@ -148,9 +148,20 @@ class Datastore:
         tmp.replace(path)
         return path
 
-    def upload_file(self, path: Path, name: str, overwrite: bool = True) -> None:
+    def upload_file(self, path: Path, name: str, overwrite: bool = True,
+                    metadata: dict[str, str] | None = None) -> None:
         with self._errors(f"uploading '{name}'"), Path(path).open("rb") as handle:
-            self.client.upload_blob(name, handle, overwrite=overwrite)
+            self.client.upload_blob(name, handle, overwrite=overwrite, metadata=metadata)
+
+    def metadata(self, name: str) -> dict[str, str] | None:
+        """The blob's metadata, or None if the blob does not exist."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with self._errors(f"reading the properties of '{name}'"):
+            try:
+                return dict(self.client.get_blob_client(name).get_blob_properties().metadata)
+            except ResourceNotFoundError:
+                return None
 
     def upload_bytes(self, data: bytes, name: str, overwrite: bool = True) -> None:
         with self._errors(f"uploading '{name}'"):

@@ -55,7 +55,7 @@ var storageLinkedServiceJson = json(replace(loadTextContent('../../adf/linkedSer
 
 var batchLinkedServiceJson = json(replace(replace(replace(loadTextContent('../../adf/linkedServices/AzureBatchLinkedService.json'), '__BATCH_ACCOUNT__', batchAccount), '__BATCH_ACCOUNT_URL__', batchAccountUrl), '__BATCH_POOL_ID__', batchPoolId))
 
-// __DATASTORE_NAME__ is filled too, for the trainer's --datastore-name should the pipeline pass it.
+// __DATASTORE_NAME__ feeds the trainer's --datastore-name (the model URI in outputs.json).
 var pipelineJson = json(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName))
 
 resource factory 'Microsoft.DataFactory/factories@2018-06-01' = {

@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
+UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
 
@@ -25,14 +26,20 @@ $(NODE_STAMP): package.json package-lock.json
 
 setup: $(PY_STAMP) $(NODE_STAMP) ## Install the virtualenv and Azurite (idempotent)
 
-test: setup ## Run the test suite (starts its own Azurite on a free loopback port)
+browser: ## Install headless Chromium for the report tests (skipped with SKIP_BROWSER_TESTS=1)
+	@if [ "$${SKIP_BROWSER_TESTS:-}" != 1 ]; then scripts/ensure-chromium.sh; fi
+
+test: setup browser ## Run the test suite (starts its own Azurite on a free loopback port)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: setup local-up ## Run the whole loop on the local default target
-	@mkdir -p .local/demo
-	cd .local/demo && AZURE_STORAGE_CONNECTION_STRING="$$(../../$(PY) -c 'from workspace.settings import Settings; print(Settings.load().with_target("local").azurite_connection_string)')" \
-	  ../../$(PY) ../../trainer/main.py --iris-csv ../../data/iris_csv.csv --epochs 50 --lr 0.1 \
-	  --containerName "$$(../../$(PY) -c 'from workspace.settings import Settings; s=Settings.load(); print(s.container + "/" + s.model_prefix)')"
+demo: setup local-up ## Run the whole loop on the local default target: train, deploy, score
+	$(PY) -m adf trigger
+	$(PY) -m deployer register-and-deploy
+	$(PY) -m deployer invoke --input data/iris_csv.csv
+
+ui: setup ## MLflow UI on 127.0.0.1 over the local registry (UI_PORT=5000)
+	$(PY) -m mlflow ui --backend-store-uri "sqlite:///$$($(PY) -c 'from workspace.settings import Settings; print(Settings.load().local_path)')/mlflow.db" \
+	  --host 127.0.0.1 --port $(UI_PORT)
 
 local-up: setup ## Start Azurite on 127.0.0.1 (data in .local/) and create the datastore container
 	$(PY) -m workspace up
@@ -54,9 +61,9 @@ env-example: $(PY_STAMP) ## Regenerate .env.example from the settings definition
 	$(PY) -c "from workspace.settings import render_env_example as r; open('.env.example', 'w').write(r())"
 
 clean: local-down ## Remove the virtualenv, node_modules and local state
-	rm -rf $(VENV) node_modules .local .pytest_cache
+	rm -rf $(VENV) $(SCAN_VENV) node_modules .local .pytest_cache outputs
 
-.PHONY: help setup test demo local-up local-down local-status lock env-example clean
+.PHONY: help setup browser test demo ui local-up local-down local-status lock env-example clean
 
 # ---------------------------------------------------------------- Azure infrastructure (bicep/)
 # make deploy-infra [LOCATION=westeurope PREFIX=irisops PRIVATE_NETWORKING=false ALLOWED_IP=]

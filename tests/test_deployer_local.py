@@ -176,6 +176,15 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert re.search(r"error: Job batchjob-\S+ failed: 1 file\(s\) failed, more than "
                      r"error_threshold 0", failed.stderr)
 
+    # New content (another run, published elsewhere): a new version, the deployment follows.
+    new_model = publish_changed_copy(store, run, "models-copy")
+    moved = ok(cli("register-and-deploy", "--spec-dir", str(specs), "--model", new_model))
+    assert actions(moved) == {"model": "create", "compute": "no-op", "endpoint": "no-op",
+                              "deployment": "update"}
+    assert "model: 'iris-classifier:1' → 'iris-classifier:2'" in moved
+    assert len(registered_versions(cli.local_dir)) == 2
+    assert "iris-classifier:2" in ok(cli("status"))
+
     # Teardown asks (refuses without a terminal), then deletes with --yes.
     refused = cli("teardown")
     assert refused.returncode != 0 and "--yes" in refused.stderr
@@ -185,8 +194,29 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert "does not exist" in ok(cli("status"))
     after = cli("invoke", "--input", str(IRIS_CSV))
     assert after.returncode == 4 and "Endpoint 'iris-batch' does not exist" in after.stderr
-    assert len(registered_versions(cli.local_dir)) == 1  # models stay registered
+    assert len(registered_versions(cli.local_dir)) == 2  # models stay registered
     assert ok(cli("teardown", "--yes")).startswith("Nothing to delete")
+
+
+def publish_changed_copy(store, run, prefix: str) -> str:
+    """Publish the run again under prefix as a new run whose model differs by one harmless
+    file, with a manifest that matches (what a retrained model looks like to the deployer)."""
+    import hashlib
+    import json
+
+    new_id = uuid.uuid4().hex
+    new_prefix = f"{prefix}/{run.experiment_id}/{new_id}"
+    files = {}
+    for rel, entry in run.files.items():
+        data = store.read_bytes(f"{run.run_prefix}/{rel}")
+        if rel.endswith("model/conda.yaml"):
+            data += b"# retrained\n"
+        store.upload_bytes(data, f"{new_prefix}/{rel}")
+        files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest = store.read_json(run.manifest_path)
+    manifest.update(run_id=new_id, files=files, model_path=f"{new_prefix}/artifacts/model")
+    store.upload_bytes(json.dumps(manifest).encode(), f"{new_prefix}/manifest.json")
+    return f"{new_prefix}/artifacts/model"
 
 
 def test_quality_gate_refuses_then_force_overrides(trained, tmp_path):

@@ -345,6 +345,7 @@ class LocalBackend(Backend):
             raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
                                 "See `python -m deployer status` for the deployments.")
         input_uri = self._input_uri(input_path)
+        self.datastore.check()  # the job writes its output there: fail now, not at the end
         job_name = f"batchjob-{uuid.uuid4()}"
         job_dir = self.jobs_dir / job_name
         job_dir.mkdir(parents=True)

@@ -61,6 +61,10 @@ def cli():
       python -m deployer status
       python -m deployer jobs show batchjob-...
       python -m deployer teardown --yes
+
+    \b
+    Exit codes: 0 ok, 2 bad setting/spec, 3 datastore unreachable, 4 not found or
+    model fails verification, 5 quality gate, 6 smoke test, 7 scoring job failed.
     """
 
 

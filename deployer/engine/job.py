@@ -76,6 +76,7 @@ class _Slot:
     state: str = "starting"  # starting | idle | busy | dead
     task: tuple | None = None  # (mini-batch index, attempt)
     started: float = 0.0
+    failed_starts: int = 0
 
 
 @dataclass
@@ -347,9 +348,15 @@ class JobRunner:
                     if slot.process.sentinel in ready or (slot.conn in ready):
                         # The process exited (crash, out of memory, killed from outside).
                         code = slot.process.exitcode
-                        task = slot.task
+                        task, loading = slot.task, slot.state == "starting"
                         stop(slot, kill=True)
-                        if slot.state != "load_failed" and task is not None:
+                        if loading:
+                            slot.failed_starts += 1
+                            if slot.failed_starts >= 3:
+                                raise JobError(
+                                    f"The scoring process exited with code {code} while loading "
+                                    "the model, 3 times; see logs/user/stdout/ and logs/user/error/.")
+                        if task is not None:
                             attempt_failed(task[0], task[1], "",
                                            f"the scoring process exited with code {code}")
                         start(slot)

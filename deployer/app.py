@@ -272,6 +272,7 @@ class Deployer:
             self.progress(f"{'planning' if dry_run else 'registering'} model {source.name} "
                           f"(content {source.content_sha256[:12]})")
             model, change = self.backend.register_model(source, dry_run=dry_run, spec=specs.model)
+            sample = _input_example(source.local_dir)
         result.model = model
         result.changes.append(change)
         self.progress(_change_line(change, dry_run))
@@ -285,18 +286,19 @@ class Deployer:
         result.changes.append(change)
         self.progress(_change_line(change, dry_run))
         if smoke and not dry_run:
-            result.smoke = self.smoke_test()
+            result.smoke = self.smoke_test(sample)
         return result
 
-    def smoke_test(self) -> SmokeResult:
-        """Score a few known rows through the endpoint and check the output's shape."""
+    def smoke_test(self, sample: tuple[list, list] | None = None) -> SmokeResult:
+        """Score a few rows (the model's input example, else Iris rows) through the
+        endpoint and check the output: one line per row, in order, Azure ML's format."""
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="deployer-smoke-") as tmp:
             tmp = Path(tmp)
-            sample = tmp / "smoke.csv"
-            rows = _write_smoke_rows(sample)
+            sample_path = tmp / "smoke.csv"
+            rows = _write_smoke_rows(sample_path, sample)
             self.progress(f"smoke test: scoring {rows} rows through {self.endpoint_name}")
-            job = self.backend.invoke(self.endpoint_name, str(sample),
+            job = self.backend.invoke(self.endpoint_name, str(sample_path),
                                       deployment=self.specs.deployment.name,
                                       output_dir=tmp / "out", wait=True, progress=self.progress)
             if job.status != "Completed":
@@ -392,22 +394,34 @@ def _change_line(change: Change, dry_run: bool) -> str:
     return f"{change.kind} {change.name}: {verb}" + (f" ({change.detail})" if change.detail else "")
 
 
-def _write_smoke_rows(path: Path) -> int:
-    """A few rows of the Iris data set with the label column removed."""
+def _input_example(model_dir: Path | None) -> tuple[list, list] | None:
+    """(columns, rows) of the model's saved input example (pandas 'split' orient), if any."""
+    try:
+        example = json.loads((Path(model_dir) / "input_example.json").read_text())
+        columns, rows = list(example["columns"]), [list(r) for r in example["data"]]
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
+    return (columns, rows[:SMOKE_ROWS]) if columns and rows else None
+
+
+def _write_smoke_rows(path: Path, sample: tuple[list, list] | None) -> int:
+    """Write the sample (else a few Iris rows without the label) as a CSV; returns rows."""
     import csv
 
-    source = REPO_ROOT / "data" / "iris_csv.csv"
-    with source.open(newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        keep = [i for i, name in enumerate(header) if name != "species"]
-        rows = [row for _, row in zip(range(150), reader)]
-    picked = rows[:: max(1, len(rows) // SMOKE_ROWS)][:SMOKE_ROWS]
+    if sample is None:
+        with (REPO_ROOT / "data" / "iris_csv.csv").open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            keep = [i for i, name in enumerate(header) if name != "species"]
+            rows = list(reader)
+        picked = rows[:: max(1, len(rows) // SMOKE_ROWS)][:SMOKE_ROWS]
+        sample = ([header[i] for i in keep], [[row[i] for i in keep] for row in picked])
+    columns, rows = sample
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow([header[i] for i in keep])
-        writer.writerows([[row[i] for i in keep] for row in picked])
-    return len(picked)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return len(rows)
 
 
 def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:

@@ -437,7 +437,3 @@ def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
             return path
     return None
 
-
-def plan_json(result: DeployResult) -> str:
-    return json.dumps({"dry_run": result.dry_run, "run_id": result.run_id,
-                       "changes": [c.__dict__ for c in result.changes]}, indent=2)

@@ -2,7 +2,6 @@
 → invoke → status/jobs → teardown, against a real Azurite and a real MLflow registry."""
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil

@@ -1,0 +1,56 @@
+"""The application layer's own rules, without a backend: content digest, quality gate,
+model path parsing and the prediction summary."""
+from __future__ import annotations
+
+import pytest
+
+from deployer.app import (QualityGateError, _datastore_path, content_digest, prediction_stats)
+from workspace.errors import ConfigError
+from workspace.published import PublishedRun
+
+
+def _run(**metrics) -> PublishedRun:
+    return PublishedRun(manifest_path="models/1/r1/manifest.json", run_id="r1", experiment_id="1",
+                        created="2026-01-01T00:00:00+00:00",
+                        model_path="models/1/r1/artifacts/model", metrics=metrics)
+
+
+def test_content_digest_depends_on_file_hashes_only():
+    files = {"MLmodel": {"sha256": "a" * 64, "size": 1}, "model.skops": {"sha256": "b" * 64, "size": 2}}
+    same = dict(reversed(list(files.items())))
+    assert content_digest(files) == content_digest(same)
+    changed = {**files, "model.skops": {"sha256": "c" * 64, "size": 2}}
+    assert content_digest(changed) != content_digest(files)
+
+
+def test_quality_gate():
+    from deployer.app import Deployer
+
+    assert Deployer.quality_gate(_run(test_accuracy=0.95), 0.9, force=False) == ""
+    with pytest.raises(QualityGateError, match=r"test_accuracy 0\.850, below the quality gate of 0\.9"):
+        Deployer.quality_gate(_run(test_accuracy=0.85), 0.9, force=False)
+    with pytest.raises(QualityGateError, match="reports no test_accuracy"):
+        Deployer.quality_gate(_run(), 0.9, force=False)
+    assert "deployed anyway" in Deployer.quality_gate(_run(test_accuracy=0.5), 0.9, force=True)
+
+
+def test_model_paths_are_datastore_paths():
+    uri = "azureml://datastores/workspaceblobstore/paths/models/1/r1/artifacts/model"
+    assert _datastore_path(uri, "workspaceblobstore") == "models/1/r1/artifacts/model"
+    assert _datastore_path("/models/1/r1/artifacts/model/", "workspaceblobstore") == "models/1/r1/artifacts/model"
+    with pytest.raises(ConfigError, match="names datastore 'other'"):
+        _datastore_path(uri.replace("workspaceblobstore", "other"), "workspaceblobstore")
+    with pytest.raises(ConfigError, match="is not a datastore path"):
+        _datastore_path("s3://bucket/model", "workspaceblobstore")
+
+
+def test_prediction_stats_counts_rows_classes_and_files(tmp_path):
+    path = tmp_path / "predictions.csv"
+    path.write_text("0,setosa,a.csv\n1,virginica,a.csv\n0,setosa,b.csv\n")
+    stats = prediction_stats(path)
+    assert stats.rows == 3
+    assert stats.classes == {"setosa": 2, "virginica": 1}
+    assert stats.files == {"a.csv": 2, "b.csv": 1}
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert prediction_stats(empty).rows == 0

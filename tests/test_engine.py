@@ -201,7 +201,11 @@ def test_error_threshold_exceeded_fails_the_job(trained, small_folder, tmp_path)
     record, job_dir = run_job(tmp_path, settings, model_dir, str(small_folder), error_threshold=1)
     assert record["status"] == "Failed"
     assert "2 file(s) failed, more than error_threshold 1" in record["error"]
-    assert "error_threshold 1" in error_log(job_dir)
+    errors = error_log(job_dir)
+    assert "error_threshold 1" in errors
+    # Scoring stopped at c.csv: a.csv is in the output, d.csv is named as not scored.
+    assert {line[2] for line in predictions(job_dir)} == {"a.csv"}
+    assert re.search(r"d\.csv: not scored: the job stopped \(2 file\(s\) failed", errors)
 
 
 def test_failures_within_error_threshold_complete_and_a_failing_file_fails_its_mini_batch(

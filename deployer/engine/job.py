@@ -383,7 +383,25 @@ class JobRunner:
         finally:
             for slot in slots:
                 stop(slot, kill=bool(threshold_error) or len(final) < len(batches))
+            self._account_for_the_rest(batches, final, next_write, out, threshold_error)
         return threshold_error
+
+    def _account_for_the_rest(self, batches, final: dict, next_write: int, out,
+                              reason: str) -> None:
+        """A job that stops early still accounts for every row: finished mini-batches are
+        appended, the files of the others are named in logs/user/error.txt."""
+        why = (f"not scored: the job stopped ({reason.split(';')[0]})" if reason
+               else "not scored: the job stopped before its mini-batch ran")
+        for index in range(next_write, len(batches)):
+            result = final.get(index)
+            if result is None:
+                for path in batches[index]:
+                    self._user_error(f"{Path(path).name}: {why}")
+            elif result[0] == "ok" and out is not None and Path(result[1]).is_file():
+                with open(result[1], "rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 20)
+        if out is not None:
+            out.flush()
 
     def _handle(self, slot: _Slot, message: tuple, parts: Path, final: dict, attempt_failed) -> None:
         kind = message[0]

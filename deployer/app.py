@@ -258,9 +258,11 @@ class Deployer:
                             min_accuracy: float = DEFAULT_MIN_ACCURACY,
                             smoke: bool = False) -> DeployResult:
         specs = self.specs
+        validate_specs(specs)
         run = self.find_run(model_path, run_id)
-        self.progress(f"run {run.run_id} (created {run.created}), "
-                      f"{QUALITY_METRIC} {run.metrics.get(QUALITY_METRIC, 'n/a')}")
+        accuracy = run.metrics.get(QUALITY_METRIC)
+        self.progress(f"run {run.run_id} (created {run.created}), {QUALITY_METRIC} "
+                      + (f"{float(accuracy):.3f}" if accuracy is not None else "n/a"))
         note = self.quality_gate(run, min_accuracy, force)
         if note:
             self.progress(note)
@@ -360,6 +362,50 @@ class Deployer:
 
 
 # ---------------------------------------------------------------------- helpers
+
+ENDPOINT_NAME = r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
+
+
+def validate_specs(specs: DeploymentSpecs) -> None:
+    """Check the specs against each other and Azure ML's rules before changing anything."""
+    import re
+
+    endpoint, deployment, compute = specs.endpoint, specs.deployment, specs.compute
+    name = str(endpoint.name)
+    if not 3 <= len(name) <= 32 or not re.fullmatch(ENDPOINT_NAME, name):
+        raise ConfigError(f"{endpoint.path}: endpoint name '{name}' is invalid.",
+                          "Use 3-32 letters, digits and dashes, starting with a letter and not "
+                          "ending with a dash (unique per Azure region).")
+    data = deployment.data
+    if data.get("endpoint_name") != name:
+        raise ConfigError(f"{deployment.path}: endpoint_name '{data.get('endpoint_name')}' is not "
+                          f"the endpoint of {endpoint.path.name} ('{name}').",
+                          "Make them the same.")
+    wanted_compute = str(data.get("compute", "")).removeprefix("azureml:")
+    if wanted_compute != compute.name:
+        raise ConfigError(f"{deployment.path}: compute '{data.get('compute')}' is not the cluster "
+                          f"of {compute.path.name} ('{compute.name}').",
+                          f"Set compute: azureml:{compute.name}.")
+    settings = dict(data.get("settings") or {})
+    retry = dict(settings.get("retry_settings") or {})
+    checks = [("settings.mini_batch_size", settings.get("mini_batch_size", 10), 1),
+              ("settings.max_concurrency_per_instance", settings.get("max_concurrency_per_instance", 1), 1),
+              ("resources.instance_count", (data.get("resources") or {}).get("instance_count", 1), 1),
+              ("settings.error_threshold", settings.get("error_threshold", -1), -1),
+              ("settings.retry_settings.max_retries", retry.get("max_retries", 3), 0),
+              ("settings.retry_settings.timeout", retry.get("timeout", 30), 1)]
+    for key, value, minimum in checks:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{deployment.path}: {key} is {value!r}; it must be a whole number "
+                              f"of at least {minimum}.")
+    action = str(settings.get("output_action", "append_row")).lower()
+    if action not in ("append_row", "summary_only"):
+        raise ConfigError(f"{deployment.path}: settings.output_action is '{action}'.",
+                          "Use append_row or summary_only.")
+    if action == "summary_only" and settings.get("output_file_name"):
+        raise ConfigError(f"{deployment.path}: output_action summary_only cannot have an "
+                          "output_file_name.", "Remove output_file_name or use append_row.")
+
 
 
 def _datastore_path(value: str, datastore_name: str) -> str:

@@ -54,3 +54,22 @@ def test_prediction_stats_counts_rows_classes_and_files(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert prediction_stats(empty).rows == 0
+
+
+@pytest.mark.parametrize("kind, change, message", [
+    ("endpoint", {"name": "9bad"}, "endpoint name '9bad' is invalid"),
+    ("deployment", {"endpoint_name": "other"}, "endpoint_name 'other' is not the endpoint"),
+    ("deployment", {"compute": "azureml:gpu"}, "compute 'azureml:gpu' is not the cluster"),
+    ("deployment", {"settings": {"mini_batch_size": 0}}, "settings.mini_batch_size is 0"),
+    ("deployment", {"settings": {"mini_batch_size": 2, "retry_settings": {"timeout": "30s"}}},
+     "settings.retry_settings.timeout is '30s'"),
+    ("deployment", {"settings": {"output_action": "summary_only", "output_file_name": "p.csv"}},
+     "summary_only cannot have an output_file_name"),
+])
+def test_specs_are_checked_before_anything_changes(kind, change, message):
+    from deployer.app import validate_specs
+    from deployer.spec import load_specs
+
+    validate_specs(load_specs())  # the shipped specs are valid
+    with pytest.raises(ConfigError, match=message):
+        validate_specs(load_specs(overrides={kind: change}))

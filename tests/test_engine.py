@@ -243,6 +243,7 @@ def test_parallel_workers_keep_the_output_in_input_order(trained, tmp_path):
 # ---------------------------------------------------------------------- timeouts and retries
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # mlflow's advice on saving a PythonModel
 def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
     from tests.support.slow_model import save_slow_model
 
@@ -260,6 +261,7 @@ def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
     assert "mini-batch 0 attempt 1 failed, retrying: timed out after 3 s" in error_log(job_dir)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_mini_batch_that_always_times_out_fails_its_files(trained, tmp_path):
     from tests.support.slow_model import save_slow_model
 

@@ -77,3 +77,10 @@ def test_a_model_without_signature_is_refused(tmp_path):
     (tmp_path / "MLmodel").write_text("flavors: {}\n")
     with pytest.raises(SignatureError, match="has no input signature"):
         read_signature(tmp_path)
+
+
+def test_a_byte_order_mark_and_windows_line_ends_are_accepted(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\r\n1.5,2\r\n")
+    (frame,) = frames(path)
+    assert frame.to_dict("list") == {"a": [1.5], "b": [2]}

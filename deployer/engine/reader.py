@@ -50,7 +50,7 @@ def read_batches(path: Path, columns: list[Column], batch_rows: int = DEFAULT_BA
 
 def _csv_header(path: Path) -> list[str]:
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM is not a name
             header = next(csv.reader(handle), None)
     except UnicodeDecodeError:
         raise FileError(path.name, "the file is not UTF-8 text; a CSV file with a header row "
@@ -108,7 +108,7 @@ def _conversion_error(path: Path, header: list[str], columns: list[Column], exc)
 
 def _find_row(path: Path, index: int, value: str) -> int | None:
     """The 0-based data row holding value in column index (error path only)."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         next(reader, None)
         for row, fields in enumerate(reader):

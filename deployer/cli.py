@@ -250,7 +250,9 @@ def status(n_jobs, target, spec_dir):
     deployer, settings = _make(target, spec_dir, quiet=True)
     info = deployer.status(jobs=n_jobs)
     console = _console()
-    console.print(f"target    {settings.target}" + (f"  (registry {info['registry']})"
+    console.print(f"target    {settings.target}" + (f"  (registry {info['registry']}; browse it "
+                                                     f"with `mlflow ui --backend-store-uri "
+                                                     f"{info['registry']}`)"
                                                      if info.get("registry") else ""))
     models = Table(title="registered models", title_justify="left")
     for column in ("name", "version", "run_id", "test_accuracy", "data_sha256"):

@@ -274,3 +274,29 @@ def test_a_mini_batch_that_always_times_out_fails_its_files(trained, tmp_path):
     assert record["retries"] == 1
     assert "iris_csv.csv: timed out after 2 s" in error_log(job_dir)
     assert predictions(job_dir) == []
+
+
+# ---------------------------------------------------------------------- datastore inputs
+
+
+def test_a_datastore_file_is_read_from_azurite(trained, tmp_path):
+    settings, store, model_dir, model = trained
+    store.upload_file(IRIS_CSV, "inputs/one/iris.csv")
+    store.upload_bytes(b"x", "inputs/one/iris.csv.extra")  # a neighbour is not read
+    record, job_dir = run_job(tmp_path, settings, model_dir,
+                              settings.datastore_uri("inputs/one/iris.csv"))
+    assert record["status"] == "Completed" and record["files_total"] == 1
+    assert predictions(job_dir) == expected_lines(model, iris(), "iris.csv")
+    assert not (job_dir / "inputs").exists()  # downloaded inputs are removed after the job
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("azureml://datastores/workspaceblobstore/paths/nothing/here/",
+     "has no files in datastore 'workspaceblobstore'"),
+    ("azureml://datastores/otherstore/paths/x.csv", "names datastore 'otherstore'"),
+])
+def test_a_datastore_input_that_cannot_be_read_fails_the_job_clearly(trained, tmp_path, uri, message):
+    settings, _, model_dir, _ = trained
+    record, job_dir = run_job(tmp_path, settings, model_dir, uri)
+    assert record["status"] == "Failed" and message in record["error"]
+    assert message in error_log(job_dir)

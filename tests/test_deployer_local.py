@@ -184,7 +184,14 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert len(registered_versions(cli.local_dir)) == 2
     assert "iris-classifier:2" in ok(cli("status"))
 
-    # Teardown asks (refuses without a terminal), then deletes with --yes.
+    unknown = cli("invoke", "--input", str(IRIS_CSV), "--deployment", "nope")
+    assert unknown.returncode == 4
+    assert "Deployment 'nope' does not exist on endpoint 'iris-batch'" in unknown.stderr
+
+    # Teardown shows what it would delete, asks (refuses without a terminal), deletes with --yes.
+    planned = ok(cli("teardown", "--dry-run"))
+    assert "deployment iris-mlflow, endpoint iris-batch, compute cpu-cluster" in planned
+    assert "nothing was deleted" in planned and "iris-mlflow" in ok(cli("status"))
     refused = cli("teardown")
     assert refused.returncode != 0 and "--yes" in refused.stderr
     gone = ok(cli("teardown", "--yes"))

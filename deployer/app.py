@@ -17,7 +17,6 @@ import json
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,6 @@ from workspace.settings import REPO_ROOT, Settings
 DEFAULT_MIN_ACCURACY = 0.9
 QUALITY_METRIC = "test_accuracy"
 SMOKE_ROWS = 5
-PREDICTION_COLUMNS = ("row", "prediction", "file_name")
 
 Progress = Callable[[str], None]
 
@@ -78,17 +76,11 @@ class DeployResult:
 
 
 @dataclass
-class PredictionStats:
-    rows: int = 0
-    classes: dict = field(default_factory=dict)
-    files: dict = field(default_factory=dict)
-
-
-@dataclass
 class InvokeResult:
     job: JobSummary
-    stats: PredictionStats | None
+    stats: "PredictionStats | None"  # deployer.report.PredictionStats
     seconds: float
+    predictions: Path | None = None  # the downloaded predictions.csv
 
 
 def content_digest(model_files: dict) -> str:
@@ -113,29 +105,11 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
         return ""
 
 
-def prediction_stats(path: Path) -> PredictionStats:
-    """Rows, class counts and rows per file of a predictions.csv (streamed)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def prediction_stats(path: Path):
+    """Rows per class and per file of a predictions.csv (streamed; see deployer.report)."""
+    from deployer.report import summarize_predictions
 
-    stats = PredictionStats()
-    classes: Counter = Counter()
-    files: Counter = Counter()
-    if Path(path).stat().st_size == 0:
-        return stats
-    reader = pacsv.open_csv(
-        path, read_options=pacsv.ReadOptions(column_names=list(PREDICTION_COLUMNS)),
-        convert_options=pacsv.ConvertOptions(column_types={"row": pa.int64(), "prediction": pa.string(),
-                                                           "file_name": pa.string()}))
-    for batch in reader:
-        stats.rows += batch.num_rows
-        for column, counter in ((1, classes), (2, files)):
-            counts = batch.column(column).value_counts()
-            for item in counts.to_pylist():
-                counter[item["values"]] += item["counts"]
-    stats.classes = dict(classes.most_common())
-    stats.files = dict(sorted(files.items()))
-    return stats
+    return summarize_predictions(path)
 
 
 class Deployer:
@@ -325,13 +299,11 @@ class Deployer:
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
                                   progress=self.progress)
-        stats = None
+        path = None
         if wait and job.status == "Completed":
             path = _local_predictions(job, Path(output_dir) if output_dir else None)
-            if path is not None:
-                stats = prediction_stats(path)
-        result = InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started)
-        return result
+        return InvokeResult(job=job, stats=prediction_stats(path) if path else None,
+                            seconds=time.monotonic() - started, predictions=path)
 
     def job(self, name: str) -> JobSummary:
         return self.backend.get_job(name)
@@ -349,7 +321,7 @@ class Deployer:
         except NotImplementedError as exc:
             raise ConfigError(str(exc), "Use `invoke` without --no-wait to download on success.")
         return InvokeResult(job=job, stats=prediction_stats(Path(path)),
-                            seconds=time.monotonic() - started)
+                            seconds=time.monotonic() - started, predictions=Path(path))
 
     def status(self, jobs: int = 5) -> dict:
         info = self.backend.describe(self.endpoint_name)

@@ -153,9 +153,11 @@ def _print_deploy(result, settings) -> None:
               help="Where to download predictions.csv (default: outputs/<job name>/).")
 @click.option("--no-wait", is_flag=True, help="Start the job and return; follow it with "
               "`python -m deployer jobs show NAME`.")
+@click.option("--report", is_flag=True, help="Also write report.html beside predictions.csv: "
+              "class distribution chart, rows/s, failed files.")
 @target_option
 @spec_dir_option
-def invoke(input_path, deployment, output_dir, no_wait, target, spec_dir):
+def invoke(input_path, deployment, output_dir, no_wait, report, target, spec_dir):
     """Start a batch scoring job, follow it, and download predictions.csv.
 
     \b
@@ -166,7 +168,7 @@ def invoke(input_path, deployment, output_dir, no_wait, target, spec_dir):
     \b
     Examples:
       python -m deployer invoke --input data/iris_csv.csv
-      python -m deployer invoke --input scoring/ --output-dir results/
+      python -m deployer invoke --input scoring/ --output-dir results/ --report
       python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/ --no-wait
     """
     from deployer.app import JobFailed
@@ -180,6 +182,12 @@ def invoke(input_path, deployment, output_dir, no_wait, target, spec_dir):
                    "`python -m deployer status` and `python -m deployer jobs show NAME`.", err=True)
         sys.exit(130)
     _print_job(result.job, result.stats, None if no_wait else result.seconds)
+    if report and result.predictions is not None:
+        from deployer.report import failed_files_of, write_report
+
+        path = result.predictions.parent / "report.html"
+        write_report(path, result.stats, result.job, result.seconds, failed_files_of(result.job))
+        click.echo(f"report    {path}")
     if no_wait:
         click.echo(f"Follow it with: python -m deployer jobs show {result.job.name}")
         return
@@ -208,8 +216,6 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
         table.add_row("files", f"{job.files_total} total, {job.files_failed or 0} failed")
     if job.mini_batches_total is not None:
         table.add_row("mini-batches", f"{job.mini_batches_done or 0}/{job.mini_batches_total} succeeded")
-    if stats is not None and stats.classes:
-        table.add_row("classes", ", ".join(f"{k}: {v}" for k, v in stats.classes.items()))
     took = job.duration_seconds if job.duration_seconds is not None else seconds
     if took is not None:
         table.add_row("time", f"{took:.1f} s" + (f" (job), {seconds:.1f} s (total)"
@@ -228,6 +234,10 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
     if len(job.failed_files or []) > 10:
         table.add_row("", f"... {len(job.failed_files) - 10} more in logs/user/error.txt")
     console.print(table)
+    if stats is not None:
+        from deployer.report import format_class_summary
+
+        console.print("\n".join(format_class_summary(stats)), markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------- status and jobs

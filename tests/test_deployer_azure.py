@@ -475,6 +475,21 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     assert any("Completed" in m for m in messages) and any("downloading" in m for m in messages)
 
 
+def test_download_output_fetches_a_finished_jobs_predictions_again(
+        backend, fake, specs, blob_store, tmp_path, sleeps):
+    deploy(backend, specs)
+    backend._datastore = blob_store
+    predictions = b"0,Iris-setosa,a.csv\n"
+    fake.on_complete = lambda job: blob_store.upload_bytes(predictions, fake.output_path(job) + "predictions.csv")
+    job = backend.invoke("iris-batch", str(REPO_ROOT / "data" / "iris_csv.csv"), wait=True,
+                         output_dir=tmp_path / "first")
+
+    again = backend.download_output(backend.get_job(job.name), tmp_path / "second")
+
+    assert again == tmp_path / "second" / "named-outputs" / "score" / "predictions.csv"
+    assert again.read_bytes() == predictions
+
+
 def test_a_previous_jobs_predictions_do_not_pass_for_a_new_job(deployed, fake, blob_store, tmp_path):
     stale = tmp_path / "out" / "named-outputs" / "score" / "predictions.csv"
     stale.parent.mkdir(parents=True)

@@ -112,7 +112,7 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
 
     # Score the Iris file: 150 lines in Azure ML's format, equal to the model's own predict.
     started = time.monotonic()
-    scored = cli("invoke", "--input", str(IRIS_CSV))
+    scored = cli("invoke", "--input", str(IRIS_CSV), "--report")
     invoke_seconds = time.monotonic() - started
     out = ok(scored)
     job = re.search(r"job (batchjob-[0-9a-f-]{36})", out).group(1)
@@ -123,7 +123,11 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     expected = [f"{i},{p},iris_csv.csv" for i, p in enumerate(model.predict(iris[FEATURES]))]
     assert lines == expected
     assert re.search(r"rows scored\s+│ 150\s", out) and re.search(r"files\s+│ 1 total, 0 failed", out)
-    assert re.search(r"classes\s+│ .*setosa: \d+", out)
+    counts = pd.Series([line.split(",")[1] for line in lines]).value_counts()
+    for label, count in counts.items():  # the per-class summary below the table
+        assert re.search(rf"^{label}\s+{count}\s+{count / 150:.1%}$", out, re.M), label
+    report = (output.parent / "report.html").read_text()
+    assert "<svg" in report and all(f'data-count="{c}"' in report for c in counts)
     assert "Running" in scored.stderr and "Completed" in scored.stderr  # progress was shown
     print(f"invoke on iris: {invoke_seconds:.1f} s")
 

@@ -49,8 +49,8 @@ def test_prediction_stats_counts_rows_classes_and_files(tmp_path):
     path.write_text("0,setosa,a.csv\n1,virginica,a.csv\n0,setosa,b.csv\n")
     stats = prediction_stats(path)
     assert stats.rows == 3
-    assert stats.classes == {"setosa": 2, "virginica": 1}
-    assert stats.files == {"a.csv": 2, "b.csv": 1}
+    assert stats.per_class == {"setosa": 2, "virginica": 1}
+    assert stats.per_file == {"a.csv": 2, "b.csv": 1}
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert prediction_stats(empty).rows == 0

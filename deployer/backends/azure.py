@@ -339,7 +339,8 @@ class AzureBackend(Backend):
             return summary
         summary = self._wait_for_job(job.name, summary, progress)
         if summary.status == "Completed":
-            self._download_predictions(summary, Path(output_dir or "."), progress)
+            self._download_predictions(summary, Path(output_dir or Path("outputs") / summary.name),
+                                       progress)
         return summary
 
     def _remote_input(self, input_path: str, progress: Progress | None) -> tuple[str, bool]:
@@ -385,6 +386,11 @@ class AzureBackend(Backend):
         merged.deployment = merged.deployment or summary.deployment
         merged.input = merged.input or summary.input
         return merged
+
+    def download_output(self, job: JobSummary, output_dir: Path,
+                        progress: Progress | None = None) -> Path:
+        self._download_predictions(job, Path(output_dir), progress)
+        return Path(job.output_path)
 
     def _download_predictions(self, summary: JobSummary, output_dir: Path,
                               progress: Progress | None) -> None:

@@ -37,6 +37,8 @@ OUTPUTS: dict[str, str] = {
     "DATASTORE_CONTAINER": "datastoreContainer",
     "MODEL_PREFIX": "modelPrefix",
     "STAGING_PREFIX": "stagingPrefix",
+    "BATCH_ENDPOINT_NAME": "batchEndpointName",
+    "AML_COMPUTE_IDENTITY_ID": "amlComputeIdentityId",
 }
 HEADER = "# --- Azure target (written by make deploy-infra) ---"
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")

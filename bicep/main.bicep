@@ -84,6 +84,8 @@ var names = {
   factoryIdentity: '${prefix}-adf-id'
   amlComputeIdentity: '${prefix}-aml-compute-id'
   network: '${prefix}-${suffix}'
+  // Batch endpoint names are unique per region: prefix + suffix, at most 32 characters.
+  batchEndpoint: take('${prefix}-iris-${suffix}', 32)
 }
 var storageKeySecretName = 'storage-account-key'
 
@@ -292,6 +294,8 @@ output datastoreName string = workspace.outputs.datastoreName
 output datastoreContainer string = storage.outputs.containerName
 output modelPrefix string = modelPrefix
 output stagingPrefix string = stagingPrefix
+output batchEndpointName string = names.batchEndpoint
+output amlComputeIdentityId string = identities.outputs.amlComputeIdentityId
 
 // ---- Further ids for scripts and the portal (no keys).
 output keyVaultUri string = keyVault.outputs.keyVaultUri
@@ -301,7 +305,6 @@ output amlWorkspaceId string = workspace.outputs.workspaceId
 output batchAccountId string = batch.outputs.batchAccountId
 output adfFactoryId string = dataFactory.outputs.factoryId
 output poolIdentityId string = identities.outputs.poolIdentityId
-// For the Azure ML compute cluster (the deployer's compute spec): identity with datastore access.
-output amlComputeIdentityId string = identities.outputs.amlComputeIdentityId
+// The scoring cluster's identity (its resource id is AML_COMPUTE_IDENTITY_ID above).
 output amlComputeIdentityClientId string = identities.outputs.amlComputeIdentityClientId
 output amlComputeSubnetId string = privateNetworking ? network.outputs.amlComputeSubnetId : ''

@@ -105,6 +105,20 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
         return ""
 
 
+def spec_overrides(settings) -> dict[str, dict]:
+    """Spec values that come from settings: the region-unique endpoint name, and the
+    identity the scoring cluster runs as (written by make deploy-infra)."""
+    overrides: dict[str, dict] = {}
+    if settings.batch_endpoint_name:
+        overrides["endpoint"] = {"name": settings.batch_endpoint_name}
+        overrides["deployment"] = {"endpoint_name": settings.batch_endpoint_name}
+    if settings.aml_compute_identity_id:
+        overrides["compute"] = {"identity": {
+            "type": "user_assigned",
+            "user_assigned_identities": [{"resource_id": settings.aml_compute_identity_id}]}}
+    return overrides
+
+
 def prediction_stats(path: Path):
     """Rows per class and per file of a predictions.csv (streamed; see deployer.report)."""
     from deployer.report import summarize_predictions
@@ -144,7 +158,7 @@ class Deployer:
     @property
     def specs(self) -> DeploymentSpecs:
         if self._specs is None:
-            self._specs = load_specs(self.spec_dir)
+            self._specs = load_specs(self.spec_dir, spec_overrides(self.settings))
         return self._specs
 
     @property

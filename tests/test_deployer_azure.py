@@ -275,6 +275,26 @@ def test_settings_names_reach_the_requests(backend, fake):
     assert dep.body["properties"]["compute"].endswith("/computes/cpu-team2")
 
 
+def test_deploy_infra_settings_name_the_endpoint_and_the_cluster_identity(azure_settings, backend, fake):
+    from dataclasses import replace
+
+    from deployer.app import spec_overrides
+
+    identity = ("/subscriptions/sub/resourceGroups/rg/providers/Microsoft.ManagedIdentity/"
+                "userAssignedIdentities/irisops-aml-compute-id")
+    settings = replace(azure_settings, batch_endpoint_name="irisops-iris-x7k2qm",
+                       aml_compute_identity_id=identity)
+    specs = load_specs(overrides=spec_overrides(settings))
+    deploy(backend, specs)
+
+    compute = puts(fake, "/computes/cpu-cluster")[0]
+    assert compute.body["identity"] == {"type": "UserAssigned", "userAssignedIdentities": {identity: {}}}
+    assert puts(fake, "/batchEndpoints/irisops-iris-x7k2qm/deployments/iris-mlflow")
+    before = len(fake.requests)
+    assert [c.action for c in deploy(backend, specs)[1]] == [NO_OP] * 4
+    assert [r for r in fake.requests[before:] if r.method != "GET"] == []
+
+
 def test_a_cluster_cannot_be_resized(backend, specs):
     backend.ensure_compute(specs.compute)
     bigger = load_specs(overrides={"compute": {"size": "Standard_DS4_v2"}})

@@ -62,6 +62,12 @@ class Settings:
     batch_pool_id: str = _key("BATCH_POOL_ID", "Batch pool that runs the trainer.", "dsvm-pool")
     pool_identity_client_id: str = _key("POOL_IDENTITY_CLIENT_ID",
                                         "Client id of the pool's user-assigned identity.")
+    batch_endpoint_name: str = _key("BATCH_ENDPOINT_NAME",
+                                    "Batch endpoint name, unique per region (empty: the name "
+                                    "in deployer/specs/endpoint.yml).")
+    aml_compute_identity_id: str = _key("AML_COMPUTE_IDENTITY_ID",
+                                        "Resource id of the identity the scoring cluster runs "
+                                        "as (reads the datastore).")
 
     # ------------------------------------------------------------------ loading
 

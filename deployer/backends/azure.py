@@ -553,6 +553,9 @@ def _compute_state(compute) -> dict:
         "max_instances": int(compute.max_instances or 0),
         "idle_time_before_scale_down": int(compute.idle_time_before_scale_down or 0),
         "tier": str(compute.tier or "dedicated").lower().replace("_", ""),
+        "identities": sorted(str(i.resource_id).lower() for i in
+                             getattr(getattr(compute, "identity", None), "user_assigned_identities",
+                                     None) or []),
     }
 
 

@@ -25,20 +25,36 @@ def azurite(tmp_path_factory):
         yield process
 
 
-@pytest.fixture
-def settings(azurite, tmp_path) -> Settings:
-    """Local-target settings isolated from the developer's .env and environment."""
+def isolated_settings(azurite, tmp_path: Path) -> Settings:
+    """Local-target settings on a fresh container, isolated from .env and the environment."""
     return Settings.load(env_file=tmp_path / "no.env", environ={},
                          azurite_port=str(azurite.port),
                          container=f"t{uuid.uuid4().hex[:16]}",
                          local_dir=str(tmp_path / "local"))
 
 
-@pytest.fixture
-def datastore(settings) -> Datastore:
+def container_datastore(settings: Settings) -> Datastore:
     store = Datastore.from_settings(settings)
     store.ensure_container()
     return store
+
+
+@pytest.fixture
+def settings(azurite, tmp_path) -> Settings:
+    return isolated_settings(azurite, tmp_path)
+
+
+@pytest.fixture
+def datastore(settings) -> Datastore:
+    return container_datastore(settings)
+
+
+def train_iris(azurite, settings: Settings, cwd: Path, *extra: str, csv: Path = IRIS_CSV,
+               container: str | None = None) -> subprocess.CompletedProcess:
+    """The ADF command's training run on the Iris data, publishing to settings' container."""
+    return run_trainer(cwd, "--iris-csv", str(csv), "--epochs", "50", "--lr", "0.1",
+                       "--containerName", f"{container or settings.container}/{settings.model_prefix}",
+                       *extra, connection_string=azurite.connection_string)
 
 
 def run_trainer(cwd: Path, *args: str, connection_string: str | None = None,

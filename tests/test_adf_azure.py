@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from adf.azure_backend import AzureBackend
 from adf.cli import cli
 from adf.definitions import filled, load_definitions
-from tests.support.fake_datafactory import FakeAzure, RunPlan, StaticTokenCredential
+from tests.support.fake_datafactory import FakeAzure, RunPlan
+from tests.support.fake_http import StaticTokenCredential
 from tests.test_adf_definitions import AZURE_VALUES
 from workspace.errors import ConfigError
 from workspace.settings import AZURITE_KEY, Settings

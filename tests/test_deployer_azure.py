@@ -14,7 +14,8 @@ from deployer.backends.azure import (AzureAuthError, AzureBackend, AzureError, A
                                      AzureQuotaError, validate_endpoint_name)
 from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, ModelSource
 from deployer.spec import SPEC_DIR, load_specs
-from tests.support.fake_azureml import FakeAzureML, FakeCredential
+from tests.support.fake_azureml import FakeAzureML
+from tests.support.fake_http import StaticTokenCredential
 from workspace.errors import ConfigError
 from workspace.settings import REPO_ROOT, Settings
 
@@ -48,7 +49,7 @@ def sleeps() -> list:
 
 @pytest.fixture
 def backend(azure_settings, fake, sleeps) -> AzureBackend:
-    return AzureBackend(azure_settings, credential=FakeCredential(),
+    return AzureBackend(azure_settings, credential=StaticTokenCredential(),
                         client_kwargs={"transport": fake}, poll_seconds=0, sleep=sleeps.append)
 
 
@@ -353,7 +354,7 @@ def test_valid_endpoint_names_pass(name):
 
 def test_missing_workspace_settings_name_the_keys(tmp_path):
     settings = Settings.load(env_file=tmp_path / "no.env", environ={}, target="azure")
-    backend = AzureBackend(settings, credential=FakeCredential())
+    backend = AzureBackend(settings, credential=StaticTokenCredential())
     with pytest.raises(ConfigError) as err:
         backend.ensure_compute(load_specs().compute)
     assert "AZURE_SUBSCRIPTION_ID" in str(err.value) and "AML_WORKSPACE" in str(err.value)
@@ -614,7 +615,7 @@ def test_the_default_client_uses_the_workspace_from_settings(azure_settings, mon
 
     made = []
 
-    class Credential(FakeCredential):
+    class Credential(StaticTokenCredential):
         def __init__(self, **kwargs):
             super().__init__()
             made.append(self)
@@ -630,7 +631,7 @@ def test_workspace_settings_file_is_honoured(tmp_path):
     env.write_text(f"TARGET=azure\nAZURE_SUBSCRIPTION_ID={SUB}\nAZURE_RESOURCE_GROUP={RG}\n"
                    f"AML_WORKSPACE={WS}\n")
     settings = Settings.load(env_file=env, environ={})
-    client = AzureBackend(settings, credential=FakeCredential()).ml_client
+    client = AzureBackend(settings, credential=StaticTokenCredential()).ml_client
     assert (client.subscription_id, client.workspace_name) == (SUB, WS)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import IRIS_CSV, TRAINER, run_trainer
+from tests.conftest import (IRIS_CSV, TRAINER, container_datastore, isolated_settings,
+                            run_trainer, train_iris)
 from tests.support.tcp_proxy import CuttingProxy
 from workspace.published import (MANIFEST_FORMAT, MANIFEST_NAME, ModelNotFound,
                                  download_model, find_published_run, list_published_runs)
@@ -19,24 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 def _train(tmp_path, settings, azurite, *extra, csv=IRIS_CSV, container=None):
-    return run_trainer(tmp_path / "node", "--iris-csv", str(csv), "--epochs", "50", "--lr", "0.1",
-                       "--containerName", f"{container or settings.container}/{settings.model_prefix}",
-                       *extra, connection_string=azurite.connection_string)
+    return train_iris(azurite, settings, tmp_path / "node", *extra, csv=csv, container=container)
 
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory, azurite):
     """One successful training run shared by the read-only checks below."""
-    import uuid
-
-    from workspace.datastore import Datastore
-    from workspace.settings import Settings
-
     tmp = tmp_path_factory.mktemp("trained")
-    settings = Settings.load(env_file=tmp / "no.env", environ={}, azurite_port=str(azurite.port),
-                             container=f"t{uuid.uuid4().hex[:16]}")
-    store = Datastore.from_settings(settings)
-    store.ensure_container()
+    settings = isolated_settings(azurite, tmp)
+    store = container_datastore(settings)
     result = _train(tmp, settings, azurite)
     assert result.returncode == 0, result.stderr
     return settings, store, result, tmp / "node"

@@ -8,50 +8,16 @@ and bodies. A request it does not implement gets a 404 with code `FakeRouteMissi
 """
 from __future__ import annotations
 
-import io
 import json
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import parse_qs, urlparse
 
-import requests
-from azure.core.credentials import AccessToken
-from azure.core.pipeline.transport import HttpTransport
-from azure.core.pipeline._tools import is_rest
-from azure.core.pipeline.transport._requests_basic import RequestsTransportResponse
-from azure.core.rest._requests_basic import RestRequestsTransportResponse
+from tests.support.fake_http import Recorded, RecordingTransport, missing
 
 ARM = "management.azure.com"
 PROVIDER = "Microsoft.MachineLearningServices"
-
-
-class FakeCredential:
-    """A token credential that hands out a fixed bearer token (no sign-in)."""
-
-    def __init__(self):
-        self.scopes: list[tuple[str, ...]] = []
-
-    def get_token(self, *scopes, **kwargs) -> AccessToken:
-        self.scopes.append(scopes)
-        return AccessToken("fake-token", int(datetime.now(timezone.utc).timestamp()) + 3600)
-
-
-@dataclass
-class Recorded:
-    method: str
-    url: str
-    host: str
-    path: str
-    query: dict
-    body: object
-    headers: dict = field(default_factory=dict)
-
-    @property
-    def api_version(self) -> str | None:
-        return self.query.get("api-version")
 
 
 @dataclass
@@ -71,24 +37,22 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class FakeAzureML(HttpTransport):
+class FakeAzureML(RecordingTransport):
     def __init__(self, subscription: str, resource_group: str, workspace: str,
                  location: str = "westeurope"):
+        super().__init__()
         self.sub, self.rg, self.ws, self.location = subscription, resource_group, workspace, location
-        self.requests: list[Recorded] = []
         self.models: dict[str, dict[str, dict]] = {}
         self.computes: dict[str, dict] = {}
         self.endpoints: dict[str, dict] = {}
         self.deployments: dict[tuple[str, str], dict] = {}
         self.jobs: dict[str, FakeJob] = {}
         self.operations: dict[str, list] = {}  # async operation id → [polls left, on_done]
-        self.failures: list[tuple[str, re.Pattern, int, str, str]] = []
         self.job_statuses = ["Queued", "Running", "Completed"]
         self.lro_errors: list[tuple[str, str]] = []  # (code, message) for the next operations
         self.on_complete = None  # called with the FakeJob when it first reports Completed
         # the workspace's default blob datastore (identity-based, as make deploy-infra sets it up)
         self.datastore = {"name": "workspaceblobstore", "account": "stirisdata", "container": "azureml"}
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ test helpers
 
@@ -97,70 +61,12 @@ class FakeAzureML(HttpTransport):
         return (f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/{PROVIDER}"
                 f"/workspaces/{self.ws}")
 
-    def fail(self, method: str, path_regex: str, status: int, code: str, message: str) -> None:
-        """The next matching request gets this ARM error instead of its answer."""
-        self.failures.append((method.upper(), re.compile(path_regex, re.I), status, code, message))
-
     def writes(self) -> list[Recorded]:
         return [r for r in self.requests if r.method in ("PUT", "PATCH", "DELETE", "POST")]
 
     def find(self, method: str, path_suffix: str) -> list[Recorded]:
         return [r for r in self.requests
                 if r.method == method and r.path.lower().endswith(path_suffix.lower())]
-
-    def missing_routes(self) -> list[Recorded]:
-        return [r for r in self.requests if getattr(r, "_missing", False)]
-
-    # ------------------------------------------------------------------ transport
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        pass
-
-    def send(self, request, **kwargs):
-        url = urlparse(request.url)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        body = _body(request)
-        record = Recorded(request.method.upper(), request.url, url.hostname or "", url.path,
-                          query, body, {k.lower(): v for k, v in request.headers.items()})
-        with self._lock:
-            self.requests.append(record)
-            for i, (method, pattern, status, code, message) in enumerate(self.failures):
-                if method == record.method and pattern.search(url.path):
-                    del self.failures[i]
-                    return self._respond(request, status, {"error": {"code": code, "message": message}})
-            status, payload, headers = self._route(record)
-        if status == 404 and isinstance(payload, dict) and \
-                payload.get("error", {}).get("code") == "FakeRouteMissing":
-            record._missing = True  # type: ignore[attr-defined]
-        return self._respond(request, status, payload, headers)
-
-    def _respond(self, request, status: int, payload, headers: dict | None = None):
-        response = requests.Response()
-        response.status_code = status
-        response.reason = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
-                           404: "Not Found"}.get(status, "Error")
-        content = b"" if payload is None else (
-            payload if isinstance(payload, bytes) else json.dumps(payload).encode())
-        response._content = content
-        response._content_consumed = True
-        response.raw = io.BytesIO(content)
-        response.headers.update({"Content-Type": "application/json",
-                                 "x-ms-request-id": str(uuid.uuid4()), **(headers or {})})
-        response.url = request.url
-        if is_rest(request):  # what RequestsTransport does for azure.core.rest requests
-            response_ = RestRequestsTransportResponse(request=request, internal_response=response)
-            response_.read()
-            return response_
-        return RequestsTransportResponse(request, response)
 
     # ------------------------------------------------------------------ routing
 
@@ -190,7 +96,7 @@ class FakeAzureML(HttpTransport):
                 return handler(r, parts[1:])
         if r.host == f"{self.location}.api.azureml.ms":
             return self._dataplane(r)
-        return _missing(r)
+        return missing(r)
 
     # ------------------------------------------------------------------ resources
 
@@ -221,7 +127,7 @@ class FakeAzureML(HttpTransport):
                 return 200, {"id": self._id("models", name), "name": name,
                              "properties": {"latestVersion": latest, "nextVersion": str(int(latest) + 1),
                                             "isArchived": False}}, {}
-            return _missing(r)
+            return missing(r)
         if len(parts) == 2 and parts[1] == "versions" and r.method == "GET":
             if not versions:
                 return _not_found(f"Model container {name}")
@@ -244,7 +150,7 @@ class FakeAzureML(HttpTransport):
                     "sklearn": {"data": {"serialization_format": "skops"}}})
                 self.models.setdefault(name, {})[version] = resource
                 return 201, resource, {}
-        return _missing(r)
+        return missing(r)
 
     def _lro(self, r: Recorded, status: int, resource: dict | None, on_done=None):
         op = uuid.uuid4().hex
@@ -287,7 +193,7 @@ class FakeAzureML(HttpTransport):
     def _computes(self, r: Recorded, parts: list[str]):
         name = parts[0]
         if len(parts) != 1:
-            return _missing(r)
+            return missing(r)
         if r.method == "GET":
             return (200, self.computes[name], {}) if name in self.computes else \
                 _not_found(f"Compute {name}")
@@ -298,7 +204,7 @@ class FakeAzureML(HttpTransport):
             if name not in self.computes:
                 return 204, None, {}
             return self._lro(r, 202, None, lambda: self.computes.pop(name, None))
-        return _missing(r)
+        return missing(r)
 
     def _endpoints(self, r: Recorded, parts: list[str]):
         name = parts[0]
@@ -322,7 +228,7 @@ class FakeAzureML(HttpTransport):
                     for key in [k for k in self.deployments if k[0] == name]:
                         del self.deployments[key]
                 return self._lro(r, 202, None, drop)
-            return _missing(r)
+            return missing(r)
         if parts[1] == "deployments":
             if name not in self.endpoints:
                 return _not_found(f"Batch endpoint {name}")
@@ -345,7 +251,7 @@ class FakeAzureML(HttpTransport):
                     if key not in self.deployments:
                         return 204, None, {}
                     return self._lro(r, 202, None, lambda: self.deployments.pop(key, None))
-        return _missing(r)
+        return missing(r)
 
     def _datastores(self, r: Recorded, parts: list[str]):
         if len(parts) == 1 and r.method == "GET":
@@ -354,7 +260,7 @@ class FakeAzureML(HttpTransport):
             return 200, self._datastore_resource(), {}
         if len(parts) == 0 and r.method == "GET":
             return 200, {"value": [self._datastore_resource()]}, {}
-        return _missing(r)
+        return missing(r)
 
     def _datastore_resource(self) -> dict:
         return {"id": self._id("datastores", self.datastore["name"]), "name": self.datastore["name"],
@@ -424,7 +330,7 @@ class FakeAzureML(HttpTransport):
                 if self.on_complete:
                     self.on_complete(job)
             return 200, self._job_resource(job, status), {}
-        return _missing(r)
+        return missing(r)
 
     def _run(self, job: "FakeJob") -> dict:
         return {"runId": job.child, "parentRunId": job.name, "rootRunId": job.name,
@@ -473,27 +379,7 @@ class FakeAzureML(HttpTransport):
                                     "runType": "azureml.StepRun", "name": "batchscoring",
                                     "experimentId": "0", "properties": {}, "tags": {}}],
                          "continuationToken": None}, {}
-        return _missing(r)
-
-
-def _body(request):
-    for attr in ("content", "data", "body"):
-        try:
-            value = getattr(request, attr, None)
-        except Exception:  # noqa: BLE001 - some request types raise for unset bodies
-            value = None
-        if value:
-            break
-    else:
-        return None
-    if isinstance(value, (bytes, bytearray)):
-        value = value.decode()
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+        return missing(r)
 
 
 def _normalize(props: dict) -> None:
@@ -508,7 +394,3 @@ def _normalize(props: dict) -> None:
 
 def _not_found(what: str):
     return 404, {"error": {"code": "ResourceNotFound", "message": f"{what} was not found."}}, {}
-
-
-def _missing(r: Recorded):
-    return 404, {"error": {"code": "FakeRouteMissing", "message": f"{r.method} {r.url}"}}, {}

@@ -10,53 +10,15 @@ with code `FakeRouteMissing`.
 """
 from __future__ import annotations
 
-import io
-import json
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import urlparse
 
-import requests
-from azure.core.credentials import AccessToken
-from azure.core.pipeline._tools import is_rest
-from azure.core.pipeline.transport import HttpTransport
-from azure.core.pipeline.transport._requests_basic import RequestsTransportResponse
-from azure.core.rest._requests_basic import RestRequestsTransportResponse
+from tests.support.fake_http import Recorded, RecordingTransport, missing
 
 ARM = "management.azure.com"
-
-
-class StaticTokenCredential:
-    """A token credential with a fixed bearer token; records the scopes asked for."""
-
-    def __init__(self, error: Exception | None = None):
-        self.scopes: list[tuple[str, ...]] = []
-        self.error = error
-
-    def get_token(self, *scopes, **kwargs) -> AccessToken:
-        self.scopes.append(scopes)
-        if self.error is not None:
-            raise self.error
-        return AccessToken("fake-token", int(datetime.now(timezone.utc).timestamp()) + 3600)
-
-
-@dataclass
-class Recorded:
-    method: str
-    url: str
-    host: str
-    path: str
-    query: dict
-    body: object
-    headers: dict
-    raw: bytes = b""
-
-    @property
-    def api_version(self) -> str | None:
-        return self.query.get("api-version")
 
 
 @dataclass
@@ -91,15 +53,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class FakeAzure(HttpTransport):
+class FakeAzure(RecordingTransport):
     def __init__(self, subscription: str, resource_group: str, factory: str,
                  batch_url: str, storage_url: str, pool_id: str = "dsvm-pool"):
+        super().__init__()
         self.sub, self.rg, self.factory = subscription, resource_group, factory
         self.batch_host = urlparse(batch_url).hostname
         self.storage_url = storage_url.rstrip("/")
         self.storage_host = urlparse(storage_url).hostname
         self.pool_id = pool_id
-        self.requests: list[Recorded] = []
         self.published: dict[tuple[str, str], dict] = {}
         self.runs: dict[str, FakeRun] = {}
         self.next_plan = RunPlan()
@@ -111,8 +73,6 @@ class FakeAzure(HttpTransport):
                      "targetDedicatedNodes": 0, "targetLowPriorityNodes": 0}
         self.nodes: list[dict] = []
         self.node_files: dict[tuple[str, str], bytes] = {}
-        self.failures: list[tuple[str, re.Pattern, int, str, str, dict]] = []
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ test helpers
 
@@ -121,54 +81,14 @@ class FakeAzure(HttpTransport):
         return (f"/subscriptions/{self.sub}/resourceGroups/{self.rg}/providers/"
                 f"Microsoft.DataFactory/factories/{self.factory}")
 
-    def fail(self, method: str, path_regex: str, status: int, code: str, message: str,
-             headers: dict | None = None) -> None:
-        """The next matching request gets this error instead of its answer."""
-        self.failures.append((method.upper(), re.compile(path_regex, re.I), status, code, message,
-                              headers or {}))
-
     def find(self, method: str, path_regex: str) -> list[Recorded]:
         pattern = re.compile(path_regex, re.I)
         return [r for r in self.requests if r.method == method and pattern.search(r.path)]
 
-    def missing_routes(self) -> list[Recorded]:
-        return [r for r in self.requests if getattr(r, "_missing", False)]
-
-    # ------------------------------------------------------------------ transport
-
-    def open(self):
-        pass
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        pass
-
-    def send(self, request, **kwargs):
-        url = urlparse(request.url)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        raw = _raw(request)
-        record = Recorded(request.method.upper(), request.url, url.hostname or "",
-                          unquote(url.path), query, _json_or_text(raw),
-                          {k.lower(): v for k, v in request.headers.items()}, raw)
-        with self._lock:
-            self.requests.append(record)
-            for i, (method, pattern, status, code, message, extra) in enumerate(self.failures):
-                if method == record.method and pattern.search(record.path):
-                    del self.failures[i]
-                    error = {"error": {"code": code, "message": message}}
-                    if record.host == self.batch_host:
-                        error = {"code": code, "message": {"lang": "en-US", "value": message}}
-                    return _respond(request, status, error, {"x-ms-error-code": code, **extra})
-            status, payload, headers = self._route(record)
-        if status == 404 and isinstance(payload, dict) and \
-                payload.get("error", {}).get("code") == "FakeRouteMissing":
-            record._missing = True  # type: ignore[attr-defined]
-        return _respond(request, status, payload, headers)
+    def error_payload(self, record: Recorded, code: str, message: str):
+        if record.host == self.batch_host:  # Batch's own error shape
+            return {"code": code, "message": {"lang": "en-US", "value": message}}
+        return super().error_payload(record, code, message)
 
     # ------------------------------------------------------------------ routing
 
@@ -179,7 +99,7 @@ class FakeAzure(HttpTransport):
             return self._batch(r)
         if r.host == self.storage_host:
             return self._blob(r)
-        return _missing(r)
+        return missing(r)
 
     def _factory(self, r: Recorded, parts: list[str]):
         kind = parts[0].lower()
@@ -219,7 +139,7 @@ class FakeAzure(HttpTransport):
             if run is None:
                 return 404, {"error": {"code": "PipelineRunNotFound", "message": "no run"}}, {}
             return 200, {"value": self._activity_runs(run)}, {}
-        return _missing(r)
+        return missing(r)
 
     def _activity_runs(self, run: FakeRun) -> list[dict]:
         if run.status == "Queued":
@@ -247,7 +167,7 @@ class FakeAzure(HttpTransport):
     def _batch(self, r: Recorded):
         parts = r.path.strip("/").split("/", 5)
         if parts[:2] != ["pools", self.pool_id] or r.method != "GET":
-            return _missing(r)
+            return missing(r)
         if len(parts) == 2:
             return 200, self.pool, {}
         if len(parts) == 3 and parts[2] == "nodes":
@@ -257,7 +177,7 @@ class FakeAzure(HttpTransport):
             if content is None:
                 return 404, {"code": "FileNotFound", "message": {"value": "no file"}}, {}
             return 200, content, {"Content-Type": "application/octet-stream"}
-        return _missing(r)
+        return missing(r)
 
     def _blob(self, r: Recorded):
         name = r.path.lstrip("/")
@@ -273,7 +193,7 @@ class FakeAzure(HttpTransport):
             return 201, None, {**stamp, "x-ms-request-server-encrypted": "true"}
         content = self.blobs.get(name)
         if r.method not in ("HEAD", "GET"):
-            return _missing(r)
+            return missing(r)
         if content is None:
             return 404, None, {"x-ms-error-code": "BlobNotFound"}
         headers = {"Content-Type": "application/octet-stream", "x-ms-blob-type": "BlockBlob",
@@ -283,50 +203,3 @@ class FakeAzure(HttpTransport):
             return 200, None, headers
         headers["Content-Range"] = f"bytes 0-{max(len(content) - 1, 0)}/{len(content)}"
         return 206, content, headers
-
-
-def _missing(r: Recorded):
-    return 404, {"error": {"code": "FakeRouteMissing", "message": f"{r.method} {r.url}"}}, {}
-
-
-def _raw(request) -> bytes:
-    data = getattr(request, "content", None)
-    if data is None:
-        data = getattr(request, "data", None) or getattr(request, "body", None)
-    if data is None:
-        return b""
-    if hasattr(data, "read"):
-        data = data.read()
-    elif not isinstance(data, (bytes, str)) and hasattr(data, "__iter__"):
-        data = b"".join(data)
-    return data.encode() if isinstance(data, str) else bytes(data)
-
-
-def _json_or_text(raw: bytes):
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        return raw.decode(errors="replace")
-
-
-def _respond(request, status: int, payload, headers: dict | None = None):
-    response = requests.Response()
-    response.status_code = status
-    response.reason = {200: "OK", 206: "Partial Content", 404: "Not Found"}.get(status, "Error")
-    content = b"" if payload is None else (
-        payload if isinstance(payload, bytes) else json.dumps(payload).encode())
-    if request.method.upper() == "HEAD":
-        content = b""
-    response._content = content
-    response._content_consumed = True
-    response.raw = io.BytesIO(content)
-    response.headers.update({"Content-Type": "application/json",
-                             "x-ms-request-id": str(uuid.uuid4()), **(headers or {})})
-    response.url = request.url
-    if is_rest(request):  # what RequestsTransport does for azure.core.rest requests
-        response_ = RestRequestsTransportResponse(request=request, internal_response=response)
-        response_.read()
-        return response_
-    return RequestsTransportResponse(request, response)

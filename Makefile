@@ -95,3 +95,10 @@ scan: $(SCAN_STAMP) ## Scan bicep/ with checkov: fails on any parsing error or f
 	$(PYTHON) bicep/scan.py --checkov $(SCAN_VENV)/bin/checkov
 
 .PHONY: deploy-infra what-if destroy scan
+
+# ---------------------------------------------------------------- scoring benchmark
+# Not part of `make test`: several minutes, timing on this machine (docs/performance.md).
+bench: setup ## Benchmark scoring: floor vs deployer invoke vs mlflow models predict → docs/performance.md
+	$(PY) -m bench $(BENCH_ARGS)
+
+.PHONY: bench

@@ -84,3 +84,17 @@ def test_a_byte_order_mark_and_windows_line_ends_are_accepted(tmp_path):
     path.write_bytes(b"\xef\xbb\xbfa,b\r\n1.5,2\r\n")
     (frame,) = frames(path)
     assert frame.to_dict("list") == {"a": [1.5], "b": [2]}
+
+
+def test_a_wrong_value_is_named_when_pyarrow_reads_with_one_thread(tmp_path):
+    """With one CPU thread (OMP_NUM_THREADS=1 in a scoring process) pyarrow's message also
+    carries its own row number; the file, column, value and data row are still named."""
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"a,b\n1,2\n1,2\n1,x\n")
+    threads = pa.cpu_count()
+    pa.set_cpu_count(1)
+    try:
+        with pytest.raises(FileError, match="column 'b' has the value 'x' in data row 2, which is not a long"):
+            frames(path)
+    finally:
+        pa.set_cpu_count(threads)

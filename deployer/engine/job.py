@@ -77,6 +77,7 @@ class _Slot:
     task: tuple | None = None  # (mini-batch index, attempt)
     started: float = 0.0
     failed_starts: int = 0
+    reported: int = 0  # rows of the running piece already counted as in progress
 
 
 @dataclass
@@ -87,6 +88,7 @@ class _Progress:
     mini_batches_failed: int = 0
     files_failed: int = 0
     rows_scored: int = 0
+    rows_running: int = 0  # rows of mini-batches still running (progress display)
     retries: int = 0
     failed_files: list = field(default_factory=list)
 
@@ -175,7 +177,9 @@ class JobRunner:
         self.record.update(changes)
         p = self.progress
         self.record.update(files_total=p.files_total, files_failed=p.files_failed,
-                           rows_scored=p.rows_scored, mini_batches_total=p.mini_batches_total,
+                           rows_scored=p.rows_scored,
+                           rows_in_progress=max(0, p.rows_running),
+                           mini_batches_total=p.mini_batches_total,
                            mini_batches_done=p.mini_batches_done,
                            mini_batches_failed=p.mini_batches_failed, retries=p.retries,
                            failed_files=p.failed_files[:1000])
@@ -259,11 +263,15 @@ class JobRunner:
     def _schedule(self, batches, columns, parts: Path, out) -> str:
         s, p = self.settings, self.progress
         ctx = multiprocessing.get_context("spawn")
-        n = min(s.workers, len(batches))
+        plans: list[list] = []
+        n = min(s.workers, sum(most_pieces(batch, s.workers) for batch in batches))
+        _share_cores(n)
         concurrency = max(1, int(s.max_concurrency_per_instance))
         slots = [_Slot(k, k // concurrency, k % concurrency) for k in range(n)]
         col_tuples = [(c.name, c.type, c.required) for c in columns]
-        pending = collections.deque((i, 1) for i in range(len(batches)))
+        pending: collections.deque = collections.deque()
+        # (mini-batch, attempt) -> {"parts": {piece: (part path, rows)}, "failed": bool}
+        attempts: dict[tuple, dict] = collections.defaultdict(lambda: {"parts": {}, "failed": False})
         final: dict[int, tuple] = {}
         next_write = 0
         threshold_error = ""
@@ -295,14 +303,21 @@ class JobRunner:
             if slot.conn is not None:
                 slot.conn.close()
             slot.state = "dead"
+            self._forget_reported(slot)
 
         def attempt_failed(index: int, attempt: int, file_name: str, message: str) -> None:
             nonlocal threshold_error
+            state = attempts[(index, attempt)]
+            if state["failed"] or index in final:  # another piece of it failed first
+                return
+            state["failed"] = True
+            for part, _ in state["parts"].values():
+                Path(part).unlink(missing_ok=True)
             if attempt <= s.max_retries:
                 p.retries += 1
                 self._user_error(f"mini-batch {index} attempt {attempt} failed, retrying: "
                                  f"{file_name + ': ' if file_name else ''}{message}")
-                pending.append((index, attempt + 1))
+                pending.extend((index, attempt + 1, k) for k in range(len(plans[index])))
                 return
             final[index] = ("failed", file_name, message)
             p.mini_batches_failed += 1
@@ -322,13 +337,19 @@ class JobRunner:
         try:
             for slot in slots:
                 start(slot)
+            # Planning reads large CSV files once; the processes load the model meanwhile.
+            plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
+            pending.extend((i, 1, k) for i in range(len(batches)) for k in range(len(plans[i])))
             while len(final) < len(batches) and not threshold_error:
                 for slot in slots:
-                    if slot.state == "idle" and pending:
-                        index, attempt = pending.popleft()
-                        part = parts / f"minibatch{index:06d}.attempt{attempt}.csv"
-                        slot.conn.send((index, attempt, batches[index], str(part)))
-                        slot.state, slot.task, slot.started = "busy", (index, attempt), time.monotonic()
+                    while slot.state == "idle" and pending:
+                        index, attempt, piece = pending.popleft()
+                        if index in final or attempts[(index, attempt)]["failed"]:
+                            continue  # a piece of an attempt that has already failed
+                        part = parts / _part_name(index, attempt, piece)
+                        slot.conn.send((index, attempt, piece, plans[index][piece], str(part)))
+                        slot.state, slot.task = "busy", (index, attempt, piece)
+                        slot.started = time.monotonic()
                 live = [slot for slot in slots if slot.state != "dead"]
                 if not live:
                     raise JobError("Every scoring process has exited; see logs/user/error/.")
@@ -343,7 +364,7 @@ class JobRunner:
                         except (EOFError, OSError):
                             message = None
                         if message is not None:
-                            self._handle(slot, message, parts, final, attempt_failed)
+                            self._handle(slot, message, plans, attempts, final, attempt_failed)
                             continue
                     if slot.process.sentinel in ready or (slot.conn in ready):
                         # The process exited (crash, out of memory, killed from outside).
@@ -362,7 +383,7 @@ class JobRunner:
                         start(slot)
                 for slot in slots:
                     if slot.state == "busy" and time.monotonic() - slot.started > s.timeout:
-                        index, attempt = slot.task
+                        index, attempt, _piece = slot.task
                         stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
                         _append(error_path, f"mini-batch {index} attempt {attempt}: timed out after "
                                 f"{s.timeout:g} s (retry_settings.timeout); the process was stopped.")
@@ -372,17 +393,14 @@ class JobRunner:
                         start(slot)
                 while next_write in final:
                     result = final[next_write]
-                    if result[0] == "ok" and out is not None:
-                        with open(result[1], "rb") as part:
-                            shutil.copyfileobj(part, out, 1 << 20)
-                        out.flush()
                     if result[0] == "ok":
-                        Path(result[1]).unlink(missing_ok=True)
+                        _append_parts(result[1], out)
                     next_write += 1
                 self._save()
         finally:
             for slot in slots:
                 stop(slot, kill=bool(threshold_error) or len(final) < len(batches))
+            p.rows_running = 0
             self._account_for_the_rest(batches, final, next_write, out, threshold_error)
         return threshold_error
 
@@ -397,33 +415,47 @@ class JobRunner:
             if result is None:
                 for path in batches[index]:
                     self._user_error(f"{Path(path).name}: {why}")
-            elif result[0] == "ok" and out is not None and Path(result[1]).is_file():
-                with open(result[1], "rb") as part:
-                    shutil.copyfileobj(part, out, 1 << 20)
+            elif result[0] == "ok":
+                _append_parts(result[1], out)
         if out is not None:
             out.flush()
 
-    def _handle(self, slot: _Slot, message: tuple, parts: Path, final: dict, attempt_failed) -> None:
+    def _handle(self, slot: _Slot, message: tuple, plans: list, attempts: dict, final: dict,
+                attempt_failed) -> None:
         kind = message[0]
         if kind == "ready":
             slot.state = "idle"
         elif kind == "load_failed":
             slot.state = "load_failed"
             raise JobError(f"The model could not be loaded: {message[1]}; see logs/user/error/.")
+        elif kind == "rows":  # a piece in progress: rows scored so far (progress only)
+            slot.reported += message[1]
+            self.progress.rows_running += message[1]
         elif kind == "done":
-            _, index, attempt, rows, _per_file = message
+            _, index, attempt, piece, part, rows, _per_file = message
             slot.state, slot.task = "idle", None
-            if index in final:  # a late answer for a mini-batch already settled
+            self._forget_reported(slot)
+            state = attempts[(index, attempt)]
+            if index in final or state["failed"]:  # a late answer for a settled mini-batch
+                Path(part).unlink(missing_ok=True)
                 return
-            final[index] = ("ok", str(parts / f"minibatch{index:06d}.attempt{attempt}.csv"), rows)
-            self.progress.mini_batches_done += 1
-            self.progress.rows_scored += rows
+            state["parts"][piece] = (part, rows)
+            if len(state["parts"]) == len(plans[index]):
+                pieces = [state["parts"][k] for k in range(len(plans[index]))]
+                final[index] = ("ok", [path for path, _ in pieces], sum(r for _, r in pieces))
+                self.progress.mini_batches_done += 1
+                self.progress.rows_scored += final[index][2]
         elif kind == "failed":
-            _, index, attempt, file_name, text = message
+            _, index, attempt, piece, part, file_name, text = message
             slot.state, slot.task = "idle", None
-            (parts / f"minibatch{index:06d}.attempt{attempt}.csv").unlink(missing_ok=True)
+            self._forget_reported(slot)
+            Path(part).unlink(missing_ok=True)
             if index not in final:
                 attempt_failed(index, attempt, file_name, text)
+
+    def _forget_reported(self, slot: _Slot) -> None:
+        self.progress.rows_running -= slot.reported
+        slot.reported = 0
 
     def _publish(self) -> None:
         """Upload the output file and the logs to the datastore under batch-jobs/<job>/."""
@@ -439,6 +471,67 @@ class JobRunner:
             if path.is_file():
                 store.upload_file(path, f"{prefix}/{path.relative_to(self.job_dir).as_posix()}")
         self.record["logs_datastore_path"] = f"{prefix}/logs/"
+
+
+def plan_minibatch(files: list[str], workers: int) -> list[list]:
+    """The pieces of a mini-batch that scoring processes can run side by side: with one
+    process the whole mini-batch is one piece; with more, each file is a piece and a large
+    CSV file is cut into line-aligned byte ranges (`(path, start, end, first row)`), so
+    that a single big file does not leave a core idle. Parts are appended in piece order,
+    which is input order."""
+    if workers <= 1:
+        return [list(files)]
+    from deployer.engine.reader import CSV_EXTENSIONS, split_csv
+
+    tasks = []
+    for file in files:
+        ranges = split_csv(Path(file), workers) if Path(file).suffix.lower() in CSV_EXTENSIONS \
+            else [(0, None, 0)]
+        if len(ranges) == 1:
+            tasks.append([file])
+        else:
+            tasks.extend([[(file, start, end, first)] for start, end, first in ranges])
+    return tasks
+
+
+def most_pieces(files: list[str], workers: int) -> int:
+    """An upper bound of len(plan_minibatch(files, workers)), from file sizes alone."""
+    if workers <= 1:
+        return 1
+    from deployer.engine.reader import CSV_EXTENSIONS, MIN_PIECE_BYTES
+
+    def pieces(file: str) -> int:
+        path = Path(file)
+        try:
+            large = path.suffix.lower() in CSV_EXTENSIONS and path.stat().st_size >= 2 * MIN_PIECE_BYTES
+        except OSError:
+            return 1
+        return workers if large else 1
+
+    return sum(pieces(f) for f in files)
+
+
+def _share_cores(processes: int) -> None:
+    """Give each scoring process its share of the cores for numeric libraries' thread pools
+    (unless set already): processes × threads beyond the core count only contend."""
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, processes)))
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, threads)
+
+
+def _part_name(index: int, attempt: int, piece: int) -> str:
+    return f"minibatch{index:06d}.attempt{attempt}.piece{piece:05d}.csv"
+
+
+def _append_parts(paths: list[str], out) -> None:
+    """Append a finished mini-batch's part files to the output (if any), then drop them."""
+    for path in paths:
+        if out is not None and Path(path).is_file():
+            with open(path, "rb") as part:
+                shutil.copyfileobj(part, out, 1 << 20)
+        Path(path).unlink(missing_ok=True)
+    if out is not None:
+        out.flush()
 
 
 def _append(path: Path, text: str) -> None:

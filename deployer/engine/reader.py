@@ -7,6 +7,7 @@ fails the file with Azure ML's message. Memory is bounded by `batch_rows`.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +17,7 @@ from deployer.engine.signature import NUMERIC, Column
 CSV_EXTENSIONS = {".csv"}
 PARQUET_EXTENSIONS = {".parquet", ".pqt"}
 DEFAULT_BATCH_ROWS = 65536
+MIN_PIECE_BYTES = 4 << 20  # a CSV file is cut for parallel scoring into pieces no smaller
 
 
 class FileError(Exception):
@@ -31,13 +33,16 @@ def is_supported(path: Path) -> bool:
     return Path(path).suffix.lower() in CSV_EXTENSIONS | PARQUET_EXTENSIONS
 
 
-def read_batches(path: Path, columns: list[Column], batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator:
+def read_batches(path: Path, columns: list[Column], batch_rows: int = DEFAULT_BATCH_ROWS,
+                 byte_range: tuple[int, int | None] | None = None) -> Iterator:
     """Yield pandas DataFrames of at most ~batch_rows rows with exactly the signature's
-    columns, in file order; raise FileError for a file that cannot be scored."""
+    columns, in file order; raise FileError for a file that cannot be scored.
+    byte_range (CSV only): read just the data lines in [start, end) of the file (both at
+    line starts, see `split_csv`), as if they followed the header line."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext in CSV_EXTENSIONS:
-        yield from _read_csv(path, columns, batch_rows)
+        yield from _read_csv(path, columns, batch_rows, byte_range)
     elif ext in PARQUET_EXTENSIONS:
         yield from _read_parquet(path, columns, batch_rows)
     else:
@@ -70,7 +75,8 @@ def _check_columns(file_name: str, present: list[str], columns: list[Column]) ->
                         f"{', '.join(present) or 'no columns'}).")
 
 
-def _read_csv(path: Path, columns: list[Column], batch_rows: int) -> Iterator:
+def _read_csv(path: Path, columns: list[Column], batch_rows: int,
+              byte_range: tuple[int, int | None] | None = None) -> Iterator:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -83,7 +89,8 @@ def _read_csv(path: Path, columns: list[Column], batch_rows: int) -> Iterator:
     convert = pacsv.ConvertOptions(column_types=types, include_columns=[c.name for c in wanted],
                                    strings_can_be_null=False)
     try:
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        source = path if byte_range is None else _RangeStream(path, *byte_range)
+        reader = pacsv.open_csv(source, read_options=read, convert_options=convert)
         for batch in reader:
             if batch.num_rows:
                 yield _to_frame(batch, columns)
@@ -91,9 +98,90 @@ def _read_csv(path: Path, columns: list[Column], batch_rows: int) -> Iterator:
         raise _conversion_error(path, header, columns, exc) from None
 
 
+class _RangeStream(io.RawIOBase):
+    """The header line of a CSV file followed by the bytes [start, end) of the same file."""
+
+    def __init__(self, path: Path, start: int, end: int | None):
+        self.handle = open(path, "rb")
+        header = self.handle.readline()
+        if start < len(header):  # the first piece starts with the header itself
+            header, start = b"", 0
+        self.prefix = header
+        self.handle.seek(start)
+        self.left = None if end is None else end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.prefix:
+            n = min(len(view), len(self.prefix))
+            view[:n] = self.prefix[:n]
+            self.prefix = self.prefix[n:]
+            return n
+        want = len(view) if self.left is None else min(len(view), self.left)
+        if want <= 0:
+            return 0
+        n = self.handle.readinto(view[:want])
+        if self.left is not None:
+            self.left -= n
+        return n
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+
+def split_csv(path: Path, pieces: int, min_piece_bytes: int = MIN_PIECE_BYTES) -> list[tuple[int, int | None, int]]:
+    """Cut a CSV file into up to `pieces` line-aligned byte ranges of about equal size:
+    [(start, end, first data row)]; end None is the end of the file. A file that cannot be
+    cut safely is one piece: a quote character (a quoted field may hold a newline), a
+    carriage return or an empty line (row numbers could not be counted from newlines)."""
+    path = Path(path)
+    size = path.stat().st_size
+    whole = [(0, None, 0)]
+    if pieces <= 1 or size < 2 * min_piece_bytes:
+        return whole
+    pieces = min(pieces, size // min_piece_bytes)
+    targets = [size * k // pieces for k in range(1, pieces)]
+    cuts: list[tuple[int, int]] = []  # (byte offset of a line start, data rows before it)
+    chunk_size = 8 << 20
+    with open(path, "rb") as handle:
+        header = handle.readline()
+        offset, rows, previous = len(header), 0, b"\n"
+        if not header.endswith(b"\n") or b'"' in header or b"\r" in header:
+            return whole
+        while True:
+            chunk = handle.read(chunk_size)
+            if not chunk:
+                break
+            if b'"' in chunk or b"\r" in chunk or b"\n\n" in chunk or (
+                    previous == b"\n" and chunk[:1] == b"\n"):
+                return whole
+            while targets and targets[0] < offset + len(chunk):
+                at = max(targets[0], offset) - offset
+                newline = chunk.find(b"\n", at)
+                if newline < 0:
+                    break  # the next line start is in a later chunk
+                cut = offset + newline + 1
+                targets.pop(0)
+                if cut < size and (not cuts or cut > cuts[-1][0]):
+                    cuts.append((cut, rows + chunk.count(b"\n", 0, newline + 1)))
+            rows += chunk.count(b"\n")
+            previous = chunk[-1:]
+            offset += len(chunk)
+    if not cuts:
+        return whole
+    starts = [(0, 0), *cuts]
+    return [(start, starts[k + 1][0] if k + 1 < len(starts) else None, first)
+            for k, (start, first) in enumerate(starts)]
+
+
 def _conversion_error(path: Path, header: list[str], columns: list[Column], exc) -> FileError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    match = re.search(r"CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", text)
+    match = re.search(r"CSV column #(\d+): (?:Row #\d+: )?CSV conversion error to (\w+): "
+                      r"invalid value '(.*)'", text)
     if not match:
         return FileError(path.name, f"the file is not a readable CSV: {text}")
     index, to_type, value = int(match.group(1)), match.group(2), match.group(3)

@@ -46,31 +46,115 @@ def _predictions(result) -> list:
     return [v if not isinstance(v, list) else (v[0] if len(v) == 1 else str(v)) for v in result]
 
 
-def score_minibatch(model, files: list[str], columns: list[Column], part_path: Path,
-                    batch_rows: int) -> tuple[int, dict]:
-    """Score every file of a mini-batch into part_path; returns (rows, {file: rows}).
-    Raises FileError naming the first file that cannot be scored."""
+def _prediction_column(result):
+    """predict()'s result as a pyarrow string array written exactly as `csv.writer` writes
+    `str(value)`, or None when that cannot be done without Python per value (floats, bools,
+    nested values, missing values: those take the csv.writer path)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if hasattr(result, "columns"):
+        if len(result.columns) != 1:
+            return None
+        result = result.iloc[:, 0]
+    values = np.asarray(result)
+    if values.ndim != 1:
+        return None
+    if values.dtype.kind in "iu":
+        return pa.array(values).cast(pa.string())
+    if values.dtype.kind == "U":
+        return pa.array(values, pa.string())
+    if values.dtype.kind == "O":  # class labels: few distinct values, encoded once each
+        import pandas as pd
+
+        codes, labels = pd.factorize(values, use_na_sentinel=True)
+        if (codes < 0).any() or not all(type(v) is str for v in labels):
+            return None
+        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)),
+                                              pa.array(list(labels), pa.string()))
+    return None
+
+
+class PartWriter:
+    """`row,prediction,file_name` lines in csv.writer's format (minimal quoting, "\n").
+    Batches are formatted by pyarrow when no value needs quoting, by csv.writer otherwise:
+    the bytes are the same either way."""
+
+    def __init__(self, handle):
+        import pyarrow.csv as pacsv
+
+        self.handle = handle
+        self.writer = csv.writer(handle, lineterminator="\n")
+        self.options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+
+    def write(self, first_row: int, result, count: int, name: str) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        column = _prediction_column(result)
+        if column is not None and len(column) == count:
+            table = pa.table({
+                "row": pa.array(np.arange(first_row, first_row + count, dtype=np.int64)),
+                "prediction": column,
+                "file_name": pa.DictionaryArray.from_arrays(
+                    pa.array(np.zeros(count, dtype=np.int32)), pa.array([name])),
+            })
+            sink = pa.BufferOutputStream()
+            try:
+                pacsv.write_csv(table, sink, write_options=self.options)
+            except pa.ArrowInvalid:  # a value needs quoting: csv.writer does it
+                pass
+            else:
+                self.handle.flush()
+                self.handle.buffer.write(sink.getvalue())
+                return
+        predicted = _predictions(result)
+        self.writer.writerows(zip(range(first_row, first_row + count), predicted, repeat(name)))
+
+
+def _count(result) -> int:
+    return len(result) if hasattr(result, "__len__") else len(list(result))
+
+
+def score_minibatch(model, files: list, columns: list[Column], part_path: Path,
+                    batch_rows: int, on_rows=None) -> tuple[int, dict]:
+    """Score every input of a mini-batch (or one piece of it) into part_path; returns
+    (rows, {file: rows}). An input is a file path, or (path, byte_start, byte_end,
+    first_row) for a line-aligned byte range of a CSV file. Raises FileError naming the
+    first file that cannot be scored."""
     rows_per_file: dict[str, int] = {}
     with part_path.open("w", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        for file in files:
+        writer = PartWriter(out)
+        for item in files:
+            file, byte_range, first_row = _input_item(item)
             name = Path(file).name
-            row = 0
+            row = first_row
             try:
-                for frame in read_batches(Path(file), columns, batch_rows):
-                    predicted = _predictions(model.predict(frame))
-                    if len(predicted) != len(frame):
-                        raise FileError(name, f"the model returned {len(predicted)} predictions "
+                for frame in read_batches(Path(file), columns, batch_rows, byte_range=byte_range):
+                    result = model.predict(frame)
+                    count = _count(result)
+                    if count != len(frame):
+                        raise FileError(name, f"the model returned {count} predictions "
                                         f"for {len(frame)} rows.")
-                    writer.writerows(zip(range(row, row + len(predicted)), predicted, repeat(name)))
-                    row += len(predicted)
+                    writer.write(row, result, count, name)
+                    row += count
+                    if on_rows is not None:
+                        on_rows(count)
             except FileError:
                 raise
             except Exception as exc:  # the model refused the data (schema enforcement, ...)
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise FileError(name, f"scoring failed: {type(exc).__name__}: {message}") from exc
-            rows_per_file[name] = row
+            rows_per_file[name] = rows_per_file.get(name, 0) + row - first_row
     return sum(rows_per_file.values()), rows_per_file
+
+
+def _input_item(item) -> tuple[str, tuple | None, int]:
+    if isinstance(item, (list, tuple)):
+        file, start, end, first_row = item
+        return file, (start, end), first_row
+    return item, None, 0
 
 
 def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, error_path: str,
@@ -97,21 +181,31 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
             return
         if message is None:
             return
-        index, attempt, files, part_path = message
+        index, attempt, piece, items, part_path = message
         t0 = time.perf_counter()
-        print(f"mini-batch {index} attempt {attempt}: {len(files)} file(s) "
-              f"{', '.join(Path(f).name for f in files)}", flush=True)
+        print(f"mini-batch {index} attempt {attempt} piece {piece}: {_describe(items)}", flush=True)
         try:
-            rows, per_file = score_minibatch(model, files, cols, Path(part_path), batch_rows)
+            rows, per_file = score_minibatch(model, items, cols, Path(part_path), batch_rows,
+                                             on_rows=lambda n: conn.send(("rows", n)))
         except FileError as exc:
             _log_error(error_path, f"mini-batch {index} attempt {attempt}: {exc}")
             print(f"mini-batch {index} attempt {attempt}: failed: {exc}", flush=True)
-            conn.send(("failed", index, attempt, exc.file_name, exc.message))
+            conn.send(("failed", index, attempt, piece, part_path, exc.file_name, exc.message))
             continue
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the mini-batch fails
             _log_error(error_path, f"mini-batch {index} attempt {attempt}:\n{traceback.format_exc()}")
-            conn.send(("failed", index, attempt, "", f"{type(exc).__name__}: {exc}"))
+            conn.send(("failed", index, attempt, piece, part_path, "", f"{type(exc).__name__}: {exc}"))
             continue
-        print(f"mini-batch {index} attempt {attempt}: {rows} rows in "
+        print(f"mini-batch {index} attempt {attempt} piece {piece}: {rows} rows in "
               f"{time.perf_counter() - t0:.3f} s", flush=True)
-        conn.send(("done", index, attempt, rows, per_file))
+        conn.send(("done", index, attempt, piece, part_path, rows, per_file))
+
+
+def _describe(items: list) -> str:
+    names = []
+    for item in items:
+        file, byte_range, first_row = _input_item(item)
+        names.append(Path(file).name if byte_range is None else
+                     f"{Path(file).name} bytes {byte_range[0]}-{byte_range[1] or 'end'} "
+                     f"(from row {first_row})")
+    return f"{len(items)} file(s) {', '.join(names)}"

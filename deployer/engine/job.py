@@ -262,10 +262,16 @@ class JobRunner:
 
     def _schedule(self, batches, columns, parts: Path, out) -> str:
         s, p = self.settings, self.progress
-        ctx = multiprocessing.get_context("spawn")
         plans: list[list] = []
         n = min(s.workers, sum(most_pieces(batch, s.workers) for batch in batches))
         _share_cores(n)
+        # One process loads the model itself (spawn). Several are forked from this runner
+        # once it has loaded the model: the model is loaded once, not once per process on
+        # cores that are busy loading it too, and a replaced process starts at once.
+        model = None
+        if n > 1:
+            model = self._load_model(batches, plans, s.workers)
+        ctx = multiprocessing.get_context("fork" if model is not None else "spawn")
         concurrency = max(1, int(s.max_concurrency_per_instance))
         slots = [_Slot(k, k // concurrency, k % concurrency) for k in range(n)]
         col_tuples = [(c.name, c.type, c.required) for c in columns]
@@ -282,7 +288,7 @@ class JobRunner:
             slot.process = ctx.Process(
                 target=_worker_entry, daemon=True,
                 args=(child, self.record["model_path"], col_tuples, str(stdout_path),
-                      str(error_path), s.batch_rows))
+                      str(error_path), s.batch_rows, model))
             slot.process.start()
             child.close()
             slot.conn, slot.state, slot.task = parent, "starting", None
@@ -337,8 +343,8 @@ class JobRunner:
         try:
             for slot in slots:
                 start(slot)
-            # Planning reads large CSV files once; the processes load the model meanwhile.
-            plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
+            if not plans:  # planning reads large CSV files once; the process loads the model
+                plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
             pending.extend((i, 1, k) for i in range(len(batches)) for k in range(len(plans[i])))
             while len(final) < len(batches) and not threshold_error:
                 for slot in slots:
@@ -452,6 +458,34 @@ class JobRunner:
             Path(part).unlink(missing_ok=True)
             if index not in final:
                 attempt_failed(index, attempt, file_name, text)
+
+    def _load_model(self, batches, plans: list, workers: int):
+        """Load the model in this process while a thread plans the mini-batches (reading
+        large CSV files); a model that cannot be loaded fails the job."""
+        import threading
+
+        def plan() -> None:
+            plans.extend(plan_minibatch(batch, workers) for batch in batches)
+
+        planner = threading.Thread(target=plan, name="plan", daemon=True)
+        planner.start()
+        started = time.monotonic()
+        model_dir = self.record["model_path"]
+        try:
+            import mlflow.pyfunc
+
+            model = mlflow.pyfunc.load_model(model_dir)
+        except Exception as exc:  # noqa: BLE001 - the job fails with the reason
+            _, error_path = log_paths(self.job_dir, 0, 0)
+            _append(error_path, f"loading the model from {model_dir} failed:\n"
+                    f"{traceback.format_exc()}")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise JobError(f"The model could not be loaded: {type(exc).__name__}: {first}; "
+                           "see logs/user/error/.")
+        finally:
+            planner.join()
+        print(f"model loaded in {time.monotonic() - started:.2f} s", flush=True)
+        return model
 
     def _forget_reported(self, slot: _Slot) -> None:
         self.progress.rows_running -= slot.reported

@@ -158,21 +158,28 @@ def _input_item(item) -> tuple[str, tuple | None, int]:
 
 
 def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, error_path: str,
-                batch_rows: int) -> None:
-    """Process entry point (multiprocessing, spawn)."""
+                batch_rows: int, model=None) -> None:
+    """Process entry point: spawned (loads the model) or forked from the job runner with
+    the model it has loaded."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the runner's cancel handler
     stdout_path, error_path = Path(stdout_path), Path(error_path)
     _redirect_output(stdout_path)
     cols = [Column(*c) for c in columns]
     started = time.perf_counter()
-    try:
-        import mlflow.pyfunc
+    if model is None:
+        try:
+            import mlflow.pyfunc
 
-        model = mlflow.pyfunc.load_model(model_dir)
-    except BaseException as exc:  # noqa: BLE001 - reported to the runner, then exit
-        _log_error(error_path, f"loading the model from {model_dir} failed:\n{traceback.format_exc()}")
-        conn.send(("load_failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
-        return
-    print(f"process {os.getpid()}: model loaded in {time.perf_counter() - started:.2f} s", flush=True)
+            model = mlflow.pyfunc.load_model(model_dir)
+        except BaseException as exc:  # noqa: BLE001 - reported to the runner, then exit
+            _log_error(error_path, f"loading the model from {model_dir} failed:\n{traceback.format_exc()}")
+            conn.send(("load_failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
+            return
+        print(f"process {os.getpid()}: model loaded in {time.perf_counter() - started:.2f} s", flush=True)
+    else:
+        print(f"process {os.getpid()}: started with the model loaded by the job runner", flush=True)
     conn.send(("ready", os.getpid()))
     while True:
         try:

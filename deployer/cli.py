@@ -174,14 +174,21 @@ def invoke(input_path, deployment, output_dir, no_wait, report, target, spec_dir
     from deployer.app import JobFailed
 
     deployer, _ = _make(target, spec_dir)
+    display = _JobProgress(_console(stderr=True), deployer.progress)
+    deployer.progress = display
     try:
         result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
                                  wait=not no_wait)
     except KeyboardInterrupt:
+        display.stop()
         click.echo("\nStopped following; the job keeps running. See it with "
                    "`python -m deployer status` and `python -m deployer jobs show NAME`.", err=True)
         sys.exit(130)
+    finally:
+        display.stop()
     _print_job(result.job, result.stats, None if no_wait else result.seconds)
+    if not no_wait:
+        _print_throughput(result.job, result.seconds)
     if report and result.predictions is not None:
         from deployer.report import failed_files_of, write_report
 
@@ -196,6 +203,63 @@ def invoke(input_path, deployment, output_dir, no_wait, report, target, spec_dir
                         f"{result.job.error or 'no error message'}",
                         f"Details: python -m deployer jobs show {result.job.name}"
                         + (f" (logs in {result.job.logs_path})" if result.job.logs_path else ""))
+
+
+class _JobProgress:
+    """invoke's live display while a job runs: a bar of files done, rows scored and rows/s.
+    Messages without a job record (other backends, other steps) go to `fallback`."""
+
+    def __init__(self, console, fallback):
+        self.console = console
+        self.fallback = fallback
+        self.bar = None
+        self.task = None
+        self.running_since = None
+
+    def __call__(self, message: str) -> None:
+        record = getattr(message, "record", None)
+        if record is not None and self.bar is not None and record.get("status") != "Running":
+            rows = record.get("rows_scored") or 0  # the job has ended: its final counts
+            self.bar.update(self.task, completed=record.get("files_done") or 0, rows=rows)
+            self.stop()
+        if record is None or record.get("status") != "Running" or not record.get("files_total"):
+            if self.bar is None:
+                self.fallback(message)
+            return
+        import time
+
+        rows = (record.get("rows_scored") or 0) + (record.get("rows_in_progress") or 0)
+        if self.bar is None:
+            self.fallback(message)  # the job's state line, then the live bar
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn)
+
+            self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("files · {task.fields[rows]:,} rows · "
+                                           "{task.fields[rate]:,.0f} rows/s"),
+                                TimeElapsedColumn(), console=self.console)
+            self.task = self.bar.add_task("scoring", total=record["files_total"], rows=0, rate=0.0)
+            self.running_since = time.monotonic()
+            self.bar.start()
+        elapsed = max(1e-6, time.monotonic() - self.running_since)
+        self.bar.update(self.task, total=record["files_total"],
+                        completed=record.get("files_done") or 0, rows=rows, rate=rows / elapsed)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _print_throughput(job, seconds: float | None) -> None:
+    rows = job.rows_scored or 0
+    took = job.duration_seconds
+    if not rows or not took:
+        return
+    line = f"throughput  {rows:,} rows in {took:.1f} s: {rows / took:,.0f} rows/s (job)"
+    if seconds:
+        line += f", {rows / seconds:,.0f} rows/s end to end ({seconds:.1f} s)"
+    _console().print(line, markup=False, highlight=False)
 
 
 def _print_job(job, stats=None, seconds: float | None = None) -> None:

@@ -87,6 +87,7 @@ class _Progress:
     mini_batches_done: int = 0
     mini_batches_failed: int = 0
     files_failed: int = 0
+    files_done: int = 0  # files of settled mini-batches, scored or failed
     rows_scored: int = 0
     rows_running: int = 0  # rows of mini-batches still running (progress display)
     retries: int = 0
@@ -177,6 +178,7 @@ class JobRunner:
         self.record.update(changes)
         p = self.progress
         self.record.update(files_total=p.files_total, files_failed=p.files_failed,
+                           files_done=p.files_done,
                            rows_scored=p.rows_scored,
                            rows_in_progress=max(0, p.rows_running),
                            mini_batches_total=p.mini_batches_total,
@@ -263,6 +265,7 @@ class JobRunner:
     def _schedule(self, batches, columns, parts: Path, out) -> str:
         s, p = self.settings, self.progress
         plans: list[list] = []
+        self._batches = batches
         n = min(s.workers, sum(most_pieces(batch, s.workers) for batch in batches))
         _share_cores(n)
         # One process loads the model itself (spawn). Several are forked from this runner
@@ -327,6 +330,7 @@ class JobRunner:
                 return
             final[index] = ("failed", file_name, message)
             p.mini_batches_failed += 1
+            p.files_done += len(batches[index])
             for path in batches[index]:
                 name = Path(path).name
                 if name == file_name or not file_name:
@@ -451,6 +455,7 @@ class JobRunner:
                 final[index] = ("ok", [path for path, _ in pieces], sum(r for _, r in pieces))
                 self.progress.mini_batches_done += 1
                 self.progress.rows_scored += final[index][2]
+                self.progress.files_done += len(self._batches[index])
         elif kind == "failed":
             _, index, attempt, piece, part, file_name, text = message
             slot.state, slot.task = "idle", None

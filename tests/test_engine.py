@@ -262,6 +262,31 @@ def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_process_forked_from_the_runner_that_times_out_is_replaced_and_the_mini_batch_retried(
+        trained, tmp_path):
+    from tests.support.slow_model import save_slow_model
+
+    settings, _, model_dir, model = trained
+    folder = tmp_path / "two"
+    folder.mkdir()
+    expected = []
+    for i in range(2):
+        part = iris(75, start=i * 75)
+        part.to_csv(folder / f"part{i}.csv", index=False)
+        expected += expected_lines(model, part, f"part{i}.csv")
+    slow = save_slow_model(tmp_path / "slow-model", model_dir, tmp_path / "slept", mode="once",
+                           seconds=60)
+    record, job_dir = run_job(tmp_path, settings, slow, str(folder), max_retries=2, timeout=3,
+                              instance_count=1, max_concurrency_per_instance=2)
+    assert record["status"] == "Completed", record["error"]
+    assert record["retries"] >= 1
+    assert predictions(job_dir) == expected
+    assert "failed, retrying: timed out after 3 s" in error_log(job_dir)
+    stdout = "".join(p.read_text() for p in (job_dir / "logs/user/stdout").glob("*/*.txt"))
+    assert "started with the model loaded by the job runner" in stdout
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_mini_batch_that_always_times_out_fails_its_files(trained, tmp_path):
     from tests.support.slow_model import save_slow_model
 

@@ -147,11 +147,34 @@ def _inputs(case: Case) -> tuple[Path, list[Path]]:
         return path, [path]
     folder = data / f"iris_{case.key}"
     per_file = case.rows // case.files
+    # The folder is the input: only CSVs in it; the generator's ".done" markers wait outside.
+    markers = data / f"{case.key}-markers"
+    if markers.is_dir():
+        for marker in markers.iterdir():
+            marker.rename(folder / marker.name)
     files = [write_csv(folder / f"part{i:02d}.csv", per_file, seed=100 + i) for i in range(case.files)]
-    for stray in folder.iterdir():  # the folder is the input: only CSVs in it
+    markers.mkdir(exist_ok=True)
+    for stray in folder.iterdir():
         if stray.suffix != ".csv":
-            stray.rename(data / f"{case.key}-{stray.name}")
+            stray.rename(markers / stray.name)
     return folder, files
+
+
+def _job_phases(target: Target, before: set) -> dict:
+    """Median seconds per phase (model load, scoring, publish) of the jobs run since."""
+    import json
+    import statistics
+
+    jobs = target.root / "state" / "deployer" / "jobs"
+    timings = [json.loads((d / "job.json").read_text()).get("timings") or {}
+               for d in jobs.iterdir() if d.name not in before and (d / "job.json").is_file()]
+    keys = sorted({k for t in timings for k in t})
+    return {k: statistics.median(t[k] for t in timings if k in t) for k in keys}
+
+
+def _jobs(target: Target) -> set:
+    jobs = target.root / "state" / "deployer" / "jobs"
+    return {d.name for d in jobs.iterdir()} if jobs.is_dir() else set()
 
 
 def _digest(path: Path) -> str:
@@ -182,9 +205,11 @@ def run_case(case: Case, target: Target, runs: int, out: Path) -> None:
         engine_out = out / f"{case.key}-engine-{workers or 'all'}"
         key = "b" if workers is None else f"b{workers}"
         print(f"[{label}] (b) deployer invoke, {workers or 'all'} worker(s)", flush=True)
+        before = _jobs(target)
         case.results[key] = median_of(
             runs, [PY, "-m", "deployer", "invoke", "--input", str(source), "--spec-dir",
                    str(spec_dir), "--output-dir", str(engine_out)], env=target.env, cwd=REPO_ROOT)
+        case.results[f"{key}_phases"] = _job_phases(target, before)
         produced = engine_out / "predictions.csv"
         same = produced.is_file() and _digest(produced) == _digest(floor_out)
         case.results[f"{key}_same"] = same
@@ -248,6 +273,10 @@ def checks(cases: dict[str, Case], help_m: Measurement | None) -> list[Check]:
         speedup = ratio(r.get("b1"), r.get("b2"))
         add("8×1M: 1 worker / 2 workers", speedup and f"{speedup:.2f}×", "≥ 1.7×",
             speedup is not None and speedup >= 1.7)
+        one, two = (r.get("b1_phases") or {}).get("scoring"), (r.get("b2_phases") or {}).get("scoring")
+        if one and two:
+            found.append(Check("8×1M, scoring phase only (job.json timings; information)",
+                               f"{one / two:.2f}×", "—", None))
     for case in cases.values():
         for key, value in case.results.items():
             if key.endswith("_same"):
@@ -404,9 +433,16 @@ def main(argv: list[str] | None = None) -> int:
     if "8x1m" in cases_by_key:
         notes.append("8 files × 1M: (b) runs one file per mini-batch with 1 and with 2 scoring "
                      "processes; (c) is not run (`mlflow models predict` takes one input file).")
+    for case in cases:
+        for key, value in case.results.items():
+            if key.endswith("_phases") and value:
+                phases = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in value.items())
+                notes.append(f"{case.layout}, ({key[:-7]}) job phases (median, job.json): {phases}.")
     notes.append("(b) runs `mini_batch_size: 1`, `instance_count: 1`, "
                  "`max_concurrency_per_instance` = worker count (all cores unless stated).")
     print_rich(cases, found)
+    for note in notes:
+        print(f"- {note}")
     if not args.no_doc:
         DOC.write_text(render(cases, found, args.runs, notes))
         print(f"wrote {DOC.relative_to(REPO_ROOT)}")

@@ -162,6 +162,7 @@ class JobRunner:
         self.logs = self.job_dir / "logs"
         self.user_logs = self.logs / "user"
         self._last_write = 0.0
+        self.timings: dict[str, float] = {}  # seconds per phase, in the record (job.json)
 
     def _datastore_from_record(self):
         from workspace.datastore import Datastore
@@ -234,14 +235,16 @@ class JobRunner:
             self._user_error(f"Job failed: {error}" if status == "Failed" else error)
         self.record.update(status="Finalizing")
         try:
+            publishing = time.monotonic()
             self._publish()
+            self.timings["publish"] = round(time.monotonic() - publishing, 3)
         except Exception as exc:  # noqa: BLE001
             if status == "Completed":
                 status, error = "Failed", f"Uploading the output to the datastore failed: {exc}"
             self._user_error(f"Uploading the output to the datastore failed: {exc}")
         for scratch in ("work", "inputs"):  # part files and downloaded inputs
             shutil.rmtree(self.job_dir / scratch, ignore_errors=True)
-        self._save(force=True, status=status, error=error or "", finished=now(),
+        self._save(force=True, status=status, error=error or "", finished=now(), timings=self.timings,
                    duration_seconds=round(time.monotonic() - started, 3))
         return self.record
 
@@ -350,6 +353,7 @@ class JobRunner:
             if not plans:  # planning reads large CSV files once; the process loads the model
                 plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
             pending.extend((i, 1, k) for i in range(len(batches)) for k in range(len(plans[i])))
+            scoring = time.monotonic()
             while len(final) < len(batches) and not threshold_error:
                 for slot in slots:
                     while slot.state == "idle" and pending:
@@ -407,6 +411,7 @@ class JobRunner:
                         _append_parts(result[1], out)
                     next_write += 1
                 self._save()
+            self.timings["scoring"] = round(time.monotonic() - scoring, 3)
         finally:
             for slot in slots:
                 stop(slot, kill=bool(threshold_error) or len(final) < len(batches))
@@ -489,7 +494,8 @@ class JobRunner:
                            "see logs/user/error/.")
         finally:
             planner.join()
-        print(f"model loaded in {time.monotonic() - started:.2f} s", flush=True)
+        self.timings["model_load"] = round(time.monotonic() - started, 3)
+        print(f"model loaded in {self.timings['model_load']:.2f} s", flush=True)
         return model
 
     def _forget_reported(self, slot: _Slot) -> None:
@@ -566,11 +572,30 @@ def _append_parts(paths: list[str], out) -> None:
     """Append a finished mini-batch's part files to the output (if any), then drop them."""
     for path in paths:
         if out is not None and Path(path).is_file():
+            out.flush()
             with open(path, "rb") as part:
-                shutil.copyfileobj(part, out, 1 << 20)
+                _copy_to(part, out)
         Path(path).unlink(missing_ok=True)
     if out is not None:
         out.flush()
+
+
+def _copy_to(source, target) -> None:
+    """Append an open file to another in the kernel (sendfile) where it can."""
+    size = os.fstat(source.fileno()).st_size
+    try:
+        sent = 0
+        while sent < size:
+            n = os.sendfile(target.fileno(), source.fileno(), sent, size - sent)
+            if n == 0:
+                break
+            sent += n
+        if sent == size:
+            return
+        source.seek(sent)
+    except (AttributeError, OSError):
+        source.seek(0)
+    shutil.copyfileobj(source, target, 1 << 20)
 
 
 def _append(path: Path, text: str) -> None:

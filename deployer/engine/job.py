@@ -5,7 +5,11 @@ Semantics (Azure ML's, for MLflow model deployments):
   (`azureml://datastores/<ds>/paths/<p>`, read from Azurite);
 - files are grouped into mini-batches of `mini_batch_size`, in name order;
 - `instance_count × max_concurrency_per_instance` worker processes (never more than there
-  are mini-batches) each load the model once;
+  are pieces of work); one process loads the model itself, several are forked from this
+  runner after it has loaded the model once;
+- with several processes, each file of a mini-batch is a piece of work and a large CSV
+  file is cut into line-aligned byte ranges; a mini-batch succeeds when all its pieces do,
+  and its parts are appended in order (the timeout applies to each piece);
 - a mini-batch fails when one of its files fails or when it runs longer than
   `retry_settings.timeout` (its process is killed and replaced); a failed mini-batch is
   retried `max_retries` times; the files of a mini-batch that still fails count as failed;

@@ -385,8 +385,8 @@ def render(cases: list[Case], found: list[Check], runs: int, notes: list[str]) -
              "(column types from the signature), predicts and writes Azure ML's output with "
              "pyarrow (`bench/floor.py`);",
              "- **(b)** `python -m deployer invoke --input PATH` on the local target as a whole: "
-             "the CLI, the job runner, its scoring processes, the output uploaded to Azurite "
-             "and downloaded again, the per-class summary;",
+             "the CLI, the job runner, its scoring processes, the output published to Azurite "
+             "and copied to the output folder, the per-class summary;",
              "- **(c)** `mlflow models predict -t csv --env-manager local`.",
              "",
              f"Each cell is the median of {runs} run(s): wall time / peak RSS. Data: "

@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 from deployer.engine.records import read_record, write_record
-from tests.conftest import IRIS_CSV, run_trainer
-from workspace.datastore import Datastore
+from tests.conftest import IRIS_CSV, container_datastore, isolated_settings, train_iris
 from workspace.published import download_model, find_published_run
 from workspace.settings import REPO_ROOT, Settings
 
@@ -31,13 +30,9 @@ def trained(tmp_path_factory, azurite):
     import mlflow.pyfunc
 
     tmp = tmp_path_factory.mktemp("engine")
-    settings = Settings.load(env_file=tmp / "no.env", environ={}, azurite_port=str(azurite.port),
-                             container=f"t{uuid.uuid4().hex[:16]}", local_dir=str(tmp / "local"))
-    store = Datastore.from_settings(settings)
-    store.ensure_container()
-    result = run_trainer(tmp / "node", "--iris-csv", str(IRIS_CSV), "--epochs", "50", "--lr", "0.1",
-                         "--containerName", f"{settings.container}/{settings.model_prefix}",
-                         connection_string=azurite.connection_string)
+    settings = isolated_settings(azurite, tmp)
+    store = container_datastore(settings)
+    result = train_iris(azurite, settings, tmp / "node")
     assert result.returncode == 0, result.stderr
     run = find_published_run(store, settings.model_prefix)
     model_dir = download_model(store, run, tmp / "model")

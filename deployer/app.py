@@ -119,6 +119,18 @@ def spec_overrides(settings) -> dict[str, dict]:
     return overrides
 
 
+def _counted_by_job(job: JobSummary):
+    """The job's own per-class and per-file counts, when it reported them (the local
+    target does, as it writes the output): no second pass over a large file."""
+    from deployer.report import PredictionStats
+
+    counted = job.predictions
+    if not counted or counted.get("rows") != job.rows_scored:
+        return None
+    return PredictionStats(rows=int(counted["rows"]), per_class=dict(counted.get("per_class") or {}),
+                           per_file=dict(counted.get("per_file") or {}))
+
+
 def prediction_stats(path: Path):
     """Rows per class and per file of a predictions.csv (streamed; see deployer.report)."""
     from deployer.report import summarize_predictions
@@ -313,11 +325,12 @@ class Deployer:
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
                                   progress=self.progress)
-        path = None
+        path = stats = None
         if wait and job.status == "Completed":
             path = _local_predictions(job, Path(output_dir) if output_dir else None)
-        return InvokeResult(job=job, stats=prediction_stats(path) if path else None,
-                            seconds=time.monotonic() - started, predictions=path)
+            stats = _counted_by_job(job) or (prediction_stats(path) if path else None)
+        return InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started,
+                            predictions=path)
 
     def job(self, name: str) -> JobSummary:
         return self.backend.get_job(name)

@@ -61,3 +61,6 @@ class JobSummary:
     mini_batches_done: int | None = None
     duration_seconds: float | None = None
     failed_files: list = field(default_factory=list)  # [{"file": ..., "message": ...}]
+    # Rows per prediction and per file, counted by the job as it wrote them (local backend):
+    # {"rows": n, "per_class": {label: n}, "per_file": {file: n}}.
+    predictions: dict | None = None

@@ -16,10 +16,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-from pyarrow import csv as pa_csv
-
 from deployer.entities import JobSummary
 
 PREDICTION_COLUMNS = ["row", "prediction", "file_name"]
@@ -43,7 +39,9 @@ class PredictionStats:
         return self.per_class.get(label, 0) / self.rows if self.rows else 0.0
 
 
-def _add_value_counts(totals: Counter, column: pa.ChunkedArray | pa.Array) -> None:
+def _add_value_counts(totals: Counter, column) -> None:
+    import pyarrow.compute as pc
+
     counted = pc.value_counts(column)
     for value, count in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()):
         totals[value] += count
@@ -51,6 +49,9 @@ def _add_value_counts(totals: Counter, column: pa.ChunkedArray | pa.Array) -> No
 
 def summarize_predictions(predictions_csv: Path) -> PredictionStats:
     """Count the rows of a predictions file per class and per input file."""
+    import pyarrow as pa
+    from pyarrow import csv as pa_csv
+
     path = Path(predictions_csv)
     if not path.is_file():
         raise ReportError(f"No predictions file at {path}.")

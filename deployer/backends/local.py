@@ -323,6 +323,8 @@ class LocalBackend(Backend):
                     state["deployments"].setdefault(endpoint, {})[spec.name] = {
                         **want, "model_path": path, "updated": now()}
                 ep["default_deployment"] = spec.name
+        if not dry_run and action != NO_OP and path:
+            _warn_environment(path, progress)
         return Change("deployment", spec.name, action, detail)
 
     # ------------------------------------------------------------------ invoke and jobs
@@ -492,7 +494,8 @@ class LocalBackend(Backend):
             mini_batches_total=record.get("mini_batches_total"),
             mini_batches_done=record.get("mini_batches_done"),
             duration_seconds=record.get("duration_seconds"),
-            failed_files=list(record.get("failed_files") or []))
+            failed_files=list(record.get("failed_files") or []),
+            predictions=record.get("predictions"))
 
     def get_job(self, name: str) -> JobSummary:
         job_dir = self._job_dir(name)
@@ -583,6 +586,18 @@ def validate_endpoint_name(name: str) -> None:
 
 def _diff(have: dict, want: dict) -> str:
     return ", ".join(f"{k}: {have.get(k)!r} → {want[k]!r}" for k in want if have.get(k) != want[k])
+
+
+def _warn_environment(model_path: str, progress: Progress | None) -> None:
+    """The local target scores in this Python environment: say once, at deployment, what
+    of the model's requirements it does not meet (jobs then load the model without
+    checking again)."""
+    from deployer.environment import environment_mismatches
+
+    mismatches = environment_mismatches(Path(model_path))
+    if mismatches and progress:
+        progress("warning: this environment does not meet the model's requirements (scoring "
+                 "may differ from training): " + "; ".join(mismatches))
 
 
 def _read_pid(path: Path) -> int | None:

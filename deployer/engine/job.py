@@ -167,6 +167,8 @@ class JobRunner:
         self.user_logs = self.logs / "user"
         self._last_write = 0.0
         self.timings: dict[str, float] = {}  # seconds per phase, in the record (job.json)
+        self.publisher = None  # streams the output to the datastore while scoring
+        self.predicted = _PredictionCounts()
 
     def _datastore_from_record(self):
         from workspace.datastore import Datastore
@@ -237,7 +239,7 @@ class JobRunner:
             self._user_error(traceback.format_exc())
         if error:
             self._user_error(f"Job failed: {error}" if status == "Failed" else error)
-        self.record.update(status="Finalizing")
+        self.record.update(status="Finalizing", predictions=self.predicted.as_dict())
         try:
             publishing = time.monotonic()
             self._publish()
@@ -327,7 +329,7 @@ class JobRunner:
             if state["failed"] or index in final:  # another piece of it failed first
                 return
             state["failed"] = True
-            for part, _ in state["parts"].values():
+            for part, *_ in state["parts"].values():
                 Path(part).unlink(missing_ok=True)
             if attempt <= s.max_retries:
                 p.retries += 1
@@ -354,6 +356,8 @@ class JobRunner:
         try:
             for slot in slots:
                 start(slot)
+            if out is not None:  # after the fork: the processes need none of its thread
+                self._start_publisher()
             if not plans:  # planning reads large CSV files once; the process loads the model
                 plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
             pending.extend((i, 1, k) for i in range(len(batches)) for k in range(len(plans[i])))
@@ -412,7 +416,7 @@ class JobRunner:
                 while next_write in final:
                     result = final[next_write]
                     if result[0] == "ok":
-                        _append_parts(result[1], out)
+                        self._write_succeeded(result, out)
                     next_write += 1
                 self._save()
             self.timings["scoring"] = round(time.monotonic() - scoring, 3)
@@ -435,9 +439,18 @@ class JobRunner:
                 for path in batches[index]:
                     self._user_error(f"{Path(path).name}: {why}")
             elif result[0] == "ok":
-                _append_parts(result[1], out)
+                self._write_succeeded(result, out)
         if out is not None:
             out.flush()
+
+    def _write_succeeded(self, result: tuple, out) -> None:
+        """Append a successful mini-batch to the output (file and datastore) and count it."""
+        _, paths, _rows, stats = result
+        if self.publisher is not None:
+            self.publisher.mini_batch_succeeded(paths)
+        _append_parts(paths, out)
+        for per_file, per_class in stats:
+            self.predicted.add(per_file, per_class)
 
     def _handle(self, slot: _Slot, message: tuple, plans: list, attempts: dict, final: dict,
                 attempt_failed) -> None:
@@ -451,17 +464,20 @@ class JobRunner:
             slot.reported += message[1]
             self.progress.rows_running += message[1]
         elif kind == "done":
-            _, index, attempt, piece, part, rows, _per_file = message
+            _, index, attempt, piece, part, rows, per_file, per_class = message
             slot.state, slot.task = "idle", None
             self._forget_reported(slot)
             state = attempts[(index, attempt)]
             if index in final or state["failed"]:  # a late answer for a settled mini-batch
                 Path(part).unlink(missing_ok=True)
                 return
-            state["parts"][piece] = (part, rows)
+            state["parts"][piece] = (part, rows, per_file, per_class)
+            if self.publisher is not None:
+                self.publisher.part_written(Path(part))
             if len(state["parts"]) == len(plans[index]):
                 pieces = [state["parts"][k] for k in range(len(plans[index]))]
-                final[index] = ("ok", [path for path, _ in pieces], sum(r for _, r in pieces))
+                final[index] = ("ok", [piece[0] for piece in pieces], sum(p[1] for p in pieces),
+                                [(p[2], p[3]) for p in pieces])
                 self.progress.mini_batches_done += 1
                 self.progress.rows_scored += final[index][2]
                 self.progress.files_done += len(self._batches[index])
@@ -488,7 +504,8 @@ class JobRunner:
         try:
             import mlflow.pyfunc
 
-            model = mlflow.pyfunc.load_model(model_dir)
+            # The deployment checked this environment against the model's requirements.
+            model = mlflow.pyfunc.load_model(model_dir, suppress_warnings=True)
         except Exception as exc:  # noqa: BLE001 - the job fails with the reason
             _, error_path = log_paths(self.job_dir, 0, 0)
             _append(error_path, f"loading the model from {model_dir} failed:\n"
@@ -506,20 +523,69 @@ class JobRunner:
         self.progress.rows_running -= slot.reported
         slot.reported = 0
 
+    def _output_blob(self) -> str:
+        return (f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}/named-outputs/{OUTPUT_NAME}/"
+                f"{self.settings.output_file_name}")
+
+    def _start_publisher(self) -> None:
+        """Stream the output to the datastore as parts are written; if that cannot start,
+        the whole file is uploaded at the end instead."""
+        from deployer.engine.publish import OutputPublisher
+
+        try:
+            store = self.datastore_factory()
+            self.publisher = OutputPublisher(store.block_upload(self._output_blob()))
+        except Exception as exc:  # noqa: BLE001 - the upload at the end still runs
+            self._user_error(f"streaming the output to the datastore could not start ({exc}); "
+                             "it is uploaded when the job ends.")
+
     def _publish(self) -> None:
         """Upload the output file and the logs to the datastore under batch-jobs/<job>/."""
+        from deployer.engine.publish import PublishError
+
         store = self.datastore_factory()
         prefix = f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}"
         output = self.job_dir / "outputs" / self.settings.output_file_name
+        publisher, self.publisher = self.publisher, None
         if output.is_file():
-            name = f"{prefix}/named-outputs/{OUTPUT_NAME}/{self.settings.output_file_name}"
-            store.upload_file(output, name)
+            name = self._output_blob()
+            streamed = False
+            if publisher is not None:
+                try:
+                    streamed = publisher.finish() == output.stat().st_size
+                except PublishError as exc:
+                    self._user_error(f"streaming the output to the datastore failed ({exc}); "
+                                     "uploading the whole file.")
+            if not streamed:
+                store.upload_file(output, name)
             self.record["output_datastore_path"] = name
+        elif publisher is not None:
+            publisher.abandon()
         self._write_overview()
         for path in sorted(self.logs.rglob("*")):
             if path.is_file():
                 store.upload_file(path, f"{prefix}/{path.relative_to(self.job_dir).as_posix()}")
         self.record["logs_datastore_path"] = f"{prefix}/logs/"
+
+
+class _PredictionCounts:
+    """Rows per prediction and per input file of the successful mini-batches, as written
+    to the output (the summary `invoke` prints, without reading the file again)."""
+
+    def __init__(self):
+        self.rows = 0
+        self.per_class: collections.Counter = collections.Counter()
+        self.per_file: dict[str, int] = {}  # input order
+
+    def add(self, per_file: dict, per_class: dict) -> None:
+        for name, rows in per_file.items():
+            self.per_file[name] = self.per_file.get(name, 0) + rows
+            self.rows += rows
+        self.per_class.update(per_class)
+
+    def as_dict(self) -> dict:
+        return {"rows": self.rows, "per_class": dict(sorted(self.per_class.items())),
+                "per_file": self.per_file}
 
 
 def plan_minibatch(files: list[str], workers: int) -> list[list]:

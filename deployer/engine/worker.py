@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+from collections import Counter
 from itertools import repeat
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def _prediction_column(result):
 class PartWriter:
     """`row,prediction,file_name` lines in csv.writer's format (minimal quoting, "\n").
     Batches are formatted by pyarrow when no value needs quoting, by csv.writer otherwise:
-    the bytes are the same either way."""
+    the bytes are the same either way. `per_class` counts the rows per prediction as
+    written (the value a reader of the file sees), for the job's summary."""
 
     def __init__(self, handle):
         import pyarrow.csv as pacsv
@@ -86,6 +88,7 @@ class PartWriter:
         self.handle = handle
         self.writer = csv.writer(handle, lineterminator="\n")
         self.options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+        self.per_class: Counter = Counter()
 
     def write(self, first_row: int, result, count: int, name: str) -> None:
         import numpy as np
@@ -108,9 +111,30 @@ class PartWriter:
             else:
                 self.handle.flush()
                 self.handle.buffer.write(sink.getvalue())
+                _count_column(self.per_class, column)
                 return
         predicted = _predictions(result)
         self.writer.writerows(zip(range(first_row, first_row + count), predicted, repeat(name)))
+        # What csv.writer writes for a value: "" for None, str() otherwise.
+        self.per_class.update("" if v is None else str(v) for v in predicted)
+
+
+def _count_column(totals: Counter, column) -> None:
+    """Add a pyarrow prediction column's rows per value to totals."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column, pa.DictionaryArray):  # few labels: count the codes
+        counts = np.bincount(column.indices.to_numpy(zero_copy_only=False),
+                             minlength=len(column.dictionary))
+        for label, n in zip(column.dictionary.to_pylist(), counts.tolist()):
+            if n:
+                totals[label] += n
+        return
+    counted = pc.value_counts(column)
+    for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist()):
+        totals[value] += n
 
 
 def _count(result) -> int:
@@ -118,9 +142,9 @@ def _count(result) -> int:
 
 
 def score_minibatch(model, files: list, columns: list[Column], part_path: Path,
-                    batch_rows: int, on_rows=None) -> tuple[int, dict]:
+                    batch_rows: int, on_rows=None) -> tuple[int, dict, dict]:
     """Score every input of a mini-batch (or one piece of it) into part_path; returns
-    (rows, {file: rows}). An input is a file path, or (path, byte_start, byte_end,
+    (rows, {file: rows}, {prediction: rows}). An input is a file path, or (path, byte_start, byte_end,
     first_row) for a line-aligned byte range of a CSV file. Raises FileError naming the
     first file that cannot be scored."""
     rows_per_file: dict[str, int] = {}
@@ -147,7 +171,7 @@ def score_minibatch(model, files: list, columns: list[Column], part_path: Path,
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise FileError(name, f"scoring failed: {type(exc).__name__}: {message}") from exc
             rows_per_file[name] = rows_per_file.get(name, 0) + row - first_row
-    return sum(rows_per_file.values()), rows_per_file
+    return sum(rows_per_file.values()), rows_per_file, dict(writer.per_class)
 
 
 def _input_item(item) -> tuple[str, tuple | None, int]:
@@ -172,7 +196,8 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
         try:
             import mlflow.pyfunc
 
-            model = mlflow.pyfunc.load_model(model_dir)
+            # The deployment checked this environment against the model's requirements.
+            model = mlflow.pyfunc.load_model(model_dir, suppress_warnings=True)
         except BaseException as exc:  # noqa: BLE001 - reported to the runner, then exit
             _log_error(error_path, f"loading the model from {model_dir} failed:\n{traceback.format_exc()}")
             conn.send(("load_failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
@@ -192,7 +217,7 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
         t0 = time.perf_counter()
         print(f"mini-batch {index} attempt {attempt} piece {piece}: {_describe(items)}", flush=True)
         try:
-            rows, per_file = score_minibatch(model, items, cols, Path(part_path), batch_rows,
+            rows, per_file, per_class = score_minibatch(model, items, cols, Path(part_path), batch_rows,
                                              on_rows=lambda n: conn.send(("rows", n)))
         except FileError as exc:
             _log_error(error_path, f"mini-batch {index} attempt {attempt}: {exc}")
@@ -205,7 +230,7 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
             continue
         print(f"mini-batch {index} attempt {attempt} piece {piece}: {rows} rows in "
               f"{time.perf_counter() - t0:.3f} s", flush=True)
-        conn.send(("done", index, attempt, piece, part_path, rows, per_file))
+        conn.send(("done", index, attempt, piece, part_path, rows, per_file, per_class))
 
 
 def _describe(items: list) -> str:

@@ -348,7 +348,9 @@ class LocalBackend(Backend):
             raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
                                 "See `python -m deployer status` for the deployments.")
         input_uri = self._input_uri(input_path)
-        self.datastore.check()  # the job writes its output there: fail now, not at the end
+        # The job writes its output to the datastore: fail now, not at the end (the job
+        # checks the container itself, while it loads the model).
+        _require_azurite(self.settings)
         job_name = f"batchjob-{uuid.uuid4()}"
         job_dir = self.jobs_dir / job_name
         job_dir.mkdir(parents=True)
@@ -398,7 +400,7 @@ class LocalBackend(Backend):
         (job_dir / "runner.pid").write_text(str(process.pid))
         self._children = getattr(self, "_children", []) + [process]
 
-    def wait(self, job_name: str, *, progress: Progress | None = None, poll: float = 0.2,
+    def wait(self, job_name: str, *, progress: Progress | None = None, poll: float = 0.1,
              timeout: float | None = None) -> JobSummary:
         """Follow a job until it ends, telling progress what changes."""
         job_dir = self._job_dir(job_name)
@@ -436,19 +438,20 @@ class LocalBackend(Backend):
         return target
 
     def _copy_published_output(self, record: dict, blob: str, target: Path) -> bool:
-        """The job ran on this machine: its output file, which it uploaded to the datastore,
-        is still in the job folder. Copy it when it has the blob's size, rather than read
-        it back over HTTP (for millions of rows that is seconds)."""
+        """The job ran on this machine: the output file it uploaded to the datastore is
+        still in the job folder. Move it to the target (a copy across file systems) when
+        it has the size of the uploaded blob, rather than read it back over HTTP (for
+        millions of rows that is seconds); the datastore keeps the job's copy."""
         local = self._job_dir(record["name"]) / "outputs" / Path(blob).name
         try:
-            if not local.is_file():
-                return False
-            size = self.datastore.client.get_blob_client(blob).get_blob_properties().size
-            if size != local.stat().st_size:
+            if not local.is_file() or local.stat().st_size != record.get("output_bytes"):
                 return False
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(target.name + ".part")
-            shutil.copyfile(local, partial)
+            try:
+                os.replace(local, partial)
+            except OSError:  # another file system
+                shutil.copyfile(local, partial)
             partial.replace(target)
             return True
         except Exception:  # noqa: BLE001 - the datastore copy is the reference: download it
@@ -586,6 +589,16 @@ def validate_endpoint_name(name: str) -> None:
 
 def _diff(have: dict, want: dict) -> str:
     return ", ".join(f"{k}: {have.get(k)!r} → {want[k]!r}" for k in want if have.get(k) != want[k])
+
+
+def _require_azurite(settings) -> None:
+    from workspace.azurite import is_listening
+    from workspace.errors import DatastoreUnavailable
+
+    if not is_listening(int(settings.azurite_port)):
+        raise DatastoreUnavailable(f"The local datastore (Azurite) is not reachable at "
+                                   f"{settings.azurite_blob_endpoint}.",
+                                   "Start it with `make local-up`.")
 
 
 def _warn_environment(model_path: str, progress: Progress | None) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from deployer.engine.records import now, read_record, write_record
 from deployer.engine.signature import read_signature
+from workspace.errors import ProjectError
 
 OUTPUT_NAME = "score"
 DATASTORE_JOBS_PREFIX = "batch-jobs"
@@ -168,6 +169,7 @@ class JobRunner:
         self._last_write = 0.0
         self.timings: dict[str, float] = {}  # seconds per phase, in the record (job.json)
         self.publisher = None  # streams the output to the datastore while scoring
+        self._store = None  # the datastore, once checked
         self.predicted = _PredictionCounts()
 
     def _datastore_from_record(self):
@@ -281,8 +283,16 @@ class JobRunner:
         # once it has loaded the model: the model is loaded once, not once per process on
         # cores that are busy loading it too, and a replaced process starts at once.
         model = None
+        if n == 1:
+            self._check_output_store()
         if n > 1:
             model = self._load_model(batches, plans, s.workers)
+            # Forked processes share the runner's memory until they write to it; the
+            # garbage collector would write to every object, so it leaves these alone.
+            import gc
+
+            gc.collect()
+            gc.freeze()
         ctx = multiprocessing.get_context("fork" if model is not None else "spawn")
         concurrency = max(1, int(s.max_concurrency_per_instance))
         slots = [_Slot(k, k // concurrency, k % concurrency) for k in range(n)]
@@ -491,13 +501,20 @@ class JobRunner:
 
     def _load_model(self, batches, plans: list, workers: int):
         """Load the model in this process while a thread plans the mini-batches (reading
-        large CSV files); a model that cannot be loaded fails the job."""
+        large CSV files) and checks the datastore; a model that cannot be loaded fails the
+        job."""
         import threading
 
-        def plan() -> None:
-            plans.extend(plan_minibatch(batch, workers) for batch in batches)
+        failures: list[BaseException] = []
 
-        planner = threading.Thread(target=plan, name="plan", daemon=True)
+        def prepare() -> None:
+            try:
+                plans.extend(plan_minibatch(batch, workers) for batch in batches)
+                self._check_output_store()
+            except BaseException as exc:  # noqa: BLE001 - raised after the load
+                failures.append(exc)
+
+        planner = threading.Thread(target=prepare, name="prepare", daemon=True)
         planner.start()
         started = time.monotonic()
         model_dir = self.record["model_path"]
@@ -515,6 +532,8 @@ class JobRunner:
                            "see logs/user/error/.")
         finally:
             planner.join()
+        if failures:
+            raise failures[0]
         self.timings["model_load"] = round(time.monotonic() - started, 3)
         print(f"model loaded in {self.timings['model_load']:.2f} s", flush=True)
         return model
@@ -527,13 +546,25 @@ class JobRunner:
         return (f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}/named-outputs/{OUTPUT_NAME}/"
                 f"{self.settings.output_file_name}")
 
+    def _check_output_store(self) -> None:
+        """The datastore the output goes to must be there: fail the job now, not after
+        scoring."""
+        if self.settings.output_action == "summary_only" or self._store is not None:
+            return
+        try:
+            store = self.datastore_factory()
+            store.check()
+        except ProjectError as exc:
+            raise JobError(f"{exc}") from exc
+        self._store = store
+
     def _start_publisher(self) -> None:
         """Stream the output to the datastore as parts are written; if that cannot start,
         the whole file is uploaded at the end instead."""
         from deployer.engine.publish import OutputPublisher
 
         try:
-            store = self.datastore_factory()
+            store = self._store or self.datastore_factory()
             self.publisher = OutputPublisher(store.block_upload(self._output_blob()))
         except Exception as exc:  # noqa: BLE001 - the upload at the end still runs
             self._user_error(f"streaming the output to the datastore could not start ({exc}); "
@@ -543,7 +574,7 @@ class JobRunner:
         """Upload the output file and the logs to the datastore under batch-jobs/<job>/."""
         from deployer.engine.publish import PublishError
 
-        store = self.datastore_factory()
+        store = self._store or self.datastore_factory()
         prefix = f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}"
         output = self.job_dir / "outputs" / self.settings.output_file_name
         publisher, self.publisher = self.publisher, None
@@ -558,7 +589,7 @@ class JobRunner:
                                      "uploading the whole file.")
             if not streamed:
                 store.upload_file(output, name)
-            self.record["output_datastore_path"] = name
+            self.record.update(output_datastore_path=name, output_bytes=output.stat().st_size)
         elif publisher is not None:
             publisher.abandon()
         self._write_overview()
@@ -591,22 +622,32 @@ class _PredictionCounts:
 def plan_minibatch(files: list[str], workers: int) -> list[list]:
     """The pieces of a mini-batch that scoring processes can run side by side: with one
     process the whole mini-batch is one piece; with more, each file is a piece and a large
-    CSV file is cut into line-aligned byte ranges (`(path, start, end, first row)`), so
-    that a single big file does not leave a core idle. Parts are appended in piece order,
-    which is input order."""
+    CSV file is cut into line-aligned byte ranges (`(path, start, end, first row)`) of
+    about PIECE_BYTES, at least one per process, so that a single big file does not leave
+    a core idle. Parts are appended in piece order, which is input order."""
     if workers <= 1:
         return [list(files)]
     from deployer.engine.reader import CSV_EXTENSIONS, split_csv
 
     tasks = []
     for file in files:
-        ranges = split_csv(Path(file), workers) if Path(file).suffix.lower() in CSV_EXTENSIONS \
-            else [(0, None, 0)]
+        ranges = split_csv(Path(file), _pieces_for(Path(file), workers)) \
+            if Path(file).suffix.lower() in CSV_EXTENSIONS else [(0, None, 0)]
         if len(ranges) == 1:
             tasks.append([file])
         else:
             tasks.extend([[(file, start, end, first)] for start, end, first in ranges])
     return tasks
+
+
+def _pieces_for(path: Path, workers: int) -> int:
+    from deployer.engine.reader import PIECE_BYTES
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 1
+    return max(workers, -(-size // PIECE_BYTES))
 
 
 def most_pieces(files: list[str], workers: int) -> int:
@@ -621,7 +662,7 @@ def most_pieces(files: list[str], workers: int) -> int:
             large = path.suffix.lower() in CSV_EXTENSIONS and path.stat().st_size >= 2 * MIN_PIECE_BYTES
         except OSError:
             return 1
-        return workers if large else 1
+        return _pieces_for(path, workers) if large else 1
 
     return sum(pieces(f) for f in files)
 

@@ -190,6 +190,11 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the runner's cancel handler
     stdout_path, error_path = Path(stdout_path), Path(error_path)
     _redirect_output(stdout_path)
+    import pyarrow as pa
+
+    # Arrow's default allocator keeps the pages of freed record batches; malloc gives them
+    # back (as fast here), so a process's memory stays at about one batch.
+    pa.set_memory_pool(pa.system_memory_pool())
     cols = [Column(*c) for c in columns]
     started = time.perf_counter()
     if model is None:

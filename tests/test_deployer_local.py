@@ -125,6 +125,11 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert "<svg" in report and all(f'data-count="{c}"' in report for c in counts)
     assert "Running" in scored.stderr and "Completed" in scored.stderr  # progress was shown
     print(f"invoke on iris: {invoke_seconds:.1f} s")
+    # The job's own copy was moved to the output folder; the datastore keeps the output.
+    job_dir = cli.local_dir / "deployer" / "jobs" / job
+    assert not (job_dir / "outputs" / "predictions.csv").exists()
+    ok(cli("jobs", "download", job, "--output-dir", "again"))
+    assert (cli.workdir / "again" / "predictions.csv").read_bytes() == output.read_bytes()
 
     # Again: nothing changes, no new version; the smoke test scores a few rows.
     again = ok(cli("register-and-deploy", "--smoke"))

@@ -175,7 +175,22 @@ def test_logs_follow_azure_ml_layout_and_are_published(trained, mixed_job):
     blob = record["output_datastore_path"]
     assert blob == f"batch-jobs/{record['name']}/named-outputs/score/predictions.csv"
     assert store.read_bytes(blob) == (job_dir / "outputs" / "predictions.csv").read_bytes()
+    assert record["output_bytes"] == (job_dir / "outputs" / "predictions.csv").stat().st_size
     assert store.exists(f"batch-jobs/{record['name']}/logs/user/error.txt")
+
+
+def counted_by_reading(job_dir: Path) -> dict:
+    from deployer.report import summarize_predictions
+
+    stats = summarize_predictions(job_dir / "outputs" / "predictions.csv")
+    return {"rows": stats.rows, "per_class": stats.per_class, "per_file": stats.per_file}
+
+
+def test_the_job_counts_rows_per_class_and_file_as_it_writes_them(mixed_job):
+    record, job_dir = mixed_job
+    assert record["predictions"] == counted_by_reading(job_dir)
+    assert list(record["predictions"]["per_file"]) == ["a_good.csv", "b_extra_columns.csv",
+                                                        "c_rows.parquet"]
 
 
 # ---------------------------------------------------------------------- mini-batches, threshold
@@ -251,6 +266,7 @@ def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
     assert record["status"] == "Completed", record["error"]
     assert record["retries"] == 1
     assert predictions(job_dir) == expected_lines(model, iris(), "iris_csv.csv")
+    assert record["predictions"] == counted_by_reading(job_dir)  # the retry counted once
     process_errors = "".join(p.read_text() for p in (job_dir / "logs/user/error").glob("*/*.txt"))
     assert "mini-batch 0 attempt 1: timed out after 3 s" in process_errors
     assert "mini-batch 0 attempt 1 failed, retrying: timed out after 3 s" in error_log(job_dir)
@@ -320,3 +336,41 @@ def test_a_datastore_input_that_cannot_be_read_fails_the_job_clearly(trained, tm
     record, job_dir = run_job(tmp_path, settings, model_dir, uri)
     assert record["status"] == "Failed" and message in record["error"]
     assert message in error_log(job_dir)
+
+
+# ---------------------------------------------------------------------- one large file
+
+
+def test_a_large_csv_is_scored_in_pieces_and_streamed_to_the_datastore_in_order(trained, tmp_path):
+    """Large enough to be cut into pieces whose parts are staged as blocks while the
+    other pieces run: the committed blob is the output, byte for byte, in input order."""
+    from bench.data import write_csv
+
+    settings, store, model_dir, model = trained
+    path = write_csv(tmp_path / "large.csv", 600_000, seed=3)
+    record, job_dir = run_job(tmp_path, settings, model_dir, str(path),
+                              max_concurrency_per_instance=2)
+    assert record["status"] == "Completed", record["error"]
+    output = (job_dir / "outputs" / "predictions.csv").read_bytes()
+    frame = pd.read_csv(path)
+    expected = "".join(f"{i},{p},large.csv\n" for i, p in enumerate(model.predict(frame)))
+    assert output == expected.encode()
+    assert store.read_bytes(record["output_datastore_path"]) == output
+    blocks, _ = store.client.get_blob_client(record["output_datastore_path"]).get_block_list()
+    assert len(blocks) >= 2  # staged part by part, not uploaded whole at the end
+    stdout = "".join(p.read_text() for p in (job_dir / "logs/user/stdout").glob("*/*.txt"))
+    assert "piece 1:" in stdout
+    assert record["predictions"] == counted_by_reading(job_dir)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_missing_output_container_fails_the_job_before_scoring(trained, tmp_path, processes):
+    settings, _, model_dir, _ = trained
+    missing = Settings.load(env_file=tmp_path / "no.env", environ={},
+                            azurite_port=settings.azurite_port, container="no-such-container",
+                            local_dir=str(tmp_path / "local"))
+    record, job_dir = run_job(tmp_path, missing, model_dir, str(IRIS_CSV),
+                              max_concurrency_per_instance=processes)
+    assert record["status"] == "Failed"
+    assert "Container 'no-such-container' does not exist" in record["error"]
+    assert record["rows_scored"] == 0 and "scoring" not in record["timings"]

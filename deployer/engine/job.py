@@ -610,6 +610,8 @@ class _PredictionCounts:
 
     def add(self, per_file: dict, per_class: dict) -> None:
         for name, rows in per_file.items():
+            if not rows:  # a file with no data rows has no line in the output
+                continue
             self.per_file[name] = self.per_file.get(name, 0) + rows
             self.rows += rows
         self.per_class.update(per_class)

@@ -20,7 +20,7 @@ DEFAULT_BATCH_ROWS = 65536
 MIN_PIECE_BYTES = 4 << 20  # a CSV file is cut for parallel scoring into pieces no smaller
 # ... and of about this size when it is large: pieces finish one after the other, so the
 # processes stay evenly busy to the end and finished parts are uploaded while others run.
-PIECE_BYTES = 16 << 20
+PIECE_BYTES = 8 << 20
 
 
 class FileError(Exception):

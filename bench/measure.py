@@ -7,7 +7,8 @@ Memory of a process tree is measured two ways:
 - RSS summed over the tree, for reference: shared pages count once per process, so it
   overstates a tree of forked processes.
 RSS is sampled every 20 ms; PSS, which costs the kernel a walk of each process's page
-tables (milliseconds), every 200 ms so that measuring does not slow the command down.
+tables (milliseconds), and the list of processes (a scan of /proc) every 200 ms, so that
+measuring does not slow the command down.
 """
 from __future__ import annotations
 
@@ -37,12 +38,13 @@ def measure(cmd: list[str], env: dict | None = None, cwd=None) -> Measurement:
     root = psutil.Process(process.pid)
     peak_rss = peak_pss = 0
     sample = 0
+    tree = [root]
     while process.poll() is None:
         try:
-            tree = [root, *root.children(recursive=True)]
-            peak_rss = max(peak_rss, sum(_memory(p, "rss") for p in tree))
             if sample % PSS_EVERY == 0:
+                tree = [root, *root.children(recursive=True)]
                 peak_pss = max(peak_pss, sum(_memory(p, "pss") for p in tree))
+            peak_rss = max(peak_rss, sum(_memory(p, "rss") for p in tree))
         except psutil.NoSuchProcess:
             pass
         sample += 1

@@ -55,12 +55,20 @@ def write_csv(path: Path, frame: pd.DataFrame, trailing_newline: bool) -> Path:
 
 def streamed_output(model, items: list, tmp_path: Path, batch_rows: int = SMALL_BATCH) -> bytes:
     """Score each item into its own part file, as the worker processes do, and append the
-    parts in order, as the job runner does."""
-    out = b""
+    parts in order, as the job runner does. The rows per prediction each piece counted
+    must be what a reader of the output counts."""
+    from collections import Counter
+
+    from deployer.report import summarize_predictions
+
+    out, counted = b"", Counter()
     for k, item in enumerate(items):
         part = tmp_path / f"part{k}.csv"
-        score_minibatch(model, [item], COLUMNS, part, batch_rows)
+        _, _, per_class = score_minibatch(model, [item], COLUMNS, part, batch_rows)
+        counted.update(per_class)
         out += part.read_bytes()
+    (tmp_path / "joined.csv").write_bytes(out)
+    assert dict(sorted(counted.items())) == summarize_predictions(tmp_path / "joined.csv").per_class
     return out
 
 
@@ -121,6 +129,25 @@ def test_quoted_fields_with_newlines_are_never_cut_and_score_like_the_whole_file
     assert split_csv(path, 4, min_piece_bytes=16 << 10) == [(0, None, 0)]
     expected = whole_file_output(model, frame, "notes.csv")
     assert streamed_output(model, [str(path)], tmp_path) == expected
+
+
+@pytest.mark.parametrize("chunk_bytes", [7, 64, 1000, 4096])
+@pytest.mark.parametrize("oddity", [b"\n\n", b"\r\n", b'"'])
+def test_a_csv_with_an_empty_line_a_carriage_return_or_a_quote_is_never_cut(
+        tmp_path, chunk_bytes, oddity):
+    """Row numbers are counted from newlines, which such a file would throw off; wherever
+    the oddity falls (also across the reading chunks), the file stays one piece."""
+    data = write_csv(tmp_path / "x.csv", features(2000), True).read_bytes()
+    assert split_csv(tmp_path / "x.csv", 4, min_piece_bytes=4096, chunk_bytes=chunk_bytes) != [(0, None, 0)]
+    lines = data.split(b"\n")
+    for at in (1, 700, 1999):  # after the first data line, in the middle, near the end
+        odd = b"\n".join(lines[:at + 1]) + oddity + b"\n".join(lines[at + 1:])
+        if oddity == b'"':
+            odd = b"\n".join(lines[:at]) + b'\n"1.0",' + lines[at].split(b",", 1)[1] + b"\n" + \
+                b"\n".join(lines[at + 1:])
+        path = tmp_path / f"odd{at}.csv"
+        path.write_bytes(odd)
+        assert split_csv(path, 4, min_piece_bytes=4096, chunk_bytes=chunk_bytes) == [(0, None, 0)], at
 
 
 @pytest.mark.parametrize("labels", [

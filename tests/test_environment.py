@@ -34,3 +34,15 @@ def test_each_unmet_requirement_is_named(tmp_path):
 
 def test_a_model_without_requirement_files_has_nothing_to_check(tmp_path):
     assert environment_mismatches(tmp_path) == []
+
+
+def test_the_local_deployment_warns_once_about_each_mismatch(tmp_path):
+    from deployer.backends.local import _warn_environment
+
+    said = []
+    _warn_environment(str(model_dir(tmp_path, "scikit-learn==0.1.0\n")), said.append)
+    assert len(said) == 1 and said[0].startswith("warning: this environment does not meet")
+    assert "scikit-learn: required ==0.1.0" in said[0]
+    said.clear()
+    _warn_environment(str(model_dir(tmp_path, "")), said.append)
+    assert said == []

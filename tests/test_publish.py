@@ -106,3 +106,46 @@ def test_a_part_that_vanished_before_its_mini_batch_succeeded_is_an_error(datast
     with pytest.raises(PublishError, match="missing"):
         publisher.finish()
     assert not datastore.exists(BLOB)
+
+
+# ---------------------------------------------------------------------- the job runner's side
+
+
+def finished_job(tmp_path: Path, output: bytes) -> Path:
+    from deployer.engine.records import write_record
+
+    job_dir = tmp_path / "batchjob-1"
+    (job_dir / "outputs").mkdir(parents=True)
+    (job_dir / "logs" / "user").mkdir(parents=True)
+    write_record(job_dir, {"name": "batchjob-1", "status": "Finalizing", "settings": {}})
+    (job_dir / "outputs" / "predictions.csv").write_bytes(output)
+    return job_dir
+
+
+class BrokenPublisher:
+    def __init__(self, size: int | None = None):
+        self.size = size
+
+    def finish(self) -> int:
+        if self.size is None:
+            raise PublishError("connection reset")
+        return self.size
+
+
+@pytest.mark.parametrize("publisher, logged", [
+    (BrokenPublisher(), "streaming the output to the datastore failed (connection reset)"),
+    (BrokenPublisher(size=3), "the streamed output has 3 bytes, the output file 33; uploading"),
+])
+def test_the_runner_uploads_the_whole_output_when_streaming_fell_short(
+        datastore, tmp_path, publisher, logged):
+    from deployer.engine.job import JobRunner
+
+    output = b"0,setosa,a.csv\n1,virginica,a.csv\n"
+    job_dir = finished_job(tmp_path, output)
+    runner = JobRunner(job_dir, datastore_factory=lambda: datastore)
+    runner.publisher = publisher
+    runner._publish()
+    assert datastore.read_bytes(runner.record["output_datastore_path"]) == output
+    assert runner.record["output_bytes"] == len(output)
+    assert logged in (job_dir / "logs" / "user" / "error.txt").read_text()
+    assert datastore.exists("batch-jobs/batchjob-1/logs/job_progress_overview.txt")

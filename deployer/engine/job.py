@@ -283,8 +283,6 @@ class JobRunner:
         # once it has loaded the model: the model is loaded once, not once per process on
         # cores that are busy loading it too, and a replaced process starts at once.
         model = None
-        if n == 1:
-            self._check_output_store()
         if n > 1:
             model = self._load_model(batches, plans, s.workers)
             # Forked processes share the runner's memory until they write to it; the
@@ -366,6 +364,8 @@ class JobRunner:
         try:
             for slot in slots:
                 start(slot)
+            if model is None:  # the process loads the model meanwhile
+                self._check_output_store()
             if out is not None:  # after the fork: the processes need none of its thread
                 self._start_publisher()
             if not plans:  # planning reads large CSV files once; the process loads the model
@@ -583,7 +583,11 @@ class JobRunner:
             streamed = False
             if publisher is not None:
                 try:
-                    streamed = publisher.finish() == output.stat().st_size
+                    size = publisher.finish()
+                    streamed = size == output.stat().st_size
+                    if not streamed:
+                        self._user_error(f"the streamed output has {size} bytes, the output file "
+                                         f"{output.stat().st_size}; uploading the whole file.")
                 except PublishError as exc:
                     self._user_error(f"streaming the output to the datastore failed ({exc}); "
                                      "uploading the whole file.")
@@ -671,8 +675,9 @@ def most_pieces(files: list[str], workers: int) -> int:
 
 def _share_cores(processes: int) -> None:
     """Give each scoring process its share of the cores for numeric libraries' thread pools
-    (unless set already): processes × threads beyond the core count only contend."""
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, processes)))
+    (unless set already), keeping a share for uploading the output: threads beyond that
+    only contend (an idle BLAS thread spins), and the upload runs while they score."""
+    threads = str(max(1, (os.cpu_count() or 1) // (max(1, processes) + 1)))
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(name, threads)
 

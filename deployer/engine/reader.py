@@ -137,7 +137,8 @@ class _RangeStream(io.RawIOBase):
         super().close()
 
 
-def split_csv(path: Path, pieces: int, min_piece_bytes: int = MIN_PIECE_BYTES) -> list[tuple[int, int | None, int]]:
+def split_csv(path: Path, pieces: int, min_piece_bytes: int = MIN_PIECE_BYTES,
+              chunk_bytes: int = 8 << 20) -> list[tuple[int, int | None, int]]:
     """Cut a CSV file into up to `pieces` line-aligned byte ranges of about equal size:
     [(start, end, first data row)]; end None is the end of the file. A file that cannot be
     cut safely is one piece: a quote character (a quoted field may hold a newline), a
@@ -152,14 +153,13 @@ def split_csv(path: Path, pieces: int, min_piece_bytes: int = MIN_PIECE_BYTES) -
     cuts: list[tuple[int, int]] = []  # (byte offset of a line start, data rows before it)
     import numpy as np
 
-    chunk_size = 8 << 20
     with open(path, "rb") as handle:
         header = handle.readline()
         offset, rows, previous = len(header), 0, b"\n"
         if not header.endswith(b"\n") or b'"' in header or b"\r" in header:
             return whole
         while True:
-            chunk = handle.read(chunk_size)
+            chunk = handle.read(chunk_bytes)
             if not chunk:
                 break
             # numpy scans without holding the GIL: this runs while the model loads.

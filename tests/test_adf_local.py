@@ -258,12 +258,16 @@ def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, data
     _stage_blobs(settings, {"placeholder.txt": b"x"})
     backend = LocalBackend(settings, definitions)
     run_id = backend.start({})
-    worker = psutil.Process(int((backend.runs_dir / run_id / "runner.pid").read_text()))
-    deadline = time.monotonic() + 30
-    while not worker.children() and time.monotonic() < deadline:
+    run_dir = backend.runs_dir / run_id
+    worker = psutil.Process(int((run_dir / "runner.pid").read_text()))
+    deadline = time.monotonic() + 120  # generous: the runner downloads the folder first
+    while not worker.children() and worker.status() != psutil.STATUS_ZOMBIE \
+            and time.monotonic() < deadline:
         time.sleep(0.1)
     task = worker.children()
-    assert task, "the task did not start"
+    assert task, ("the task did not start; runner status "
+                  f"{worker.status()}, run.json: {(run_dir / 'run.json').read_text()}\n"
+                  f"runner.log: {(run_dir / 'runner.log').read_text()}")
     for process in [*task, worker]:
         process.kill()
     run = follow(backend, run_id, on_status=lambda r: None, on_reason=lambda r: None,

@@ -47,8 +47,9 @@ def _model_python(model_dir: Path) -> str | None:
 
     env = model_dir / "python_env.yaml"
     try:
-        data = yaml.safe_load(env.read_text()) or {}
+        # BaseLoader keeps every scalar a string: `python: 3.10` is not the number 3.1.
+        data = yaml.load(env.read_text(), Loader=yaml.BaseLoader)
     except (OSError, yaml.YAMLError):
         return None
-    value = data.get("python")
-    return str(value) if value else None
+    value = data.get("python") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -363,14 +364,22 @@ def test_a_large_csv_is_scored_in_pieces_and_streamed_to_the_datastore_in_order(
     assert record["predictions"] == counted_by_reading(job_dir)
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_a_missing_output_container_fails_the_job_before_scoring(trained, tmp_path, processes):
+@pytest.mark.parametrize("processes,output_action", [
+    (1, "append_row"), (2, "append_row"), (2, "summary_only")])
+def test_a_missing_output_container_fails_the_job_before_scoring(trained, tmp_path, processes,
+                                                                 output_action):
     settings, _, model_dir, _ = trained
     missing = Settings.load(env_file=tmp_path / "no.env", environ={},
                             azurite_port=settings.azurite_port, container="no-such-container",
                             local_dir=str(tmp_path / "local"))
-    record, job_dir = run_job(tmp_path, missing, model_dir, str(IRIS_CSV),
-                              max_concurrency_per_instance=processes)
+    folder = tmp_path / "input"
+    folder.mkdir()
+    for name in ("a.csv", "b.csv"):  # two mini-batches: two processes forked after the load
+        shutil.copy(IRIS_CSV, folder / name)
+    record, job_dir = run_job(tmp_path, missing, model_dir, str(folder),
+                              max_concurrency_per_instance=processes, output_action=output_action)
     assert record["status"] == "Failed"
     assert "Container 'no-such-container' does not exist" in record["error"]
     assert record["rows_scored"] == 0 and "scoring" not in record["timings"]
+    # Two processes: the runner loaded the model and checked the container meanwhile.
+    assert ("model_load" in record["timings"]) == (processes == 2)

@@ -32,6 +32,16 @@ def test_each_unmet_requirement_is_named(tmp_path):
     assert len(found) == 3  # numpy's marker does not apply here
 
 
+def test_a_short_python_version_is_read_as_text_and_a_malformed_file_is_skipped(tmp_path):
+    running = ".".join(platform.python_version().split(".")[:2])
+    assert environment_mismatches(model_dir(tmp_path, "", python=running)) == []
+    other = "3.10" if running != "3.10" else "3.20"  # YAML would read a float: 3.1, 3.2
+    assert environment_mismatches(model_dir(tmp_path, "", python=other)) == [
+        f"python: the model was saved with {other}, running {platform.python_version()}"]
+    (tmp_path / "python_env.yaml").write_text("- a list, not a mapping\n")
+    assert environment_mismatches(tmp_path) == []
+
+
 def test_a_model_without_requirement_files_has_nothing_to_check(tmp_path):
     assert environment_mismatches(tmp_path) == []
 

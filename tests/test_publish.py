@@ -2,6 +2,10 @@
 nothing visible before the commit, output order kept, failed attempts left out."""
 from __future__ import annotations
 
+import errno
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +26,34 @@ def committed_blocks(datastore, name: str) -> list:
     return committed
 
 
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+class CountingUpload:
+    """The real block upload, counting the blocks staged so a test can wait for them."""
+
+    def __init__(self, upload):
+        self.upload, self.staged = upload, 0
+
+    def stage(self, data: bytes) -> str:
+        block_id = self.upload.stage(data)
+        self.staged += 1
+        return block_id
+
+    def commit(self, block_ids) -> None:
+        self.upload.commit(block_ids)
+
+    def wait_for(self, blocks: int) -> None:
+        deadline = time.monotonic() + 30
+        while self.staged < blocks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.staged == blocks
+
+
 def test_parts_become_one_blob_in_output_order_only_when_finished(datastore, tmp_path):
-    publisher = OutputPublisher(datastore.block_upload(BLOB), block_bytes=64, early_part_bytes=100)
+    upload = CountingUpload(datastore.block_upload(BLOB))
+    publisher = OutputPublisher(upload, block_bytes=64, early_part_bytes=100)
     big_a = part(tmp_path, "a", b"A" * 150)  # staged as soon as written: 64 + 64 + 22
     small_b = part(tmp_path, "b", b"b" * 40)  # gathered once its mini-batch succeeded
     small_c = part(tmp_path, "c", b"c" * 40)
@@ -36,6 +66,7 @@ def test_parts_become_one_blob_in_output_order_only_when_finished(datastore, tmp
     publisher.mini_batch_succeeded([str(big_a), str(small_b)])
     assert not datastore.exists(BLOB)
     publisher.mini_batch_succeeded([str(small_c), str(big_d)])
+    upload.wait_for(6)  # every block is staged, the blob is still not there
     assert not datastore.exists(BLOB)
 
     size = publisher.finish()
@@ -66,10 +97,13 @@ def test_an_empty_output_is_an_empty_blob(datastore):
 
 
 def test_abandoning_leaves_no_blob(datastore, tmp_path):
+    before = open_fds()
     publisher = OutputPublisher(datastore.block_upload(BLOB), early_part_bytes=1)
     publisher.part_written(part(tmp_path, "a", b"a" * 10))
+    publisher.mini_batch_succeeded([str(part(tmp_path, "b", b"b" * 10))])
     publisher.abandon()
     assert not datastore.exists(BLOB)
+    assert open_fds() <= before
 
 
 class FailingUpload:
@@ -87,14 +121,76 @@ class FailingUpload:
 
 
 def test_a_storage_failure_is_reported_at_finish_and_nothing_is_committed(tmp_path):
+    before = open_fds()
     publisher = OutputPublisher(FailingUpload(fail_on=1), block_bytes=8, early_part_bytes=1)
     first = part(tmp_path, "a", b"a" * 20)
     second = part(tmp_path, "b", b"b" * 20)
     publisher.part_written(first)
     publisher.part_written(second)  # queued after the failure: drained, its file closed
-    publisher.mini_batch_succeeded([str(first), str(second)])
+    publisher.mini_batch_succeeded([str(first), str(second), str(part(tmp_path, "c", b"c"))])
     with pytest.raises(PublishError, match="connection reset"):
         publisher.finish()
+    assert open_fds() <= before
+
+
+def test_a_part_that_cannot_be_opened_is_reported_at_finish(datastore, tmp_path, monkeypatch):
+    before = open_fds()
+    publisher = OutputPublisher(datastore.block_upload(BLOB), early_part_bytes=1 << 20)
+    first = part(tmp_path, "a", b"a" * 10)
+    second = part(tmp_path, "b", b"b" * 10)
+    real_open = os.open
+
+    def open_or_run_out(path, *args, **kwargs):
+        if str(path) == str(second):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_or_run_out)
+    publisher.mini_batch_succeeded([str(first), str(second)])  # the runner goes on
+    monkeypatch.undo()
+    with pytest.raises(PublishError, match="Too many open files"):
+        publisher.finish()
+    assert not datastore.exists(BLOB)
+    assert open_fds() <= before
+
+
+class BlockingUpload:
+    def __init__(self):
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def stage(self, data: bytes) -> str:
+        self.entered.set()
+        assert self.release.wait(30)
+        return "b"
+
+    def commit(self, block_ids) -> None:
+        pass
+
+
+def test_a_process_is_forked_between_two_uploads_and_told_which_parts_to_close(tmp_path):
+    upload = BlockingUpload()
+    publisher = OutputPublisher(upload, early_part_bytes=1)
+    publisher.part_written(part(tmp_path, "a", b"a" * 10))  # the thread starts staging it
+    assert upload.entered.wait(30)
+    publisher.part_written(part(tmp_path, "b", b"b" * 10))  # queued, open for the thread
+    entered = threading.Event()
+    held: list = []
+
+    def fork_point():
+        with publisher.quiescent() as fds:
+            held.extend(fds)
+            entered.set()
+
+    forker = threading.Thread(target=fork_point)
+    forker.start()
+    assert not entered.wait(0.3)  # not while a block is half-way up
+    upload.release.set()
+    forker.join(30)
+    assert entered.is_set()
+    # Part a's file was closed after staging it; part b's is still open for the thread,
+    # unless the thread had already staged it too.
+    assert all(os.path.realpath(f"/proc/self/fd/{fd}").endswith("/b") for fd in held)
+    publisher.finish()
 
 
 def test_a_part_that_vanished_before_its_mini_batch_succeeded_is_an_error(datastore, tmp_path):
@@ -149,3 +245,20 @@ def test_the_runner_uploads_the_whole_output_when_streaming_fell_short(
     assert runner.record["output_bytes"] == len(output)
     assert logged in (job_dir / "logs" / "user" / "error.txt").read_text()
     assert datastore.exists("batch-jobs/batchjob-1/logs/job_progress_overview.txt")
+
+
+def test_the_whole_upload_replaces_blocks_the_stream_left_staged(datastore, tmp_path):
+    from deployer.engine.job import JobRunner
+
+    output = b"0,setosa,a.csv\n" * 3
+    job_dir = finished_job(tmp_path, output)
+    runner = JobRunner(job_dir, datastore_factory=lambda: datastore)
+    publisher = OutputPublisher(datastore.block_upload(runner._output_blob()), early_part_bytes=1)
+    staged = part(tmp_path, "p1", b"stale bytes of a part\n")
+    publisher.part_written(staged)  # staged as a block, then its part goes missing
+    publisher.mini_batch_succeeded([str(tmp_path / "p0"), str(staged)])
+    runner.publisher = publisher
+    runner._publish()
+    assert datastore.read_bytes(runner.record["output_datastore_path"]) == output
+    assert "part p0 is missing" in (job_dir / "logs" / "user" / "error.txt").read_text()
+    assert [b.size for b in committed_blocks(datastore, runner._output_blob())] == [len(output)]

@@ -209,6 +209,16 @@ class BlockUpload:
         self.staged += 1
         return block_id
 
+    def stage_file(self, path: Path, block_bytes: int = 8 << 20) -> list[str]:
+        """Stage a whole file; returns its block ids, in order. Blocks staged earlier for
+        the blob are replaced or left out, never mixed in (same id length, as the service
+        requires of a blob's uncommitted blocks)."""
+        ids = []
+        with open(path, "rb") as handle:
+            while data := handle.read(block_bytes):
+                ids.append(self.stage(data))
+        return ids
+
     def commit(self, block_ids: list[str], metadata: dict[str, str] | None = None) -> None:
         """Make the blob these blocks, in this order (replacing any blob of that name)."""
         from azure.storage.blob import BlobBlock

@@ -21,6 +21,7 @@ The output and the logs are uploaded to the datastore under `batch-jobs/<job>/`.
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -305,11 +306,18 @@ class JobRunner:
         def start(slot: _Slot) -> None:
             parent, child = ctx.Pipe()
             stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
-            slot.process = ctx.Process(
-                target=_worker_entry, daemon=True,
-                args=(child, self.record["model_path"], col_tuples, str(stdout_path),
-                      str(error_path), s.batch_rows, model))
-            slot.process.start()
+            # A process started again (after a crash or a timeout) is forked while the
+            # publisher runs: between two of its uploads, closing its part files.
+            # (A spawned process inherits none: Python opens files non-inheritable.)
+            quiet = self.publisher.quiescent() if self.publisher is not None \
+                else contextlib.nullcontext(())
+            with quiet as open_parts:
+                inherited_fds = tuple(open_parts) if model is not None else ()
+                slot.process = ctx.Process(
+                    target=_worker_entry, daemon=True,
+                    args=(child, self.record["model_path"], col_tuples, str(stdout_path),
+                          str(error_path), s.batch_rows, model, inherited_fds))
+                slot.process.start()
             child.close()
             slot.conn, slot.state, slot.task = parent, "starting", None
 
@@ -366,7 +374,7 @@ class JobRunner:
                 start(slot)
             if model is None:  # the process loads the model meanwhile
                 self._check_output_store()
-            if out is not None:  # after the fork: the processes need none of its thread
+            if out is not None:  # after the first fork: the processes need none of its thread
                 self._start_publisher()
             if not plans:  # planning reads large CSV files once; the process loads the model
                 plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
@@ -532,9 +540,9 @@ class JobRunner:
                            "see logs/user/error/.")
         finally:
             planner.join()
+        self.timings["model_load"] = round(time.monotonic() - started, 3)
         if failures:
             raise failures[0]
-        self.timings["model_load"] = round(time.monotonic() - started, 3)
         print(f"model loaded in {self.timings['model_load']:.2f} s", flush=True)
         return model
 
@@ -547,9 +555,9 @@ class JobRunner:
                 f"{self.settings.output_file_name}")
 
     def _check_output_store(self) -> None:
-        """The datastore the output goes to must be there: fail the job now, not after
-        scoring."""
-        if self.settings.output_action == "summary_only" or self._store is not None:
+        """The datastore the output and logs go to must be there: fail the job now, not
+        after scoring."""
+        if self._store is not None:
             return
         try:
             store = self.datastore_factory()
@@ -591,8 +599,9 @@ class JobRunner:
                 except PublishError as exc:
                     self._user_error(f"streaming the output to the datastore failed ({exc}); "
                                      "uploading the whole file.")
-            if not streamed:
-                store.upload_file(output, name)
+            if not streamed:  # as blocks like the stream's, which it may have left staged
+                upload = store.block_upload(name)
+                upload.commit(upload.stage_file(output))
             self.record.update(output_datastore_path=name, output_bytes=output.stat().st_size)
         elif publisher is not None:
             publisher.abandon()

@@ -9,10 +9,13 @@ the successful mini-batches in output order: blocks staged for an attempt that f
 later are never committed, and the storage service discards them.
 
 A single thread does the uploads, in the order it is given work; the job runner only
-queues work and never waits for storage until `finish`.
+queues work and never waits for storage until `finish`. A scoring process forked while
+the thread runs is forked from `quiescent()`: between two uploads, and told which part
+files the runner holds open so that it closes its copies.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -41,6 +44,8 @@ class OutputPublisher:
         self._pending = bytearray()  # small parts not yet staged, in output order
         self._error: BaseException | None = None
         self._early: set[str] = set()  # parts queued for early staging (runner side)
+        self._fds: set[int] = set()  # part files opened for the thread, not yet closed
+        self._busy = threading.Lock()  # held by the thread while it works on an item
         self._thread = threading.Thread(target=self._run, name="publish", daemon=True)
         self._thread.start()
 
@@ -49,11 +54,15 @@ class OutputPublisher:
     def part_written(self, path: Path) -> None:
         """A scoring process has finished this part file: stage it now if it is large.
         The file is opened here, so the runner may delete it at any time after."""
-        fd = _open(path)
-        if fd is None:
-            return
-        if os.fstat(fd).st_size < self.early_part_bytes:
-            os.close(fd)
+        try:
+            fd = self._open(path)
+            if fd is None:
+                return
+            if os.fstat(fd).st_size < self.early_part_bytes:
+                self._close(fd)
+                return
+        except OSError as exc:
+            self._queue.put(("failed", exc))
             return
         self._early.add(str(path))
         self._queue.put(("stage", (str(path), fd)))
@@ -61,11 +70,24 @@ class OutputPublisher:
     def mini_batch_succeeded(self, paths: list[str]) -> None:
         """The parts of a successful mini-batch, in order: the next bytes of the output."""
         items = []
-        for path in paths:
-            early = str(path) in self._early
-            fd = None if early else _open(path)
-            items.append((str(path), -1 if fd is None and not early else fd))
+        try:
+            for path in paths:
+                early = str(path) in self._early
+                fd = None if early else self._open(path)
+                items.append((str(path), -1 if fd is None and not early else fd))
+        except OSError as exc:  # e.g. too many open files: fall back to the whole upload
+            self._queue.put(("failed", exc))
+            self._queue.put(("append", items))  # the thread closes what was opened
+            return
         self._queue.put(("append", items))
+
+    @contextlib.contextmanager
+    def quiescent(self):
+        """Hold the thread between two uploads (no lock or request of it is half-way in a
+        process forked now); yields the part files open for it, which such a process
+        should close."""
+        with self._busy:
+            yield sorted(self._fds)
 
     def finish(self) -> int:
         """Stage what is left, commit the blob; returns its size. Raises PublishError."""
@@ -85,18 +107,20 @@ class OutputPublisher:
     def _run(self) -> None:
         while True:
             kind, payload = self._queue.get()
-            if kind in ("finish", "abandon"):
-                if kind == "finish" and self._error is None:
-                    self._guard(self._commit)
-                return
-            if self._error is not None:  # keep draining: close what was opened for us
-                _close_all(kind, payload)
-                continue
-            if kind == "stage":
-                path, fd = payload
-                self._guard(lambda: self._stage_part(path, fd))
-            elif kind == "append":
-                self._guard(lambda: self._append(payload))
+            with self._busy:
+                if kind in ("finish", "abandon"):
+                    if kind == "finish" and self._error is None:
+                        self._guard(self._commit)
+                    return
+                if kind == "failed":
+                    self._error = self._error or payload
+                elif self._error is not None:  # keep draining: close what was opened for us
+                    self._close_all(kind, payload)
+                elif kind == "stage":
+                    path, fd = payload
+                    self._guard(lambda: self._stage_part(path, fd))
+                elif kind == "append":
+                    self._guard(lambda: self._append(payload))
 
     def _guard(self, work) -> None:
         try:
@@ -110,7 +134,7 @@ class OutputPublisher:
             for data in _blocks(fd, self.block_bytes):
                 ids.append((self.upload.stage(data), len(data)))
         finally:
-            os.close(fd)
+            self._close(fd)
         self._staged[path] = ids
 
     def _append(self, items: list) -> None:
@@ -134,9 +158,9 @@ class OutputPublisher:
                         if len(self._pending) >= self.block_bytes:
                             self._flush()
                 finally:
-                    os.close(fd)
+                    self._close(fd)
         finally:
-            _close_all("append", remaining)
+            self._close_all("append", remaining)
 
     def _flush(self) -> None:
         if self._pending:
@@ -148,12 +172,27 @@ class OutputPublisher:
         self._flush()
         self.upload.commit(self._order)
 
+    # ------------------------------------------------------------------ part files
 
-def _open(path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
+    def _open(self, path) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        self._fds.add(fd)
+        return fd
+
+    def _close(self, fd: int) -> None:
+        self._fds.discard(fd)
+        os.close(fd)
+
+    def _close_all(self, kind: str, payload) -> None:
+        if kind == "stage":
+            self._close(payload[1])
+        elif kind == "append":
+            for _, fd in payload:
+                if fd is not None and fd >= 0:
+                    self._close(fd)
 
 
 def _blocks(fd: int, size: int):
@@ -166,10 +205,3 @@ def _blocks(fd: int, size: int):
         yield data
 
 
-def _close_all(kind: str, payload) -> None:
-    if kind == "stage":
-        os.close(payload[1])
-    elif kind == "append":
-        for _, fd in payload:
-            if fd is not None and fd >= 0:
-                os.close(fd)

@@ -35,6 +35,19 @@ def test_large_csv_streams_in_bounded_batches_in_order(tmp_path):
     assert pd.concat(batches)["b"].tolist() == list(range(200_000))
 
 
+def test_a_frame_gathers_small_read_blocks_up_to_batch_rows(tmp_path):
+    # About 14 bytes per row: a 65,536-row frame is several of the small blocks Arrow reads
+    # (and reads ahead), so `predict` sees few large frames while read-ahead stays small.
+    path = tmp_path / "big.csv"
+    pd.DataFrame({"a": [float(i % 1000) for i in range(300_000)],
+                  "b": range(300_000)}).to_csv(path, index=False)
+    batches = frames(path, batch_rows=65536)
+    sizes = [len(b) for b in batches]
+    assert all(size >= 65536 for size in sizes[:-1]) and 0 < sizes[-1]
+    assert len(batches) <= 5 and max(sizes) < 2 * 65536
+    assert pd.concat(batches)["b"].tolist() == list(range(300_000))
+
+
 def test_parquet_by_row_group_with_numeric_casts(tmp_path):
     path = tmp_path / "x.parquet"
     table = pa.table({"b": pa.array([1, 2, 3], pa.int32()), "a": pa.array([1, 2, 3], pa.int64())})

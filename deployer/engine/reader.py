@@ -21,6 +21,7 @@ MIN_PIECE_BYTES = 4 << 20  # a CSV file is cut for parallel scoring into pieces 
 # ... and of about this size when it is large: pieces finish one after the other, so the
 # processes stay evenly busy to the end and finished parts are uploaded while others run.
 PIECE_BYTES = 8 << 20
+READ_BLOCKS_PER_FRAME = 8
 
 
 class FileError(Exception):
@@ -87,17 +88,27 @@ def _read_csv(path: Path, columns: list[Column], batch_rows: int,
     _check_columns(path.name, header, columns)
     wanted = [c for c in columns if c.name in header]
     types = {c.name: c.arrow_type() for c in wanted if c.arrow_type() is not None}
-    # A record batch is one block of the file: 16 bytes per row holds about batch_rows rows
-    # of a narrow numeric CSV (wider rows give fewer per batch); memory follows the block.
-    read = pacsv.ReadOptions(block_size=max(1 << 16, min(batch_rows * 16, 1 << 26)))
+    # A frame of about batch_rows rows (at 16 bytes per row of a narrow numeric CSV; wider
+    # rows give fewer) is parsed from READ_BLOCKS_PER_FRAME blocks: Arrow reads ahead some
+    # 32 blocks, so small blocks keep that read-ahead small while `predict` still gets
+    # large frames.
+    frame_bytes = max(1 << 16, min(batch_rows * 16, 1 << 26))
+    read = pacsv.ReadOptions(block_size=max(1 << 16, frame_bytes // READ_BLOCKS_PER_FRAME))
     convert = pacsv.ConvertOptions(column_types=types, include_columns=[c.name for c in wanted],
                                    strings_can_be_null=False)
     try:
         source = path if byte_range is None else _RangeStream(path, *byte_range)
         reader = pacsv.open_csv(source, read_options=read, convert_options=convert)
+        gathered, rows = [], 0
         for batch in reader:
             if batch.num_rows:
-                yield _to_frame(batch, columns)
+                gathered.append(batch)
+                rows += batch.num_rows
+            if rows >= batch_rows:
+                yield _to_frame(pa.Table.from_batches(gathered), columns)
+                gathered, rows = [], 0
+        if rows:
+            yield _to_frame(pa.Table.from_batches(gathered), columns)
     except pa.ArrowInvalid as exc:
         raise _conversion_error(path, header, columns, exc) from None
 

@@ -352,28 +352,33 @@ HOW = [
 
 
 WHERE = [
-    "Model load: importing MLflow (~1.4 s) and scikit-learn with skops' imports (~1.6 s) and "
-    "loading the model, ~3.5 s on this machine, on one core. (b) pays it once per job; (a) "
-    "and (c) pay it too, plus MLflow's requirements check.",
-    "Scoring, per million rows and process: ~0.15 s reading, ~0.3 s `predict` (the MLP's "
-    "forward pass, scikit-learn's input checks, pyfunc's signature enforcement), ~0.2 s "
-    "formatting and writing: ~6.5 CPU-seconds for 10M rows. (a) and (c) run it on one core, "
-    "(b) on all of them.",
-    "Publishing the output (about 30 MB per million rows) costs ~3 CPU-seconds per 10M rows "
-    "on the same two cores: Azurite receiving, hashing and writing the blocks (~2 s) and the "
-    "runner reading, hashing and sending them (~1 s). (a) and (c) write a local file only.",
-    "So on 2 cores (b) cannot be faster than the model load plus half of scoring and "
-    "publishing: ~3.5 s + (6.5 s + 3 s) / 2 ≈ 8.3 s for 10M rows, while (c) takes ~15 s: "
-    "(c)/(b) ≥ 2 would need (b) ≤ 7.5 s. A second scoring process gains little on 2 cores "
-    "for the same reason: with one process, the other core is busy with the upload; with "
-    "two, the upload takes its share from both (8 × 1M: the scoring phase is 1.8x faster, "
-    "the whole command only ~1.1x, as both also pay the 3.5 s load).",
-    "Memory: one process with MLflow, scikit-learn and the model loaded holds ~260 MB "
-    "(~100 MB of it shared libraries); each forked scoring process adds ~75 MB of its own "
-    "(pages it writes after the fork, a record batch and its predictions), the `invoke` "
-    "CLI ~22 MB. None of it grows with the input.",
-    "With one scoring process (8 × 1M, 1 worker) the process loads the model itself, so "
-    "its `scoring` phase includes the load.",
+    "Model load: importing pandas and pyarrow (~0.3 s), scikit-learn with SciPy (~0.6 s), "
+    "skops (~0.4 s) and MLflow (~0.5 s), then loading the model: 2.4–3.5 s on this machine "
+    "(it varies from day to day), on one core. (b) pays it once per job; (a) and (c) pay it "
+    "too, plus MLflow's requirements check.",
+    "Scoring, per million rows in one process: ~0.11 s reading, ~0.18 s `predict` (of which "
+    "~0.05 s is pyfunc's signature enforcement), ~0.13 s formatting and writing: ~4.2 "
+    "CPU-seconds for 10M rows. (a) and (c) run it on one core, (b) on all of them; in (b) "
+    "the two scoring processes used ~5.1 CPU-seconds, sharing the cores with the upload.",
+    "Publishing the output (about 33 MB per million rows) costs ~4.7 CPU-seconds per 10M "
+    "rows on the same two cores: Azurite ~3.7 s (it writes each block to disk, reads it "
+    "back and hashes it) and the runner ~1 s reading, hashing and sending the blocks. (a) "
+    "and (c) write a local file only.",
+    "So on 2 cores, 10M rows: (b) cannot be faster than the model load plus half of the "
+    "rest: ~2.6 s + (5.1 s scoring + 3.7 s Azurite + ~1.3 s runner and CLI) / 2 ≈ 7.7 s "
+    "(measured 7.4–8.3 s), while (c) takes 11.7–12.6 s: (c)/(b) ≥ 2 would need (b) ≤ 6 s. A "
+    "second scoring process gains little on 2 cores for the same reason: with one process, "
+    "the other core is busy with the upload; with two, the upload takes its share from both "
+    "(8 × 1M: the scoring phase is ~1.7x faster, the whole command ~1.15x, as both also pay "
+    "the load).",
+    "Memory at the 10M peak (PSS): the `invoke` CLI ~19 MB, the job runner ~168 MB (~99 MB "
+    "its own), each forked scoring process ~130 MB (~65 MB its own: pages it writes after "
+    "the fork, a frame and its predictions, pages the allocator keeps). A process with the "
+    "model loaded holds ~270 MB: pandas with pyarrow ~77 MB, scikit-learn with SciPy ~74 "
+    "MB, skops ~25 MB, MLflow ~48 MB. None of it grows with the input; with one scoring "
+    "process (8 × 1M, 1 worker) the tree peaks at ~372 MB.",
+    "With one scoring process (8 × 1M, 1 worker) the process loads the model itself, so its "
+    "`scoring` phase includes the load.",
 ]
 
 

@@ -217,17 +217,19 @@ class _JobProgress:
         self.running_since = None
 
     def __call__(self, message: str) -> None:
+        import time
+
         record = getattr(message, "record", None)
         if record is not None and self.bar is not None and record.get("status") != "Running":
             rows = record.get("rows_scored") or 0  # the job has ended: its final counts
-            self.bar.update(self.task, completed=record.get("files_done") or 0, rows=rows)
+            elapsed = max(1e-6, time.monotonic() - self.running_since)
+            self.bar.update(self.task, completed=record.get("files_done") or 0, rows=rows,
+                            rate=rows / elapsed)
             self.stop()
         if record is None or record.get("status") != "Running" or not record.get("files_total"):
             if self.bar is None:
                 self.fallback(message)
             return
-        import time
-
         rows = (record.get("rows_scored") or 0) + (record.get("rows_in_progress") or 0)
         if self.bar is None:
             self.fallback(message)  # the job's state line, then the live bar

@@ -129,10 +129,10 @@ class Walker:
                 if additional is not None:
                     self.check(item, self.schema.get(additional), join(path, name))
                 elif strict:
-                    known = ", ".join(sorted(properties)) or "none"
+                    known = ", ".join(sorted(n for n, p in properties.items() if writable(p))) or "none"
                     self.report(join(path, name), f"unknown property (known: {known})")
                 continue
-            if spec["flags"] & READ_ONLY and not spec["flags"] & REQUIRED:
+            if not writable(spec):
                 self.report(join(path, name), "read-only property: the service sets it, a template cannot")
                 continue
             self.check(item, self.schema.get(spec["type"]), join(path, name), nullable=not spec["flags"] & REQUIRED)
@@ -156,6 +156,10 @@ class Walker:
                                   element.get("additionalProperties"), path)
         if not choices and key in value:  # the kind is an expression: check what all kinds share
             self.check_object(value, base, None, path, strict=False)
+
+
+def writable(spec: dict) -> bool:
+    return bool(spec["flags"] & REQUIRED or not spec["flags"] & READ_ONLY)
 
 
 def scalar_problem(schema: Schema, value, typ: dict) -> str | None:
@@ -209,11 +213,15 @@ def describe(value) -> str:
 
 # ------------------------------------------------------------------ Bicep (pycep parse tree)
 
-@lru_cache(maxsize=None)
 def parse_bicep(path: Path) -> dict:
+    return _parse(path.read_text())
+
+
+@lru_cache(maxsize=64)
+def _parse(text: str) -> dict:
     from pycep import BicepParser  # lazy: only the checks need it
 
-    return BicepParser().parse(text=path.read_text())
+    return BicepParser().parse(text=text)
 
 
 def bicep_files(directory: Path = BICEP_DIR) -> list[Path]:
@@ -228,23 +236,25 @@ def declared_resource_types(directory: Path = BICEP_DIR) -> list[str]:
 
 
 class BicepResolver:
-    """pycep writes identifiers and string literals alike as bare strings: a string that
-    names a symbol of the file is a reference, any other string without `${` a literal."""
+    """pycep gives an identifier as a `BicepElement` (a str subclass) and a quoted literal as
+    a plain str: a variable is followed to its value, an `@allowed` parameter stands for each
+    allowed value, any other identifier is an expression."""
 
     def __init__(self, template: dict):
+        from pycep.models import BicepElement
+
+        self.identifier = BicepElement
         self.variables = {k: v["value"] for k, v in template.get("variables", {}).items()}
-        self.allowed = {name: next((d["argument"] for d in p.get("decorators", []) if d["type"] == "allowed"), None)
+        self.allowed = {name: next((d["argument"] for d in p.get("decorators", []) if d["type"] == "allowed"), [])
                         for name, p in template.get("parameters", {}).items()}
-        self.symbols = set(self.variables) | set(self.allowed) | set(template.get("resources", {})) | \
-            set(template.get("modules", {})) | loop_names(template)
 
     def __call__(self, value, depth: int = 0) -> list:
-        if isinstance(value, str):
+        if isinstance(value, self.identifier):
             if value in self.variables and depth < 5:
                 return self(self.variables[value], depth + 1)
-            if value in self.allowed:
-                return list(self.allowed[value] or [])
-            return [] if value in self.symbols or "${" in value else [value]
+            return list(self.allowed.get(value, []))
+        if isinstance(value, str):
+            return [] if "${" in value else [value]
         if isinstance(value, dict) and set(value) == {"operator"}:
             operator = value["operator"]
             if operator["type"] == "conditional":
@@ -254,14 +264,6 @@ class BicepResolver:
         if isinstance(value, dict) and set(value) == {"function"}:
             return []
         return [value]
-
-
-def loop_names(template: dict) -> set[str]:
-    names = set()
-    for statement in list(template.get("resources", {}).values()) + list(template.get("modules", {}).values()):
-        detail = (statement.get("config", {}).get("loop_type") or {}).get("detail", {})
-        names.update(v for k, v in detail.items() if k in ("item_name", "index_name"))
-    return names
 
 
 def resource_bodies(template: dict) -> Iterator[tuple[str, dict, dict]]:
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"schema check: {exc}", file=sys.stderr)
         return 2
     for problem in problems:
-        print(problem, file=sys.stderr)
+        print(problem)
     verdict = f"{len(problems)} problem(s)" if problems else "no problems"
     print(f"schema check against Azure/bicep-types-az@{schema.commit[:12]}: {verdict}")
     return 1 if problems else 0

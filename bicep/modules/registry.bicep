@@ -1,5 +1,6 @@
 // Container registry of the Azure ML workspace (environment images). Admin user off;
-// Premium only when private networking needs private endpoints.
+// Premium only when private networking needs private endpoints. Anonymous pull stays off
+// (its default): 2023-07-01 has no anonymousPullEnabled property (first stable in 2025-04-01).
 
 @description('Azure region.')
 param location string
@@ -29,7 +30,6 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
   }
   properties: {
     adminUserEnabled: false
-    anonymousPullEnabled: false
     publicNetworkAccess: 'Enabled'
     networkRuleBypassOptions: 'AzureServices'
     networkRuleSet: privateNetworking ? {

@@ -276,14 +276,20 @@ def test_no_property_holds_a_connection_string_with_a_key():
 
 # ------------------------------------------------------------------ role assignments
 
-ROLE_IDS = {
-    "storageBlobDataContributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
-    "storageBlobDataReader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
-    "keyVaultSecretsUser": "4633458b-17de-408a-b874-0445c86b69e6",
-    "acrPull": "7f951dff-4ed6-4e5a-9ec0-7b4bfd2e7a96",
-    "jobSubmitter": "48e5e92e-a480-4e71-aa9c-2778f4c13781",
-    "dataContributor": "6aaa78f1-f7de-44ca-8722-c64a23943cae",
-    "batchAccountReader": "11076f67-66f6-4be0-8f6b-f0609fd05cc9",
+# Built-in role ids from Microsoft's built-in roles list (the fixture names its source).
+BUILTIN_ROLES = {name: role["id"] for name, role in
+                 json.loads((REPO_ROOT / "tests" / "fixtures" / "builtin_roles.json").read_text())["roles"].items()}
+# The built-in role each key of roles.bicep's `roles` variable stands for.
+ROLE_NAMES = {
+    "storageBlobDataContributor": "Storage Blob Data Contributor",
+    "storageBlobDataReader": "Storage Blob Data Reader",
+    "keyVaultSecretsUser": "Key Vault Secrets User",
+    "acrPull": "AcrPull",
+    "jobSubmitter": "Azure Batch Job Submitter",
+    "dataContributor": "Azure Batch Data Contributor",
+    "batchAccountReader": "Azure Batch Account Reader",
+    "azureMLDataScientist": "AzureML Data Scientist",
+    "azureMLComputeOperator": "AzureML Compute Operator",
 }
 # assignment: (scope symbol, scope type, principal, role)
 EXPECTED_ROLES = {
@@ -307,6 +313,12 @@ EXPECTED_ROLES = {
                             "deployerPrincipalId", "roles.storageBlobDataContributor"),
     "deployerReadsBatch": ("batchAccount", "Microsoft.Batch/batchAccounts",
                            "deployerPrincipalId", "roles.batchAccountReader"),
+    # The deployer CLI registers models and creates endpoints (Data Scientist) and creates,
+    # updates and deletes the scoring cluster (Compute Operator: Data Scientist cannot).
+    "deployerUsesWorkspace": ("workspace", "Microsoft.MachineLearningServices/workspaces",
+                              "deployerPrincipalId", "roles.azureMLDataScientist"),
+    "deployerManagesCompute": ("workspace", "Microsoft.MachineLearningServices/workspaces",
+                               "deployerPrincipalId", "roles.azureMLComputeOperator"),
 }
 
 
@@ -316,7 +328,10 @@ def _roles() -> dict:
 
 def test_role_definition_ids_are_the_built_in_roles():
     roles = _roles()["variables"]["roles"]["value"]
-    assert roles == ROLE_IDS
+    assert set(roles) == set(ROLE_NAMES)
+    for key, role_id in roles.items():
+        assert role_id == BUILTIN_ROLES[ROLE_NAMES[key]], \
+            f"roles.{key} is {role_id}; the built-in role {ROLE_NAMES[key]!r} is {BUILTIN_ROLES[ROLE_NAMES[key]]}"
     allowed = next(d["argument"] for d in _roles()["parameters"]["factoryBatchRole"]["decorators"]
                    if d["type"] == "allowed")
     assert set(allowed) <= set(roles)

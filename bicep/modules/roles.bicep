@@ -52,18 +52,22 @@ param deployerPrincipalId string
 ])
 param deployerPrincipalType string
 
-// Built-in role definition ids.
+// Built-in role definition ids (Microsoft's built-in roles list; tests/fixtures/builtin_roles.json).
 var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
-  acrPull: '7f951dff-4ed6-4e5a-9ec0-7b4bfd2e7a96'
+  acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
   // Azure Batch Job Submitter: create and manage jobs and tasks, nothing on pools or the account.
   jobSubmitter: '48e5e92e-a480-4e71-aa9c-2778f4c13781'
   // Azure Batch Data Contributor: also manages pools; the fallback if job submission needs pool reads.
   dataContributor: '6aaa78f1-f7de-44ca-8722-c64a23943cae'
   // Azure Batch Account Reader: view pools, nodes, jobs and tasks (python -m adf shows pool state and task stderr).
   batchAccountReader: '11076f67-66f6-4be0-8f6b-f0609fd05cc9'
+  // AzureML Data Scientist: everything in the workspace except creating or deleting compute.
+  azureMLDataScientist: 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
+  // AzureML Compute Operator: create, update and delete compute (the scoring cluster).
+  azureMLComputeOperator: 'e503ece1-11d0-4e8e-8e2c-7a6c3bf38815'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -235,5 +239,29 @@ resource deployerReadsBatch 'Microsoft.Authorization/roleAssignments@2022-04-01'
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     description: 'The deploying user or pipeline reads pool state and task output.'
+  }
+}
+
+// Whoever deploys runs the deployer CLI: models, endpoints, deployments and jobs (Data Scientist)
+// and the scoring cluster (Compute Operator; Data Scientist cannot write or delete compute).
+resource deployerUsesWorkspace 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(workspace.id, deployerPrincipalId, roles.azureMLDataScientist)
+  scope: workspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.azureMLDataScientist)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deploying user or pipeline registers models and runs batch endpoints.'
+  }
+}
+
+resource deployerManagesCompute 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(workspace.id, deployerPrincipalId, roles.azureMLComputeOperator)
+  scope: workspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.azureMLComputeOperator)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deploying user or pipeline creates and deletes the scoring cluster.'
   }
 }

@@ -8,15 +8,31 @@ targetScope = 'subscription'
 @description('Azure region of every resource.')
 param location string = deployment().location
 
+// bicep/azure.sh refuses any other prefix before deploying: Bicep has no pattern check, and
+// the Data Factory and Key Vault name rules (tests/test_bicep_schema.py) need it.
 @description('Short name prefix (3-10 lowercase letters or digits, starting with a letter); resource names add a suffix unique to the subscription, prefix and region.')
 @minLength(3)
 @maxLength(10)
 param prefix string = 'irisops'
 
+@description('default, or recover: bring back the soft-deleted Key Vault of an earlier deployment (bicep/azure.sh decides).')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
+
 @description('Resource group name; rg-<prefix> when empty.')
 param resourceGroupName string = ''
 
-@description('Private networking: VNet, private endpoints and DNS zones for storage, Key Vault and ACR; their public access denied except allowedIpAddress; the pool in the VNet.')
+// Refused for now: with the storage firewall on Deny, Data Factory's shared integration
+// runtime stages the Custom activity with the account key from outside the VNet and is
+// refused; it needs a managed virtual network integration runtime with a managed private
+// endpoint to storage, which this template does not create yet (docs/azure.md).
+@description('Private networking: VNet, private endpoints and DNS zones for storage, Key Vault and ACR. Not supported yet: only false is allowed (see docs/azure.md, "Private networking").')
+@allowed([
+  false
+])
 param privateNetworking bool = false
 
 @description('Your public IP address, allowed through the firewalls in private mode so set-up and staging work from your machine.')
@@ -148,6 +164,7 @@ module keyVault 'modules/keyvault.bicep' = {
   params: {
     location: location
     keyVaultName: names.keyVault
+    createMode: keyVaultCreateMode
     privateNetworking: privateNetworking
     allowedIpAddress: allowedIpAddress
     tags: tags

@@ -160,10 +160,54 @@ def test_each_adf_object_is_deployed_with_the_name_and_properties_of_its_json(va
                  if ref(r["config"].get("name")) == f"{variable}.name"]
     assert len(resources) == 1, f"no single resource deploys {variable}"
     resource = resources[0]
-    assert ref(resource["config"]["properties"]) == f"{variable}.properties"
+    properties = resource["config"]["properties"]
+    if variable in CLOUD_ENDPOINTS:  # the JSON's properties, with its public-cloud endpoint replaced
+        key, value = CLOUD_ENDPOINTS[variable]
+        outer = properties["function"]["parameters"]
+        assert properties["function"]["type"] == "union" and ref(outer["arg_1"]) == f"{variable}.properties"
+        inner = outer["arg_2"]["typeProperties"]["function"]["parameters"]
+        assert ref(inner["arg_1"]) == f"{variable}.properties.typeProperties"
+        assert inner["arg_2"] == {key: value}
+    else:
+        assert ref(properties) == f"{variable}.properties"
     assert resource["config"]["parent"] == "factory"
     kind = {"credentialJson": "credentials", "pipelineJson": "pipelines"}.get(variable, "linkedservices")
     assert resource["type"] == f"Microsoft.DataFactory/factories/{kind}"
+
+
+# Linked-service endpoints adf/ writes for the public cloud, set by the template from environment().
+CLOUD_ENDPOINTS = {
+    "keyVaultLinkedServiceJson": ("baseUrl", "keyVaultBaseUrl"),
+    "storageLinkedServiceJson": ("connectionString", "storageConnectionString"),
+}
+
+
+def test_the_linked_service_endpoints_use_the_suffixes_of_the_cloud_deployed_to():
+    _, factory = module("dataFactory")
+    variables = factory["variables"]
+    for _, name in CLOUD_ENDPOINTS.values():
+        assert "${environment().suffixes." in variables[name]["value"], name
+    assert variables["keyVaultBaseUrl"]["value"] == "https://${azureKeyVault}${environment().suffixes.keyvaultDns}/"
+    assert variables["storageConnectionString"]["value"] == (
+        "DefaultEndpointsProtocol=https;AccountName=${azureStorageAccount};"
+        "EndpointSuffix=${environment().suffixes.storage};")
+    # The keys replaced are the ones the JSON files carry.
+    for variable, (key, _) in CLOUD_ENDPOINTS.items():
+        document = json.loads((ADF / ADF_VARIABLES[variable]).read_text())
+        assert key in document["properties"]["typeProperties"]
+
+
+# Host suffixes of the public cloud; a template reads them from environment() (the Bicep
+# linter's no-hardcoded-env-urls rule, which CI also runs).
+PUBLIC_CLOUD_SUFFIXES = ("core.windows.net", "vault.azure.net", "vaultcore.azure.net", "azurecr.io",
+                         "management.azure.com", "login.microsoftonline.com", "batch.azure.com")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(BICEP).as_posix())
+def test_no_template_hard_codes_a_public_cloud_host(path):
+    code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("//"))
+    found = [suffix for suffix in PUBLIC_CLOUD_SUFFIXES if suffix in code]
+    assert not found, f"{path.name} hard-codes {found}; use environment().suffixes"
 
 
 @pytest.mark.parametrize("variable", sorted(ADF_VARIABLES))
@@ -476,7 +520,9 @@ def test_private_networking_adds_the_network_and_private_endpoints():
     subnets = {s["name"] for s in network["resources"]["vnet"]["config"]["properties"]["subnets"]}
     assert subnets == {"snet-private-endpoints", "snet-aml-compute", "snet-batch"}
     zones = network["variables"]["privateDnsZoneNames"]["value"]
-    assert "privatelink.vaultcore.azure.net" in zones and "privatelink.azurecr.io" in zones
+    assert zones == ["privatelink.blob.${environment().suffixes.storage}", "privatelink.vaultcore${vaultDomain}",
+                     "privatelink${environment().suffixes.acrLoginServer}"]
+    assert functions(network["variables"]["vaultDomain"]["value"], "replace")
     statement, _ = module("batch")
     subnet = statement["config"]["params"]["subnetId"]["operator"]["operands"]
     assert (subnet["condition"], ref(subnet["true_value"]), subnet["false_value"]) == \

@@ -81,16 +81,29 @@ resource credential 'Microsoft.DataFactory/factories/credentials@2018-06-01' = {
   properties: credentialJson.properties
 }
 
+// adf/ writes the public cloud's endpoints (what `python -m adf` publishes); the deployment
+// uses the suffixes of the cloud it runs in.
+var keyVaultBaseUrl = 'https://${azureKeyVault}${environment().suffixes.keyvaultDns}/'
+var storageConnectionString = 'DefaultEndpointsProtocol=https;AccountName=${azureStorageAccount};EndpointSuffix=${environment().suffixes.storage};'
+
 resource keyVaultLinkedService 'Microsoft.DataFactory/factories/linkedservices@2018-06-01' = {
   parent: factory
   name: keyVaultLinkedServiceJson.name
-  properties: keyVaultLinkedServiceJson.properties
+  properties: union(keyVaultLinkedServiceJson.properties, {
+    typeProperties: union(keyVaultLinkedServiceJson.properties.typeProperties, {
+      baseUrl: keyVaultBaseUrl
+    })
+  })
 }
 
 resource storageLinkedService 'Microsoft.DataFactory/factories/linkedservices@2018-06-01' = {
   parent: factory
   name: storageLinkedServiceJson.name
-  properties: storageLinkedServiceJson.properties
+  properties: union(storageLinkedServiceJson.properties, {
+    typeProperties: union(storageLinkedServiceJson.properties.typeProperties, {
+      connectionString: storageConnectionString
+    })
+  })
   dependsOn: [
     keyVaultLinkedService
   ]

@@ -7,6 +7,13 @@ param location string
 @description('Key Vault name.')
 param keyVaultName string
 
+@description('default, or recover to bring back the soft-deleted vault of the same name (purge protection keeps it for the retention days after `make destroy`).')
+@allowed([
+  'default'
+  'recover'
+])
+param createMode string = 'default'
+
 @description('Deny public network access except the allowed IP and trusted services (private endpoints serve the VNet).')
 param privateNetworking bool
 
@@ -23,6 +30,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   location: location
   tags: tags
   properties: {
+    createMode: createMode
     tenantId: subscription().tenantId
     sku: {
       family: 'A'

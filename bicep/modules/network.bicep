@@ -23,11 +23,14 @@ param batchSubnetPrefix string = '10.40.3.0/24'
 @description('Tags applied to every resource.')
 param tags object
 
-// Zones of the private endpoints (storage blob, Key Vault, Container Registry).
+// Zones of the private endpoints (storage blob, Key Vault, Container Registry), in the cloud
+// deployed to: keyvaultDns is '.vault.<suffix>' (zone privatelink.vaultcore.<suffix>),
+// acrLoginServer '.azurecr.<tld>'.
+var vaultDomain = replace(environment().suffixes.keyvaultDns, '.vault', '')
 var privateDnsZoneNames = [
   'privatelink.blob.${environment().suffixes.storage}'
-  'privatelink.vaultcore.azure.net'
-  'privatelink.azurecr.io'
+  'privatelink.vaultcore${vaultDomain}'
+  'privatelink${environment().suffixes.acrLoginServer}'
 ]
 
 resource natIp 'Microsoft.Network/publicIPAddresses@2023-11-01' = {

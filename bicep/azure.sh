@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # make deploy-infra | what-if | destroy: the Bicep deployment with the Azure CLI.
 #
-#   bicep/azure.sh deploy    az deployment sub create, then .env from its outputs
-#   bicep/azure.sh what-if   what a deployment would change, changing nothing
-#   bicep/azure.sh destroy   deletes the resource group after asking
+#   bicep/azure.sh deploy [name=value ...]    az deployment sub create, then .env from its outputs
+#   bicep/azure.sh what-if [name=value ...]   what a deployment would change, changing nothing
+#   bicep/azure.sh destroy                    deletes the resource group after asking
 #
 # Settings (environment; the Makefile passes them): LOCATION, PREFIX, PRIVATE_NETWORKING
-# (true|false), ALLOWED_IP (your public IP, private mode), ENV_FILE (.env), STATE_DIR
-# (.local, where the deployment's JSON is kept), PYTHON,
+# (only false for now), ALLOWED_IP, ENV_FILE (.env), STATE_DIR (.local, where the
+# deployment's JSON is kept), PYTHON, PARAMS (more template parameters, "name=value ..."),
 # YES=1 (destroy without asking, for automation). Nothing secret is passed on a command
 # line: the CLI uses your `az login`, the template reads the storage key itself.
 set -euo pipefail
@@ -28,6 +28,64 @@ die() {
   echo "error: $1" >&2
   [ -n "${2:-}" ] && echo "  -> $2" >&2
   exit 2
+}
+
+# Checked before anything reaches Azure: names are built from the prefix (Data Factory
+# '<prefix>-adf-<suffix>' allows letters, digits and single hyphens; Key Vault 3-24
+# characters; storage, Batch and ACR lowercase letters and digits only).
+check_prefix() {
+  [[ "$PREFIX" =~ ^[a-z][a-z0-9]{2,9}$ ]] ||
+    die "PREFIX '$PREFIX' is not 3-10 lowercase letters or digits starting with a letter." \
+        "Resource names (storage, Key Vault, Data Factory, Batch, registry) are built from it; pick e.g. PREFIX=irisops."
+}
+
+# Private mode is refused until Data Factory gets a managed virtual network integration
+# runtime: its shared runtime stages the Custom activity with the account key from outside
+# the VNet, and the storage firewall (Deny) refuses it.
+check_private_networking() {
+  case "$PRIVATE_NETWORKING" in
+    false) ;;
+    true) die "PRIVATE_NETWORKING=true is not supported yet." \
+              "With the storage firewall on Deny, Data Factory's shared integration runtime cannot stage the training job (it writes with the account key from outside the VNet). Deploy with PRIVATE_NETWORKING=false; see docs/azure.md, 'Private networking'." ;;
+    *) die "PRIVATE_NETWORKING must be true or false, not '$PRIVATE_NETWORKING'." ;;
+  esac
+}
+
+# Extra template parameters (arguments and PARAMS): name=value, a parameter main.bicep
+# declares, and not one this script sets from its own settings.
+EXTRA=()
+extra_parameters() {
+  local item name declared items=()
+  declared=" $(sed -n 's/^param \([A-Za-z0-9_]*\) .*/\1/p' "$TEMPLATE" | tr '\n' ' ')"
+  read -r -a items <<<"${PARAMS:-}"
+  items+=("$@")
+  for item in ${items[@]+"${items[@]}"}; do
+    [[ "$item" =~ ^([A-Za-z][A-Za-z0-9_]*)=(.*)$ ]] ||
+      die "template parameter '$item' is not name=value." "Example: bicep/azure.sh deploy factoryBatchRole=dataContributor"
+    name="${BASH_REMATCH[1]}"
+    case "$name" in
+      location|prefix|privateNetworking|allowedIpAddress|deployerPrincipalId|deployerPrincipalType|keyVaultCreateMode)
+        die "parameter '$name' is set by this script." "Use LOCATION, PREFIX, PRIVATE_NETWORKING or ALLOWED_IP instead; the others are found out." ;;
+    esac
+    [[ "$declared" == *" $name "* ]] ||
+      die "bicep/main.bicep has no parameter '$name'." "Its parameters:$declared"
+    EXTRA+=("$item")
+  done
+}
+
+# A vault of this prefix and region deleted by `make destroy` stays soft-deleted (purge
+# protection) for its retention days under the same name: recover it instead of failing on
+# the name. The name is '<prefix>-kv-<suffix>', the suffix unique per subscription, prefix and region.
+key_vault_create_mode() {
+  local deleted
+  deleted="$(az keyvault list-deleted --resource-type vault \
+    --query "[?starts_with(name, '${PREFIX}-kv-') && properties.location=='${LOCATION}'].name" -o tsv 2>/dev/null || true)"
+  if [ -n "$deleted" ]; then
+    echo "Key Vault '${deleted%%$'\n'*}' is soft-deleted from an earlier deployment; recovering it."
+    KV_CREATE_MODE="recover"
+  else
+    KV_CREATE_MODE="default"
+  fi
 }
 
 require_az() {
@@ -73,15 +131,34 @@ except Exception:
 }
 
 parameters() {
-  PARAMS=(
+  key_vault_create_mode
+  TEMPLATE_PARAMS=(
     "location=$LOCATION"
     "prefix=$PREFIX"
     "privateNetworking=$PRIVATE_NETWORKING"
     "allowedIpAddress=$ALLOWED_IP"
     "deployerPrincipalId=$DEPLOYER_ID"
     "deployerPrincipalType=$DEPLOYER_TYPE"
+    "keyVaultCreateMode=$KV_CREATE_MODE"
+    ${EXTRA[@]+"${EXTRA[@]}"}
   )
 }
+
+# `sed -i` differs between GNU and BSD (macOS): rewrite through a temporary file instead.
+reset_target() {
+  local tmp="$ENV_FILE.tmp.$$"
+  sed 's/^TARGET=azure$/TARGET=local/' "$ENV_FILE" >"$tmp" && mv "$tmp" "$ENV_FILE"
+}
+
+case "$action" in
+  deploy|what-if)
+    shift
+    check_prefix
+    check_private_networking
+    extra_parameters "$@"
+    ;;
+  destroy) check_prefix ;;
+esac
 
 case "$action" in
   deploy)
@@ -92,7 +169,7 @@ case "$action" in
     out="$STATE_DIR/deployment-${PREFIX}.json"
     echo "Deploying $TEMPLATE as '$DEPLOYMENT_NAME' in $LOCATION (prefix $PREFIX, private networking $PRIVATE_NETWORKING); this takes 10-20 minutes..."
     az deployment sub create --name "$DEPLOYMENT_NAME" --location "$LOCATION" \
-      --template-file "$TEMPLATE" --parameters "${PARAMS[@]}" --only-show-errors -o json >"$out"
+      --template-file "$TEMPLATE" --parameters "${TEMPLATE_PARAMS[@]}" --only-show-errors -o json >"$out"
     "$PYTHON" -m bicep.env_writer "$out" --env-file "$ENV_FILE"
     echo "Done. Next: python -m adf trigger (trains on the pool; the first node takes a few minutes to start)."
     ;;
@@ -101,7 +178,7 @@ case "$action" in
     deployer_principal
     parameters
     az deployment sub what-if --name "$DEPLOYMENT_NAME" --location "$LOCATION" \
-      --template-file "$TEMPLATE" --parameters "${PARAMS[@]}" --only-show-errors
+      --template-file "$TEMPLATE" --parameters "${TEMPLATE_PARAMS[@]}" --only-show-errors
     ;;
   destroy)
     require_az
@@ -123,12 +200,12 @@ case "$action" in
     az group delete --name "$group" --yes
     echo "Deleted '$group'. The Key Vault stays soft-deleted (purge protection) for 7 days; see docs/azure.md, 'Tear down'."
     if [ -f "$ENV_FILE" ] && grep -q '^TARGET=azure' "$ENV_FILE"; then
-      sed -i 's/^TARGET=azure$/TARGET=local/' "$ENV_FILE"
+      reset_target
       echo "Set TARGET=local in $ENV_FILE."
     fi
     ;;
   *)
-    echo "usage: $0 deploy|what-if|destroy" >&2
+    echo "usage: $0 deploy|what-if [name=value ...] | destroy" >&2
     exit 2
     ;;
 esac

@@ -32,6 +32,7 @@ case "$*" in
   "ad signed-in-user show --query id -o tsv") echo 9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d ;;
   "ad sp show "*) echo "ERROR: Insufficient privileges to complete the operation." >&2; exit 1 ;;
   "account get-access-token --query accessToken -o tsv") echo "$FAKE_AZ_TOKEN" ;;
+  "keyvault list-deleted --resource-type vault --query "*) echo "${FAKE_AZ_DELETED_VAULT:-}" ;;
   "deployment sub create "*) cat "$FAKE_AZ_DEPLOYMENT" ;;
   "deployment sub what-if "*) echo "Resource changes: 1 to create." ;;
   "group exists "*) echo true ;;
@@ -135,13 +136,85 @@ def test_a_service_principal_without_graph_access_gets_its_object_id_from_its_to
     assert token not in calls, "the token must not appear on any command line"
 
 
-def test_private_networking_and_allowed_ip_reach_the_template(bin_dir, fake_az, tmp_path):
-    result = _script("what-if", bin_dir, tmp_path,
-                     env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": "203.0.113.7"})
+def _call(fake_az, prefix: str) -> str:
+    return next(c for c in fake_az.read_text().splitlines() if c.startswith(prefix))
+
+
+def test_allowed_ip_reaches_the_template(bin_dir, fake_az, tmp_path):
+    result = _script("what-if", bin_dir, tmp_path, env={"ALLOWED_IP": "203.0.113.7"})
     assert result.returncode == 0, result.stderr
-    what_if = next(c for c in fake_az.read_text().splitlines() if c.startswith("deployment sub what-if "))
-    assert "privateNetworking=true" in what_if.split() and "allowedIpAddress=203.0.113.7" in what_if.split()
+    what_if = _call(fake_az, "deployment sub what-if ").split()
+    assert "privateNetworking=false" in what_if and "allowedIpAddress=203.0.113.7" in what_if
     assert "Resource changes" in result.stdout
+
+
+@pytest.mark.parametrize("action", ["deploy", "what-if"])
+def test_private_networking_is_refused_with_the_reason(action, bin_dir, fake_az, tmp_path):
+    result = _script(action, bin_dir, tmp_path, env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": "203.0.113.7"})
+    assert result.returncode == 2
+    assert "error: PRIVATE_NETWORKING=true is not supported yet." in result.stderr
+    assert "shared integration runtime" in result.stderr and "docs/azure.md" in result.stderr
+    assert not fake_az.exists(), "nothing may reach Azure"
+
+
+@pytest.mark.parametrize("prefix", ["ab", "abcdefghijk", "1iris", "Iris", "iris-ops", "iris_ops", "iris ops"])
+def test_a_prefix_outside_the_name_rules_is_refused_before_azure(prefix, bin_dir, fake_az, tmp_path):
+    result = _script("deploy", bin_dir, tmp_path, env={"PREFIX": prefix})
+    assert result.returncode == 2
+    assert f"error: PREFIX '{prefix}' is not 3-10 lowercase letters or digits starting with a letter." in result.stderr
+    assert not fake_az.exists(), "nothing may reach Azure"
+
+
+@pytest.mark.parametrize("prefix", ["abc", "irisops", "a23456789z"])
+def test_a_prefix_inside_the_name_rules_is_accepted(prefix, bin_dir, fake_az, tmp_path):
+    result = _script("what-if", bin_dir, tmp_path, env={"PREFIX": prefix})
+    assert result.returncode == 0, result.stderr
+    assert f"prefix={prefix}" in _call(fake_az, "deployment sub what-if ").split()
+
+
+def test_extra_template_parameters_from_arguments_and_params(bin_dir, fake_az, tmp_path):
+    result = _run(["bash", str(SCRIPT), "deploy", "factoryBatchRole=dataContributor"], bin_dir, tmp_path,
+                  env={"PARAMS": "poolMaxNodes=3 poolVmSize=Standard_D4s_v3"})
+    assert result.returncode == 0, result.stderr
+    create = _call(fake_az, "deployment sub create ").split()
+    for parameter in ("factoryBatchRole=dataContributor", "poolMaxNodes=3", "poolVmSize=Standard_D4s_v3"):
+        assert parameter in create, parameter
+
+
+def test_make_deploy_infra_passes_params(bin_dir, fake_az, tmp_path):
+    result = _run(["make", "--no-print-directory", "what-if", f"PYTHON={sys.executable}",
+                   "PARAMS=factoryBatchRole=dataContributor"], bin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "factoryBatchRole=dataContributor" in _call(fake_az, "deployment sub what-if ").split()
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("factoryBatchRole", "template parameter 'factoryBatchRole' is not name=value."),
+    ("poolSize=3", "bicep/main.bicep has no parameter 'poolSize'."),
+    ("prefix=other", "parameter 'prefix' is set by this script."),
+    ("keyVaultCreateMode=recover", "parameter 'keyVaultCreateMode' is set by this script."),
+])
+def test_a_bad_extra_parameter_is_refused_before_azure(argument, message, bin_dir, fake_az, tmp_path):
+    result = _run(["bash", str(SCRIPT), "deploy", argument], bin_dir, tmp_path)
+    assert result.returncode == 2
+    assert f"error: {message}" in result.stderr
+    assert not fake_az.exists()
+
+
+def test_a_soft_deleted_key_vault_of_this_prefix_and_region_is_recovered(bin_dir, fake_az, tmp_path):
+    result = _script("deploy", bin_dir, tmp_path, env={"PREFIX": "demo1", "LOCATION": "northeurope",
+                                                       "FAKE_AZ_DELETED_VAULT": "demo1-kv-x7k2qm"})
+    assert result.returncode == 0, result.stderr
+    query = _call(fake_az, "keyvault list-deleted ")
+    assert "starts_with(name, 'demo1-kv-')" in query and "properties.location=='northeurope'" in query
+    assert "keyVaultCreateMode=recover" in _call(fake_az, "deployment sub create ").split()
+    assert "Key Vault 'demo1-kv-x7k2qm' is soft-deleted from an earlier deployment; recovering it." in result.stdout
+
+
+def test_without_a_soft_deleted_key_vault_it_is_created(bin_dir, fake_az, tmp_path):
+    result = _script("deploy", bin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "keyVaultCreateMode=default" in _call(fake_az, "deployment sub create ").split()
 
 
 def test_destroy_refuses_without_confirmation(bin_dir, fake_az, tmp_path):
@@ -158,6 +231,28 @@ def test_destroy_with_yes_deletes_the_group_from_env_and_resets_the_target(bin_d
     assert result.returncode == 0, result.stderr
     assert "group delete --name rg-mine --yes" in fake_az.read_text().splitlines()
     assert "TARGET=local" in env.read_text().splitlines()
+
+
+BSD_SED = """#!/bin/bash
+# sed as on macOS: `-i` takes the next argument as the backup suffix, so GNU-style use fails.
+for arg in "$@"; do
+  [ "$arg" = "-i" ] && { echo "sed: 1: \"$3\": invalid command code" >&2; exit 1; }
+done
+exec REAL_SED "$@"
+"""
+
+
+def test_destroy_resets_the_target_with_a_bsd_sed(bin_dir, fake_az, tmp_path):
+    real = (bin_dir / "sed").resolve()
+    (bin_dir / "sed").unlink()
+    (bin_dir / "sed").write_text(BSD_SED.replace("REAL_SED", str(real)))
+    (bin_dir / "sed").chmod(0o755)
+    env = tmp_path / ".env"
+    env.write_text("TARGET=azure\nAZURE_RESOURCE_GROUP=rg-mine\nMODEL_PREFIX=models\n")
+    result = _script("destroy", bin_dir, tmp_path, env={"YES": "1"})
+    assert result.returncode == 0, result.stderr
+    assert env.read_text() == "TARGET=local\nAZURE_RESOURCE_GROUP=rg-mine\nMODEL_PREFIX=models\n"
+    assert not list(tmp_path.glob(".env.tmp*"))
 
 
 def test_unknown_action_shows_usage(bin_dir, tmp_path):

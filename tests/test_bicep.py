@@ -11,7 +11,7 @@ from functools import lru_cache
 import pytest
 from pycep import BicepParser
 
-from bicep import env_writer
+from bicep import env_writer, schema_check
 from workspace.settings import REPO_ROOT, documented_keys
 
 BICEP = REPO_ROOT / "bicep"
@@ -543,7 +543,7 @@ def test_parameter_defaults_match_the_settings_defaults():
         assert params[camel(key)]["default"] == defaults[key], key
 
 
-NAME_RULES = {  # Azure naming rules of each resource
+NAME_RULES = {  # Azure naming rules of each resource (Microsoft's naming-rules page)
     "storage": r"^[a-z0-9]{3,24}$",
     "keyVault": r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$",
     "registry": r"^[a-zA-Z0-9]{5,50}$",
@@ -552,16 +552,70 @@ NAME_RULES = {  # Azure naming rules of each resource
     "workspace": r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$",
     "logAnalytics": r"^[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]$",
 }
+# The resource each name is for, whose published name type (pattern, length) it must fit.
+NAMED_RESOURCES = {
+    "storage": "Microsoft.Storage/storageAccounts@2023-05-01",
+    "keyVault": "Microsoft.KeyVault/vaults@2023-07-01",
+    "registry": "Microsoft.ContainerRegistry/registries@2023-07-01",
+    "batch": "Microsoft.Batch/batchAccounts@2024-07-01",
+    "factory": "Microsoft.DataFactory/factories@2018-06-01",
+    "workspace": "Microsoft.MachineLearningServices/workspaces@2024-10-01",
+    "logAnalytics": "Microsoft.OperationalInsights/workspaces@2023-09-01",
+    "resourceGroup": "Microsoft.Resources/resourceGroups@2024-03-01",
+}
+# The prefixes bicep/azure.sh accepts: the shortest, the default, the longest (tests/test_bicep_cli.py).
+PREFIXES = ["abc", "irisops", "a23456789z"]
 
 
-@pytest.mark.parametrize("prefix", ["abc", "irisops", "abcdefghij"])
+def _name(kind: str, prefix: str) -> str:
+    names = main()["variables"]["names"]["value"]
+    value = names[kind]
+    if isinstance(value, dict):  # resourceGroup: empty(resourceGroupName) ? 'rg-${prefix}' : ...
+        value = value["operator"]["operands"]["true_value"]
+    name = value.replace("${compactPrefix}", prefix).replace("${prefix}", prefix).replace("${suffix}", "z9y8x7")
+    assert "$" not in name, name
+    return name
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
 def test_resource_names_follow_azure_naming_rules(prefix):
     template = main()
     limits = {d["type"]: d["argument"] for d in template["parameters"]["prefix"]["decorators"]}
     assert limits["min_length"] <= len(prefix) <= limits["max_length"]
-    names = template["variables"]["names"]["value"]
     for kind, rule in NAME_RULES.items():
-        name = (names[kind].replace("${compactPrefix}", prefix).replace("${prefix}", prefix)
-                .replace("${suffix}", "z9y8x7"))
-        assert "$" not in name, name
+        name = _name(kind, prefix)
         assert re.match(rule, name), f"{kind} name {name!r} breaks {rule}"
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_resource_names_fit_the_published_name_types(prefix):
+    schema = schema_check.Schema.load()
+    for kind, resource in NAMED_RESOURCES.items():
+        name_type = schema.get(schema.body(resource)["properties"]["name"]["type"])
+        problem = schema_check.scalar_problem(schema, _name(kind, prefix), name_type)
+        assert problem is None, f"{kind} ({resource}): {problem}"
+
+
+def test_a_prefix_the_script_refuses_would_break_a_published_name_type():
+    """Why azure.sh checks PREFIX: hyphens and capitals pass Bicep's length check but not Azure's names."""
+    schema = schema_check.Schema.load()
+    for prefix, kind in (("iris--ops", "factory"), ("IrisOps", "storage"), ("ab-", "factory")):
+        resource = NAMED_RESOURCES[kind]
+        name_type = schema.get(schema.body(resource)["properties"]["name"]["type"])
+        assert schema_check.scalar_problem(schema, _name(kind, prefix), name_type), (prefix, kind)
+
+
+def test_private_networking_is_refused_by_the_template_until_supported():
+    param = main()["parameters"]["privateNetworking"]
+    allowed = next(d["argument"] for d in param["decorators"] if d["type"] == "allowed")
+    assert allowed == [False] and param["default"] is False
+
+
+def test_the_key_vault_create_mode_reaches_the_vault():
+    template = main()
+    allowed = next(d["argument"] for d in template["parameters"]["keyVaultCreateMode"]["decorators"]
+                   if d["type"] == "allowed")
+    assert allowed == ["default", "recover"] and template["parameters"]["keyVaultCreateMode"]["default"] == "default"
+    statement, vault = module("keyVault")
+    assert statement["config"]["params"]["createMode"] == "keyVaultCreateMode"
+    assert vault["resources"]["vault"]["config"]["properties"]["createMode"] == "createMode"

@@ -257,8 +257,23 @@ class Deployer:
                             dry_run: bool = False, force: bool = False,
                             min_accuracy: float = DEFAULT_MIN_ACCURACY,
                             smoke: bool = False) -> DeployResult:
+        """Plan and apply under the endpoint's lock (not for a dry run, which changes
+        nothing): concurrent runs for one endpoint are serialised, so the second one sees
+        the first one's model version and deployment and changes nothing."""
+        validate_specs(self.specs)
+        if dry_run:
+            return self._register_and_deploy(model_path, run_id, dry_run, force, min_accuracy,
+                                             smoke)
+        with self.datastore.lease_lock(deploy_lock_blob(self.endpoint_name),
+                                       purpose=f"register-and-deploy of endpoint "
+                                               f"'{self.endpoint_name}'",
+                                       progress=self.progress):
+            return self._register_and_deploy(model_path, run_id, dry_run, force, min_accuracy,
+                                             smoke)
+
+    def _register_and_deploy(self, model_path, run_id, dry_run, force, min_accuracy,
+                             smoke) -> DeployResult:
         specs = self.specs
-        validate_specs(specs)
         run = self.find_run(model_path, run_id)
         accuracy = run.metrics.get(QUALITY_METRIC)
         self.progress(f"run {run.run_id} (created {run.created}), {QUALITY_METRIC} "
@@ -363,6 +378,11 @@ class Deployer:
 # ---------------------------------------------------------------------- helpers
 
 ENDPOINT_NAME = r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
+
+
+def deploy_lock_blob(endpoint_name: str) -> str:
+    """The datastore blob whose lease serialises register-and-deploy of one endpoint."""
+    return f"locks/register-and-deploy/{endpoint_name}.lock"
 
 
 def validate_specs(specs: DeploymentSpecs) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from workspace.settings import Settings
 
 # Bounded retries: a dead endpoint fails in seconds, not minutes.
 RETRY = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 3}
+LEASE_SECONDS = 60  # the longest finite blob lease the service grants (15-60 s)
+LEASE_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,60 @@ class Datastore:
     def uri(self, path: str) -> str:
         return f"azureml://datastores/{self.name}/paths/{path.strip('/')}"
 
+    @contextmanager
+    def lease_lock(self, name: str, *, purpose: str, wait_seconds: float = 600,
+                   progress=lambda message: None):
+        """Hold an exclusive lease on blob `name` for the block's duration.
+
+        A blob lease is the storage service's own mutex, so one lock serves every target and
+        every machine. The lease lasts LEASE_SECONDS and is renewed by a thread: if the
+        holder dies, it expires by itself and the next caller goes on."""
+        from azure.core.exceptions import ResourceExistsError
+
+        blob = self.client.get_blob_client(name)
+        with self._errors(f"creating the lock '{name}'"):
+            try:
+                blob.upload_blob(b"", overwrite=False)
+            except ResourceExistsError:
+                pass  # made by an earlier holder (or being leased right now)
+        lease = self._acquire_lease(blob, purpose, wait_seconds, progress)
+        stop = threading.Event()
+        renewer = threading.Thread(target=_renew_lease, args=(lease, stop),
+                                   name=f"lease {name}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            try:
+                lease.release()
+            except Exception:  # noqa: BLE001 - it expires by itself within LEASE_SECONDS
+                pass
+
+    def _acquire_lease(self, blob, purpose: str, wait_seconds: float, progress):
+        from azure.core.exceptions import HttpResponseError
+
+        deadline = time.monotonic() + wait_seconds
+        told = False
+        while True:
+            with self._errors(f"locking '{blob.blob_name}'"):
+                try:
+                    return blob.acquire_lease(lease_duration=LEASE_SECONDS)
+                except HttpResponseError as exc:
+                    if exc.status_code != 409:  # 409 LeaseAlreadyPresent: someone holds it
+                        raise
+            if time.monotonic() >= deadline:
+                raise DatastoreError(
+                    f"Another {purpose} still holds the lock '{blob.blob_name}' in container "
+                    f"'{self.container}' after {wait_seconds:g} s.",
+                    "Wait for it to finish and run again; if its process died, the lock "
+                    f"expires by itself within {LEASE_SECONDS} s.")
+            if not told:
+                progress(f"waiting for another {purpose} to finish (lock {blob.blob_name})")
+                told = True
+            time.sleep(LEASE_POLL_SECONDS)
+
 
 class BlockUpload:
     """Stage a blob block by block while it is being produced, then commit it at once
@@ -230,6 +288,14 @@ class BlockUpload:
         with self.store._errors(f"committing '{self.name}'"):
             self.blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids],
                                         metadata=metadata)
+
+
+def _renew_lease(lease, stop: threading.Event) -> None:
+    while not stop.wait(LEASE_SECONDS / 3):
+        try:
+            lease.renew()
+        except Exception:  # noqa: BLE001 - a transient failure; the next renewal may pass
+            pass
 
 
 def _first_line(exc: Exception) -> str:

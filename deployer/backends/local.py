@@ -139,7 +139,11 @@ class LocalBackend(Backend):
 
     @contextmanager
     def _state(self, write: bool = True):
-        """Read-modify-write the state under an exclusive lock."""
+        """Read-modify-write the state under an exclusive lock. A read-only use (a dry
+        run) takes no lock and creates nothing: the file is only ever replaced whole."""
+        if not write:
+            yield self._read_state()
+            return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.state_dir / ".state.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

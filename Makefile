@@ -6,7 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-PYTEST_ARGS ?=
+# Two test processes by default (one Azurite and one training run each); a module stays
+# in one process so its module-scoped fixtures are built once. PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n auto --dist loadfile
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help

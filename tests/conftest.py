@@ -39,6 +39,28 @@ def container_datastore(settings: Settings) -> Datastore:
     return store
 
 
+@pytest.fixture(scope="session")
+def trained_source(azurite, tmp_path_factory):
+    """The session's one training run (the trainer as a process, as the Batch node runs it):
+    (settings, datastore, completed process, node folder). Treat it as read-only; a module
+    that needs a container of its own takes a `published_copy`."""
+    tmp = tmp_path_factory.mktemp("trained")
+    settings = isolated_settings(azurite, tmp)
+    store = container_datastore(settings)
+    result = train_iris(azurite, settings, tmp / "node")
+    assert result.returncode == 0, result.stderr
+    return settings, store, result, tmp / "node"
+
+
+def published_copy(trained_source, settings: Settings) -> Datastore:
+    """A fresh container for settings holding a copy of the session's training run."""
+    _, source, _, _ = trained_source
+    store = container_datastore(settings)
+    for blob in source.list():
+        store.upload_bytes(source.read_bytes(blob.name), blob.name)
+    return store
+
+
 @pytest.fixture
 def settings(azurite, tmp_path) -> Settings:
     return isolated_settings(azurite, tmp_path)

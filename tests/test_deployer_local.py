@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import IRIS_CSV, container_datastore, isolated_settings, train_iris
+from tests.conftest import IRIS_CSV, isolated_settings, published_copy
 from workspace.published import download_model, find_published_run
 from workspace.settings import REPO_ROOT, Settings
 
@@ -25,15 +25,14 @@ SPEC_DIR = REPO_ROOT / "deployer" / "specs"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, azurite):
-    """One trainer run published to a module container; the model loaded for comparison."""
+def trained(tmp_path_factory, azurite, trained_source):
+    """The session's training run in a container of this module; the model loaded for
+    comparison."""
     import mlflow.pyfunc
 
     tmp = tmp_path_factory.mktemp("deployer")
     settings = isolated_settings(azurite, tmp)
-    store = container_datastore(settings)
-    result = train_iris(azurite, settings, tmp / "node")
-    assert result.returncode == 0, result.stderr
+    store = published_copy(trained_source, settings)
     run = find_published_run(store, settings.model_prefix)
     model = mlflow.pyfunc.load_model(str(download_model(store, run, tmp / "model")))
     return settings, store, run, model
@@ -280,13 +279,11 @@ def test_a_tampered_model_is_never_registered(trained, tmp_path):
 
 
 def test_help_is_fast_and_imports_no_heavy_package():
+    # How fast it starts is measured by `make bench`; here: what it imports.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "deployer", "--help"], capture_output=True,
                             text=True, env=env, cwd=REPO_ROOT)
-    took = time.monotonic() - started
     assert result.returncode == 0 and "Examples:" in result.stdout
-    assert took < 1.0, f"--help took {took:.2f} s"
     for command in ("register-and-deploy", "invoke", "status", "jobs", "teardown"):
         assert command in result.stdout
     probe = subprocess.run(

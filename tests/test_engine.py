@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from deployer.engine.records import read_record, write_record
-from tests.conftest import IRIS_CSV, container_datastore, isolated_settings, train_iris
+from tests.conftest import IRIS_CSV, isolated_settings, published_copy
 from workspace.published import download_model, find_published_run
 from workspace.settings import REPO_ROOT, Settings
 
@@ -26,15 +26,14 @@ FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, azurite):
-    """One trainer run (as a process); its model downloaded and loaded once."""
+def trained(tmp_path_factory, azurite, trained_source):
+    """The session's training run in a container of this module; its model downloaded
+    and loaded once."""
     import mlflow.pyfunc
 
     tmp = tmp_path_factory.mktemp("engine")
     settings = isolated_settings(azurite, tmp)
-    store = container_datastore(settings)
-    result = train_iris(azurite, settings, tmp / "node")
-    assert result.returncode == 0, result.stderr
+    store = published_copy(trained_source, settings)
     run = find_published_run(store, settings.model_prefix)
     model_dir = download_model(store, run, tmp / "model")
     return settings, store, model_dir, mlflow.pyfunc.load_model(str(model_dir))

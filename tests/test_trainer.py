@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import (IRIS_CSV, TRAINER, container_datastore, isolated_settings,
-                            run_trainer, train_iris)
+from tests.conftest import IRIS_CSV, TRAINER, run_trainer, train_iris
 from tests.support.tcp_proxy import CuttingProxy
 from workspace.published import (MANIFEST_FORMAT, MANIFEST_NAME, ModelNotFound,
                                  download_model, find_published_run, list_published_runs)
@@ -24,14 +23,9 @@ def _train(tmp_path, settings, azurite, *extra, csv=IRIS_CSV, container=None):
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory, azurite):
-    """One successful training run shared by the read-only checks below."""
-    tmp = tmp_path_factory.mktemp("trained")
-    settings = isolated_settings(azurite, tmp)
-    store = container_datastore(settings)
-    result = _train(tmp, settings, azurite)
-    assert result.returncode == 0, result.stderr
-    return settings, store, result, tmp / "node"
+def published(trained_source):
+    """The session's training run, shared by the read-only checks below."""
+    return trained_source
 
 
 def test_publishes_a_complete_verifiable_mlflow_model(published, tmp_path):

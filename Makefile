@@ -34,6 +34,9 @@ browser: ## Install headless Chromium for the report tests (skipped with SKIP_BR
 test: setup browser ## Run the test suite (starts its own Azurite on a free loopback port)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-fast: setup ## The quick tests only: no Azurite, no trainer or job processes, no browser (~30 s)
+	$(PY) -m pytest -m "not slow and not azurite" $(PYTEST_ARGS)
+
 demo: setup local-up ## Run the whole loop on the local default target: train, deploy, score
 	$(PY) -m adf trigger
 	$(PY) -m deployer register-and-deploy
@@ -65,7 +68,7 @@ env-example: $(PY_STAMP) ## Regenerate .env.example from the settings definition
 clean: local-down ## Remove the virtualenv, node_modules and local state
 	rm -rf $(VENV) $(SCAN_VENV) node_modules .local .pytest_cache outputs
 
-.PHONY: help setup browser test demo ui local-up local-down local-status lock env-example clean
+.PHONY: help setup browser test test-fast demo ui local-up local-down local-status lock env-example clean
 
 # ---------------------------------------------------------------- Azure infrastructure (bicep/)
 # make deploy-infra [LOCATION=westeurope PREFIX=irisops PRIVATE_NETWORKING=false ALLOWED_IP=]

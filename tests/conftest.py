@@ -18,6 +18,14 @@ TRAINER = REPO_ROOT / "trainer" / "main.py"
 IRIS_CSV = REPO_ROOT / "data" / "iris_csv.csv"
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that need Azurite (directly or through a fixture) carry the `azurite` marker,
+    so `make test-fast` can leave them out."""
+    for item in items:
+        if "azurite" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.azurite)
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
     log = tmp_path_factory.mktemp("azurite") / "azurite.log"

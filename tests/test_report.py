@@ -312,6 +312,7 @@ def report_page(tmp_path) -> tuple[Path, PredictionStats]:
     return page, stats
 
 
+@pytest.mark.slow
 def test_chromium_renders_the_counts(report_page, tmp_path):
     chromium = locate_chromium()
     page, stats = report_page
@@ -342,6 +343,7 @@ def test_chromium_renders_the_counts(report_page, tmp_path):
     assert not dom.find_all("b") and not dom.find_all("script")  # shown as text, not markup
 
 
+@pytest.mark.slow
 def test_chromium_draws_bars_in_proportion(report_page, tmp_path):
     chromium = locate_chromium()
     page, stats = report_page

@@ -1,11 +1,34 @@
-"""Typed errors with an actionable hint; CLIs print them as one line and exit non-zero."""
+"""Typed errors with an actionable hint; CLIs print them as one line and exit non-zero.
+
+Every CLI of the project (`adf`, `deployer`, `workspace`, the trainer) exits with the same
+codes; each error class takes its code from this table, never a number of its own.
+"""
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # anything not below
+    USAGE = 2  # a bad setting, spec, option or input file
+    UNREACHABLE = 3  # a service (Azurite, Azure Storage, Azure) unreachable or failing
+    NOT_FOUND = 4  # a run, model, endpoint, deployment, job or resource does not exist,
+    #               or a model fails its manifest's verification
+    QUALITY_GATE = 5  # the model is below the quality gate
+    SMOKE_TEST = 6  # the new deployment failed its smoke test
+    RUN_FAILED = 7  # a pipeline run or scoring job ended Failed or Canceled, or timed out
+    ACCESS_DENIED = 8  # no Azure sign-in, or the identity lacks a role
+
+
+EXIT_CODES_DOC = "\n".join(f"{code.value} {code.name.lower().replace('_', ' ')}"
+                           for code in ExitCode)
 
 
 class ProjectError(Exception):
     """A problem the user can act on. `hint` says what to do."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -19,22 +42,40 @@ class ProjectError(Exception):
 class ConfigError(ProjectError):
     """A setting is missing or invalid."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class DatastoreUnavailable(ProjectError):
     """The datastore (Azurite or Azure Storage) cannot be reached."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNREACHABLE
 
 
 class DatastoreError(ProjectError):
     """The datastore answered with an error (missing container, denied access, ...)."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNREACHABLE
 
 
 class LocalServiceError(ProjectError):
     """A local service (Azurite) could not be installed, started or stopped."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNREACHABLE
+
+
+class NotFound(ProjectError):
+    """A run, model, endpoint, deployment, job or cloud resource does not exist."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class AccessDenied(ProjectError):
+    """No usable sign-in, or the identity lacks a role; the hint names the role and scope."""
+
+    exit_code = ExitCode.ACCESS_DENIED
+
+
+class OperationFailed(ProjectError):
+    """A pipeline run or scoring job ended Failed or Canceled, or did not end in time."""
+
+    exit_code = ExitCode.RUN_FAILED

@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from deployer.entities import NO_OP, Change, JobSummary, ModelSource, RegisteredModel
+from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
+                               RegisteredModel)
+from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
+                              refuse_nested_folder, rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
 from workspace.errors import ConfigError, ProjectError
 from workspace.settings import REPO_ROOT, Settings
 
 DEFAULT_MIN_ACCURACY = 0.9
 QUALITY_METRIC = "test_accuracy"
-SMOKE_ROWS = 5
 
 Progress = Callable[[str], None]
 
@@ -39,23 +41,10 @@ class QualityGateError(ProjectError):
     exit_code = 5
 
 
-class SmokeTestError(ProjectError):
-    """The deployed endpoint did not score a few known rows correctly."""
-
-    exit_code = 6
-
-
 class JobFailed(ProjectError):
     """A batch scoring job ended in Failed or Canceled."""
 
     exit_code = 7
-
-
-@dataclass
-class SmokeResult:
-    job: JobSummary
-    rows: int
-    seconds: float
 
 
 @dataclass
@@ -256,23 +245,34 @@ class Deployer:
     def register_and_deploy(self, *, model_path: str | None = None, run_id: str | None = None,
                             dry_run: bool = False, force: bool = False,
                             min_accuracy: float = DEFAULT_MIN_ACCURACY,
-                            smoke: bool = False) -> DeployResult:
+                            smoke: bool = True, keep: int = 1,
+                            cleanup_failed: bool = False) -> DeployResult:
         """Plan and apply under the endpoint's lock (not for a dry run, which changes
         nothing): concurrent runs for one endpoint are serialised, so the second one sees
-        the first one's model version and deployment and changes nothing."""
+        the first one's model version and deployment and changes nothing. The whole
+        rollout (create, smoke test, switch the default, delete old) is inside the lock."""
         validate_specs(self.specs)
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ConfigError(f"--keep is {keep!r}; it must be a whole number of at least 0.")
+        rollout = dict(smoke=smoke, keep=keep, cleanup_failed=cleanup_failed)
         if dry_run:
             return self._register_and_deploy(model_path, run_id, dry_run, force, min_accuracy,
-                                             smoke)
-        with self.datastore.lease_lock(deploy_lock_blob(self.endpoint_name),
-                                       purpose=f"register-and-deploy of endpoint "
-                                               f"'{self.endpoint_name}'",
-                                       progress=self.progress):
+                                             rollout)
+        with self._lock("register-and-deploy"):
             return self._register_and_deploy(model_path, run_id, dry_run, force, min_accuracy,
-                                             smoke)
+                                             rollout)
+
+    def _lock(self, what: str):
+        return self.datastore.lease_lock(deploy_lock_blob(self.endpoint_name),
+                                         purpose=f"{what} of endpoint '{self.endpoint_name}'",
+                                         progress=self.progress)
+
+    @property
+    def rollout(self) -> Rollout:
+        return Rollout(self.backend, self.endpoint_name, self.progress)
 
     def _register_and_deploy(self, model_path, run_id, dry_run, force, min_accuracy,
-                             smoke) -> DeployResult:
+                             rollout: dict) -> DeployResult:
         specs = self.specs
         run = self.find_run(model_path, run_id)
         accuracy = run.metrics.get(QUALITY_METRIC)
@@ -289,7 +289,6 @@ class Deployer:
             self.progress(f"{'planning' if dry_run else 'registering'} model {source.name} "
                           f"(content {source.content_sha256[:12]})")
             model, change = self.backend.register_model(source, dry_run=dry_run, spec=specs.model)
-            sample = _input_example(source.local_dir)
         result.model = model
         result.changes.append(change)
         self.progress(_change_line(change, dry_run))
@@ -298,48 +297,35 @@ class Deployer:
             change = ensure(spec, dry_run=dry_run, progress=self.progress)
             result.changes.append(change)
             self.progress(_change_line(change, dry_run))
-        change = self.backend.ensure_deployment(specs.deployment, model, dry_run=dry_run,
-                                                progress=self.progress)
-        result.changes.append(change)
-        self.progress(_change_line(change, dry_run))
-        if smoke and not dry_run:
-            result.smoke = self.smoke_test(sample)
+        changes, result.smoke = self.rollout.deploy(
+            specs.deployment, model, dry_run=dry_run, min_accuracy=min_accuracy,
+            check_accuracy=not note, **rollout)
+        result.changes += changes
+        result.deployment = next(c.name for c in changes if c.kind == "deployment")
         return result
 
-    def smoke_test(self, sample: tuple[list, list] | None = None) -> SmokeResult:
-        """Score a few rows (the model's input example, else Iris rows) through the
-        endpoint and check the output: one line per row, in order, Azure ML's format."""
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="deployer-smoke-") as tmp:
-            tmp = Path(tmp)
-            sample_path = tmp / "smoke.csv"
-            rows = _write_smoke_rows(sample_path, sample)
-            self.progress(f"smoke test: scoring {rows} rows through {self.endpoint_name}")
-            job = self.backend.invoke(self.endpoint_name, str(sample_path),
-                                      deployment=self.specs.deployment.name,
-                                      output_dir=tmp / "out", wait=True, progress=self.progress)
-            if job.status != "Completed":
-                raise SmokeTestError(f"Smoke test job {job.name} ended {job.status}: "
-                                     f"{job.error or 'no error message'}",
-                                     f"See its logs: python -m deployer jobs show {job.name}")
-            path = _local_predictions(job, tmp / "out")
-            lines = path.read_text().splitlines() if path else []
-            expected = [str(i) for i in range(rows)]
-            got = [line.split(",")[0] for line in lines]
-            if got != expected or not all(line.endswith(",smoke.csv") for line in lines):
-                raise SmokeTestError(f"Smoke test job {job.name} returned {len(lines)} lines for "
-                                     f"{rows} rows, not in the row,prediction,file_name format.",
-                                     f"Inspect {path or job.output_path}.")
-        return SmokeResult(job=job, rows=rows, seconds=time.monotonic() - started)
+    def rollback(self, *, to: str | None = None, to_version: int | None = None,
+                 dry_run: bool = False) -> list[Change]:
+        """Make the previous (or the named) deployment the default again, under the
+        endpoint's lock unless only planning."""
+        if to is not None and to_version is not None:
+            raise ConfigError("Pass --to or --to-version, not both.")
+        if dry_run:
+            return self.rollout.rollback(to=to, to_version=to_version, dry_run=True)
+        with self._lock("rollback"):
+            return self.rollout.rollback(to=to, to_version=to_version)
 
     # ------------------------------------------------------------------ invoke and jobs
 
     def invoke(self, input_path: str, *, deployment: str | None = None,
-               output_dir: Path | None = None, wait: bool = True) -> InvokeResult:
+               output_dir: Path | None = None, wait: bool = True,
+               overrides: JobOverrides | None = None) -> InvokeResult:
+        overrides = validate_overrides(overrides or JobOverrides())
+        refuse_nested_folder(input_path)
         started = time.monotonic()
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
-                                  progress=self.progress)
+                                  progress=self.progress, overrides=overrides)
         path = stats = None
         if wait and job.status == "Completed":
             path = _local_predictions(job, Path(output_dir) if output_dir else None)
@@ -366,9 +352,24 @@ class Deployer:
                             seconds=time.monotonic() - started, predictions=Path(path))
 
     def status(self, jobs: int = 5) -> dict:
+        """describe(), with each deployment's model version, creation, smoke result and
+        role (default / rollback candidate), newest model first."""
         info = self.backend.describe(self.endpoint_name)
         info["jobs"] = self.backend.list_jobs(self.endpoint_name, limit=jobs)
         info["endpoint_name"] = self.endpoint_name
+        listed = self.backend.list_deployments(self.endpoint_name) if info.get("endpoint") else []
+        candidate = rollback_candidate(listed)
+        by_name = {d.name: d for d in listed}
+        for row in info.get("deployments", []):
+            dep = by_name.get(row["name"])
+            if dep is None:
+                continue
+            row.update(created=dep.created, smoke=dep.smoke or "-",
+                       smoke_job=dep.tags.get("smoke_job", ""), model_version=dep.model_version,
+                       role="default" if dep.is_default else
+                       "rollback candidate" if candidate and dep.name == candidate.name else "")
+        info.get("deployments", []).sort(key=lambda r: (r.get("model_version", 0), r.get("created", "")),
+                                         reverse=True)
         return info
 
     def teardown(self, *, dry_run: bool = False) -> list[Change]:
@@ -457,36 +458,6 @@ def _search_prefix(wanted: str, default: str) -> str:
 def _change_line(change: Change, dry_run: bool) -> str:
     verb = "would " + change.action if dry_run and change.action != NO_OP else change.action
     return f"{change.kind} {change.name}: {verb}" + (f" ({change.detail})" if change.detail else "")
-
-
-def _input_example(model_dir: Path | None) -> tuple[list, list] | None:
-    """(columns, rows) of the model's saved input example (pandas 'split' orient), if any."""
-    try:
-        example = json.loads((Path(model_dir) / "input_example.json").read_text())
-        columns, rows = list(example["columns"]), [list(r) for r in example["data"]]
-    except (TypeError, OSError, ValueError, KeyError):
-        return None
-    return (columns, rows[:SMOKE_ROWS]) if columns and rows else None
-
-
-def _write_smoke_rows(path: Path, sample: tuple[list, list] | None) -> int:
-    """Write the sample (else a few Iris rows without the label) as a CSV; returns rows."""
-    import csv
-
-    if sample is None:
-        with (REPO_ROOT / "data" / "iris_csv.csv").open(newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader)
-            keep = [i for i, name in enumerate(header) if name != "species"]
-            rows = list(reader)
-        picked = rows[:: max(1, len(rows) // SMOKE_ROWS)][:SMOKE_ROWS]
-        sample = ([header[i] for i in keep], [[row[i] for i in keep] for row in picked])
-    columns, rows = sample
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
-    return len(rows)
 
 
 def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:

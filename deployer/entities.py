@@ -64,3 +64,49 @@ class JobSummary:
     # Rows per prediction and per file, counted by the job as it wrote them (local backend):
     # {"rows": n, "per_class": {label: n}, "per_file": {file: n}}.
     predictions: dict | None = None
+    experiment: str = ""  # Azure ML's experiment of the job (default: the endpoint's name)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment of an endpoint as the rollout sees it (from `list_deployments`)."""
+
+    name: str
+    model: str  # name:version
+    created: str = ""  # ISO 8601
+    is_default: bool = False
+    tags: dict = field(default_factory=dict)  # smoke result: smoke, smoke_job, smoke_detail
+    provisioning_state: str = "Succeeded"
+
+    @property
+    def model_version(self) -> int:
+        version = self.model.rsplit(":", 1)[-1]
+        return int(version) if version.isdigit() else 0
+
+    @property
+    def smoke(self) -> str:
+        """passed | failed | skipped | '' (never smoke-tested, e.g. made before rollouts)."""
+        return str(self.tags.get("smoke", ""))
+
+
+@dataclass(frozen=True)
+class JobOverrides:
+    """Settings of one scoring job that replace the deployment's (`az ml batch-endpoint
+    invoke` options of the same names). None: the deployment's value."""
+
+    mini_batch_size: int | None = None
+    instance_count: int | None = None
+    max_retries: int | None = None
+    error_threshold: int | None = None
+    output_path: str | None = None  # azureml://datastores/<ds>/paths/<dir>/<file>.csv
+    job_name: str | None = None
+    experiment_name: str | None = None
+
+    @property
+    def output_datastore(self) -> tuple[str, str] | None:
+        """(datastore, path) of output_path."""
+        if not self.output_path:
+            return None
+        rest = self.output_path.removeprefix("azureml://datastores/")
+        datastore, _, path = rest.partition("/paths/")
+        return datastore, path

@@ -10,7 +10,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable
 
-from deployer.entities import Change, JobSummary, ModelSource, RegisteredModel
+from deployer.entities import (Change, Deployment, JobOverrides, JobSummary, ModelSource,
+                               RegisteredModel)
 
 Progress = Callable[[str], None]
 
@@ -34,15 +35,37 @@ class Backend(ABC):
 
     @abstractmethod
     def ensure_deployment(self, spec, model: RegisteredModel | None, *, dry_run: bool = False,
+                          progress: Progress | None = None, set_default: bool = True) -> Change:
+        """Create or update the model deployment; with set_default, make it the endpoint's
+        default (a rollout sets the default only after the smoke test)."""
+
+    @abstractmethod
+    def list_deployments(self, endpoint: str) -> list[Deployment]:
+        """Every deployment of the endpoint ([] if the endpoint does not exist)."""
+
+    @abstractmethod
+    def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
+                               progress: Progress | None = None) -> Change:
+        """Route the endpoint's jobs to deployment `name` (no-op if it already is)."""
+
+    @abstractmethod
+    def delete_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
                           progress: Progress | None = None) -> Change:
-        """Create or update the model deployment, then make it the endpoint's default."""
+        """Delete one deployment that is not the endpoint's default."""
+
+    @abstractmethod
+    def tag_deployment(self, endpoint: str, name: str, tags: dict, *,
+                       progress: Progress | None = None) -> None:
+        """Merge tags into the deployment's (the smoke test's result is kept there)."""
 
     @abstractmethod
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
-               progress: Progress | None = None) -> JobSummary:
+               progress: Progress | None = None,
+               overrides: JobOverrides | None = None) -> JobSummary:
         """Start a batch scoring job; when waiting, download predictions.csv to output_dir
-        (None: the backend's default, `outputs/<job name>/` locally)."""
+        (None: the backend's default, `outputs/<job name>/` locally). `overrides` replace
+        the deployment's settings for this job only (validated by the caller)."""
 
     def download_output(self, job: JobSummary, output_dir: Path,
                         progress: Progress | None = None) -> Path:

@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from deployer.backends.base import Backend, Progress
-from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, JobSummary, ModelSource,
-                               RegisteredModel)
+from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, Deployment, JobOverrides,
+                               JobSummary, ModelSource, RegisteredModel)
 from deployer.engine.records import TERMINAL, now, pid_alive, read_record, write_record
 from workspace.errors import ConfigError, ProjectError
 from workspace.settings import REPO_ROOT, Settings
@@ -285,7 +285,7 @@ class LocalBackend(Backend):
         return Change("endpoint", spec.name, action, detail)
 
     def ensure_deployment(self, spec, model: RegisteredModel | None, *, dry_run: bool = False,
-                          progress: Progress | None = None) -> Change:
+                          progress: Progress | None = None, set_default: bool = True) -> Change:
         endpoint = spec.data.get("endpoint_name", "")
         validate_endpoint_name(endpoint)
         want = desired_deployment_state(spec)
@@ -318,24 +318,77 @@ class LocalBackend(Backend):
                 detail = _diff(comparable, want)
                 action = UPDATE if detail else NO_OP
             is_default = ep is not None and ep.get("default_deployment") == spec.name
-            if not is_default:
+            if set_default and not is_default:
                 detail = "; ".join(x for x in (detail, "set as the endpoint's default") if x)
                 if action == NO_OP:
                     action = UPDATE
             if not dry_run:
-                if action != NO_OP:
+                if action != NO_OP and (have is None or comparable != want):
                     state["deployments"].setdefault(endpoint, {})[spec.name] = {
-                        **want, "model_path": path, "updated": now()}
-                ep["default_deployment"] = spec.name
+                        **want, "model_path": path, "updated": now(),
+                        "created": (have or {}).get("created") or now(),
+                        "tags": dict((have or {}).get("tags") or {})}
+                if set_default:
+                    ep["default_deployment"] = spec.name
         if not dry_run and action != NO_OP and path:
             _warn_environment(path, progress)
         return Change("deployment", spec.name, action, detail)
+
+    def list_deployments(self, endpoint: str) -> list[Deployment]:
+        state = self._read_state()
+        default = (state["endpoints"].get(endpoint) or {}).get("default_deployment", "")
+        return [Deployment(name=name, model=dep.get("model", ""),
+                           created=dep.get("created") or dep.get("updated", ""),
+                           is_default=name == default, tags=dict(dep.get("tags") or {}))
+                for name, dep in sorted(state["deployments"].get(endpoint, {}).items())]
+
+    def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
+                               progress: Progress | None = None) -> Change:
+        with self._state(write=not dry_run) as state:
+            ep = state["endpoints"].get(endpoint)
+            if ep is None:
+                raise LocalNotFound(f"Endpoint '{endpoint}' does not exist.",
+                                    "Run `python -m deployer register-and-deploy` first.")
+            if name not in state["deployments"].get(endpoint, {}):
+                raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
+                                    "See `python -m deployer status` for the deployments.")
+            old = ep.get("default_deployment") or ""
+            if old == name:
+                return Change("default-deployment", endpoint, NO_OP, name)
+            if not dry_run:
+                ep["default_deployment"] = name
+        return Change("default-deployment", endpoint, UPDATE, f"{old or '(none)'} → {name}")
+
+    def delete_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
+                          progress: Progress | None = None) -> Change:
+        with self._state(write=not dry_run) as state:
+            deployments = state["deployments"].get(endpoint, {})
+            if name not in deployments:
+                return Change("deployment", name, NO_OP, "does not exist")
+            if (state["endpoints"].get(endpoint) or {}).get("default_deployment") == name:
+                raise LocalError(f"Deployment '{name}' is the default of endpoint '{endpoint}'; "
+                                 "it cannot be deleted.",
+                                 "Make another deployment the default first (rollback --to).")
+            model = deployments[name].get("model", "")
+            if not dry_run:
+                del deployments[name]
+        return Change("deployment", name, DELETE, f"model {model}")
+
+    def tag_deployment(self, endpoint: str, name: str, tags: dict, *,
+                       progress: Progress | None = None) -> None:
+        with self._state() as state:
+            dep = state["deployments"].get(endpoint, {}).get(name)
+            if dep is None:
+                raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.")
+            dep["tags"] = {**(dep.get("tags") or {}), **{str(k): str(v) for k, v in tags.items()}}
 
     # ------------------------------------------------------------------ invoke and jobs
 
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
-               progress: Progress | None = None) -> JobSummary:
+               progress: Progress | None = None,
+               overrides: JobOverrides | None = None) -> JobSummary:
+        overrides = overrides or JobOverrides()
         state = self._read_state()
         ep = state["endpoints"].get(endpoint)
         if ep is None:
@@ -355,17 +408,19 @@ class LocalBackend(Backend):
         # The job writes its output to the datastore: fail now, not at the end (the job
         # checks the container itself, while it loads the model).
         _require_azurite(self.settings)
-        job_name = f"batchjob-{uuid.uuid4()}"
-        job_dir = self.jobs_dir / job_name
-        job_dir.mkdir(parents=True)
-        settings = {k: dep[k] for k in DEPLOYMENT_DEFAULTS if k in dep}
+        settings, output_blob = self._job_settings(dep, overrides)
+        job_dir = self._new_job_dir(overrides.job_name)
+        job_name = job_dir.name
         record = {
             "name": job_name, "status": "Queued", "endpoint": endpoint, "deployment": name,
             "model": dep["model"], "model_path": dep["model_path"], "input": input_uri,
             "created": now(), "settings": settings,
+            "experiment": overrides.experiment_name or endpoint,
             "datastore": {"port": int(self.settings.azurite_port), "container": self.settings.container,
                           "name": self.settings.datastore_name},
         }
+        if output_blob:
+            record["output_blob"] = output_blob
         write_record(job_dir, record)
         self._start_runner(job_dir, dep.get("environment_variables") or {})
         if progress:
@@ -377,12 +432,43 @@ class LocalBackend(Backend):
             self.download_output(summary, output_dir or Path("outputs") / job_name, progress)
         return summary
 
+    def _job_settings(self, dep: dict, overrides: JobOverrides) -> tuple[dict, str]:
+        """The deployment's settings with this job's overrides; the output blob of a
+        custom output path ('' for the job's own folder)."""
+        settings = {k: dep[k] for k in DEPLOYMENT_DEFAULTS if k in dep}
+        for key in ("mini_batch_size", "instance_count", "max_retries", "error_threshold"):
+            if getattr(overrides, key) is not None:
+                settings[key] = getattr(overrides, key)
+        if overrides.output_datastore is None:
+            return settings, ""
+        datastore, path = overrides.output_datastore
+        if datastore != self.settings.datastore_name:
+            raise ConfigError(f"--output-path names datastore '{datastore}'; the local target "
+                              f"has only '{self.settings.datastore_name}'.",
+                              f"Use azureml://datastores/{self.settings.datastore_name}/paths/...")
+        settings["output_file_name"] = path.rsplit("/", 1)[-1]
+        return settings, path
+
+    def _new_job_dir(self, name: str | None) -> Path:
+        """The folder of a new job: `name` (refused if a job has it), else batchjob-<uuid>."""
+        job_dir = self.jobs_dir / (name or f"batchjob-{uuid.uuid4()}")
+        try:
+            job_dir.mkdir(parents=True)
+        except FileExistsError:
+            raise ConfigError(f"A job named '{name}' already exists.",
+                              "Job names are unique in a workspace; pick another --job-name.")
+        return job_dir
+
     def _input_uri(self, input_path: str) -> str:
         if input_path.startswith("azureml://"):
             if not re.fullmatch(r"azureml://datastores/[^/]+/paths/.+", input_path):
                 raise ConfigError(f"Input '{input_path}' is not a datastore path.",
                                   "Use azureml://datastores/<datastore>/paths/<file or folder>.")
             return input_path
+        if input_path.startswith("azureml:"):
+            raise ConfigError(f"Input '{input_path}': registered data assets exist only on the "
+                              "Azure target.",
+                              "Use a local path or azureml://datastores/<datastore>/paths/<path>.")
         if re.match(r"^[a-z]+://", input_path):
             raise ConfigError(f"Input '{input_path}': the local target reads local paths and "
                               "azureml://datastores/... paths only.",
@@ -502,7 +588,8 @@ class LocalBackend(Backend):
             mini_batches_done=record.get("mini_batches_done"),
             duration_seconds=record.get("duration_seconds"),
             failed_files=list(record.get("failed_files") or []),
-            predictions=record.get("predictions"))
+            predictions=record.get("predictions"),
+            experiment=record.get("experiment") or record.get("endpoint", ""))
 
     def get_job(self, name: str) -> JobSummary:
         job_dir = self._job_dir(name)

@@ -551,6 +551,8 @@ class JobRunner:
         slot.reported = 0
 
     def _output_blob(self) -> str:
+        if self.record.get("output_blob"):  # invoke --output-path: a file of the datastore
+            return self.record["output_blob"]
         return (f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}/named-outputs/{OUTPUT_NAME}/"
                 f"{self.settings.output_file_name}")
 

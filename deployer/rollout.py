@@ -1,0 +1,316 @@
+"""Safe rollout, rollback and job overrides: application rules over any backend.
+
+A model version gets a deployment of its own (`<deployment spec name>-v<version>`). The
+new deployment is smoke-tested by a job routed to it (not to the endpoint's default) on
+`deployer/smoke/smoke.csv`, whose labels are known; only then does it become the default.
+Earlier deployments stay as rollback candidates (`keep`); batch deployments cost nothing
+while idle, the cluster scales to zero. Backends only list, create, tag, route and delete.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from deployer.entities import NO_OP, Change, Deployment, JobOverrides, JobSummary
+from deployer.spec import Spec
+from workspace.errors import ConfigError, ExitCode, NotFound, ProjectError
+
+SMOKE_DIR = Path(__file__).resolve().parent / "smoke"
+SMOKE_INPUT = SMOKE_DIR / "smoke.csv"
+SMOKE_LABELS = SMOKE_DIR / "expected.txt"
+# Batch deployment names as the deployer validates them (see validate_endpoint_name).
+NAME_MAX = 32
+# Job (and so experiment) names: the ARM name pattern of workspaces/jobs in the
+# Microsoft.MachineLearningServices 2024-01-01-preview types (Azure/bicep-types-az).
+JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
+OUTPUT_PATH = re.compile(r"^azureml://datastores/([^/]+)/paths/(.+)$")
+ACTIVE = ("Queued", "Running")
+
+Progress = Callable[[str], None]
+
+
+class SmokeTestError(ProjectError):
+    """The new deployment did not score the smoke input correctly; the default is unchanged."""
+
+    exit_code = ExitCode.SMOKE_TEST
+
+
+class RollbackRefused(ProjectError):
+    """The deployment asked for cannot serve as the default."""
+
+    exit_code = ExitCode.USAGE
+
+
+@dataclass
+class SmokeResult:
+    job: JobSummary
+    rows: int
+    seconds: float
+    accuracy: float = 0.0
+    deployment: str = ""
+
+
+def deployment_name(base: str, version: str) -> str:
+    """The deployment of one model version: '<base>-v<version>', cut to Azure ML's 32
+    characters at the base (never at the version)."""
+    suffix = f"-v{version}"
+    return base[: NAME_MAX - len(suffix)].rstrip("-") + suffix
+
+
+def for_version(spec: Spec, name: str) -> Spec:
+    """The deployment spec under the name of one model version."""
+    return replace(spec, data={**spec.data, "name": name})
+
+
+def validate_overrides(overrides: JobOverrides) -> JobOverrides:
+    """Check each override as Azure ML does before a job is submitted."""
+    ranges = {"mini_batch_size": 1, "instance_count": 1, "max_retries": 0, "error_threshold": -1}
+    for key, minimum in ranges.items():
+        value = getattr(overrides, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < minimum):
+            raise ConfigError(f"--{key.replace('_', '-')} is {value!r}; it must be a whole number "
+                              f"of at least {minimum}.")
+    for key in ("job_name", "experiment_name"):
+        value = getattr(overrides, key)
+        if value is not None and not JOB_NAME.match(value):
+            raise ConfigError(f"--{key.replace('_', '-')} '{value}' is invalid.",
+                              "Use 1-255 letters, digits, '-' and '_', starting with a letter "
+                              "or digit.")
+    if overrides.output_path is not None:
+        match = OUTPUT_PATH.match(overrides.output_path)
+        leaf = match.group(2).rsplit("/", 1)[-1] if match else ""
+        if not match or overrides.output_path.endswith("/") or "." not in leaf.strip("."):
+            raise ConfigError(f"--output-path '{overrides.output_path}' is not a file path in a "
+                              "datastore; Azure ML writes a job's output to a uri_file.",
+                              "Use azureml://datastores/<datastore>/paths/<folder>/<file>.csv.")
+    return overrides
+
+
+def refuse_nested_folder(input_path: str) -> None:
+    """Azure ML scores the top-level files of a folder only: a local folder with
+    subfolders would be scored in part, so it is refused before anything is uploaded."""
+    path = Path(input_path)
+    if "://" in input_path or input_path.startswith("azureml:") or not path.is_dir():
+        return
+    nested = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if nested:
+        raise ConfigError(f"Input folder '{input_path}' has subfolders ({', '.join(nested[:3])}"
+                          f"{', ...' if len(nested) > 3 else ''}); a batch job scores only the "
+                          "top-level files of a folder.",
+                          "Move the files to the top level, or invoke once per subfolder.")
+
+
+class Rollout:
+    """Create, smoke-test, switch, prune and roll back the deployments of one endpoint."""
+
+    def __init__(self, backend, endpoint: str, progress: Progress | None = None):
+        self.backend = backend
+        self.endpoint = endpoint
+        self.progress = progress or (lambda message: None)
+
+    # ------------------------------------------------------------------ rollout
+
+    def deploy(self, spec: Spec, model, *, dry_run: bool, smoke: bool = True, keep: int = 1,
+               cleanup_failed: bool = False, min_accuracy: float = 0.9,
+               check_accuracy: bool = True) -> tuple[list[Change], SmokeResult | None]:
+        """The model's deployment, made the default only after its smoke test; then
+        earlier deployments beyond `keep` are deleted. Returns the changes (the plan)."""
+        # A dry run of a new model does not know the number the registry will give it.
+        name = deployment_name(spec.name, model.version if model else "next")
+        before = {d.name: d for d in self.backend.list_deployments(self.endpoint)}
+        change = self.backend.ensure_deployment(for_version(spec, name), model, dry_run=dry_run,
+                                                progress=self.progress, set_default=False)
+        changes, result = [change], None
+        self.progress(_line(change, dry_run))
+        serving = name in before and before[name].is_default
+        if serving and change.action == NO_OP:
+            changes.append(Change("smoke", name, NO_OP, "already the default"))
+        elif not smoke:
+            changes.append(Change("smoke", name, "skip", "--no-smoke: switching without a test"))
+            self.progress(_line(changes[-1], dry_run))
+            if not dry_run:
+                self.backend.tag_deployment(self.endpoint, name, {"smoke": "skipped"})
+        elif dry_run:
+            changes.append(Change("smoke", name, "run", f"score {SMOKE_INPUT.name} through {name}"))
+        else:
+            result = self.smoke_test(name, min_accuracy, check_accuracy, cleanup_failed)
+            changes.append(Change("smoke", name, "passed", _smoke_detail(result)))
+        changes.append(self._switch(name, before, dry_run))
+        self.progress(_line(changes[-1], dry_run))
+        changes += self.prune(name, keep, dry_run=dry_run)
+        return changes, result
+
+    def _switch(self, name: str, before: dict[str, Deployment], dry_run: bool) -> Change:
+        """Make `name` the default; a dry run plans it from what exists (the deployment,
+        even the endpoint, may not exist yet)."""
+        if not dry_run:
+            return self.backend.set_default_deployment(self.endpoint, name, progress=self.progress)
+        current = next((d.name for d in before.values() if d.is_default), "")
+        if current == name:
+            return Change("default-deployment", self.endpoint, NO_OP, name)
+        return Change("default-deployment", self.endpoint, "update", f"{current or '(none)'} → {name}")
+
+    def smoke_test(self, name: str, min_accuracy: float, check_accuracy: bool = True,
+                   cleanup_failed: bool = False) -> SmokeResult:
+        """Score the smoke input through deployment `name`; record the result on it. On
+        failure the deployment stays for inspection (or goes, with cleanup_failed)."""
+        try:
+            result = run_smoke(self.backend, self.endpoint, name, min_accuracy, check_accuracy,
+                               self.progress)
+        except SmokeTestError as exc:
+            job = getattr(exc, "job", None)
+            self.backend.tag_deployment(self.endpoint, name, {
+                "smoke": "failed", "smoke_job": job or "", "smoke_detail": exc.message[:250]})
+            if cleanup_failed:
+                self.progress(_line(self.backend.delete_deployment(
+                    self.endpoint, name, progress=self.progress), False) + " (--cleanup-failed)")
+            raise
+        self.backend.tag_deployment(self.endpoint, name, {
+            "smoke": "passed", "smoke_job": result.job.name, "smoke_detail": _smoke_detail(result)})
+        return result
+
+    def prune(self, default: str, keep: int, *, dry_run: bool) -> list[Change]:
+        """Delete earlier deployments beyond the newest `keep` rollback candidates: never
+        the default, never one that a queued or running job uses."""
+        others = [d for d in self.backend.list_deployments(self.endpoint) if d.name != default]
+        others.sort(key=lambda d: (d.model_version, d.created), reverse=True)
+        busy, changes, kept = None, [], 0
+        for dep in others:
+            if dep.smoke != "failed" and kept < keep:
+                kept += 1
+                continue
+            if busy is None:
+                busy = self._busy()
+            if dep.name in busy:
+                changes.append(Change("deployment", dep.name, NO_OP,
+                                      f"kept: job {busy[dep.name]} is using it"))
+            else:
+                changes.append(self.backend.delete_deployment(self.endpoint, dep.name,
+                                                              dry_run=dry_run,
+                                                              progress=self.progress))
+            self.progress(_line(changes[-1], dry_run))
+        return changes
+
+    def _busy(self) -> dict[str, str]:
+        """deployment → a queued or running job routed to it."""
+        jobs = self.backend.list_jobs(self.endpoint, limit=50)
+        return {j.deployment: j.name for j in jobs if j.status in ACTIVE and j.deployment}
+
+    # ------------------------------------------------------------------ rollback
+
+    def rollback(self, *, to: str | None = None, to_version: int | None = None,
+                 dry_run: bool = False) -> list[Change]:
+        deployments = self.backend.list_deployments(self.endpoint)
+        target = self.choose(deployments, to=to, to_version=to_version)
+        if target.smoke == "failed":
+            raise RollbackRefused(
+                f"Deployment '{target.name}' (model {target.model}) failed its last smoke test"
+                + (f" (job {target.tags['smoke_job']})" if target.tags.get("smoke_job") else "")
+                + "; it is not made the default.",
+                "Pick another with --to, or deploy a model that passes (register-and-deploy).")
+        change = self.backend.set_default_deployment(self.endpoint, target.name, dry_run=dry_run,
+                                                     progress=self.progress)
+        return [change]
+
+    def choose(self, deployments: list[Deployment], *, to: str | None = None,
+               to_version: int | None = None) -> Deployment:
+        """The deployment asked for, else the rollback candidate."""
+        if not deployments:
+            raise NotFound(f"Endpoint '{self.endpoint}' has no deployments.",
+                           "Run `python -m deployer register-and-deploy` first.")
+        names = ", ".join(d.name for d in deployments)
+        if to is not None:
+            found = [d for d in deployments if d.name == to]
+            if not found:
+                raise NotFound(f"Deployment '{to}' does not exist on endpoint '{self.endpoint}' "
+                               f"(it has {names}).", "See `python -m deployer status`.")
+            return found[0]
+        if to_version is not None:
+            found = sorted((d for d in deployments if d.model_version == to_version),
+                           key=lambda d: d.created, reverse=True)
+            if not found:
+                raise NotFound(f"No deployment of endpoint '{self.endpoint}' serves model version "
+                               f"{to_version} (it has {names}).", "See `python -m deployer status`.")
+            return found[0]
+        candidate = rollback_candidate(deployments)
+        if candidate is None:
+            raise NotFound(f"Endpoint '{self.endpoint}' has no earlier deployment to roll back to "
+                           f"(it has {names}).",
+                           "Deploy with --keep 1 or more to keep one, or name one with --to.")
+        return candidate
+
+
+def rollback_candidate(deployments: list[Deployment]) -> Deployment | None:
+    """What `rollback` without --to picks: the newest earlier deployment (a lower model
+    version than the default's) whose smoke test did not fail; else the newest other one."""
+    default = next((d for d in deployments if d.is_default), None)
+    others = sorted((d for d in deployments if not d.is_default and d.smoke != "failed"),
+                    key=lambda d: (d.model_version, d.created), reverse=True)
+    if default is not None:
+        earlier = [d for d in others if d.model_version < default.model_version]
+        if earlier:
+            return earlier[0]
+    return others[0] if others else None
+
+
+# ---------------------------------------------------------------------- the smoke test
+
+
+def run_smoke(backend, endpoint: str, name: str, min_accuracy: float, check_accuracy: bool,
+              progress: Progress) -> SmokeResult:
+    """Invoke deployment `name` on the smoke input; it passes when the job completes,
+    every row is scored in Azure ML's format and the accuracy reaches the gate."""
+    expected = SMOKE_LABELS.read_text().split()
+    started = time.monotonic()
+    progress(f"smoke test: scoring {len(expected)} rows of {SMOKE_INPUT.name} through "
+             f"deployment {name}")
+    with tempfile.TemporaryDirectory(prefix="deployer-smoke-") as tmp:
+        job = backend.invoke(endpoint, str(SMOKE_INPUT), deployment=name,
+                             output_dir=Path(tmp) / "out", wait=True, progress=progress)
+        if job.status != "Completed":
+            _fail(job, name, f"the job ended {job.status}: {job.error or 'no error message'}")
+        path = _predictions(job, Path(tmp) / "out")
+        lines = path.read_text().splitlines() if path else []
+    rows = [line.split(",") for line in lines]
+    if len(rows) != len(expected) or [r[0] for r in rows] != [str(i) for i in range(len(expected))] \
+            or any(r[-1] != SMOKE_INPUT.name for r in rows):
+        failed = "; ".join(f"{f['file']}: {f['message']}" for f in (job.failed_files or [])[:2])
+        _fail(job, name, f"{len(rows)} of {len(expected)} rows were scored"
+              + (f" ({failed})" if failed else " in the row,prediction,file_name format"))
+    accuracy = sum(r[1] == label for r, label in zip(rows, expected)) / len(expected)
+    if check_accuracy and accuracy < min_accuracy:
+        _fail(job, name, f"accuracy {accuracy:.3f} on the {len(expected)} known rows is below "
+              f"the quality gate of {min_accuracy:g}")
+    return SmokeResult(job=job, rows=len(rows), seconds=time.monotonic() - started,
+                       accuracy=accuracy, deployment=name)
+
+
+def _fail(job: JobSummary, name: str, reason: str):
+    error = SmokeTestError(f"Smoke test of deployment {name} failed (job {job.name}): {reason}. "
+                           "The endpoint's default deployment was not changed.",
+                           f"See the job: python -m deployer jobs show {job.name}; remove the "
+                           "deployment with --cleanup-failed, or pass --no-smoke to switch anyway.")
+    error.job = job.name
+    raise error
+
+
+def _predictions(job: JobSummary, output_dir: Path) -> Path | None:
+    candidates = [Path(job.output_path)] if job.output_path and "://" not in job.output_path else []
+    candidates += [output_dir / "predictions.csv",
+                   output_dir / "named-outputs" / "score" / "predictions.csv"]
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _smoke_detail(result: SmokeResult) -> str:
+    return (f"job {result.job.name}: {result.rows} rows, accuracy {result.accuracy:.3f}, "
+            f"{result.seconds:.1f} s")
+
+
+def _line(change: Change, dry_run: bool) -> str:
+    verb = "would " + change.action if dry_run and change.action != NO_OP else change.action
+    return f"{change.kind} {change.name}: {verb}" + (f" ({change.detail})" if change.detail else "")

@@ -54,11 +54,12 @@ def cli():
     \b
     Examples:
       python -m deployer register-and-deploy --dry-run   # the plan, nothing changes
-      python -m deployer register-and-deploy --smoke     # newest model → endpoint, then a test
+      python -m deployer register-and-deploy             # newest model → new deployment, smoke, default
       python -m deployer register-and-deploy --run-id 4f2c... --force
       python -m deployer invoke --input data/iris_csv.csv
       python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/
       python -m deployer status
+      python -m deployer rollback --dry-run
       python -m deployer jobs show batchjob-...
       python -m deployer teardown --yes
 
@@ -82,51 +83,69 @@ def cli():
               envvar=MIN_ACCURACY_ENV, show_envvar=True,
               help="Quality gate: refuse a model whose test_accuracy is lower.")
 @click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate.")
-@click.option("--smoke", is_flag=True, help="After deploying, score a few Iris rows through the "
-              "endpoint and check the output.")
+@click.option("--smoke/--no-smoke", default=True, show_default=True,
+              help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
+              "before it becomes the default; --no-smoke switches without a test.")
+@click.option("--keep", type=click.IntRange(0), default=1, show_default=True,
+              help="Earlier deployments kept as rollback candidates; older ones are deleted "
+              "(never the default, never one a running job uses).")
+@click.option("--cleanup-failed", is_flag=True,
+              help="Delete the new deployment if its smoke test fails (default: keep it for "
+              "inspection).")
 @target_option
 @spec_dir_option
-def register_and_deploy(model_path, run_id, dry_run, min_accuracy, force, smoke, target, spec_dir):
-    """Register the newest complete model and deploy it as the endpoint's default.
+def register_and_deploy(model_path, run_id, dry_run, min_accuracy, force, smoke, keep,
+                        cleanup_failed, target, spec_dir):
+    """Register the newest complete model and roll it out as the endpoint's default.
 
     \b
     1. finds the newest run published by the trainer (manifest.json) unless --model or
        --run-id says which, and verifies every file hash of its manifest;
     2. quality gate: test_accuracy must reach --min-accuracy (or --force);
     3. registers it with lineage tags; the same content again makes no new version;
-    4. ensures the CPU cluster, the batch endpoint and the deployment (made default);
-       unchanged resources are left alone;
-    5. with --smoke, scores a few rows through the endpoint.
+    4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
+       version (<deployment name>-v<version>);
+    5. smoke-tests that deployment (not the default): the job must complete, score every
+       row and reach the quality gate; otherwise the default stays and the exit code is 6;
+    6. makes it the default and deletes earlier deployments beyond --keep.
+    A second run with the same model changes nothing.
 
     \b
     Examples:
       python -m deployer register-and-deploy --dry-run
-      python -m deployer register-and-deploy --smoke
+      python -m deployer register-and-deploy --keep 2
+      python -m deployer register-and-deploy --cleanup-failed
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
     deployer, settings = _make(target, spec_dir)
     result = deployer.register_and_deploy(model_path=model_path, run_id=run_id, dry_run=dry_run,
-                                          force=force, min_accuracy=min_accuracy, smoke=smoke)
+                                          force=force, min_accuracy=min_accuracy, smoke=smoke,
+                                          keep=keep, cleanup_failed=cleanup_failed)
     _print_deploy(result, settings)
 
 
-def _print_deploy(result, settings) -> None:
+def _print_changes(changes, dry_run: bool, title: str) -> None:
     from rich.table import Table
 
-    console = _console()
-    colors = {"create": "green", "update": "yellow", "delete": "red", "no-op": "dim"}
-    title = ("Plan (dry run: nothing was changed)" if result.dry_run
-             else f"register-and-deploy on the {settings.target} target")
-    table = Table(title=title, title_justify="left")
+    colors = {"create": "green", "update": "yellow", "delete": "red", "no-op": "dim",
+              "passed": "green", "run": "green", "skip": "yellow"}
+    table = Table(title="Plan (dry run: nothing was changed)" if dry_run else title,
+                  title_justify="left")
     for column in ("resource", "name", "action"):
         table.add_column(column, no_wrap=True)
     table.add_column("detail", overflow="fold")
-    for change in result.changes:
-        action = f"would {change.action}" if result.dry_run and change.action != "no-op" else change.action
+    for change in changes:
+        action = f"would {change.action}" if dry_run and change.action != "no-op" else change.action
         table.add_row(change.kind, change.name,
                       f"[{colors.get(change.action, 'white')}]{action}[/]", change.detail)
-    console.print(table)
+    _console().print(table)
+
+
+def _print_deploy(result, settings) -> None:
+    console = _console()
+    _print_changes(result.changes, result.dry_run,
+                   f"register-and-deploy on the {settings.target} target")
     accuracy = result.metrics.get("test_accuracy")
     version = result.model.version if result.model else "(new version)"
     console.print(f"model     {result.changes[0].name} version {version}  "
@@ -134,8 +153,9 @@ def _print_deploy(result, settings) -> None:
                   f"{accuracy if accuracy is None else f'{accuracy:.3f}'})")
     console.print(f"endpoint  {result.endpoint}  default deployment {result.deployment}")
     if result.smoke:
-        console.print(f"smoke     job {result.smoke.job.name}: {result.smoke.rows} rows scored, "
-                      f"format checked ({result.smoke.seconds:.1f} s)")
+        console.print(f"smoke     job {result.smoke.job.name}: {result.smoke.rows} rows scored "
+                      f"through {result.smoke.deployment}, accuracy {result.smoke.accuracy:.3f} "
+                      f"({result.smoke.seconds:.1f} s)")
     if not result.dry_run:
         console.print("changed   " + ("yes" if result.changed else "nothing (already up to date)"))
         console.print("next      python -m deployer invoke --input data/iris_csv.csv")
@@ -155,9 +175,24 @@ def _print_deploy(result, settings) -> None:
               "`python -m deployer jobs show NAME`.")
 @click.option("--report", is_flag=True, help="Also write report.html beside predictions.csv: "
               "class distribution chart, rows/s, failed files.")
+@click.option("--mini-batch-size", type=int, default=None,
+              help="Files per mini-batch for this job (the deployment's otherwise).")
+@click.option("--instance-count", type=int, default=None,
+              help="Nodes for this job (locally: groups of worker processes).")
+@click.option("--max-retries", type=int, default=None,
+              help="Retries of a failed or timed-out mini-batch for this job.")
+@click.option("--error-threshold", type=int, default=None,
+              help="Failed files the job tolerates (-1: all) for this job.")
+@click.option("--output-path", default=None, metavar="azureml://datastores/<ds>/paths/<file>",
+              help="Where the job writes its predictions file in the datastore (a file path).")
+@click.option("--job-name", default=None, help="The job's name (unique in the workspace).")
+@click.option("--experiment-name", default=None,
+              help="Experiment the job is filed under (default: the endpoint's name).")
 @target_option
 @spec_dir_option
-def invoke(input_path, deployment, output_dir, no_wait, report, target, spec_dir):
+def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size, instance_count,
+           max_retries, error_threshold, output_path, job_name, experiment_name, target,
+           spec_dir):
     """Start a batch scoring job, follow it, and download predictions.csv.
 
     \b
@@ -166,19 +201,33 @@ def invoke(input_path, deployment, output_dir, no_wait, report, target, spec_dir
     (the failing files and why are in its logs/user/error.txt).
 
     \b
+    The overrides (--mini-batch-size ... --experiment-name) are those of
+    `az ml batch-endpoint invoke`, for this job only. On Azure, --input also takes a
+    registered data asset (azureml:<name>:<version> or azureml:<name>@latest) and
+    wasbs:// or abfss:// URLs. A local folder must have no subfolders.
+
+    \b
     Examples:
       python -m deployer invoke --input data/iris_csv.csv
       python -m deployer invoke --input scoring/ --output-dir results/ --report
       python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/ --no-wait
+      python -m deployer invoke --input scoring/ --mini-batch-size 1 --error-threshold 5
+      python -m deployer invoke --input azureml:iris-scoring@latest --target azure \\
+          --output-path azureml://datastores/workspaceblobstore/paths/results/iris.csv
     """
     from deployer.app import JobFailed
+    from deployer.entities import JobOverrides
 
+    overrides = JobOverrides(mini_batch_size=mini_batch_size, instance_count=instance_count,
+                             max_retries=max_retries, error_threshold=error_threshold,
+                             output_path=output_path, job_name=job_name,
+                             experiment_name=experiment_name)
     deployer, _ = _make(target, spec_dir)
     display = _JobProgress(_console(stderr=True), deployer.progress)
     deployer.progress = display
     try:
         result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
-                                 wait=not no_wait)
+                                 wait=not no_wait, overrides=overrides)
     except KeyboardInterrupt:
         display.stop()
         click.echo("\nStopped following; the job keeps running. See it with "
@@ -287,6 +336,8 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
         table.add_row("time", f"{took:.1f} s" + (f" (job), {seconds:.1f} s (total)"
                                                  if seconds is not None and job.duration_seconds
                                                  is not None else ""))
+    if job.experiment:
+        table.add_row("experiment", job.experiment)
     if job.created:
         table.add_row("created", job.created)
     if job.output_path:
@@ -347,11 +398,14 @@ def status(n_jobs, target, spec_dir):
         console.print(f"endpoint  {endpoint['name']}  default deployment "
                       f"{endpoint.get('default_deployment') or '(none)'}")
     deployments = Table(title="deployments", title_justify="left")
-    for column in ("name", "model", "compute", "instances", "mini_batch_size", "concurrency",
-                   "retries/timeout", "error_threshold"):
+    for column in ("name", "model", "role", "smoke", "created", "instances", "mini_batch_size",
+                   "concurrency", "retries/timeout", "error_threshold"):
         deployments.add_column(column)
     for dep in info.get("deployments", []):
-        deployments.add_row(dep["name"], str(dep.get("model", "")), str(dep.get("compute", "")),
+        smoke = dep.get("smoke", "")
+        deployments.add_row(dep["name"], str(dep.get("model", "")), dep.get("role", ""),
+                            smoke + (f" ({dep['smoke_job']})" if dep.get("smoke_job") else ""),
+                            str(dep.get("created", ""))[:19],
                             str(dep.get("instance_count", "")), str(dep.get("mini_batch_size", "")),
                             str(dep.get("max_concurrency_per_instance", "")),
                             f"{dep.get('max_retries', '')}/{dep.get('timeout', dep.get('retry_timeout', ''))}s",
@@ -414,6 +468,37 @@ def jobs_list(limit, target, spec_dir):
     for job in deployer.backend.list_jobs(deployer.endpoint_name, limit=limit):
         click.echo(f"{job.name}  {job.status:<9}  {job.created}  rows={job.rows_scored}  "
                    f"failed_files={job.files_failed}  {job.input}")
+
+
+# ---------------------------------------------------------------------- rollback
+
+
+@cli.command()
+@click.option("--to", "to", default=None, metavar="DEPLOYMENT",
+              help="The deployment to make the default (default: the rollback candidate).")
+@click.option("--to-version", type=click.IntRange(1), default=None, metavar="N",
+              help="Make the deployment of model version N the default.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@target_option
+@spec_dir_option
+def rollback(to, to_version, dry_run, target, spec_dir):
+    """Make the previous deployment (or the named one) the endpoint's default again.
+
+    \b
+    The previous one is the newest deployment of an earlier model version whose smoke test
+    did not fail (`status` marks it "rollback candidate"). A deployment that does not
+    exist, or whose last smoke test failed, is refused.
+
+    \b
+    Examples:
+      python -m deployer rollback --dry-run
+      python -m deployer rollback
+      python -m deployer rollback --to-version 3
+      python -m deployer rollback --to iris-mlflow-v3
+    """
+    deployer, settings = _make(target, spec_dir)
+    changes = deployer.rollback(to=to, to_version=to_version, dry_run=dry_run)
+    _print_changes(changes, dry_run, f"rollback on the {settings.target} target")
 
 
 # ---------------------------------------------------------------------- teardown

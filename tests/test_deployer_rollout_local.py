@@ -1,0 +1,271 @@
+"""Safe rollout on the local target, as processes, with the real engine, the MLflow
+registry and Azurite: a deployment per model version, smoke-tested before it becomes the
+default; a broken model leaves the previous default serving; rollback; --keep; and the
+`invoke` overrides of `az ml batch-endpoint invoke`."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import IRIS_CSV
+from tests.test_deployer_local import Cli, ok, publish_changed_copy, trained  # noqa: F401
+from workspace.published import download_model
+
+pytestmark = pytest.mark.slow
+
+
+def publish_model_dir(store, run, model_dir: Path, prefix: str) -> str:
+    """Publish `model_dir` as the model of a new complete run (manifest with its hashes),
+    the run's other artifacts copied; returns the model's datastore path."""
+    new_prefix = f"{prefix}/{run.experiment_id}/{uuid.uuid4().hex}"
+    files = {}
+    for rel in run.files:
+        if not rel.startswith("artifacts/model/"):
+            data = store.read_bytes(f"{run.run_prefix}/{rel}")
+            store.upload_bytes(data, f"{new_prefix}/{rel}")
+            files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = f"artifacts/model/{path.relative_to(model_dir).as_posix()}"
+        data = path.read_bytes()
+        store.upload_bytes(data, f"{new_prefix}/{rel}")
+        files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest = store.read_json(run.manifest_path)
+    manifest.update(run_id=new_prefix.rsplit("/", 1)[1], files=files,
+                    model_path=f"{new_prefix}/artifacts/model")
+    store.upload_bytes(json.dumps(manifest).encode(), f"{new_prefix}/manifest.json")
+    return f"{new_prefix}/artifacts/model"
+
+
+def state(cli: Cli) -> dict:
+    return json.loads((cli.local_dir / "deployer" / "state.json").read_text())
+
+
+def default_of(cli: Cli) -> str:
+    return state(cli)["endpoints"]["iris-batch"]["default_deployment"]
+
+
+def deployments(cli: Cli) -> dict:
+    return state(cli)["deployments"].get("iris-batch", {})
+
+
+def rows(stdout: str) -> list[tuple[str, str, str]]:
+    """(resource, name, action) rows of a change table."""
+    return re.findall(r"│ ([\w-]+)\s+│ ([\w<>-]+)\s+│ (would [\w-]+|[\w-]+)", stdout)
+
+
+@pytest.fixture
+def broken_model(trained, tmp_path) -> str:
+    from tests.support.broken_model import save_broken_model
+
+    settings, store, run, _ = trained
+    inner = download_model(store, run, tmp_path / "inner")
+    model_dir = save_broken_model(tmp_path / "broken", inner)
+    return publish_model_dir(store, run, model_dir, "models-broken")
+
+
+def test_a_broken_model_leaves_the_default_then_rollback_and_keep(trained, broken_model, tmp_path):
+    settings, store, run, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+
+    plan = ok(cli("register-and-deploy", "--dry-run"))
+    assert rows(plan)[3:] == [("deployment", "iris-mlflow-vnext", "would create"),
+                              ("smoke", "iris-mlflow-vnext", "would run"),
+                              ("default-deployment", "iris-batch", "would update")]
+    first = ok(cli("register-and-deploy"))
+    assert rows(first)[3:] == [("deployment", "iris-mlflow-v1", "create"),
+                               ("smoke", "iris-mlflow-v1", "passed"),
+                               ("default-deployment", "iris-batch", "update")]
+    assert re.search(r"smoke\s+job batchjob-\S+: 15 rows scored through iris-mlflow-v1, "
+                     r"accuracy 1\.000", first)
+    assert default_of(cli) == "iris-mlflow-v1"
+    assert deployments(cli)["iris-mlflow-v1"]["tags"]["smoke"] == "passed"
+    before = (cli.local_dir / "deployer" / "state.json").read_bytes()
+
+    # Re-running with the same model changes nothing and runs no job.
+    again = ok(cli("register-and-deploy"))
+    assert {action for _, _, action in rows(again)} == {"no-op"}
+    assert "changed   nothing" in again
+    assert (cli.local_dir / "deployer" / "state.json").read_bytes() == before
+    jobs_before = set((cli.local_dir / "deployer" / "jobs").iterdir())
+
+    # A model whose predict raises: its deployment fails the smoke test, the default stays.
+    broken = cli("register-and-deploy", "--model", broken_model)
+    assert broken.returncode == 6, broken.stdout + broken.stderr
+    error = [line for line in broken.stderr.splitlines() if line.startswith("error:")][0]
+    job = re.search(r"\(job (batchjob-[0-9a-f-]{36})\)", error).group(1)
+    assert "Smoke test of deployment iris-mlflow-v2 failed" in error
+    assert "0 of 15 rows were scored" in error and "broken on purpose" in error
+    assert "default deployment was not changed" in error
+    assert default_of(cli) == "iris-mlflow-v1"
+    smoke_job = json.loads((cli.local_dir / "deployer" / "jobs" / job / "job.json").read_text())
+    assert smoke_job["deployment"] == "iris-mlflow-v2"  # the new deployment was tested, not the default
+    assert deployments(cli)["iris-mlflow-v2"]["tags"]["smoke"] == "failed"  # left for inspection
+    scored = ok(cli("invoke", "--input", str(IRIS_CSV)))
+    assert "iris-batch / iris-mlflow-v1" in scored and re.search(r"rows scored\s+│ 150\s", scored)
+    status = ok(cli("status"))
+    assert re.search(r"iris-mlflow-v2\s+│ iris-classifier:2\s+│\s+│ failed \(" + job, status)
+    assert re.search(r"iris-mlflow-v1\s+│ iris-classifier:1\s+│ default\s+│ passed", status)
+    assert len(set((cli.local_dir / "deployer" / "jobs").iterdir()) - jobs_before) == 2
+
+    refused = cli("rollback", "--to", "iris-mlflow-v2")
+    assert refused.returncode == 2
+    assert f"'iris-mlflow-v2' (model iris-classifier:2) failed its last smoke test (job {job})" \
+        in refused.stderr
+    missing = cli("rollback", "--to-version", "9")
+    assert missing.returncode == 4 and "serves model version 9" in missing.stderr
+
+    # A good new model: its deployment becomes the default; --keep 1 keeps v1 (the newest
+    # earlier one that passed) and deletes the failed v2.
+    good = publish_changed_copy(store, run, "models-good")
+    third = ok(cli("register-and-deploy", "--model", good))
+    assert rows(third)[3:] == [("deployment", "iris-mlflow-v3", "create"),
+                               ("smoke", "iris-mlflow-v3", "passed"),
+                               ("default-deployment", "iris-batch", "update"),
+                               ("deployment", "iris-mlflow-v2", "delete")]
+    assert "iris-mlflow-v1 → iris-mlflow-v3" in third
+    assert sorted(deployments(cli)) == ["iris-mlflow-v1", "iris-mlflow-v3"]
+    assert re.search(r"iris-mlflow-v1\s+│ iris-classifier:1\s+│ rollback candidate", ok(cli("status")))
+
+    # rollback: the plan first, then the previous deployment serves again.
+    planned = ok(cli("rollback", "--dry-run"))
+    assert rows(planned) == [("default-deployment", "iris-batch", "would update")]
+    assert "iris-mlflow-v3 → iris-mlflow-v1" in planned
+    assert default_of(cli) == "iris-mlflow-v3"
+    ok(cli("rollback"))
+    assert default_of(cli) == "iris-mlflow-v1"
+    assert "iris-batch / iris-mlflow-v1" in ok(cli("invoke", "--input", str(IRIS_CSV)))
+    ok(cli("rollback", "--to-version", "3"))
+    assert default_of(cli) == "iris-mlflow-v3"
+
+    # --keep 0: the earlier deployment goes; then nothing is left to do.
+    pruned = ok(cli("register-and-deploy", "--model", good, "--keep", "0"))
+    assert ("deployment", "iris-mlflow-v1", "delete") in rows(pruned)
+    assert sorted(deployments(cli)) == ["iris-mlflow-v3"]
+    assert {a for _, _, a in rows(ok(cli("register-and-deploy", "--model", good, "--keep", "0")))} \
+        == {"no-op"}
+    nothing = cli("rollback")
+    assert nothing.returncode == 4 and "no earlier deployment to roll back to" in nothing.stderr
+
+
+def test_cleanup_failed_removes_the_broken_deployment_and_no_smoke_switches(
+        trained, broken_model, tmp_path):
+    settings, _, _, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+    ok(cli("register-and-deploy"))
+
+    cleaned = cli("register-and-deploy", "--model", broken_model, "--cleanup-failed")
+    assert cleaned.returncode == 6
+    assert "deployment iris-mlflow-v2: delete" in cleaned.stderr
+    assert sorted(deployments(cli)) == ["iris-mlflow-v1"] and default_of(cli) == "iris-mlflow-v1"
+
+    unchecked = ok(cli("register-and-deploy", "--model", broken_model, "--no-smoke"))
+    assert ("smoke", "iris-mlflow-v2", "skip") in rows(unchecked)
+    assert "--no-smoke: switching without a test" in unchecked
+    assert default_of(cli) == "iris-mlflow-v2"
+    assert deployments(cli)["iris-mlflow-v2"]["tags"]["smoke"] == "skipped"
+
+
+# ---------------------------------------------------------------------- invoke overrides
+
+
+@pytest.fixture(scope="module")
+def deployed(trained, tmp_path_factory):
+    settings, store, _, _ = trained
+    cli = Cli(settings, tmp_path_factory.mktemp("overrides") / "work")
+    ok(cli("register-and-deploy", "--no-smoke"))
+    return cli, store, settings
+
+
+def job_of(cli: Cli, stdout: str) -> dict:
+    name = re.search(r"^job (\S+)", stdout, re.M).group(1)
+    return json.loads((cli.local_dir / "deployer" / "jobs" / name / "job.json").read_text())
+
+
+def job_count(cli: Cli) -> int:
+    jobs = cli.local_dir / "deployer" / "jobs"
+    return len(list(jobs.iterdir())) if jobs.is_dir() else 0
+
+
+def test_mini_batch_size_1_fails_only_the_bad_file(deployed, tmp_path):
+    cli, _, _ = deployed
+    folder = tmp_path / "scoring"
+    folder.mkdir()
+    iris = pd.read_csv(IRIS_CSV)
+    iris.iloc[:10].to_csv(folder / "a.csv", index=False)
+    (folder / "b.txt").write_text("not a table\n")
+    iris.iloc[50:60].to_csv(folder / "c.csv", index=False)
+
+    # The deployment's mini_batch_size (10): one mini-batch, the bad file fails all three.
+    whole = job_of(cli, ok(cli("invoke", "--input", str(folder))))
+    assert (whole["files_failed"], whole["rows_scored"]) == (3, 0)
+    # One file per mini-batch: only the bad file fails; the files beside it are scored.
+    single = job_of(cli, ok(cli("invoke", "--input", str(folder), "--mini-batch-size", "1",
+                                "--max-retries", "0")))
+    assert single["settings"]["mini_batch_size"] == 1 and single["settings"]["max_retries"] == 0
+    assert (single["files_failed"], single["rows_scored"]) == (1, 20)
+    assert single["mini_batches_total"] == 3 and not single.get("retries")
+    # --error-threshold 0: that one failed file fails the job.
+    failed = cli("invoke", "--input", str(folder), "--mini-batch-size", "1",
+                 "--error-threshold", "0", "--instance-count", "1")
+    assert failed.returncode == 7
+    assert "more than error_threshold 0" in failed.stderr
+
+
+def test_job_name_experiment_and_output_path(deployed, tmp_path):
+    cli, store, settings = deployed
+    out = f"azureml://datastores/{settings.datastore_name}/paths/results/iris-scored.csv"
+    shown = ok(cli("invoke", "--input", str(IRIS_CSV), "--job-name", "nightly-001",
+                   "--experiment-name", "nightly", "--output-path", out, "--instance-count", "2",
+                   "--output-dir", "res"))
+    record = json.loads((cli.local_dir / "deployer" / "jobs" / "nightly-001" / "job.json").read_text())
+    assert record["experiment"] == "nightly" and record["settings"]["instance_count"] == 2
+    assert re.search(r"experiment\s+│ nightly", shown)
+    # The job wrote its output to that file of the datastore, and invoke downloaded it.
+    lines = store.read_bytes("results/iris-scored.csv").decode().splitlines()
+    assert len(lines) == 150 and lines[0].endswith(",iris_csv.csv")
+    assert (cli.workdir / "res" / "iris-scored.csv").read_text().splitlines() == lines
+    assert not store.exists("batch-jobs/nightly-001/named-outputs/score/predictions.csv")
+
+    again = cli("invoke", "--input", str(IRIS_CSV), "--job-name", "nightly-001")
+    assert again.returncode == 2 and "A job named 'nightly-001' already exists" in again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output-path", "azureml://datastores/workspaceblobstore/paths/results/"],
+     "is not a file path in a datastore"),
+    (["--output-path", "https://example.invalid/out.csv"], "is not a file path in a datastore"),
+    (["--mini-batch-size", "0"], "--mini-batch-size is 0; it must be a whole number of at least 1"),
+    (["--error-threshold", "-2"], "--error-threshold is -2"),
+    (["--max-retries", "-1"], "--max-retries is -1"),
+    (["--instance-count", "0"], "--instance-count is 0"),
+    (["--job-name", "bad name"], "--job-name 'bad name' is invalid"),
+    (["--experiment-name", "-x"], "--experiment-name '-x' is invalid"),
+    (["--output-path", "azureml://datastores/other/paths/r/p.csv"], "names datastore 'other'"),
+])
+def test_invalid_overrides_are_refused_before_a_job(deployed, args, message):
+    cli, _, _ = deployed
+    jobs = job_count(cli)
+    result = cli("invoke", "--input", str(IRIS_CSV), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert job_count(cli) == jobs
+
+
+def test_inputs_a_folder_with_subfolders_and_a_data_asset_are_refused(deployed, tmp_path):
+    cli, _, _ = deployed
+    jobs = job_count(cli)
+    folder = tmp_path / "nested"
+    (folder / "more").mkdir(parents=True)
+    pd.read_csv(IRIS_CSV).to_csv(folder / "a.csv", index=False)
+    nested = cli("invoke", "--input", str(folder))
+    assert nested.returncode == 2
+    assert "has subfolders (more); a batch job scores only the top-level files" in nested.stderr
+    asset = cli("invoke", "--input", "azureml:iris-scoring:1")
+    assert asset.returncode == 2 and "data assets exist only on the Azure target" in asset.stderr
+    assert job_count(cli) == jobs

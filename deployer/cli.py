@@ -397,20 +397,24 @@ def status(n_jobs, target, spec_dir):
     else:
         console.print(f"endpoint  {endpoint['name']}  default deployment "
                       f"{endpoint.get('default_deployment') or '(none)'}")
-    deployments = Table(title="deployments", title_justify="left")
-    for column in ("name", "model", "role", "smoke", "created", "instances", "mini_batch_size",
-                   "concurrency", "retries/timeout", "error_threshold"):
-        deployments.add_column(column)
+    deployments = Table(title="deployments (newest model first)", title_justify="left")
+    for column in ("name", "model", "role", "smoke", "smoke job", "created"):
+        deployments.add_column(column, no_wrap=True)
+    settings_table = Table(title="deployment settings", title_justify="left")
+    for column in ("name", "compute", "instances", "mini_batch_size", "concurrency",
+                   "retries/timeout", "error_threshold"):
+        settings_table.add_column(column)
     for dep in info.get("deployments", []):
-        smoke = dep.get("smoke", "")
         deployments.add_row(dep["name"], str(dep.get("model", "")), dep.get("role", ""),
-                            smoke + (f" ({dep['smoke_job']})" if dep.get("smoke_job") else ""),
-                            str(dep.get("created", ""))[:19],
-                            str(dep.get("instance_count", "")), str(dep.get("mini_batch_size", "")),
-                            str(dep.get("max_concurrency_per_instance", "")),
-                            f"{dep.get('max_retries', '')}/{dep.get('timeout', dep.get('retry_timeout', ''))}s",
-                            str(dep.get("error_threshold", "")))
+                            dep.get("smoke", ""), dep.get("smoke_job", ""),
+                            str(dep.get("created", ""))[:19])
+        settings_table.add_row(dep["name"], str(dep.get("compute", "")),
+                               str(dep.get("instance_count", "")), str(dep.get("mini_batch_size", "")),
+                               str(dep.get("max_concurrency_per_instance", "")),
+                               f"{dep.get('max_retries', '')}/{dep.get('timeout', dep.get('retry_timeout', ''))}s",
+                               str(dep.get("error_threshold", "")))
     console.print(deployments)
+    console.print(settings_table)
     jobs = Table(title="recent jobs", title_justify="left")
     for column in ("name", "status", "created", "rows", "files failed", "input"):
         jobs.add_column(column)

@@ -109,7 +109,7 @@ def test_a_broken_model_leaves_the_default_then_rollback_and_keep(trained, broke
     scored = ok(cli("invoke", "--input", str(IRIS_CSV)))
     assert "iris-batch / iris-mlflow-v1" in scored and re.search(r"rows scored\s+│ 150\s", scored)
     status = ok(cli("status"))
-    assert re.search(r"iris-mlflow-v2\s+│ iris-classifier:2\s+│\s+│ failed \(" + job, status)
+    assert re.search(r"iris-mlflow-v2\s+│ iris-classifier:2\s+│\s+│ failed\s+│ " + job, status), status
     assert re.search(r"iris-mlflow-v1\s+│ iris-classifier:1\s+│ default\s+│ passed", status)
     assert len(set((cli.local_dir / "deployer" / "jobs").iterdir()) - jobs_before) == 2
 

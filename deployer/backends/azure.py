@@ -20,8 +20,8 @@ from typing import Any, Callable
 import yaml
 
 from deployer.backends.base import Backend, Progress
-from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, JobSummary, ModelSource,
-                               RegisteredModel)
+from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, Deployment, JobOverrides,
+                               JobSummary, ModelSource, RegisteredModel)
 from workspace.errors import ConfigError, ProjectError
 from workspace.settings import Settings
 
@@ -286,7 +286,7 @@ class AzureBackend(Backend):
         return deployment
 
     def ensure_deployment(self, spec, model: RegisteredModel | None, *, dry_run: bool = False,
-                          progress: Progress | None = None) -> Change:
+                          progress: Progress | None = None, set_default: bool = True) -> Change:
         desired = self.desired_deployment(spec, model)
         endpoint_name, name = desired.endpoint_name, desired.name
         with self._errors(f"creating deployment '{name}' of endpoint '{endpoint_name}'"):
@@ -300,37 +300,97 @@ class AzureBackend(Backend):
                 diff = _diff(_deployment_state(existing), _deployment_state(desired)) or _failed(existing)
                 needs_put, action, detail = bool(diff), (UPDATE if diff else NO_OP), diff
             is_default = endpoint is not None and _default_deployment(endpoint) == name
-            if not is_default:
+            if set_default and not is_default:
                 detail = "; ".join(x for x in (detail, "set as the endpoint's default") if x)
                 if action == NO_OP:
                     action = UPDATE
             if dry_run:
                 return Change("deployment", name, action, detail)
             if needs_put:
+                if existing is not None:  # keep the smoke test's result
+                    desired.tags = {**dict(existing.tags or {}), **dict(desired.tags or {})}
                 self._wait(self.ml_client.batch_deployments.begin_create_or_update(
                     desired, skip_script_validation=True),
                     f"{action} deployment {name}", progress)
-            if not is_default:
+            if set_default and not is_default:
                 endpoint = self.ml_client.batch_endpoints.get(endpoint_name)
                 endpoint.defaults = {"deployment_name": name}
                 self._wait(self.ml_client.batch_endpoints.begin_create_or_update(endpoint),
                            f"set default deployment of {endpoint_name} to {name}", progress)
             return Change("deployment", name, action, detail)
 
+    def list_deployments(self, endpoint: str) -> list[Deployment]:
+        validate_endpoint_name(endpoint)
+        with self._errors(f"listing the deployments of endpoint '{endpoint}'"):
+            found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
+            if found is None:
+                return []
+            default = _default_deployment(found)
+            listed = []
+            for dep in self.ml_client.batch_deployments.list(endpoint_name=endpoint):
+                created = getattr(getattr(dep, "creation_context", None), "created_at", None)
+                listed.append(Deployment(
+                    name=dep.name, model=_model_ref(dep.model), is_default=dep.name == default,
+                    created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+                    tags=dict(dep.tags or {}), provisioning_state=_status(dep.provisioning_state)))
+            return sorted(listed, key=lambda d: d.name)
+
+    def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
+                               progress: Progress | None = None) -> Change:
+        validate_endpoint_name(endpoint)
+        with self._errors(f"setting the default deployment of endpoint '{endpoint}'"):
+            found = self.ml_client.batch_endpoints.get(endpoint)
+            if self._get_or_none(self.ml_client.batch_deployments.get, name, endpoint) is None:
+                raise AzureNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
+                                    "See `python -m deployer status` for the deployments.")
+            old = _default_deployment(found)
+            if old == name:
+                return Change("default-deployment", endpoint, NO_OP, name)
+            if not dry_run:
+                found.defaults = {"deployment_name": name}
+                self._wait(self.ml_client.batch_endpoints.begin_create_or_update(found),
+                           f"set default deployment of {endpoint} to {name}", progress)
+        return Change("default-deployment", endpoint, UPDATE, f"{old or '(none)'} → {name}")
+
+    def delete_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
+                          progress: Progress | None = None) -> Change:
+        validate_endpoint_name(endpoint)
+        with self._errors(f"deleting deployment '{name}' of endpoint '{endpoint}'"):
+            dep = self._get_or_none(self.ml_client.batch_deployments.get, name, endpoint)
+            if dep is None:
+                return Change("deployment", name, NO_OP, "does not exist")
+            if not dry_run:
+                self._wait(self.ml_client.batch_deployments.begin_delete(name, endpoint),
+                           f"delete deployment {name}", progress)
+        return Change("deployment", name, DELETE, f"model {_model_ref(dep.model)}")
+
+    def tag_deployment(self, endpoint: str, name: str, tags: dict, *,
+                       progress: Progress | None = None) -> None:
+        """Tags of a deployment change with a PUT of the deployment as it is (what
+        `az ml batch-deployment update --set tags.x=y` does)."""
+        with self._errors(f"tagging deployment '{name}' of endpoint '{endpoint}'"):
+            dep = self.ml_client.batch_deployments.get(name, endpoint)
+            dep.tags = {**dict(dep.tags or {}), **{str(k): str(v) for k, v in tags.items()}}
+            self._wait(self.ml_client.batch_deployments.begin_create_or_update(
+                dep, skip_script_validation=True), f"record the smoke test on {name}", progress)
+
     # ------------------------------------------------------------------ invoke and jobs
 
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
-               progress: Progress | None = None) -> JobSummary:
+               progress: Progress | None = None,
+               overrides: JobOverrides | None = None) -> JobSummary:
         validate_endpoint_name(endpoint)
         from azure.ai.ml import Input
         from azure.ai.ml.constants import AssetTypes
 
-        remote, is_folder = self._remote_input(input_path, progress)
+        with self._errors(f"reading the input '{input_path}'"):
+            remote, is_folder = self._remote_input(input_path, progress)
         input_ = Input(type=AssetTypes.URI_FOLDER if is_folder else AssetTypes.URI_FILE, path=remote)
         with self._errors(f"invoking endpoint '{endpoint}'"):
             job = self.ml_client.batch_endpoints.invoke(endpoint_name=endpoint,
-                                                        deployment_name=deployment, input=input_)
+                                                        deployment_name=deployment, input=input_,
+                                                        **_invoke_options(overrides))
         if progress:
             progress(f"job {job.name}: {_status(job.status) or 'Queued'}")
         summary = JobSummary(name=job.name, status=STATUS.get(_status(job.status), "Queued"),
@@ -344,10 +404,16 @@ class AzureBackend(Backend):
         return summary
 
     def _remote_input(self, input_path: str, progress: Progress | None) -> tuple[str, bool]:
-        """An azureml:// or http(s) path passes through; a local file or folder is uploaded
-        to the datastore under `inputs/<digest>/` first."""
+        """An azureml:// or http(s) path passes through; a registered data asset becomes
+        its asset id; wasbs:// and abfss:// become their https:// URL (which the SDK passes
+        through; it would look a wasbs:// path up as an asset name); a local file or folder
+        is uploaded to the datastore under `inputs/<digest>/` first."""
         if re.match(r"^(azureml|https?)://", input_path):
             return input_path, input_path.endswith("/")
+        if input_path.startswith("azureml:"):
+            return self._data_asset(input_path)
+        if re.match(r"^(wasbs|abfss)://", input_path):
+            return storage_https_url(input_path), input_path.endswith("/")
         local = Path(input_path)
         if not local.exists():
             raise ConfigError(f"Input '{input_path}' does not exist.",
@@ -368,6 +434,33 @@ class AzureBackend(Backend):
         if local.is_file():
             return self.settings.datastore_uri(f"{prefix}/{local.name}"), False
         return self.settings.datastore_uri(prefix) + "/", True
+
+    def _data_asset(self, ref: str) -> tuple[str, bool]:
+        """azureml:<name>:<version> or azureml:<name>@latest → (asset id, is a folder), as
+        `az ml batch-endpoint invoke --input` resolves it."""
+        match = re.fullmatch(r"azureml:([A-Za-z0-9_.-]+)(?::([A-Za-z0-9_.-]+)|@([A-Za-z0-9_.-]+))",
+                             ref)
+        if not match:
+            raise ConfigError(f"Input '{ref}' is not a data asset reference.",
+                              "Use azureml:<name>:<version> or azureml:<name>@latest.")
+        name, version, label = match.groups()
+        try:
+            data = (self.ml_client.data.get(name, version=version) if version
+                    else self.ml_client.data.get(name, label=label))
+        except Exception as exc:  # noqa: BLE001 - a missing asset says how to find one
+            from azure.core.exceptions import ResourceNotFoundError
+
+            if isinstance(exc, ResourceNotFoundError) or "does not exist" in str(exc):
+                raise AzureNotFound(f"Data asset '{ref.removeprefix('azureml:')}' is not "
+                                    f"registered in workspace '{self.settings.aml_workspace}'.",
+                                    "List them with `az ml data list`.") from exc
+            raise
+        kind = str(getattr(data, "type", "") or "")
+        if kind not in ("uri_file", "uri_folder"):
+            raise ConfigError(f"Data asset '{ref}' is of type '{kind}'; a model deployment "
+                              "scores uri_file or uri_folder assets.",
+                              "Register the data as uri_file or uri_folder.")
+        return data.id, kind == "uri_folder"
 
     def _wait_for_job(self, name: str, summary: JobSummary, progress: Progress | None) -> JobSummary:
         last = None
@@ -459,6 +552,7 @@ class AzureBackend(Backend):
             finished=_first(props, tags, "EndTimeUtc", "endTimeUtc"),
             error=_job_error(job) if status == "Failed" else "",
             logs_path=f"azureml://jobs/{job.name}/outputs/artifacts/paths/logs/user/",
+            experiment=str(getattr(job, "experiment_name", "") or ""),
         )
 
     # ------------------------------------------------------------------ status and teardown
@@ -525,6 +619,45 @@ class AzureBackend(Backend):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _invoke_options(overrides: JobOverrides | None) -> dict:
+    """Job overrides as `batch_endpoints.invoke` takes them: the settings as
+    params_override entries of its BatchJobSchema (the keys `az ml batch-endpoint invoke`
+    uses: mini_batch_size, compute.instance_count, ...), the output location as the
+    `score` output (uri_file), job_name and experiment_name as keywords."""
+    if overrides is None:
+        return {}
+    from azure.ai.ml import Output
+    from azure.ai.ml.constants import AssetTypes
+    from azure.ai.ml.constants._endpoint import EndpointYamlFields
+
+    keys = {"mini_batch_size": EndpointYamlFields.MINI_BATCH_SIZE,
+            "instance_count": EndpointYamlFields.BATCH_JOB_INSTANCE_COUNT,
+            "max_retries": "retry_settings.max_retries", "error_threshold": "error_threshold"}
+    params = [{key: getattr(overrides, field)} for field, key in keys.items()
+              if getattr(overrides, field) is not None]
+    options: dict = {"params_override": params} if params else {}
+    if overrides.output_path:
+        options["outputs"] = {SCORE_OUTPUT: Output(type=AssetTypes.URI_FILE,
+                                                   path=overrides.output_path)}
+    if overrides.job_name:
+        options["job_name"] = overrides.job_name
+    if overrides.experiment_name:
+        options["experiment_name"] = overrides.experiment_name
+    return options
+
+
+def storage_https_url(url: str) -> str:
+    """wasbs://<container>@<account>.blob.core.windows.net/<path> (or abfss:// with
+    .dfs.) → https://<account>.<host>/<container>/<path>, the same blob."""
+    match = re.fullmatch(r"(wasbs|abfss)://([^@/]+)@([^/]+)(/.*)?", url)
+    if not match:
+        raise ConfigError(f"Input '{url}' is not a storage URL.",
+                          "Use wasbs://<container>@<account>.blob.core.windows.net/<path> or "
+                          "abfss://<filesystem>@<account>.dfs.core.windows.net/<path>.")
+    _, container, host, path = match.groups()
+    return f"https://{host}/{container}{path or '/'}"
 
 
 def _yaml_source(spec) -> io.StringIO:

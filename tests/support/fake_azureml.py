@@ -47,6 +47,7 @@ class FakeAzureML(RecordingTransport):
         self.endpoints: dict[str, dict] = {}
         self.deployments: dict[tuple[str, str], dict] = {}
         self.jobs: dict[str, FakeJob] = {}
+        self.data: dict[str, dict[str, dict]] = {}  # registered data assets: name → version → resource
         self.operations: dict[str, list] = {}  # async operation id → [polls left, on_done]
         self.job_statuses = ["Queued", "Running", "Completed"]
         self.lro_errors: list[tuple[str, str]] = []  # (code, message) for the next operations
@@ -63,6 +64,16 @@ class FakeAzureML(RecordingTransport):
 
     def writes(self) -> list[Recorded]:
         return [r for r in self.requests if r.method in ("PUT", "PATCH", "DELETE", "POST")]
+
+    def add_data(self, name: str, version: str, data_type: str, uri: str) -> dict:
+        """Register a data asset (uri_file | uri_folder | mltable) as `az ml data create` would."""
+        resource = {"id": self._id("data", name, "versions", version), "name": version,
+                    "type": f"{PROVIDER}/workspaces/data/versions",
+                    "systemData": {"createdAt": _now(), "createdBy": "tester"},
+                    "properties": {"dataType": data_type, "dataUri": uri, "isArchived": False,
+                                   "isAnonymous": False, "tags": {}, "properties": {}}}
+        self.data.setdefault(name, {})[version] = resource
+        return resource
 
     def find(self, method: str, path_suffix: str) -> list[Recorded]:
         return [r for r in self.requests
@@ -91,7 +102,7 @@ class FakeAzureML(RecordingTransport):
             kind = parts[0].lower()
             handler = {"models": self._models, "computes": self._computes,
                        "batchendpoints": self._endpoints, "jobs": self._jobs,
-                       "datastores": self._datastores}.get(kind)
+                       "datastores": self._datastores, "data": self._data}.get(kind)
             if handler:
                 return handler(r, parts[1:])
         if r.host == f"{self.location}.api.azureml.ms":
@@ -150,6 +161,21 @@ class FakeAzureML(RecordingTransport):
                     "sklearn": {"data": {"serialization_format": "skops"}}})
                 self.models.setdefault(name, {})[version] = resource
                 return 201, resource, {}
+        return missing(r)
+
+    def _data(self, r: Recorded, parts: list[str]):
+        versions = self.data.get(parts[0]) if parts else None
+        if r.method != "GET" or not parts:
+            return missing(r)
+        if not versions:
+            return _not_found(f"Data container {parts[0]}")
+        if len(parts) == 1:
+            latest = max(versions, key=lambda v: int(v) if v.isdigit() else 0)
+            return 200, {"id": self._id("data", parts[0]), "name": parts[0],
+                         "properties": {"latestVersion": latest, "isArchived": False}}, {}
+        if len(parts) == 3 and parts[1] == "versions":
+            return (200, versions[parts[2]], {}) if parts[2] in versions else \
+                _not_found(f"Data {parts[0]}:{parts[2]}")
         return missing(r)
 
     def _lro(self, r: Recorded, status: int, resource: dict | None, on_done=None):

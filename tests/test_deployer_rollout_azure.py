@@ -1,0 +1,205 @@
+"""Safe rollout and the `invoke` overrides on the Azure target: the application's rollout
+over the real azure-ai-ml client, against the Azure ML fake (tests/support/fake_azureml.py)
+with the workspace datastore on Azurite. Request bodies and their order are asserted."""
+from __future__ import annotations
+
+import pytest
+
+from deployer.entities import JobOverrides
+from deployer.rollout import SMOKE_INPUT, SMOKE_LABELS, Rollout, SmokeTestError, RollbackRefused
+from tests.test_deployer_azure import (WS_PATH, azure_settings, backend, blob_store,  # noqa: F401
+                                       fake, sleeps, source, specs)
+from workspace.errors import ConfigError
+
+EXPECTED = SMOKE_LABELS.read_text().split()
+REMOTE = "azureml://datastores/workspaceblobstore/paths/x.csv"
+
+
+@pytest.fixture
+def azure(backend, fake, specs, blob_store):
+    """The backend with its cluster and endpoint, and smoke jobs whose predictions are
+    right unless `fake.wrong_for` names the deployment."""
+    backend._datastore = blob_store
+    backend.ensure_compute(specs.compute)
+    backend.ensure_endpoint(specs.endpoint)
+    fake.wrong_for = set()
+
+    def write_predictions(job):
+        labels = ["setosa"] * len(EXPECTED) if job.deployment in fake.wrong_for else EXPECTED
+        lines = "".join(f"{i},{label},{SMOKE_INPUT.name}\n" for i, label in enumerate(labels))
+        blob_store.upload_bytes(lines.encode(), fake.output_path(job) + "predictions.csv")
+
+    fake.on_complete = write_predictions
+    return backend
+
+
+def release(backend, specs, digest: str, run: str, **options):
+    model, _ = backend.register_model(source(digest * 64, run), spec=specs.model)
+    return Rollout(backend, "iris-batch").deploy(specs.deployment, model, dry_run=False, **options)
+
+
+def default(fake) -> str:
+    return fake.endpoints["iris-batch"]["properties"]["defaults"]["deploymentName"]
+
+
+def writes_since(fake, before: int) -> list[tuple[str, str]]:
+    """PUTs and DELETEs, and job submissions (the data-plane POSTs of a download only read)."""
+    return [(r.method, r.path.removeprefix(WS_PATH)) for r in fake.requests[before:]
+            if r.method in ("PUT", "DELETE") or (r.method == "POST" and r.path == "/jobs")]
+
+
+def test_each_version_gets_a_deployment_smoke_tested_before_it_becomes_the_default(
+        azure, fake, specs):
+    before = len(fake.requests)
+    changes, smoke = release(azure, specs, "a", "run1")
+
+    assert [(c.kind, c.name, c.action) for c in changes] == [
+        ("deployment", "iris-mlflow-v1", "create"), ("smoke", "iris-mlflow-v1", "passed"),
+        ("default-deployment", "iris-batch", "update")]
+    assert smoke.accuracy == 1.0 and smoke.rows == len(EXPECTED)
+    writes = writes_since(fake, before)
+    assert writes[0] == ("PUT", "/models/iris-classifier/versions/1")
+    assert writes[1] == ("PUT", "/batchEndpoints/iris-batch/deployments/iris-mlflow-v1")
+    # the smoke job is routed to the new deployment, before the default is set
+    (post,) = [r for r in fake.requests[before:] if r.method == "POST" and r.path == "/jobs"]
+    assert post.headers["azureml-model-deployment"] == "iris-mlflow-v1"
+    assert post.body["properties"]["inputData"]["UriFile"]["uri"].endswith("/smoke.csv")
+    assert writes[2:] == [("POST", "/jobs"),
+                          ("PUT", "/batchEndpoints/iris-batch/deployments/iris-mlflow-v1"),
+                          ("PUT", "/batchEndpoints/iris-batch")]
+    tagged = fake.find("PUT", "/deployments/iris-mlflow-v1")[-1].body
+    assert tagged["tags"]["smoke"] == "passed" and tagged["tags"]["smoke_job"] == smoke.job.name
+    assert tagged["properties"]["model"]["assetId"].endswith("/models/iris-classifier/versions/1")
+    endpoint_put = fake.find("PUT", "/batchEndpoints/iris-batch")[-1].body
+    assert endpoint_put["properties"]["defaults"] == {"deploymentName": "iris-mlflow-v1"}
+
+    # The same model again: nothing is written.
+    before = len(fake.requests)
+    changes, smoke = release(azure, specs, "a", "run1")
+    assert {c.action for c in changes} == {"no-op"} and smoke is None
+    assert writes_since(fake, before) == []
+
+
+def test_a_failing_smoke_test_leaves_the_default_and_the_next_good_release_prunes(
+        azure, fake, specs):
+    release(azure, specs, "a", "run1")
+    fake.wrong_for = {"iris-mlflow-v2"}
+    before = len(fake.requests)
+
+    with pytest.raises(SmokeTestError) as err:
+        release(azure, specs, "b", "run2")
+    assert err.value.exit_code == 6
+    assert "Smoke test of deployment iris-mlflow-v2 failed (job batchjob-" in str(err.value)
+    assert "accuracy 0.333 on the 15 known rows is below the quality gate of 0.9" in str(err.value)
+    assert default(fake) == "iris-mlflow-v1"
+    assert not [w for w in writes_since(fake, before) if w[1] == "/batchEndpoints/iris-batch"]
+    failed = fake.deployments[("iris-batch", "iris-mlflow-v2")]
+    assert failed["tags"]["smoke"] == "failed"  # left for inspection
+
+    with pytest.raises(RollbackRefused, match="failed its last smoke test"):
+        Rollout(azure, "iris-batch").rollback(to="iris-mlflow-v2")
+
+    before = len(fake.requests)
+    changes, _ = release(azure, specs, "c", "run3")
+    assert [(c.kind, c.name, c.action) for c in changes][2:] == [
+        ("default-deployment", "iris-batch", "update"), ("deployment", "iris-mlflow-v2", "delete")]
+    assert default(fake) == "iris-mlflow-v3"
+    deletes = [w for w in writes_since(fake, before) if w[0] == "DELETE"]
+    assert deletes == [("DELETE", "/batchEndpoints/iris-batch/deployments/iris-mlflow-v2")]
+    assert sorted(n for _, n in fake.deployments) == ["iris-mlflow-v1", "iris-mlflow-v3"]
+
+    # rollback: the previous version serves again; a dry run only plans it.
+    planned = Rollout(azure, "iris-batch").rollback(dry_run=True)
+    assert [(c.kind, c.action, c.detail) for c in planned] == [
+        ("default-deployment", "update", "iris-mlflow-v3 → iris-mlflow-v1")]
+    assert default(fake) == "iris-mlflow-v3"
+    Rollout(azure, "iris-batch").rollback()
+    assert default(fake) == "iris-mlflow-v1"
+    assert fake.find("PUT", "/batchEndpoints/iris-batch")[-1].body["properties"]["defaults"] == {
+        "deploymentName": "iris-mlflow-v1"}
+
+
+def test_cleanup_failed_deletes_the_new_deployment(azure, fake, specs):
+    release(azure, specs, "a", "run1")
+    fake.wrong_for = {"iris-mlflow-v2"}
+    with pytest.raises(SmokeTestError):
+        release(azure, specs, "b", "run2", cleanup_failed=True)
+    assert fake.find("DELETE", "/deployments/iris-mlflow-v2")
+    assert sorted(n for _, n in fake.deployments) == ["iris-mlflow-v1"]
+    assert default(fake) == "iris-mlflow-v1"
+
+
+def test_keep_never_deletes_a_deployment_a_running_job_uses(azure, fake, specs):
+    release(azure, specs, "a", "run1")
+    fake.job_statuses = ["Running"]
+    busy = azure.invoke("iris-batch", REMOTE, deployment="iris-mlflow-v1", wait=False)
+    fake.job_statuses = ["Queued", "Running", "Completed"]
+    release(azure, specs, "b", "run2")
+
+    changes, _ = release(azure, specs, "c", "run3", keep=0)
+
+    assert [(c.name, c.action, c.detail) for c in changes if c.kind == "deployment"][1:] == [
+        ("iris-mlflow-v2", "delete", "model iris-classifier:2"),
+        ("iris-mlflow-v1", "no-op", f"kept: job {busy.name} is using it")]
+    assert sorted(n for _, n in fake.deployments) == ["iris-mlflow-v1", "iris-mlflow-v3"]
+
+
+def test_dry_run_plans_the_rollout_and_writes_nothing(backend, fake, specs):
+    model, _ = backend.register_model(source(), dry_run=True, spec=specs.model)
+    changes, _ = Rollout(backend, "iris-batch").deploy(specs.deployment, model, dry_run=True)
+    # the same rows as the local target's plan (tests/test_deployer_rollout_local.py)
+    assert [(c.kind, c.name, c.action) for c in changes] == [
+        ("deployment", "iris-mlflow-vnext", "create"), ("smoke", "iris-mlflow-vnext", "run"),
+        ("default-deployment", "iris-batch", "update")]
+    assert fake.writes() == []
+
+
+# ---------------------------------------------------------------------- invoke
+
+
+def test_invoke_overrides_go_through_the_sdks_batch_job_settings(azure, fake, specs):
+    release(azure, specs, "a", "run1")
+    out = "azureml://datastores/workspaceblobstore/paths/results/iris.csv"
+    overrides = JobOverrides(mini_batch_size=1, instance_count=3, max_retries=0,
+                             error_threshold=5, output_path=out, job_name="nightly-001",
+                             experiment_name="nightly")
+    azure.invoke("iris-batch", REMOTE, wait=False, overrides=overrides)
+
+    post = fake.find("POST", "/jobs")[-1]
+    body = post.body["properties"]
+    assert body["miniBatchSize"] == 1
+    assert body["compute"]["instanceCount"] == 3
+    assert body["retrySettings"]["maxRetries"] == 0
+    assert body["errorThreshold"] == 5
+    assert body["outputData"] == {"score": {"jobOutputType": "UriFile", "uri": out}}
+    assert body["name"] == "nightly-001"
+    assert body["properties"]["experimentName"] == "nightly"
+    # without overrides, the job carries none of them: the deployment's settings apply
+    azure.invoke("iris-batch", REMOTE, wait=False)
+    plain = fake.find("POST", "/jobs")[-1].body["properties"]
+    assert set(plain) == {"inputData"}
+
+
+def test_data_assets_and_storage_urls_are_inputs(azure, fake, specs):
+    release(azure, specs, "a", "run1")
+    fake.add_data("iris-scoring", "1", "uri_file", "azureml://datastores/workspaceblobstore/paths/a.csv")
+    fake.add_data("iris-scoring", "2", "uri_folder", "azureml://datastores/workspaceblobstore/paths/b/")
+    fake.add_data("iris-table", "1", "mltable", "azureml://datastores/workspaceblobstore/paths/t/")
+
+    azure.invoke("iris-batch", "azureml:iris-scoring@latest", wait=False)
+    assert fake.find("POST", "/jobs")[-1].body["properties"]["inputData"] == {"UriFolder": {
+        "jobInputType": "UriFolder", "uri": f"{WS_PATH}/data/iris-scoring/versions/2"}}
+    azure.invoke("iris-batch", "azureml:iris-scoring:1", wait=False)
+    assert fake.find("POST", "/jobs")[-1].body["properties"]["inputData"] == {"UriFile": {
+        "jobInputType": "UriFile", "uri": f"{WS_PATH}/data/iris-scoring/versions/1"}}
+    with pytest.raises(Exception, match="Data asset 'iris-scoring:9' is not registered"):
+        azure.invoke("iris-batch", "azureml:iris-scoring:9", wait=False)
+    with pytest.raises(ConfigError, match="of type 'mltable'"):
+        azure.invoke("iris-batch", "azureml:iris-table:1", wait=False)
+
+    azure.invoke("iris-batch", "wasbs://scoring@stdata.blob.core.windows.net/2026/day.csv", wait=False)
+    assert fake.find("POST", "/jobs")[-1].body["properties"]["inputData"]["UriFile"]["uri"] == \
+        "https://stdata.blob.core.windows.net/scoring/2026/day.csv"
+    azure.invoke("iris-batch", "abfss://lake@stdata.dfs.core.windows.net/scoring/", wait=False)
+    assert fake.find("POST", "/jobs")[-1].body["properties"]["inputData"]["UriFolder"]["uri"] == \
+        "https://stdata.dfs.core.windows.net/lake/scoring/"

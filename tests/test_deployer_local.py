@@ -130,16 +130,15 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     ok(cli("jobs", "download", job, "--output-dir", "again"))
     assert (cli.workdir / "again" / "predictions.csv").read_bytes() == output.read_bytes()
 
-    # Again: nothing changes, no new version; the smoke test scores a few rows.
-    again = ok(cli("register-and-deploy", "--smoke"))
+    # Again: nothing changes, no new version, no smoke job (the deployment already serves).
+    again = ok(cli("register-and-deploy"))
     assert actions(again) == {k: "no-op" for k in ("model", "compute", "endpoint", "deployment")}
-    assert "changed   nothing" in again
-    assert re.search(r"smoke\s+job batchjob-\S+: 5 rows scored", again)
+    assert "changed   nothing" in again and "smoke     job" not in again
     assert len(registered_versions(cli.local_dir)) == 1
     assert (cli.local_dir / "deployer" / "state.json").read_bytes() == state
 
     status = ok(cli("status"))
-    assert "iris-batch" in status and "iris-mlflow" in status and job in status
+    assert "iris-batch" in status and "iris-mlflow-v1" in status and job in status
     assert run.run_id in status
     shown = ok(cli("jobs", "show", job))
     assert "Completed" in shown and "150" in shown and "logs" in shown
@@ -178,12 +177,12 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert re.search(r"error: Job batchjob-\S+ failed: 1 file\(s\) failed, more than "
                      r"error_threshold 0", failed.stderr)
 
-    # New content (another run, published elsewhere): a new version, the deployment follows.
+    # New content (another run, published elsewhere): a new version, a deployment of its own.
     new_model = publish_changed_copy(store, run, "models-copy")
     moved = ok(cli("register-and-deploy", "--spec-dir", str(specs), "--model", new_model))
     assert actions(moved) == {"model": "create", "compute": "no-op", "endpoint": "no-op",
-                              "deployment": "update"}
-    assert "model: 'iris-classifier:1' → 'iris-classifier:2'" in moved
+                              "deployment": "create"}
+    assert "iris-mlflow-v1 → iris-mlflow-v2" in moved
     assert len(registered_versions(cli.local_dir)) == 2
     assert "iris-classifier:2" in ok(cli("status"))
 
@@ -193,13 +192,14 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
 
     # Teardown shows what it would delete, asks (refuses without a terminal), deletes with --yes.
     planned = ok(cli("teardown", "--dry-run"))
-    assert "deployment iris-mlflow, endpoint iris-batch, compute cpu-cluster" in planned
+    assert ("deployment iris-mlflow-v1, deployment iris-mlflow-v2, endpoint iris-batch, "
+            "compute cpu-cluster") in planned
     assert "nothing was deleted" in planned
-    assert '"iris-mlflow"' in (cli.local_dir / "deployer" / "state.json").read_text()
+    assert '"iris-mlflow-v2"' in (cli.local_dir / "deployer" / "state.json").read_text()
     refused = cli("teardown")
     assert refused.returncode != 0 and "--yes" in refused.stderr
     gone = ok(cli("teardown", "--yes"))
-    assert "deployment iris-mlflow: delete" in gone and "endpoint iris-batch: delete" in gone
+    assert "deployment iris-mlflow-v2: delete" in gone and "endpoint iris-batch: delete" in gone
     assert "compute cpu-cluster: delete" in gone
     assert "does not exist" in ok(cli("status"))
     after = cli("invoke", "--input", str(IRIS_CSV))

@@ -284,7 +284,7 @@ def test_help_is_fast_and_imports_no_heavy_package():
     result = subprocess.run([sys.executable, "-m", "deployer", "--help"], capture_output=True,
                             text=True, env=env, cwd=REPO_ROOT)
     assert result.returncode == 0 and "Examples:" in result.stdout
-    for command in ("register-and-deploy", "invoke", "status", "jobs", "teardown"):
+    for command in ("register-and-deploy", "invoke", "status", "jobs", "rollback", "teardown"):
         assert command in result.stdout
     probe = subprocess.run(
         [sys.executable, "-c", "import sys, deployer.cli, deployer.app, deployer.backends; "
@@ -296,7 +296,8 @@ def test_help_is_fast_and_imports_no_heavy_package():
 
 def test_every_command_help_has_examples():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    for command in (["register-and-deploy"], ["invoke"], ["status"], ["jobs", "show"], ["teardown"]):
+    for command in (["register-and-deploy"], ["invoke"], ["status"], ["jobs", "show"], ["rollback"],
+                    ["teardown"]):
         result = subprocess.run([sys.executable, "-m", "deployer", *command, "--help"],
                                 capture_output=True, text=True, env=env, cwd=REPO_ROOT)
         assert result.returncode == 0 and "Example" in result.stdout, command

@@ -181,18 +181,20 @@ class Deployer:
 
     def find_run(self, model_path: str | None = None, run_id: str | None = None):
         """The newest complete run, the one with run_id, or the one publishing model_path."""
+        from adf.runs import model_provenance_check
         from workspace.published import ModelNotFound, find_published_run, list_published_runs
 
         prefix = self.settings.model_prefix
+        check = model_provenance_check(self.settings)  # never a model of a failed run
         if model_path and run_id:
             raise ConfigError("Pass --model or --run-id, not both.")
         if not model_path:
             self.progress(f"looking for the newest complete run under "
                           f"{self.settings.container}/{prefix}" if not run_id else
                           f"looking for run {run_id} under {self.settings.container}/{prefix}")
-            return find_published_run(self.datastore, prefix, run_id)
+            return find_published_run(self.datastore, prefix, run_id, check=check)
         wanted = _datastore_path(model_path, self.settings.datastore_name).rstrip("/")
-        runs = list_published_runs(self.datastore, _search_prefix(wanted, prefix))
+        runs = list_published_runs(self.datastore, _search_prefix(wanted, prefix), check=check)
         for run in runs:
             if wanted in (run.model_path, run.run_prefix, run.manifest_path):
                 return run

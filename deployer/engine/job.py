@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import multiprocessing
 import os
 import shutil
@@ -33,7 +34,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 
-from deployer.engine.records import now, read_record, write_record
+from deployer.engine.lifecycle import INPUT_LIST, name_files_not_in_output
+from deployer.engine.processes import ForkedProcess, ProcessId
+from deployer.engine.records import (append_user_error, now, read_record, write_overview,
+                                     write_record)
 from deployer.engine.signature import read_signature
 from workspace.errors import ProjectError
 
@@ -109,20 +113,37 @@ def log_paths(job_dir: Path, node: int, process_no: int) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------- input
 
 
-def resolve_input(record: dict, job_dir: Path, datastore_factory) -> list[Path]:
-    """The input files, local (datastore inputs are downloaded into the job folder)."""
+def resolve_input(record: dict, job_dir: Path, datastore_factory) -> tuple[list[Path], list]:
+    """The input files, local (datastore inputs are downloaded into the job folder), and
+    the entries of an input folder that cannot be read as files, as (name, reason)."""
     uri = record["input"]
     if uri.startswith("azureml://"):
-        return _download_datastore_input(uri, record, job_dir, datastore_factory)
+        return _download_datastore_input(uri, record, job_dir, datastore_factory), []
     path = Path(uri)
     if path.is_file():
-        return [path]
+        return [path], []
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: p.name)
+        entries = sorted(path.iterdir(), key=lambda p: p.name)
+        files = [p for p in entries if p.is_file()]
+        broken = [(p.name, _broken_link(p)) for p in entries
+                  if p.is_symlink() and not p.exists()]
         if not files:
-            raise JobError(f"Input folder '{uri}' has no files (only top-level files are read).")
-        return files
+            raise JobError(f"Input folder '{uri}' has no files (only top-level files are read)"
+                           + "".join(f"; {name}: {why}" for name, why in broken) + ".")
+        return files, broken
     raise JobError(f"Input '{uri}' does not exist.")
+
+
+def _broken_link(path: Path) -> str:
+    """Why a symbolic link of an input folder is not a file it can read."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 raises this for a loop
+        return "a symbolic link that loops; it was not read"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops; it was not read"
+    return f"a symbolic link to '{os.readlink(path)}', which does not exist; it was not read"
 
 
 def parse_datastore_uri(uri: str) -> tuple[str, str]:
@@ -201,26 +222,10 @@ class JobRunner:
             self._last_write = time.monotonic()
 
     def _write_overview(self) -> None:
-        p = self.progress
-        text = (f"Job: {self.record['name']}\n"
-                f"Status: {self.record['status']}\n"
-                f"Total number of mini batches: {p.mini_batches_total}\n"
-                f"Number of mini batches processed: {p.mini_batches_done + p.mini_batches_failed}\n"
-                f"Number of mini batches succeeded: {p.mini_batches_done}\n"
-                f"Number of mini batches failed: {p.mini_batches_failed}\n"
-                f"Number of mini batch retries: {p.retries}\n"
-                f"Total number of items: {p.files_total}\n"
-                f"Number of failed items: {p.files_failed}\n"
-                f"Number of rows scored: {p.rows_scored}\n"
-                f"Error threshold: {self.settings.error_threshold}\n"
-                f"Updated: {now()}\n")
-        self.logs.mkdir(parents=True, exist_ok=True)
-        (self.logs / "job_progress_overview.txt").write_text(text)
+        write_overview(self.job_dir, self.record)
 
     def _user_error(self, line: str) -> None:
-        self.user_logs.mkdir(parents=True, exist_ok=True)
-        with (self.user_logs / "error.txt").open("a") as handle:
-            handle.write(line.rstrip() + "\n")
+        append_user_error(self.job_dir, line)
 
     # -------------------------------------------------------------- main
 
@@ -228,7 +233,8 @@ class JobRunner:
         signal.signal(signal.SIGTERM, _raise_cancel)
         self.user_logs.mkdir(parents=True, exist_ok=True)
         (self.user_logs / "error.txt").touch()
-        self._save(force=True, status="Running", started=now(), pid=os.getpid())
+        self._save(force=True, status="Running", started=now(), pid=os.getpid(),
+                   runner=ProcessId.of(os.getpid()).to_record())
         started = time.monotonic()
         try:
             error = self._run()
@@ -240,39 +246,67 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - recorded, never lost
             status, error = "Failed", f"The job runner failed: {type(exc).__name__}: {exc}"
             self._user_error(traceback.format_exc())
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the end is decided: finish it
         if error:
             self._user_error(f"Job failed: {error}" if status == "Failed" else error)
-        self.record.update(status="Finalizing", predictions=self.predicted.as_dict())
+        if status != "Completed":
+            why = "the job was canceled" if status == "Canceled" else \
+                f"the job failed ({error.split(';')[0].rstrip('.')})"
+            name_files_not_in_output(self.job_dir, self.progress.failed_files, why)
+        self.record.update(status="Finalizing",
+                           predictions=self.predicted.as_dict() if status == "Completed" else None)
         try:
             publishing = time.monotonic()
-            self._publish()
+            self._publish(complete=status == "Completed")
             self.timings["publish"] = round(time.monotonic() - publishing, 3)
         except Exception as exc:  # noqa: BLE001
             if status == "Completed":
                 status, error = "Failed", f"Uploading the output to the datastore failed: {exc}"
             self._user_error(f"Uploading the output to the datastore failed: {exc}")
-        for scratch in ("work", "inputs"):  # part files and downloaded inputs
+        if status != "Completed":  # only a complete output is ever shown
+            self._output_path().unlink(missing_ok=True)
+        for scratch in ("work", "inputs"):  # part files, the partial output, downloaded inputs
             shutil.rmtree(self.job_dir / scratch, ignore_errors=True)
         self._save(force=True, status=status, error=error or "", finished=now(), timings=self.timings,
                    duration_seconds=round(time.monotonic() - started, 3))
         return self.record
 
+    def _output_path(self, partial: bool = False) -> Path:
+        """outputs/<file>; while the job runs it is written as work/<file>.partial and moved
+        to outputs/ only when the job has completed."""
+        name = self.settings.output_file_name
+        return self.job_dir / "work" / f"{name}.partial" if partial else self.job_dir / "outputs" / name
+
     def _run(self) -> str:
-        files = resolve_input(self.record, self.job_dir, self.datastore_factory)
+        files, unreadable = resolve_input(self.record, self.job_dir, self.datastore_factory)
+        (self.job_dir / INPUT_LIST).write_text(
+            "".join(f"{Path(f).name}\n" for f in files))
         size = max(1, int(self.settings.mini_batch_size))
         batches = [[str(f) for f in files[i:i + size]] for i in range(0, len(files), size)]
         columns = read_signature(Path(self.record["model_path"]))
         p = self.progress
-        p.files_total, p.mini_batches_total = len(files), len(batches)
+        p.files_total, p.mini_batches_total = len(files) + len(unreadable), len(batches)
+        for name, why in unreadable:  # a broken link in an input folder fails that file
+            p.files_failed += 1
+            p.files_done += 1
+            p.failed_files.append({"file": name, "message": why})
+            self._user_error(f"{name}: {why}")
         self._save(force=True)
-        output_dir = self.job_dir / "outputs"
-        output_dir.mkdir(parents=True, exist_ok=True)
         parts = self.job_dir / "work"
         parts.mkdir(parents=True, exist_ok=True)
         write_output = self.settings.output_action != "summary_only"
-        output = output_dir / self.settings.output_file_name
-        with output.open("wb") as out:
-            return self._schedule(batches, columns, parts, out if write_output else None)
+        with self._output_path(partial=True).open("wb") as out:
+            error = self._schedule(batches, columns, parts, out if write_output else None)
+        if not error:
+            error = self._threshold_error() if unreadable else ""
+        return error
+
+    def _threshold_error(self) -> str:
+        s, p = self.settings, self.progress
+        if s.error_threshold >= 0 and p.files_failed > s.error_threshold:
+            return (f"{p.files_failed} file(s) failed, more than error_threshold "
+                    f"{s.error_threshold}; see logs/user/error.txt.")
+        return ""
 
     def _schedule(self, batches, columns, parts: Path, out) -> str:
         s, p = self.settings, self.progress
@@ -307,19 +341,21 @@ class JobRunner:
             parent, child = ctx.Pipe()
             stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
             # A process started again (after a crash or a timeout) is forked while the
-            # publisher runs: between two of its uploads, closing its part files.
-            # (A spawned process inherits none: Python opens files non-inheritable.)
+            # publisher runs: between two of its uploads (no lock of it half-held). A
+            # forked process closes what it does not own; a spawned one inherits nothing.
             quiet = self.publisher.quiescent() if self.publisher is not None \
                 else contextlib.nullcontext(())
-            with quiet as open_parts:
-                inherited_fds = tuple(open_parts) if model is not None else ()
-                slot.process = ctx.Process(
-                    target=_worker_entry, daemon=True,
-                    args=(child, self.record["model_path"], col_tuples, str(stdout_path),
-                          str(error_path), s.batch_rows, model, inherited_fds))
+            args = (os.getpid(), child, self.record["model_path"], col_tuples, str(stdout_path),
+                    str(error_path), s.batch_rows, model)
+            with quiet:
+                if model is not None:  # keeps only its own socket: it dies with the runner
+                    slot.process = ForkedProcess(_worker_entry, args, keep_fds=(child.fileno(),))
+                else:
+                    slot.process = ctx.Process(target=_worker_entry, daemon=True, args=args)
                 slot.process.start()
             child.close()
             slot.conn, slot.state, slot.task = parent, "starting", None
+            self._record_workers(slots)
 
         def stop(slot: _Slot, kill: bool = False) -> None:
             if slot.process is not None and slot.process.is_alive():
@@ -336,7 +372,9 @@ class JobRunner:
                     slot.process.join()
             if slot.conn is not None:
                 slot.conn.close()
-            slot.state = "dead"
+            if slot.process is not None:
+                slot.process.close()
+            slot.process, slot.state = None, "dead"
             self._forget_reported(slot)
 
         def attempt_failed(index: int, attempt: int, file_name: str, message: str) -> None:
@@ -365,9 +403,7 @@ class JobRunner:
                 p.files_failed += 1
                 p.failed_files.append({"file": name, "message": why})
                 self._user_error(f"{name}: {why}")
-            if s.error_threshold >= 0 and p.files_failed > s.error_threshold:
-                threshold_error = (f"{p.files_failed} file(s) failed, more than error_threshold "
-                                   f"{s.error_threshold}; see logs/user/error.txt.")
+            threshold_error = self._threshold_error()
 
         try:
             for slot in slots:
@@ -442,24 +478,9 @@ class JobRunner:
             for slot in slots:
                 stop(slot, kill=bool(threshold_error) or len(final) < len(batches))
             p.rows_running = 0
-            self._account_for_the_rest(batches, final, next_write, out, threshold_error)
+            if out is not None:  # a job that stops early has no output: `run` says so
+                out.flush()
         return threshold_error
-
-    def _account_for_the_rest(self, batches, final: dict, next_write: int, out,
-                              reason: str) -> None:
-        """A job that stops early still accounts for every row: finished mini-batches are
-        appended, the files of the others are named in logs/user/error.txt."""
-        why = (f"not scored: the job stopped ({reason.split(';')[0]})" if reason
-               else "not scored: the job stopped before its mini-batch ran")
-        for index in range(next_write, len(batches)):
-            result = final.get(index)
-            if result is None:
-                for path in batches[index]:
-                    self._user_error(f"{Path(path).name}: {why}")
-            elif result[0] == "ok":
-                self._write_succeeded(result, out)
-        if out is not None:
-            out.flush()
 
     def _write_succeeded(self, result: tuple, out) -> None:
         """Append a successful mini-batch to the output (file and datastore) and count it."""
@@ -546,6 +567,13 @@ class JobRunner:
         print(f"model loaded in {self.timings['model_load']:.2f} s", flush=True)
         return model
 
+    def _record_workers(self, slots: list) -> None:
+        """Name the scoring processes in the record (pid and start time): whoever finds
+        the runner gone can stop exactly these."""
+        self.record["workers"] = [ProcessId.of(slot.process.pid).to_record() for slot in slots
+                                  if slot.process is not None and slot.process.pid]
+        self._save(force=True)
+
     def _forget_reported(self, slot: _Slot) -> None:
         self.progress.rows_running -= slot.reported
         slot.reported = 0
@@ -578,15 +606,18 @@ class JobRunner:
             self._user_error(f"streaming the output to the datastore could not start ({exc}); "
                              "it is uploaded when the job ends.")
 
-    def _publish(self) -> None:
-        """Upload the output file and the logs to the datastore under batch-jobs/<job>/."""
+    def _publish(self, complete: bool) -> None:
+        """Upload the output (only of a completed job: the partial output of another is
+        abandoned, never committed) and the logs to the datastore under batch-jobs/<job>/."""
         from deployer.engine.publish import PublishError
 
         store = self._store or self.datastore_factory()
         prefix = f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}"
-        output = self.job_dir / "outputs" / self.settings.output_file_name
+        partial, output = self._output_path(partial=True), self._output_path()
         publisher, self.publisher = self.publisher, None
-        if output.is_file():
+        if complete and partial.is_file():
+            output.parent.mkdir(parents=True, exist_ok=True)
+            partial.replace(output)
             name = self._output_blob()
             streamed = False
             if publisher is not None:
@@ -735,9 +766,11 @@ def _raise_cancel(signum, frame):
     raise Cancelled()
 
 
-def _worker_entry(*args):
+def _worker_entry(parent_pid: int, *args):
+    from deployer.engine.processes import die_with_parent
     from deployer.engine.worker import worker_main
 
+    die_with_parent(parent_pid)  # a spawned process too: nothing outlives the runner
     worker_main(*args)
 
 

@@ -182,18 +182,13 @@ def _input_item(item) -> tuple[str, tuple | None, int]:
 
 
 def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, error_path: str,
-                batch_rows: int, model=None, inherited_fds: tuple = ()) -> None:
+                batch_rows: int, model=None) -> None:
     """Process entry point: spawned (loads the model) or forked from the job runner with
-    the model it has loaded. inherited_fds: the runner's open part files, closed here so
-    that a deleted part's space is freed when the runner is done with it."""
+    the model it has loaded (`processes.ForkedProcess`: it has closed every descriptor
+    but its socket, so the runner's part files and connections are not held here)."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the runner's cancel handler
-    for fd in inherited_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
     stdout_path, error_path = Path(stdout_path), Path(error_path)
     _redirect_output(stdout_path)
     import pyarrow as pa

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 
+from deployer.engine.ledger import FAILED, RETRY, Ledger, Succeeded
 from deployer.engine.lifecycle import INPUT_LIST, name_files_not_in_output
+from deployer.engine.messages import Done, Failed, LoadFailed, Ready, Rows, Task
 from deployer.engine.processes import ForkedProcess, ProcessId
 from deployer.engine.records import (append_user_error, now, read_record, write_overview,
                                      write_record)
@@ -330,12 +332,8 @@ class JobRunner:
         concurrency = max(1, int(s.max_concurrency_per_instance))
         slots = [_Slot(k, k // concurrency, k % concurrency) for k in range(n)]
         col_tuples = [(c.name, c.type, c.required) for c in columns]
-        pending: collections.deque = collections.deque()
-        # (mini-batch, attempt) -> {"parts": {piece: (part path, rows)}, "failed": bool}
-        attempts: dict[tuple, dict] = collections.defaultdict(lambda: {"parts": {}, "failed": False})
-        final: dict[int, tuple] = {}
-        next_write = 0
-        threshold_error = ""
+        ledger = None
+        self._stop_reason = ""  # error_threshold exceeded
 
         def start(slot: _Slot) -> None:
             parent, child = ctx.Pipe()
@@ -378,32 +376,7 @@ class JobRunner:
             self._forget_reported(slot)
 
         def attempt_failed(index: int, attempt: int, file_name: str, message: str) -> None:
-            nonlocal threshold_error
-            state = attempts[(index, attempt)]
-            if state["failed"] or index in final:  # another piece of it failed first
-                return
-            state["failed"] = True
-            for part, *_ in state["parts"].values():
-                Path(part).unlink(missing_ok=True)
-            if attempt <= s.max_retries:
-                p.retries += 1
-                self._user_error(f"mini-batch {index} attempt {attempt} failed, retrying: "
-                                 f"{file_name + ': ' if file_name else ''}{message}")
-                pending.extend((index, attempt + 1, k) for k in range(len(plans[index])))
-                return
-            final[index] = ("failed", file_name, message)
-            p.mini_batches_failed += 1
-            p.files_done += len(batches[index])
-            for path in batches[index]:
-                name = Path(path).name
-                if name == file_name or not file_name:
-                    why = message
-                else:
-                    why = f"not scored: its mini-batch {index} failed on '{file_name}'"
-                p.files_failed += 1
-                p.failed_files.append({"file": name, "message": why})
-                self._user_error(f"{name}: {why}")
-            threshold_error = self._threshold_error()
+            self._attempt_failed(ledger, index, attempt, file_name, message)
 
         try:
             for slot in slots:
@@ -414,17 +387,16 @@ class JobRunner:
                 self._start_publisher()
             if not plans:  # planning reads large CSV files once; the process loads the model
                 plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
-            pending.extend((i, 1, k) for i in range(len(batches)) for k in range(len(plans[i])))
+            ledger = Ledger(plans, s.max_retries)
             scoring = time.monotonic()
-            while len(final) < len(batches) and not threshold_error:
+            while not ledger.complete and not self._stop_reason:
                 for slot in slots:
-                    while slot.state == "idle" and pending:
-                        index, attempt, piece = pending.popleft()
-                        if index in final or attempts[(index, attempt)]["failed"]:
-                            continue  # a piece of an attempt that has already failed
+                    task = ledger.next_task() if slot.state == "idle" else None
+                    if task is not None:
+                        index, attempt, piece = task
                         part = parts / _part_name(index, attempt, piece)
-                        slot.conn.send((index, attempt, piece, plans[index][piece], str(part)))
-                        slot.state, slot.task = "busy", (index, attempt, piece)
+                        slot.conn.send(Task(index, attempt, piece, plans[index][piece], str(part)))
+                        slot.state, slot.task = "busy", task
                         slot.started = time.monotonic()
                 live = [slot for slot in slots if slot.state != "dead"]
                 if not live:
@@ -440,7 +412,7 @@ class JobRunner:
                         except (EOFError, OSError):
                             message = None
                         if message is not None:
-                            self._handle(slot, message, plans, attempts, final, attempt_failed)
+                            self._handle(slot, message, ledger)
                             continue
                     if slot.process.sentinel in ready or (slot.conn in ready):
                         # The process exited (crash, out of memory, killed from outside).
@@ -467,66 +439,81 @@ class JobRunner:
                         attempt_failed(index, attempt, "", f"timed out after {s.timeout:g} s "
                                        "(retry_settings.timeout)")
                         start(slot)
-                while next_write in final:
-                    result = final[next_write]
-                    if result[0] == "ok":
+                for result in ledger.ready_to_write():
+                    if isinstance(result, Succeeded):
                         self._write_succeeded(result, out)
-                    next_write += 1
                 self._save()
             self.timings["scoring"] = round(time.monotonic() - scoring, 3)
         finally:
             for slot in slots:
-                stop(slot, kill=bool(threshold_error) or len(final) < len(batches))
+                stop(slot, kill=ledger is None or not ledger.complete or bool(self._stop_reason))
             p.rows_running = 0
             if out is not None:  # a job that stops early has no output: `run` says so
                 out.flush()
-        return threshold_error
+        return self._stop_reason
 
-    def _write_succeeded(self, result: tuple, out) -> None:
+    def _write_succeeded(self, result: Succeeded, out) -> None:
         """Append a successful mini-batch to the output (file and datastore) and count it."""
-        _, paths, _rows, stats = result
         if self.publisher is not None:
-            self.publisher.mini_batch_succeeded(paths)
-        _append_parts(paths, out)
-        for per_file, per_class in stats:
+            self.publisher.mini_batch_succeeded(result.parts)
+        _append_parts(result.parts, out)
+        for per_file, per_class in result.stats:
             self.predicted.add(per_file, per_class)
 
-    def _handle(self, slot: _Slot, message: tuple, plans: list, attempts: dict, final: dict,
-                attempt_failed) -> None:
-        kind = message[0]
-        if kind == "ready":
+    def _handle(self, slot: _Slot, message, ledger: Ledger) -> None:
+        if isinstance(message, Ready):
             slot.state = "idle"
-        elif kind == "load_failed":
+        elif isinstance(message, LoadFailed):
             slot.state = "load_failed"
-            raise JobError(f"The model could not be loaded: {message[1]}; see logs/user/error/.")
-        elif kind == "rows":  # a piece in progress: rows scored so far (progress only)
-            slot.reported += message[1]
-            self.progress.rows_running += message[1]
-        elif kind == "done":
-            _, index, attempt, piece, part, rows, per_file, per_class = message
+            raise JobError(f"The model could not be loaded: {message.reason}; see logs/user/error/.")
+        elif isinstance(message, Rows):  # a piece in progress: rows scored so far (progress only)
+            slot.reported += message.count
+            self.progress.rows_running += message.count
+        elif isinstance(message, Done):
             slot.state, slot.task = "idle", None
             self._forget_reported(slot)
-            state = attempts[(index, attempt)]
-            if index in final or state["failed"]:  # a late answer for a settled mini-batch
-                Path(part).unlink(missing_ok=True)
+            if ledger.is_late(message.index, message.attempt):  # its mini-batch has settled
+                Path(message.part_path).unlink(missing_ok=True)
                 return
-            state["parts"][piece] = (part, rows, per_file, per_class)
             if self.publisher is not None:
-                self.publisher.part_written(Path(part))
-            if len(state["parts"]) == len(plans[index]):
-                pieces = [state["parts"][k] for k in range(len(plans[index]))]
-                final[index] = ("ok", [piece[0] for piece in pieces], sum(p[1] for p in pieces),
-                                [(p[2], p[3]) for p in pieces])
+                self.publisher.part_written(Path(message.part_path))
+            result = ledger.piece_done(message)
+            if result is not None:
                 self.progress.mini_batches_done += 1
-                self.progress.rows_scored += final[index][2]
-                self.progress.files_done += len(self._batches[index])
-        elif kind == "failed":
-            _, index, attempt, piece, part, file_name, text = message
+                self.progress.rows_scored += result.rows
+                self.progress.files_done += len(self._batches[message.index])
+        elif isinstance(message, Failed):
             slot.state, slot.task = "idle", None
             self._forget_reported(slot)
+            Path(message.part_path).unlink(missing_ok=True)
+            self._attempt_failed(ledger, message.index, message.attempt, message.file_name,
+                                 message.message)
+
+    def _attempt_failed(self, ledger: Ledger, index: int, attempt: int, file_name: str,
+                        message: str) -> None:
+        """Retry the mini-batch, or fail its files for good (and maybe the job)."""
+        outcome, drop = ledger.attempt_failed(index, attempt, file_name, message)
+        for part in drop:
             Path(part).unlink(missing_ok=True)
-            if index not in final:
-                attempt_failed(index, attempt, file_name, text)
+        p = self.progress
+        if outcome == RETRY:
+            p.retries += 1
+            self._user_error(f"mini-batch {index} attempt {attempt} failed, retrying: "
+                             f"{file_name + ': ' if file_name else ''}{message}")
+        if outcome != FAILED:
+            return
+        p.mini_batches_failed += 1
+        p.files_done += len(self._batches[index])
+        for path in self._batches[index]:
+            name = Path(path).name
+            if name == file_name or not file_name:
+                why = message
+            else:
+                why = f"not scored: its mini-batch {index} failed on '{file_name}'"
+            p.files_failed += 1
+            p.failed_files.append({"file": name, "message": why})
+            self._user_error(f"{name}: {why}")
+        self._stop_reason = self._threshold_error()
 
     def _load_model(self, batches, plans: list, workers: int):
         """Load the model in this process while a thread plans the mini-batches (reading

@@ -5,7 +5,7 @@
   lineage tags (idempotent by a content digest over the manifest's file hashes), ensure the
   cluster, endpoint and deployment (default), optionally smoke-test it; or only plan.
 - invoke: start a scoring job, follow it, summarise predictions.csv (rows, classes).
-- status, jobs show, teardown.
+- status, jobs show / cancel, teardown.
 
 Nothing here branches on the target: the backend comes from `get_backend(settings)` or is
 injected. Heavy imports (mlflow, the Azure SDK, pyarrow) stay in the backends and helpers.
@@ -339,6 +339,8 @@ class Deployer:
     def invoke(self, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True) -> InvokeResult:
         started = time.monotonic()
+        if wait and output_dir is not None:
+            _refuse_earlier_output(Path(output_dir))
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
                                   progress=self.progress)
@@ -352,6 +354,13 @@ class Deployer:
     def job(self, name: str) -> JobSummary:
         return self.backend.get_job(name)
 
+    def cancel(self, name: str) -> JobSummary:
+        """Cancel a job; a job that has already ended stays as it ended."""
+        try:
+            return self.backend.cancel_job(name)
+        except NotImplementedError as exc:
+            raise ConfigError(str(exc), "Cancel it in the Azure ML studio.") from exc
+
     def download(self, name: str, output_dir: Path | None = None) -> InvokeResult:
         """Download the predictions of a finished job (e.g. one started with --no-wait)."""
         started = time.monotonic()
@@ -359,6 +368,8 @@ class Deployer:
         if job.status != "Completed":
             raise JobFailed(f"Job {name} is {job.status}; only a Completed job has predictions.",
                             f"Follow it with `python -m deployer jobs show {name}`.")
+        if output_dir is not None:
+            _refuse_earlier_output(Path(output_dir))
         target = Path(output_dir) if output_dir else Path("outputs") / name
         try:
             path = self.backend.download_output(job, target, progress=self.progress)
@@ -491,14 +502,26 @@ def _write_smoke_rows(path: Path, sample: tuple[list, list] | None) -> int:
     return len(rows)
 
 
+def _downloaded_outputs(output_dir: Path) -> list[Path]:
+    """Where the backends put a job's predictions in an output folder."""
+    return [output_dir / "predictions.csv", output_dir / "named-outputs" / "score" / "predictions.csv"]
+
+
+def _refuse_earlier_output(output_dir: Path) -> None:
+    """Another job's predictions in the output folder would be overwritten: refuse."""
+    for path in _downloaded_outputs(output_dir):
+        if path.exists():
+            raise ConfigError(f"'{path}' exists: the output folder holds another job's predictions.",
+                              "Pass another --output-dir, or move that file away first.")
+
+
 def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
     """The downloaded predictions file of a finished job, wherever the backend put it."""
     candidates = []
     if job.output_path and "://" not in job.output_path:
         candidates.append(Path(job.output_path))
     if output_dir is not None:
-        candidates += [output_dir / "predictions.csv",
-                       output_dir / "named-outputs" / "score" / "predictions.csv"]
+        candidates += _downloaded_outputs(output_dir)
     for path in candidates:
         if path.is_file():
             return path

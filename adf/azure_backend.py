@@ -199,6 +199,20 @@ class AzureBackend(Backend):
                            duration_ms=run.duration_in_ms, parameters=dict(run.parameters or {}),
                            activities=activities)
 
+    def cancel(self, run_id: str) -> PipelineRun:
+        """pipeline_runs.cancel with isRecursive (also its child runs); ADF moves the run to
+        Canceling, stops the Batch task, then Cancelled."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        rg, factory = self._scope
+        with self._errors(f"cancelling run {run_id}"):
+            try:
+                self.factory_client.pipeline_runs.cancel(rg, factory, run_id, is_recursive=True)
+            except ResourceNotFoundError:
+                raise RunNotFound(f"Factory '{factory}' has no pipeline run '{run_id}'.",
+                                  "Check the id (runs are kept 45 days).") from None
+        return self.get_run(run_id)
+
     def waiting_reason(self, run: PipelineRun) -> str | None:
         """What the Batch pool is doing while the run is queued or in progress."""
         if run.is_terminal:

@@ -119,6 +119,10 @@ class Backend(ABC):
         """The run and its activity runs (RunNotFound if unknown)."""
 
     @abstractmethod
+    def cancel(self, run_id: str) -> PipelineRun:
+        """Stop the run and its task; returns the run as it stands after the request."""
+
+    @abstractmethod
     def logs_datastore(self):
         """A Datastore over the `adfjobs` container of the staging storage."""
 
@@ -197,3 +201,14 @@ def follow(backend: Backend, run_id: str, *, on_status: Callable[[PipelineRun], 
 def tail(text: str, lines: int) -> str:
     kept = text.rstrip("\n").splitlines()[-lines:] if lines > 0 else text.splitlines()
     return "\n".join(kept)
+
+
+def model_provenance_check(settings: Settings) -> Callable[[dict], str | None] | None:
+    """For readers of published models: given a manifest's `adf` entry, why its model must
+    not be used (its pipeline run or attempt did not succeed), or None. Local target only:
+    its runs are on this machine; on Azure a failed activity's Batch task is ended by Batch."""
+    if not settings.is_local:
+        return None
+    from adf.local_runner import LocalBackend
+
+    return LocalBackend(settings).provenance_problem

@@ -444,6 +444,24 @@ def jobs_show(name, target, spec_dir):
     _print_job(deployer.job(name))
 
 
+@jobs.command("cancel")
+@click.argument("name")
+@target_option
+@spec_dir_option
+def jobs_cancel(name, target, spec_dir):
+    """Cancel a running job: its processes stop and it writes no output.
+
+    \b
+    A job that has already ended is shown as it ended.
+
+    \b
+    Example:
+      python -m deployer jobs cancel batchjob-0b9c...
+    """
+    deployer, _ = _make(target, spec_dir, quiet=True)
+    _print_job(deployer.cancel(name))
+
+
 @jobs.command("download")
 @click.argument("name")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,

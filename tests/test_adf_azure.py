@@ -225,3 +225,27 @@ def test_trigger_stages_before_it_starts(invoke, fake):
                   if r.method == "PUT" and r.path.startswith("/azureml/adf/iris-training/")]
     (create,) = [i for i, r in enumerate(fake.requests) if r.path.endswith("/createRun")]
     assert len(stage_puts) == 3 and max(stage_puts) < create
+
+
+def test_cancel_calls_data_factory_cancel_recursively_and_follows_to_cancelled(invoke, fake):
+    fake.next_plan = RunPlan(statuses=["Queued", "InProgress", "InProgress", "InProgress"])
+    started = invoke("trigger", "--no-stage", "--no-wait")
+    assert started.exit_code == 0, started.output
+    run_id = next(iter(fake.runs))
+    result = invoke("cancel", run_id)
+    assert result.exit_code == 0, result.output
+    assert f"Run {run_id} Cancelled." in result.output
+    calls = fake.find("POST", rf"/pipelineruns/{run_id}/cancel$")
+    assert len(calls) == 1 and calls[0].query == {"api-version": FACTORY_API, "isRecursive": "true"}
+    again = invoke("cancel", run_id)
+    assert again.exit_code == 0 and "already Cancelled" in again.output
+    assert len(fake.find("POST", r"/cancel$")) == 1
+    unknown = invoke("cancel", "00000000-0000-0000-0000-00000000dead")
+    assert unknown.exit_code == 4 and "has no pipeline run" in unknown.output
+
+
+def test_bad_parameter_is_refused_before_anything_is_published(invoke, fake):
+    result = invoke("trigger", "--no-stage", "--param", "learningRate=0.1 --evil")
+    assert result.exit_code == 2
+    assert "--param learningRate=0.1 --evil: passed to the trainer as --lr" in result.output
+    assert fake.requests == []

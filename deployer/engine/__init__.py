@@ -9,7 +9,10 @@
   groups files into mini-batches, runs `instance_count × max_concurrency_per_instance`
   worker processes with a per-mini-batch timeout and retries, applies `error_threshold`,
   appends `predictions.csv` in input order and writes Azure ML's log layout;
-- `records`: the job record (`job.json`) that `invoke`, `status` and `jobs show` read.
+- `records`: the job record (`job.json`) that `invoke`, `status` and `jobs show` read;
+- `processes`: processes named by pid and start time, and scoring processes forked so
+  that they die with the runner;
+- `lifecycle`: the end of a job that did not end by itself (a dead runner, `cancel`).
 
 Nothing here imports mlflow except the scoring processes and, when it runs several of
 them, the job runner (it loads the model once and forks them).

@@ -136,6 +136,15 @@ def test_keep_never_deletes_a_deployment_a_running_job_uses(azure, fake, specs):
     fake.job_statuses = ["Queued", "Running", "Completed"]
     release(azure, specs, "b", "run2")
 
+    model, _ = azure.register_model(source("c" * 64, "run3"), dry_run=True, spec=specs.model)
+    writes = len(fake.writes())
+    planned, _ = Rollout(azure, "iris-batch").deploy(specs.deployment, model, dry_run=True, keep=0)
+    assert [(c.kind, c.name, c.action) for c in planned] == [
+        ("deployment", "iris-mlflow-vnext", "create"), ("smoke", "iris-mlflow-vnext", "run"),
+        ("default-deployment", "iris-batch", "update"), ("deployment", "iris-mlflow-v2", "delete"),
+        ("deployment", "iris-mlflow-v1", "no-op")]
+    assert len(fake.writes()) == writes
+
     changes, _ = release(azure, specs, "c", "run3", keep=0)
 
     assert [(c.name, c.action, c.detail) for c in changes if c.kind == "deployment"][1:] == [

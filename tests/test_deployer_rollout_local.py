@@ -143,7 +143,14 @@ def test_a_broken_model_leaves_the_default_then_rollback_and_keep(trained, broke
     ok(cli("rollback", "--to-version", "3"))
     assert default_of(cli) == "iris-mlflow-v3"
 
-    # --keep 0: the earlier deployment goes; then nothing is left to do.
+    # --keep 0: the earlier deployment goes (planned first); then nothing is left to do.
+    before = (cli.local_dir / "deployer" / "state.json").read_bytes()
+    plan = ok(cli("register-and-deploy", "--model", good, "--keep", "0", "--dry-run"))
+    assert rows(plan)[3:] == [("deployment", "iris-mlflow-v3", "no-op"),
+                              ("smoke", "iris-mlflow-v3", "no-op"),
+                              ("default-deployment", "iris-batch", "no-op"),
+                              ("deployment", "iris-mlflow-v1", "would delete")]
+    assert (cli.local_dir / "deployer" / "state.json").read_bytes() == before
     pruned = ok(cli("register-and-deploy", "--model", good, "--keep", "0"))
     assert ("deployment", "iris-mlflow-v1", "delete") in rows(pruned)
     assert sorted(deployments(cli)) == ["iris-mlflow-v3"]

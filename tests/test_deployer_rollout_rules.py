@@ -1,0 +1,67 @@
+"""The rollout's own rules, without a backend: deployment names within Azure ML's limits,
+the rollback candidate, and the invoke overrides checked as Azure ML checks them."""
+from __future__ import annotations
+
+import pytest
+
+from deployer.backends.azure import storage_https_url, validate_endpoint_name
+from deployer.entities import Deployment, JobOverrides
+from deployer.rollout import deployment_name, rollback_candidate, validate_overrides
+from workspace.errors import ConfigError
+
+
+@pytest.mark.parametrize("base, version, expected", [
+    ("iris-mlflow", "3", "iris-mlflow-v3"),
+    ("a-very-long-deployment-name-for-iris", "12", "a-very-long-deployment-name-v12"),
+    ("x" * 28 + "-yy", "7", "x" * 28 + "-v7"),  # cut before a dash: no '--'
+])
+def test_a_version_deployment_name_keeps_the_version_and_azure_mls_rules(base, version, expected):
+    name = deployment_name(base, version)
+    assert name == expected
+    validate_endpoint_name(name, "Deployment")  # 3-32 characters, letters, digits, dashes
+
+
+def dep(name, version, default=False, smoke="passed", created="2026-01-01"):
+    return Deployment(name=name, model=f"iris-classifier:{version}", created=created,
+                      is_default=default, tags={"smoke": smoke} if smoke else {})
+
+
+def test_the_rollback_candidate_is_the_newest_earlier_version_that_passed():
+    assert rollback_candidate([dep("v3", 3, default=True), dep("v2", 2, smoke="failed"),
+                               dep("v1", 1)]).name == "v1"
+    # a rollback to v1 made v1 the default: the candidate is then the newest other one
+    assert rollback_candidate([dep("v3", 3), dep("v1", 1, default=True)]).name == "v3"
+    assert rollback_candidate([dep("v2", 2, default=True), dep("v1", 1, smoke="")]).name == "v1"
+    assert rollback_candidate([dep("v1", 1, default=True), dep("v2", 2, smoke="failed")]) is None
+
+
+@pytest.mark.parametrize("overrides", [
+    JobOverrides(mini_batch_size=1, instance_count=1, max_retries=0, error_threshold=-1),
+    JobOverrides(output_path="azureml://datastores/workspaceblobstore/paths/out/p.csv",
+                 job_name="Nightly_2026-01-01", experiment_name="nightly"),
+])
+def test_valid_overrides_pass(overrides):
+    assert validate_overrides(overrides) is overrides
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (JobOverrides(mini_batch_size=True), "--mini-batch-size is True"),
+    (JobOverrides(output_path="azureml://datastores/workspaceblobstore/paths/out"),
+     "is not a file path"),
+    (JobOverrides(output_path="azureml://datastores/workspaceblobstore/paths/out/p.csv/"),
+     "is not a file path"),
+    (JobOverrides(job_name="x" * 256), "--job-name"),
+    (JobOverrides(job_name="a/b"), "--job-name 'a/b' is invalid"),
+])
+def test_invalid_overrides_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate_overrides(overrides)
+
+
+def test_storage_urls_become_the_same_blobs_https_url():
+    assert storage_https_url("wasbs://c@acct.blob.core.windows.net/a/b.csv") == \
+        "https://acct.blob.core.windows.net/c/a/b.csv"
+    assert storage_https_url("abfss://fs@acct.dfs.core.windows.net") == \
+        "https://acct.dfs.core.windows.net/fs/"
+    with pytest.raises(ConfigError, match="is not a storage URL"):
+        storage_https_url("wasbs://acct.blob.core.windows.net/a.csv")

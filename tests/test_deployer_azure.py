@@ -34,7 +34,8 @@ API = {"models": "2023-08-01-preview", "computes": "2023-08-01-preview",
 def azure_settings(tmp_path) -> Settings:
     return Settings.load(env_file=tmp_path / "no.env", environ={}, target="azure",
                          subscription_id=SUB, resource_group=RG, aml_workspace=WS,
-                         storage_blob_url="https://stirisdata.blob.core.windows.net")
+                         storage_blob_url="https://stirisdata.blob.core.windows.net",
+                         datastore_name="irisdata", container="azureml")
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_first_deploy_creates_everything_with_the_spec_in_the_request_bodies(bac
     props = model_put.body["properties"]
     assert props["modelType"] == "mlflow_model"
     assert props["modelUri"] == (f"azureml://subscriptions/{SUB}/resourcegroups/{RG}/workspaces/{WS}"
-                                 "/datastores/workspaceblobstore/paths/models/iris/run1/artifacts/model")
+                                 "/datastores/irisdata/paths/models/iris/run1/artifacts/model")
     assert props["tags"] == {"run_id": "run1", "accuracy": "0.97", "content_sha256": "a" * 64}
 
     (compute_put,) = puts(fake, "/computes/cpu-cluster")
@@ -299,7 +300,7 @@ def test_deploy_infra_settings_name_the_endpoint_and_the_cluster_identity(azure_
 def test_a_cluster_cannot_be_resized(backend, specs):
     backend.ensure_compute(specs.compute)
     bigger = load_specs(overrides={"compute": {"size": "Standard_DS4_v2"}})
-    with pytest.raises(ConfigError, match="cannot resize"):
+    with pytest.raises(ConfigError, match="cannot change a cluster's size"):
         backend.ensure_compute(bigger.compute)
 
 
@@ -425,33 +426,33 @@ def deployed(backend, specs):
 
 @pytest.fixture
 def blob_store(azurite, fake, monkeypatch, tmp_path):
-    """The workspace datastore's container on Azurite; the SDK's storage client for the
-    datastore's account URL is pointed at Azurite (the only redirection)."""
+    """Both datastores of the workspace on Azurite. Inputs go to the identity-based data store
+    (the deployer's own client); job outputs are in the account-key `workspaceblobstore`, which
+    the SDK reaches by itself (listSecrets, then https://<account>.blob.core.windows.net),
+    tunnelled to Azurite through an HTTPS proxy. `.outputs` is that second container."""
     import uuid
 
-    import azure.ai.ml._artifacts._artifact_utilities as artifacts
-    from azure.ai.ml._artifacts._blob_storage_helper import BlobStorageClient
-
+    from tests.support.fake_http import StorageTunnel
     from workspace.datastore import Datastore
     from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY
 
-    local = Settings.load(env_file=tmp_path / "no.env", environ={}, azurite_port=str(azurite.port),
-                          container=f"t{uuid.uuid4().hex[:16]}")
-    store = Datastore.from_settings(local)
-    store.ensure_container()
-    fake.datastore["container"] = local.container
-    opened = []
+    def container(name):
+        local = Settings.load(env_file=tmp_path / "no.env", environ={}, azurite_port=str(azurite.port),
+                              container=name)
+        store = Datastore.from_settings(local)
+        store.ensure_container()
+        return store
 
-    def storage_client(credential, storage_account, storage_type=None, account_url=None,
-                       container_name=None):
-        opened.append({"account": storage_account, "account_url": account_url,
-                       "container": container_name, "credential": credential})
-        return BlobStorageClient(credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY},
-                                 account_url=local.azurite_blob_endpoint, container_name=container_name)
-
-    monkeypatch.setattr(artifacts, "get_storage_client", storage_client)
-    store.opened = opened
-    return store
+    inputs = container(f"t{uuid.uuid4().hex[:16]}")
+    fake.datastore["container"] = inputs.container
+    outputs = container(f"azureml-blobstore-{uuid.uuid4().hex[:12]}")
+    fake.default_store.update(account=AZURITE_ACCOUNT, key=AZURITE_KEY, container=outputs.container)
+    tunnel = StorageTunnel(azurite.port, [f"{AZURITE_ACCOUNT}.blob.core.windows.net"], tmp_path)
+    for key, value in tunnel.env().items():
+        monkeypatch.setenv(key, value)
+    inputs.outputs, inputs.tunnel = outputs, tunnel
+    yield inputs
+    tunnel.close()
 
 
 def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
@@ -459,7 +460,8 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     deploy(backend, specs)
     backend._datastore = blob_store
     predictions = b"0,Iris-setosa,iris_csv.csv\n1,Iris-versicolor,iris_csv.csv\n2,Iris-virginica,iris_csv.csv\n"
-    fake.on_complete = lambda job: blob_store.upload_bytes(predictions, fake.output_path(job) + "predictions.csv")
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        predictions, fake.output_path(job) + "predictions.csv")
     before = len(fake.requests)
     messages = []
 
@@ -479,7 +481,7 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     assert post.host == "iris-batch.westeurope.inference.ml.azure.com"
     assert post.body["properties"]["inputData"]["UriFile"] == {
         "jobInputType": "UriFile",
-        "uri": f"azureml://datastores/workspaceblobstore/paths/{uploaded[0]}"}
+        "uri": f"azureml://datastores/irisdata/paths/{uploaded[0]}"}
     assert "azureml-model-deployment" not in post.headers  # routed to the default
     assert post.headers["authorization"] == "Bearer fake-token"
     # polled jobs.get until terminal, sleeping between polls
@@ -492,7 +494,10 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     assert children and children[0].host == "westeurope.api.azureml.ms"
     child = fake.jobs[summary.name].child
     assert fake.find("GET", f"/jobs/{child}")
-    assert blob_store.opened[-1]["account_url"] == "https://stirisdata.blob.core.windows.net"
+    # outputs came from workspaceblobstore with the key from listSecrets, over its https URL
+    (secrets,) = fake.find("POST", "/datastores/workspaceblobstore/listSecrets")
+    assert secrets.api_version and blob_store.tunnel.tunnels
+    assert set(blob_store.tunnel.tunnels) == {"devstoreaccount1.blob.core.windows.net"}
     assert any("Completed" in m for m in messages) and any("downloading" in m for m in messages)
 
 
@@ -501,7 +506,8 @@ def test_download_output_fetches_a_finished_jobs_predictions_again(
     deploy(backend, specs)
     backend._datastore = blob_store
     predictions = b"0,Iris-setosa,a.csv\n"
-    fake.on_complete = lambda job: blob_store.upload_bytes(predictions, fake.output_path(job) + "predictions.csv")
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        predictions, fake.output_path(job) + "predictions.csv")
     job = backend.invoke("iris-batch", str(REPO_ROOT / "data" / "iris_csv.csv"), wait=True,
                          output_dir=tmp_path / "first")
 
@@ -539,7 +545,12 @@ def test_a_failed_job_is_reported_without_download(deployed, fake, tmp_path):
     summary = deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
                               output_dir=tmp_path / "out")
     assert summary.status == "Failed"
-    assert summary.error and summary.name in summary.error
+    # Azure's own error, from the run's details in run history (RootError code + message)
+    assert summary.error == ("Execution failed. User process '/bin/bash' exited with status code 1. "
+                             "Please check log file 'user_logs/std_log.txt' for error details. "
+                             "(UserError)")
+    assert fake.find("GET", f"/runs/{summary.name}/details")
+    assert deployed.get_job(summary.name).error == summary.error
     assert not (tmp_path / "out").exists()
     assert not [r for r in fake.requests if r.path.endswith("/children")]
 

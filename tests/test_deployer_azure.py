@@ -369,7 +369,10 @@ def test_authorization_failed_names_the_role(backend, fake, specs):
     with pytest.raises(AzureAuthError) as err:
         backend.ensure_compute(specs.compute)
     text = str(err.value)
-    assert "AzureML Data Scientist" in text and "az login" in text and WS in text
+    # AzureML Data Scientist cannot write or delete computes (built-in roles list); the
+    # Compute Operator role can, Contributor covers both.
+    assert "'AzureML Data Scientist' + 'AzureML Compute Operator' (or 'Contributor')" in text
+    assert "az login" in text and WS in text
     assert "\n" not in text
 
 
@@ -678,3 +681,145 @@ def test_get_backend_picks_the_azure_backend_without_connecting(azure_settings):
     backend = get_backend(azure_settings)
     assert isinstance(backend, AzureBackend) and backend.name == "azure"
     assert backend._ml_client is None  # the client (and the credential) come on first use
+
+
+# ---------------------------------------------------------------------- service behaviour
+
+
+def test_a_paused_job_ends_the_wait_with_what_azure_said(deployed, fake, tmp_path):
+    fake.job_statuses = ["Queued", "Running", "Paused"]
+    summary = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                              output_dir=tmp_path / "out")
+    assert summary.status == "Failed" and "paused" in summary.error
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_and_cancel_requested_are_waited_through(deployed, fake, sleeps):
+    fake.job_statuses = ["Unknown", "Running", "CancelRequested", "Canceled"]
+    messages = []
+    summary = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                              progress=messages.append)
+    assert summary.status == "Canceled"
+    assert len(sleeps) == 3
+    assert any("CancelRequested (cancel requested" in m for m in messages)
+
+
+def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, fake, sleeps):
+    from deployer.backends.azure import AzureTimeout
+
+    fake.job_statuses = ["Queued"]
+    deployed.timeout_seconds = 0
+    messages = []
+    with pytest.raises(AzureTimeout) as err:
+        deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                        progress=messages.append)
+    text = str(err.value)
+    assert "still Queued" in text and "queued for nodes of the compute cluster" in text
+    assert "jobs cancel" in text and "--timeout" in text
+    assert any(m.endswith("Queued (queued for nodes of the compute cluster (core quota, "
+                          "max_instances, other jobs))") for m in messages)
+
+
+def test_list_jobs_keeps_the_newest(deployed, fake):
+    names = [deployed.invoke("iris-batch", f"azureml://datastores/irisdata/paths/{i}.csv",
+                             wait=False).name for i in range(3)]
+    # the service lists the oldest first here; the newest must still be the one kept
+    newest = deployed.list_jobs("iris-batch", limit=1)
+    assert [j.name for j in newest] == [names[-1]]
+    assert [j.name for j in deployed.list_jobs("iris-batch", limit=3)] == names[::-1]
+
+
+def test_job_endpoint_and_deployment_come_from_the_services_lower_case_keys(deployed, fake):
+    job = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False)
+    shown = deployed.get_job(job.name)
+    assert (shown.endpoint, shown.deployment) == ("iris-batch", "iris-mlflow")
+
+
+def test_a_compute_instance_with_the_clusters_name_is_a_clear_conflict(backend, fake, specs):
+    fake.add_compute("cpu-cluster", "ComputeInstance", vmSize="Standard_DS3_v2")
+    with pytest.raises(ConfigError) as err:
+        backend.ensure_compute(specs.compute)
+    assert "as a computeinstance compute, not an AmlCompute cluster" in str(err.value)
+    assert "teardown" in err.value.hint and fake.find("PUT", "/computes/cpu-cluster") == []
+
+
+def test_a_cluster_of_another_tier_is_a_clear_conflict(backend, fake, specs):
+    backend.ensure_compute(specs.compute)
+    low = load_specs(overrides={"compute": {"tier": "low_priority"}})
+    with pytest.raises(ConfigError, match="cannot change a cluster's tier"):
+        backend.ensure_compute(low.compute)
+    assert len(puts(fake, "/computes/cpu-cluster")) == 1
+
+
+@pytest.mark.parametrize("path,kind,sent", [
+    ("wasbs://data@stiris.blob.core.windows.net/scoring/x.csv", "UriFile",
+     "https://stiris.blob.core.windows.net/data/scoring/x.csv"),
+    ("abfss://data@stiris.dfs.core.windows.net/scoring/", "UriFolder",
+     "https://stiris.dfs.core.windows.net/data/scoring/"),
+])
+def test_storage_urls_reach_the_job_as_the_same_location(deployed, fake, path, kind, sent):
+    deployed.invoke("iris-batch", path, wait=False)
+    (post,) = fake.find("POST", "/jobs")
+    assert post.body["properties"]["inputData"][kind]["uri"] == sent
+
+
+@pytest.mark.parametrize("reference,data_type,kind", [
+    ("azureml:iris-unlabeled:2", "uri_folder", "UriFolder"),
+    ("azureml:iris-unlabeled@latest", "uri_file", "UriFile"),
+])
+def test_data_assets_pass_through_with_their_registered_type(deployed, fake, reference, data_type, kind):
+    fake.add_data_asset("iris-unlabeled", "1", "uri_file", "azureml://datastores/irisdata/paths/a.csv")
+    fake.add_data_asset("iris-unlabeled", "2", data_type, "azureml://datastores/irisdata/paths/b/")
+    deployed.invoke("iris-batch", reference, wait=False)
+    (post,) = fake.find("POST", "/jobs")
+    sent = post.body["properties"]["inputData"][kind]
+    assert sent["uri"].endswith("/data/iris-unlabeled/versions/2")
+
+
+def test_a_local_folder_with_subfolders_is_refused_before_any_call(backend, fake, tmp_path):
+    (tmp_path / "batch" / "more").mkdir(parents=True)
+    (tmp_path / "batch" / "a.csv").write_text("x\n1\n")
+    with pytest.raises(ConfigError) as err:
+        backend.invoke("iris-batch", str(tmp_path / "batch"))
+    assert "subfolders (more)" in str(err.value) and "top-level files" in err.value.hint
+    assert fake.requests == []
+
+
+def test_resources_are_creating_until_their_operation_ends_and_a_second_write_gets_409(
+        backend, fake, specs):
+    from deployer.backends.azure import AzureTimeout
+
+    fake.op_polls = 10**6  # the operation does not end while the test runs
+    backend.timeout_seconds = 0
+    with pytest.raises(AzureTimeout, match="create compute cpu-cluster: still in progress"):
+        backend.ensure_compute(specs.compute)
+    assert fake.computes["cpu-cluster"]["properties"]["provisioningState"] == "Creating"
+    changed = load_specs(overrides={"compute": {"max_instances": 3}})
+    with pytest.raises(AzureError) as err:
+        backend.ensure_compute(changed.compute)
+    assert "still running" in str(err.value) and "status" in err.value.hint
+
+
+def test_a_deployment_naming_a_missing_compute_is_not_found(backend, fake, specs):
+    model, _ = backend.register_model(source(), spec=specs.model)
+    backend.ensure_endpoint(specs.endpoint)
+    with pytest.raises(AzureNotFound, match="Compute cpu-cluster was not found"):
+        backend.ensure_deployment(specs.deployment, model)
+
+
+def test_more_instances_than_the_cluster_allows_is_refused(backend, fake, specs):
+    model, _ = backend.register_model(source(), spec=specs.model)
+    backend.ensure_compute(specs.compute)
+    backend.ensure_endpoint(specs.endpoint)
+    many = load_specs(overrides={"deployment": {"resources": {"instance_count": 3}}})
+    with pytest.raises(AzureError, match="Instance count 3 is greater than the maximum node count 2"):
+        backend.ensure_deployment(many.deployment, model)
+
+
+def test_cancel_job_asks_azure_and_returns_the_jobs_state(deployed, fake):
+    job = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False)
+    result = deployed.cancel_job(job.name)
+    (cancel,) = fake.find("POST", f"/jobs/{job.name}/cancel")
+    assert cancel.api_version
+    assert result.name == job.name and result.status in ("Running", "Canceled")
+    assert deployed.get_job(job.name).status == "Canceled"

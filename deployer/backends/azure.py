@@ -64,6 +64,8 @@ SCORE_FILE = Path("named-outputs") / SCORE_OUTPUT
 # azureml:<name>:<version> or azureml:<name>@<label> (e.g. @latest), the SDK's data references
 DATA_ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9_.-]+)(?::(?P<version>[A-Za-z0-9_.-]+)"
                         r"|@(?P<label>[A-Za-z0-9_.-]+))$")
+# wasbs://<container>@<account>.blob.<suffix>/<path>, abfss://<fs>@<account>.dfs.<suffix>/<path>
+STORAGE_URL = re.compile(r"^(?:wasbs?|abfss?)://([^@/]+)@([^./]+)\.((?:blob|dfs)\.[^/]+)/(.*)$")
 DEPLOYMENT_SETTINGS = ("mini_batch_size", "max_concurrency_per_instance", "output_action",
                        "output_file_name", "error_threshold", "logging_level")
 
@@ -382,7 +384,11 @@ class AzureBackend(Backend):
         wasbs:// and abfss:// paths and `azureml:<asset>:<version>` / `azureml:<asset>@latest`
         pass through; a local file or folder is uploaded to the datastore under
         `inputs/<digest>/` first."""
-        if re.match(r"^(azureml|https?|wasbs?|abfss?)://", input_path):
+        storage = STORAGE_URL.match(input_path)
+        if storage:  # azure-ai-ml's invoke parses only https:// storage URLs: same place, that form
+            container, account, service, path = storage.groups()
+            return f"https://{account}.{service}/{container}/{path}", input_path.endswith("/")
+        if re.match(r"^(azureml|https?)://", input_path):
             return input_path, input_path.endswith("/")
         if DATA_ASSET.match(input_path):
             return input_path, None
@@ -783,6 +789,11 @@ def translate_error(exc: Exception, what: str, settings: Settings) -> ProjectErr
             f"The endpoint has no default deployment ({what}).",
             "Run `python -m deployer register-and-deploy` (it sets the default), or pass "
             "--deployment, or `az ml batch-endpoint update --set defaults.deployment_name=<name>`.")
+    if status == 409:
+        return AzureError(
+            f"Another operation on the resource is still running while {what}: {first}",
+            "Wait for it to end (`python -m deployer status` shows provisioning states) and run "
+            "the command again.")
     if isinstance(exc, ResourceNotFoundError) or status == 404:
         return AzureNotFound(f"Not found while {what}: {first}",
                              f"Check the names and {ws} in .env; `python -m deployer "

@@ -823,3 +823,21 @@ def test_cancel_job_asks_azure_and_returns_the_jobs_state(deployed, fake):
     assert cancel.api_version
     assert result.name == job.name and result.status in ("Running", "Canceled")
     assert deployed.get_job(job.name).status == "Canceled"
+
+
+def test_the_invoke_command_stops_at_its_timeout_and_says_what_the_job_waits_on(
+        deployed, fake, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import deployer.backends
+    from deployer.cli import cli
+
+    fake.job_statuses = ["Queued"]
+    monkeypatch.setattr(deployer.backends, "get_backend", lambda settings: deployed)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["invoke", "--input", "azureml://datastores/irisdata/paths/x.csv",
+                                      "--timeout", "0.0001", "--target", "azure"],
+                                prog_name="python -m deployer")
+    assert result.exit_code == 4, result.output
+    assert deployed.timeout_seconds == pytest.approx(0.006)
+    assert "still Queued after" in result.output and "queued for nodes" in result.output

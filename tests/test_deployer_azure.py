@@ -841,3 +841,19 @@ def test_the_invoke_command_stops_at_its_timeout_and_says_what_the_job_waits_on(
     assert result.exit_code == 4, result.output
     assert deployed.timeout_seconds == pytest.approx(0.006)
     assert "still Queued after" in result.output and "queued for nodes" in result.output
+
+
+def test_the_service_refuses_names_outside_the_rest_spec_pattern(backend, fake, specs):
+    """Past the deployer's own check (straight through MLClient), the fake answers as the
+    service does: 400 for a deployment name outside the REST spec's pattern."""
+    from azure.core.exceptions import HttpResponseError
+
+    model, _ = backend.register_model(source(), spec=specs.model)
+    backend.ensure_compute(specs.compute)
+    backend.ensure_endpoint(specs.endpoint)
+    deployment = backend.desired_deployment(specs.deployment, model)
+    deployment.name = "blue.v2"
+    with pytest.raises(HttpResponseError, match="does not match"):
+        backend.ml_client.batch_deployments.begin_create_or_update(
+            deployment, skip_script_validation=True).result()
+    assert ("iris-batch", "blue.v2") not in fake.deployments

@@ -131,6 +131,7 @@ class FakeAzureML(RecordingTransport):
         if r.host == ARM and "/mfeoperationresults/" in low:
             return self._operation_result(path.rsplit("/", 1)[-1])
         if r.host == f"{self.location}.api.azureml.ms" and low.endswith("/discovery"):
+            # service URLs by name (what azure-ai-ml's _get_mfe_base_url_from_discovery_service reads)
             base = f"https://{self.location}.api.azureml.ms"
             return 200, {"api": base, "catalog": base, "experimentation": base, "history": base,
                          "hyperdrive": base, "labeling": base, "modelmanagement": base,
@@ -156,6 +157,7 @@ class FakeAzureML(RecordingTransport):
         return "/".join([self.ws_path, *parts])
 
     def _workspace(self) -> dict:
+        """Workspace (arm_ml_service rest model): the properties MLClient reads."""
         return {
             "id": self.ws_path, "name": self.ws, "location": self.location,
             "type": f"{PROVIDER}/workspaces", "kind": "Default",
@@ -169,6 +171,7 @@ class FakeAzureML(RecordingTransport):
         }
 
     def _models(self, r: Recorded, parts: list[str]):
+        """ModelContainer (latestVersion, nextVersion) and ModelVersion (arm_ml_service rest models)."""
         name = parts[0]
         versions = self.models.get(name)
         if len(parts) == 1:  # container
@@ -468,6 +471,8 @@ class FakeAzureML(RecordingTransport):
     # ------------------------------------------------------------------ jobs
 
     def _invoke(self, r: Recorded):
+        """POST <scoringUri>: a BatchJobResource (2020-09-01-dataplanepreview) that starts
+        NotStarted; the "No valid deployments" text is the service's, as the SDK docs quote it."""
         endpoint = r.host.split(".")[0]
         if endpoint not in self.endpoints:
             return _not_found(f"Batch endpoint {endpoint}")
@@ -549,6 +554,7 @@ class FakeAzureML(RecordingTransport):
         return missing(r)
 
     def _run(self, job: "FakeJob") -> dict:
+        """Run of run history (runhistory rest models Run): the scoring step of a batch job."""
         return {"runId": job.child, "parentRunId": job.name, "rootRunId": job.name,
                 "status": "Completed", "runType": "azureml.StepRun", "name": "batchscoring",
                 "displayName": "batchscoring", "experimentId": "0", "properties": {}, "tags": {},
@@ -573,6 +579,7 @@ class FakeAzureML(RecordingTransport):
             job = self._child(match.group(1))
             return (200, self._run(job), {}) if job else _not_found(f"Run {match.group(1)}")
         if r.path.endswith("/rundata") and r.method == "POST":
+            # GetRunDataResult (runhistory): the step's outputs as data asset ids
             job = self._child((r.body or {}).get("runId", ""))
             if job is None:
                 return _not_found("Run")
@@ -581,6 +588,8 @@ class FakeAzureML(RecordingTransport):
             return 200, {"runMetadata": {**self._run(job),
                                          "outputs": {"score": {"assetId": asset, "type": "uri_folder"}}}}, {}
         if r.path.endswith("/dataversion/batchGetResolvedUris") and r.method == "POST":
+            # BatchGetResolvedURIs (dataset_dataplane rest models): asset id → datastore URI;
+            # outputs of batch jobs are in workspaceblobstore
             values = {}
             for asset in (r.body or {}).get("values", []):
                 m = re.search(r"/data/azureml_(.+)_output_data_score/", asset)

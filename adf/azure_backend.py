@@ -267,14 +267,23 @@ class AzureBackend(Backend):
         for error in node.errors or []:
             lines.append(f"  node error {error.code}: {error.message}")
         if info is not None:
-            with self._errors(f"reading {START_TASK_STDERR} of node {node.id}", "batch"):
-                stderr = b"".join(self.batch_client.download_node_file(
-                    pool_id, node.id, START_TASK_STDERR)).decode("utf-8", errors="replace")
-            tail_lines = stderr.rstrip().splitlines()[-STDERR_TAIL_LINES:]
-            if tail_lines:
-                lines.append(f"  start task stderr (last {len(tail_lines)} lines):")
-                lines += [f"    {line}" for line in tail_lines]
+            lines += self._start_task_stderr(pool_id, node.id)
         return lines
+
+    def _start_task_stderr(self, pool_id: str, node_id: str) -> list[str]:
+        """The tail of the start task's stderr; a file that cannot be read (not written yet,
+        node gone, no access) is one line, never the loss of the rest of the diagnosis."""
+        try:
+            with self._errors(f"reading {START_TASK_STDERR} of node {node_id}", "batch"):
+                stderr = b"".join(self.batch_client.download_node_file(
+                    pool_id, node_id, START_TASK_STDERR)).decode("utf-8", errors="replace")
+        except ProjectError as exc:
+            return [f"  (cannot read {START_TASK_STDERR}: {exc})"]
+        tail_lines = stderr.rstrip().splitlines()[-STDERR_TAIL_LINES:]
+        if not tail_lines:
+            return []
+        return [f"  start task stderr (last {len(tail_lines)} lines):",
+                *(f"    {line}" for line in tail_lines)]
 
 
 def _activity(model) -> ActivityRun:

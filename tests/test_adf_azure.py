@@ -143,6 +143,25 @@ def test_failed_run_surfaces_stderr_and_the_pool_problem(invoke, fake):
     assert logs.exit_code == 0 and "No module named 'mlflow'" in logs.output
 
 
+def test_an_unreadable_start_task_stderr_keeps_the_rest_of_the_pool_diagnosis(invoke, fake):
+    # No startup/stderr.txt on the node: Batch answers 404 FileNotFound (BatchError shape of the
+    # Batch REST spec: code + message.value).
+    fake.pool.update(allocationState="resizing", targetDedicatedNodes=1, resizeErrors=[
+        {"code": "AllocationFailed", "message": "Quota reached for the pool's VM family"}])
+    fake.nodes = [{"id": "tvm-8", "url": "https://x/nodes/tvm-8", "state": "starttaskfailed",
+                   "startTaskInfo": {"state": "completed", "startTime": "2026-11-22T07:00:00Z",
+                                     "exitCode": 2, "retryCount": 0}}]
+    fake.next_plan = RunPlan(statuses=["Queued", "InProgress", "Failed"], exitcode=1,
+                             stderr=STDERR, error_message="Task exited with code 1.")
+    result = invoke("trigger", "--no-stage", "--poll", "0")
+    out = result.output
+    assert "resize error AllocationFailed: Quota reached for the pool's VM family" in out
+    assert "node tvm-8 is starttaskfailed: start task exit code 2" in out
+    assert "nodes: 1 starttaskfailed" in out
+    assert "cannot read startup/stderr.txt" in out
+    assert "cannot read the Batch pool" not in out
+
+
 def test_transient_errors_are_retried(invoke, fake):
     _idle_pool(fake)
     for _ in range(2):

@@ -26,7 +26,7 @@ from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSou
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
                               refuse_nested_folder, rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
-from workspace.errors import ConfigError, ProjectError
+from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
 from workspace.settings import REPO_ROOT, Settings
 
 DEFAULT_MIN_ACCURACY = 0.9
@@ -38,13 +38,11 @@ Progress = Callable[[str], None]
 class QualityGateError(ProjectError):
     """The model is not good enough to deploy."""
 
-    exit_code = 5
+    exit_code = ExitCode.QUALITY_GATE
 
 
-class JobFailed(ProjectError):
+class JobFailed(OperationFailed):
     """A batch scoring job ended in Failed or Canceled."""
-
-    exit_code = 7
 
 
 @dataclass

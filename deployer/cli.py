@@ -21,13 +21,21 @@ spec_dir_option = click.option(
     "(default: deployer/specs/).")
 
 
+timeout_option = click.option(
+    "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
+    show_default=True, metavar="MINUTES",
+    help="How long to wait for a scoring job or an Azure operation; then stop waiting (the "
+    "work goes on in Azure) and say what it was waiting on.")
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _make(target: str | None, spec_dir: Path | None, quiet: bool = False):
+def _make(target: str | None, spec_dir: Path | None, quiet: bool = False,
+          timeout_minutes: float | None = None):
     from deployer.app import Deployer
     from workspace.settings import Settings
 
@@ -38,7 +46,10 @@ def _make(target: str | None, spec_dir: Path | None, quiet: bool = False):
         if not quiet:
             err.print(f"[dim]·[/dim] {message}", markup=True, highlight=False)
 
-    return Deployer(settings, spec_dir=spec_dir, progress=progress), settings
+    deployer = Deployer(settings, spec_dir=spec_dir, progress=progress)
+    if timeout_minutes is not None and hasattr(deployer.backend, "timeout_seconds"):
+        deployer.backend.timeout_seconds = timeout_minutes * 60  # backends that wait on a service
+    return deployer, settings
 
 
 @click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,10 +103,11 @@ def cli():
 @click.option("--cleanup-failed", is_flag=True,
               help="Delete the new deployment if its smoke test fails (default: keep it for "
               "inspection).")
+@timeout_option
 @target_option
 @spec_dir_option
 def register_and_deploy(model_path, run_id, dry_run, min_accuracy, force, smoke, keep,
-                        cleanup_failed, target, spec_dir):
+                        cleanup_failed, timeout_minutes, target, spec_dir):
     """Register the newest complete model and roll it out as the endpoint's default.
 
     \b
@@ -118,7 +130,7 @@ def register_and_deploy(model_path, run_id, dry_run, min_accuracy, force, smoke,
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
-    deployer, settings = _make(target, spec_dir)
+    deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     result = deployer.register_and_deploy(model_path=model_path, run_id=run_id, dry_run=dry_run,
                                           force=force, min_accuracy=min_accuracy, smoke=smoke,
                                           keep=keep, cleanup_failed=cleanup_failed)
@@ -188,11 +200,12 @@ def _print_deploy(result, settings) -> None:
 @click.option("--job-name", default=None, help="The job's name (unique in the workspace).")
 @click.option("--experiment-name", default=None,
               help="Experiment the job is filed under (default: the endpoint's name).")
+@timeout_option
 @target_option
 @spec_dir_option
 def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size, instance_count,
-           max_retries, error_threshold, output_path, job_name, experiment_name, target,
-           spec_dir):
+           max_retries, error_threshold, output_path, job_name, experiment_name, timeout_minutes,
+           target, spec_dir):
     """Start a batch scoring job, follow it, and download predictions.csv.
 
     \b
@@ -222,7 +235,7 @@ def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size,
                              max_retries=max_retries, error_threshold=error_threshold,
                              output_path=output_path, job_name=job_name,
                              experiment_name=experiment_name)
-    deployer, _ = _make(target, spec_dir)
+    deployer, _ = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     display = _JobProgress(_console(stderr=True), deployer.progress)
     deployer.progress = display
     try:
@@ -529,9 +542,10 @@ def rollback(to, to_version, dry_run, target, spec_dir):
 @cli.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
+@timeout_option
 @target_option
 @spec_dir_option
-def teardown(yes, dry_run, target, spec_dir):
+def teardown(yes, dry_run, timeout_minutes, target, spec_dir):
     """Delete the deployments, the endpoint and the cluster (registered models stay).
 
     \b
@@ -539,7 +553,7 @@ def teardown(yes, dry_run, target, spec_dir):
       python -m deployer teardown --dry-run
       python -m deployer teardown --yes
     """
-    deployer, settings = _make(target, spec_dir)
+    deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     plan = deployer.teardown(dry_run=True)
     to_delete = [c for c in plan if c.action == "delete"]
     if not to_delete:

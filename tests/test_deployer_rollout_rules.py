@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.backends.azure import storage_https_url, validate_endpoint_name
+from deployer.backends.azure import validate_endpoint_name
 from deployer.entities import Deployment, JobOverrides
 from deployer.rollout import deployment_name, rollback_candidate, validate_overrides
 from workspace.errors import ConfigError
@@ -56,12 +56,3 @@ def test_valid_overrides_pass(overrides):
 def test_invalid_overrides_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         validate_overrides(overrides)
-
-
-def test_storage_urls_become_the_same_blobs_https_url():
-    assert storage_https_url("wasbs://c@acct.blob.core.windows.net/a/b.csv") == \
-        "https://acct.blob.core.windows.net/c/a/b.csv"
-    assert storage_https_url("abfss://fs@acct.dfs.core.windows.net") == \
-        "https://acct.dfs.core.windows.net/fs/"
-    with pytest.raises(ConfigError, match="is not a storage URL"):
-        storage_https_url("wasbs://acct.blob.core.windows.net/a.csv")

@@ -188,7 +188,9 @@ class FakeAzure(RecordingTransport):
         if len(parts) == 6 and parts[2] == "nodes" and parts[4] == "files":
             content = self.node_files.get((parts[3], parts[5]))
             if content is None:
-                return 404, {"code": "FileNotFound", "message": {"value": "no file"}}, {}
+                # BatchError of the Batch REST spec: code + message {lang, value}
+                return 404, {"code": "FileNotFound",
+                             "message": {"lang": "en-US", "value": "The specified file does not exist."}}, {}
             return 200, content, {"Content-Type": "application/octet-stream"}
         return missing(r)
 

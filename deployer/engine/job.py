@@ -17,6 +17,9 @@ Semantics (Azure ML's, for MLflow model deployments):
 - successful mini-batches are appended to `predictions.csv` (`row,prediction,file_name`, no
   header) in mini-batch order, so the output is deterministic and in input order per file.
 The output and the logs are uploaded to the datastore under `batch-jobs/<job>/`.
+
+The runner owns the input, the plans, the progress and the output; which piece runs next
+and what a failure means is the ledger's (`ledger`), the processes are the pool's (`pool`).
 """
 from __future__ import annotations
 

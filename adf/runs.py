@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
-from workspace.errors import ProjectError
+from workspace.errors import NotFound, OperationFailed, ProjectError
 from workspace.settings import Settings
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -21,12 +21,12 @@ LOGS_CONTAINER = "adfjobs"
 Progress = Callable[[str], None]
 
 
-class RunNotFound(ProjectError):
-    exit_code = 4
+class RunNotFound(NotFound):
+    """No run with that id."""
 
 
-class RunFailed(ProjectError):
-    exit_code = 1
+class RunFailed(OperationFailed):
+    """The pipeline run ended Failed or Cancelled."""
 
 
 @dataclass
@@ -193,8 +193,8 @@ def follow(backend: Backend, run_id: str, *, on_status: Callable[[PipelineRun], 
             on_reason(reason)
             last_reason = reason
         if deadline is not None and time.monotonic() > deadline:
-            raise ProjectError(f"Run {run_id} is still {run.status} after {timeout_seconds:.0f} s.",
-                               f"Follow it with `python -m adf status {run_id}`.")
+            raise OperationFailed(f"Run {run_id} is still {run.status} after {timeout_seconds:.0f} s.",
+                                  f"Follow it with `python -m adf status {run_id}`.")
         time.sleep(poll_seconds)
 
 

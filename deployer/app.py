@@ -23,7 +23,7 @@ from typing import Callable
 
 from deployer.entities import NO_OP, Change, JobSummary, ModelSource, RegisteredModel
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
-from workspace.errors import ConfigError, ProjectError
+from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
 from workspace.settings import REPO_ROOT, Settings
 
 DEFAULT_MIN_ACCURACY = 0.9
@@ -36,19 +36,17 @@ Progress = Callable[[str], None]
 class QualityGateError(ProjectError):
     """The model is not good enough to deploy."""
 
-    exit_code = 5
+    exit_code = ExitCode.QUALITY_GATE
 
 
 class SmokeTestError(ProjectError):
     """The deployed endpoint did not score a few known rows correctly."""
 
-    exit_code = 6
+    exit_code = ExitCode.SMOKE_TEST
 
 
-class JobFailed(ProjectError):
+class JobFailed(OperationFailed):
     """A batch scoring job ended in Failed or Canceled."""
-
-    exit_code = 7
 
 
 @dataclass

@@ -14,7 +14,7 @@ from adf.definitions import filled, load_definitions
 from tests.support.fake_datafactory import FakeAzure, RunPlan
 from tests.support.fake_http import StaticTokenCredential
 from tests.test_adf_definitions import AZURE_VALUES
-from workspace.errors import ConfigError
+from workspace.errors import ConfigError, ExitCode
 from workspace.settings import AZURITE_KEY, Settings
 
 FACTORY_API = "2018-06-01"
@@ -126,7 +126,7 @@ def test_failed_run_surfaces_stderr_and_the_pool_problem(invoke, fake):
     fake.next_plan = RunPlan(statuses=["Queued", "InProgress", "Failed"], exitcode=1,
                              stderr=STDERR, error_message="Task exited with code 1.")
     result = invoke("trigger", "--no-stage", "--poll", "0")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == ExitCode.RUN_FAILED, result.output
     out = result.output
     assert "Status:   Failed" in out and "exit code 1" in out
     assert "ModuleNotFoundError: No module named 'mlflow'" in out  # the task's stderr
@@ -180,8 +180,8 @@ def test_sign_in_failure_says_az_login(invoke):
     broken = StaticTokenCredential(ClientAuthenticationError(
         "DefaultAzureCredential failed to retrieve a token from the included credentials."))
     result = invoke("trigger", "--no-stage", credential_override=broken)
-    assert result.exit_code == 3
-    assert "Could not sign in to Azure while publishing credential 'BatchIdentityCredential'" in result.output
+    assert result.exit_code == ExitCode.ACCESS_DENIED  # the same code as in `deployer`
+    assert "No Azure sign-in while publishing credential 'BatchIdentityCredential'" in result.output
     assert "Run `az login`" in result.output
 
 
@@ -190,8 +190,8 @@ def test_missing_role_is_named(invoke, fake):
               "The client does not have authorization to perform action "
               "'Microsoft.DataFactory/factories/pipelines/write'")
     result = invoke("trigger", "--no-stage")
-    assert result.exit_code == 3
-    assert "Azure refused access while publishing pipeline 'train-iris'" in result.output
+    assert result.exit_code == ExitCode.ACCESS_DENIED  # the same code as in `deployer`
+    assert "Access denied while publishing pipeline 'train-iris'" in result.output
     assert "'Data Factory Contributor' on factory 'adf-iris'" in result.output
     assert not fake.runs
 

@@ -20,7 +20,7 @@ from adf.expressions import ExpressionError
 from adf.local_runner import LocalBackend
 from adf.runs import LOGS_CONTAINER, follow
 from workspace.datastore import Datastore
-from workspace.errors import ConfigError
+from workspace.errors import ConfigError, ExitCode
 from workspace.published import MANIFEST_NAME, ModelNotFound, download_model, find_published_run
 from workspace.settings import AZURITE_KEY, REPO_ROOT
 
@@ -120,7 +120,7 @@ def test_failing_task_fails_the_run_and_shows_stderr(settings, datastore, tmp_pa
     definitions = definitions_copy(tmp_path, command=_missing_csv_command(),
                                    policy={"retry": 1, "retryIntervalInSeconds": 0})
     result = adf(settings, "trigger", "--param", "epochs=3", "--definitions", str(definitions))
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
     assert re.search(r"Status:\s+Failed", result.stdout)
     # retry: 1 → two activity runs, each with its exit code
     assert len(re.findall(r"Attempt \d: TrainIrisModel Failed, exit code 2", result.stdout)) == 2
@@ -139,7 +139,7 @@ def test_no_wait_returns_and_status_follows_from_another_process(settings, datas
     run_id = run_id_of(started.stdout)
     assert f"python -m adf status {run_id}" in started.stdout
     status = adf(settings, "status", run_id, "--wait", "--definitions", str(definitions))
-    assert status.returncode == 1
+    assert status.returncode == ExitCode.RUN_FAILED
     assert "Input file 'missing.csv' not found" in status.stdout
     missing = adf(settings, "status", "no-such-run")
     assert missing.returncode == 4 and "No local run 'no-such-run'" in missing.stderr
@@ -392,7 +392,7 @@ def test_a_model_published_by_a_failed_run_is_not_picked(settings, datastore, tm
         "activities"][0]["typeProperties"]["command"]["value"] + " --outputs-json no/such/dir.json"
     definitions = definitions_copy(tmp_path, command=command, policy={"retry": 0})
     result = adf(settings, "trigger", "--param", "epochs=3", "--definitions", str(definitions))
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
     run_id = run_id_of(result.stdout)
     manifests = [b.name for b in datastore.list() if b.name.endswith(MANIFEST_NAME)]
     assert len(manifests) == 1

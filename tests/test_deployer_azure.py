@@ -16,7 +16,7 @@ from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, ModelSource
 from deployer.spec import SPEC_DIR, load_specs
 from tests.support.fake_azureml import FakeAzureML
 from tests.support.fake_http import StaticTokenCredential
-from workspace.errors import ConfigError
+from workspace.errors import ConfigError, ExitCode
 from workspace.settings import REPO_ROOT, Settings
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -332,16 +332,25 @@ def test_an_invalid_deployment_name_is_refused_before_any_call(backend, fake):
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("method,status,code,message,kind", [
-    ("PUT", 400, "BadRequest", "Compute name is invalid.\nMore detail on a second line.", AzureError),
-    ("PUT", 409, "Conflict", "There is an ongoing operation on this resource.\nTry later.", AzureError),
-    ("GET", 401, "InvalidAuthenticationToken", "The access token is invalid.\nDetails.", AzureAuthError),
-    ("PUT", 404, "ResourceNotFound", "The workspace 'mlw-iris' was not found.\nDetails.", AzureNotFound),
+@pytest.mark.parametrize("method,status,code,message,kind,exit_code", [
+    ("PUT", 400, "BadRequest", "Compute name is invalid.\nMore detail on a second line.", AzureError,
+     ExitCode.USAGE),
+    ("PUT", 409, "Conflict", "There is an ongoing operation on this resource.\nTry later.", AzureError,
+     ExitCode.FAILED),
+    ("GET", 401, "InvalidAuthenticationToken", "The access token is invalid.\nDetails.", AzureAuthError,
+     ExitCode.ACCESS_DENIED),
+    ("PUT", 404, "ResourceNotFound", "The workspace 'mlw-iris' was not found.\nDetails.", AzureNotFound,
+     ExitCode.NOT_FOUND),
+    ("PUT", 500, "InternalServerError", "Something broke.\nDetails.", AzureError,
+     ExitCode.UNREACHABLE),
 ])
-def test_service_errors_become_one_line(backend, fake, specs, method, status, code, message, kind):
-    fake.fail(method, r"/computes/", status, code, message)
+def test_service_errors_become_one_line(backend, fake, specs, method, status, code, message, kind,
+                                        exit_code):
+    for _ in range(5):  # a 5xx is retried by the SDK first
+        fake.fail(method, r"/computes/", status, code, message)
     with pytest.raises(kind) as err:
         backend.ensure_compute(specs.compute)
+    assert err.value.exit_code == exit_code
     text = str(err.value)
     assert "\n" not in text
     assert message.split("\n")[0] in text
@@ -368,6 +377,7 @@ def test_authorization_failed_names_the_role(backend, fake, specs):
               "scope '/subscriptions/...'.")
     with pytest.raises(AzureAuthError) as err:
         backend.ensure_compute(specs.compute)
+    assert err.value.exit_code == ExitCode.ACCESS_DENIED  # the same code as in `adf`
     text = str(err.value)
     # AzureML Data Scientist cannot write or delete computes (built-in roles list); the
     # Compute Operator role can, Contributor covers both.
@@ -838,7 +848,7 @@ def test_the_invoke_command_stops_at_its_timeout_and_says_what_the_job_waits_on(
     result = CliRunner().invoke(cli, ["invoke", "--input", "azureml://datastores/irisdata/paths/x.csv",
                                       "--timeout", "0.0001", "--target", "azure"],
                                 prog_name="python -m deployer")
-    assert result.exit_code == 4, result.output
+    assert result.exit_code == ExitCode.RUN_FAILED, result.output
     assert deployed.timeout_seconds == pytest.approx(0.006)
     assert "still Queued after" in result.output and "queued for nodes" in result.output
 

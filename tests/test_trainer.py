@@ -298,7 +298,7 @@ def test_a_wrong_client_id_is_reported_as_such_not_as_a_missing_role(tmp_path, m
                              "--storage-retries", "0", timeout=120)
     finally:
         imds.close()
-    assert result.returncode == 3, result.stdout + result.stderr
+    assert result.returncode == 8, result.stdout + result.stderr
     assert "managed identity with client id 22222222-2222-2222-2222-222222222222" in result.stderr
     assert "Identity not found" in result.stderr
     assert "Storage Blob Data Contributor" not in result.stderr
@@ -341,3 +341,16 @@ def test_sigterm_mid_training_removes_the_scratch_folder(tmp_path, settings, dat
     assert "stopped by signal" in stderr
     assert list(scratch.iterdir()) == []
     assert not any(b.name.endswith(MANIFEST_NAME) for b in datastore.list())
+
+
+def test_the_trainer_repeats_the_projects_exit_codes():
+    """The trainer imports no project package; its codes must still be the project's."""
+    import importlib.util
+
+    from workspace.errors import ExitCode
+
+    spec = importlib.util.spec_from_file_location("trainer_main", TRAINER)
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    assert (trainer.EXIT_BAD_INPUT, trainer.EXIT_STORAGE, trainer.EXIT_ACCESS_DENIED) == \
+        (ExitCode.USAGE, ExitCode.UNREACHABLE, ExitCode.ACCESS_DENIED)

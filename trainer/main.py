@@ -31,8 +31,11 @@ OUTPUTS_MAX_BYTES = 2 * 1024 * 1024  # ADF's customOutput limit
 # The fitted MLP keeps its optimizer state, a type skops does not trust by default.
 SKOPS_TRUSTED_TYPES = ["sklearn.neural_network._stochastic_optimizers.SGDOptimizer"]
 
+# The project's exit-code table (workspace.errors.ExitCode), repeated: the trainer is copied
+# alone onto the node and imports no project package.
 EXIT_BAD_INPUT = 2
 EXIT_STORAGE = 3
+EXIT_ACCESS_DENIED = 8
 
 EPILOG = """\
 examples:
@@ -49,7 +52,8 @@ examples:
 The model is published as <prefix>/<experiment_id>/<run_id>/artifacts/model/ (MLflow's
 layout) with <prefix>/<experiment_id>/<run_id>/manifest.json written last; outputs.json in
 the working directory becomes the ADF activity's customOutput.
-exit codes: 0 success, 2 bad input or arguments, 3 storage problem.
+exit codes: 0 success, 2 bad input or arguments, 3 storage unreachable or failing,
+  8 access denied (identity without a token or without a role on the storage account).
 """
 
 
@@ -410,8 +414,12 @@ def connect_container(args):
     except ClientAuthenticationError as exc:
         raise TrainerError(f"Storage at {where} refused the credentials ({_short(exc)}); the "
                            "identity needs 'Storage Blob Data Contributor' on the account.",
-                           EXIT_STORAGE)
+                           EXIT_ACCESS_DENIED)
     except HttpResponseError as exc:
+        if exc.status_code == 403:
+            raise TrainerError(f"Storage at {where} refused access ({_short(exc)}); the "
+                               "identity needs 'Storage Blob Data Contributor' on the account.",
+                               EXIT_ACCESS_DENIED)
         raise TrainerError(f"Storage at {where} answered {exc.status_code} ({_short(exc)}).",
                            EXIT_STORAGE)
     if not exists:
@@ -438,7 +446,7 @@ def storage_credential(client_id: str | None):
             f"The managed identity with client id {client_id} got no token from the managed "
             f"identity endpoint ({_short(exc)}); pass the client id of the identity assigned "
             "to the Batch pool (--client-id, pipeline parameter poolIdentityClientId).",
-            EXIT_STORAGE)
+            EXIT_ACCESS_DENIED)
     return credential
 
 

@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from workspace.datastore import Datastore, sha256_file
-from workspace.errors import ProjectError
+from workspace.errors import NotFound, ProjectError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "iris-mlflow-run-manifest/v1"
 
 
-class ModelNotFound(ProjectError):
-    exit_code = 4
+class ModelNotFound(NotFound):
+    """No complete published run matches."""
 
 
-class ModelIntegrityError(ProjectError):
-    exit_code = 4
+class ModelIntegrityError(NotFound):
+    """A published model fails its manifest's verification (not the model that was published)."""
 
 
 class ManifestError(ModelIntegrityError):

@@ -22,6 +22,8 @@ import yaml
 from deployer.backends.base import Backend, Progress
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, JobSummary, ModelSource,
                                RegisteredModel)
+from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
+                                    AzureRefused, AzureTimeout, translate)
 from workspace.errors import ConfigError, ProjectError
 from workspace.settings import Settings
 
@@ -68,28 +70,6 @@ DATA_ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9_.-]+)(?::(?P<version>[A-Z
 STORAGE_URL = re.compile(r"^(?:wasbs?|abfss?)://([^@/]+)@([^./]+)\.((?:blob|dfs)\.[^/]+)/(.*)$")
 DEPLOYMENT_SETTINGS = ("mini_batch_size", "max_concurrency_per_instance", "output_action",
                        "output_file_name", "error_threshold", "logging_level")
-
-
-class AzureError(ProjectError):
-    """Azure ML refused or failed a call; the hint says what to do."""
-
-    exit_code = 4
-
-
-class AzureAuthError(AzureError):
-    """No usable Azure sign-in, or the identity lacks a role on the workspace."""
-
-
-class AzureQuotaError(AzureError):
-    """The subscription's core quota does not allow the cluster."""
-
-
-class AzureNotFound(AzureError):
-    """A resource the command needs does not exist."""
-
-
-class AzureTimeout(AzureError):
-    """A wait reached its deadline; the work goes on in Azure."""
 
 
 def validate_endpoint_name(name: str, what: str = "Endpoint") -> None:
@@ -739,79 +719,52 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:g} min"
 
 
-def _service_message(exc: Exception) -> tuple[str, str]:
-    """(error code, first line of the service message) of an azure-core error."""
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None) or getattr(exc, "error_code", None) or ""
-    message = getattr(error, "message", None) or getattr(exc, "message", None) or str(exc)
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    first = lines[0] if lines else type(exc).__name__
-    if first.startswith("(") and ")" in first:  # "(Code) message" from azure-core
-        first = first.split(")", 1)[1].strip() or first
-    return str(code), first
-
-
 def translate_error(exc: Exception, what: str, settings: Settings) -> ProjectError | None:
-    """One actionable line for an Azure failure; None when `exc` is not from Azure."""
-    from azure.core.exceptions import (AzureError as CoreAzureError, ClientAuthenticationError,
-                                       HttpResponseError, ResourceNotFoundError,
-                                       ServiceRequestError)
+    """One actionable line for an Azure ML failure; None when `exc` is not from Azure."""
+    return translate(exc, what, _hints(settings))
 
+
+def _hints(settings: Settings) -> AzureHints:
     ws = f"workspace '{settings.aml_workspace}' (resource group '{settings.resource_group}')"
-    try:
-        from azure.identity import CredentialUnavailableError
-    except ImportError:  # pragma: no cover
-        CredentialUnavailableError = ()  # type: ignore
+    return AzureHints(
+        access=("Your identity needs the roles 'AzureML Data Scientist' + 'AzureML Compute "
+                f"Operator' (or 'Contributor') on {ws}; `make deploy-infra` grants that pair to "
+                "the deploying user, otherwise ask an owner to assign them, then `az login` again."),
+        not_found=(f"Check the names and {ws} in .env; `python -m deployer register-and-deploy` "
+                   "creates the cluster, endpoint and deployment."),
+        refused="Fix the spec in deployer/specs/ or the settings in .env and run again.",
+        busy=("Wait for it to end (`python -m deployer status` shows provisioning states) and "
+              "run the command again."),
+        rules=(_quota_rule, _no_default_rule, _client_rule))
 
-    if isinstance(exc, CredentialUnavailableError) or (
-            isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None):
-        return AzureAuthError(f"No Azure sign-in while {what}.",
-                              "Run `az login` (or set up a managed identity) and try again.")
-    text = str(exc)
-    code, first = _service_message(exc)
-    status = getattr(exc, "status_code", None)
-    if code in ("AuthorizationFailed", "LinkedAuthorizationFailed") or status == 403:
-        return AzureAuthError(
-            f"Access denied while {what}: {first}",
-            "Your identity needs the roles 'AzureML Data Scientist' + 'AzureML Compute Operator' "
-            f"(or 'Contributor') on {ws}; `make deploy-infra` grants that pair to the deploying "
-            "user, otherwise ask an owner to assign them, then `az login` again.")
-    if isinstance(exc, ClientAuthenticationError) or status == 401:
-        return AzureAuthError(f"Azure rejected the sign-in while {what}: {first}",
-                              "Run `az login` again (the token may have expired or be for another tenant).")
-    if "quota" in text.lower():
+
+def _quota_rule(exc, what, code, first):
+    if "quota" in str(exc).lower():
         return AzureQuotaError(
             f"Not enough core quota while {what}: {first}",
             "Lower max_instances or pick a smaller size in deployer/specs/compute.yml, or request "
             "a quota increase for that VM family in the workspace's region.")
-    if "no valid deployments to route to" in text.lower():
-        return AzureError(
+    return None
+
+
+def _no_default_rule(exc, what, code, first):
+    if "no valid deployments to route to" in str(exc).lower():
+        return AzureNotFound(
             f"The endpoint has no default deployment ({what}).",
             "Run `python -m deployer register-and-deploy` (it sets the default), or pass "
             "--deployment, or `az ml batch-endpoint update --set defaults.deployment_name=<name>`.")
-    if status == 409:
-        return AzureError(
-            f"Another operation on the resource is still running while {what}: {first}",
-            "Wait for it to end (`python -m deployer status` shows provisioning states) and run "
-            "the command again.")
-    if isinstance(exc, ResourceNotFoundError) or status == 404:
-        return AzureNotFound(f"Not found while {what}: {first}",
-                             f"Check the names and {ws} in .env; `python -m deployer "
-                             "register-and-deploy` creates the cluster, endpoint and deployment.")
-    if isinstance(exc, ServiceRequestError):
-        return AzureError(f"Azure is not reachable while {what}: {first}",
-                          "Check your network or proxy settings and try again.")
-    if isinstance(exc, HttpResponseError):
-        label = f" ({code})" if code else ""
-        return AzureError(f"Azure ML refused{label} while {what}: {first}",
-                          "Fix the spec in deployer/specs/ or the settings in .env and run again.")
-    if isinstance(exc, CoreAzureError):
-        return AzureError(f"Azure call failed while {what}: {first}")
-    try:
-        from azure.ai.ml.exceptions import MlException
-    except ImportError:  # pragma: no cover
-        return None
-    if isinstance(exc, MlException):
-        return AzureError(f"Azure ML client error while {what}: {first}",
-                          "Fix the spec in deployer/specs/ or the input and run again.")
     return None
+
+
+def _client_rule(exc, what, code, first):
+    """azure-ai-ml's own validation, before any request."""
+    from azure.ai.ml.exceptions import MlException
+
+    if isinstance(exc, MlException):
+        return AzureRefused(f"Azure ML client error while {what}: {first}",
+                            "Fix the spec in deployer/specs/ or the input and run again.")
+    return None
+
+
+class AzureQuotaError(AzureError):
+    """The subscription's core quota does not allow the cluster."""

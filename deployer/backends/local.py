@@ -30,7 +30,7 @@ from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, JobSummary
                                RegisteredModel)
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
-from workspace.errors import ConfigError, ProjectError
+from workspace.errors import ConfigError, NotFound, ProjectError
 from workspace.settings import REPO_ROOT, Settings
 
 CONTENT_TAG = "content_sha256"
@@ -44,10 +44,10 @@ DEPLOYMENT_DEFAULTS = {"mini_batch_size": 10, "instance_count": 1, "max_concurre
 
 
 class LocalError(ProjectError):
-    exit_code = 4
+    """The local target cannot do what was asked (its state, a job's files)."""
 
 
-class LocalNotFound(LocalError):
+class LocalNotFound(LocalError, NotFound):
     """A local endpoint, deployment, model or job does not exist."""
 
 
@@ -344,10 +344,10 @@ class LocalBackend(Backend):
                                 "Run `python -m deployer register-and-deploy` first.")
         name = deployment or ep.get("default_deployment")
         if not name:
-            raise LocalError(f"Endpoint '{endpoint}' has no default deployment: no valid "
-                             "deployments to route to.",
-                             "Run `python -m deployer register-and-deploy` (it sets the default) "
-                             "or pass --deployment.")
+            raise LocalNotFound(f"Endpoint '{endpoint}' has no default deployment: no valid "
+                                "deployments to route to.",
+                                "Run `python -m deployer register-and-deploy` (it sets the default) "
+                                "or pass --deployment.")
         dep = state["deployments"].get(endpoint, {}).get(name)
         if dep is None:
             raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",

@@ -17,12 +17,16 @@ Semantics (Azure ML's, for MLflow model deployments):
 - successful mini-batches are appended to `predictions.csv` (`row,prediction,file_name`, no
   header) in mini-batch order, so the output is deterministic and in input order per file.
 The output and the logs are uploaded to the datastore under `batch-jobs/<job>/`.
+
+The runner owns the input, the plans, the progress and the output; which piece runs next
+and what a failure means is the ledger's (`ledger`), the processes are the pool's (`pool`).
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import errno
+import functools
 import multiprocessing
 import os
 import shutil
@@ -31,12 +35,12 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 
 from deployer.engine.ledger import FAILED, RETRY, Ledger, Succeeded
 from deployer.engine.lifecycle import INPUT_LIST, name_files_not_in_output
-from deployer.engine.messages import Done, Failed, LoadFailed, Ready, Rows, Task
+from deployer.engine.messages import Done, Exited, Failed, LoadFailed, Task, TimedOut
+from deployer.engine.pool import PoolError, Worker, WorkerPool
 from deployer.engine.processes import ForkedProcess, ProcessId
 from deployer.engine.records import (append_user_error, now, read_record, write_overview,
                                      write_record)
@@ -76,20 +80,6 @@ class ScoringSettings:
     @property
     def workers(self) -> int:
         return max(1, int(self.instance_count)) * max(1, int(self.max_concurrency_per_instance))
-
-
-@dataclass
-class _Slot:
-    number: int
-    node: int
-    process_no: int
-    process: object = None
-    conn: object = None
-    state: str = "starting"  # starting | idle | busy | dead
-    task: tuple | None = None  # (mini-batch index, attempt)
-    started: float = 0.0
-    failed_starts: int = 0
-    reported: int = 0  # rows of the running piece already counted as in progress
 
 
 @dataclass
@@ -241,7 +231,7 @@ class JobRunner:
         try:
             error = self._run()
             status = "Failed" if error else "Completed"
-        except JobError as exc:
+        except (JobError, PoolError) as exc:
             status, error = "Failed", str(exc)
         except Cancelled:
             status, error = "Canceled", "The job was canceled."
@@ -311,76 +301,21 @@ class JobRunner:
         return ""
 
     def _schedule(self, batches, columns, parts: Path, out) -> str:
-        s, p = self.settings, self.progress
-        plans: list[list] = []
-        self._batches = batches
+        """Score the mini-batches with the worker pool; the error that stopped the job
+        early (error_threshold exceeded), or ""."""
+        s = self.settings
+        self._batches, self._stop_reason = batches, ""
         n = min(s.workers, sum(most_pieces(batch, s.workers) for batch in batches))
         _share_cores(n)
-        # One process loads the model itself (spawn). Several are forked from this runner
-        # once it has loaded the model: the model is loaded once, not once per process on
-        # cores that are busy loading it too, and a replaced process starts at once.
-        model = None
-        if n > 1:
-            model = self._load_model(batches, plans, s.workers)
-            # Forked processes share the runner's memory until they write to it; the
-            # garbage collector would write to every object, so it leaves these alone.
-            import gc
-
-            gc.collect()
-            gc.freeze()
-        ctx = multiprocessing.get_context("fork" if model is not None else "spawn")
-        concurrency = max(1, int(s.max_concurrency_per_instance))
-        slots = [_Slot(k, k // concurrency, k % concurrency) for k in range(n)]
-        col_tuples = [(c.name, c.type, c.required) for c in columns]
+        plans: list[list] = []
+        model = self._preload(n, batches, plans)
+        start = functools.partial(self._start_process, model,
+                                  [(c.name, c.type, c.required) for c in columns])
+        pool = WorkerPool(n, s.max_concurrency_per_instance, start, s.timeout,
+                          on_started=self._record_workers)
         ledger = None
-        self._stop_reason = ""  # error_threshold exceeded
-
-        def start(slot: _Slot) -> None:
-            parent, child = ctx.Pipe()
-            stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
-            # A process started again (after a crash or a timeout) is forked while the
-            # publisher runs: between two of its uploads (no lock of it half-held). A
-            # forked process closes what it does not own; a spawned one inherits nothing.
-            quiet = self.publisher.quiescent() if self.publisher is not None \
-                else contextlib.nullcontext(())
-            args = (os.getpid(), child, self.record["model_path"], col_tuples, str(stdout_path),
-                    str(error_path), s.batch_rows, model)
-            with quiet:
-                if model is not None:  # keeps only its own socket: it dies with the runner
-                    slot.process = ForkedProcess(_worker_entry, args, keep_fds=(child.fileno(),))
-                else:
-                    slot.process = ctx.Process(target=_worker_entry, daemon=True, args=args)
-                slot.process.start()
-            child.close()
-            slot.conn, slot.state, slot.task = parent, "starting", None
-            self._record_workers(slots)
-
-        def stop(slot: _Slot, kill: bool = False) -> None:
-            if slot.process is not None and slot.process.is_alive():
-                if kill:
-                    slot.process.kill()
-                else:
-                    try:
-                        slot.conn.send(None)
-                    except OSError:
-                        pass
-                slot.process.join(5 if not kill else None)
-                if slot.process.is_alive():
-                    slot.process.kill()
-                    slot.process.join()
-            if slot.conn is not None:
-                slot.conn.close()
-            if slot.process is not None:
-                slot.process.close()
-            slot.process, slot.state = None, "dead"
-            self._forget_reported(slot)
-
-        def attempt_failed(index: int, attempt: int, file_name: str, message: str) -> None:
-            self._attempt_failed(ledger, index, attempt, file_name, message)
-
         try:
-            for slot in slots:
-                start(slot)
+            pool.start()
             if model is None:  # the process loads the model meanwhile
                 self._check_output_store()
             if out is not None:  # after the first fork: the processes need none of its thread
@@ -389,68 +324,72 @@ class JobRunner:
                 plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
             ledger = Ledger(plans, s.max_retries)
             scoring = time.monotonic()
-            while not ledger.complete and not self._stop_reason:
-                for slot in slots:
-                    task = ledger.next_task() if slot.state == "idle" else None
-                    if task is not None:
-                        index, attempt, piece = task
-                        part = parts / _part_name(index, attempt, piece)
-                        slot.conn.send(Task(index, attempt, piece, plans[index][piece], str(part)))
-                        slot.state, slot.task = "busy", task
-                        slot.started = time.monotonic()
-                live = [slot for slot in slots if slot.state != "dead"]
-                if not live:
-                    raise JobError("Every scoring process has exited; see logs/user/error/.")
-                deadline = min((sl.started + s.timeout for sl in live if sl.state == "busy"),
-                               default=time.monotonic() + 0.5)
-                waitables = [sl.conn for sl in live] + [sl.process.sentinel for sl in live]
-                ready = set(wait_any(waitables, timeout=max(0.01, min(0.5, deadline - time.monotonic()))))
-                for slot in live:
-                    if slot.conn in ready:
-                        try:
-                            message = slot.conn.recv()
-                        except (EOFError, OSError):
-                            message = None
-                        if message is not None:
-                            self._handle(slot, message, ledger)
-                            continue
-                    if slot.process.sentinel in ready or (slot.conn in ready):
-                        # The process exited (crash, out of memory, killed from outside).
-                        code = slot.process.exitcode
-                        task, loading = slot.task, slot.state == "starting"
-                        stop(slot, kill=True)
-                        if loading:
-                            slot.failed_starts += 1
-                            if slot.failed_starts >= 3:
-                                raise JobError(
-                                    f"The scoring process exited with code {code} while loading "
-                                    "the model, 3 times; see logs/user/stdout/ and logs/user/error/.")
-                        if task is not None:
-                            attempt_failed(task[0], task[1], "",
-                                           f"the scoring process exited with code {code}")
-                        start(slot)
-                for slot in slots:
-                    if slot.state == "busy" and time.monotonic() - slot.started > s.timeout:
-                        index, attempt, _piece = slot.task
-                        stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
-                        _append(error_path, f"mini-batch {index} attempt {attempt}: timed out after "
-                                f"{s.timeout:g} s (retry_settings.timeout); the process was stopped.")
-                        stop(slot, kill=True)
-                        attempt_failed(index, attempt, "", f"timed out after {s.timeout:g} s "
-                                       "(retry_settings.timeout)")
-                        start(slot)
-                for result in ledger.ready_to_write():
-                    if isinstance(result, Succeeded):
-                        self._write_succeeded(result, out)
-                self._save()
+            self._score(pool, ledger, parts, out)
             self.timings["scoring"] = round(time.monotonic() - scoring, 3)
         finally:
-            for slot in slots:
-                stop(slot, kill=ledger is None or not ledger.complete or bool(self._stop_reason))
-            p.rows_running = 0
+            pool.stop(kill=ledger is None or not ledger.complete or bool(self._stop_reason))
+            self.progress.rows_running = 0
             if out is not None:  # a job that stops early has no output: `run` says so
                 out.flush()
         return self._stop_reason
+
+    def _score(self, pool: WorkerPool, ledger: Ledger, parts: Path, out) -> None:
+        """Until every mini-batch has settled: give idle workers the next pieces, act on
+        what the workers say, write the mini-batches that succeeded in order."""
+        while not ledger.complete and not self._stop_reason:
+            pool.dispatch(self._tasks(ledger, parts))
+            for message in pool.poll():
+                self._handle(message, ledger)
+            for result in ledger.ready_to_write():
+                if isinstance(result, Succeeded):
+                    self._write_succeeded(result, out)
+            self.progress.rows_running = pool.rows_in_progress
+            self._save()
+
+    @staticmethod
+    def _tasks(ledger: Ledger, parts: Path):
+        """The ledger's next pieces to run, as tasks for the workers (taken one at a time)."""
+        while (task := ledger.next_task()) is not None:
+            index, attempt, piece = task
+            part = parts / _part_name(index, attempt, piece)
+            yield Task(index, attempt, piece, ledger.plans[index][piece], str(part))
+
+    def _preload(self, processes: int, batches, plans: list):
+        """The model, loaded here when several processes are forked from this runner (the
+        model is loaded once, not once per process on cores that are busy loading it too,
+        and a replaced process starts at once); None when one process loads it itself."""
+        if processes <= 1:
+            return None
+        model = self._load_model(batches, plans, self.settings.workers)
+        # Forked processes share the runner's memory until they write to it; the
+        # garbage collector would write to every object, so it leaves these alone.
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        return model
+
+    def _start_process(self, model, columns: list, worker: Worker) -> tuple:
+        """A scoring process for a worker of the pool, and the runner's end of its socket:
+        forked with the model loaded, or spawned to load it itself."""
+        ctx = multiprocessing.get_context("fork" if model is not None else "spawn")
+        parent, child = ctx.Pipe()
+        stdout_path, error_path = log_paths(self.job_dir, worker.node, worker.process_no)
+        # A process started again (after a crash or a timeout) is forked while the
+        # publisher runs: between two of its uploads (no lock of it half-held). A
+        # forked process closes what it does not own; a spawned one inherits nothing.
+        quiet = self.publisher.quiescent() if self.publisher is not None \
+            else contextlib.nullcontext(())
+        args = (os.getpid(), child, self.record["model_path"], columns, str(stdout_path),
+                str(error_path), self.settings.batch_rows, model)
+        with quiet:
+            if model is not None:  # keeps only its own socket: it dies with the runner
+                process = ForkedProcess(_worker_entry, args, keep_fds=(child.fileno(),))
+            else:
+                process = ctx.Process(target=_worker_entry, daemon=True, args=args)
+            process.start()
+        child.close()
+        return process, parent
 
     def _write_succeeded(self, result: Succeeded, out) -> None:
         """Append a successful mini-batch to the output (file and datastore) and count it."""
@@ -460,34 +399,39 @@ class JobRunner:
         for per_file, per_class in result.stats:
             self.predicted.add(per_file, per_class)
 
-    def _handle(self, slot: _Slot, message, ledger: Ledger) -> None:
-        if isinstance(message, Ready):
-            slot.state = "idle"
-        elif isinstance(message, LoadFailed):
-            slot.state = "load_failed"
-            raise JobError(f"The model could not be loaded: {message.reason}; see logs/user/error/.")
-        elif isinstance(message, Rows):  # a piece in progress: rows scored so far (progress only)
-            slot.reported += message.count
-            self.progress.rows_running += message.count
-        elif isinstance(message, Done):
-            slot.state, slot.task = "idle", None
-            self._forget_reported(slot)
-            if ledger.is_late(message.index, message.attempt):  # its mini-batch has settled
-                Path(message.part_path).unlink(missing_ok=True)
-                return
-            if self.publisher is not None:
-                self.publisher.part_written(Path(message.part_path))
-            result = ledger.piece_done(message)
-            if result is not None:
-                self.progress.mini_batches_done += 1
-                self.progress.rows_scored += result.rows
-                self.progress.files_done += len(self._batches[message.index])
+    def _handle(self, message, ledger: Ledger) -> None:
+        """Act on what the pool passes on from its workers."""
+        if isinstance(message, Done):
+            self._piece_done(message, ledger)
         elif isinstance(message, Failed):
-            slot.state, slot.task = "idle", None
-            self._forget_reported(slot)
             Path(message.part_path).unlink(missing_ok=True)
             self._attempt_failed(ledger, message.index, message.attempt, message.file_name,
                                  message.message)
+        elif isinstance(message, LoadFailed):
+            raise JobError(f"The model could not be loaded: {message.reason}; see logs/user/error/.")
+        elif isinstance(message, Exited) and message.task is not None:
+            task = message.task
+            self._attempt_failed(ledger, task.index, task.attempt, "",
+                                 f"the scoring process exited with code {message.code}")
+        elif isinstance(message, TimedOut):
+            task, seconds = message.task, message.seconds
+            _, error_path = log_paths(self.job_dir, message.node, message.process_no)
+            _append(error_path, f"mini-batch {task.index} attempt {task.attempt}: timed out after "
+                    f"{seconds:g} s (retry_settings.timeout); the process was stopped.")
+            self._attempt_failed(ledger, task.index, task.attempt, "",
+                                 f"timed out after {seconds:g} s (retry_settings.timeout)")
+
+    def _piece_done(self, done: Done, ledger: Ledger) -> None:
+        if ledger.is_late(done.index, done.attempt):  # its mini-batch has settled
+            Path(done.part_path).unlink(missing_ok=True)
+            return
+        if self.publisher is not None:
+            self.publisher.part_written(Path(done.part_path))
+        result = ledger.piece_done(done)
+        if result is not None:
+            self.progress.mini_batches_done += 1
+            self.progress.rows_scored += result.rows
+            self.progress.files_done += len(self._batches[done.index])
 
     def _attempt_failed(self, ledger: Ledger, index: int, attempt: int, file_name: str,
                         message: str) -> None:
@@ -554,16 +498,11 @@ class JobRunner:
         print(f"model loaded in {self.timings['model_load']:.2f} s", flush=True)
         return model
 
-    def _record_workers(self, slots: list) -> None:
+    def _record_workers(self, pids: list[int]) -> None:
         """Name the scoring processes in the record (pid and start time): whoever finds
         the runner gone can stop exactly these."""
-        self.record["workers"] = [ProcessId.of(slot.process.pid).to_record() for slot in slots
-                                  if slot.process is not None and slot.process.pid]
+        self.record["workers"] = [ProcessId.of(pid).to_record() for pid in pids]
         self._save(force=True)
-
-    def _forget_reported(self, slot: _Slot) -> None:
-        self.progress.rows_running -= slot.reported
-        slot.reported = 0
 
     def _output_blob(self) -> str:
         if self.record.get("output_blob"):  # invoke --output-path: a file of the datastore

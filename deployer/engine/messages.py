@@ -2,6 +2,8 @@
 
 Runner → process: a `Task` (or None: stop). Process → runner: `Ready` once the model is
 loaded (or `LoadFailed`), then per task `Rows` while it scores and `Done` or `Failed`.
+The worker pool keeps `Ready` and `Rows` for itself and passes the rest on, with
+`Exited` or `TimedOut` when it has stopped a process (and started another in its place).
 """
 from __future__ import annotations
 
@@ -51,3 +53,17 @@ class Failed:
     part_path: str
     file_name: str  # "" when no one file is to blame
     message: str
+
+
+@dataclass(frozen=True)
+class Exited:
+    task: Task | None  # what the process was running, if anything
+    code: int | None  # its exit code, if known yet
+
+
+@dataclass(frozen=True)
+class TimedOut:
+    task: Task
+    seconds: float  # the timeout it ran past
+    node: int  # the process's place, which names its log files
+    process_no: int

@@ -24,6 +24,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -49,6 +50,9 @@ OUTPUTS_FILE = "outputs.json"
 OUTPUTS_MAX_BYTES = 2 * 1024 * 1024
 DEFAULT_TIMEOUT = "0.12:00:00"  # ADF's default activity timeout
 DEFAULT_RETRY_INTERVAL = 30
+# Tasks the local "pool" runs at once (a ForEach's batchCount is capped here, as a Batch
+# pool caps it at its nodes' task slots).
+LOCAL_POOL_SLOTS = max(2, os.cpu_count() or 1)
 # Parameters the local runner sets: this machine's interpreter, Azurite instead of a URL
 # with a managed identity (the connection string is in the task environment).
 LOCAL_PARAMETERS = {"python": sys.executable, "storageAccountUrl": "", "poolIdentityClientId": ""}
@@ -84,6 +88,8 @@ class ActivityPlan:
     retry: int
     retry_interval_seconds: float
     azurite_blob_endpoint: str
+    iterations: int = 0       # ForEach iterations; 0: the activity is not in a ForEach
+    batch_count: int = 1      # ForEach iterations running at once
 
 
 def plan_activity(definitions: Definitions, parameters: dict[str, Any], run_id: str,
@@ -115,7 +121,23 @@ def plan_activity(definitions: Definitions, parameters: dict[str, Any], run_id: 
         timeout_seconds=parse_timespan(policy.get("timeout", DEFAULT_TIMEOUT), f"{where} policy.timeout"),
         retry=int(policy.get("retry", 0)),
         retry_interval_seconds=float(policy.get("retryIntervalInSeconds", DEFAULT_RETRY_INTERVAL)),
-        azurite_blob_endpoint=settings.azurite_blob_endpoint)
+        azurite_blob_endpoint=settings.azurite_blob_endpoint,
+        **_plan_for_each(definitions.for_each, context, definitions.pipeline.display_path))
+
+
+def _plan_for_each(for_each: dict | None, context: PipelineContext, where: str) -> dict:
+    """How many iterations of the ForEach, and how many at once (at most the local slots)."""
+    if for_each is None:
+        return {}
+    where = f"{where} ForEach '{for_each.get('name')}'"
+    properties = for_each.get("typeProperties", {})
+    items = evaluate(properties.get("items"), context, f"{where} items")
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: items evaluates to {type(items).__name__}, not an array.")
+    if not items:
+        raise ConfigError(f"{where}: items is empty; nothing would run.")
+    parallel = 1 if properties.get("isSequential") else int(properties.get("batchCount", 20))
+    return {"iterations": len(items), "batch_count": max(1, min(parallel, LOCAL_POOL_SLOTS))}
 
 
 def _referenced_linked_services(definitions: Definitions, reference_objects: dict,
@@ -151,7 +173,8 @@ class LocalBackend(Backend):
         return self.settings.local_path / "adf" / "runs"
 
     def definitions(self) -> Definitions:
-        return filled(load_definitions(self.definitions_dir), self.settings, pipeline_only=True,
+        return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings,
+                      pipeline_only=True,
                       allow_empty=LOCAL_ONLY_EMPTY)
 
     def folder_path(self) -> str:
@@ -241,9 +264,11 @@ class _Worker:
         self.plan = ActivityPlan(**json.loads((run_dir / PLAN_FILE).read_text()))
         self.run = _run_from_dict(json.loads((run_dir / RUN_FILE).read_text()))
         self.connection_string = azurite_connection_string(self.plan.azurite_blob_endpoint)
+        self.lock = threading.RLock()  # ForEach iterations share run.json
 
     def save(self) -> None:
-        _write_json(self.run_dir / RUN_FILE, asdict(self.run))
+        with self.lock:
+            _write_json(self.run_dir / RUN_FILE, asdict(self.run))
 
     def container(self, name: str) -> Datastore:
         from azure.storage.blob import BlobServiceClient, ExponentialRetry
@@ -255,13 +280,33 @@ class _Worker:
     def execute(self) -> None:
         self.run.status = "InProgress"
         self.save()
+        if self.plan.iterations:  # a ForEach: each iteration is a task of its own, in parallel
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.plan.batch_count) as pool:
+                outcomes = list(pool.map(lambda _: self.run_activity(), range(self.plan.iterations)))
+        else:
+            outcomes = [self.run_activity()]
+        failed = [a for a in outcomes if a.status != "Succeeded"]
+        self.run.status = failed[0].status if failed else "Succeeded"
+        if failed:
+            self.run.message = (f"Operation on target {self.plan.activity_name} failed: "
+                                f"{failed[0].error_message}")
+        self.run.end = now()
+        started = datetime.fromisoformat(self.run.start.replace("Z", "+00:00"))
+        self.run.duration_ms = int((datetime.now(timezone.utc) - started).total_seconds() * 1000)
+        self.save()
+
+    def run_activity(self) -> ActivityRun:
+        """The activity with its policy's retries; returns its last attempt."""
         for attempt in range(self.plan.retry + 1):
             if attempt:
                 time.sleep(self.plan.retry_interval_seconds)
             activity = ActivityRun(str(uuid.uuid4()), self.plan.activity_name, "InProgress",
                                    start=now())
-            self.run.activities.append(activity)
-            self.save()
+            with self.lock:
+                self.run.activities.append(activity)
+                self.save()
             try:
                 self.attempt(activity)
             except Exception as exc:  # the run must end in a state, whatever happened
@@ -270,18 +315,11 @@ class _Worker:
                 activity.error = _error(f"The local runner failed: {exc}", "SystemError",
                                         self.plan.activity_name)
             activity.end = now()
-            self.save()
+            with self.lock:
+                self.save()
             if activity.status == "Succeeded":
                 break
-        last = self.run.activities[-1]
-        self.run.status = last.status
-        if last.status != "Succeeded":
-            self.run.message = (f"Operation on target {self.plan.activity_name} failed: "
-                                f"{last.error_message}")
-        self.run.end = now()
-        started = datetime.fromisoformat(self.run.start.replace("Z", "+00:00"))
-        self.run.duration_ms = int((datetime.now(timezone.utc) - started).total_seconds() * 1000)
-        self.save()
+        return activity
 
     def attempt(self, activity: ActivityRun) -> None:
         workdir = self.run_dir / activity.activity_run_id / "wd"

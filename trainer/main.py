@@ -494,6 +494,8 @@ def run(args) -> dict:
             "data": {"file": Path(args.iris_csv).name, "sha256": data_sha256,
                      "rows": int(len(labels))},
         }
+        # A sweep's runner (node_runner.py) records the sweep id and grid line here.
+        manifest.update(getattr(args, "manifest_extra", None) or {})
         with progress.phase("upload") as phase:
             sent = publish(client, run_prefix, artifacts, manifest)
             phase.detail = (f"{len(manifest['files'])} files, {sent / 1024:.1f} KiB to "

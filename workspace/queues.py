@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workspace.azurite import AzuriteProcess, _wait_until_listening, is_listening, running_pid
-from workspace.errors import ConfigError, LocalServiceError
+from workspace.errors import ConfigError, DatastoreUnavailable, LocalServiceError
 from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY, LOCAL_HOST, REPO_ROOT, Settings
 
 AZURITE_QUEUE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
@@ -86,6 +86,10 @@ def queue_service(settings: Settings, credential=None, **options):
 
     options = {**RETRY, "connection_timeout": 5, **options}
     if settings.is_local:
+        if not is_listening(int(settings.azurite_queue_port)):  # fail fast, not after retries
+            raise DatastoreUnavailable(f"The local queue service (Azurite) is not reachable at "
+                                       f"{settings.queue_endpoint}.",
+                                       "Start it with `make local-up`.")
         credential = {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
     elif credential is None:
         from azure.identity import DefaultAzureCredential

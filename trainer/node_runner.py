@@ -155,6 +155,7 @@ def train_line(args, body: dict, workdir: Path) -> dict:
     except SystemExit:
         raise trainer.TrainerError(captured.getvalue().strip().splitlines()[-1])
     line_args.manifest_extra = {"sweep": {"id": args.sweep_id, "line": body["line"]}}
+    line_args.mlflow_dir = workdir
     return trainer.run(line_args)
 
 

@@ -1,0 +1,238 @@
+"""Sweeps on the local target: the grid checked before anything is queued, runners as
+processes taking lines from Azurite's queue service, at-least-once counted once."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from adf.sweep import Ledger
+from adf.sweep_grid import load_grid
+from tests.conftest import IRIS_CSV, container_datastore, isolated_settings
+from workspace.errors import ConfigError, ExitCode
+from workspace.queues import SweepQueues, queue_service
+from workspace.settings import REPO_ROOT
+from workspace.sweep_runs import sweep_runs
+
+NODE_RUNNER = REPO_ROOT / "trainer" / "node_runner.py"
+
+
+# ------------------------------------------------------------------ the grid
+
+BAD_GRIDS = {
+    "unknown column": ("epochs,lr,colour\n10,0.1,1\n", "line 1: unknown column 'colour'"),
+    "non-numeric": ("epochs,lr\n10,0.1\n10,fast\n", "line 3: lr 'fast' is not a number"),
+    "not whole": ("epochs,lr\n10,0.1\n2.5,0.1\n", "line 3: epochs '2.5' is not a whole number"),
+    "out of range": ("epochs,lr\n10,0.1\n\n0,0.1\n", "line 4: epochs '0' must be a whole number "
+                     "from 1 to 10000"),
+    "lr out of range": ("lr,seed\n-1,3\n", "line 2: lr '-1' must be a number > 0 and ≤ 10"),
+    "empty": ("", "is empty"),
+    "header only": ("epochs,lr\n", "has a header but no lines"),
+    "duplicate": ("epochs,lr\n10,0.1\n20,0.1\n10,0.10\n", "line 4 repeats line 2"),
+    "short line": ("epochs,lr\n10\n", "line 2: 1 values for 2 columns"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRIDS))
+def test_a_bad_grid_is_one_error_naming_the_line(case, tmp_path):
+    text, expected = BAD_GRIDS[case]
+    grid = tmp_path / "grid.csv"
+    grid.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_grid(grid)
+    assert expected in error.value.message and str(grid) in error.value.message
+
+
+def test_the_shipped_grid_is_valid_and_typed():
+    lines = load_grid(REPO_ROOT / "data" / "sweep.csv")
+    assert 12 <= len(lines) <= 24
+    assert lines[0].line == 2 and lines[0].params == {"epochs": 20, "lr": 0.01, "seed": 1}
+
+
+def test_a_line_is_counted_once_and_a_result_beats_a_failure():
+    ledger = Ledger()
+    first = {"line": 2, "runId": "a", "metrics": {"test_accuracy": 0.9, "test_f1_macro": 0.9}}
+    ledger.record("results", first)
+    ledger.record("results", {**first, "runId": "b"})  # the line trained again, after a crash
+    ledger.record("failures", {"line": 2, "error": "late"})
+    ledger.record("failures", {"line": 3, "error": "boom"})
+    ledger.record("results", {**first, "line": 3, "runId": "c"})
+    assert {k: v["runId"] for k, v in ledger.done.items()} == {"2": "a", "3": "c"}
+    assert ledger.failed == {}
+
+
+# ------------------------------------------------------------------ end to end, as a user runs it
+
+
+def sweep_env(settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env.update(TARGET="local", AZURITE_BLOB_PORT=settings.azurite_port,
+               AZURITE_QUEUE_PORT=settings.azurite_queue_port,
+               DATASTORE_CONTAINER=settings.container, LOCAL_DIR=settings.local_dir,
+               MODEL_PREFIX=settings.model_prefix, STAGING_PREFIX=settings.staging_prefix)
+    return env
+
+
+def cli(settings, module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
+                          env=sweep_env(settings), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def queue_names(settings) -> set[str]:
+    return {q.name for q in queue_service(settings).list_queues()}
+
+
+@pytest.fixture
+def sweep_settings(azurite, azurite_queue, tmp_path):
+    settings = replace(isolated_settings(azurite, tmp_path),
+                       azurite_queue_port=str(azurite_queue.port))
+    container_datastore(settings)
+    return settings
+
+
+def test_a_bad_grid_queues_and_triggers_nothing(sweep_settings, tmp_path):
+    grid = tmp_path / "grid.csv"
+    grid.write_text("epochs,lr\n10,0.1\n10,0.1\n")
+    before = queue_names(sweep_settings)
+    result = cli(sweep_settings, "adf", "sweep", "start", "--grid", str(grid))
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert f"Grid file '{grid}' line 3 repeats line 2" in result.stderr
+    assert queue_names(sweep_settings) == before
+    assert not (Path(sweep_settings.local_dir) / "adf" / "runs").exists()
+
+
+GRID = "epochs,lr,seed,test_size\n20,0.1,1,0.2\n20,0.2,1,0.2\n40,0.1,2,0.2\n20,0.1,1,0.99\n"
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(azurite, azurite_queue, tmp_path_factory):
+    """One sweep of 4 lines over 2 runners; line 5 always fails (test_size 0.99 leaves the
+    trainer too few rows), so it goes to the failures queue after maxAttempts=2."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    settings = replace(isolated_settings(azurite, tmp), azurite_queue_port=str(azurite_queue.port))
+    container_datastore(settings)
+    (tmp / "grid.csv").write_text(GRID)
+    result = cli(settings, "adf", "sweep", "start", "--grid", str(tmp / "grid.csv"),
+                 "--workers", "2", "--param", "maxAttempts=2", "--param", "gracePeriodSeconds=1",
+                 "--param", "visibilityTimeoutSeconds=20", "--poll", "0.5")
+    return settings, result
+
+
+@pytest.mark.slow
+def test_a_local_sweep_trains_every_line_and_reports_the_poisoned_one(finished_sweep):
+    settings, result = finished_sweep
+    out = result.stdout
+    assert result.returncode == ExitCode.RUN_FAILED, out + result.stderr  # a line failed
+    sweep_id = re.search(r"Started sweep ([\w-]+): 4 lines, 2 runner\(s\)", out).group(1)
+    assert "Queued 4 lines" in out and "Pipeline run" in out and ": Succeeded" in out
+    assert "done 3 + failed 1 = 4 == total 4" in out
+    assert re.search(r"line 5 failed after 2 attempt\(s\) \(epochs=20 lr=0.1 seed=1 "
+                     r"test_size=0.99\): Input file 'iris_csv.csv' has too few rows", out), out
+    assert f"Sweep {sweep_id}: 1 of 4 lines failed." in result.stderr
+    board = re.findall(r"^\s+(\d+)\s+(\d)\s+([0-9a-f]{32})\s+([\d.]+)\s+([\d.]+)", out, re.M)
+    assert [int(rank) for rank, *_ in board] == [1, 2, 3]
+    assert sorted(int(line) for _, line, *_ in board) == [2, 3, 4]
+    scores = [(-float(acc), -float(f1), int(line)) for _, line, _, acc, f1 in board]
+    assert scores == sorted(scores)
+
+    # Every complete run records its sweep and line; one per line.
+    from workspace.datastore import Datastore
+
+    runs = sweep_runs(Datastore.from_settings(settings), settings.model_prefix, sweep_id)
+    assert sorted(r.line for r in runs) == [2, 3, 4]
+    assert {r.run.run_id for r in runs} == {run_id for _, _, run_id, *_ in board}
+    # The two runners were two tasks of one ForEach, each with its customOutput.
+    run_dir = next((Path(settings.local_dir) / "adf" / "runs").iterdir())
+    activities = json.loads((run_dir / "run.json").read_text())["activities"]
+    outputs = [a["output"]["customOutput"] for a in activities]
+    assert len(activities) == 2 and all(a["status"] == "Succeeded" for a in activities)
+    assert sum(o["done"] for o in outputs) == 3 and sum(o["failed"] for o in outputs) == 1
+    assert {o["sweepId"] for o in outputs} == {sweep_id}
+
+
+@pytest.mark.slow
+def test_status_list_and_deploying_the_best_run_of_the_latest_sweep(finished_sweep):
+    settings, result = finished_sweep
+    sweep_id = re.search(r"Started sweep ([\w-]+):", result.stdout).group(1)
+    best_run = re.search(r"^\s+1\s+\d\s+([0-9a-f]{32})", result.stdout, re.M).group(1)
+
+    status = cli(settings, "adf", "sweep", "status")
+    assert status.returncode == 0, status.stderr
+    assert f"Sweep {sweep_id}" in status.stdout and "done 3 + failed 1 = 4 == total 4" in status.stdout
+    listed = cli(settings, "adf", "sweep", "list")
+    assert re.search(rf"^{sweep_id}\s+\S+\s+4\s+3\s+1\s", listed.stdout, re.M), listed.stdout
+
+    deploy = cli(settings, "deployer", "register-and-deploy", "--sweep", "latest", "--dry-run",
+                 "--force")
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert f"sweep {sweep_id}: best complete run {best_run}" in deploy.stdout + deploy.stderr
+    assert f"(run {best_run}," in deploy.stdout
+    unknown = cli(settings, "deployer", "register-and-deploy", "--sweep", "sw-nope", "--dry-run")
+    assert unknown.returncode != 0 and "Sweep 'sw-nope' has no complete run" in unknown.stderr
+
+
+# ------------------------------------------------------------------ runners as processes
+
+
+def start_runner(settings, azurite, sweep_id: str, workdir: Path, name: str) -> subprocess.Popen:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
+    return subprocess.Popen(
+        [sys.executable, str(NODE_RUNNER), "--sweep-id", sweep_id,
+         "--queue-url", settings.queue_endpoint, "--iris-csv", str(IRIS_CSV),
+         "--containerName", f"{settings.container}/{settings.model_prefix}",
+         "--visibility-timeout", "4", "--grace-period", "1", "--poll-interval", "0.2",
+         "--runner-id", name, "--outputs-json", str(workdir / "outputs.json")],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_a_runner_killed_mid_line_leaves_the_line_to_another_counted_once(
+        sweep_settings, azurite, tmp_path):
+    sweep_id = f"sw-{uuid.uuid4().hex[:12]}"
+    queues = SweepQueues(queue_service(sweep_settings), sweep_id)
+    queues.create()
+    for line, epochs in ((2, 20), (3, 30), (4, 40)):
+        queues.send("work", {"sweep": sweep_id, "line": line, "params": {"epochs": epochs}})
+
+    doomed = start_runner(sweep_settings, azurite, sweep_id, tmp_path / "a", "runner-a")
+    for text in doomed.stdout:
+        match = re.search(r"line (\d+) attempt 1: training", text)
+        if match:
+            break
+    killed_line = int(match.group(1))
+    os.kill(doomed.pid, signal.SIGKILL)
+    assert doomed.wait(10) == -signal.SIGKILL
+    assert not Path(f"/proc/{doomed.pid}").exists()   # reaped, nothing left behind
+
+    survivor = start_runner(sweep_settings, azurite, sweep_id, tmp_path / "b", "runner-b")
+    out, _ = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, out
+    # The killed line came back after its visibility timeout and was trained again.
+    assert f"line {killed_line} attempt 2: training" in out
+    outputs = json.loads((tmp_path / "b" / "outputs.json").read_text())
+    assert outputs["done"] == 3 and outputs["failed"] == 0
+
+    ledger = Ledger()
+    for kind in ("results", "failures"):
+        for body, ack in queues.drain(kind):
+            ledger.record(kind, body)
+            ack()
+    assert sorted(ledger.done) == ["2", "3", "4"] and ledger.failed == {}
+    assert queues.counts().work == 0
+    from workspace.datastore import Datastore
+
+    runs = sweep_runs(Datastore.from_settings(sweep_settings), sweep_settings.model_prefix,
+                      sweep_id)
+    assert sorted(r.line for r in runs) == [2, 3, 4]   # a twice-published line counts once
+    queues.delete()

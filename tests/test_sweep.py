@@ -183,7 +183,8 @@ def test_status_list_and_deploying_the_best_run_of_the_latest_sweep(finished_swe
 # ------------------------------------------------------------------ runners as processes
 
 
-def start_runner(settings, azurite, sweep_id: str, workdir: Path, name: str) -> subprocess.Popen:
+def start_runner(settings, azurite, sweep_id: str, workdir: Path, name: str,
+                 visibility: int) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
     env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
@@ -191,7 +192,7 @@ def start_runner(settings, azurite, sweep_id: str, workdir: Path, name: str) -> 
         [sys.executable, str(NODE_RUNNER), "--sweep-id", sweep_id,
          "--queue-url", settings.queue_endpoint, "--iris-csv", str(IRIS_CSV),
          "--containerName", f"{settings.container}/{settings.model_prefix}",
-         "--visibility-timeout", "4", "--grace-period", "1", "--poll-interval", "0.2",
+         "--visibility-timeout", str(visibility), "--grace-period", "1", "--poll-interval", "0.2",
          "--runner-id", name, "--outputs-json", str(workdir / "outputs.json")],
         cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -205,7 +206,11 @@ def test_a_runner_killed_mid_line_leaves_the_line_to_another_counted_once(
     for line, epochs in ((2, 20), (3, 30), (4, 40)):
         queues.send("work", {"sweep": sweep_id, "line": line, "params": {"epochs": epochs}})
 
-    doomed = start_runner(sweep_settings, azurite, sweep_id, tmp_path / "a", "runner-a")
+    # Both start together; the killed runner's line stays hidden longer than the survivor
+    # needs for the other lines: the survivor must wait for it (the queue still counts it)
+    # rather than stop once idle.
+    doomed = start_runner(sweep_settings, azurite, sweep_id, tmp_path / "a", "runner-a", 20)
+    survivor = start_runner(sweep_settings, azurite, sweep_id, tmp_path / "b", "runner-b", 4)
     for text in doomed.stdout:
         match = re.search(r"line (\d+) attempt 1: training", text)
         if match:
@@ -215,7 +220,6 @@ def test_a_runner_killed_mid_line_leaves_the_line_to_another_counted_once(
     assert doomed.wait(10) == -signal.SIGKILL
     assert not Path(f"/proc/{doomed.pid}").exists()   # reaped, nothing left behind
 
-    survivor = start_runner(sweep_settings, azurite, sweep_id, tmp_path / "b", "runner-b")
     out, _ = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, out
     # The killed line came back after its visibility timeout and was trained again.

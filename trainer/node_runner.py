@@ -242,12 +242,15 @@ def queue_empty(work) -> bool:
 
 def run(args) -> dict:
     queues = connect_queues(args)
-    stats = {"done": [], "failed": [], "train_seconds": 0.0, "post_seconds": 0.0}
+    stats = {"done": [], "failed": [], "receive_seconds": 0.0, "train_seconds": 0.0,
+             "post_seconds": 0.0}
     idle_since = None
     with tempfile.TemporaryDirectory(prefix="sweep-runner-") as tmp:
         while True:
+            asked = time.perf_counter()
             message = receive(args, queues["work"])
             if message is not None:
+                stats["receive_seconds"] += time.perf_counter() - asked
                 idle_since = None
                 process(args, queues, message, stats, Path(tmp))
                 continue
@@ -263,7 +266,8 @@ def write_outputs(args, stats: dict, seconds: float) -> None:
         "sweepId": args.sweep_id, "runner": args.runner_id,
         "done": len(stats["done"]), "failed": len(stats["failed"]),
         "lines": (stats["done"] + stats["failed"])[:OUTPUT_LINES_MAX],
-        "seconds": {"total": round(seconds, 3), "train": round(stats["train_seconds"], 3),
+        "seconds": {"total": round(seconds, 3), "receive": round(stats["receive_seconds"], 3),
+                    "train": round(stats["train_seconds"], 3),
                     "post": round(stats["post_seconds"], 3)}})
 
 

@@ -240,3 +240,44 @@ def test_a_runner_killed_mid_line_leaves_the_line_to_another_counted_once(
                       sweep_id)
     assert sorted(r.line for r in runs) == [2, 3, 4]   # a twice-published line counts once
     queues.delete()
+
+
+@pytest.mark.slow
+def test_runners_ride_out_a_queue_service_restart(azurite, tmp_path):
+    """The queue service (persisting its data) stops mid-sweep and comes back on the same
+    port: the runner backs off and goes on; no line is lost or counted twice."""
+    from workspace.queues import AzuriteQueueProcess
+
+    service = AzuriteQueueProcess(location=tmp_path / "queue-data").start()
+    try:
+        settings = replace(isolated_settings(azurite, tmp_path), azurite_queue_port=str(service.port))
+        container_datastore(settings)
+        sweep_id = f"sw-{uuid.uuid4().hex[:12]}"
+        queues = SweepQueues(queue_service(settings), sweep_id)
+        queues.create()
+        for line in (2, 3, 4, 5):
+            queues.send("work", {"sweep": sweep_id, "line": line, "params": {"epochs": 10 * line}})
+        runner = start_runner(settings, azurite, sweep_id, tmp_path / "r", "runner", 8)
+        seen = []
+        for text in runner.stdout:
+            seen.append(text)
+            if re.search(r"line \d+ done", text) and service.process is not None:
+                service.stop()                     # mid-sweep
+            if "queue service unreachable" in text:
+                break
+        service = AzuriteQueueProcess(port=service.port, location=tmp_path / "queue-data").start()
+        rest, _ = runner.communicate(timeout=300)
+        assert runner.returncode == 0, "".join(seen) + rest
+
+        ledger = Ledger()
+        for kind in ("results", "failures"):
+            for body, ack in queues.drain(kind):
+                ledger.record(kind, body)
+                ack()
+        assert sorted(ledger.done) == ["2", "3", "4", "5"] and ledger.failed == {}
+        from workspace.datastore import Datastore
+
+        runs = sweep_runs(Datastore.from_settings(settings), settings.model_prefix, sweep_id)
+        assert sorted(r.line for r in runs) == [2, 3, 4, 5]
+    finally:
+        service.stop()

@@ -92,7 +92,7 @@ def connect_queues(args) -> dict:
     from azure.storage.queue import QueueServiceClient
 
     service = QueueServiceClient(args.queue_url, credential=_credential(args),
-                                 retry_total=6, retry_backoff_factor=0.5, retry_backoff_max=8,
+                                 retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=4,
                                  connection_timeout=5)
     return {kind: service.get_queue_client(f"{args.sweep_id}-{kind}")
             for kind in ("work", "results", "failures")}
@@ -165,7 +165,7 @@ def process(args, queues: dict, message, stats: dict, workdir: Path) -> None:
     if attempt > args.max_attempts:
         error = body.get("last_error") or (f"the runner training it stopped {attempt - 1} "
                                            "time(s) without reporting")
-        _fail(args, queues, message, body, error, attempt - 1, stats)
+        _reported(lambda: _fail(args, queues, message, body, error, attempt - 1, stats), line)
         return
     log(f"line {line} attempt {attempt}: training {body['params']}")
     started = time.perf_counter()
@@ -173,27 +173,46 @@ def process(args, queues: dict, message, stats: dict, workdir: Path) -> None:
         try:
             outputs = train_line(args, body, workdir)
         except Exception as exc:  # any error of a line is recorded, never fatal to the runner
-            error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, trainer.TrainerError) \
-                else str(exc)
+            error = str(exc) if isinstance(exc, trainer.TrainerError) \
+                else f"{type(exc).__name__}: {exc}"
             log(f"line {line} attempt {attempt} failed: {error}")
-            if attempt >= args.max_attempts:
-                lease.stopped.set()
-                _fail(args, queues, message, body, error, attempt, stats, lease)
-            else:  # visible again at once, carrying its error
-                lease.update(content=json.dumps({**body, "last_error": error}),
-                             visibility_timeout=0)
+            _reported(lambda: _retry_or_fail(args, queues, message, body, error, attempt,
+                                             stats, lease), line)
             return
         trained = time.perf_counter() - started
-        queues["results"].send_message(json.dumps({
-            "line": line, "params": body["params"], "runId": outputs["runId"],
-            "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
-            "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id}))
-        lease.delete()
+        result = {"line": line, "params": body["params"], "runId": outputs["runId"],
+                  "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
+                  "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id}
+        if not _reported(lambda: (queues["results"].send_message(json.dumps(result)),
+                                  lease.delete()), line):
+            return
     stats["done"].append({"line": line, "runId": outputs["runId"], "seconds": round(trained, 3)})
     stats["train_seconds"] += trained
     stats["post_seconds"] += time.perf_counter() - started - trained
     log(f"line {line} done: run {outputs['runId']} accuracy "
         f"{outputs['metrics']['test_accuracy']:.3f} in {trained:.1f} s")
+
+
+def _reported(post, line: int) -> bool:
+    """Run a queue update; if the queue service fails, the message comes back by itself
+    after its visibility timeout and the line is taken again (at least once)."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        post()
+        return True
+    except AzureError as exc:
+        log(f"queue service unreachable while reporting line {line}; it will be taken "
+            f"again after its visibility timeout: {trainer._short(exc)}")
+        return False
+
+
+def _retry_or_fail(args, queues, message, body, error, attempt, stats, lease) -> None:
+    if attempt >= args.max_attempts:
+        lease.stopped.set()
+        _fail(args, queues, message, body, error, attempt, stats, lease)
+    else:  # visible again at once, carrying its error
+        lease.update(content=json.dumps({**body, "last_error": error}), visibility_timeout=0)
 
 
 def _fail(args, queues, message, body, error, attempts, stats, lease=None) -> None:
@@ -227,7 +246,7 @@ def receive(args, work):
                                            EXIT_STORAGE)
             log(f"queue service unreachable, retrying in {delay:.0f} s: {trainer._short(exc)}")
             time.sleep(delay)
-            delay = min(delay * 2, 15)
+            delay = min(delay * 2, 5)
 
 
 def queue_empty(work) -> bool:

@@ -89,11 +89,13 @@ def _credential(args):
 
 
 def connect_queues(args) -> dict:
-    from azure.storage.queue import QueueServiceClient
+    from azure.storage.queue import ExponentialRetry, QueueServiceClient
 
+    # Short client retries (the storage default waits 15 s and more between tries); longer
+    # outages are ridden out by receive()'s own backoff.
+    retry = ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3)
     service = QueueServiceClient(args.queue_url, credential=_credential(args),
-                                 retry_total=3, retry_backoff_factor=0.5, retry_backoff_max=4,
-                                 connection_timeout=5)
+                                 retry_policy=retry, connection_timeout=5)
     return {kind: service.get_queue_client(f"{args.sweep_id}-{kind}")
             for kind in ("work", "results", "failures")}
 
@@ -244,7 +246,7 @@ def receive(args, work):
             if time.monotonic() > deadline:
                 raise trainer.TrainerError(f"The queue service is unreachable: {exc}",
                                            EXIT_STORAGE)
-            log(f"queue service unreachable, retrying in {delay:.0f} s: {trainer._short(exc)}")
+            log(f"queue service unreachable, retrying in {delay:.1f} s: {trainer._short(exc)}")
             time.sleep(delay)
             delay = min(delay * 2, 5)
 

@@ -20,7 +20,6 @@ from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY, LOCAL_HOST, REPO_RO
 
 AZURITE_QUEUE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
 QUEUE_KINDS = ("work", "results", "failures")
-RETRY = {"retry_total": 6, "retry_backoff_factor": 0.5, "retry_backoff_max": 8}
 PEEK_MAX = 32  # the service returns at most 32 messages per call
 
 
@@ -82,9 +81,11 @@ def stop_background_queue(state_dir: Path) -> int | None:
 
 def queue_service(settings: Settings, credential=None, **options):
     """A QueueServiceClient: Azurite's well-known key locally, Entra ID in Azure."""
-    from azure.storage.queue import QueueServiceClient
+    from azure.storage.queue import ExponentialRetry, QueueServiceClient
 
-    options = {**RETRY, "connection_timeout": 5, **options}
+    from workspace.datastore import RETRY
+
+    options = {"retry_policy": ExponentialRetry(**RETRY), "connection_timeout": 5, **options}
     if settings.is_local:
         if not is_listening(int(settings.azurite_queue_port)):  # fail fast, not after retries
             raise DatastoreUnavailable(f"The local queue service (Azurite) is not reachable at "

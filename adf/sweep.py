@@ -145,6 +145,16 @@ class Sweeps:
                              [{"line": g.line, "params": g.params} for g in lines], typed)
         queues = self.queues(record.sweep_id)
         queues.create()
+        try:
+            self._queue_stage_and_run(record, queues, typed, progress)
+        except BaseException:  # a sweep that never ran leaves no queue and no record behind
+            queues.delete()
+            self.store.delete_prefix(f"{SWEEPS_PREFIX}/{record.sweep_id}/")
+            raise
+        return record
+
+    def _queue_stage_and_run(self, record: SweepRecord, queues: SweepQueues, typed: dict,
+                             progress: Progress) -> None:
         self.save(record)
         self.save_ledger(record.sweep_id, Ledger())
         for entry in record.lines:
@@ -155,10 +165,9 @@ class Sweeps:
         progress(f"Staged {len(staged)} files ({sum(f.uploaded for f in staged)} uploaded) to "
                  f"{container.container}/{prefix}.")
         record.pipeline_run_id = self.backend.start({
-            **typed, "sweepId": record.sweep_id, "workers": workers,
+            **typed, "sweepId": record.sweep_id, "workers": record.workers,
             "queueAccountUrl": self.queue_service.url.rstrip("/")})
         self.save(record)
-        return record
 
     # ------------------------------------------------------------------ records
 

@@ -281,3 +281,49 @@ def test_runners_ride_out_a_queue_service_restart(azurite, tmp_path):
         assert sorted(r.line for r in runs) == [2, 3, 4, 5]
     finally:
         service.stop()
+
+
+# ------------------------------------------------------------------ pieces
+
+
+def test_range_and_the_foreach_plan_of_the_sweep_pipeline(tmp_path):
+    from adf.definitions import SWEEP_PIPELINE_FILE, effective_parameters
+    from adf.expressions import ExpressionError, PipelineContext, evaluate
+    from adf.local_runner import LOCAL_POOL_SLOTS, LocalBackend, plan_activity
+    from workspace.settings import Settings
+
+    context = PipelineContext("p", "r", {"workers": 3})
+    assert evaluate("@range(1, pipeline().parameters.workers)", context) == [1, 2, 3]
+    with pytest.raises(ExpressionError, match="range\\(\\) takes two integers"):
+        evaluate("@range(1, '3')", context)
+
+    backend = LocalBackend(Settings.load(env_file=tmp_path / "none.env", environ={}))
+    backend.pipeline_file = SWEEP_PIPELINE_FILE
+    definitions = backend.definitions()
+    assert definitions.activity["type"] == "Custom" and definitions.for_each["type"] == "ForEach"
+    values = effective_parameters(definitions, {"sweepId": "sw-x", "workers": 5})
+    plan = plan_activity(definitions, values, "run-1", backend.settings)
+    assert plan.iterations == 5 and plan.batch_count == min(20, LOCAL_POOL_SLOTS)
+    assert "node_runner.py --sweep-id sw-x" in plan.command
+
+
+def test_a_lease_keeps_a_line_hidden_while_it_trains(sweep_settings):
+    """Received with a 2 s visibility timeout and held for 3 s: no other runner sees it."""
+    sys.path.insert(0, str(REPO_ROOT / "trainer"))
+    try:
+        from node_runner import Lease
+    finally:
+        sys.path.remove(str(REPO_ROOT / "trainer"))
+    queues = SweepQueues(queue_service(sweep_settings), f"sw-{uuid.uuid4().hex[:12]}")
+    queues.create()
+    work = queues.clients["work"]
+    work.send_message(json.dumps({"line": 2}))
+    message = work.receive_message(visibility_timeout=2)
+    with Lease(work, message, 2) as lease:
+        import time
+
+        time.sleep(3)
+        assert work.receive_message(visibility_timeout=2) is None   # renewed at half-time
+        lease.delete()                                              # with the renewed receipt
+    assert queues.counts().work == 0
+    queues.delete()

@@ -100,3 +100,21 @@ def test_a_parameter_the_sweep_sets_itself_is_refused_before_anything(sweeps, fa
     with pytest.raises(ConfigError, match="no parameter 'epochs'"):
         sweeps.start(grid, 2, {"epochs": "5"}, print)
     assert fake.requests == []
+
+
+def test_a_sweep_that_cannot_start_leaves_no_queue_and_no_record(sweeps, fake, tmp_path,
+                                                                  monkeypatch):
+    from workspace.errors import ProjectError
+
+    grid = tmp_path / "grid.csv"
+    grid.write_text("epochs\n10\n")
+
+    def refused(parameters):
+        raise ProjectError("Azure refused access while starting pipeline 'sweep-iris'.")
+
+    monkeypatch.setattr(sweeps.backend, "start", refused)
+    with pytest.raises(ProjectError, match="refused access"):
+        sweeps.start(grid, 2, {}, print)
+    assert [q.name for q in sweeps.queue_service.list_queues()
+            if q.name.startswith("sw-")] == []
+    assert sweeps.ids() == []

@@ -155,7 +155,8 @@ def train_line(args, body: dict, workdir: Path) -> dict:
         with contextlib.redirect_stderr(captured):
             line_args = parser.parse_args(argv)
     except SystemExit:
-        raise trainer.TrainerError(captured.getvalue().strip().splitlines()[-1])
+        said = captured.getvalue().strip().splitlines()
+        raise trainer.TrainerError(said[-1] if said else f"bad trainer options: {argv}")
     line_args.manifest_extra = {"sweep": {"id": args.sweep_id, "line": body["line"]}}
     line_args.mlflow_dir = workdir
     return trainer.run(line_args)

@@ -13,7 +13,6 @@ extra keyword arguments (retry settings, a transport), so tests plug a fake in a
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from adf.definitions import Definitions, filled, load_definitions
 from adf.runs import LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound
 from adf.staging import split_folder_path
+from workspace.azure_errors import AzureAuthError, AzureHints, translated
 from workspace.datastore import Datastore
 from workspace.errors import ProjectError
 from workspace.settings import Settings
@@ -34,8 +34,7 @@ REQUIRED_SETTINGS = ("subscription_id", "resource_group", "data_factory", "stora
                      "batch_account_url", "batch_pool_id")
 
 
-class AzureAccessError(ProjectError):
-    exit_code = 3
+AzureAccessError = AzureAuthError  # the name this module's callers know
 
 
 class AzureBackend(Backend):
@@ -90,11 +89,7 @@ class AzureBackend(Backend):
 
     # ------------------------------------------------------------------ errors
 
-    @contextmanager
     def _errors(self, what: str, service: str = "factory"):
-        from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError,
-                                           ResourceNotFoundError, ServiceRequestError)
-
         s = self.settings
         roles = {
             "factory": f"'Data Factory Contributor' on factory '{s.data_factory}' (resource "
@@ -102,28 +97,12 @@ class AzureBackend(Backend):
             "batch": f"'Azure Batch Account Reader' on Batch account '{s.batch_account or s.batch_account_url}'",
             "storage": f"'Storage Blob Data Reader' on storage account '{s.storage_account or s.storage_blob_url}'",
         }
-        try:
-            yield
-        except ClientAuthenticationError as exc:
-            if getattr(exc, "status_code", None) == 403:
-                raise AzureAccessError(f"Azure refused access while {what}: {_first_line(exc)}",
-                                       f"Your identity needs {roles[service]}.") from exc
-            raise AzureAccessError(f"Could not sign in to Azure while {what}: {_first_line(exc)}",
-                                   "Run `az login` (and `az account set --subscription "
-                                   f"{s.subscription_id}`), then retry.") from exc
-        except ResourceNotFoundError as exc:
-            raise ProjectError(f"Not found while {what}: {_first_line(exc)}",
-                               "Check ADF_FACTORY, AZURE_RESOURCE_GROUP and BATCH_POOL_ID in "
-                               ".env, or run `make deploy-infra`.") from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 403:
-                raise AzureAccessError(f"Azure refused access while {what}: {_first_line(exc)}",
-                                       f"Your identity needs {roles[service]}.") from exc
-            raise ProjectError(f"Azure answered {exc.status_code} while {what}: "
-                               f"{_first_line(exc)}") from exc
-        except ServiceRequestError as exc:
-            raise ProjectError(f"Azure is not reachable while {what}: {_first_line(exc)}",
-                               "Check your network; transient failures were already retried.") from exc
+        return translated(what, AzureHints(
+            access=f"Your identity needs {roles[service]}.",
+            not_found="Check ADF_FACTORY, AZURE_RESOURCE_GROUP and BATCH_POOL_ID in .env, or run "
+                      "`make deploy-infra`.",
+            login="Run `az login` (and `az account set --subscription "
+                  f"{s.subscription_id}`), then retry."))
 
     # ------------------------------------------------------------------ definitions
 
@@ -199,6 +178,20 @@ class AzureBackend(Backend):
                            duration_ms=run.duration_in_ms, parameters=dict(run.parameters or {}),
                            activities=activities)
 
+    def cancel(self, run_id: str) -> PipelineRun:
+        """pipeline_runs.cancel with isRecursive (also its child runs); ADF moves the run to
+        Canceling, stops the Batch task, then Cancelled."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        rg, factory = self._scope
+        with self._errors(f"cancelling run {run_id}"):
+            try:
+                self.factory_client.pipeline_runs.cancel(rg, factory, run_id, is_recursive=True)
+            except ResourceNotFoundError:
+                raise RunNotFound(f"Factory '{factory}' has no pipeline run '{run_id}'.",
+                                  "Check the id (runs are kept 45 days).") from None
+        return self.get_run(run_id)
+
     def waiting_reason(self, run: PipelineRun) -> str | None:
         """What the Batch pool is doing while the run is queued or in progress."""
         if run.is_terminal:
@@ -253,14 +246,23 @@ class AzureBackend(Backend):
         for error in node.errors or []:
             lines.append(f"  node error {error.code}: {error.message}")
         if info is not None:
-            with self._errors(f"reading {START_TASK_STDERR} of node {node.id}", "batch"):
-                stderr = b"".join(self.batch_client.download_node_file(
-                    pool_id, node.id, START_TASK_STDERR)).decode("utf-8", errors="replace")
-            tail_lines = stderr.rstrip().splitlines()[-STDERR_TAIL_LINES:]
-            if tail_lines:
-                lines.append(f"  start task stderr (last {len(tail_lines)} lines):")
-                lines += [f"    {line}" for line in tail_lines]
+            lines += self._start_task_stderr(pool_id, node.id)
         return lines
+
+    def _start_task_stderr(self, pool_id: str, node_id: str) -> list[str]:
+        """The tail of the start task's stderr; a file that cannot be read (not written yet,
+        node gone, no access) is one line, never the loss of the rest of the diagnosis."""
+        try:
+            with self._errors(f"reading {START_TASK_STDERR} of node {node_id}", "batch"):
+                stderr = b"".join(self.batch_client.download_node_file(
+                    pool_id, node_id, START_TASK_STDERR)).decode("utf-8", errors="replace")
+        except ProjectError as exc:
+            return [f"  (cannot read {START_TASK_STDERR}: {exc})"]
+        tail_lines = stderr.rstrip().splitlines()[-STDERR_TAIL_LINES:]
+        if not tail_lines:
+            return []
+        return [f"  start task stderr (last {len(tail_lines)} lines):",
+                *(f"    {line}" for line in tail_lines)]
 
 
 def _activity(model) -> ActivityRun:
@@ -280,8 +282,3 @@ def _iso(value) -> str:
         return ""
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
-
-def _first_line(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    lines = [line for line in str(message).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

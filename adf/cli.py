@@ -44,6 +44,7 @@ def cli():
       python -m adf trigger --no-wait                # start and return; follow with `status`
       python -m adf status                           # the last run started from this machine
       python -m adf logs RUN_ID                      # the task's full stdout and stderr
+      python -m adf cancel RUN_ID                    # stop the run and its task
     """
 
 
@@ -98,10 +99,13 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
       python -m adf trigger --param epochs=100 --param learningRate=0.05
       python -m adf trigger --target azure --no-stage --no-wait
     """
-    from adf.definitions import coerce_parameters, parse_param_options
+    from adf.definitions import coerce_parameters, effective_parameters, parse_param_options
+    from adf.parameters import check_parameters
 
     backend = make_backend(target, definitions_dir)
-    typed = coerce_parameters(backend.definitions(), parse_param_options(params))
+    definitions = backend.definitions()
+    typed = coerce_parameters(definitions, parse_param_options(params))
+    check_parameters(definitions, effective_parameters(definitions, typed), names=list(typed))
     backend.prepare(lambda line: click.echo(line))
     if not no_stage:
         _stage(backend)
@@ -138,6 +142,39 @@ def status(run_id, wait, target, definitions_dir):
     reason = None if run.is_terminal else backend.waiting_reason(run)
     if reason:
         click.echo(reason)
+
+
+@cli.command()
+@click.argument("run_id", required=False)
+@target_option
+@definitions_option
+def cancel(run_id, target, definitions_dir):
+    """Cancel a run: its task is stopped and the run ends Cancelled (exit 0 once it is).
+
+    Without RUN_ID: the last run started from this machine. Local: the runner stops the
+    task (SIGTERM, then SIGKILL after a grace period). Azure: Data Factory's cancel, with
+    its child runs (isRecursive).
+
+    \b
+    Examples:
+      python -m adf cancel
+      python -m adf cancel 3f2b... --target azure
+    """
+    backend = make_backend(target, definitions_dir)
+    run_id = run_id or backend.last_run_id()
+    before = backend.get_run(run_id)
+    if before.is_terminal:
+        click.echo(f"Run {run_id} is already {before.status}; nothing to cancel.")
+        return
+    run = backend.cancel(run_id)
+    if not run.is_terminal:
+        run = _follow(backend, run_id, None)
+    click.echo(f"Run {run_id} {run.status}.")
+    if run.status != "Cancelled":
+        from adf.runs import RunFailed
+
+        raise RunFailed(f"Run {run_id} ended {run.status} before the cancel took effect.",
+                        f"See python -m adf status {run_id}")
 
 
 @cli.command()

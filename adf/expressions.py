@@ -15,13 +15,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from workspace.errors import ProjectError
+from workspace.errors import ConfigError, ProjectError
 
 SUPPORTED_FUNCTIONS = ("concat", "pipeline", "range", "string")
 
 
-class ExpressionError(ProjectError):
-    exit_code = 2
+class ExpressionError(ConfigError):
+    """A pipeline expression cannot be evaluated."""
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,28 @@ and `status`/`logs` keep working after the CLI exits. For every attempt (policy 
 
 1. downloads every blob under `folderPath` from Azurite, flattened, into a fresh working dir;
 2. writes `activity.json`, `linkedServices.json`, `datasets.json` there;
-3. runs the command without a shell (its own process group), killed at the policy timeout;
+3. runs the command without a shell (its own process group), killed at the policy timeout,
+   with the runner (parent-death signal; the group is killed whenever the runner exits) and
+   on `python -m adf cancel` (SIGTERM to the runner);
 4. uploads stdout/stderr to `adfjobs/<activity run id>/output/` in Azurite;
 5. reads `outputs.json` (at most 2 MB) into the activity output's `customOutput`.
 
 The task's environment gets Azurite's well-known connection string as
-AZURE_STORAGE_CONNECTION_STRING; it never appears on the command line.
+AZURE_STORAGE_CONNECTION_STRING; it never appears on the command line. TMPDIR is a folder of
+the attempt, removed when the task ends however it ends.
+
+A runner killed outright (SIGKILL, OOM) cannot record anything: the next look at the run
+(`status`, `cancel`) finds the runner gone, kills what is left of its task and records the
+run as Failed.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,15 +45,20 @@ from typing import Any
 from adf.definitions import (LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
                              filled, load_definitions, placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
+from adf.parameters import check_parameters
 from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound)
 from adf.staging import split_folder_path
 from workspace.datastore import RETRY, Datastore
-from workspace.errors import ConfigError
+from workspace.errors import ConfigError, ProjectError
+from workspace.processes import kill_group, live_pid, write_pid_file
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
 RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
 PID_FILE = "runner.pid"
+TASK_PID_FILE = "task.pid"
+CANCEL_GRACE_SECONDS = 10
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RUNNER_LOG = "runner.log"
 OUTPUTS_FILE = "outputs.json"
 OUTPUTS_MAX_BYTES = 2 * 1024 * 1024
@@ -94,6 +108,7 @@ class ActivityPlan:
 
 def plan_activity(definitions: Definitions, parameters: dict[str, Any], run_id: str,
                   settings: Settings) -> ActivityPlan:
+    check_parameters(definitions, parameters)  # also for callers other than the CLI
     activity = definitions.activity
     where = f"{definitions.pipeline.display_path} activity '{activity.get('name')}'"
     context = PipelineContext(definitions.pipeline.name, run_id, parameters,
@@ -209,7 +224,7 @@ class LocalBackend(Backend):
                                       cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                                       stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
-        (run_dir / PID_FILE).write_text(str(worker.pid))
+        write_pid_file(run_dir / PID_FILE, worker.pid)
         self._workers[run_id] = worker
         self.remember(run_id)
         return run_id
@@ -224,22 +239,71 @@ class LocalBackend(Backend):
                               "`python -m adf trigger`.") from None
         run = _run_from_dict(data)
         if not run.is_terminal and not self._worker_alive(run_id, run_dir):
-            run.status = "Failed"
-            run.message = (f"The local runner stopped before the run finished; see "
-                           f"{run_dir / RUNNER_LOG}.")
+            self._bury(run, run_dir)
         return run
+
+    def _bury(self, run: PipelineRun, run_dir: Path) -> None:
+        """The runner died without recording an end: stop what is left of its task, clean the
+        task's scratch space and record the run as Failed (nobody else writes run.json now)."""
+        for activity in run.activities:
+            _stop_task(run_dir / activity.activity_run_id, signal.SIGKILL)
+            if activity.status in ("InProgress", "Queued"):
+                activity.status, activity.end = "Failed", now()
+                activity.error = _error("The local runner stopped; the task was killed.",
+                                        "SystemError", activity.name)
+        run.status, run.end = "Failed", now()
+        run.message = (f"The local runner stopped before the run finished; see "
+                       f"{run_dir / RUNNER_LOG}.")
+        _write_json(run_dir / RUN_FILE, asdict(run))
 
     def _worker_alive(self, run_id: str, run_dir: Path) -> bool:
         worker = self._workers.get(run_id)
         if worker is not None:
             return worker.poll() is None
-        try:
-            os.kill(int((run_dir / PID_FILE).read_text()), 0)
-            return True
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return False
-        except PermissionError:
-            return True
+        return live_pid(run_dir / PID_FILE, "adf.local_runner") is not None
+
+    def cancel(self, run_id: str) -> PipelineRun:
+        run = self.get_run(run_id)
+        if run.is_terminal:
+            return run
+        run_dir = self.runs_dir / run_id
+        pid = live_pid(run_dir / PID_FILE, "adf.local_runner")
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)  # the runner stops its task and records Cancelled
+        deadline = time.monotonic() + CANCEL_GRACE_SECONDS + 20
+        while not run.is_terminal and time.monotonic() < deadline:
+            time.sleep(0.1)
+            run = self.get_run(run_id)
+        if not run.is_terminal:
+            raise ProjectError(f"Run {run_id} did not stop within {deadline:.0f} s of the cancel.",
+                               f"See {run_dir / RUNNER_LOG}.")
+        return run
+
+    def provenance_problem(self, adf: dict) -> str | None:
+        """Why a model made by this pipeline run and attempt must not be used, or None."""
+        run_id = adf.get("pipeline_run_id")
+        if not run_id or not (self.runs_dir / run_id / RUN_FILE).exists():
+            return None  # not a run of this machine's local target
+        run = self.get_run(run_id)
+        if run.status != "Succeeded":
+            return f"its pipeline run {run_id} is {run.status}"
+        task = adf.get("batch_task_id")
+        last = run.last_activity
+        if task and last is not None and task != last.activity_run_id:
+            attempt = next((a for a in run.activities if a.activity_run_id == task), None)
+            return (f"it was made by attempt {task} of pipeline run {run_id}, which "
+                    f"{'was ' + attempt.status if attempt else 'is not one of its attempts'}")
+        return None
+
+
+def _stop_task(attempt_dir: Path, signum: int) -> None:
+    """Signal the task's process group if the pid file names that very task, and remove the
+    task's scratch space once it is gone."""
+    pid = live_pid(attempt_dir / TASK_PID_FILE)
+    if pid is not None:
+        kill_group(pid, signum)
+    if signum == signal.SIGKILL:
+        shutil.rmtree(attempt_dir / "tmp", ignore_errors=True)
 
 
 def _run_from_dict(data: dict) -> PipelineRun:
@@ -256,6 +320,23 @@ def _write_json(path: Path, data: Any) -> None:
 # ------------------------------------------------------------------ worker
 
 
+class Cancelled(Exception):
+    """Raised in the runner by SIGTERM (`python -m adf cancel`)."""
+
+
+def _die_with_runner(runner_pid: int):
+    """preexec_fn of the task: the kernel sends it SIGKILL when the runner dies, so even a
+    SIGKILLed runner leaves no task behind (Linux; elsewhere the next look at the run does)."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+    def preexec() -> None:
+        if libc is not None:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != runner_pid:  # the runner died before prctl took effect
+            os._exit(137)
+    return preexec
+
+
 class _Worker:
     """Executes one planned run; the only writer of its run.json."""
 
@@ -265,6 +346,13 @@ class _Worker:
         self.run = _run_from_dict(json.loads((run_dir / RUN_FILE).read_text()))
         self.connection_string = azurite_connection_string(self.plan.azurite_blob_endpoint)
         self.lock = threading.RLock()  # ForEach iterations share run.json
+        self.outcomes: list[ActivityRun] = []  # the last attempt of each task that ended
+        self.cancelled = False
+
+    def on_sigterm(self, signum, frame) -> None:
+        if not self.cancelled:  # once: a second SIGTERM must not break the clean-up
+            self.cancelled = True
+            raise Cancelled()
 
     def save(self) -> None:
         with self.lock:
@@ -275,51 +363,94 @@ class _Worker:
 
         service = BlobServiceClient.from_connection_string(
             self.connection_string, retry_policy=ExponentialRetry(**RETRY), connection_timeout=5)
-        return Datastore(service.get_container_client(name))
+        return Datastore(service.get_container_client(name), unreachable_hint=(
+            f"The local datastore (Azurite) is not reachable at "
+            f"{self.plan.azurite_blob_endpoint}; start it with `make local-up`."))
 
     def execute(self) -> None:
         self.run.status = "InProgress"
         self.save()
-        if self.plan.iterations:  # a ForEach: each iteration is a task of its own, in parallel
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(self.plan.batch_count) as pool:
-                outcomes = list(pool.map(lambda _: self.run_activity(), range(self.plan.iterations)))
-        else:
-            outcomes = [self.run_activity()]
-        failed = [a for a in outcomes if a.status != "Succeeded"]
-        self.run.status = failed[0].status if failed else "Succeeded"
-        if failed:
-            self.run.message = (f"Operation on target {self.plan.activity_name} failed: "
-                                f"{failed[0].error_message}")
-        self.run.end = now()
-        started = datetime.fromisoformat(self.run.start.replace("Z", "+00:00"))
-        self.run.duration_ms = int((datetime.now(timezone.utc) - started).total_seconds() * 1000)
-        self.save()
+        try:
+            if self.plan.iterations:  # a ForEach: each iteration is a task of its own
+                self.run_for_each()
+            else:
+                self.outcomes.append(self.run_activity())
+        except Cancelled:
+            pass
+        self.finish()
 
     def run_activity(self) -> ActivityRun:
         """The activity with its policy's retries; returns its last attempt."""
         for attempt in range(self.plan.retry + 1):
             if attempt:
                 time.sleep(self.plan.retry_interval_seconds)
-            activity = ActivityRun(str(uuid.uuid4()), self.plan.activity_name, "InProgress",
-                                   start=now())
-            with self.lock:
-                self.run.activities.append(activity)
-                self.save()
-            try:
-                self.attempt(activity)
-            except Exception as exc:  # the run must end in a state, whatever happened
-                traceback.print_exc()
-                activity.status = "Failed"
-                activity.error = _error(f"The local runner failed: {exc}", "SystemError",
-                                        self.plan.activity_name)
-            activity.end = now()
-            with self.lock:
-                self.save()
+            activity = self.attempt_once()
             if activity.status == "Succeeded":
                 break
         return activity
+
+    def run_for_each(self) -> None:
+        """The iterations in parallel, at most batch_count at once. SIGTERM arrives in this
+        (the main) thread: every running task is stopped, then the threads end."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(self.plan.batch_count)
+        try:
+            futures = [pool.submit(self.run_activity) for _ in range(self.plan.iterations)]
+            for future in futures:
+                self.outcomes.append(future.result())
+        finally:
+            if self.cancelled:
+                for activity in list(self.run.activities):
+                    if activity.status == "InProgress":
+                        _stop_task(self.run_dir / activity.activity_run_id, signal.SIGTERM)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def attempt_once(self) -> ActivityRun:
+        activity = ActivityRun(str(uuid.uuid4()), self.plan.activity_name, "InProgress",
+                               start=now())
+        with self.lock:
+            self.run.activities.append(activity)
+            self.save()
+        try:
+            self.attempt(activity)
+        except Cancelled:
+            self.cancel_activity(activity)
+            raise
+        except Exception as exc:  # the run must end in a state, whatever happened
+            traceback.print_exc()
+            activity.status = "Failed"
+            activity.error = _error(f"The local runner failed: {exc}", "SystemError",
+                                    self.plan.activity_name)
+        finally:
+            activity.end = now()
+            self.save()
+        if self.cancelled:
+            self.cancel_activity(activity)
+            raise Cancelled()
+        return activity
+
+    def cancel_activity(self, activity: ActivityRun) -> None:
+        activity.status = "Cancelled"
+        activity.error = _error("Cancelled (python -m adf cancel); the task was stopped.",
+                                "UserError", self.plan.activity_name)
+
+    def finish(self) -> None:
+        for activity in self.run.activities:
+            if activity.status == "InProgress":  # SIGTERM hit between steps
+                self.cancel_activity(activity)
+                activity.end = activity.end or now()
+        ends = self.outcomes or self.run.activities[-1:]
+        last = next((a for a in ends if a.status != "Succeeded"), ends[-1] if ends else None)
+        self.run.status = "Cancelled" if self.cancelled else last.status
+        if self.run.status != "Succeeded":
+            reason = last.error_message if last else "cancelled before the activity started"
+            self.run.message = f"Operation on target {self.plan.activity_name} " \
+                               f"{'was cancelled' if self.cancelled else 'failed'}: {reason}"
+        self.run.end = now()
+        started = datetime.fromisoformat(self.run.start.replace("Z", "+00:00"))
+        self.run.duration_ms = int((datetime.now(timezone.utc) - started).total_seconds() * 1000)
+        self.save()
 
     def attempt(self, activity: ActivityRun) -> None:
         workdir = self.run_dir / activity.activity_run_id / "wd"
@@ -333,17 +464,21 @@ class _Worker:
         stdout_path = workdir.parent / "stdout.txt"
         stderr_path = workdir.parent / "stderr.txt"
         exit_code, failure = self.run_command(workdir, activity, stdout_path, stderr_path)
-        urls = self.upload_logs(activity, stdout_path, stderr_path)
-        activity.output = {"exitcode": exit_code, "outputs": urls,
+        if failure is None and exit_code != 0 and not self.cancelled:
+            last_line = _last_line(stderr_path)
+            failure = (f"Task exited with code {exit_code}."
+                       + (f" Last line of stderr: {last_line}" if last_line else ""))
+        activity.output = {"exitcode": exit_code, "outputs": [],
                            "effectiveIntegrationRuntime": "local"}
+        try:
+            activity.output["outputs"] = self.upload_logs(activity, stdout_path, stderr_path)
+        except ProjectError as exc:  # the task's own error stays the headline
+            failure = (f"{failure} " if failure else "") + (
+                f"Its logs could not be uploaded ({exc}); they are in {workdir.parent}.")
         if failure is None and exit_code == 0:
             custom, failure = self.read_outputs(workdir)
             if custom is not None:
                 activity.output["customOutput"] = custom
-        if failure is None and exit_code != 0:
-            last_line = _last_line(stderr_path)
-            failure = (f"Task exited with code {exit_code}."
-                       + (f" Last line of stderr: {last_line}" if last_line else ""))
         if failure is None:
             activity.status = "Succeeded"
         else:
@@ -375,20 +510,34 @@ class _Worker:
                "AZ_BATCH_TASK_ID": activity.activity_run_id,
                "AZ_BATCH_JOB_ID": f"adfv2-{self.plan.pipeline}",
                "AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+        scratch = workdir.parent / "tmp"
+        scratch.mkdir()
+        env["TMPDIR"] = str(scratch)
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
             try:
                 process = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                           stdout=out, stderr=err, start_new_session=True)
+                                           stdout=out, stderr=err, start_new_session=True,
+                                           preexec_fn=_die_with_runner(os.getpid()))
             except OSError as exc:
                 err.write(f"{exc}\n".encode())
                 return None, f"The command could not start: {argv[0]}: {exc.strerror}."
+            write_pid_file(workdir.parent / TASK_PID_FILE, process.pid)
             try:
                 return process.wait(timeout=self.plan.timeout_seconds), None
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
                 return None, (f"Activity timed out after {self.plan.timeout_seconds:.0f} s "
                               "(policy.timeout); the task was killed.")
+            except Cancelled:
+                kill_group(process.pid, signal.SIGTERM)  # the task may clean up
+                try:
+                    process.wait(timeout=CANCEL_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass
+                return process.returncode, None
+            finally:  # whatever ended the wait, nothing of the task outlives it
+                kill_group(process.pid, signal.SIGKILL)
+                process.wait()
+                shutil.rmtree(scratch, ignore_errors=True)
 
     def upload_logs(self, activity: ActivityRun, *paths: Path) -> list[str]:
         store = self.container(LOGS_CONTAINER)
@@ -430,6 +579,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m adf.local_runner <run directory>", file=sys.stderr)
         return 2
     worker = _Worker(Path(argv[0]))
+    signal.signal(signal.SIGTERM, worker.on_sigterm)
     try:
         worker.execute()
     except Exception as exc:

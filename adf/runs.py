@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
-from workspace.errors import ProjectError
+from workspace.errors import NotFound, OperationFailed, ProjectError
 from workspace.settings import Settings
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
@@ -21,12 +21,12 @@ LOGS_CONTAINER = "adfjobs"
 Progress = Callable[[str], None]
 
 
-class RunNotFound(ProjectError):
-    exit_code = 4
+class RunNotFound(NotFound):
+    """No run with that id."""
 
 
-class RunFailed(ProjectError):
-    exit_code = 1
+class RunFailed(OperationFailed):
+    """The pipeline run ended Failed or Cancelled."""
 
 
 @dataclass
@@ -120,6 +120,10 @@ class Backend(ABC):
         """The run and its activity runs (RunNotFound if unknown)."""
 
     @abstractmethod
+    def cancel(self, run_id: str) -> PipelineRun:
+        """Stop the run and its task; returns the run as it stands after the request."""
+
+    @abstractmethod
     def logs_datastore(self):
         """A Datastore over the `adfjobs` container of the staging storage."""
 
@@ -190,11 +194,22 @@ def follow(backend: Backend, run_id: str, *, on_status: Callable[[PipelineRun], 
             on_reason(reason)
             last_reason = reason
         if deadline is not None and time.monotonic() > deadline:
-            raise ProjectError(f"Run {run_id} is still {run.status} after {timeout_seconds:.0f} s.",
-                               f"Follow it with `python -m adf status {run_id}`.")
+            raise OperationFailed(f"Run {run_id} is still {run.status} after {timeout_seconds:.0f} s.",
+                                  f"Follow it with `python -m adf status {run_id}`.")
         time.sleep(poll_seconds)
 
 
 def tail(text: str, lines: int) -> str:
     kept = text.rstrip("\n").splitlines()[-lines:] if lines > 0 else text.splitlines()
     return "\n".join(kept)
+
+
+def model_provenance_check(settings: Settings) -> Callable[[dict], str | None] | None:
+    """For readers of published models: given a manifest's `adf` entry, why its model must
+    not be used (its pipeline run or attempt did not succeed), or None. Local target only:
+    its runs are on this machine; on Azure a failed activity's Batch task is ended by Batch."""
+    if not settings.is_local:
+        return None
+    from adf.local_runner import LocalBackend
+
+    return LocalBackend(settings).provenance_problem

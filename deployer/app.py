@@ -5,7 +5,7 @@
   lineage tags (idempotent by a content digest over the manifest's file hashes), ensure the
   cluster, endpoint and deployment (default), optionally smoke-test it; or only plan.
 - invoke: start a scoring job, follow it, summarise predictions.csv (rows, classes).
-- status, jobs show, teardown.
+- status, jobs show / cancel, teardown.
 
 Nothing here branches on the target: the backend comes from `get_backend(settings)` or is
 injected. Heavy imports (mlflow, the Azure SDK, pyarrow) stay in the backends and helpers.
@@ -23,7 +23,7 @@ from typing import Callable
 
 from deployer.entities import NO_OP, Change, JobSummary, ModelSource, RegisteredModel
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
-from workspace.errors import ConfigError, ProjectError
+from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
 from workspace.settings import REPO_ROOT, Settings
 
 DEFAULT_MIN_ACCURACY = 0.9
@@ -36,19 +36,17 @@ Progress = Callable[[str], None]
 class QualityGateError(ProjectError):
     """The model is not good enough to deploy."""
 
-    exit_code = 5
+    exit_code = ExitCode.QUALITY_GATE
 
 
 class SmokeTestError(ProjectError):
     """The deployed endpoint did not score a few known rows correctly."""
 
-    exit_code = 6
+    exit_code = ExitCode.SMOKE_TEST
 
 
-class JobFailed(ProjectError):
+class JobFailed(OperationFailed):
     """A batch scoring job ended in Failed or Canceled."""
-
-    exit_code = 7
 
 
 @dataclass
@@ -181,18 +179,20 @@ class Deployer:
 
     def find_run(self, model_path: str | None = None, run_id: str | None = None):
         """The newest complete run, the one with run_id, or the one publishing model_path."""
+        from adf.runs import model_provenance_check
         from workspace.published import ModelNotFound, find_published_run, list_published_runs
 
         prefix = self.settings.model_prefix
+        check = model_provenance_check(self.settings)  # never a model of a failed run
         if model_path and run_id:
             raise ConfigError("Pass --model or --run-id, not both.")
         if not model_path:
             self.progress(f"looking for the newest complete run under "
                           f"{self.settings.container}/{prefix}" if not run_id else
                           f"looking for run {run_id} under {self.settings.container}/{prefix}")
-            return find_published_run(self.datastore, prefix, run_id)
+            return find_published_run(self.datastore, prefix, run_id, check=check)
         wanted = _datastore_path(model_path, self.settings.datastore_name).rstrip("/")
-        runs = list_published_runs(self.datastore, _search_prefix(wanted, prefix))
+        runs = list_published_runs(self.datastore, _search_prefix(wanted, prefix), check=check)
         for run in runs:
             if wanted in (run.model_path, run.run_prefix, run.manifest_path):
                 return run
@@ -352,6 +352,8 @@ class Deployer:
     def invoke(self, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True) -> InvokeResult:
         started = time.monotonic()
+        if wait and output_dir is not None:
+            _refuse_earlier_output(Path(output_dir))
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
                                   progress=self.progress)
@@ -365,6 +367,13 @@ class Deployer:
     def job(self, name: str) -> JobSummary:
         return self.backend.get_job(name)
 
+    def cancel(self, name: str) -> JobSummary:
+        """Cancel a job; a job that has already ended stays as it ended."""
+        try:
+            return self.backend.cancel_job(name)
+        except NotImplementedError as exc:
+            raise ConfigError(str(exc), "Cancel it in the Azure ML studio.") from exc
+
     def download(self, name: str, output_dir: Path | None = None) -> InvokeResult:
         """Download the predictions of a finished job (e.g. one started with --no-wait)."""
         started = time.monotonic()
@@ -372,6 +381,8 @@ class Deployer:
         if job.status != "Completed":
             raise JobFailed(f"Job {name} is {job.status}; only a Completed job has predictions.",
                             f"Follow it with `python -m deployer jobs show {name}`.")
+        if output_dir is not None:
+            _refuse_earlier_output(Path(output_dir))
         target = Path(output_dir) if output_dir else Path("outputs") / name
         try:
             path = self.backend.download_output(job, target, progress=self.progress)
@@ -504,14 +515,26 @@ def _write_smoke_rows(path: Path, sample: tuple[list, list] | None) -> int:
     return len(rows)
 
 
+def _downloaded_outputs(output_dir: Path) -> list[Path]:
+    """Where the backends put a job's predictions in an output folder."""
+    return [output_dir / "predictions.csv", output_dir / "named-outputs" / "score" / "predictions.csv"]
+
+
+def _refuse_earlier_output(output_dir: Path) -> None:
+    """Another job's predictions in the output folder would be overwritten: refuse."""
+    for path in _downloaded_outputs(output_dir):
+        if path.exists():
+            raise ConfigError(f"'{path}' exists: the output folder holds another job's predictions.",
+                              "Pass another --output-dir, or move that file away first.")
+
+
 def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
     """The downloaded predictions file of a finished job, wherever the backend put it."""
     candidates = []
     if job.output_path and "://" not in job.output_path:
         candidates.append(Path(job.output_path))
     if output_dir is not None:
-        candidates += [output_dir / "predictions.csv",
-                       output_dir / "named-outputs" / "score" / "predictions.csv"]
+        candidates += _downloaded_outputs(output_dir)
     for path in candidates:
         if path.is_file():
             return path

@@ -21,13 +21,21 @@ spec_dir_option = click.option(
     "(default: deployer/specs/).")
 
 
+timeout_option = click.option(
+    "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
+    show_default=True, metavar="MINUTES",
+    help="How long to wait for a scoring job or an Azure operation; then stop waiting (the "
+    "work goes on in Azure) and say what it was waiting on.")
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _make(target: str | None, spec_dir: Path | None, quiet: bool = False):
+def _make(target: str | None, spec_dir: Path | None, quiet: bool = False,
+          timeout_minutes: float | None = None):
     from deployer.app import Deployer
     from workspace.settings import Settings
 
@@ -38,7 +46,10 @@ def _make(target: str | None, spec_dir: Path | None, quiet: bool = False):
         if not quiet:
             err.print(f"[dim]·[/dim] {message}", markup=True, highlight=False)
 
-    return Deployer(settings, spec_dir=spec_dir, progress=progress), settings
+    deployer = Deployer(settings, spec_dir=spec_dir, progress=progress)
+    if timeout_minutes is not None and hasattr(deployer.backend, "timeout_seconds"):
+        deployer.backend.timeout_seconds = timeout_minutes * 60  # backends that wait on a service
+    return deployer, settings
 
 
 @click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,10 +98,11 @@ def cli():
 @click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate.")
 @click.option("--smoke", is_flag=True, help="After deploying, score a few Iris rows through the "
               "endpoint and check the output.")
+@timeout_option
 @target_option
 @spec_dir_option
-def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, force, smoke, target,
-                        spec_dir):
+def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, force, smoke,
+                        timeout_minutes, target, spec_dir):
     """Register the newest complete model and deploy it as the endpoint's default.
 
     \b
@@ -110,7 +122,7 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, for
       python -m deployer register-and-deploy --sweep latest
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
-    deployer, settings = _make(target, spec_dir)
+    deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     if sweep_id:
         run_id = deployer.sweep_run_id(sweep_id, given=model_path or run_id)
     result = deployer.register_and_deploy(model_path=model_path, run_id=run_id, dry_run=dry_run,
@@ -162,9 +174,10 @@ def _print_deploy(result, settings) -> None:
               "`python -m deployer jobs show NAME`.")
 @click.option("--report", is_flag=True, help="Also write report.html beside predictions.csv: "
               "class distribution chart, rows/s, failed files.")
+@timeout_option
 @target_option
 @spec_dir_option
-def invoke(input_path, deployment, output_dir, no_wait, report, target, spec_dir):
+def invoke(input_path, deployment, output_dir, no_wait, report, timeout_minutes, target, spec_dir):
     """Start a batch scoring job, follow it, and download predictions.csv.
 
     \b
@@ -180,7 +193,7 @@ def invoke(input_path, deployment, output_dir, no_wait, report, target, spec_dir
     """
     from deployer.app import JobFailed
 
-    deployer, _ = _make(target, spec_dir)
+    deployer, _ = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     display = _JobProgress(_console(stderr=True), deployer.progress)
     deployer.progress = display
     try:
@@ -393,6 +406,24 @@ def jobs_show(name, target, spec_dir):
     _print_job(deployer.job(name))
 
 
+@jobs.command("cancel")
+@click.argument("name")
+@target_option
+@spec_dir_option
+def jobs_cancel(name, target, spec_dir):
+    """Cancel a running job: its processes stop and it writes no output.
+
+    \b
+    A job that has already ended is shown as it ended.
+
+    \b
+    Example:
+      python -m deployer jobs cancel batchjob-0b9c...
+    """
+    deployer, _ = _make(target, spec_dir, quiet=True)
+    _print_job(deployer.cancel(name))
+
+
 @jobs.command("download")
 @click.argument("name")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -429,9 +460,10 @@ def jobs_list(limit, target, spec_dir):
 @cli.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted.")
+@timeout_option
 @target_option
 @spec_dir_option
-def teardown(yes, dry_run, target, spec_dir):
+def teardown(yes, dry_run, timeout_minutes, target, spec_dir):
     """Delete the deployments, the endpoint and the cluster (registered models stay).
 
     \b
@@ -439,7 +471,7 @@ def teardown(yes, dry_run, target, spec_dir):
       python -m deployer teardown --dry-run
       python -m deployer teardown --yes
     """
-    deployer, settings = _make(target, spec_dir)
+    deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     plan = deployer.teardown(dry_run=True)
     to_delete = [c for c in plan if c.action == "delete"]
     if not to_delete:

@@ -14,7 +14,7 @@ from adf.definitions import filled, load_definitions
 from tests.support.fake_datafactory import FakeAzure, RunPlan
 from tests.support.fake_http import StaticTokenCredential
 from tests.test_adf_definitions import AZURE_VALUES
-from workspace.errors import ConfigError
+from workspace.errors import ConfigError, ExitCode
 from workspace.settings import AZURITE_KEY, Settings
 
 FACTORY_API = "2018-06-01"
@@ -126,7 +126,7 @@ def test_failed_run_surfaces_stderr_and_the_pool_problem(invoke, fake):
     fake.next_plan = RunPlan(statuses=["Queued", "InProgress", "Failed"], exitcode=1,
                              stderr=STDERR, error_message="Task exited with code 1.")
     result = invoke("trigger", "--no-stage", "--poll", "0")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == ExitCode.RUN_FAILED, result.output
     out = result.output
     assert "Status:   Failed" in out and "exit code 1" in out
     assert "ModuleNotFoundError: No module named 'mlflow'" in out  # the task's stderr
@@ -141,6 +141,25 @@ def test_failed_run_surfaces_stderr_and_the_pool_problem(invoke, fake):
     run_id = next(iter(fake.runs))
     logs = invoke("logs", run_id)
     assert logs.exit_code == 0 and "No module named 'mlflow'" in logs.output
+
+
+def test_an_unreadable_start_task_stderr_keeps_the_rest_of_the_pool_diagnosis(invoke, fake):
+    # No startup/stderr.txt on the node: Batch answers 404 FileNotFound (BatchError shape of the
+    # Batch REST spec: code + message.value).
+    fake.pool.update(allocationState="resizing", targetDedicatedNodes=1, resizeErrors=[
+        {"code": "AllocationFailed", "message": "Quota reached for the pool's VM family"}])
+    fake.nodes = [{"id": "tvm-8", "url": "https://x/nodes/tvm-8", "state": "starttaskfailed",
+                   "startTaskInfo": {"state": "completed", "startTime": "2026-11-22T07:00:00Z",
+                                     "exitCode": 2, "retryCount": 0}}]
+    fake.next_plan = RunPlan(statuses=["Queued", "InProgress", "Failed"], exitcode=1,
+                             stderr=STDERR, error_message="Task exited with code 1.")
+    result = invoke("trigger", "--no-stage", "--poll", "0")
+    out = result.output
+    assert "resize error AllocationFailed: Quota reached for the pool's VM family" in out
+    assert "node tvm-8 is starttaskfailed: start task exit code 2" in out
+    assert "nodes: 1 starttaskfailed" in out
+    assert "cannot read startup/stderr.txt" in out
+    assert "cannot read the Batch pool" not in out
 
 
 def test_transient_errors_are_retried(invoke, fake):
@@ -161,8 +180,8 @@ def test_sign_in_failure_says_az_login(invoke):
     broken = StaticTokenCredential(ClientAuthenticationError(
         "DefaultAzureCredential failed to retrieve a token from the included credentials."))
     result = invoke("trigger", "--no-stage", credential_override=broken)
-    assert result.exit_code == 3
-    assert "Could not sign in to Azure while publishing credential 'BatchIdentityCredential'" in result.output
+    assert result.exit_code == ExitCode.ACCESS_DENIED  # the same code as in `deployer`
+    assert "No Azure sign-in while publishing credential 'BatchIdentityCredential'" in result.output
     assert "Run `az login`" in result.output
 
 
@@ -171,8 +190,8 @@ def test_missing_role_is_named(invoke, fake):
               "The client does not have authorization to perform action "
               "'Microsoft.DataFactory/factories/pipelines/write'")
     result = invoke("trigger", "--no-stage")
-    assert result.exit_code == 3
-    assert "Azure refused access while publishing pipeline 'train-iris'" in result.output
+    assert result.exit_code == ExitCode.ACCESS_DENIED  # the same code as in `deployer`
+    assert "Access denied while publishing pipeline 'train-iris'" in result.output
     assert "'Data Factory Contributor' on factory 'adf-iris'" in result.output
     assert not fake.runs
 
@@ -225,3 +244,27 @@ def test_trigger_stages_before_it_starts(invoke, fake):
                   if r.method == "PUT" and r.path.startswith("/azureml/adf/iris-training/")]
     (create,) = [i for i, r in enumerate(fake.requests) if r.path.endswith("/createRun")]
     assert len(stage_puts) == 3 and max(stage_puts) < create
+
+
+def test_cancel_calls_data_factory_cancel_recursively_and_follows_to_cancelled(invoke, fake):
+    fake.next_plan = RunPlan(statuses=["Queued", "InProgress", "InProgress", "InProgress"])
+    started = invoke("trigger", "--no-stage", "--no-wait")
+    assert started.exit_code == 0, started.output
+    run_id = next(iter(fake.runs))
+    result = invoke("cancel", run_id)
+    assert result.exit_code == 0, result.output
+    assert f"Run {run_id} Cancelled." in result.output
+    calls = fake.find("POST", rf"/pipelineruns/{run_id}/cancel$")
+    assert len(calls) == 1 and calls[0].query == {"api-version": FACTORY_API, "isRecursive": "true"}
+    again = invoke("cancel", run_id)
+    assert again.exit_code == 0 and "already Cancelled" in again.output
+    assert len(fake.find("POST", r"/cancel$")) == 1
+    unknown = invoke("cancel", "00000000-0000-0000-0000-00000000dead")
+    assert unknown.exit_code == 4 and "has no pipeline run" in unknown.output
+
+
+def test_bad_parameter_is_refused_before_anything_is_published(invoke, fake):
+    result = invoke("trigger", "--no-stage", "--param", "learningRate=0.1 --evil")
+    assert result.exit_code == 2
+    assert "--param learningRate=0.1 --evil: passed to the trainer as --lr" in result.output
+    assert fake.requests == []

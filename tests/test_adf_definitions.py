@@ -28,7 +28,8 @@ AZURE_VALUES = dict(
     adf_identity_resource_id="/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/"
                              "rg-iris/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-adf",
     batch_account="batchiris", batch_account_url="https://batchiris.westeurope.batch.azure.com",
-    pool_identity_client_id="11111111-2222-3333-4444-555555555555")
+    pool_identity_client_id="11111111-2222-3333-4444-555555555555",
+    datastore_name="irisdata", container="azureml")
 
 
 @pytest.fixture

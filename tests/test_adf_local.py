@@ -20,6 +20,7 @@ from adf.expressions import ExpressionError
 from adf.local_runner import LocalBackend
 from adf.runs import LOGS_CONTAINER, follow
 from workspace.datastore import Datastore
+from workspace.errors import ConfigError, ExitCode
 from workspace.published import MANIFEST_NAME, ModelNotFound, download_model, find_published_run
 from workspace.settings import AZURITE_KEY, REPO_ROOT
 
@@ -108,14 +109,22 @@ def test_trigger_trains_and_publishes_a_complete_model(settings, datastore, tmp_
     assert "Staged 3 files (0 uploaded, 3 unchanged)" in restage.stdout
 
 
-def test_bad_parameter_fails_the_run_and_shows_stderr(settings, datastore, tmp_path):
-    definitions = definitions_copy(tmp_path, policy={"retry": 1, "retryIntervalInSeconds": 0})
-    result = adf(settings, "trigger", "--param", "epochs=0", "--definitions", str(definitions))
-    assert result.returncode == 1, result.stdout + result.stderr
+def _missing_csv_command() -> str:
+    """The pipeline's command with an input file the node does not have."""
+    command = json.loads((DEFINITIONS_DIR / "pipeline.json").read_text())["properties"][
+        "activities"][0]["typeProperties"]["command"]["value"]
+    return command.replace("--iris-csv iris_csv.csv", "--iris-csv missing.csv")
+
+
+def test_failing_task_fails_the_run_and_shows_stderr(settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, command=_missing_csv_command(),
+                                   policy={"retry": 1, "retryIntervalInSeconds": 0})
+    result = adf(settings, "trigger", "--param", "epochs=3", "--definitions", str(definitions))
+    assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
     assert re.search(r"Status:\s+Failed", result.stdout)
     # retry: 1 → two activity runs, each with its exit code
     assert len(re.findall(r"Attempt \d: TrainIrisModel Failed, exit code 2", result.stdout)) == 2
-    assert "main.py: error: argument --epochs: must be at least 1, got 0" in result.stdout
+    assert "[trainer] error: Input file 'missing.csv' not found" in result.stdout
     assert "Failed: Operation on target TrainIrisModel failed: Task exited with code 2" in result.stderr
     assert "python -m adf logs" in result.stderr
     with pytest.raises(ModelNotFound):
@@ -123,15 +132,15 @@ def test_bad_parameter_fails_the_run_and_shows_stderr(settings, datastore, tmp_p
 
 
 def test_no_wait_returns_and_status_follows_from_another_process(settings, datastore, tmp_path):
-    definitions = definitions_copy(tmp_path, policy={"retry": 0})
-    started = adf(settings, "trigger", "--no-wait", "--param", "learningRate=-1",
+    definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
+    started = adf(settings, "trigger", "--no-wait", "--param", "learningRate=0.05",
                   "--definitions", str(definitions))
     assert started.returncode == 0, started.stderr
     run_id = run_id_of(started.stdout)
     assert f"python -m adf status {run_id}" in started.stdout
     status = adf(settings, "status", run_id, "--wait", "--definitions", str(definitions))
-    assert status.returncode == 1
-    assert "argument --lr: must be greater than 0, got -1" in status.stdout
+    assert status.returncode == ExitCode.RUN_FAILED
+    assert "Input file 'missing.csv' not found" in status.stdout
     missing = adf(settings, "status", "no-such-run")
     assert missing.returncode == 4 and "No local run 'no-such-run'" in missing.stderr
 
@@ -250,28 +259,193 @@ def test_unsupported_expression_fails_before_a_run_exists(settings, datastore, t
 
 
 def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, datastore, tmp_path):
-    import psutil
-
     definitions = definitions_copy(
         tmp_path, command="@{pipeline().parameters.python} -c \"import time; time.sleep(60)\"",
         policy={"retry": 0})
     _stage_blobs(settings, {"placeholder.txt": b"x"})
     backend = LocalBackend(settings, definitions)
     run_id = backend.start({})
-    run_dir = backend.runs_dir / run_id
-    worker = psutil.Process(int((run_dir / "runner.pid").read_text()))
-    deadline = time.monotonic() + 120  # generous: the runner downloads the folder first
-    while not worker.children() and worker.status() != psutil.STATUS_ZOMBIE \
-            and time.monotonic() < deadline:
-        time.sleep(0.1)
-    task = worker.children()
-    assert task, ("the task did not start; runner status "
-                  f"{worker.status()}, run.json: {(run_dir / 'run.json').read_text()}\n"
-                  f"runner.log: {(run_dir / 'runner.log').read_text()}")
-    for process in [*task, worker]:
-        process.kill()
+    runner, task = _wait_for_task(backend, run_id)
+    runner.kill()
+    assert _gone(task), f"task {task.pid} outlived its runner"
     run = follow(backend, run_id, on_status=lambda r: None, on_reason=lambda r: None,
                  poll_seconds=0.1, timeout_seconds=10)
     assert run.status == "Failed"
     assert "The local runner stopped before the run finished" in run.message
     assert "runner.log" in run.message
+    assert run.last_activity.status == "Failed"
+    assert LocalBackend(settings, definitions).get_run(run_id).status == "Failed"  # recorded
+
+
+# ------------------------------------------------------------------ parameters
+
+
+@pytest.mark.parametrize("param, message", [
+    ("epochs=-1", "--param epochs=-1: passed to the trainer as --epochs, which must be between 1"),
+    ("epochs=0", "--param epochs=0: passed to the trainer as --epochs, which must be between 1"),
+    (f"epochs={2**63}", f"--param epochs={2**63}: passed to the trainer as --epochs, which must"),
+    ("learningRate=abc", "--param learningRate=abc: passed to the trainer as --lr, which must be a number"),
+    ("learningRate=-1", "--param learningRate=-1: passed to the trainer as --lr, which must be greater than 0"),
+    ("learningRate=0", "--param learningRate=0: passed to the trainer as --lr, which must be greater than 0"),
+    ("learningRate=nan", "--param learningRate=nan: passed to the trainer as --lr, which must be a finite"),
+    ("learningRate=inf", "--param learningRate=inf: passed to the trainer as --lr, which must be a finite"),
+    ("learningRate=0.1 --evil", "--param learningRate=0.1 --evil: passed to the trainer as --lr"),
+    ('containerPath=a" --evil "b', "quotes, backslashes"),
+])
+def test_bad_parameter_value_is_refused_before_anything_runs(settings, param, message):
+    result = adf(settings, "trigger", "--no-stage", "--param", param)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: --param ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (Path(settings.local_dir) / "adf" / "runs").exists()
+
+
+def test_no_value_adds_an_argument_to_the_command(settings, datastore, tmp_path):
+    quoted = definitions_copy(
+        tmp_path / "quoted", command="\"@{pipeline().parameters.python}\" probe.py "
+                                     "--x \"@{pipeline().parameters.greeting}\"",
+        parameters={"greeting": {"type": "String", "defaultValue": "hi"}}, policy={"retry": 0})
+    _stage_blobs(settings, {"probe.py": PROBE.encode()})
+    run = _run(LocalBackend(settings, quoted), {"greeting": "0.1 --evil"})
+    assert run.status == "Succeeded", run.message
+    assert run.last_activity.custom_output["argv"] == ["--x", "0.1 --evil"]
+
+    # A command that forgot the quotes is refused before a run exists, not run with --evil.
+    bare = definitions_copy(
+        tmp_path / "bare", command="@{pipeline().parameters.python} probe.py "
+                                   "--x @{pipeline().parameters.greeting}",
+        parameters={"greeting": {"type": "String", "defaultValue": "hi"}}, policy={"retry": 0})
+    backend = LocalBackend(settings, bare)
+    before = set(backend.runs_dir.iterdir())
+    with pytest.raises(ConfigError, match=r"--param greeting='0.1 --evil' would change the "
+                                          r"arguments"):
+        backend.start({"greeting": "0.1 --evil"})
+    assert set(backend.runs_dir.iterdir()) == before
+
+
+# ------------------------------------------------------------------ faults
+
+
+def _wait_for_task(backend: LocalBackend, run_id: str):
+    import psutil
+
+    run_dir = backend.runs_dir / run_id
+    runner = psutil.Process(int((run_dir / "runner.pid").read_text().split()[0]))
+    deadline = time.monotonic() + 120  # generous: the runner downloads the folder first
+    while not runner.children() and runner.is_running() \
+            and runner.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    task = runner.children()
+    assert task, (f"the task did not start; run.json: {(run_dir / 'run.json').read_text()}\n"
+                  f"runner.log: {(run_dir / 'runner.log').read_text()}")
+    return runner, task[0]
+
+
+def _gone(process, timeout: float = 30) -> bool:
+    import psutil
+
+    try:
+        process.wait(timeout)
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_runner_kills_the_trainer_and_its_model_is_never_picked(
+        settings, datastore, tmp_path):
+    """The real trainer, long enough to be killed mid-training; then `register-and-deploy`."""
+    adf(settings, "stage")
+    backend = LocalBackend(settings)
+    run_id = backend.start({"epochs": 10000})
+    runner, trainer = _wait_for_task(backend, run_id)
+    assert "main.py" in " ".join(trainer.cmdline())
+    attempt_dir = next(p for p in (backend.runs_dir / run_id).iterdir() if p.is_dir())
+    scratch = attempt_dir / "tmp"
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("iris-trainer-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # training has started: its scratch folder exists
+    runner.kill()
+    assert _gone(trainer), f"trainer {trainer.pid} outlived its runner: {trainer.status()}"
+    run = backend.get_run(run_id)
+    assert run.status == "Failed" and "local runner stopped" in run.message
+    assert not scratch.exists(), "the dead task's scratch folder was left behind"
+    assert not any(b.name.endswith(MANIFEST_NAME) for b in datastore.list())
+
+    deploy = _deployer(settings, "register-and-deploy", "--dry-run")
+    assert deploy.returncode != 0 and "No published model" in deploy.stderr, deploy.stdout + deploy.stderr
+
+
+def _deployer(settings, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env.update(TARGET="local", AZURITE_BLOB_PORT=settings.azurite_port,
+               DATASTORE_CONTAINER=settings.container, LOCAL_DIR=settings.local_dir,
+               MODEL_PREFIX=settings.model_prefix, STAGING_PREFIX=settings.staging_prefix)
+    return subprocess.run([sys.executable, "-m", "deployer", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_model_published_by_a_failed_run_is_not_picked(settings, datastore, tmp_path):
+    # The trainer publishes, then cannot write outputs.json: the run fails with a manifest.
+    command = json.loads((DEFINITIONS_DIR / "pipeline.json").read_text())["properties"][
+        "activities"][0]["typeProperties"]["command"]["value"] + " --outputs-json no/such/dir.json"
+    definitions = definitions_copy(tmp_path, command=command, policy={"retry": 0})
+    result = adf(settings, "trigger", "--param", "epochs=3", "--definitions", str(definitions))
+    assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
+    run_id = run_id_of(result.stdout)
+    manifests = [b.name for b in datastore.list() if b.name.endswith(MANIFEST_NAME)]
+    assert len(manifests) == 1
+    manifest = json.loads(datastore.read_bytes(manifests[0]))
+    assert manifest["adf"]["pipeline_run_id"] == run_id
+    assert manifest["adf"]["batch_task_id"]
+
+    deploy = _deployer(settings, "register-and-deploy", "--dry-run")
+    assert deploy.returncode != 0, deploy.stdout + deploy.stderr
+    assert f"its pipeline run {run_id} is Failed" in deploy.stderr
+    assert "No published model" in deploy.stderr
+    asked = _deployer(settings, "register-and-deploy", "--dry-run", "--run-id",
+                      manifests[0].split("/")[-2])
+    assert asked.returncode != 0 and f"its pipeline run {run_id} is Failed" in asked.stderr
+
+
+def test_cancel_stops_the_runner_and_its_task(settings, datastore, tmp_path):
+    definitions = definitions_copy(
+        tmp_path, command="\"@{pipeline().parameters.python}\" -c \"import time; time.sleep(120)\"",
+        policy={"retry": 0})
+    _stage_blobs(settings, {"placeholder.txt": b"x"})
+    backend = LocalBackend(settings, definitions)
+    run_id = backend.start({})
+    runner, task = _wait_for_task(backend, run_id)
+    result = adf(settings, "cancel", run_id, "--definitions", str(definitions))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Cancelled" in result.stdout
+    assert _gone(task) and _gone(runner)
+    run = backend.get_run(run_id)
+    assert run.status == "Cancelled" and run.last_activity.status == "Cancelled"
+    again = adf(settings, "cancel", run_id, "--definitions", str(definitions))
+    assert again.returncode == 0 and "already Cancelled" in again.stdout
+
+
+def test_storage_outage_during_the_task_keeps_the_task_error_and_says_make_local_up(tmp_path):
+    from tests.conftest import isolated_settings
+    from workspace.azurite import AzuriteProcess
+
+    # An Azurite of its own, stopped while the task runs; the task then fails on its own.
+    with AzuriteProcess() as own:
+        settings = isolated_settings(own, tmp_path)
+        Datastore.from_settings(settings).ensure_container()
+        definitions = definitions_copy(
+            tmp_path, command="\"@{pipeline().parameters.python}\" -c \"import sys, time; "
+                              "print('disk full', file=sys.stderr); time.sleep(3); sys.exit(3)\"",
+            policy={"retry": 0})
+        _stage_blobs(settings, {"placeholder.txt": b"x"})
+        backend = LocalBackend(settings, definitions)
+        run_id = backend.start({})
+        _wait_for_task(backend, run_id)
+    run = follow(backend, run_id, on_status=lambda r: None, on_reason=lambda r: None,
+                 poll_seconds=0.2, timeout_seconds=180)
+    assert run.status == "Failed"
+    assert "Task exited with code 3. Last line of stderr: disk full" in run.message
+    assert "make local-up" in run.message
+    assert "Check the storage URL and your network" not in run.message

@@ -16,7 +16,7 @@ from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, ModelSource
 from deployer.spec import SPEC_DIR, load_specs
 from tests.support.fake_azureml import FakeAzureML
 from tests.support.fake_http import StaticTokenCredential
-from workspace.errors import ConfigError
+from workspace.errors import ConfigError, ExitCode
 from workspace.settings import REPO_ROOT, Settings
 
 SUB = "00000000-0000-0000-0000-000000000001"
@@ -34,7 +34,8 @@ API = {"models": "2023-08-01-preview", "computes": "2023-08-01-preview",
 def azure_settings(tmp_path) -> Settings:
     return Settings.load(env_file=tmp_path / "no.env", environ={}, target="azure",
                          subscription_id=SUB, resource_group=RG, aml_workspace=WS,
-                         storage_blob_url="https://stirisdata.blob.core.windows.net")
+                         storage_blob_url="https://stirisdata.blob.core.windows.net",
+                         datastore_name="irisdata", container="azureml")
 
 
 @pytest.fixture
@@ -113,7 +114,7 @@ def test_first_deploy_creates_everything_with_the_spec_in_the_request_bodies(bac
     props = model_put.body["properties"]
     assert props["modelType"] == "mlflow_model"
     assert props["modelUri"] == (f"azureml://subscriptions/{SUB}/resourcegroups/{RG}/workspaces/{WS}"
-                                 "/datastores/workspaceblobstore/paths/models/iris/run1/artifacts/model")
+                                 "/datastores/irisdata/paths/models/iris/run1/artifacts/model")
     assert props["tags"] == {"run_id": "run1", "accuracy": "0.97", "content_sha256": "a" * 64}
 
     (compute_put,) = puts(fake, "/computes/cpu-cluster")
@@ -299,7 +300,7 @@ def test_deploy_infra_settings_name_the_endpoint_and_the_cluster_identity(azure_
 def test_a_cluster_cannot_be_resized(backend, specs):
     backend.ensure_compute(specs.compute)
     bigger = load_specs(overrides={"compute": {"size": "Standard_DS4_v2"}})
-    with pytest.raises(ConfigError, match="cannot resize"):
+    with pytest.raises(ConfigError, match="cannot change a cluster's size"):
         backend.ensure_compute(bigger.compute)
 
 
@@ -331,16 +332,25 @@ def test_an_invalid_deployment_name_is_refused_before_any_call(backend, fake):
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("method,status,code,message,kind", [
-    ("PUT", 400, "BadRequest", "Compute name is invalid.\nMore detail on a second line.", AzureError),
-    ("PUT", 409, "Conflict", "There is an ongoing operation on this resource.\nTry later.", AzureError),
-    ("GET", 401, "InvalidAuthenticationToken", "The access token is invalid.\nDetails.", AzureAuthError),
-    ("PUT", 404, "ResourceNotFound", "The workspace 'mlw-iris' was not found.\nDetails.", AzureNotFound),
+@pytest.mark.parametrize("method,status,code,message,kind,exit_code", [
+    ("PUT", 400, "BadRequest", "Compute name is invalid.\nMore detail on a second line.", AzureError,
+     ExitCode.USAGE),
+    ("PUT", 409, "Conflict", "There is an ongoing operation on this resource.\nTry later.", AzureError,
+     ExitCode.FAILED),
+    ("GET", 401, "InvalidAuthenticationToken", "The access token is invalid.\nDetails.", AzureAuthError,
+     ExitCode.ACCESS_DENIED),
+    ("PUT", 404, "ResourceNotFound", "The workspace 'mlw-iris' was not found.\nDetails.", AzureNotFound,
+     ExitCode.NOT_FOUND),
+    ("PUT", 500, "InternalServerError", "Something broke.\nDetails.", AzureError,
+     ExitCode.UNREACHABLE),
 ])
-def test_service_errors_become_one_line(backend, fake, specs, method, status, code, message, kind):
-    fake.fail(method, r"/computes/", status, code, message)
+def test_service_errors_become_one_line(backend, fake, specs, method, status, code, message, kind,
+                                        exit_code):
+    for _ in range(5):  # a 5xx is retried by the SDK first
+        fake.fail(method, r"/computes/", status, code, message)
     with pytest.raises(kind) as err:
         backend.ensure_compute(specs.compute)
+    assert err.value.exit_code == exit_code
     text = str(err.value)
     assert "\n" not in text
     assert message.split("\n")[0] in text
@@ -367,8 +377,12 @@ def test_authorization_failed_names_the_role(backend, fake, specs):
               "scope '/subscriptions/...'.")
     with pytest.raises(AzureAuthError) as err:
         backend.ensure_compute(specs.compute)
+    assert err.value.exit_code == ExitCode.ACCESS_DENIED  # the same code as in `adf`
     text = str(err.value)
-    assert "AzureML Data Scientist" in text and "az login" in text and WS in text
+    # AzureML Data Scientist cannot write or delete computes (built-in roles list); the
+    # Compute Operator role can, Contributor covers both.
+    assert "'AzureML Data Scientist' + 'AzureML Compute Operator' (or 'Contributor')" in text
+    assert "az login" in text and WS in text
     assert "\n" not in text
 
 
@@ -425,33 +439,33 @@ def deployed(backend, specs):
 
 @pytest.fixture
 def blob_store(azurite, fake, monkeypatch, tmp_path):
-    """The workspace datastore's container on Azurite; the SDK's storage client for the
-    datastore's account URL is pointed at Azurite (the only redirection)."""
+    """Both datastores of the workspace on Azurite. Inputs go to the identity-based data store
+    (the deployer's own client); job outputs are in the account-key `workspaceblobstore`, which
+    the SDK reaches by itself (listSecrets, then https://<account>.blob.core.windows.net),
+    tunnelled to Azurite through an HTTPS proxy. `.outputs` is that second container."""
     import uuid
 
-    import azure.ai.ml._artifacts._artifact_utilities as artifacts
-    from azure.ai.ml._artifacts._blob_storage_helper import BlobStorageClient
-
+    from tests.support.fake_http import StorageTunnel
     from workspace.datastore import Datastore
     from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY
 
-    local = Settings.load(env_file=tmp_path / "no.env", environ={}, azurite_port=str(azurite.port),
-                          container=f"t{uuid.uuid4().hex[:16]}")
-    store = Datastore.from_settings(local)
-    store.ensure_container()
-    fake.datastore["container"] = local.container
-    opened = []
+    def container(name):
+        local = Settings.load(env_file=tmp_path / "no.env", environ={}, azurite_port=str(azurite.port),
+                              container=name)
+        store = Datastore.from_settings(local)
+        store.ensure_container()
+        return store
 
-    def storage_client(credential, storage_account, storage_type=None, account_url=None,
-                       container_name=None):
-        opened.append({"account": storage_account, "account_url": account_url,
-                       "container": container_name, "credential": credential})
-        return BlobStorageClient(credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY},
-                                 account_url=local.azurite_blob_endpoint, container_name=container_name)
-
-    monkeypatch.setattr(artifacts, "get_storage_client", storage_client)
-    store.opened = opened
-    return store
+    inputs = container(f"t{uuid.uuid4().hex[:16]}")
+    fake.datastore["container"] = inputs.container
+    outputs = container(f"azureml-blobstore-{uuid.uuid4().hex[:12]}")
+    fake.default_store.update(account=AZURITE_ACCOUNT, key=AZURITE_KEY, container=outputs.container)
+    tunnel = StorageTunnel(azurite.port, [f"{AZURITE_ACCOUNT}.blob.core.windows.net"], tmp_path)
+    for key, value in tunnel.env().items():
+        monkeypatch.setenv(key, value)
+    inputs.outputs, inputs.tunnel = outputs, tunnel
+    yield inputs
+    tunnel.close()
 
 
 def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
@@ -459,7 +473,8 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     deploy(backend, specs)
     backend._datastore = blob_store
     predictions = b"0,Iris-setosa,iris_csv.csv\n1,Iris-versicolor,iris_csv.csv\n2,Iris-virginica,iris_csv.csv\n"
-    fake.on_complete = lambda job: blob_store.upload_bytes(predictions, fake.output_path(job) + "predictions.csv")
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        predictions, fake.output_path(job) + "predictions.csv")
     before = len(fake.requests)
     messages = []
 
@@ -479,7 +494,7 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     assert post.host == "iris-batch.westeurope.inference.ml.azure.com"
     assert post.body["properties"]["inputData"]["UriFile"] == {
         "jobInputType": "UriFile",
-        "uri": f"azureml://datastores/workspaceblobstore/paths/{uploaded[0]}"}
+        "uri": f"azureml://datastores/irisdata/paths/{uploaded[0]}"}
     assert "azureml-model-deployment" not in post.headers  # routed to the default
     assert post.headers["authorization"] == "Bearer fake-token"
     # polled jobs.get until terminal, sleeping between polls
@@ -492,7 +507,10 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
     assert children and children[0].host == "westeurope.api.azureml.ms"
     child = fake.jobs[summary.name].child
     assert fake.find("GET", f"/jobs/{child}")
-    assert blob_store.opened[-1]["account_url"] == "https://stirisdata.blob.core.windows.net"
+    # outputs came from workspaceblobstore with the key from listSecrets, over its https URL
+    (secrets,) = fake.find("POST", "/datastores/workspaceblobstore/listSecrets")
+    assert secrets.api_version and blob_store.tunnel.tunnels
+    assert set(blob_store.tunnel.tunnels) == {"devstoreaccount1.blob.core.windows.net"}
     assert any("Completed" in m for m in messages) and any("downloading" in m for m in messages)
 
 
@@ -501,7 +519,8 @@ def test_download_output_fetches_a_finished_jobs_predictions_again(
     deploy(backend, specs)
     backend._datastore = blob_store
     predictions = b"0,Iris-setosa,a.csv\n"
-    fake.on_complete = lambda job: blob_store.upload_bytes(predictions, fake.output_path(job) + "predictions.csv")
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        predictions, fake.output_path(job) + "predictions.csv")
     job = backend.invoke("iris-batch", str(REPO_ROOT / "data" / "iris_csv.csv"), wait=True,
                          output_dir=tmp_path / "first")
 
@@ -539,7 +558,12 @@ def test_a_failed_job_is_reported_without_download(deployed, fake, tmp_path):
     summary = deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
                               output_dir=tmp_path / "out")
     assert summary.status == "Failed"
-    assert summary.error and summary.name in summary.error
+    # Azure's own error, from the run's details in run history (RootError code + message)
+    assert summary.error == ("Execution failed. User process '/bin/bash' exited with status code 1. "
+                             "Please check log file 'user_logs/std_log.txt' for error details. "
+                             "(UserError)")
+    assert fake.find("GET", f"/runs/{summary.name}/details")
+    assert deployed.get_job(summary.name).error == summary.error
     assert not (tmp_path / "out").exists()
     assert not [r for r in fake.requests if r.path.endswith("/children")]
 
@@ -667,3 +691,179 @@ def test_get_backend_picks_the_azure_backend_without_connecting(azure_settings):
     backend = get_backend(azure_settings)
     assert isinstance(backend, AzureBackend) and backend.name == "azure"
     assert backend._ml_client is None  # the client (and the credential) come on first use
+
+
+# ---------------------------------------------------------------------- service behaviour
+
+
+def test_a_paused_job_ends_the_wait_with_what_azure_said(deployed, fake, tmp_path):
+    fake.job_statuses = ["Queued", "Running", "Paused"]
+    summary = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                              output_dir=tmp_path / "out")
+    assert summary.status == "Failed" and "paused" in summary.error
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_and_cancel_requested_are_waited_through(deployed, fake, sleeps):
+    fake.job_statuses = ["Unknown", "Running", "CancelRequested", "Canceled"]
+    messages = []
+    summary = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                              progress=messages.append)
+    assert summary.status == "Canceled"
+    assert len(sleeps) == 3
+    assert any("CancelRequested (cancel requested" in m for m in messages)
+
+
+def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, fake, sleeps):
+    from deployer.backends.azure import AzureTimeout
+
+    fake.job_statuses = ["Queued"]
+    deployed.timeout_seconds = 0
+    messages = []
+    with pytest.raises(AzureTimeout) as err:
+        deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                        progress=messages.append)
+    text = str(err.value)
+    assert "still Queued" in text and "queued for nodes of the compute cluster" in text
+    assert "jobs cancel" in text and "--timeout" in text
+    assert any(m.endswith("Queued (queued for nodes of the compute cluster (core quota, "
+                          "max_instances, other jobs))") for m in messages)
+
+
+def test_list_jobs_keeps_the_newest(deployed, fake):
+    names = [deployed.invoke("iris-batch", f"azureml://datastores/irisdata/paths/{i}.csv",
+                             wait=False).name for i in range(3)]
+    # the service lists the oldest first here; the newest must still be the one kept
+    newest = deployed.list_jobs("iris-batch", limit=1)
+    assert [j.name for j in newest] == [names[-1]]
+    assert [j.name for j in deployed.list_jobs("iris-batch", limit=3)] == names[::-1]
+
+
+def test_job_endpoint_and_deployment_come_from_the_services_lower_case_keys(deployed, fake):
+    job = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False)
+    shown = deployed.get_job(job.name)
+    assert (shown.endpoint, shown.deployment) == ("iris-batch", "iris-mlflow")
+
+
+def test_a_compute_instance_with_the_clusters_name_is_a_clear_conflict(backend, fake, specs):
+    fake.add_compute("cpu-cluster", "ComputeInstance", vmSize="Standard_DS3_v2")
+    with pytest.raises(ConfigError) as err:
+        backend.ensure_compute(specs.compute)
+    assert "as a computeinstance compute, not an AmlCompute cluster" in str(err.value)
+    assert "teardown" in err.value.hint and fake.find("PUT", "/computes/cpu-cluster") == []
+
+
+def test_a_cluster_of_another_tier_is_a_clear_conflict(backend, fake, specs):
+    backend.ensure_compute(specs.compute)
+    low = load_specs(overrides={"compute": {"tier": "low_priority"}})
+    with pytest.raises(ConfigError, match="cannot change a cluster's tier"):
+        backend.ensure_compute(low.compute)
+    assert len(puts(fake, "/computes/cpu-cluster")) == 1
+
+
+@pytest.mark.parametrize("path,kind,sent", [
+    ("wasbs://data@stiris.blob.core.windows.net/scoring/x.csv", "UriFile",
+     "https://stiris.blob.core.windows.net/data/scoring/x.csv"),
+    ("abfss://data@stiris.dfs.core.windows.net/scoring/", "UriFolder",
+     "https://stiris.dfs.core.windows.net/data/scoring/"),
+])
+def test_storage_urls_reach_the_job_as_the_same_location(deployed, fake, path, kind, sent):
+    deployed.invoke("iris-batch", path, wait=False)
+    (post,) = fake.find("POST", "/jobs")
+    assert post.body["properties"]["inputData"][kind]["uri"] == sent
+
+
+@pytest.mark.parametrize("reference,data_type,kind", [
+    ("azureml:iris-unlabeled:2", "uri_folder", "UriFolder"),
+    ("azureml:iris-unlabeled@latest", "uri_file", "UriFile"),
+])
+def test_data_assets_pass_through_with_their_registered_type(deployed, fake, reference, data_type, kind):
+    fake.add_data_asset("iris-unlabeled", "1", "uri_file", "azureml://datastores/irisdata/paths/a.csv")
+    fake.add_data_asset("iris-unlabeled", "2", data_type, "azureml://datastores/irisdata/paths/b/")
+    deployed.invoke("iris-batch", reference, wait=False)
+    (post,) = fake.find("POST", "/jobs")
+    sent = post.body["properties"]["inputData"][kind]
+    assert sent["uri"].endswith("/data/iris-unlabeled/versions/2")
+
+
+def test_a_local_folder_with_subfolders_is_refused_before_any_call(backend, fake, tmp_path):
+    (tmp_path / "batch" / "more").mkdir(parents=True)
+    (tmp_path / "batch" / "a.csv").write_text("x\n1\n")
+    with pytest.raises(ConfigError) as err:
+        backend.invoke("iris-batch", str(tmp_path / "batch"))
+    assert "subfolders (more)" in str(err.value) and "top-level files" in err.value.hint
+    assert fake.requests == []
+
+
+def test_resources_are_creating_until_their_operation_ends_and_a_second_write_gets_409(
+        backend, fake, specs):
+    from deployer.backends.azure import AzureTimeout
+
+    fake.op_polls = 10**6  # the operation does not end while the test runs
+    backend.timeout_seconds = 0
+    with pytest.raises(AzureTimeout, match="create compute cpu-cluster: still in progress"):
+        backend.ensure_compute(specs.compute)
+    assert fake.computes["cpu-cluster"]["properties"]["provisioningState"] == "Creating"
+    changed = load_specs(overrides={"compute": {"max_instances": 3}})
+    with pytest.raises(AzureError) as err:
+        backend.ensure_compute(changed.compute)
+    assert "still running" in str(err.value) and "status" in err.value.hint
+
+
+def test_a_deployment_naming_a_missing_compute_is_not_found(backend, fake, specs):
+    model, _ = backend.register_model(source(), spec=specs.model)
+    backend.ensure_endpoint(specs.endpoint)
+    with pytest.raises(AzureNotFound, match="Compute cpu-cluster was not found"):
+        backend.ensure_deployment(specs.deployment, model)
+
+
+def test_more_instances_than_the_cluster_allows_is_refused(backend, fake, specs):
+    model, _ = backend.register_model(source(), spec=specs.model)
+    backend.ensure_compute(specs.compute)
+    backend.ensure_endpoint(specs.endpoint)
+    many = load_specs(overrides={"deployment": {"resources": {"instance_count": 3}}})
+    with pytest.raises(AzureError, match="Instance count 3 is greater than the maximum node count 2"):
+        backend.ensure_deployment(many.deployment, model)
+
+
+def test_cancel_job_asks_azure_and_returns_the_jobs_state(deployed, fake):
+    job = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False)
+    result = deployed.cancel_job(job.name)
+    (cancel,) = fake.find("POST", f"/jobs/{job.name}/cancel")
+    assert cancel.api_version
+    assert result.name == job.name and result.status in ("Running", "Canceled")
+    assert deployed.get_job(job.name).status == "Canceled"
+
+
+def test_the_invoke_command_stops_at_its_timeout_and_says_what_the_job_waits_on(
+        deployed, fake, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import deployer.backends
+    from deployer.cli import cli
+
+    fake.job_statuses = ["Queued"]
+    monkeypatch.setattr(deployer.backends, "get_backend", lambda settings: deployed)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["invoke", "--input", "azureml://datastores/irisdata/paths/x.csv",
+                                      "--timeout", "0.0001", "--target", "azure"],
+                                prog_name="python -m deployer")
+    assert result.exit_code == ExitCode.RUN_FAILED, result.output
+    assert deployed.timeout_seconds == pytest.approx(0.006)
+    assert "still Queued after" in result.output and "queued for nodes" in result.output
+
+
+def test_the_service_refuses_names_outside_the_rest_spec_pattern(backend, fake, specs):
+    """Past the deployer's own check (straight through MLClient), the fake answers as the
+    service does: 400 for a deployment name outside the REST spec's pattern."""
+    from azure.core.exceptions import HttpResponseError
+
+    model, _ = backend.register_model(source(), spec=specs.model)
+    backend.ensure_compute(specs.compute)
+    backend.ensure_endpoint(specs.endpoint)
+    deployment = backend.desired_deployment(specs.deployment, model)
+    deployment.name = "blue.v2"
+    with pytest.raises(HttpResponseError, match="does not match"):
+        backend.ml_client.batch_deployments.begin_create_or_update(
+            deployment, skip_script_validation=True).result()
+    assert ("iris-batch", "blue.v2") not in fake.deployments

@@ -129,6 +129,12 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert not (job_dir / "outputs" / "predictions.csv").exists()
     ok(cli("jobs", "download", job, "--output-dir", "again"))
     assert (cli.workdir / "again" / "predictions.csv").read_bytes() == output.read_bytes()
+    # A second job's output never overwrites the first's: the same folder is refused.
+    for args in (("invoke", "--input", str(IRIS_CSV)), ("jobs", "download", job)):
+        refused = cli(*args, "--output-dir", "again")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "again/predictions.csv' exists" in refused.stderr and "--output-dir" in refused.stderr
+    assert (cli.workdir / "again" / "predictions.csv").read_bytes() == output.read_bytes()
 
     # Again: nothing changes, no new version; the smoke test scores a few rows.
     again = ok(cli("register-and-deploy", "--smoke"))

@@ -213,9 +213,11 @@ def test_error_threshold_exceeded_fails_the_job(trained, small_folder, tmp_path)
     assert "2 file(s) failed, more than error_threshold 1" in record["error"]
     errors = error_log(job_dir)
     assert "error_threshold 1" in errors
-    # Scoring stopped at c.csv: a.csv is in the output, d.csv is named as not scored.
-    assert {line[2] for line in predictions(job_dir)} == {"a.csv"}
-    assert re.search(r"d\.csv: not scored: the job stopped \(2 file\(s\) failed", errors)
+    # A failed job has no output: a.csv (scored) and d.csv (not reached) are named.
+    assert not (job_dir / "outputs" / "predictions.csv").exists()
+    assert "output_datastore_path" not in record and not record.get("predictions")
+    for name in ("a.csv", "d.csv"):
+        assert re.search(rf"{name}: not in the output: the job failed \(2 file\(s\) failed", errors)
 
 
 def test_failures_within_error_threshold_complete_and_a_failing_file_fails_its_mini_batch(
@@ -233,6 +235,39 @@ def test_failures_within_error_threshold_complete_and_a_failing_file_fails_its_m
     assert "c.csv: column 'sepal_width', 'petal_length', 'petal_width' is missing" in errors
     assert "d.csv: not scored: its mini-batch 1 failed on 'c.csv'" in errors
     assert predictions(job_dir) == []
+
+
+def test_a_link_that_leads_nowhere_or_loops_is_a_failed_file_named_with_its_reason(trained,
+                                                                                 tmp_path):
+    settings, _, model_dir, model = trained
+    folder = tmp_path / "links"
+    folder.mkdir()
+    iris(10).to_csv(folder / "a.csv", index=False)
+    (folder / "b_dangling.csv").symlink_to(tmp_path / "removed.csv")
+    (folder / "c_loop.csv").symlink_to(folder / "d_loop.csv")
+    (folder / "d_loop.csv").symlink_to(folder / "c_loop.csv")
+    record, job_dir = run_job(tmp_path, settings, model_dir, str(folder), error_threshold=3)
+    assert record["status"] == "Completed", record["error"]
+    assert predictions(job_dir) == expected_lines(model, iris(10), "a.csv")
+    reasons = {f["file"]: f["message"] for f in record["failed_files"]}
+    assert set(reasons) == {"b_dangling.csv", "c_loop.csv", "d_loop.csv"}
+    assert f"'{tmp_path / 'removed.csv'}', which does not exist" in reasons["b_dangling.csv"]
+    assert "loops" in reasons["c_loop.csv"] and "loops" in reasons["d_loop.csv"]
+    assert record["files_total"] == 4 and record["files_failed"] == 3
+    for name, message in reasons.items():
+        assert f"{name}: {message}" in error_log(job_dir)
+
+
+def test_more_broken_links_than_error_threshold_fail_the_job(trained, tmp_path):
+    settings, _, model_dir, _ = trained
+    folder = tmp_path / "links"
+    folder.mkdir()
+    iris(10).to_csv(folder / "a.csv", index=False)
+    (folder / "b.csv").symlink_to(tmp_path / "removed.csv")
+    record, job_dir = run_job(tmp_path, settings, model_dir, str(folder), error_threshold=0)
+    assert record["status"] == "Failed"
+    assert "1 file(s) failed, more than error_threshold 0" in record["error"]
+    assert "a.csv: not in the output" in error_log(job_dir)
 
 
 def test_parallel_workers_keep_the_output_in_input_order(trained, tmp_path):
@@ -309,7 +344,7 @@ def test_a_mini_batch_that_always_times_out_fails_its_files(trained, tmp_path):
     assert record["status"] == "Failed"
     assert record["retries"] == 1
     assert "iris_csv.csv: timed out after 2 s" in error_log(job_dir)
-    assert predictions(job_dir) == []
+    assert not (job_dir / "outputs" / "predictions.csv").exists()
 
 
 # ---------------------------------------------------------------------- datastore inputs

@@ -59,3 +59,24 @@ def test_cli_pointed_at_a_stopped_azurite_says_how_to_start_it(tmp_path):
         Datastore.from_settings(settings).check()
     assert "not reachable at http://127.0.0.1:" in str(err.value)
     assert "make local-up" in str(err.value)
+
+
+def test_down_with_a_stale_pid_file_signals_no_stranger(tmp_path):
+    """A pid file left behind names a pid that now belongs to another program."""
+    state = tmp_path / "state"
+    state.mkdir()
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                                start_new_session=True)
+    try:
+        for content in (f"{stranger.pid}\n", f"{stranger.pid} 12345.0\n"):  # old and new format
+            (state / "azurite.pid").write_text(content)
+            env = {**os.environ, "LOCAL_DIR": str(state), "AZURITE_BLOB_PORT": str(free_port()),
+                   "TARGET": "local"}
+            down = _cli("down", env=env)
+            assert down.returncode == 0, down.stderr
+            assert "Azurite was not running" in down.stdout
+            assert stranger.poll() is None, "local-down killed a process that is not Azurite"
+            assert not (state / "azurite.pid").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()

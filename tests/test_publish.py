@@ -219,10 +219,10 @@ def finished_job(tmp_path: Path, output: bytes) -> Path:
     from deployer.engine.records import write_record
 
     job_dir = tmp_path / "batchjob-1"
-    (job_dir / "outputs").mkdir(parents=True)
+    (job_dir / "work").mkdir(parents=True)
     (job_dir / "logs" / "user").mkdir(parents=True)
     write_record(job_dir, {"name": "batchjob-1", "status": "Finalizing", "settings": {}})
-    (job_dir / "outputs" / "predictions.csv").write_bytes(output)
+    (job_dir / "work" / "predictions.csv.partial").write_bytes(output)  # as the runner writes it
     return job_dir
 
 
@@ -248,7 +248,7 @@ def test_the_runner_uploads_the_whole_output_when_streaming_fell_short(
     job_dir = finished_job(tmp_path, output)
     runner = JobRunner(job_dir, datastore_factory=lambda: datastore)
     runner.publisher = publisher
-    runner._publish()
+    runner._publish(complete=True)
     assert datastore.read_bytes(runner.record["output_datastore_path"]) == output
     assert runner.record["output_bytes"] == len(output)
     assert logged in (job_dir / "logs" / "user" / "error.txt").read_text()
@@ -266,7 +266,24 @@ def test_the_whole_upload_replaces_blocks_the_stream_left_staged(datastore, tmp_
     publisher.part_written(staged)  # staged as a block, then its part goes missing
     publisher.mini_batch_succeeded([str(tmp_path / "p0"), str(staged)])
     runner.publisher = publisher
-    runner._publish()
+    runner._publish(complete=True)
     assert datastore.read_bytes(runner.record["output_datastore_path"]) == output
     assert "part p0 is missing" in (job_dir / "logs" / "user" / "error.txt").read_text()
     assert [b.size for b in committed_blocks(datastore, runner._output_blob())] == [len(output)]
+
+
+def test_the_output_of_a_job_that_did_not_complete_is_never_committed(datastore, tmp_path):
+    from deployer.engine.job import JobRunner
+
+    job_dir = finished_job(tmp_path, b"0,setosa,a.csv\n")
+    runner = JobRunner(job_dir, datastore_factory=lambda: datastore)
+    publisher = OutputPublisher(datastore.block_upload(runner._output_blob()), early_part_bytes=1)
+    done = part(tmp_path, "p0", b"0,setosa,a.csv\n")
+    publisher.part_written(done)
+    publisher.mini_batch_succeeded([str(done)])  # staged: a committed blob would show it
+    runner.publisher = publisher
+    runner._publish(complete=False)  # canceled or failed
+    assert not datastore.exists(runner._output_blob())
+    assert "output_datastore_path" not in runner.record
+    assert not (job_dir / "outputs" / "predictions.csv").exists()
+    assert datastore.exists("batch-jobs/batchjob-1/logs/job_progress_overview.txt")

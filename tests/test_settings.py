@@ -42,3 +42,31 @@ def test_env_example_documents_every_key():
             if line and not line.startswith("#")}
     assert keys == {key for key, _, _ in documented_keys()}
     assert example == render_env_example(), "run `make env-example`"
+
+
+def test_the_azure_target_takes_no_local_datastore_default(tmp_path):
+    """make deploy-infra writes DATASTORE_NAME and DATASTORE_CONTAINER for the workspace's
+    data store; the local names (workspaceblobstore, azureml) must not stand in for them."""
+    from workspace.datastore import Datastore
+
+    s = Settings.load(env_file=tmp_path / "none.env", environ={"TARGET": "azure",
+                      "AZURE_STORAGE_BLOB_URL": "https://acct.blob.core.windows.net"})
+    assert (s.datastore_name, s.container) == ("", "")
+    with pytest.raises(ConfigError) as err:
+        s.datastore_uri("models/x")
+    assert "DATASTORE_NAME" in str(err.value) and "make deploy-infra" in str(err.value)
+    assert ".env" in err.value.hint
+    with pytest.raises(ConfigError, match="DATASTORE_CONTAINER"):
+        Datastore.from_settings(s, credential=object())
+
+
+def test_switching_targets_does_not_carry_local_defaults(tmp_path):
+    local = Settings.load(env_file=tmp_path / "none.env", environ={})
+    assert (local.datastore_name, local.container) == ("workspaceblobstore", "azureml")
+    azure = local.with_target("azure")
+    assert (azure.datastore_name, azure.container) == ("", "")
+    assert azure.with_target("local").container == "azureml"
+    env = tmp_path / ".env"
+    env.write_text("DATASTORE_NAME=irisdata\nDATASTORE_CONTAINER=data\n")
+    written = Settings.load(env_file=env, environ={}).with_target("azure")
+    assert (written.datastore_name, written.container) == ("irisdata", "data")

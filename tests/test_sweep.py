@@ -304,7 +304,7 @@ def test_range_and_the_foreach_plan_of_the_sweep_pipeline(tmp_path):
     values = effective_parameters(definitions, {"sweepId": "sw-x", "workers": 5})
     plan = plan_activity(definitions, values, "run-1", backend.settings)
     assert plan.iterations == 5 and plan.batch_count == min(20, LOCAL_POOL_SLOTS)
-    assert "node_runner.py --sweep-id sw-x" in plan.command
+    assert 'node_runner.py --sweep-id "sw-x"' in plan.command
 
 
 def test_a_lease_keeps_a_line_hidden_while_it_trains(sweep_settings):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from pathlib import Path
 
@@ -217,3 +218,139 @@ def test_manifest_contract_is_shared():
     source = TRAINER.read_text()
     assert f'MANIFEST_FORMAT = "{MANIFEST_FORMAT}"' in source
     assert f'MANIFEST_NAME = "{MANIFEST_NAME}"' in source
+
+
+# ------------------------------------------------------------------ arguments
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--lr", "inf", "argument --lr: must be a finite number, got 'inf'"),
+    ("--lr", "nan", "argument --lr: must be a finite number, got 'nan'"),
+    ("--lr", "abc", "argument --lr: must be a number, got 'abc'"),
+    ("--lr", "0", "argument --lr: must be greater than 0"),
+    ("--seed", "-5", "argument --seed: must be between 0 and 4294967295, got -5"),
+    ("--epochs", "0", "argument --epochs: must be between 1 and"),
+    ("--epochs", str(2**63), "argument --epochs: must be between 1 and"),
+    ("--epochs", "1.5", "argument --epochs: must be a whole number, got '1.5'"),
+])
+def test_bad_argument_is_named_with_exit_2_and_no_traceback(tmp_path, option, value, message):
+    result = run_trainer(tmp_path, "--iris-csv", str(IRIS_CSV), "--containerName", "a/b",
+                         option, value)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "_" + "positive" not in result.stderr
+
+
+# ------------------------------------------------------------------ managed identity
+
+class _FakeImds:
+    """The managed identity endpoint (IMDS) on loopback, reached through
+    AZURE_POD_IDENTITY_AUTHORITY_HOST (azure-identity's override of the IMDS host, see
+    azure/identity/_credentials/imds.py). For an unknown client id IMDS answers 400
+    invalid_request "Identity not found" (Azure docs, managed identities: how to use them on
+    a VM, error handling)."""
+
+    def __init__(self, known_client_id: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlparse
+
+        self.queries: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                query = {k: v[0] for k, v in parse_qs(urlparse(self.path).query).items()}
+                fake.queries.append(query)
+                if query.get("client_id") == known_client_id:
+                    status, body = 200, {"access_token": "t", "expires_in": "3600",
+                                         "expires_on": "9999999999", "token_type": "Bearer",
+                                         "resource": query.get("resource")}
+                else:
+                    status, body = 400, {"error": "invalid_request",
+                                         "error_description": "Identity not found"}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_wrong_client_id_is_reported_as_such_not_as_a_missing_role(tmp_path, monkeypatch):
+    imds = _FakeImds(known_client_id="11111111-1111-1111-1111-111111111111")
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.url)
+    try:
+        result = run_trainer(tmp_path, "--iris-csv", str(IRIS_CSV), "--containerName", "a/b",
+                             "--account-url", "https://account.blob.core.windows.net",
+                             "--client-id", "22222222-2222-2222-2222-222222222222",
+                             "--storage-retries", "0", timeout=120)
+    finally:
+        imds.close()
+    assert result.returncode == 8, result.stdout + result.stderr
+    assert "managed identity with client id 22222222-2222-2222-2222-222222222222" in result.stderr
+    assert "Identity not found" in result.stderr
+    assert "Storage Blob Data Contributor" not in result.stderr
+    # Only the named identity was asked for, for storage.
+    assert imds.queries and {q.get("client_id") for q in imds.queries} == \
+        {"22222222-2222-2222-2222-222222222222"}
+    assert {q.get("resource") for q in imds.queries} == {"https://storage.azure.com"}
+    assert not (tmp_path / "outputs.json").exists()
+
+
+# ------------------------------------------------------------------ signals
+
+
+def test_sigterm_mid_training_removes_the_scratch_folder(tmp_path, settings, datastore, azurite):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env.update(AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string, TMPDIR=str(scratch))
+    process = subprocess.Popen(
+        [sys.executable, str(TRAINER), "--iris-csv", str(IRIS_CSV), "--epochs", "10000",
+         "--containerName", f"{settings.container}/{settings.model_prefix}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(scratch.glob("iris-trainer-*")) and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(scratch.glob("iris-trainer-*")), "the trainer never made its scratch folder"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by signal" in stderr
+    assert list(scratch.iterdir()) == []
+    assert not any(b.name.endswith(MANIFEST_NAME) for b in datastore.list())
+
+
+def test_the_trainer_repeats_the_projects_exit_codes():
+    """The trainer imports no project package; its codes must still be the project's."""
+    import importlib.util
+
+    from workspace.errors import ExitCode
+
+    spec = importlib.util.spec_from_file_location("trainer_main", TRAINER)
+    trainer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trainer)
+    assert (trainer.EXIT_BAD_INPUT, trainer.EXIT_STORAGE, trainer.EXIT_ACCESS_DENIED) == \
+        (ExitCode.USAGE, ExitCode.UNREACHABLE, ExitCode.ACCESS_DENIED)

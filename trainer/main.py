@@ -16,6 +16,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -25,12 +26,16 @@ from pathlib import Path
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "iris-mlflow-run-manifest/v1"
 CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
 OUTPUTS_MAX_BYTES = 2 * 1024 * 1024  # ADF's customOutput limit
 # The fitted MLP keeps its optimizer state, a type skops does not trust by default.
 SKOPS_TRUSTED_TYPES = ["sklearn.neural_network._stochastic_optimizers.SGDOptimizer"]
 
+# The project's exit-code table (workspace.errors.ExitCode), repeated: the trainer is copied
+# alone onto the node and imports no project package.
 EXIT_BAD_INPUT = 2
 EXIT_STORAGE = 3
+EXIT_ACCESS_DENIED = 8
 
 EPILOG = """\
 examples:
@@ -47,7 +52,8 @@ examples:
 The model is published as <prefix>/<experiment_id>/<run_id>/artifacts/model/ (MLflow's
 layout) with <prefix>/<experiment_id>/<run_id>/manifest.json written last; outputs.json in
 the working directory becomes the ADF activity's customOutput.
-exit codes: 0 success, 2 bad input or arguments, 3 storage problem.
+exit codes: 0 success, 2 bad input or arguments, 3 storage unreachable or failing,
+  8 access denied (identity without a token or without a role on the storage account).
 """
 
 
@@ -75,14 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CSV with a header row, numeric feature columns and a label column.")
     data.add_argument("--label-column", default="species", metavar="NAME",
                       help="Name of the class column (default: %(default)s).")
-    data.add_argument("--epochs", type=_positive_int, default=50,
-                      help="Passes over the training data, i.e. SGD epochs (default: %(default)s).")
-    data.add_argument("--lr", type=_positive_float, default=0.1,
-                      help="SGD learning rate (default: %(default)s).")
+    data.add_argument("--epochs", type=_epochs, default=50,
+                      help=f"Passes over the training data, i.e. SGD epochs, 1 to {MAX_EPOCHS} "
+                      "(default: %(default)s).")
+    data.add_argument("--lr", type=_learning_rate, default=0.1,
+                      help=f"SGD learning rate, above 0 and at most {MAX_LEARNING_RATE:g} "
+                      "(default: %(default)s).")
     data.add_argument("--test-size", type=_fraction, default=0.2, metavar="FRACTION",
                       help="Share of rows held out, stratified by class (default: %(default)s).")
-    data.add_argument("--seed", type=int, default=42,
-                      help="Seed for the split and the learner (default: %(default)s).")
+    data.add_argument("--seed", type=_seed, default=42,
+                      help=f"Seed for the split and the learner, 0 to {MAX_SEED} "
+                      "(default: %(default)s).")
     data.add_argument("--min-rows", type=_positive_int, default=10,
                       help="Refuse data sets with fewer rows (default: %(default)s).")
     data.add_argument("--experiment-name", default="iris",
@@ -103,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "Empty means: use the connection string.")
     store.add_argument("--client-id", metavar="ID",
                        help="Client id of the pool's user-assigned managed identity "
-                       "(with --account-url).")
+                       "(with --account-url); only that identity is used.")
     store.add_argument("--datastore-name", default="workspaceblobstore",
                        help="Azure ML datastore that maps to the container, used in the "
                        "model path reported in outputs.json (default: %(default)s).")
@@ -115,29 +124,55 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+# Types of the options that take numbers. `python -m adf trigger` checks pipeline parameters
+# with these same functions (through build_parser), so the two never disagree.
+MAX_EPOCHS = 10_000          # far beyond what Iris needs; stops a typo from training for hours
+MAX_LEARNING_RATE = 10.0
+MAX_SEED = 2**32 - 1         # numpy's RandomState accepts 0..2**32-1
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got '{text}'") from None
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got '{text}'") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got '{text}'")
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def _int_between(low: int, high: int):
+    def check(text: str) -> int:
+        value = _whole_number(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {text}")
+        return value
+    return check
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+_positive_int = _int_between(1, 1_000_000)
+_non_negative_int = _int_between(0, 100)
+_epochs = _int_between(1, MAX_EPOCHS)
+_seed = _int_between(0, MAX_SEED)
+
+
+def _learning_rate(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= MAX_LEARNING_RATE:
+        raise argparse.ArgumentTypeError(
+            f"must be greater than 0 and at most {MAX_LEARNING_RATE:g}, got {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
@@ -360,9 +395,7 @@ def connect_container(args):
     retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=args.storage_retries)
     options = {"retry_policy": retry, "connection_timeout": 10, "read_timeout": 60}
     if args.account_url:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential(managed_identity_client_id=args.client_id or None)
+        credential = storage_credential(args.client_id)
         service = BlobServiceClient(args.account_url, credential=credential, **options)
         where = args.account_url
     elif connection_string:
@@ -384,14 +417,40 @@ def connect_container(args):
     except ClientAuthenticationError as exc:
         raise TrainerError(f"Storage at {where} refused the credentials ({_short(exc)}); the "
                            "identity needs 'Storage Blob Data Contributor' on the account.",
-                           EXIT_STORAGE)
+                           EXIT_ACCESS_DENIED)
     except HttpResponseError as exc:
+        if exc.status_code == 403:
+            raise TrainerError(f"Storage at {where} refused access ({_short(exc)}); the "
+                               "identity needs 'Storage Blob Data Contributor' on the account.",
+                               EXIT_ACCESS_DENIED)
         raise TrainerError(f"Storage at {where} answered {exc.status_code} ({_short(exc)}).",
                            EXIT_STORAGE)
     if not exists:
         raise TrainerError(f"Storage container '{container}' does not exist at {where}; create "
                            "it or pass the right --containerName.", EXIT_STORAGE)
     return client
+
+
+def storage_credential(client_id: str | None):
+    """The pool's user-assigned identity when its client id is given (only that identity: a
+    wrong id must fail as such, not fall through a chain); otherwise DefaultAzureCredential."""
+    if not client_id:
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential(client_id=client_id)
+    try:  # a token first, so that a storage refusal below can only mean a missing role
+        credential.get_token(STORAGE_SCOPE)
+    except ClientAuthenticationError as exc:  # CredentialUnavailableError included
+        raise TrainerError(
+            f"The managed identity with client id {client_id} got no token from the managed "
+            f"identity endpoint ({_short(exc)}); pass the client id of the identity assigned "
+            "to the Batch pool (--client-id, pipeline parameter poolIdentityClientId).",
+            EXIT_ACCESS_DENIED)
+    return credential
 
 
 def _short(exc: Exception) -> str:
@@ -460,6 +519,37 @@ def write_outputs(path: str, outputs: dict) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def scratch_folder() -> tempfile.TemporaryDirectory:
+    """Scratch space: $TMPDIR if set (the local runner gives each task its own and removes
+    it after the task, even after a SIGKILL), else the Batch task's working directory (the
+    node removes it with the task), else the system's temp folder. Removed on exit and on
+    SIGTERM/SIGINT/SIGHUP (see main)."""
+    base = None if os.environ.get("TMPDIR") else os.environ.get("AZ_BATCH_TASK_WORKING_DIR")
+    return tempfile.TemporaryDirectory(prefix="iris-trainer-",
+                                       dir=base if base and os.path.isdir(base) else None)
+
+
+def adf_provenance() -> dict:
+    """Which pipeline run and which attempt (Batch task) made the model, so a reader can
+    ignore a model whose run did not succeed. activity.json is written next to the command
+    by the Custom activity; its extendedProperties.runId is @pipeline().RunId."""
+    found = {"batch_task_id": os.environ.get("AZ_BATCH_TASK_ID", "")}
+    try:
+        activity = json.loads(Path("activity.json").read_text())
+        found["pipeline_run_id"] = str(
+            activity["typeProperties"]["extendedProperties"]["runId"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return {key: value for key, value in found.items() if value}
+
+
+def _stop_on_signal(signum, frame):
+    # SystemExit unwinds the with-blocks: the scratch folder goes, nothing half-done is published.
+    print(f"[trainer] stopped by signal {signum}; nothing more is published.", file=sys.stderr,
+          flush=True)
+    raise SystemExit(128 + signum)
+
+
 def run(args) -> dict:
     progress = Progress()
     container, prefix = split_container(args.container_name)
@@ -471,7 +561,7 @@ def run(args) -> dict:
         client = connect_container(args)
         phase.detail = f"container '{container}' prefix '{prefix}'"
 
-    with tempfile.TemporaryDirectory(prefix="iris-trainer-") as tmp:
+    with scratch_folder() as tmp:
         workdir = Path(tmp)
         with progress.phase("train") as phase:
             model, x_train, metrics, png = train_and_evaluate(features, labels, args, workdir)
@@ -496,6 +586,7 @@ def run(args) -> dict:
                        "seed": args.seed},
             "data": {"file": Path(args.iris_csv).name, "sha256": data_sha256,
                      "rows": int(len(labels))},
+            "adf": adf_provenance(),
         }
         # A sweep's runner (node_runner.py) records the sweep id and grid line here.
         manifest.update(getattr(args, "manifest_extra", None) or {})
@@ -522,6 +613,8 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
     try:
         run(args)
     except TrainerError as exc:

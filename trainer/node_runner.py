@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -83,9 +84,7 @@ def _credential(args):
     if connection_string and not args.account_url:
         parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
         return {"account_name": parts.get("AccountName"), "account_key": parts.get("AccountKey")}
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential(managed_identity_client_id=args.client_id or None)
+    return trainer.storage_credential(args.client_id or None)  # only that identity
 
 
 def connect_queues(args) -> dict:
@@ -295,6 +294,9 @@ def write_outputs(args, stats: dict, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # SystemExit unwinds: no half-published line; its message comes back after its timeout
+        signal.signal(signum, trainer._stop_on_signal)
     started = time.perf_counter()
     log(f"{args.runner_id} takes lines of sweep {args.sweep_id}")
     try:

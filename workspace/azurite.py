@@ -117,14 +117,11 @@ def _pid_file(state_dir: Path) -> Path:
 
 
 def running_pid(state_dir: Path) -> int | None:
-    """The pid of the background Azurite started by `local-up`, if it is still alive."""
-    pid_file = _pid_file(state_dir)
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
+    """The pid of the background Azurite started by `local-up`, if that very process still
+    runs: a pid file left by a crash or a reboot may name another program now."""
+    from workspace.processes import live_pid
+
+    return live_pid(_pid_file(state_dir), command_contains="azurite")
 
 
 def start_background(state_dir: Path, port: int, timeout: float = 30) -> tuple[int, bool]:
@@ -142,7 +139,9 @@ def start_background(state_dir: Path, port: int, timeout: float = 30) -> tuple[i
                                    stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     _wait_until_listening(port, process, log_path, timeout)
-    _pid_file(state_dir).write_text(str(process.pid))
+    from workspace.processes import write_pid_file
+
+    write_pid_file(_pid_file(state_dir), process.pid)
     return process.pid, True
 
 

@@ -64,6 +64,7 @@ class Datastore:
             hint = (f"The local datastore (Azurite) is not reachable at "
                     f"{settings.azurite_blob_endpoint}; start it with `make local-up`.")
         else:
+            settings.require("storage_blob_url", "container")
             if credential is None:
                 from azure.identity import DefaultAzureCredential
 

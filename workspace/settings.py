@@ -20,8 +20,13 @@ AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
                "K1SZFPTOtr/KBHBeksoGMGw==")
 
 
-def _key(name: str, doc: str, default: str = ""):
-    return field(default=default, metadata={"env": name, "doc": doc})
+def _key(name: str, doc: str, default: str = "", local_default: str | None = None):
+    """A setting; `local_default` is a default for the local target only (the Azure target
+    takes the value make deploy-infra wrote, or refuses)."""
+    metadata = {"env": name, "doc": doc}
+    if local_default is not None:
+        metadata["local_default"] = local_default
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,9 @@ class Settings:
     target: str = _key("TARGET", "Where commands act: local (default) or azure.", "local")
     # Datastore layout (the same on both targets)
     datastore_name: str = _key("DATASTORE_NAME", "Azure ML datastore over the container.",
-                               "workspaceblobstore")
-    container: str = _key("DATASTORE_CONTAINER", "Blob container of the datastore.", "azureml")
+                               local_default="workspaceblobstore")
+    container: str = _key("DATASTORE_CONTAINER", "Blob container of the datastore.",
+                          local_default="azureml")
     model_prefix: str = _key("MODEL_PREFIX", "Folder where the trainer publishes MLflow runs.",
                              "models")
     staging_prefix: str = _key("STAGING_PREFIX",
@@ -71,6 +77,16 @@ class Settings:
                                         "Resource id of the identity the scoring cluster runs "
                                         "as (reads the datastore).")
 
+    def __post_init__(self):
+        # Local-only defaults fill in on the local target; which ones did is remembered so
+        # that switching to Azure does not carry them over.
+        filled = tuple(f.name for f in fields(self)
+                       if "local_default" in f.metadata and not getattr(self, f.name)
+                       and self.target == "local")
+        for name in filled:
+            object.__setattr__(self, name, _field(name).metadata["local_default"])
+        object.__setattr__(self, "_local_defaults", filled)
+
     # ------------------------------------------------------------------ loading
 
     @classmethod
@@ -98,7 +114,7 @@ class Settings:
     def with_target(self, target: str | None) -> "Settings":
         if not target:
             return self
-        settings = replace(self, target=target)
+        settings = replace(self, target=target, **{n: "" for n in self._local_defaults})
         settings.validate()
         return settings
 
@@ -157,7 +173,13 @@ class Settings:
 
     def datastore_uri(self, path: str) -> str:
         """The Azure ML URI of a path in the datastore."""
+        if not self.is_local:
+            self.require("datastore_name")
         return f"azureml://datastores/{self.datastore_name}/paths/{path.strip('/')}"
+
+
+def _field(name: str):
+    return next(f for f in fields(Settings) if f.name == name)
 
 
 def azurite_connection_string(blob_endpoint: str) -> str:
@@ -167,7 +189,8 @@ def azurite_connection_string(blob_endpoint: str) -> str:
 
 def documented_keys() -> list[tuple[str, str, str]]:
     """(key, default, description) for every setting, in declaration order."""
-    return [(f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(Settings)]
+    return [(f.metadata["env"], f.metadata.get("local_default", f.default), f.metadata["doc"])
+            for f in fields(Settings)]
 
 
 def render_env_example() -> str:

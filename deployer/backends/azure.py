@@ -22,45 +22,54 @@ import yaml
 from deployer.backends.base import Backend, Progress
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, JobSummary, ModelSource,
                                RegisteredModel)
+from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
+                                    AzureRefused, AzureTimeout, translate)
 from workspace.errors import ConfigError, ProjectError
 from workspace.settings import Settings
 
 CONTENT_TAG = "content_sha256"
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding"}
+DEFAULT_TIMEOUT_SECONDS = 60 * 60
+# azure-ai-ml's RunHistoryConstants.TERMINAL_STATUSES: a Paused or NotResponding job makes no
+# progress on its own, so waiting on it ends.
+TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
+STATUS = {  # REST JobStatus (every value) → the five the deployer reports
+    "NotStarted": "Queued", "Queued": "Queued", "Preparing": "Queued", "Provisioning": "Queued",
+    "Starting": "Running", "Running": "Running", "Finalizing": "Running",
+    "CancelRequested": "Running", "Unknown": "Running", "Completed": "Completed",
+    "Failed": "Failed", "NotResponding": "Failed", "Paused": "Failed", "Canceled": "Canceled",
+}
+WAITING_ON = {  # what a job in each non-final state is waiting on (shown while waiting)
+    "NotStarted": "not started by the service yet",
+    "Queued": "queued for nodes of the compute cluster (core quota, max_instances, other jobs)",
+    "Provisioning": "the cluster is allocating nodes (a new node takes a few minutes)",
+    "Preparing": "preparing the nodes (image pull, environment)",
+    "Starting": "starting on the nodes",
+    "Running": "scoring",
+    "Finalizing": "writing outputs",
+    "CancelRequested": "cancel requested; waiting for the service to stop it",
+    "Unknown": "the service reports no known state; waiting for one",
+}
+STOPPED = {  # terminal states that are neither success nor a job error
+    "Paused": "Azure ML paused job {name}; it makes no progress until resumed in Azure ML studio",
+    "NotResponding": "Job {name} is not responding (Azure ML lost contact with it)",
+}
 
 
 def _status(value) -> str:
     """'Running' from a str or an azure-ai-ml JobStatus enum."""
     return str(getattr(value, "value", value) or "")
-STATUS = {  # Azure ML job states → the five the deployer reports
-    "NotStarted": "Queued", "Queued": "Queued", "Preparing": "Queued", "Provisioning": "Queued",
-    "Starting": "Running", "Running": "Running", "Finalizing": "Running",
-    "CancelRequested": "Running", "Completed": "Completed", "Failed": "Failed",
-    "NotResponding": "Failed", "Canceled": "Canceled", "Paused": "Running",
-}
+
+
 SCORE_OUTPUT = "score"
 SCORE_FILE = Path("named-outputs") / SCORE_OUTPUT
+# azureml:<name>:<version> or azureml:<name>@<label> (e.g. @latest), the SDK's data references
+DATA_ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9_.-]+)(?::(?P<version>[A-Za-z0-9_.-]+)"
+                        r"|@(?P<label>[A-Za-z0-9_.-]+))$")
+# wasbs://<container>@<account>.blob.<suffix>/<path>, abfss://<fs>@<account>.dfs.<suffix>/<path>
+STORAGE_URL = re.compile(r"^(?:wasbs?|abfss?)://([^@/]+)@([^./]+)\.((?:blob|dfs)\.[^/]+)/(.*)$")
 DEPLOYMENT_SETTINGS = ("mini_batch_size", "max_concurrency_per_instance", "output_action",
                        "output_file_name", "error_threshold", "logging_level")
-
-
-class AzureError(ProjectError):
-    """Azure ML refused or failed a call; the hint says what to do."""
-
-    exit_code = 4
-
-
-class AzureAuthError(AzureError):
-    """No usable Azure sign-in, or the identity lacks a role on the workspace."""
-
-
-class AzureQuotaError(AzureError):
-    """The subscription's core quota does not allow the cluster."""
-
-
-class AzureNotFound(AzureError):
-    """A resource the command needs does not exist."""
 
 
 def validate_endpoint_name(name: str, what: str = "Endpoint") -> None:
@@ -79,9 +88,11 @@ class AzureBackend(Backend):
 
     def __init__(self, settings: Settings, *, credential=None, client_kwargs: dict | None = None,
                  ml_client=None, datastore=None, poll_seconds: float = 15.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
         """`credential`, `client_kwargs` (e.g. `transport=`), `ml_client` and `datastore` are
-        injectable; by default `DefaultAzureCredential` and the workspace from settings."""
+        injectable; by default `DefaultAzureCredential` and the workspace from settings.
+        `timeout_seconds` bounds every wait (a job, a long-running operation)."""
         self.settings = settings
         self._credential = credential
         self._client_kwargs = dict(client_kwargs or {})
@@ -89,6 +100,7 @@ class AzureBackend(Backend):
         self._datastore = datastore
         self.poll_seconds = poll_seconds
         self._sleep = sleep
+        self.timeout_seconds = timeout_seconds
 
     # ------------------------------------------------------------------ client
 
@@ -146,6 +158,11 @@ class AzureBackend(Backend):
         while not poller.done():
             poller.wait(timeout=1.0)
             elapsed = int(time.monotonic() - started)
+            if elapsed >= self.timeout_seconds and not poller.done():
+                raise AzureTimeout(
+                    f"{what}: still in progress after {_minutes(self.timeout_seconds)}.",
+                    "It goes on in Azure; run the command again later (it picks up the "
+                    "resource's state), or pass a longer --timeout.")
             if progress and elapsed > shown and not poller.done():
                 shown = elapsed
                 progress(f"{what} ... {elapsed}s")
@@ -225,12 +242,8 @@ class AzureBackend(Backend):
             if existing is None:
                 action, detail = CREATE, f"{desired.size}, {desired.min_instances}-{desired.max_instances} nodes"
             else:
+                _check_replaceable(existing, desired)
                 have, want = _compute_state(existing), _compute_state(desired)
-                if have["size"] != want["size"]:
-                    raise ConfigError(
-                        f"Compute '{desired.name}' exists with size {existing.size}, the spec asks "
-                        f"for {desired.size}; Azure ML cannot resize a cluster.",
-                        "Run `python -m deployer teardown` first, or give the cluster another name.")
                 diff = _diff(have, want) or _failed(existing)
                 if not diff:
                     return Change("compute", desired.name, NO_OP)
@@ -327,8 +340,11 @@ class AzureBackend(Backend):
         from azure.ai.ml.constants import AssetTypes
 
         remote, is_folder = self._remote_input(input_path, progress)
-        input_ = Input(type=AssetTypes.URI_FOLDER if is_folder else AssetTypes.URI_FILE, path=remote)
         with self._errors(f"invoking endpoint '{endpoint}'"):
+            if is_folder is None:  # a data asset: its registered type says file or folder
+                is_folder = self._asset_type(remote) == AssetTypes.URI_FOLDER
+            input_ = Input(type=AssetTypes.URI_FOLDER if is_folder else AssetTypes.URI_FILE,
+                           path=remote)
             job = self.ml_client.batch_endpoints.invoke(endpoint_name=endpoint,
                                                         deployment_name=deployment, input=input_)
         if progress:
@@ -343,18 +359,34 @@ class AzureBackend(Backend):
                                        progress)
         return summary
 
-    def _remote_input(self, input_path: str, progress: Progress | None) -> tuple[str, bool]:
-        """An azureml:// or http(s) path passes through; a local file or folder is uploaded
-        to the datastore under `inputs/<digest>/` first."""
+    def _remote_input(self, input_path: str, progress: Progress | None) -> tuple[str, bool | None]:
+        """(path for the job, is it a folder; None for a data asset). azureml://, http(s)://,
+        wasbs:// and abfss:// paths and `azureml:<asset>:<version>` / `azureml:<asset>@latest`
+        pass through; a local file or folder is uploaded to the datastore under
+        `inputs/<digest>/` first."""
+        storage = STORAGE_URL.match(input_path)
+        if storage:  # azure-ai-ml's invoke parses only https:// storage URLs: same place, that form
+            container, account, service, path = storage.groups()
+            return f"https://{account}.{service}/{container}/{path}", input_path.endswith("/")
         if re.match(r"^(azureml|https?)://", input_path):
             return input_path, input_path.endswith("/")
+        if DATA_ASSET.match(input_path):
+            return input_path, None
         local = Path(input_path)
         if not local.exists():
             raise ConfigError(f"Input '{input_path}' does not exist.",
-                              "Pass a local .csv file or folder, or an azureml:// or https:// path.")
+                              "Pass a local .csv file or folder, an azureml://, https://, wasbs:// "
+                              "or abfss:// path, or a data asset azureml:<name>:<version> or "
+                              "azureml:<name>@latest.")
         import hashlib
 
         files = [local] if local.is_file() else sorted(p for p in local.iterdir() if p.is_file())
+        nested = [] if local.is_file() else sorted(p.name for p in local.iterdir() if p.is_dir())
+        if nested:
+            raise ConfigError(f"Input folder '{input_path}' has subfolders ({', '.join(nested[:3])}"
+                              f"{', ...' if len(nested) > 3 else ''}).",
+                              "Azure ML scores only the top-level files of a folder; move the files "
+                              "up or invoke each subfolder on its own.")
         if not files:
             raise ConfigError(f"Input folder '{input_path}' has no files.", "Put .csv files in it.")
         digest = hashlib.sha256()
@@ -369,17 +401,32 @@ class AzureBackend(Backend):
             return self.settings.datastore_uri(f"{prefix}/{local.name}"), False
         return self.settings.datastore_uri(prefix) + "/", True
 
+    def _asset_type(self, reference: str) -> str:
+        """'uri_file' or 'uri_folder' of a registered data asset azureml:<name>:<version|@label>."""
+        match = DATA_ASSET.match(reference)
+        name, version, label = match.group("name"), match.group("version"), match.group("label")
+        asset = self.ml_client.data.get(name, version=version, label=label)
+        return str(getattr(asset, "type", "") or "")
+
     def _wait_for_job(self, name: str, summary: JobSummary, progress: Progress | None) -> JobSummary:
-        last = None
+        last, started = None, time.monotonic()
         while True:
             with self._errors(f"reading job '{name}'"):
                 job = self.ml_client.jobs.get(name)
             status = _status(job.status)
             if status != last and progress:
-                progress(f"job {name}: {status}")
+                waiting = WAITING_ON.get(status)
+                progress(f"job {name}: {status}" + (f" ({waiting})" if waiting else ""))
             last = status
             if status in TERMINAL:
                 break
+            if time.monotonic() - started >= self.timeout_seconds:
+                raise AzureTimeout(
+                    f"Job {name} is still {status} after {_minutes(self.timeout_seconds)}: "
+                    f"{WAITING_ON.get(status, 'waiting')}.",
+                    f"It goes on in Azure: follow it with `python -m deployer jobs show {name}`, "
+                    f"cancel it with `python -m deployer jobs cancel {name}`, or pass a longer "
+                    "--timeout.")
             self._sleep(self.poll_seconds)
         merged = self._summary(job)
         merged.endpoint = merged.endpoint or summary.endpoint
@@ -421,6 +468,24 @@ class AzureBackend(Backend):
         with predictions.open("rb") as handle:
             summary.rows_scored = sum(1 for line in handle if line.strip())
 
+    def _job_error(self, name: str, raw_status: str) -> str:
+        """Azure's error of a failed job. Job entities carry none: it is in the run's details
+        in run history (what `jobs.stream` reads before raising its JobException)."""
+        if raw_status in STOPPED:
+            return STOPPED[raw_status].format(name=name) + "."
+        root = None
+        try:
+            details = self.ml_client.jobs._runs_operations.get_run_details(name)
+            root = getattr(getattr(details, "error", None), "error", None)
+        except Exception:  # the error is a help; the job's state is reported either way
+            pass
+        message = str(getattr(root, "message", None) or "").strip()
+        code = getattr(root, "code", None)
+        if not message:
+            return (f"Job {name} failed; see logs/user/error.txt "
+                    f"(`az ml job download -n {name} --all`).")
+        return f"{message.splitlines()[0]}" + (f" ({code})" if code else "")
+
     def get_job(self, name: str) -> JobSummary:
         with self._errors(f"reading job '{name}'"):
             return self._summary(self.ml_client.jobs.get(name))
@@ -430,18 +495,20 @@ class AzureBackend(Backend):
         with self._errors(f"listing the jobs of endpoint '{endpoint}'"):
             jobs = list(self.ml_client.batch_endpoints.list_jobs(endpoint_name=endpoint))
             summaries = []
-            for job in jobs[: max(limit, 0)]:
+            # The listing carries no creation time: read every job, sort, then keep `limit`.
+            for job in jobs:
                 detail = self._get_or_none(self.ml_client.jobs.get, job.name)
                 summary = self._summary(detail) if detail is not None else JobSummary(
                     name=job.name, status=STATUS.get(_status(job.status), "Queued"),
                     endpoint=endpoint, deployment="", input="")
                 summary.endpoint = summary.endpoint or endpoint
                 summaries.append(summary)
-        return sorted(summaries, key=lambda s: s.created, reverse=True)
+        return sorted(summaries, key=lambda s: s.created, reverse=True)[: max(limit, 0)]
 
     def _summary(self, job) -> JobSummary:
-        tags = dict(getattr(job, "tags", None) or {})
-        props = dict(getattr(job, "properties", None) or {})
+        # The service returns batch-job property keys in lower case (azureml.endpointname).
+        tags = {str(k).lower(): v for k, v in (getattr(job, "tags", None) or {}).items()}
+        props = {str(k).lower(): v for k, v in (getattr(job, "properties", None) or {}).items()}
         created = getattr(getattr(job, "creation_context", None), "created_at", None)
         inputs = getattr(job, "inputs", None) or {}
         input_path = ""
@@ -451,13 +518,12 @@ class AzureBackend(Backend):
         status = STATUS.get(_status(job.status), "Queued")
         return JobSummary(
             name=job.name, status=status,
-            endpoint=_first(props, tags, "azureml.endpointName", "endpointName", "azureml.endpoint_name"),
-            deployment=_first(props, tags, "azureml.deploymentName", "deploymentName",
-                              "azureml.deployment_name"),
+            endpoint=_first(props, tags, "azureml.endpointname"),
+            deployment=_first(props, tags, "azureml.deploymentname"),
             input=input_path,
             created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
-            finished=_first(props, tags, "EndTimeUtc", "endTimeUtc"),
-            error=_job_error(job) if status == "Failed" else "",
+            finished=_first(props, tags, "endtimeutc"),
+            error=self._job_error(job.name, _status(job.status)) if status == "Failed" else "",
             logs_path=f"azureml://jobs/{job.name}/outputs/artifacts/paths/logs/user/",
         )
 
@@ -523,6 +589,15 @@ class AzureBackend(Backend):
                 changes.append(Change("compute", compute, NO_OP, "does not exist"))
         return changes
 
+    # ------------------------------------------------------------------ cancel
+
+    def cancel_job(self, name: str) -> JobSummary:
+        """Ask Azure ML to cancel the job and wait for the request to be accepted; returns the
+        job's state then (Canceled, or Running while the service stops it)."""
+        with self._errors(f"canceling job '{name}'"):
+            self._wait(self.ml_client.jobs.begin_cancel(name), f"cancel job {name}", None)
+        return self.get_job(name)
+
 
 # ---------------------------------------------------------------------- helpers
 
@@ -544,6 +619,23 @@ def _failed(resource) -> str:
 
 def _diff(have: dict, want: dict) -> str:
     return ", ".join(f"{k}: {have.get(k)} → {want[k]}" for k in want if have.get(k) != want[k])
+
+
+def _check_replaceable(existing, desired) -> None:
+    """Type, size and tier of a cluster are fixed at creation: a compute of that name that
+    differs in one of them is a conflict the user resolves, not an update to send."""
+    name = desired.name
+    fix = "Run `python -m deployer teardown` first, or give the cluster another name in compute.yml."
+    kind = str(getattr(existing, "type", "") or "").lower()
+    if kind != "amlcompute":
+        raise ConfigError(f"Compute '{name}' exists in the workspace as a {kind or 'non-cluster'} "
+                          "compute, not an AmlCompute cluster.", fix)
+    have, want = _compute_state(existing), _compute_state(desired)
+    for key in ("size", "tier"):
+        if have[key] != want[key]:
+            raise ConfigError(f"Compute '{name}' exists with {key} {getattr(existing, key)}, the spec "
+                              f"asks for {getattr(desired, key)}; Azure ML cannot change a "
+                              f"cluster's {key}.", fix)
 
 
 def _compute_state(compute) -> dict:
@@ -623,80 +715,56 @@ def _first(*mappings_and_keys) -> str:
     return ""
 
 
-def _job_error(job) -> str:
-    error = getattr(job, "error", None)
-    message = getattr(error, "message", None) if error is not None else None
-    return (message or f"Job {job.name} failed; see logs/user/error.txt "
-            f"(`az ml job download -n {job.name} --all`).").splitlines()[0]
-
-
-def _service_message(exc: Exception) -> tuple[str, str]:
-    """(error code, first line of the service message) of an azure-core error."""
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None) or getattr(exc, "error_code", None) or ""
-    message = getattr(error, "message", None) or getattr(exc, "message", None) or str(exc)
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    first = lines[0] if lines else type(exc).__name__
-    if first.startswith("(") and ")" in first:  # "(Code) message" from azure-core
-        first = first.split(")", 1)[1].strip() or first
-    return str(code), first
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min"
 
 
 def translate_error(exc: Exception, what: str, settings: Settings) -> ProjectError | None:
-    """One actionable line for an Azure failure; None when `exc` is not from Azure."""
-    from azure.core.exceptions import (AzureError as CoreAzureError, ClientAuthenticationError,
-                                       HttpResponseError, ResourceNotFoundError,
-                                       ServiceRequestError)
+    """One actionable line for an Azure ML failure; None when `exc` is not from Azure."""
+    return translate(exc, what, _hints(settings))
 
+
+def _hints(settings: Settings) -> AzureHints:
     ws = f"workspace '{settings.aml_workspace}' (resource group '{settings.resource_group}')"
-    try:
-        from azure.identity import CredentialUnavailableError
-    except ImportError:  # pragma: no cover
-        CredentialUnavailableError = ()  # type: ignore
+    return AzureHints(
+        access=("Your identity needs the roles 'AzureML Data Scientist' + 'AzureML Compute "
+                f"Operator' (or 'Contributor') on {ws}; `make deploy-infra` grants that pair to "
+                "the deploying user, otherwise ask an owner to assign them, then `az login` again."),
+        not_found=(f"Check the names and {ws} in .env; `python -m deployer register-and-deploy` "
+                   "creates the cluster, endpoint and deployment."),
+        refused="Fix the spec in deployer/specs/ or the settings in .env and run again.",
+        busy=("Wait for it to end (`python -m deployer status` shows provisioning states) and "
+              "run the command again."),
+        rules=(_quota_rule, _no_default_rule, _client_rule))
 
-    if isinstance(exc, CredentialUnavailableError) or (
-            isinstance(exc, ClientAuthenticationError) and getattr(exc, "status_code", None) is None):
-        return AzureAuthError(f"No Azure sign-in while {what}.",
-                              "Run `az login` (or set up a managed identity) and try again.")
-    text = str(exc)
-    code, first = _service_message(exc)
-    status = getattr(exc, "status_code", None)
-    if code in ("AuthorizationFailed", "LinkedAuthorizationFailed") or status == 403:
-        return AzureAuthError(
-            f"Access denied while {what}: {first}",
-            f"Your identity needs the 'AzureML Data Scientist' (or Contributor) role on {ws}; "
-            "ask an owner to assign it, then `az login` again.")
-    if isinstance(exc, ClientAuthenticationError) or status == 401:
-        return AzureAuthError(f"Azure rejected the sign-in while {what}: {first}",
-                              "Run `az login` again (the token may have expired or be for another tenant).")
-    if "quota" in text.lower():
+
+def _quota_rule(exc, what, code, first):
+    if "quota" in str(exc).lower():
         return AzureQuotaError(
             f"Not enough core quota while {what}: {first}",
             "Lower max_instances or pick a smaller size in deployer/specs/compute.yml, or request "
             "a quota increase for that VM family in the workspace's region.")
-    if "no valid deployments to route to" in text.lower():
-        return AzureError(
+    return None
+
+
+def _no_default_rule(exc, what, code, first):
+    if "no valid deployments to route to" in str(exc).lower():
+        return AzureNotFound(
             f"The endpoint has no default deployment ({what}).",
             "Run `python -m deployer register-and-deploy` (it sets the default), or pass "
             "--deployment, or `az ml batch-endpoint update --set defaults.deployment_name=<name>`.")
-    if isinstance(exc, ResourceNotFoundError) or status == 404:
-        return AzureNotFound(f"Not found while {what}: {first}",
-                             f"Check the names and {ws} in .env; `python -m deployer "
-                             "register-and-deploy` creates the cluster, endpoint and deployment.")
-    if isinstance(exc, ServiceRequestError):
-        return AzureError(f"Azure is not reachable while {what}: {first}",
-                          "Check your network or proxy settings and try again.")
-    if isinstance(exc, HttpResponseError):
-        label = f" ({code})" if code else ""
-        return AzureError(f"Azure ML refused{label} while {what}: {first}",
-                          "Fix the spec in deployer/specs/ or the settings in .env and run again.")
-    if isinstance(exc, CoreAzureError):
-        return AzureError(f"Azure call failed while {what}: {first}")
-    try:
-        from azure.ai.ml.exceptions import MlException
-    except ImportError:  # pragma: no cover
-        return None
-    if isinstance(exc, MlException):
-        return AzureError(f"Azure ML client error while {what}: {first}",
-                          "Fix the spec in deployer/specs/ or the input and run again.")
     return None
+
+
+def _client_rule(exc, what, code, first):
+    """azure-ai-ml's own validation, before any request."""
+    from azure.ai.ml.exceptions import MlException
+
+    if isinstance(exc, MlException):
+        return AzureRefused(f"Azure ML client error while {what}: {first}",
+                            "Fix the spec in deployer/specs/ or the input and run again.")
+    return None
+
+
+class AzureQuotaError(AzureError):
+    """The subscription's core quota does not allow the cluster."""

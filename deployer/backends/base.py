@@ -54,6 +54,11 @@ class Backend(ABC):
     def get_job(self, name: str) -> JobSummary:
         """The state of one scoring job."""
 
+    def cancel_job(self, name: str) -> JobSummary:
+        """Cancel a scoring job; returns its state afterwards (as `get_job`). A job that
+        has already ended is left as it is. A canceled job has no output."""
+        raise NotImplementedError(f"The {self.name} backend cannot cancel jobs.")
+
     @abstractmethod
     def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:
         """Recent scoring jobs of the endpoint, newest first."""

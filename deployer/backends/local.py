@@ -28,8 +28,9 @@ from pathlib import Path
 from deployer.backends.base import Backend, Progress
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, JobSummary, ModelSource,
                                RegisteredModel)
-from deployer.engine.records import TERMINAL, now, pid_alive, read_record, write_record
-from workspace.errors import ConfigError, ProjectError
+from deployer.engine.lifecycle import write_runner_pid
+from deployer.engine.records import TERMINAL, now, read_record, write_record
+from workspace.errors import ConfigError, NotFound, ProjectError
 from workspace.settings import REPO_ROOT, Settings
 
 CONTENT_TAG = "content_sha256"
@@ -43,10 +44,10 @@ DEPLOYMENT_DEFAULTS = {"mini_batch_size": 10, "instance_count": 1, "max_concurre
 
 
 class LocalError(ProjectError):
-    exit_code = 4
+    """The local target cannot do what was asked (its state, a job's files)."""
 
 
-class LocalNotFound(LocalError):
+class LocalNotFound(LocalError, NotFound):
     """A local endpoint, deployment, model or job does not exist."""
 
 
@@ -343,15 +344,16 @@ class LocalBackend(Backend):
                                 "Run `python -m deployer register-and-deploy` first.")
         name = deployment or ep.get("default_deployment")
         if not name:
-            raise LocalError(f"Endpoint '{endpoint}' has no default deployment: no valid "
-                             "deployments to route to.",
-                             "Run `python -m deployer register-and-deploy` (it sets the default) "
-                             "or pass --deployment.")
+            raise LocalNotFound(f"Endpoint '{endpoint}' has no default deployment: no valid "
+                                "deployments to route to.",
+                                "Run `python -m deployer register-and-deploy` (it sets the default) "
+                                "or pass --deployment.")
         dep = state["deployments"].get(endpoint, {}).get(name)
         if dep is None:
             raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
                                 "See `python -m deployer status` for the deployments.")
         input_uri = self._input_uri(input_path)
+        self.settle_dead_jobs()  # a job killed earlier leaves no processes behind
         # The job writes its output to the datastore: fail now, not at the end (the job
         # checks the container itself, while it loads the model).
         _require_azurite(self.settings)
@@ -401,8 +403,22 @@ class LocalBackend(Backend):
             process = subprocess.Popen([self.python, "-m", "deployer.engine", str(job_dir)],
                                        cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        (job_dir / "runner.pid").write_text(str(process.pid))
+        write_runner_pid(job_dir, process.pid)
         self._children = getattr(self, "_children", []) + [process]
+
+    def settle_dead_jobs(self) -> tuple[list[str], list[str]]:
+        """Settle every job whose runner is gone; (settled, still running) job names."""
+        from deployer.engine.lifecycle import settle_dead_jobs
+
+        return settle_dead_jobs(self.jobs_dir)
+
+    def cancel_job(self, name: str) -> JobSummary:
+        from deployer.engine.lifecycle import cancel
+
+        job_dir = self._job_dir(name)
+        for child in getattr(self, "_children", []):
+            child.poll()
+        return self._summary(cancel(job_dir), job_dir)
 
     def wait(self, job_name: str, *, progress: Progress | None = None, poll: float = 0.1,
              timeout: float | None = None) -> JobSummary:
@@ -471,19 +487,11 @@ class LocalBackend(Backend):
         return job_dir
 
     def _fresh_record(self, job_dir: Path) -> dict:
-        """The record; a job whose runner died without finishing is marked Failed."""
-        record = read_record(job_dir)
-        if record["status"] not in TERMINAL:
-            pid = record.get("pid") or _read_pid(job_dir / "runner.pid")
-            if pid and not pid_alive(pid):
-                time.sleep(0.2)  # the runner may have just written its last record
-                record = read_record(job_dir)
-                if record["status"] not in TERMINAL:
-                    record.update(status="Failed", finished=now(),
-                                  error=f"The job runner (pid {pid}) exited without finishing; "
-                                        f"see {job_dir / 'runner.log'}.")
-                    write_record(job_dir, record)
-        return record
+        """The record; a job whose runner died without finishing is settled first (its
+        processes stopped, its partial output removed, marked Failed with the reason)."""
+        from deployer.engine.lifecycle import settle_if_dead
+
+        return settle_if_dead(job_dir)
 
     def _summary(self, record: dict, job_dir: Path) -> JobSummary:
         local_output = job_dir / "outputs" / record.get("settings", {}).get(
@@ -495,8 +503,10 @@ class LocalBackend(Backend):
             created=record.get("created", ""), finished=record.get("finished", ""),
             rows_scored=record.get("rows_scored"), files_total=record.get("files_total"),
             files_failed=record.get("files_failed"), error=record.get("error", ""),
-            output_path=self.settings.datastore_uri(blob) if blob else (
-                str(local_output) if local_output.exists() else ""),
+            # Only a completed job has output: nothing else is ever shown as predictions.
+            output_path="" if record["status"] != "Completed" else (
+                self.settings.datastore_uri(blob) if blob else (
+                    str(local_output) if local_output.exists() else "")),
             logs_path=str(job_dir / "logs"),
             mini_batches_total=record.get("mini_batches_total"),
             mini_batches_done=record.get("mini_batches_done"),
@@ -615,13 +625,6 @@ def _warn_environment(model_path: str, progress: Progress | None) -> None:
     if mismatches and progress:
         progress("warning: this environment does not meet the model's requirements (scoring "
                  "may differ from training): " + "; ".join(mismatches))
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 class JobProgressLine(str):

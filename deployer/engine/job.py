@@ -17,11 +17,16 @@ Semantics (Azure ML's, for MLflow model deployments):
 - successful mini-batches are appended to `predictions.csv` (`row,prediction,file_name`, no
   header) in mini-batch order, so the output is deterministic and in input order per file.
 The output and the logs are uploaded to the datastore under `batch-jobs/<job>/`.
+
+The runner owns the input, the plans, the progress and the output; which piece runs next
+and what a failure means is the ledger's (`ledger`), the processes are the pool's (`pool`).
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
+import functools
 import multiprocessing
 import os
 import shutil
@@ -30,10 +35,15 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 
-from deployer.engine.records import now, read_record, write_record
+from deployer.engine.ledger import FAILED, RETRY, Ledger, Succeeded
+from deployer.engine.lifecycle import INPUT_LIST, name_files_not_in_output
+from deployer.engine.messages import Done, Exited, Failed, LoadFailed, Task, TimedOut
+from deployer.engine.pool import PoolError, Worker, WorkerPool
+from deployer.engine.processes import ForkedProcess, ProcessId
+from deployer.engine.records import (append_user_error, now, read_record, write_overview,
+                                     write_record)
 from deployer.engine.signature import read_signature
 from workspace.errors import ProjectError
 
@@ -73,20 +83,6 @@ class ScoringSettings:
 
 
 @dataclass
-class _Slot:
-    number: int
-    node: int
-    process_no: int
-    process: object = None
-    conn: object = None
-    state: str = "starting"  # starting | idle | busy | dead
-    task: tuple | None = None  # (mini-batch index, attempt)
-    started: float = 0.0
-    failed_starts: int = 0
-    reported: int = 0  # rows of the running piece already counted as in progress
-
-
-@dataclass
 class _Progress:
     files_total: int = 0
     mini_batches_total: int = 0
@@ -109,20 +105,37 @@ def log_paths(job_dir: Path, node: int, process_no: int) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------- input
 
 
-def resolve_input(record: dict, job_dir: Path, datastore_factory) -> list[Path]:
-    """The input files, local (datastore inputs are downloaded into the job folder)."""
+def resolve_input(record: dict, job_dir: Path, datastore_factory) -> tuple[list[Path], list]:
+    """The input files, local (datastore inputs are downloaded into the job folder), and
+    the entries of an input folder that cannot be read as files, as (name, reason)."""
     uri = record["input"]
     if uri.startswith("azureml://"):
-        return _download_datastore_input(uri, record, job_dir, datastore_factory)
+        return _download_datastore_input(uri, record, job_dir, datastore_factory), []
     path = Path(uri)
     if path.is_file():
-        return [path]
+        return [path], []
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file()), key=lambda p: p.name)
+        entries = sorted(path.iterdir(), key=lambda p: p.name)
+        files = [p for p in entries if p.is_file()]
+        broken = [(p.name, _broken_link(p)) for p in entries
+                  if p.is_symlink() and not p.exists()]
         if not files:
-            raise JobError(f"Input folder '{uri}' has no files (only top-level files are read).")
-        return files
+            raise JobError(f"Input folder '{uri}' has no files (only top-level files are read)"
+                           + "".join(f"; {name}: {why}" for name, why in broken) + ".")
+        return files, broken
     raise JobError(f"Input '{uri}' does not exist.")
+
+
+def _broken_link(path: Path) -> str:
+    """Why a symbolic link of an input folder is not a file it can read."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 raises this for a loop
+        return "a symbolic link that loops; it was not read"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops; it was not read"
+    return f"a symbolic link to '{os.readlink(path)}', which does not exist; it was not read"
 
 
 def parse_datastore_uri(uri: str) -> tuple[str, str]:
@@ -201,26 +214,10 @@ class JobRunner:
             self._last_write = time.monotonic()
 
     def _write_overview(self) -> None:
-        p = self.progress
-        text = (f"Job: {self.record['name']}\n"
-                f"Status: {self.record['status']}\n"
-                f"Total number of mini batches: {p.mini_batches_total}\n"
-                f"Number of mini batches processed: {p.mini_batches_done + p.mini_batches_failed}\n"
-                f"Number of mini batches succeeded: {p.mini_batches_done}\n"
-                f"Number of mini batches failed: {p.mini_batches_failed}\n"
-                f"Number of mini batch retries: {p.retries}\n"
-                f"Total number of items: {p.files_total}\n"
-                f"Number of failed items: {p.files_failed}\n"
-                f"Number of rows scored: {p.rows_scored}\n"
-                f"Error threshold: {self.settings.error_threshold}\n"
-                f"Updated: {now()}\n")
-        self.logs.mkdir(parents=True, exist_ok=True)
-        (self.logs / "job_progress_overview.txt").write_text(text)
+        write_overview(self.job_dir, self.record)
 
     def _user_error(self, line: str) -> None:
-        self.user_logs.mkdir(parents=True, exist_ok=True)
-        with (self.user_logs / "error.txt").open("a") as handle:
-            handle.write(line.rstrip() + "\n")
+        append_user_error(self.job_dir, line)
 
     # -------------------------------------------------------------- main
 
@@ -228,284 +225,239 @@ class JobRunner:
         signal.signal(signal.SIGTERM, _raise_cancel)
         self.user_logs.mkdir(parents=True, exist_ok=True)
         (self.user_logs / "error.txt").touch()
-        self._save(force=True, status="Running", started=now(), pid=os.getpid())
+        self._save(force=True, status="Running", started=now(), pid=os.getpid(),
+                   runner=ProcessId.of(os.getpid()).to_record())
         started = time.monotonic()
         try:
             error = self._run()
             status = "Failed" if error else "Completed"
-        except JobError as exc:
+        except (JobError, PoolError) as exc:
             status, error = "Failed", str(exc)
         except Cancelled:
             status, error = "Canceled", "The job was canceled."
         except Exception as exc:  # noqa: BLE001 - recorded, never lost
             status, error = "Failed", f"The job runner failed: {type(exc).__name__}: {exc}"
             self._user_error(traceback.format_exc())
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the end is decided: finish it
         if error:
             self._user_error(f"Job failed: {error}" if status == "Failed" else error)
-        self.record.update(status="Finalizing", predictions=self.predicted.as_dict())
+        if status != "Completed":
+            why = "the job was canceled" if status == "Canceled" else \
+                f"the job failed ({error.split(';')[0].rstrip('.')})"
+            name_files_not_in_output(self.job_dir, self.progress.failed_files, why)
+        self.record.update(status="Finalizing",
+                           predictions=self.predicted.as_dict() if status == "Completed" else None)
         try:
             publishing = time.monotonic()
-            self._publish()
+            self._publish(complete=status == "Completed")
             self.timings["publish"] = round(time.monotonic() - publishing, 3)
         except Exception as exc:  # noqa: BLE001
             if status == "Completed":
                 status, error = "Failed", f"Uploading the output to the datastore failed: {exc}"
             self._user_error(f"Uploading the output to the datastore failed: {exc}")
-        for scratch in ("work", "inputs"):  # part files and downloaded inputs
+        if status != "Completed":  # only a complete output is ever shown
+            self._output_path().unlink(missing_ok=True)
+        for scratch in ("work", "inputs"):  # part files, the partial output, downloaded inputs
             shutil.rmtree(self.job_dir / scratch, ignore_errors=True)
         self._save(force=True, status=status, error=error or "", finished=now(), timings=self.timings,
                    duration_seconds=round(time.monotonic() - started, 3))
         return self.record
 
+    def _output_path(self, partial: bool = False) -> Path:
+        """outputs/<file>; while the job runs it is written as work/<file>.partial and moved
+        to outputs/ only when the job has completed."""
+        name = self.settings.output_file_name
+        return self.job_dir / "work" / f"{name}.partial" if partial else self.job_dir / "outputs" / name
+
     def _run(self) -> str:
-        files = resolve_input(self.record, self.job_dir, self.datastore_factory)
+        files, unreadable = resolve_input(self.record, self.job_dir, self.datastore_factory)
+        (self.job_dir / INPUT_LIST).write_text(
+            "".join(f"{Path(f).name}\n" for f in files))
         size = max(1, int(self.settings.mini_batch_size))
         batches = [[str(f) for f in files[i:i + size]] for i in range(0, len(files), size)]
         columns = read_signature(Path(self.record["model_path"]))
         p = self.progress
-        p.files_total, p.mini_batches_total = len(files), len(batches)
+        p.files_total, p.mini_batches_total = len(files) + len(unreadable), len(batches)
+        for name, why in unreadable:  # a broken link in an input folder fails that file
+            p.files_failed += 1
+            p.files_done += 1
+            p.failed_files.append({"file": name, "message": why})
+            self._user_error(f"{name}: {why}")
         self._save(force=True)
-        output_dir = self.job_dir / "outputs"
-        output_dir.mkdir(parents=True, exist_ok=True)
         parts = self.job_dir / "work"
         parts.mkdir(parents=True, exist_ok=True)
         write_output = self.settings.output_action != "summary_only"
-        output = output_dir / self.settings.output_file_name
-        with output.open("wb") as out:
-            return self._schedule(batches, columns, parts, out if write_output else None)
+        with self._output_path(partial=True).open("wb") as out:
+            error = self._schedule(batches, columns, parts, out if write_output else None)
+        if not error:
+            error = self._threshold_error() if unreadable else ""
+        return error
+
+    def _threshold_error(self) -> str:
+        s, p = self.settings, self.progress
+        if s.error_threshold >= 0 and p.files_failed > s.error_threshold:
+            return (f"{p.files_failed} file(s) failed, more than error_threshold "
+                    f"{s.error_threshold}; see logs/user/error.txt.")
+        return ""
 
     def _schedule(self, batches, columns, parts: Path, out) -> str:
-        s, p = self.settings, self.progress
-        plans: list[list] = []
-        self._batches = batches
+        """Score the mini-batches with the worker pool; the error that stopped the job
+        early (error_threshold exceeded), or ""."""
+        s = self.settings
+        self._batches, self._stop_reason = batches, ""
         n = min(s.workers, sum(most_pieces(batch, s.workers) for batch in batches))
         _share_cores(n)
-        # One process loads the model itself (spawn). Several are forked from this runner
-        # once it has loaded the model: the model is loaded once, not once per process on
-        # cores that are busy loading it too, and a replaced process starts at once.
-        model = None
-        if n > 1:
-            model = self._load_model(batches, plans, s.workers)
-            # Forked processes share the runner's memory until they write to it; the
-            # garbage collector would write to every object, so it leaves these alone.
-            import gc
-
-            gc.collect()
-            gc.freeze()
-        ctx = multiprocessing.get_context("fork" if model is not None else "spawn")
-        concurrency = max(1, int(s.max_concurrency_per_instance))
-        slots = [_Slot(k, k // concurrency, k % concurrency) for k in range(n)]
-        col_tuples = [(c.name, c.type, c.required) for c in columns]
-        pending: collections.deque = collections.deque()
-        # (mini-batch, attempt) -> {"parts": {piece: (part path, rows)}, "failed": bool}
-        attempts: dict[tuple, dict] = collections.defaultdict(lambda: {"parts": {}, "failed": False})
-        final: dict[int, tuple] = {}
-        next_write = 0
-        threshold_error = ""
-
-        def start(slot: _Slot) -> None:
-            parent, child = ctx.Pipe()
-            stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
-            # A process started again (after a crash or a timeout) is forked while the
-            # publisher runs: between two of its uploads, closing its part files.
-            # (A spawned process inherits none: Python opens files non-inheritable.)
-            quiet = self.publisher.quiescent() if self.publisher is not None \
-                else contextlib.nullcontext(())
-            with quiet as open_parts:
-                inherited_fds = tuple(open_parts) if model is not None else ()
-                slot.process = ctx.Process(
-                    target=_worker_entry, daemon=True,
-                    args=(child, self.record["model_path"], col_tuples, str(stdout_path),
-                          str(error_path), s.batch_rows, model, inherited_fds))
-                slot.process.start()
-            child.close()
-            slot.conn, slot.state, slot.task = parent, "starting", None
-
-        def stop(slot: _Slot, kill: bool = False) -> None:
-            if slot.process is not None and slot.process.is_alive():
-                if kill:
-                    slot.process.kill()
-                else:
-                    try:
-                        slot.conn.send(None)
-                    except OSError:
-                        pass
-                slot.process.join(5 if not kill else None)
-                if slot.process.is_alive():
-                    slot.process.kill()
-                    slot.process.join()
-            if slot.conn is not None:
-                slot.conn.close()
-            slot.state = "dead"
-            self._forget_reported(slot)
-
-        def attempt_failed(index: int, attempt: int, file_name: str, message: str) -> None:
-            nonlocal threshold_error
-            state = attempts[(index, attempt)]
-            if state["failed"] or index in final:  # another piece of it failed first
-                return
-            state["failed"] = True
-            for part, *_ in state["parts"].values():
-                Path(part).unlink(missing_ok=True)
-            if attempt <= s.max_retries:
-                p.retries += 1
-                self._user_error(f"mini-batch {index} attempt {attempt} failed, retrying: "
-                                 f"{file_name + ': ' if file_name else ''}{message}")
-                pending.extend((index, attempt + 1, k) for k in range(len(plans[index])))
-                return
-            final[index] = ("failed", file_name, message)
-            p.mini_batches_failed += 1
-            p.files_done += len(batches[index])
-            for path in batches[index]:
-                name = Path(path).name
-                if name == file_name or not file_name:
-                    why = message
-                else:
-                    why = f"not scored: its mini-batch {index} failed on '{file_name}'"
-                p.files_failed += 1
-                p.failed_files.append({"file": name, "message": why})
-                self._user_error(f"{name}: {why}")
-            if s.error_threshold >= 0 and p.files_failed > s.error_threshold:
-                threshold_error = (f"{p.files_failed} file(s) failed, more than error_threshold "
-                                   f"{s.error_threshold}; see logs/user/error.txt.")
-
+        plans: list[list] = []
+        model = self._preload(n, batches, plans)
+        start = functools.partial(self._start_process, model,
+                                  [(c.name, c.type, c.required) for c in columns])
+        pool = WorkerPool(n, s.max_concurrency_per_instance, start, s.timeout,
+                          on_started=self._record_workers)
+        ledger = None
         try:
-            for slot in slots:
-                start(slot)
+            pool.start()
             if model is None:  # the process loads the model meanwhile
                 self._check_output_store()
             if out is not None:  # after the first fork: the processes need none of its thread
                 self._start_publisher()
             if not plans:  # planning reads large CSV files once; the process loads the model
                 plans.extend(plan_minibatch(batch, s.workers) for batch in batches)
-            pending.extend((i, 1, k) for i in range(len(batches)) for k in range(len(plans[i])))
+            ledger = Ledger(plans, s.max_retries)
             scoring = time.monotonic()
-            while len(final) < len(batches) and not threshold_error:
-                for slot in slots:
-                    while slot.state == "idle" and pending:
-                        index, attempt, piece = pending.popleft()
-                        if index in final or attempts[(index, attempt)]["failed"]:
-                            continue  # a piece of an attempt that has already failed
-                        part = parts / _part_name(index, attempt, piece)
-                        slot.conn.send((index, attempt, piece, plans[index][piece], str(part)))
-                        slot.state, slot.task = "busy", (index, attempt, piece)
-                        slot.started = time.monotonic()
-                live = [slot for slot in slots if slot.state != "dead"]
-                if not live:
-                    raise JobError("Every scoring process has exited; see logs/user/error/.")
-                deadline = min((sl.started + s.timeout for sl in live if sl.state == "busy"),
-                               default=time.monotonic() + 0.5)
-                waitables = [sl.conn for sl in live] + [sl.process.sentinel for sl in live]
-                ready = set(wait_any(waitables, timeout=max(0.01, min(0.5, deadline - time.monotonic()))))
-                for slot in live:
-                    if slot.conn in ready:
-                        try:
-                            message = slot.conn.recv()
-                        except (EOFError, OSError):
-                            message = None
-                        if message is not None:
-                            self._handle(slot, message, plans, attempts, final, attempt_failed)
-                            continue
-                    if slot.process.sentinel in ready or (slot.conn in ready):
-                        # The process exited (crash, out of memory, killed from outside).
-                        code = slot.process.exitcode
-                        task, loading = slot.task, slot.state == "starting"
-                        stop(slot, kill=True)
-                        if loading:
-                            slot.failed_starts += 1
-                            if slot.failed_starts >= 3:
-                                raise JobError(
-                                    f"The scoring process exited with code {code} while loading "
-                                    "the model, 3 times; see logs/user/stdout/ and logs/user/error/.")
-                        if task is not None:
-                            attempt_failed(task[0], task[1], "",
-                                           f"the scoring process exited with code {code}")
-                        start(slot)
-                for slot in slots:
-                    if slot.state == "busy" and time.monotonic() - slot.started > s.timeout:
-                        index, attempt, _piece = slot.task
-                        stdout_path, error_path = log_paths(self.job_dir, slot.node, slot.process_no)
-                        _append(error_path, f"mini-batch {index} attempt {attempt}: timed out after "
-                                f"{s.timeout:g} s (retry_settings.timeout); the process was stopped.")
-                        stop(slot, kill=True)
-                        attempt_failed(index, attempt, "", f"timed out after {s.timeout:g} s "
-                                       "(retry_settings.timeout)")
-                        start(slot)
-                while next_write in final:
-                    result = final[next_write]
-                    if result[0] == "ok":
-                        self._write_succeeded(result, out)
-                    next_write += 1
-                self._save()
+            self._score(pool, ledger, parts, out)
             self.timings["scoring"] = round(time.monotonic() - scoring, 3)
         finally:
-            for slot in slots:
-                stop(slot, kill=bool(threshold_error) or len(final) < len(batches))
-            p.rows_running = 0
-            self._account_for_the_rest(batches, final, next_write, out, threshold_error)
-        return threshold_error
+            pool.stop(kill=ledger is None or not ledger.complete or bool(self._stop_reason))
+            self.progress.rows_running = 0
+            if out is not None:  # a job that stops early has no output: `run` says so
+                out.flush()
+        return self._stop_reason
 
-    def _account_for_the_rest(self, batches, final: dict, next_write: int, out,
-                              reason: str) -> None:
-        """A job that stops early still accounts for every row: finished mini-batches are
-        appended, the files of the others are named in logs/user/error.txt."""
-        why = (f"not scored: the job stopped ({reason.split(';')[0]})" if reason
-               else "not scored: the job stopped before its mini-batch ran")
-        for index in range(next_write, len(batches)):
-            result = final.get(index)
-            if result is None:
-                for path in batches[index]:
-                    self._user_error(f"{Path(path).name}: {why}")
-            elif result[0] == "ok":
-                self._write_succeeded(result, out)
-        if out is not None:
-            out.flush()
+    def _score(self, pool: WorkerPool, ledger: Ledger, parts: Path, out) -> None:
+        """Until every mini-batch has settled: give idle workers the next pieces, act on
+        what the workers say, write the mini-batches that succeeded in order."""
+        while not ledger.complete and not self._stop_reason:
+            pool.dispatch(self._tasks(ledger, parts))
+            for message in pool.poll():
+                self._handle(message, ledger)
+            for result in ledger.ready_to_write():
+                if isinstance(result, Succeeded):
+                    self._write_succeeded(result, out)
+            self.progress.rows_running = pool.rows_in_progress
+            self._save()
 
-    def _write_succeeded(self, result: tuple, out) -> None:
+    @staticmethod
+    def _tasks(ledger: Ledger, parts: Path):
+        """The ledger's next pieces to run, as tasks for the workers (taken one at a time)."""
+        while (task := ledger.next_task()) is not None:
+            index, attempt, piece = task
+            part = parts / _part_name(index, attempt, piece)
+            yield Task(index, attempt, piece, ledger.plans[index][piece], str(part))
+
+    def _preload(self, processes: int, batches, plans: list):
+        """The model, loaded here when several processes are forked from this runner (the
+        model is loaded once, not once per process on cores that are busy loading it too,
+        and a replaced process starts at once); None when one process loads it itself."""
+        if processes <= 1:
+            return None
+        model = self._load_model(batches, plans, self.settings.workers)
+        # Forked processes share the runner's memory until they write to it; the
+        # garbage collector would write to every object, so it leaves these alone.
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        return model
+
+    def _start_process(self, model, columns: list, worker: Worker) -> tuple:
+        """A scoring process for a worker of the pool, and the runner's end of its socket:
+        forked with the model loaded, or spawned to load it itself."""
+        ctx = multiprocessing.get_context("fork" if model is not None else "spawn")
+        parent, child = ctx.Pipe()
+        stdout_path, error_path = log_paths(self.job_dir, worker.node, worker.process_no)
+        # A process started again (after a crash or a timeout) is forked while the
+        # publisher runs: between two of its uploads (no lock of it half-held). A
+        # forked process closes what it does not own; a spawned one inherits nothing.
+        quiet = self.publisher.quiescent() if self.publisher is not None \
+            else contextlib.nullcontext(())
+        args = (os.getpid(), child, self.record["model_path"], columns, str(stdout_path),
+                str(error_path), self.settings.batch_rows, model)
+        with quiet:
+            if model is not None:  # keeps only its own socket: it dies with the runner
+                process = ForkedProcess(_worker_entry, args, keep_fds=(child.fileno(),))
+            else:
+                process = ctx.Process(target=_worker_entry, daemon=True, args=args)
+            process.start()
+        child.close()
+        return process, parent
+
+    def _write_succeeded(self, result: Succeeded, out) -> None:
         """Append a successful mini-batch to the output (file and datastore) and count it."""
-        _, paths, _rows, stats = result
         if self.publisher is not None:
-            self.publisher.mini_batch_succeeded(paths)
-        _append_parts(paths, out)
-        for per_file, per_class in stats:
+            self.publisher.mini_batch_succeeded(result.parts)
+        _append_parts(result.parts, out)
+        for per_file, per_class in result.stats:
             self.predicted.add(per_file, per_class)
 
-    def _handle(self, slot: _Slot, message: tuple, plans: list, attempts: dict, final: dict,
-                attempt_failed) -> None:
-        kind = message[0]
-        if kind == "ready":
-            slot.state = "idle"
-        elif kind == "load_failed":
-            slot.state = "load_failed"
-            raise JobError(f"The model could not be loaded: {message[1]}; see logs/user/error/.")
-        elif kind == "rows":  # a piece in progress: rows scored so far (progress only)
-            slot.reported += message[1]
-            self.progress.rows_running += message[1]
-        elif kind == "done":
-            _, index, attempt, piece, part, rows, per_file, per_class = message
-            slot.state, slot.task = "idle", None
-            self._forget_reported(slot)
-            state = attempts[(index, attempt)]
-            if index in final or state["failed"]:  # a late answer for a settled mini-batch
-                Path(part).unlink(missing_ok=True)
-                return
-            state["parts"][piece] = (part, rows, per_file, per_class)
-            if self.publisher is not None:
-                self.publisher.part_written(Path(part))
-            if len(state["parts"]) == len(plans[index]):
-                pieces = [state["parts"][k] for k in range(len(plans[index]))]
-                final[index] = ("ok", [piece[0] for piece in pieces], sum(p[1] for p in pieces),
-                                [(p[2], p[3]) for p in pieces])
-                self.progress.mini_batches_done += 1
-                self.progress.rows_scored += final[index][2]
-                self.progress.files_done += len(self._batches[index])
-        elif kind == "failed":
-            _, index, attempt, piece, part, file_name, text = message
-            slot.state, slot.task = "idle", None
-            self._forget_reported(slot)
+    def _handle(self, message, ledger: Ledger) -> None:
+        """Act on what the pool passes on from its workers."""
+        if isinstance(message, Done):
+            self._piece_done(message, ledger)
+        elif isinstance(message, Failed):
+            Path(message.part_path).unlink(missing_ok=True)
+            self._attempt_failed(ledger, message.index, message.attempt, message.file_name,
+                                 message.message)
+        elif isinstance(message, LoadFailed):
+            raise JobError(f"The model could not be loaded: {message.reason}; see logs/user/error/.")
+        elif isinstance(message, Exited) and message.task is not None:
+            task = message.task
+            self._attempt_failed(ledger, task.index, task.attempt, "",
+                                 f"the scoring process exited with code {message.code}")
+        elif isinstance(message, TimedOut):
+            task, seconds = message.task, message.seconds
+            _, error_path = log_paths(self.job_dir, message.node, message.process_no)
+            _append(error_path, f"mini-batch {task.index} attempt {task.attempt}: timed out after "
+                    f"{seconds:g} s (retry_settings.timeout); the process was stopped.")
+            self._attempt_failed(ledger, task.index, task.attempt, "",
+                                 f"timed out after {seconds:g} s (retry_settings.timeout)")
+
+    def _piece_done(self, done: Done, ledger: Ledger) -> None:
+        if ledger.is_late(done.index, done.attempt):  # its mini-batch has settled
+            Path(done.part_path).unlink(missing_ok=True)
+            return
+        if self.publisher is not None:
+            self.publisher.part_written(Path(done.part_path))
+        result = ledger.piece_done(done)
+        if result is not None:
+            self.progress.mini_batches_done += 1
+            self.progress.rows_scored += result.rows
+            self.progress.files_done += len(self._batches[done.index])
+
+    def _attempt_failed(self, ledger: Ledger, index: int, attempt: int, file_name: str,
+                        message: str) -> None:
+        """Retry the mini-batch, or fail its files for good (and maybe the job)."""
+        outcome, drop = ledger.attempt_failed(index, attempt, file_name, message)
+        for part in drop:
             Path(part).unlink(missing_ok=True)
-            if index not in final:
-                attempt_failed(index, attempt, file_name, text)
+        p = self.progress
+        if outcome == RETRY:
+            p.retries += 1
+            self._user_error(f"mini-batch {index} attempt {attempt} failed, retrying: "
+                             f"{file_name + ': ' if file_name else ''}{message}")
+        if outcome != FAILED:
+            return
+        p.mini_batches_failed += 1
+        p.files_done += len(self._batches[index])
+        for path in self._batches[index]:
+            name = Path(path).name
+            if name == file_name or not file_name:
+                why = message
+            else:
+                why = f"not scored: its mini-batch {index} failed on '{file_name}'"
+            p.files_failed += 1
+            p.failed_files.append({"file": name, "message": why})
+            self._user_error(f"{name}: {why}")
+        self._stop_reason = self._threshold_error()
 
     def _load_model(self, batches, plans: list, workers: int):
         """Load the model in this process while a thread plans the mini-batches (reading
@@ -546,9 +498,11 @@ class JobRunner:
         print(f"model loaded in {self.timings['model_load']:.2f} s", flush=True)
         return model
 
-    def _forget_reported(self, slot: _Slot) -> None:
-        self.progress.rows_running -= slot.reported
-        slot.reported = 0
+    def _record_workers(self, pids: list[int]) -> None:
+        """Name the scoring processes in the record (pid and start time): whoever finds
+        the runner gone can stop exactly these."""
+        self.record["workers"] = [ProcessId.of(pid).to_record() for pid in pids]
+        self._save(force=True)
 
     def _output_blob(self) -> str:
         return (f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}/named-outputs/{OUTPUT_NAME}/"
@@ -578,15 +532,18 @@ class JobRunner:
             self._user_error(f"streaming the output to the datastore could not start ({exc}); "
                              "it is uploaded when the job ends.")
 
-    def _publish(self) -> None:
-        """Upload the output file and the logs to the datastore under batch-jobs/<job>/."""
+    def _publish(self, complete: bool) -> None:
+        """Upload the output (only of a completed job: the partial output of another is
+        abandoned, never committed) and the logs to the datastore under batch-jobs/<job>/."""
         from deployer.engine.publish import PublishError
 
         store = self._store or self.datastore_factory()
         prefix = f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}"
-        output = self.job_dir / "outputs" / self.settings.output_file_name
+        partial, output = self._output_path(partial=True), self._output_path()
         publisher, self.publisher = self.publisher, None
-        if output.is_file():
+        if complete and partial.is_file():
+            output.parent.mkdir(parents=True, exist_ok=True)
+            partial.replace(output)
             name = self._output_blob()
             streamed = False
             if publisher is not None:
@@ -735,9 +692,11 @@ def _raise_cancel(signum, frame):
     raise Cancelled()
 
 
-def _worker_entry(*args):
+def _worker_entry(parent_pid: int, *args):
+    from deployer.engine.processes import die_with_parent
     from deployer.engine.worker import worker_main
 
+    die_with_parent(parent_pid)  # a spawned process too: nothing outlives the runner
     worker_main(*args)
 
 

@@ -33,16 +33,30 @@ def update_record(job_dir: Path, **changes) -> dict:
     return record
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, PermissionError, ValueError):
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        with open(f"/proc/{int(pid)}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+def write_overview(job_dir: Path, record: dict) -> None:
+    """`logs/job_progress_overview.txt` (Azure ML's name) from the record's counts."""
+    done, failed = record.get("mini_batches_done") or 0, record.get("mini_batches_failed") or 0
+    text = (f"Job: {record['name']}\n"
+            f"Status: {record['status']}\n"
+            + (f"Reason: {record['error']}\n" if record.get("error") else "")
+            + f"Total number of mini batches: {record.get('mini_batches_total') or 0}\n"
+            f"Number of mini batches processed: {done + failed}\n"
+            f"Number of mini batches succeeded: {done}\n"
+            f"Number of mini batches failed: {failed}\n"
+            f"Number of mini batch retries: {record.get('retries') or 0}\n"
+            f"Total number of items: {record.get('files_total') or 0}\n"
+            f"Number of failed items: {record.get('files_failed') or 0}\n"
+            f"Number of rows scored: {record.get('rows_scored') or 0}\n"
+            f"Error threshold: {(record.get('settings') or {}).get('error_threshold', -1)}\n"
+            f"Updated: {now()}\n")
+    logs = Path(job_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / "job_progress_overview.txt").write_text(text)
+
+
+def append_user_error(job_dir: Path, line: str) -> None:
+    """A line of `logs/user/error.txt`, the job's list of what failed or was not scored."""
+    path = Path(job_dir) / "logs" / "user" / "error.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(line.rstrip() + "\n")

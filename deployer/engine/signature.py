@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from workspace.errors import ProjectError
+from workspace.errors import ExitCode, ProjectError
 
 # MLflow ColSpec types → pyarrow type names (pyarrow is imported where they are used).
 ARROW_TYPES = {
@@ -18,7 +18,9 @@ NUMERIC = {"double", "float", "long", "integer"}
 
 
 class SignatureError(ProjectError):
-    exit_code = 4
+    """The model's signature cannot be read or used."""
+
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

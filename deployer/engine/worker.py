@@ -18,6 +18,7 @@ from collections import Counter
 from itertools import repeat
 from pathlib import Path
 
+from deployer.engine.messages import Done, Failed, LoadFailed, Ready, Rows
 from deployer.engine.reader import FileError, read_batches
 from deployer.engine.signature import Column
 
@@ -182,18 +183,13 @@ def _input_item(item) -> tuple[str, tuple | None, int]:
 
 
 def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, error_path: str,
-                batch_rows: int, model=None, inherited_fds: tuple = ()) -> None:
+                batch_rows: int, model=None) -> None:
     """Process entry point: spawned (loads the model) or forked from the job runner with
-    the model it has loaded. inherited_fds: the runner's open part files, closed here so
-    that a deleted part's space is freed when the runner is done with it."""
+    the model it has loaded (`processes.ForkedProcess`: it has closed every descriptor
+    but its socket, so the runner's part files and connections are not held here)."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the runner's cancel handler
-    for fd in inherited_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
     stdout_path, error_path = Path(stdout_path), Path(error_path)
     _redirect_output(stdout_path)
     import pyarrow as pa
@@ -211,12 +207,13 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
             model = mlflow.pyfunc.load_model(model_dir, suppress_warnings=True)
         except BaseException as exc:  # noqa: BLE001 - reported to the runner, then exit
             _log_error(error_path, f"loading the model from {model_dir} failed:\n{traceback.format_exc()}")
-            conn.send(("load_failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            conn.send(LoadFailed(f"{type(exc).__name__}: {first}"))
             return
         print(f"process {os.getpid()}: model loaded in {time.perf_counter() - started:.2f} s", flush=True)
     else:
         print(f"process {os.getpid()}: started with the model loaded by the job runner", flush=True)
-    conn.send(("ready", os.getpid()))
+    conn.send(Ready(os.getpid()))
     while True:
         try:
             message = conn.recv()
@@ -224,24 +221,25 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
             return
         if message is None:
             return
-        index, attempt, piece, items, part_path = message
+        index, attempt, piece, items, part_path = (message.index, message.attempt, message.piece,
+                                                   message.items, message.part_path)
         t0 = time.perf_counter()
         print(f"mini-batch {index} attempt {attempt} piece {piece}: {_describe(items)}", flush=True)
         try:
             rows, per_file, per_class = score_minibatch(model, items, cols, Path(part_path), batch_rows,
-                                             on_rows=lambda n: conn.send(("rows", n)))
+                                             on_rows=lambda n: conn.send(Rows(n)))
         except FileError as exc:
             _log_error(error_path, f"mini-batch {index} attempt {attempt}: {exc}")
             print(f"mini-batch {index} attempt {attempt}: failed: {exc}", flush=True)
-            conn.send(("failed", index, attempt, piece, part_path, exc.file_name, exc.message))
+            conn.send(Failed(index, attempt, piece, part_path, exc.file_name, exc.message))
             continue
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the mini-batch fails
             _log_error(error_path, f"mini-batch {index} attempt {attempt}:\n{traceback.format_exc()}")
-            conn.send(("failed", index, attempt, piece, part_path, "", f"{type(exc).__name__}: {exc}"))
+            conn.send(Failed(index, attempt, piece, part_path, "", f"{type(exc).__name__}: {exc}"))
             continue
         print(f"mini-batch {index} attempt {attempt} piece {piece}: {rows} rows in "
               f"{time.perf_counter() - t0:.3f} s", flush=True)
-        conn.send(("done", index, attempt, piece, part_path, rows, per_file, per_class))
+        conn.send(Done(index, attempt, piece, part_path, rows, per_file, per_class))
 
 
 def _describe(items: list) -> str:

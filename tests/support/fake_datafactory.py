@@ -133,6 +133,19 @@ class FakeAzure(RecordingTransport):
                             if run.status == "Failed" else ""),
                 "invokedBy": {"name": "Manual", "invokedByType": "Manual"},
                 "lastUpdated": _now()}, {}
+        if kind == "pipelineruns" and len(parts) == 3 and parts[2] == "cancel" \
+                and r.method == "POST":
+            # POST .../pipelineruns/{runId}/cancel[?isRecursive=]: 200 without a body, 404 for
+            # an unknown run (azure-mgmt-datafactory build_pipeline_runs_cancel_request).
+            run = self.runs.get(parts[1])
+            if run is None:
+                return 404, {"error": {"code": "PipelineRunNotFound",
+                                       "message": f"Pipeline run {parts[1]} does not exist"}}, {}
+            if run.status not in ("Succeeded", "Failed", "Cancelled"):
+                run.plan = RunPlan(statuses=["Canceling", "Cancelled"], exitcode=None,
+                                   error_message="Operation cancelled")
+                run.polls = 0
+            return 200, None, {}
         if kind == "pipelineruns" and len(parts) == 3 and parts[2] == "queryActivityruns" \
                 and r.method == "POST":
             run = self.runs.get(parts[1])
@@ -175,7 +188,9 @@ class FakeAzure(RecordingTransport):
         if len(parts) == 6 and parts[2] == "nodes" and parts[4] == "files":
             content = self.node_files.get((parts[3], parts[5]))
             if content is None:
-                return 404, {"code": "FileNotFound", "message": {"value": "no file"}}, {}
+                # BatchError of the Batch REST spec: code + message {lang, value}
+                return 404, {"code": "FileNotFound",
+                             "message": {"lang": "en-US", "value": "The specified file does not exist."}}, {}
             return 200, content, {"Content-Type": "application/octet-stream"}
         return missing(r)
 

@@ -156,3 +156,119 @@ def _json_or_text(raw: bytes):
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         return raw.decode(errors="replace")
+
+
+class StorageTunnel:
+    """An HTTPS proxy for SDK code that builds its own storage URL from a datastore
+    (`https://<account>.blob.<cloud suffix>`, azure-ai-ml's STORAGE_ACCOUNT_URLS) and opens its
+    own client: with HTTPS_PROXY and REQUESTS_CA_BUNDLE from `env()`, requests tunnels there
+    (CONNECT); the tunnel ends TLS with a certificate for the host from a throwaway test CA
+    and pipes the bytes to Azurite, which reads the account from the Host header
+    (production-style URL). Nothing of the SDK is replaced."""
+
+    def __init__(self, upstream_port: int, hosts: list[str], workdir):
+        import socket
+        import ssl
+        from pathlib import Path
+
+        self.upstream_port = upstream_port
+        self.hosts = {h.lower() for h in hosts}
+        self.tunnels: list[str] = []  # CONNECT targets, in order
+        self.ca_file, cert_file, key_file = _test_certificates(Path(workdir), sorted(self.hosts))
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert_file, key_file)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def env(self) -> dict[str, str]:
+        return {"HTTPS_PROXY": f"http://127.0.0.1:{self.port}", "REQUESTS_CA_BUNDLE": str(self.ca_file)}
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client) -> None:
+        import socket
+
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            method, target = head.split(b" ", 2)[:2]
+            host = target.decode().rsplit(":", 1)[0].lower()
+            if method != b"CONNECT" or host not in self.hosts:
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            self.tunnels.append(host)
+            client.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            with self._context.wrap_socket(client, server_side=True) as tls, \
+                    socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+                _pipe(tls, upstream)
+
+
+def _pipe(tls, upstream) -> None:
+    import select
+
+    while True:
+        ready = [tls] if tls.pending() else select.select([tls, upstream], [], [], 30)[0]
+        if not ready:
+            return
+        for sock in ready:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            (upstream if sock is tls else tls).sendall(data)
+
+
+def _test_certificates(workdir, hosts: list[str]):
+    """A CA and a server certificate for `hosts` signed by it (PEM files in workdir)."""
+    from datetime import timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(timezone.utc)
+
+    def build(subject, issuer, public_key, signing_key, ca: bool, sans=None):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                encipher_only=False, decipher_only=False), critical=True)
+        if sans:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(h) for h in sans]), critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test storage CA")])
+    ca = build(ca_name, ca_name, ca_key.public_key(), ca_key, True)
+    leaf = build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]), ca_name,
+                 key.public_key(), ca_key, False, hosts)
+    pem = serialization.Encoding.PEM
+    files = workdir / "ca.pem", workdir / "server.pem", workdir / "server.key"
+    files[0].write_bytes(ca.public_bytes(pem))
+    files[1].write_bytes(leaf.public_bytes(pem))
+    files[2].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return files

@@ -2,13 +2,13 @@
 
 The whole grid is checked before anything is queued; the first problem is one error
 naming the file, the line (as an editor numbers it, the header being line 1) and what to
-change. The ranges are those of trainer/main.py's options (what the trainer refuses, the
-grid refuses first).
+change. Values are checked with trainer/main.py's own option types (what the trainer
+refuses, the grid refuses first).
 """
 from __future__ import annotations
 
+import argparse
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,40 +17,16 @@ from workspace.errors import ConfigError
 MAX_LINES = 10_000
 
 
-def _int(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError("is not a whole number") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be a whole number from {low} to {high}")
-        return value
-    return parse
+# Column → the trainer option it sets. Values are checked with that option's own type from
+# trainer/main.py's parser, so the grid and the trainer never disagree on what is valid.
+COLUMNS = {"epochs": "--epochs", "lr": "--lr", "seed": "--seed", "test_size": "--test-size"}
 
 
-def _float(low: float, high: float, *, low_open: bool, high_open: bool):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError("is not a number") from None
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        if not math.isfinite(value) or not (above and below):
-            raise ValueError(f"must be a number {'>' if low_open else '≥'} {low:g} and "
-                             f"{'<' if high_open else '≤'} {high:g}")
-        return value
-    return parse
+def _option_types() -> dict:
+    from adf.parameters import trainer_parser
 
-
-# Column → parser; the trainer's option is --<column with dashes>.
-COLUMNS = {
-    "epochs": _int(1, 10_000),
-    "lr": _float(0, 10, low_open=True, high_open=False),
-    "seed": _int(0, 2**32 - 1),
-    "test_size": _float(0, 1, low_open=True, high_open=True),
-}
+    actions = {o: a for a in trainer_parser()._actions for o in a.option_strings}
+    return {column: actions[option].type for column, option in COLUMNS.items()}
 
 
 @dataclass(frozen=True)
@@ -77,7 +53,8 @@ def load_grid(path: Path | str) -> list[GridLine]:
                           "line per run.")
     header_line, header = rows[0]
     columns = _check_header(path, header_line, [c.strip() for c in header])
-    lines = [_parse_line(path, number, columns, row) for number, row in rows[1:]]
+    types = _option_types()
+    lines = [_parse_line(path, number, columns, row, types) for number, row in rows[1:]]
     if not lines:
         raise ConfigError(f"Grid file '{path}' has a header but no lines.",
                           "Add one line per run below the header.")
@@ -99,7 +76,8 @@ def _check_header(path: Path, number: int, columns: list[str]) -> list[str]:
     return columns
 
 
-def _parse_line(path: Path, number: int, columns: list[str], row: list[str]) -> GridLine:
+def _parse_line(path: Path, number: int, columns: list[str], row: list[str],
+                types: dict) -> GridLine:
     if len(row) != len(columns):
         raise ConfigError(f"Grid file '{path}' line {number}: {len(row)} values for "
                           f"{len(columns)} columns ({', '.join(columns)}).")
@@ -107,8 +85,8 @@ def _parse_line(path: Path, number: int, columns: list[str], row: list[str]) -> 
     for column, cell in zip(columns, row):
         text = cell.strip()
         try:
-            params[column] = COLUMNS[column](text)
-        except ValueError as exc:
+            params[column] = types[column](text)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
             raise ConfigError(f"Grid file '{path}' line {number}: {column} '{text}' {exc}.",
                               "Fix that line; nothing was queued.") from None
     return GridLine(number, params)

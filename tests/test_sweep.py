@@ -29,11 +29,13 @@ NODE_RUNNER = REPO_ROOT / "trainer" / "node_runner.py"
 
 BAD_GRIDS = {
     "unknown column": ("epochs,lr,colour\n10,0.1,1\n", "line 1: unknown column 'colour'"),
-    "non-numeric": ("epochs,lr\n10,0.1\n10,fast\n", "line 3: lr 'fast' is not a number"),
-    "not whole": ("epochs,lr\n10,0.1\n2.5,0.1\n", "line 3: epochs '2.5' is not a whole number"),
-    "out of range": ("epochs,lr\n10,0.1\n\n0,0.1\n", "line 4: epochs '0' must be a whole number "
-                     "from 1 to 10000"),
-    "lr out of range": ("lr,seed\n-1,3\n", "line 2: lr '-1' must be a number > 0 and ≤ 10"),
+    "non-numeric": ("epochs,lr\n10,0.1\n10,fast\n", "line 3: lr 'fast' must be a number"),
+    "not whole": ("epochs,lr\n10,0.1\n2.5,0.1\n", "line 3: epochs '2.5' must be a whole number"),
+    "out of range": ("epochs,lr\n10,0.1\n\n0,0.1\n", "line 4: epochs '0' must be between 1 "
+                     "and 10000"),
+    "lr out of range": ("lr,seed\n-1,3\n", "line 2: lr '-1' must be greater than 0 and at "
+                        "most 10"),
+    "seed out of range": ("seed\n-1\n", "line 2: seed '-1' must be between 0 and 4294967295"),
     "empty": ("", "is empty"),
     "header only": ("epochs,lr\n", "has a header but no lines"),
     "duplicate": ("epochs,lr\n10,0.1\n20,0.1\n10,0.10\n", "line 4 repeats line 2"),

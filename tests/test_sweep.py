@@ -329,3 +329,48 @@ def test_a_lease_keeps_a_line_hidden_while_it_trains(sweep_settings):
         lease.delete()                                              # with the renewed receipt
     assert queues.counts().work == 0
     queues.delete()
+
+
+@pytest.mark.slow
+def test_killing_or_cancelling_the_sweep_run_leaves_no_runner_behind(sweep_settings, tmp_path):
+    """The ForEach's runners are tasks of the local runner: SIGKILL of the runner takes them
+    down (parent-death signal); `adf cancel` stops every one of them. Their lines stay queued."""
+    import time
+
+    from workspace.processes import live_pid
+
+    grid = tmp_path / "grid.csv"
+    grid.write_text("epochs\n" + "".join(f"{e}\n" for e in range(100, 106)))
+    runs = Path(sweep_settings.local_dir) / "adf" / "runs"
+
+    def start_and_wait_for_two_tasks() -> tuple[str, Path, list[int]]:
+        started = cli(sweep_settings, "adf", "sweep", "start", "--grid", str(grid), "--workers",
+                      "2", "--no-wait", "--param", "gracePeriodSeconds=30")
+        assert started.returncode == 0, started.stdout + started.stderr
+        run_id = re.search(r"pipeline run (\S+) \(local\)", started.stdout).group(1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pids = [live_pid(p) for p in (runs / run_id).glob("*/task.pid")]
+            if len(pids) == 2 and all(pids):
+                return run_id, runs / run_id, pids
+            time.sleep(0.2)
+        raise AssertionError(f"two runner tasks did not start: {list((runs / run_id).iterdir())}")
+
+    # kill -9 the local runner: both runner processes go with it.
+    run_id, run_dir, tasks = start_and_wait_for_two_tasks()
+    os.kill(live_pid(run_dir / "runner.pid"), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in tasks if Path(f"/proc/{pid}").exists()]
+    status = cli(sweep_settings, "adf", "sweep", "status")
+    assert f"Pipeline run {run_id}: Failed" in status.stdout, status.stdout + status.stderr
+
+    # adf cancel: the run ends Cancelled and no runner is left.
+    run_id, run_dir, tasks = start_and_wait_for_two_tasks()
+    cancelled = cli(sweep_settings, "adf", "cancel", run_id)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert not [pid for pid in tasks if Path(f"/proc/{pid}").exists()]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "Cancelled"
+    assert {a["status"] for a in run["activities"]} == {"Cancelled"}

@@ -1,6 +1,7 @@
 """`python -m adf sweep`: start a sweep over a grid, follow it, show its leaderboard."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -114,14 +115,10 @@ class _Bar:
     """One progress line per change: done / failed / in flight / total and the rate."""
 
     def __init__(self):
-        import time
-
         self.started = time.monotonic()
         self.last = None
 
     def __call__(self, state) -> None:
-        import time
-
         total = state.record.total
         finished = state.done + state.failed
         in_flight = max(0, min(state.queued, state.record.workers)) if state.queued else 0

@@ -113,6 +113,7 @@ def test_a_bad_grid_queues_and_triggers_nothing(sweep_settings, tmp_path):
 
 
 GRID = "epochs,lr,seed,test_size\n20,0.1,1,0.2\n20,0.2,1,0.2\n40,0.1,2,0.2\n20,0.1,1,0.99\n"
+GRID_PARAMS = {2: (20, 0.1, 1), 3: (20, 0.2, 1), 4: (40, 0.1, 2)}
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,7 @@ def test_a_local_sweep_trains_every_line_and_reports_the_poisoned_one(finished_s
 
 
 @pytest.mark.slow
-def test_status_list_and_deploying_the_best_run_of_the_latest_sweep(finished_sweep):
+def test_status_list_and_deploying_the_best_run_of_the_latest_sweep(finished_sweep, tmp_path):
     settings, result = finished_sweep
     sweep_id = re.search(r"Started sweep ([\w-]+):", result.stdout).group(1)
     best_run = re.search(r"^\s+1\s+\d\s+([0-9a-f]{32})", result.stdout, re.M).group(1)
@@ -180,6 +181,18 @@ def test_status_list_and_deploying_the_best_run_of_the_latest_sweep(finished_swe
     assert f"(run {best_run}," in deploy.stdout
     unknown = cli(settings, "deployer", "register-and-deploy", "--sweep", "sw-nope", "--dry-run")
     assert unknown.returncode != 0 and "Sweep 'sw-nope' has no complete run" in unknown.stderr
+
+    # Registered with its lineage: the sweep, the grid line and the line's parameters.
+    from deployer.app import Deployer
+    from workspace.published import find_published_run
+
+    deployer = Deployer(settings)
+    run = find_published_run(deployer.datastore, settings.model_prefix, best_run)
+    tags = deployer.model_source(run, tmp_path).tags
+    line = int(re.search(rf"^\s+1\s+(\d)\s+{best_run}", result.stdout, re.M).group(1))
+    assert tags["sweep_id"] == sweep_id and tags["sweep_line"] == line
+    assert {k: tags[f"param.{k}"] for k in ("epochs", "lr", "seed")} == \
+        dict(zip(("epochs", "lr", "seed"), GRID_PARAMS[line]))
 
 
 # ------------------------------------------------------------------ runners as processes

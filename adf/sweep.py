@@ -232,8 +232,13 @@ class Sweeps:
         queued = self.queues(record.sweep_id).counts().work
         state = SweepStatus(record, ledger, queued)
         if record.pipeline_run_id:
-            run = self.backend.get_run(record.pipeline_run_id)
-            state.pipeline_status, state.pipeline_message = run.status, run.message
+            from adf.runs import RunNotFound
+
+            try:
+                run = self.backend.get_run(record.pipeline_run_id)
+                state.pipeline_status, state.pipeline_message = run.status, run.message
+            except RunNotFound:  # a local run started on another machine: counts still hold
+                state.pipeline_status = "unknown here"
         return state
 
     def wait(self, sweep_id: str, on_tick: Callable[[SweepStatus], None],

@@ -387,3 +387,44 @@ def test_killing_or_cancelling_the_sweep_run_leaves_no_runner_behind(sweep_setti
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "Cancelled"
     assert {a["status"] for a in run["activities"]} == {"Cancelled"}
+
+
+@pytest.mark.slow
+def test_a_completed_line_is_published_complete_once(sweep_settings, azurite, tmp_path):
+    """Line 3 came back after a runner died having completed it (its claim exists): reported,
+    not retrained. Line 2 was completed by another runner while this one trained it: this
+    runner's copy is withdrawn (no manifest), the first run is reported. Line 4 is new."""
+    from workspace.datastore import Datastore
+
+    store = Datastore.from_settings(sweep_settings)
+    sweep_id = f"sw-{uuid.uuid4().hex[:12]}"
+    queues = SweepQueues(queue_service(sweep_settings), sweep_id)
+    queues.create()
+    metrics = {"test_accuracy": 0.5, "test_f1_macro": 0.5}
+    for line in (3, 2, 4):
+        queues.send("work", {"sweep": sweep_id, "line": line, "params": {"epochs": 10 * line}})
+    # Line 3 was received once by a runner that died (it is back with dequeue count 2).
+    first = queues.clients["work"].receive_message(visibility_timeout=1)
+    assert json.loads(first.content)["line"] == 3
+    for line in (2, 3):
+        store.upload_bytes(json.dumps({"line": line, "runId": f"first-{line}", "params": {},
+                                       "metrics": metrics, "seconds": 1.0}).encode(),
+                           f"{sweep_settings.model_prefix}/sweeps/{sweep_id}/line-{line}.json")
+
+    runner = start_runner(sweep_settings, azurite, sweep_id, tmp_path / "r", "runner", 10)
+    out, _ = runner.communicate(timeout=300)
+    assert runner.returncode == 0, out
+    assert "line 3 was completed already by run first-3; reporting it" in out
+    assert "line 3 attempt" not in out
+    assert "line 2 was completed first by run first-2;" in out and "withdrawn" in out
+
+    ledger = Ledger()
+    for kind in ("results", "failures"):
+        for body, ack in queues.drain(kind):
+            ledger.record(kind, body)
+            ack()
+    assert {k: v["runId"] for k, v in ledger.done.items() if k in ("2", "3")} == \
+        {"2": "first-2", "3": "first-3"} and sorted(ledger.done) == ["2", "3", "4"]
+    runs = sweep_runs(store, sweep_settings.model_prefix, sweep_id)
+    assert [r.line for r in runs] == [4]     # line 2's copy has no manifest: not complete
+    queues.delete()

@@ -136,6 +136,58 @@ class Lease:
             self.queue.delete_message(self.message)
 
 
+class Claims:
+    """One marker blob per completed line, `<prefix>/sweeps/<sweep>/line-<n>.json`, written
+    once (never overwritten): a line that comes back after its runner died is not trained
+    again, and of two runners that both finished it, the second withdraws its manifest, so
+    a line is published complete once."""
+
+    def __init__(self, args):
+        argv = ["--iris-csv", args.iris_csv, "--containerName", args.container_name]
+        if args.account_url:
+            argv += ["--account-url", args.account_url, "--client-id", args.client_id]
+        self.client = trainer.connect_container(trainer.build_parser().parse_args(argv))
+        _, prefix = trainer.split_container(args.container_name)
+        self.stem = "/".join(p for p in (prefix, "sweeps", args.sweep_id) if p)
+
+    def name(self, line: int) -> str:
+        return f"{self.stem}/line-{line}.json"
+
+    def find(self, line: int) -> dict | None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            return json.loads(self.client.download_blob(self.name(line)).readall())
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:  # unknown: train it (at least once; counted once)
+            log(f"could not read the claim of line {line}: {trainer._short(exc)}")
+            return None
+
+    def claim(self, result: dict) -> dict:
+        """The line's result: ours if we finished first, else the first one (ours withdrawn)."""
+        from azure.core.exceptions import AzureError, ResourceExistsError
+
+        try:
+            self.client.upload_blob(self.name(result["line"]), json.dumps(result),
+                                    overwrite=False)
+            return result
+        except ResourceExistsError:
+            first = self.find(result["line"])
+            if first is None:
+                return result
+            try:  # without its manifest, our copy is an incomplete run that readers ignore
+                self.client.delete_blob(result["manifestPath"])
+            except AzureError as exc:
+                log(f"could not withdraw run {result['runId']}: {trainer._short(exc)}")
+            log(f"line {result['line']} was completed first by run {first['runId']}; "
+                f"run {result['runId']} withdrawn")
+            return first
+        except AzureError as exc:
+            log(f"could not claim line {result['line']}: {trainer._short(exc)}")
+            return result
+
+
 # ----------------------------------------------------------------------------- one line
 
 
@@ -161,9 +213,11 @@ def train_line(args, body: dict, workdir: Path) -> dict:
     return trainer.run(line_args)
 
 
-def process(args, queues: dict, message, stats: dict, workdir: Path) -> None:
+def process(args, queues: dict, claims: Claims, message, stats: dict, workdir: Path) -> None:
     body = json.loads(message.content)
     line, attempt = body["line"], message.dequeue_count
+    if attempt > 1 and _already_done(queues, claims, message, line):
+        return
     if attempt > args.max_attempts:
         error = body.get("last_error") or (f"the runner training it stopped {attempt - 1} "
                                            "time(s) without reporting")
@@ -182,17 +236,29 @@ def process(args, queues: dict, message, stats: dict, workdir: Path) -> None:
                                              stats, lease), line)
             return
         trained = time.perf_counter() - started
-        result = {"line": line, "params": body["params"], "runId": outputs["runId"],
-                  "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
-                  "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id}
+        result = claims.claim({
+            "line": line, "params": body["params"], "runId": outputs["runId"],
+            "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
+            "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id})
         if not _reported(lambda: (queues["results"].send_message(json.dumps(result)),
                                   lease.delete()), line):
             return
-    stats["done"].append({"line": line, "runId": outputs["runId"], "seconds": round(trained, 3)})
+    stats["done"].append({"line": line, "runId": result["runId"], "seconds": round(trained, 3)})
     stats["train_seconds"] += trained
     stats["post_seconds"] += time.perf_counter() - started - trained
-    log(f"line {line} done: run {outputs['runId']} accuracy "
-        f"{outputs['metrics']['test_accuracy']:.3f} in {trained:.1f} s")
+    log(f"line {line} done: run {result['runId']} accuracy "
+        f"{result['metrics']['test_accuracy']:.3f} in {trained:.1f} s")
+
+
+def _already_done(queues: dict, claims: Claims, message, line: int) -> bool:
+    """A line back from a runner that died after completing it: report, do not retrain."""
+    first = claims.find(line)
+    if first is None:
+        return False
+    log(f"line {line} was completed already by run {first['runId']}; reporting it")
+    _reported(lambda: (queues["results"].send_message(json.dumps(first)),
+                       queues["work"].delete_message(message)), line)
+    return True
 
 
 def _reported(post, line: int) -> bool:
@@ -263,6 +329,7 @@ def queue_empty(work) -> bool:
 
 def run(args) -> dict:
     queues = connect_queues(args)
+    claims = Claims(args)
     stats = {"done": [], "failed": [], "receive_seconds": 0.0, "train_seconds": 0.0,
              "post_seconds": 0.0}
     idle_since = None
@@ -273,7 +340,7 @@ def run(args) -> dict:
             if message is not None:
                 stats["receive_seconds"] += time.perf_counter() - asked
                 idle_since = None
-                process(args, queues, message, stats, Path(tmp))
+                process(args, queues, claims, message, stats, Path(tmp))
                 continue
             idle_since = idle_since or time.monotonic()
             if queue_empty(queues["work"]) and time.monotonic() - idle_since >= args.grace_period:

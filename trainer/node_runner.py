@@ -124,7 +124,7 @@ class Lease:
                                                         visibility_timeout=self.timeout)
                     self.message.pop_receipt = renewed.pop_receipt
             except Exception as exc:  # the next renewal (or another runner) takes over
-                log(f"could not renew the visibility of line {self.message.id}: {exc}")
+                log(f"could not renew the visibility of message {self.message.id}: {exc}")
 
     def update(self, **kwargs) -> None:
         self.stopped.set()  # the update changes the pop receipt: no renewal after it
@@ -132,6 +132,7 @@ class Lease:
             self.queue.update_message(self.message, **kwargs)
 
     def delete(self) -> None:
+        self.stopped.set()
         with self.lock:
             self.queue.delete_message(self.message)
 

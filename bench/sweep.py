@@ -99,7 +99,8 @@ def render(lines: int, a: float, b: dict, c: dict) -> str:
              "while each runner's start (Python, pandas, scikit-learn, MLflow imports) takes "
              "seconds to tens of seconds on a loaded machine. On a 16-line grid the start-up "
              "dominates, and 2 runners on 2 shared cores import at the same time, so (b)/(c) "
-             "stays far below 1.7 here; it approaches the runner count only when the lines' "
+             "stays far below 1.7 here, even below 1 while other work keeps the cores busy "
+             "(the second start-up only competes with the first); it approaches the runner count only when the lines' "
              "work is much larger than one start-up (longer grids, more epochs, one node per "
              "runner on Batch)."]
     return "\n".join(text + ["", END])

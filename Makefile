@@ -103,7 +103,8 @@ scan: $(SCAN_STAMP) ## Scan bicep/ with checkov: fails on any parsing error or f
 
 # ---------------------------------------------------------------- scoring benchmark
 # Not part of `make test`: several minutes, timing on this machine (docs/performance.md).
-bench: setup ## Benchmark scoring: floor vs deployer invoke vs mlflow models predict → docs/performance.md
+bench: setup ## Benchmark scoring (floor vs deployer invoke vs mlflow) and the sweep → docs/performance.md
 	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m bench.sweep
 
 .PHONY: bench

@@ -107,7 +107,7 @@ class AzureBackend(Backend):
     # ------------------------------------------------------------------ definitions
 
     def definitions(self) -> Definitions:
-        return filled(load_definitions(self.definitions_dir), self.settings)
+        return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings)
 
     def staging_datastore(self) -> tuple[Datastore, str]:
         container, prefix = split_folder_path(self.definitions().folder_path)

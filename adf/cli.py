@@ -272,3 +272,12 @@ def _summarize(backend, run, *, show_logs: bool) -> None:
 
 def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
+
+
+def _add_sweep_commands() -> None:
+    from adf.sweep_cli import sweep  # light: click only at import time
+
+    cli.add_command(sweep)
+
+
+_add_sweep_commands()

@@ -18,6 +18,7 @@ from workspace.settings import REPO_ROOT, Settings
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent
 PIPELINE_FILE = "pipeline.json"
+SWEEP_PIPELINE_FILE = "sweep-pipeline.json"
 LINKED_SERVICES_DIR = "linkedServices"
 CREDENTIALS_DIR = "credentials"
 PLACEHOLDER = re.compile(r"__([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)__")
@@ -59,13 +60,24 @@ class Definitions:
 
     @property
     def activity(self) -> dict:
-        """The pipeline's single Custom activity."""
-        activities = self.pipeline.properties.get("activities", [])
+        """The pipeline's single Custom activity (directly, or the one inside its ForEach)."""
+        for_each = self.for_each
+        activities = (for_each["typeProperties"].get("activities", []) if for_each
+                      else self.pipeline.properties.get("activities", []))
         custom = [a for a in activities if a.get("type") == "Custom"]
         if len(activities) != 1 or not custom:
             raise ConfigError(f"{self.pipeline.display_path} must hold exactly one activity of "
-                              f"type Custom (found: {[a.get('type') for a in activities]}).")
+                              f"type Custom, alone or in one ForEach (found: "
+                              f"{[a.get('type') for a in activities]}).")
         return custom[0]
+
+    @property
+    def for_each(self) -> dict | None:
+        """The ForEach activity around the Custom activity, if the pipeline has one."""
+        activities = self.pipeline.properties.get("activities", [])
+        if len(activities) == 1 and activities[0].get("type") == "ForEach":
+            return activities[0]
+        return None
 
     @property
     def parameters(self) -> dict[str, dict]:
@@ -112,10 +124,10 @@ def _read(path: Path) -> Document:
     return Document(path, body)
 
 
-def load_definitions(directory: Path | None = None) -> Definitions:
+def load_definitions(directory: Path | None = None, pipeline_file: str = PIPELINE_FILE) -> Definitions:
     """Read the raw definitions (placeholders unfilled)."""
     directory = Path(directory) if directory else DEFINITIONS_DIR
-    pipeline = _read(directory / PIPELINE_FILE)
+    pipeline = _read(directory / pipeline_file)
     linked = {d.name: d for d in map(_read, sorted((directory / LINKED_SERVICES_DIR).glob("*.json")))}
     creds = {d.name: d for d in map(_read, sorted((directory / CREDENTIALS_DIR).glob("*.json")))}
     return Definitions(directory, pipeline, linked, creds)

@@ -4,7 +4,7 @@ Semantics follow ADF: a JSON string starting with `@` is one expression (any typ
 at the start is a literal `@`, and elsewhere `@{...}` interpolates an expression as text
 (`@@{` stays a literal `@{`). An `{"value": ..., "type": "Expression"}` object is
 evaluated the same way. Supported: `pipeline()` with its properties and parameters,
-`concat`, `string`, string/number/boolean/null literals, `.prop` and `[index]` access.
+`concat`, `string`, `range`, string/number/boolean/null literals, `.prop` and `[index]` access.
 Anything else is an ExpressionError naming the expression, so the local runner never
 silently runs something different from Azure.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from workspace.errors import ConfigError, ProjectError
 
-SUPPORTED_FUNCTIONS = ("concat", "pipeline", "string")
+SUPPORTED_FUNCTIONS = ("concat", "pipeline", "range", "string")
 
 
 class ExpressionError(ConfigError):
@@ -219,6 +219,13 @@ class _Parser:
             if len(args) != 1:
                 raise self.error("string() takes exactly one argument")
             return to_text(_plain(args[0]))
+        if function == "range":  # range(startIndex, count): count integers from startIndex
+            if len(args) != 2 or not all(isinstance(a, int) and not isinstance(a, bool)
+                                         for a in args):
+                raise self.error("range() takes two integers: startIndex and count")
+            if args[1] < 0:
+                raise self.error(f"range() count must be 0 or more, got {args[1]}")
+            return list(range(args[0], args[0] + args[1]))
         raise self.error(f"function '{name}' is not supported")
 
     def member(self, value: Any, key: Any, safe: bool) -> Any:

@@ -33,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -63,6 +64,9 @@ OUTPUTS_FILE = "outputs.json"
 OUTPUTS_MAX_BYTES = 2 * 1024 * 1024
 DEFAULT_TIMEOUT = "0.12:00:00"  # ADF's default activity timeout
 DEFAULT_RETRY_INTERVAL = 30
+# Tasks the local "pool" runs at once (a ForEach's batchCount is capped here, as a Batch
+# pool caps it at its nodes' task slots).
+LOCAL_POOL_SLOTS = max(2, os.cpu_count() or 1)
 # Parameters the local runner sets: this machine's interpreter, Azurite instead of a URL
 # with a managed identity (the connection string is in the task environment).
 LOCAL_PARAMETERS = {"python": sys.executable, "storageAccountUrl": "", "poolIdentityClientId": ""}
@@ -98,6 +102,8 @@ class ActivityPlan:
     retry: int
     retry_interval_seconds: float
     azurite_blob_endpoint: str
+    iterations: int = 0       # ForEach iterations; 0: the activity is not in a ForEach
+    batch_count: int = 1      # ForEach iterations running at once
 
 
 def plan_activity(definitions: Definitions, parameters: dict[str, Any], run_id: str,
@@ -130,7 +136,23 @@ def plan_activity(definitions: Definitions, parameters: dict[str, Any], run_id: 
         timeout_seconds=parse_timespan(policy.get("timeout", DEFAULT_TIMEOUT), f"{where} policy.timeout"),
         retry=int(policy.get("retry", 0)),
         retry_interval_seconds=float(policy.get("retryIntervalInSeconds", DEFAULT_RETRY_INTERVAL)),
-        azurite_blob_endpoint=settings.azurite_blob_endpoint)
+        azurite_blob_endpoint=settings.azurite_blob_endpoint,
+        **_plan_for_each(definitions.for_each, context, definitions.pipeline.display_path))
+
+
+def _plan_for_each(for_each: dict | None, context: PipelineContext, where: str) -> dict:
+    """How many iterations of the ForEach, and how many at once (at most the local slots)."""
+    if for_each is None:
+        return {}
+    where = f"{where} ForEach '{for_each.get('name')}'"
+    properties = for_each.get("typeProperties", {})
+    items = evaluate(properties.get("items"), context, f"{where} items")
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: items evaluates to {type(items).__name__}, not an array.")
+    if not items:
+        raise ConfigError(f"{where}: items is empty; nothing would run.")
+    parallel = 1 if properties.get("isSequential") else int(properties.get("batchCount", 20))
+    return {"iterations": len(items), "batch_count": max(1, min(parallel, LOCAL_POOL_SLOTS))}
 
 
 def _referenced_linked_services(definitions: Definitions, reference_objects: dict,
@@ -166,7 +188,8 @@ class LocalBackend(Backend):
         return self.settings.local_path / "adf" / "runs"
 
     def definitions(self) -> Definitions:
-        return filled(load_definitions(self.definitions_dir), self.settings, pipeline_only=True,
+        return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings,
+                      pipeline_only=True,
                       allow_empty=LOCAL_ONLY_EMPTY)
 
     def folder_path(self) -> str:
@@ -322,6 +345,8 @@ class _Worker:
         self.plan = ActivityPlan(**json.loads((run_dir / PLAN_FILE).read_text()))
         self.run = _run_from_dict(json.loads((run_dir / RUN_FILE).read_text()))
         self.connection_string = azurite_connection_string(self.plan.azurite_blob_endpoint)
+        self.lock = threading.RLock()  # ForEach iterations share run.json
+        self.outcomes: list[ActivityRun] = []  # the last attempt of each task that ended
         self.cancelled = False
 
     def on_sigterm(self, signum, frame) -> None:
@@ -330,7 +355,8 @@ class _Worker:
             raise Cancelled()
 
     def save(self) -> None:
-        _write_json(self.run_dir / RUN_FILE, asdict(self.run))
+        with self.lock:
+            _write_json(self.run_dir / RUN_FILE, asdict(self.run))
 
     def container(self, name: str) -> Datastore:
         from azure.storage.blob import BlobServiceClient, ExponentialRetry
@@ -345,20 +371,47 @@ class _Worker:
         self.run.status = "InProgress"
         self.save()
         try:
-            for attempt in range(self.plan.retry + 1):
-                if attempt:
-                    time.sleep(self.plan.retry_interval_seconds)
-                if self.attempt_once().status == "Succeeded":
-                    break
+            if self.plan.iterations:  # a ForEach: each iteration is a task of its own
+                self.run_for_each()
+            else:
+                self.outcomes.append(self.run_activity())
         except Cancelled:
             pass
         self.finish()
 
+    def run_activity(self) -> ActivityRun:
+        """The activity with its policy's retries; returns its last attempt."""
+        for attempt in range(self.plan.retry + 1):
+            if attempt:
+                time.sleep(self.plan.retry_interval_seconds)
+            activity = self.attempt_once()
+            if activity.status == "Succeeded":
+                break
+        return activity
+
+    def run_for_each(self) -> None:
+        """The iterations in parallel, at most batch_count at once. SIGTERM arrives in this
+        (the main) thread: every running task is stopped, then the threads end."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(self.plan.batch_count)
+        try:
+            futures = [pool.submit(self.run_activity) for _ in range(self.plan.iterations)]
+            for future in futures:
+                self.outcomes.append(future.result())
+        finally:
+            if self.cancelled:
+                for activity in list(self.run.activities):
+                    if activity.status == "InProgress":
+                        _stop_task(self.run_dir / activity.activity_run_id, signal.SIGTERM)
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def attempt_once(self) -> ActivityRun:
         activity = ActivityRun(str(uuid.uuid4()), self.plan.activity_name, "InProgress",
                                start=now())
-        self.run.activities.append(activity)
-        self.save()
+        with self.lock:
+            self.run.activities.append(activity)
+            self.save()
         try:
             self.attempt(activity)
         except Cancelled:
@@ -383,10 +436,12 @@ class _Worker:
                                 "UserError", self.plan.activity_name)
 
     def finish(self) -> None:
-        last = self.run.last_activity
-        if last is not None and last.status == "InProgress":  # SIGTERM hit between steps
-            self.cancel_activity(last)
-            last.end = last.end or now()
+        for activity in self.run.activities:
+            if activity.status == "InProgress":  # SIGTERM hit between steps
+                self.cancel_activity(activity)
+                activity.end = activity.end or now()
+        ends = self.outcomes or self.run.activities[-1:]
+        last = next((a for a in ends if a.status != "Succeeded"), ends[-1] if ends else None)
         self.run.status = "Cancelled" if self.cancelled else last.status
         if self.run.status != "Succeeded":
             reason = last.error_message if last else "cancelled before the activity started"

@@ -94,6 +94,7 @@ class Backend(ABC):
 
     target: str = "abstract"
     poll_interval: float = 2.0
+    pipeline_file: str = "pipeline.json"  # the file of adf/ this backend runs
 
     def __init__(self, settings: Settings):
         self.settings = settings

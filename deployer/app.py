@@ -190,6 +190,18 @@ class Deployer:
                             "Pass the model folder of a run that has a manifest.json, e.g. "
                             f"{prefix}/<experiment>/<run>/artifacts/model, or use --run-id.")
 
+    def sweep_run_id(self, sweep_id: str, given: str | None = None) -> str:
+        """The run id of the best complete run of a sweep ('latest': the newest sweep)."""
+        from workspace.sweep_runs import best_sweep_run
+
+        if given:
+            raise ConfigError("Pass --sweep alone, without --model or --run-id.")
+        best = best_sweep_run(self.datastore, self.settings.model_prefix, sweep_id)
+        self.progress(f"sweep {best.sweep_id}: best complete run {best.run.run_id} (line "
+                      f"{best.line}, {QUALITY_METRIC} "
+                      f"{float(best.run.metrics.get(QUALITY_METRIC, 0)):.3f})")
+        return best.run.run_id
+
     def model_source(self, run, workdir: Path) -> ModelSource:
         """Download the run's model (every file checked against the manifest) and describe it."""
         from workspace.published import download_model
@@ -216,6 +228,9 @@ class Deployer:
         commit = git_commit()
         if commit:
             tags["git_commit"] = commit
+        sweep = self.datastore.read_json(run.manifest_path).get("sweep")
+        if isinstance(sweep, dict):  # lineage of a sweep's run: which sweep, which grid line
+            tags.update({"sweep_id": sweep.get("id", ""), "sweep_line": sweep.get("line", "")})
         spec = self.specs.model.data
         return ModelSource(name=self.specs.model.name, datastore_path=run.model_path,
                            local_dir=model_dir, tags={k: v for k, v in tags.items() if v != ""},

@@ -88,6 +88,9 @@ def cli():
               help="Model folder of a published run, e.g. models/<exp>/<run>/artifacts/model or "
               "azureml://datastores/<ds>/paths/... (default: the newest complete run).")
 @click.option("--run-id", default=None, help="Deploy the published run with this MLflow run id.")
+@click.option("--sweep", "sweep_id", metavar="SWEEP_ID|latest", default=None,
+              help="Deploy the best complete run of this sweep (test accuracy, then macro-F1, "
+              "then the earlier line); 'latest' is the newest sweep.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (create/update/no-op per resource); "
               "change nothing.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), default=0.9, show_default=True,
@@ -106,7 +109,7 @@ def cli():
 @timeout_option
 @target_option
 @spec_dir_option
-def register_and_deploy(model_path, run_id, dry_run, min_accuracy, force, smoke, keep,
+def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, force, smoke, keep,
                         cleanup_failed, timeout_minutes, target, spec_dir):
     """Register the newest complete model and roll it out as the endpoint's default.
 
@@ -128,9 +131,12 @@ def register_and_deploy(model_path, run_id, dry_run, min_accuracy, force, smoke,
       python -m deployer register-and-deploy --keep 2
       python -m deployer register-and-deploy --cleanup-failed
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
+      python -m deployer register-and-deploy --sweep latest
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
     deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
+    if sweep_id:
+        run_id = deployer.sweep_run_id(sweep_id, given=model_path or run_id)
     result = deployer.register_and_deploy(model_path=model_path, run_id=run_id, dry_run=dry_run,
                                           force=force, min_accuracy=min_accuracy, smoke=smoke,
                                           keep=keep, cleanup_failed=cleanup_failed)

@@ -48,6 +48,16 @@ def container_datastore(settings: Settings) -> Datastore:
 
 
 @pytest.fixture(scope="session")
+def azurite_queue(tmp_path_factory):
+    """Azurite's queue service (sweeps), beside the blob service."""
+    from workspace.queues import AzuriteQueueProcess
+
+    log = tmp_path_factory.mktemp("azurite-queue") / "azurite-queue.log"
+    with AzuriteQueueProcess(log_path=log) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
 def trained_source(azurite, tmp_path_factory):
     """The session's one training run (the trainer as a process, as the Batch node runs it):
     (settings, datastore, completed process, node folder). Treat it as read-only; a module

@@ -139,6 +139,7 @@ ADF_VARIABLES = {
     "storageLinkedServiceJson": "linkedServices/AzureBlobStorageLinkedService.json",
     "batchLinkedServiceJson": "linkedServices/AzureBatchLinkedService.json",
     "pipelineJson": "pipeline.json",
+    "sweepPipelineJson": "sweep-pipeline.json",
 }
 
 
@@ -171,7 +172,8 @@ def test_each_adf_object_is_deployed_with_the_name_and_properties_of_its_json(va
     else:
         assert ref(properties) == f"{variable}.properties"
     assert resource["config"]["parent"] == "factory"
-    kind = {"credentialJson": "credentials", "pipelineJson": "pipelines"}.get(variable, "linkedservices")
+    kind = {"credentialJson": "credentials", "pipelineJson": "pipelines",
+            "sweepPipelineJson": "pipelines"}.get(variable, "linkedservices")
     assert resource["type"] == f"Microsoft.DataFactory/factories/{kind}"
 
 
@@ -327,6 +329,7 @@ BUILTIN_ROLES = {name: role["id"] for name, role in
 ROLE_NAMES = {
     "storageBlobDataContributor": "Storage Blob Data Contributor",
     "storageBlobDataReader": "Storage Blob Data Reader",
+    "storageQueueDataContributor": "Storage Queue Data Contributor",
     "keyVaultSecretsUser": "Key Vault Secrets User",
     "acrPull": "AcrPull",
     "jobSubmitter": "Azure Batch Job Submitter",
@@ -339,6 +342,11 @@ ROLE_NAMES = {
 EXPECTED_ROLES = {
     "poolWritesModels": ("container", "Microsoft.Storage/storageAccounts/blobServices/containers",
                          "poolIdentity.properties.principalId", "roles.storageBlobDataContributor"),
+    # Sweep runners receive, renew, delete and send queue messages; queues are per sweep.
+    "poolProcessesQueues": ("storage", "Microsoft.Storage/storageAccounts",
+                            "poolIdentity.properties.principalId", "roles.storageQueueDataContributor"),
+    "deployerUsesQueues": ("storage", "Microsoft.Storage/storageAccounts",
+                           "deployerPrincipalId", "roles.storageQueueDataContributor"),
     "factoryRunsBatchJobs": ("batchAccount", "Microsoft.Batch/batchAccounts",
                              "factoryIdentity.properties.principalId", "roles[factoryBatchRole]"),
     "factoryReadsStaging": ("container", "Microsoft.Storage/storageAccounts/blobServices/containers",
@@ -470,8 +478,9 @@ def test_batch_pool_runs_the_dsvm_image_scales_to_zero_and_installs_the_trainer(
     assert "$START_TASK_B64" in start["commandLine"] and start["commandLine"].startswith("/bin/bash -c ")
 
 
-def test_the_start_task_virtualenv_is_the_interpreter_the_pipeline_calls():
-    pipeline = json.loads((ADF / "pipeline.json").read_text())
+@pytest.mark.parametrize("pipeline_file", ["pipeline.json", "sweep-pipeline.json"])
+def test_the_start_task_virtualenv_is_the_interpreter_the_pipeline_calls(pipeline_file):
+    pipeline = json.loads((ADF / pipeline_file).read_text())
     python = pipeline["properties"]["parameters"]["python"]["defaultValue"]
     script = (BICEP / "pool-start-task.sh").read_text()
     root = re.search(r'root="\$\{IRIS_TRAINER_ROOT:-([^}]+)\}"', script).group(1)

@@ -20,13 +20,15 @@ def _cli(*args, env):
 
 @pytest.mark.slow
 def test_up_is_idempotent_persists_and_down_stops(tmp_path):
-    port = free_port()
+    port, queue_port = free_port(), free_port()
     env = {**os.environ, "LOCAL_DIR": str(tmp_path / "state"), "AZURITE_BLOB_PORT": str(port),
-           "DATASTORE_CONTAINER": "persisted", "TARGET": "local"}
+           "AZURITE_QUEUE_PORT": str(queue_port), "DATASTORE_CONTAINER": "persisted",
+           "TARGET": "local"}
     try:
         first = _cli("up", env=env)
         assert first.returncode == 0, first.stderr
         assert "started" in first.stdout and "created" in first.stdout
+        assert "queue service started" in first.stdout and is_listening(queue_port)  # sweeps
         again = _cli("up", env=env)
         assert "already running" in again.stdout and "ready" in again.stdout
         assert _cli("status", env=env).returncode == 0
@@ -38,7 +40,7 @@ def test_up_is_idempotent_persists_and_down_stops(tmp_path):
     finally:
         down = _cli("down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
-    assert not is_listening(port)
+    assert not is_listening(port) and not is_listening(queue_port)
     status = _cli("status", env=env)
     assert status.returncode == 1 and "make local-up" in status.stdout
 

@@ -349,9 +349,12 @@ def log_run(model, x_train, metrics, png: Path, args, data_sha256: str, workdir:
     from mlflow.models import infer_signature
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-migration chatter on stderr
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment_id = mlflow.create_experiment(
-        args.experiment_name, artifact_location=(workdir / "mlruns").as_uri())
+    # node_runner.py keeps one store for all its lines (a new SQLite store costs seconds).
+    store = Path(getattr(args, "mlflow_dir", None) or workdir)
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name(args.experiment_name)
+    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
+        args.experiment_name, artifact_location=(store / "mlruns").as_uri())
     example = x_train.head(5)
     signature = infer_signature(example, model.predict(example))
     model_dir = workdir / "model"
@@ -585,6 +588,8 @@ def run(args) -> dict:
                      "rows": int(len(labels))},
             "adf": adf_provenance(),
         }
+        # A sweep's runner (node_runner.py) records the sweep id and grid line here.
+        manifest.update(getattr(args, "manifest_extra", None) or {})
         with progress.phase("upload") as phase:
             sent = publish(client, run_prefix, artifacts, manifest)
             phase.detail = (f"{len(manifest['files'])} files, {sent / 1024:.1f} KiB to "

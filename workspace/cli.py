@@ -25,9 +25,19 @@ def up():
     state = "started" if started else "already running"
     click.echo(f"Azurite {state} (pid {pid}) on {settings.azurite_blob_endpoint}, "
                f"data in {settings.local_path / 'azurite'}")
+    _queue_up(settings)
     created = Datastore.from_settings(settings).ensure_container()
     click.echo(f"Datastore container '{settings.container}' "
                f"{'created' if created else 'ready'}.")
+
+
+def _queue_up(settings) -> None:
+    """Azurite's queue service beside blob: the work queues of `python -m adf sweep`."""
+    from workspace.queues import start_background_queue
+
+    pid, started = start_background_queue(settings.local_path, int(settings.azurite_queue_port))
+    click.echo(f"Azurite queue service {'started' if started else 'already running'} "
+               f"(pid {pid}) on {settings.queue_endpoint}")
 
 
 @cli.command()
@@ -38,6 +48,10 @@ def down():
     settings = Settings.load().with_target("local")
     pid = azurite.stop_background(settings.local_path)
     click.echo(f"Azurite stopped (pid {pid})." if pid else "Azurite was not running.")
+    from workspace.queues import stop_background_queue
+
+    if stop_background_queue(settings.local_path):
+        click.echo("Azurite queue service stopped.")
     _settle_dead_jobs(settings.local_path / "deployer" / "jobs")
 
 

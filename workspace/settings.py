@@ -48,6 +48,8 @@ class Settings:
     local_dir: str = _key("LOCAL_DIR", "State of the local target (Azurite data, registry, runs).",
                           ".local")
     azurite_port: str = _key("AZURITE_BLOB_PORT", "Port of the local Azurite blob service.", "10000")
+    azurite_queue_port: str = _key("AZURITE_QUEUE_PORT",
+                                   "Port of the local Azurite queue service (sweeps).", "10001")
     # Azure target (written by make deploy-infra)
     subscription_id: str = _key("AZURE_SUBSCRIPTION_ID", "Subscription of the deployment.")
     resource_group: str = _key("AZURE_RESOURCE_GROUP", "Resource group holding everything.")
@@ -121,6 +123,9 @@ class Settings:
             raise ConfigError(f"TARGET is '{self.target}'.", "Set it to 'local' or 'azure' in .env.")
         if not self.azurite_port.isdigit():
             raise ConfigError(f"AZURITE_BLOB_PORT is '{self.azurite_port}'.", "Set a port number.")
+        if not self.azurite_queue_port.isdigit():
+            raise ConfigError(f"AZURITE_QUEUE_PORT is '{self.azurite_queue_port}'.",
+                              "Set a port number.")
 
     def require(self, *names: str) -> None:
         """Raise one ConfigError naming every missing Azure setting."""
@@ -156,6 +161,15 @@ class Settings:
             return self.azurite_blob_endpoint
         self.require("storage_blob_url")
         return self.storage_blob_url.rstrip("/")
+
+    @property
+    def queue_endpoint(self) -> str:
+        """Queue service of the datastore's account (Azurite's locally)."""
+        if self.is_local:
+            return f"http://{LOCAL_HOST}:{self.azurite_queue_port}/{AZURITE_ACCOUNT}"
+        self.require("storage_blob_url")
+        # The same account's queue endpoint: https://<account>.queue.<suffix>
+        return self.storage_blob_url.rstrip("/").replace(".blob.", ".queue.", 1)
 
     def datastore_uri(self, path: str) -> str:
         """The Azure ML URI of a path in the datastore."""

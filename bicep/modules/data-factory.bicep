@@ -58,6 +58,9 @@ var batchLinkedServiceJson = json(replace(replace(replace(loadTextContent('../..
 // __DATASTORE_NAME__ feeds the trainer's --datastore-name (the model URI in outputs.json).
 var pipelineJson = json(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName))
 
+// The sweep: a ForEach of runners (trainer/node_runner.py) over a storage queue; same placeholders.
+var sweepPipelineJson = json(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/sweep-pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName))
+
 resource factory 'Microsoft.DataFactory/factories@2018-06-01' = {
   // checkov:skip=CKV_AZURE_103: Definitions come from adf/ in this repository through this template; a factory Git integration would be a second source of truth.
   // checkov:skip=CKV_AZURE_104: The Azure integration runtime needs public network access to reach Batch and storage; the pipeline runs no inbound endpoint.
@@ -129,7 +132,18 @@ resource pipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = {
   ]
 }
 
+resource sweepPipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = {
+  parent: factory
+  name: sweepPipelineJson.name
+  properties: sweepPipelineJson.properties
+  dependsOn: [
+    batchLinkedService
+    storageLinkedService
+  ]
+}
+
 output factoryName string = factory.name
 output factoryId string = factory.id
 output factoryPrincipalId string = factory.identity.principalId
 output pipelineName string = pipeline.name
+output sweepPipelineName string = sweepPipeline.name

@@ -56,6 +56,9 @@ param deployerPrincipalType string
 var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
+  // Storage Queue Data Contributor: sweep runners receive, renew (update), delete and send
+  // messages; Message Processor cannot update or send, Sender cannot receive.
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
   // Azure Batch Job Submitter: create and manage jobs and tasks, nothing on pools or the account.
@@ -130,6 +133,19 @@ resource poolWritesModels 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     principalId: poolIdentity.properties.principalId
     principalType: 'ServicePrincipal'
     description: 'Batch pool nodes write MLflow model blobs.'
+  }
+}
+
+// Sweep runners on the pool take grid lines from the sweep's queues (created per sweep, so
+// the account's queue service is the scope) and post results and failures.
+resource poolProcessesQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, poolIdentity.id, roles.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: poolIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Batch pool nodes run sweep lines from storage queues.'
   }
 }
 
@@ -227,6 +243,18 @@ resource deployerUsesStorage 'Microsoft.Authorization/roleAssignments@2022-04-01
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     description: 'The deploying user or pipeline stages files and reads logs and models.'
+  }
+}
+
+// Whoever deploys starts sweeps: creates their queues, queues the lines, reads the results.
+resource deployerUsesQueues 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(storage.id, deployerPrincipalId, roles.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deploying user or pipeline starts sweeps and reads their queues.'
   }
 }
 

@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Work-queue runner of a sweep: trains grid lines from a storage queue until it is empty.
+
+One runner is one Batch task (one iteration of the sweep pipeline's ForEach). It starts
+Python once and trains many lines in-process with main.py's training and publishing,
+which sits beside it (both are copied flat onto the node). For each message of
+`<sweep>-work`:
+
+1. receive it with a visibility timeout; renew the visibility while training runs longer
+   than half of it, so a slow line is not handed to a second runner;
+2. train and publish (manifest last, recording the sweep id and line);
+3. post the result to `<sweep>-results`, then delete the message.
+
+A runner that dies leaves its message invisible until the timeout; another runner then
+trains the line again (at least once; readers count a line's first complete run). A
+message received more than --max-attempts times goes to `<sweep>-failures` with its last
+error. The runner stops once the work queue (counting messages in flight) has been empty
+for --grace-period seconds, and writes outputs.json for ADF's customOutput.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import main as trainer  # noqa: E402  (main.py is copied beside this file)
+
+EXIT_STORAGE = trainer.EXIT_STORAGE
+OUTPUT_LINES_MAX = 2000  # keeps outputs.json far below ADF's 2 MB customOutput limit
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="node_runner.py",
+        description="Train sweep lines from a storage queue until it is empty (one Batch task).",
+        epilog="exit codes: 0 the queue is empty, 3 the queue service is unreachable.")
+    p.add_argument("--sweep-id", required=True, help="Sweep id; its queues are <id>-work, "
+                   "<id>-results and <id>-failures.")
+    p.add_argument("--queue-url", required=True, metavar="URL",
+                   help="Queue endpoint, e.g. https://<account>.queue.core.windows.net.")
+    p.add_argument("--iris-csv", default="iris_csv.csv", metavar="PATH")
+    p.add_argument("--containerName", "--container-name", dest="container_name", required=True,
+                   metavar="CONTAINER[/PREFIX]", help="Where models are published.")
+    p.add_argument("--account-url", default="", metavar="URL",
+                   help="Blob endpoint (managed identity); empty: the connection string of "
+                   f"${trainer.CONNECTION_STRING_ENV}.")
+    p.add_argument("--client-id", default="", metavar="ID",
+                   help="Client id of the pool's user-assigned managed identity.")
+    p.add_argument("--datastore-name", default="workspaceblobstore")
+    p.add_argument("--max-attempts", type=trainer._positive_int, default=3,
+                   help="Receives of one line before it goes to the failures queue.")
+    p.add_argument("--visibility-timeout", type=trainer._positive_int, default=300,
+                   metavar="SECONDS", help="How long a received line stays hidden; renewed "
+                   "at half of it while training.")
+    p.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
+                   help="Stop once the work queue has been empty this long.")
+    p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--runner-id", default=os.environ.get("AZ_BATCH_TASK_ID")
+                   or f"{socket.gethostname()}-{os.getpid()}")
+    p.add_argument("--outputs-json", default="outputs.json", metavar="PATH")
+    return p
+
+
+def log(text: str) -> None:
+    print(f"[runner] {text}", flush=True)
+
+
+# ----------------------------------------------------------------------------- queues
+
+
+def _credential(args):
+    """Locally the account key of the task's connection string; on Batch the pool identity."""
+    connection_string = os.environ.get(trainer.CONNECTION_STRING_ENV, "")
+    if connection_string and not args.account_url:
+        parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+        return {"account_name": parts.get("AccountName"), "account_key": parts.get("AccountKey")}
+    return trainer.storage_credential(args.client_id or None)  # only that identity
+
+
+def connect_queues(args) -> dict:
+    from azure.storage.queue import ExponentialRetry, QueueServiceClient
+
+    # Short client retries (the storage default waits 15 s and more between tries); longer
+    # outages are ridden out by receive()'s own backoff.
+    retry = ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3)
+    service = QueueServiceClient(args.queue_url, credential=_credential(args),
+                                 retry_policy=retry, connection_timeout=5)
+    return {kind: service.get_queue_client(f"{args.sweep_id}-{kind}")
+            for kind in ("work", "results", "failures")}
+
+
+class Lease:
+    """Keeps a received message invisible while its line trains (renewed at half-time)."""
+
+    def __init__(self, queue, message, visibility_timeout: int):
+        self.queue, self.message, self.timeout = queue, message, visibility_timeout
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._renew, daemon=True)
+
+    def __enter__(self) -> "Lease":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _renew(self) -> None:
+        while not self.stopped.wait(self.timeout / 2):
+            try:
+                with self.lock:
+                    renewed = self.queue.update_message(self.message,
+                                                        visibility_timeout=self.timeout)
+                    self.message.pop_receipt = renewed.pop_receipt
+            except Exception as exc:  # the next renewal (or another runner) takes over
+                log(f"could not renew the visibility of message {self.message.id}: {exc}")
+
+    def update(self, **kwargs) -> None:
+        self.stopped.set()  # the update changes the pop receipt: no renewal after it
+        with self.lock:
+            self.queue.update_message(self.message, **kwargs)
+
+    def delete(self) -> None:
+        self.stopped.set()
+        with self.lock:
+            self.queue.delete_message(self.message)
+
+
+class Claims:
+    """One marker blob per completed line, `<prefix>/sweeps/<sweep>/line-<n>.json`, written
+    once (never overwritten): a line that comes back after its runner died is not trained
+    again, and of two runners that both finished it, the second withdraws its manifest, so
+    a line is published complete once."""
+
+    def __init__(self, args):
+        argv = ["--iris-csv", args.iris_csv, "--containerName", args.container_name]
+        if args.account_url:
+            argv += ["--account-url", args.account_url, "--client-id", args.client_id]
+        self.client = trainer.connect_container(trainer.build_parser().parse_args(argv))
+        _, prefix = trainer.split_container(args.container_name)
+        self.stem = "/".join(p for p in (prefix, "sweeps", args.sweep_id) if p)
+
+    def name(self, line: int) -> str:
+        return f"{self.stem}/line-{line}.json"
+
+    def find(self, line: int) -> dict | None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            return json.loads(self.client.download_blob(self.name(line)).readall())
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:  # unknown: train it (at least once; counted once)
+            log(f"could not read the claim of line {line}: {trainer._short(exc)}")
+            return None
+
+    def claim(self, result: dict) -> dict:
+        """The line's result: ours if we finished first, else the first one (ours withdrawn)."""
+        from azure.core.exceptions import AzureError, ResourceExistsError
+
+        try:
+            self.client.upload_blob(self.name(result["line"]), json.dumps(result),
+                                    overwrite=False)
+            return result
+        except ResourceExistsError:
+            first = self.find(result["line"])
+            if first is None:
+                return result
+            try:  # without its manifest, our copy is an incomplete run that readers ignore
+                self.client.delete_blob(result["manifestPath"])
+            except AzureError as exc:
+                log(f"could not withdraw run {result['runId']}: {trainer._short(exc)}")
+            log(f"line {result['line']} was completed first by run {first['runId']}; "
+                f"run {result['runId']} withdrawn")
+            return first
+        except AzureError as exc:
+            log(f"could not claim line {result['line']}: {trainer._short(exc)}")
+            return result
+
+
+# ----------------------------------------------------------------------------- one line
+
+
+def train_line(args, body: dict, workdir: Path) -> dict:
+    """Train and publish one grid line in-process; returns main.py's outputs."""
+    argv = ["--iris-csv", args.iris_csv, "--containerName", args.container_name,
+            "--datastore-name", args.datastore_name,
+            "--outputs-json", str(workdir / f"line-{body['line']}.json")]
+    if args.account_url:
+        argv += ["--account-url", args.account_url, "--client-id", args.client_id]
+    for key, value in sorted(body["params"].items()):
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    parser = trainer.build_parser()
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            line_args = parser.parse_args(argv)
+    except SystemExit:
+        said = captured.getvalue().strip().splitlines()
+        raise trainer.TrainerError(said[-1] if said else f"bad trainer options: {argv}")
+    line_args.manifest_extra = {"sweep": {"id": args.sweep_id, "line": body["line"]}}
+    line_args.mlflow_dir = workdir
+    return trainer.run(line_args)
+
+
+def process(args, queues: dict, claims: Claims, message, stats: dict, workdir: Path) -> None:
+    body = json.loads(message.content)
+    line, attempt = body["line"], message.dequeue_count
+    if attempt > 1 and _already_done(queues, claims, message, line):
+        return
+    if attempt > args.max_attempts:
+        error = body.get("last_error") or (f"the runner training it stopped {attempt - 1} "
+                                           "time(s) without reporting")
+        _reported(lambda: _fail(args, queues, message, body, error, attempt - 1, stats), line)
+        return
+    log(f"line {line} attempt {attempt}: training {body['params']}")
+    started = time.perf_counter()
+    with Lease(queues["work"], message, args.visibility_timeout) as lease:
+        try:
+            outputs = train_line(args, body, workdir)
+        except Exception as exc:  # any error of a line is recorded, never fatal to the runner
+            error = str(exc) if isinstance(exc, trainer.TrainerError) \
+                else f"{type(exc).__name__}: {exc}"
+            log(f"line {line} attempt {attempt} failed: {error}")
+            _reported(lambda: _retry_or_fail(args, queues, message, body, error, attempt,
+                                             stats, lease), line)
+            return
+        trained = time.perf_counter() - started
+        result = claims.claim({
+            "line": line, "params": body["params"], "runId": outputs["runId"],
+            "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
+            "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id})
+        if not _reported(lambda: (queues["results"].send_message(json.dumps(result)),
+                                  lease.delete()), line):
+            return
+    stats["done"].append({"line": line, "runId": result["runId"], "seconds": round(trained, 3)})
+    stats["train_seconds"] += trained
+    stats["post_seconds"] += time.perf_counter() - started - trained
+    log(f"line {line} done: run {result['runId']} accuracy "
+        f"{result['metrics']['test_accuracy']:.3f} in {trained:.1f} s")
+
+
+def _already_done(queues: dict, claims: Claims, message, line: int) -> bool:
+    """A line back from a runner that died after completing it: report, do not retrain."""
+    first = claims.find(line)
+    if first is None:
+        return False
+    log(f"line {line} was completed already by run {first['runId']}; reporting it")
+    _reported(lambda: (queues["results"].send_message(json.dumps(first)),
+                       queues["work"].delete_message(message)), line)
+    return True
+
+
+def _reported(post, line: int) -> bool:
+    """Run a queue update; if the queue service fails, the message comes back by itself
+    after its visibility timeout and the line is taken again (at least once)."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        post()
+        return True
+    except AzureError as exc:
+        log(f"queue service unreachable while reporting line {line}; it will be taken "
+            f"again after its visibility timeout: {trainer._short(exc)}")
+        return False
+
+
+def _retry_or_fail(args, queues, message, body, error, attempt, stats, lease) -> None:
+    if attempt >= args.max_attempts:
+        lease.stopped.set()
+        _fail(args, queues, message, body, error, attempt, stats, lease)
+    else:  # visible again at once, carrying its error
+        lease.update(content=json.dumps({**body, "last_error": error}), visibility_timeout=0)
+
+
+def _fail(args, queues, message, body, error, attempts, stats, lease=None) -> None:
+    queues["failures"].send_message(json.dumps({
+        "line": body["line"], "params": body["params"], "error": error,
+        "attempts": attempts, "runner": args.runner_id}))
+    (lease.delete() if lease else queues["work"].delete_message(message))
+    stats["failed"].append({"line": body["line"], "error": error})
+    log(f"line {body['line']} failed after {attempts} attempt(s): {error}")
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def receive(args, work):
+    """The next message or None; backs off while the queue service is unreachable."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+    delay, deadline = args.poll_interval, time.monotonic() + max(120.0, args.grace_period)
+    while True:
+        try:
+            return next(iter(work.receive_messages(max_messages=1,
+                                                   visibility_timeout=args.visibility_timeout)),
+                        None)
+        except ResourceNotFoundError:
+            raise trainer.TrainerError(f"Queue '{work.queue_name}' does not exist; start the "
+                                       "sweep with `python -m adf sweep start`.", EXIT_STORAGE)
+        except AzureError as exc:
+            if time.monotonic() > deadline:
+                raise trainer.TrainerError(f"The queue service is unreachable: {exc}",
+                                           EXIT_STORAGE)
+            log(f"queue service unreachable, retrying in {delay:.1f} s: {trainer._short(exc)}")
+            time.sleep(delay)
+            delay = min(delay * 2, 5)
+
+
+def queue_empty(work) -> bool:
+    """No message left, counting those in flight (they come back if their runner dies)."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        return work.get_queue_properties().approximate_message_count == 0
+    except AzureError:
+        return False
+
+
+def run(args) -> dict:
+    queues = connect_queues(args)
+    claims = Claims(args)
+    stats = {"done": [], "failed": [], "receive_seconds": 0.0, "train_seconds": 0.0,
+             "post_seconds": 0.0}
+    idle_since = None
+    with tempfile.TemporaryDirectory(prefix="sweep-runner-") as tmp:
+        while True:
+            asked = time.perf_counter()
+            message = receive(args, queues["work"])
+            if message is not None:
+                stats["receive_seconds"] += time.perf_counter() - asked
+                idle_since = None
+                process(args, queues, claims, message, stats, Path(tmp))
+                continue
+            idle_since = idle_since or time.monotonic()
+            if queue_empty(queues["work"]) and time.monotonic() - idle_since >= args.grace_period:
+                break
+            time.sleep(args.poll_interval)
+    return stats
+
+
+def write_outputs(args, stats: dict, seconds: float) -> None:
+    trainer.write_outputs(args.outputs_json, {
+        "sweepId": args.sweep_id, "runner": args.runner_id,
+        "done": len(stats["done"]), "failed": len(stats["failed"]),
+        "lines": (stats["done"] + stats["failed"])[:OUTPUT_LINES_MAX],
+        "seconds": {"total": round(seconds, 3), "receive": round(stats["receive_seconds"], 3),
+                    "train": round(stats["train_seconds"], 3),
+                    "post": round(stats["post_seconds"], 3)}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # SystemExit unwinds: no half-published line; its message comes back after its timeout
+        signal.signal(signum, trainer._stop_on_signal)
+    started = time.perf_counter()
+    log(f"{args.runner_id} takes lines of sweep {args.sweep_id}")
+    try:
+        stats = run(args)
+        write_outputs(args, stats, time.perf_counter() - started)
+    except trainer.TrainerError as exc:
+        print(f"[runner] error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    log(f"queue empty: {len(stats['done'])} line(s) done, {len(stats['failed'])} failed by "
+        f"this runner in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

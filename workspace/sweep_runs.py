@@ -1,0 +1,73 @@
+"""The published runs of a sweep, read from their manifests (no queue needed).
+
+A sweep's runner records `"sweep": {"id", "line"}` in each manifest. A line may have been
+trained more than once (a runner died after publishing, before its result was recorded):
+its first complete run (earliest `created`, then run id) is the one that counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workspace.datastore import Datastore
+from workspace.errors import ConfigError, NotFound
+from workspace.published import MANIFEST_NAME, PublishedRun
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    sweep_id: str
+    line: int
+    run: PublishedRun
+
+    @property
+    def rank_key(self) -> tuple:
+        """Best first: test accuracy, then macro-F1, then the earlier line."""
+        metrics = self.run.metrics
+        return (-float(metrics.get("test_accuracy", 0.0)),
+                -float(metrics.get("test_f1_macro", 0.0)), self.line)
+
+
+def _sweep_manifests(store: Datastore, prefix: str) -> list[tuple[dict, str, dict]]:
+    start = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    found = []
+    for blob in store.list(start):
+        if blob.name.endswith("/" + MANIFEST_NAME):
+            manifest = store.read_json(blob.name)
+            if isinstance(manifest.get("sweep"), dict):
+                found.append((manifest["sweep"], blob.name, manifest))
+    return found
+
+
+def sweep_runs(store: Datastore, prefix: str, sweep_id: str) -> list[SweepRun]:
+    """One complete run per line of the sweep (its first), best first.
+
+    sweep_id 'latest' means the newest sweep with a published run (ids sort by time)."""
+    manifests = _sweep_manifests(store, prefix)
+    if sweep_id == LATEST:
+        if not manifests:
+            raise NotFound(f"No sweep has published a run under '{store.container}/{prefix}'.",
+                           "Start one: `python -m adf sweep start --grid data/sweep.csv`.")
+        sweep_id = max(sweep["id"] for sweep, _, _ in manifests)
+    first: dict[int, SweepRun] = {}
+    for sweep, path, manifest in manifests:
+        if sweep["id"] != sweep_id:
+            continue
+        entry = SweepRun(sweep_id, int(sweep["line"]), PublishedRun.from_manifest(path, manifest))
+        known = first.get(entry.line)
+        if known is None or (entry.run.created, entry.run.run_id) < (known.run.created,
+                                                                     known.run.run_id):
+            first[entry.line] = entry
+    if not first:
+        raise NotFound(f"Sweep '{sweep_id}' has no complete run under "
+                       f"'{store.container}/{prefix}'.",
+                       "Check the id with `python -m adf sweep list`; a line counts once its "
+                       "manifest is written.")
+    return sorted(first.values(), key=lambda r: r.rank_key)
+
+
+def best_sweep_run(store: Datastore, prefix: str, sweep_id: str) -> SweepRun:
+    if not sweep_id:
+        raise ConfigError("--sweep needs a sweep id or 'latest'.")
+    return sweep_runs(store, prefix, sweep_id)[0]

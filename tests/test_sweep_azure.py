@@ -12,25 +12,11 @@ from adf.azure_backend import AzureBackend
 from adf.definitions import SWEEP_PIPELINE_FILE, filled, load_definitions
 from adf.sweep import SweepIncomplete, Sweeps, check_complete
 from tests.conftest import container_datastore, isolated_settings
-from tests.support.fake_datafactory import FakeAzure
+from tests.test_adf_azure import azure_settings, fake  # noqa: F401 - the same fixtures
 from tests.support.fake_http import StaticTokenCredential
-from tests.test_adf_definitions import AZURE_VALUES
 from workspace.errors import ConfigError
 from workspace.queues import queue_service
-from workspace.settings import AZURITE_KEY, Settings
-
-
-@pytest.fixture
-def azure_settings(tmp_path) -> Settings:
-    return Settings.load(env_file=tmp_path / "no.env", environ={}, local_dir=str(tmp_path / "local"),
-                         **AZURE_VALUES)
-
-
-@pytest.fixture
-def fake(azure_settings) -> FakeAzure:
-    return FakeAzure(azure_settings.subscription_id, azure_settings.resource_group,
-                     azure_settings.data_factory, azure_settings.batch_account_url,
-                     azure_settings.storage_blob_url, pool_id=azure_settings.batch_pool_id)
+from workspace.settings import AZURITE_KEY
 
 
 @pytest.fixture

@@ -19,13 +19,16 @@ from workspace.errors import LocalServiceError
 from workspace.settings import LOCAL_HOST, REPO_ROOT, azurite_connection_string, AZURITE_ACCOUNT
 
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+# The services this project runs, and the setting that moves each one's port.
+PORT_SETTINGS = {"blob": "AZURITE_BLOB_PORT", "queue": "AZURITE_QUEUE_PORT"}
 
 
-def azurite_command(port: int, location: Path | None) -> list[str]:
-    if not AZURITE_BIN.exists():
-        raise LocalServiceError(f"Azurite is not installed ({AZURITE_BIN} is missing).",
+def azurite_command(port: int, location: Path | None, service: str = "blob") -> list[str]:
+    binary = AZURITE_BIN.with_name(f"azurite-{service}")
+    if not binary.exists():
+        raise LocalServiceError(f"Azurite is not installed ({binary} is missing).",
                                 "Run `make setup` (npm ci installs it into the repo).")
-    cmd = [str(AZURITE_BIN), "--blobHost", LOCAL_HOST, "--blobPort", str(port),
+    cmd = [str(binary), f"--{service}Host", LOCAL_HOST, f"--{service}Port", str(port),
            # azure-storage-blob sends a newer API version than Azurite knows.
            "--skipApiVersionCheck", "--disableTelemetry", "--loose"]
     if location is None:
@@ -67,6 +70,8 @@ def _wait_until_listening(port: int, process: subprocess.Popen, log: Path, timeo
 class AzuriteProcess:
     """Azurite as a child process (tests): `with AzuriteProcess() as azurite: ...`."""
 
+    service = "blob"
+
     def __init__(self, port: int | None = None, location: Path | None = None,
                  log_path: Path | None = None):
         self.port = port or free_port()
@@ -86,7 +91,7 @@ class AzuriteProcess:
         if self.location is not None:
             self.location.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(azurite_command(self.port, self.location),
+            self.process = subprocess.Popen(azurite_command(self.port, self.location, self.service),
                                             stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)
         _wait_until_listening(self.port, self.process, self.log_path, timeout)
@@ -112,43 +117,49 @@ class AzuriteProcess:
 # ---------------------------------------------------------------- background service
 
 
-def _pid_file(state_dir: Path) -> Path:
-    return state_dir / "azurite.pid"
+def _layout(state_dir: Path, service: str) -> tuple[Path, Path, Path]:
+    """(pid file, log, data folder) of a background service under state_dir."""
+    if service == "blob":  # the first service, laid out before there were others
+        return state_dir / "azurite.pid", state_dir / "azurite.log", state_dir / "azurite"
+    return (state_dir / service / "azurite.pid", state_dir / f"azurite-{service}.log",
+            state_dir / f"azurite-{service}")
 
 
-def running_pid(state_dir: Path) -> int | None:
+def running_pid(state_dir: Path, service: str = "blob") -> int | None:
     """The pid of the background Azurite started by `local-up`, if that very process still
     runs: a pid file left by a crash or a reboot may name another program now."""
     from workspace.processes import live_pid
 
-    return live_pid(_pid_file(state_dir), command_contains="azurite")
+    return live_pid(_layout(state_dir, service)[0], command_contains="azurite")
 
 
-def start_background(state_dir: Path, port: int, timeout: float = 30) -> tuple[int, bool]:
-    """Start Azurite detached, persisting under state_dir. Returns (pid, started_now)."""
-    pid = running_pid(state_dir)
+def start_background(state_dir: Path, port: int, timeout: float = 30,
+                     service: str = "blob") -> tuple[int, bool]:
+    """Start an Azurite service detached, persisting under state_dir. Returns
+    (pid, started_now)."""
+    pid_file, log_path, data = _layout(state_dir, service)
+    pid = running_pid(state_dir, service)
     if pid is not None and is_listening(port):
         return pid, False
     if is_listening(port):
         raise LocalServiceError(f"Port {port} on {LOCAL_HOST} is taken by another program.",
-                                "Stop it, or set AZURITE_BLOB_PORT in .env to a free port.")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "azurite.log"
+                                f"Stop it, or set {PORT_SETTINGS[service]} in .env to a free port.")
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(azurite_command(port, state_dir / "azurite"),
+        process = subprocess.Popen(azurite_command(port, data, service),
                                    stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
     _wait_until_listening(port, process, log_path, timeout)
     from workspace.processes import write_pid_file
 
-    write_pid_file(_pid_file(state_dir), process.pid)
+    write_pid_file(pid_file, process.pid)
     return process.pid, True
 
 
-def stop_background(state_dir: Path, timeout: float = 10) -> int | None:
-    """Stop the background Azurite; returns the pid stopped, or None if none ran."""
-    pid = running_pid(state_dir)
-    _pid_file(state_dir).unlink(missing_ok=True)
+def stop_background(state_dir: Path, timeout: float = 10, service: str = "blob") -> int | None:
+    """Stop a background Azurite service; returns the pid stopped, or None if none ran."""
+    pid = running_pid(state_dir, service)
+    _layout(state_dir, service)[0].unlink(missing_ok=True)
     if pid is None:
         return None
     os.killpg(pid, signal.SIGTERM)

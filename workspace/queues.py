@@ -10,70 +10,34 @@ process for tests (`AzuriteQueueProcess`) or as the `make local-up` service.
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from workspace.azurite import AzuriteProcess, _wait_until_listening, is_listening, running_pid
-from workspace.errors import ConfigError, DatastoreUnavailable, LocalServiceError
-from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY, LOCAL_HOST, REPO_ROOT, Settings
+from workspace.azurite import AzuriteProcess, is_listening, start_background, stop_background
+from workspace.errors import ConfigError, DatastoreUnavailable
+from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY, LOCAL_HOST, Settings
 
-AZURITE_QUEUE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite-queue"
 QUEUE_KINDS = ("work", "results", "failures")
 PEEK_MAX = 32  # the service returns at most 32 messages per call
-
-
-def azurite_queue_command(port: int, location: Path | None) -> list[str]:
-    if not AZURITE_QUEUE_BIN.exists():
-        raise LocalServiceError(f"Azurite is not installed ({AZURITE_QUEUE_BIN} is missing).",
-                                "Run `make setup` (npm ci installs it into the repo).")
-    cmd = [str(AZURITE_QUEUE_BIN), "--queueHost", LOCAL_HOST, "--queuePort", str(port),
-           "--skipApiVersionCheck", "--disableTelemetry", "--loose"]
-    return cmd + (["--inMemoryPersistence"] if location is None else ["--location", str(location)])
 
 
 class AzuriteQueueProcess(AzuriteProcess):
     """Azurite's queue service as a child process (tests)."""
 
+    service = "queue"
+
     @property
     def queue_endpoint(self) -> str:
         return f"http://{LOCAL_HOST}:{self.port}/{AZURITE_ACCOUNT}"
 
-    def start(self, timeout: float = 30) -> "AzuriteQueueProcess":
-        if self.location is not None:
-            self.location.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(azurite_queue_command(self.port, self.location),
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-        _wait_until_listening(self.port, self.process, self.log_path, timeout)
-        return self
-
 
 def start_background_queue(state_dir: Path, port: int, timeout: float = 30) -> tuple[int, bool]:
     """The `make local-up` queue service, data under state_dir/azurite-queue."""
-    pid_dir = state_dir / "queue"
-    pid = running_pid(pid_dir)
-    if pid is not None and is_listening(port):
-        return pid, False
-    if is_listening(port):
-        raise LocalServiceError(f"Port {port} on {LOCAL_HOST} is taken by another program.",
-                                "Stop it, or set AZURITE_QUEUE_PORT in .env to a free port.")
-    pid_dir.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "azurite-queue.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(azurite_queue_command(port, state_dir / "azurite-queue"),
-                                   stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    _wait_until_listening(port, process, log_path, timeout)
-    (pid_dir / "azurite.pid").write_text(str(process.pid))
-    return process.pid, True
+    return start_background(state_dir, port, timeout, service="queue")
 
 
 def stop_background_queue(state_dir: Path) -> int | None:
-    from workspace.azurite import stop_background
-
-    return stop_background(state_dir / "queue")
+    return stop_background(state_dir, service="queue")
 
 
 # ---------------------------------------------------------------- clients

@@ -17,7 +17,7 @@ import pytest
 
 from adf.definitions import DEFINITIONS_DIR
 from adf.expressions import ExpressionError
-from adf.local_runner import LocalBackend
+from adf.local_runner import TASK_PID_FILE, LocalBackend
 from adf.runs import LOGS_CONTAINER, follow
 from workspace.datastore import Datastore
 from workspace.errors import ConfigError, ExitCode
@@ -331,13 +331,21 @@ def _wait_for_task(backend: LocalBackend, run_id: str):
 
     run_dir = backend.runs_dir / run_id
     runner = psutil.Process(int((run_dir / "runner.pid").read_text().split()[0]))
-    deadline = time.monotonic() + 120  # generous: the runner downloads the folder first
+    started = time.monotonic()
+    deadline = started + 120  # generous: the runner downloads the folder first
     while not runner.children() and runner.is_running() \
             and runner.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
         time.sleep(0.1)
     task = runner.children()
-    assert task, (f"the task did not start; run.json: {(run_dir / 'run.json').read_text()}\n"
-                  f"runner.log: {(run_dir / 'runner.log').read_text()}")
+    if not task:  # say as much as can be seen: which step the runner was at, and for how long
+        alive = runner.is_running() and runner.status() != psutil.STATUS_ZOMBIE
+        task_pids = {p.parent.name: p.read_text().strip() for p in run_dir.glob(f"*/{TASK_PID_FILE}")}
+        files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+        raise AssertionError(
+            f"the task is not running after {time.monotonic() - started:.1f} s; runner alive: "
+            f"{alive} (status {runner.status() if alive else 'gone'}); task pid files: "
+            f"{task_pids}; files: {files}\nrun.json: {(run_dir / 'run.json').read_text()}\n"
+            f"runner.log: {(run_dir / 'runner.log').read_text()}")
     return runner, task[0]
 
 
@@ -431,18 +439,22 @@ def test_storage_outage_during_the_task_keeps_the_task_error_and_says_make_local
     from tests.conftest import isolated_settings
     from workspace.azurite import AzuriteProcess
 
-    # An Azurite of its own, stopped while the task runs; the task then fails on its own.
+    # An Azurite of its own, stopped while the task runs; the task then fails on its own. The
+    # task waits for the test's word (a file), so it is still running when the test looks.
+    go = tmp_path / "go"
     with AzuriteProcess() as own:
         settings = isolated_settings(own, tmp_path)
         Datastore.from_settings(settings).ensure_container()
         definitions = definitions_copy(
-            tmp_path, command="\"@{pipeline().parameters.python}\" -c \"import sys, time; "
-                              "print('disk full', file=sys.stderr); time.sleep(3); sys.exit(3)\"",
+            tmp_path, command="\"@{pipeline().parameters.python}\" -c \"import os, sys, time; "
+                              f"[time.sleep(0.1) for _ in range(600) if not os.path.exists('{go}')]; "
+                              "print('disk full', file=sys.stderr); sys.exit(3)\"",
             policy={"retry": 0})
         _stage_blobs(settings, {"placeholder.txt": b"x"})
         backend = LocalBackend(settings, definitions)
         run_id = backend.start({})
         _wait_for_task(backend, run_id)
+    go.touch()  # Azurite is gone: the task may end now
     run = follow(backend, run_id, on_status=lambda r: None, on_reason=lambda r: None,
                  poll_seconds=0.2, timeout_seconds=180)
     assert run.status == "Failed"

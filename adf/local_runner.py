@@ -24,7 +24,6 @@ run as Failed.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
@@ -50,7 +49,7 @@ from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progres
 from adf.staging import split_folder_path
 from workspace.datastore import RETRY, Datastore
 from workspace.errors import ConfigError, ProjectError
-from workspace.processes import kill_group, live_pid, write_pid_file
+from workspace.processes import die_with, kill_group, live_pid, write_pid_file
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
 RUN_FILE = "run.json"
@@ -58,7 +57,6 @@ PLAN_FILE = "plan.json"
 PID_FILE = "runner.pid"
 TASK_PID_FILE = "task.pid"
 CANCEL_GRACE_SECONDS = 10
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RUNNER_LOG = "runner.log"
 OUTPUTS_FILE = "outputs.json"
 OUTPUTS_MAX_BYTES = 2 * 1024 * 1024
@@ -324,19 +322,6 @@ class Cancelled(Exception):
     """Raised in the runner by SIGTERM (`python -m adf cancel`)."""
 
 
-def _die_with_runner(runner_pid: int):
-    """preexec_fn of the task: the kernel sends it SIGKILL when the runner dies, so even a
-    SIGKILLed runner leaves no task behind (Linux; elsewhere the next look at the run does)."""
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-    def preexec() -> None:
-        if libc is not None:
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != runner_pid:  # the runner died before prctl took effect
-            os._exit(137)
-    return preexec
-
-
 class _Worker:
     """Executes one planned run; the only writer of its run.json."""
 
@@ -517,7 +502,7 @@ class _Worker:
             try:
                 process = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                            stdout=out, stderr=err, start_new_session=True,
-                                           preexec_fn=_die_with_runner(os.getpid()))
+                                           preexec_fn=die_with(os.getpid(), exit_code=137))
             except OSError as exc:
                 err.write(f"{exc}\n".encode())
                 return None, f"The command could not start: {argv[0]}: {exc.strerror}."

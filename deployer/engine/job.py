@@ -41,7 +41,8 @@ from deployer.engine.ledger import FAILED, RETRY, Ledger, Succeeded
 from deployer.engine.lifecycle import INPUT_LIST, name_files_not_in_output
 from deployer.engine.messages import Done, Exited, Failed, LoadFailed, Task, TimedOut
 from deployer.engine.pool import PoolError, Worker, WorkerPool
-from deployer.engine.processes import ForkedProcess, ProcessId
+from deployer.engine.processes import ForkedProcess
+from workspace.processes import ProcessId
 from deployer.engine.records import (append_user_error, now, read_record, write_overview,
                                      write_record)
 from deployer.engine.signature import read_signature
@@ -695,8 +696,9 @@ def _raise_cancel(signum, frame):
 
 
 def _worker_entry(parent_pid: int, *args):
-    from deployer.engine.processes import die_with_parent
     from deployer.engine.worker import worker_main
+
+    from workspace.processes import die_with_parent
 
     die_with_parent(parent_pid)  # a spawned process too: nothing outlives the runner
     worker_main(*args)

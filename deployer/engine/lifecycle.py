@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from deployer.engine.processes import ProcessId
+from workspace.processes import ProcessId, read_pid_file, write_pid_file
 from deployer.engine.records import (TERMINAL, append_user_error, now, read_record,
                                      write_overview, write_record)
 
@@ -26,18 +26,11 @@ RUNNER_PID = "runner.pid"  # "<pid> <start time>", written by whoever starts the
 def runner_of(job_dir: Path, record: dict) -> ProcessId | None:
     """The job's runner, as the runner recorded itself or as it was started."""
     found = ProcessId.from_record(record.get("runner")) or ProcessId.from_record(record.get("pid"))
-    if found is not None:
-        return found
-    try:
-        fields = (Path(job_dir) / RUNNER_PID).read_text().split()
-        return ProcessId(int(fields[0]), float(fields[1]) if len(fields) > 1 else None)
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
+    return found or read_pid_file(Path(job_dir) / RUNNER_PID)
 
 
 def write_runner_pid(job_dir: Path, pid: int) -> None:
-    who = ProcessId.of(pid)
-    (Path(job_dir) / RUNNER_PID).write_text(f"{who.pid} {who.started or ''}".strip())
+    write_pid_file(Path(job_dir) / RUNNER_PID, pid)
 
 
 def workers_of(record: dict) -> list[ProcessId]:

@@ -1,7 +1,7 @@
 """The processes of a job: who they are, and scoring processes that die with the runner.
 
-A process is named by its pid and its start time, so that a pid the system has given to
-another program since is never taken for one of ours (`ProcessId`).
+A process is named by its pid and its start time (`workspace.processes.ProcessId`), so
+that a pid the system has given to another program since is never taken for one of ours.
 
 Scoring processes are forked by `ForkedProcess` rather than `multiprocessing`: right
 after the fork the child asks the kernel for SIGKILL when its parent exits (Linux
@@ -15,86 +15,8 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-@dataclass(frozen=True)
-class ProcessId:
-    pid: int
-    started: float | None  # seconds since the epoch, as the system reports it
-
-    @classmethod
-    def of(cls, pid: int) -> "ProcessId":
-        return cls(int(pid), start_time(pid))
-
-    @classmethod
-    def from_record(cls, value) -> "ProcessId | None":
-        """From `[pid, started]` (a job record) or a bare pid (older records)."""
-        if isinstance(value, (list, tuple)) and value:
-            return cls(int(value[0]), value[1] if len(value) > 1 else None)
-        if isinstance(value, int) and value > 0:
-            return cls(value, None)
-        return None
-
-    def to_record(self) -> list:
-        return [self.pid, self.started]
-
-    def alive(self) -> bool:
-        """Running (not a zombie) and the very process recorded, not a later one."""
-        import psutil
-
-        try:
-            process = psutil.Process(self.pid)
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return False
-            return self.started is None or abs(process.create_time() - self.started) < 0.05
-        except psutil.Error:
-            return False
-
-    def kill(self) -> bool:
-        """SIGKILL it if it is still this process; True if a signal was sent."""
-        if not self.alive():
-            return False
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            return True
-        except OSError:
-            return False
-
-    def signal(self, signum: int) -> bool:
-        if not self.alive():
-            return False
-        try:
-            os.kill(self.pid, signum)
-            return True
-        except OSError:
-            return False
-
-
-def start_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(int(pid)).create_time()
-    except psutil.Error:
-        return None
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask for SIGKILL when the parent exits, then make sure it has not already: a parent
-    that died before the request was made is never signalled (then the parent is init)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the runner's own cleanup and `status` still find this process
-    if os.getppid() != parent_pid:
-        os._exit(1)
+from workspace.processes import die_with
 
 
 def close_descriptors_except(keep: set[int]) -> None:
@@ -125,18 +47,19 @@ class ForkedProcess:
 
     def start(self) -> None:
         parent = os.getpid()
+        orphan_guard = die_with(parent)  # prepared here: the child must not load libraries
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns
-            self._child(parent, read_end, write_end)
+            self._child(orphan_guard, read_end, write_end)
         os.close(write_end)
         self.pid, self.sentinel = pid, read_end
 
-    def _child(self, parent: int, read_end: int, write_end: int) -> None:
+    def _child(self, orphan_guard, read_end: int, write_end: int) -> None:
         code = 1
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the runner's cancel handler
-            die_with_parent(parent)
+            orphan_guard()
             os.close(read_end)
             close_descriptors_except({write_end, *self.keep_fds})
             self.target(*self.args)

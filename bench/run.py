@@ -326,7 +326,7 @@ HOW = [
     "them ahead: with 1 MB blocks that read-ahead alone cost each scoring process ~40 MB.",
     "Output lines are formatted by pyarrow when no value needs quoting (class labels, "
     "integers), by `csv.writer` otherwise: the bytes are the same either way "
-    "(`tests/test_engine_streaming.py`).",
+    "(`tests/deployer/engine/test_streaming.py`).",
     "With several scoring processes, a large CSV file is cut into line-aligned byte ranges "
     "of about 8 MB, at least one per process (each read after a copy of the header; row "
     "numbers counted from newlines, with numpy, while the model loads). The pieces finish "

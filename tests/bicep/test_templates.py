@@ -572,7 +572,7 @@ NAMED_RESOURCES = {
     "logAnalytics": "Microsoft.OperationalInsights/workspaces@2023-09-01",
     "resourceGroup": "Microsoft.Resources/resourceGroups@2024-03-01",
 }
-# The prefixes bicep/azure.sh accepts: the shortest, the default, the longest (tests/test_bicep_cli.py).
+# The prefixes bicep/azure.sh accepts: the shortest, the default, the longest (tests/bicep/test_azure_sh.py).
 PREFIXES = ["abc", "irisops", "a23456789z"]
 
 

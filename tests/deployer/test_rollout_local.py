@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import IRIS_CSV
-from tests.test_deployer_local import Cli, ok, publish_changed_copy, trained  # noqa: F401
+from tests.deployer.test_local_cli import Cli, ok, publish_changed_copy, trained  # noqa: F401
 from workspace.published import download_model
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from tests.test_deployer_local import Cli, actions, registered_versions, trained  # noqa: F401
+from tests.deployer.test_local_cli import Cli, actions, registered_versions, trained  # noqa: F401
 from workspace.errors import DatastoreError
 
 pytestmark = pytest.mark.slow

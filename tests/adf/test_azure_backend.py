@@ -13,7 +13,7 @@ from adf.cli import cli
 from adf.definitions import filled, load_definitions
 from tests.support.fake_datafactory import FakeAzure, RunPlan
 from tests.support.fake_http import StaticTokenCredential
-from tests.test_adf_definitions import AZURE_VALUES
+from tests.adf.test_definitions import AZURE_VALUES
 from workspace.errors import ConfigError, ExitCode
 from workspace.settings import AZURITE_KEY, Settings
 

@@ -7,7 +7,7 @@ import pytest
 
 from deployer.entities import JobOverrides
 from deployer.rollout import SMOKE_INPUT, SMOKE_LABELS, Rollout, SmokeTestError, RollbackRefused
-from tests.test_deployer_azure import (WS_PATH, azure_settings, backend, blob_store,  # noqa: F401
+from tests.deployer.test_azure_backend import (WS_PATH, azure_settings, backend, blob_store,  # noqa: F401
                                        fake, sleeps, source, specs)
 from workspace.errors import ConfigError
 
@@ -156,7 +156,7 @@ def test_keep_never_deletes_a_deployment_a_running_job_uses(azure, fake, specs):
 def test_dry_run_plans_the_rollout_and_writes_nothing(backend, fake, specs):
     model, _ = backend.register_model(source(), dry_run=True, spec=specs.model)
     changes, _ = Rollout(backend, "iris-batch").deploy(specs.deployment, model, dry_run=True)
-    # the same rows as the local target's plan (tests/test_deployer_rollout_local.py)
+    # the same rows as the local target's plan (tests/deployer/test_rollout_local.py)
     assert [(c.kind, c.name, c.action) for c in changes] == [
         ("deployment", "iris-mlflow-vnext", "create"), ("smoke", "iris-mlflow-vnext", "run"),
         ("default-deployment", "iris-batch", "update")]

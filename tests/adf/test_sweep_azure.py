@@ -12,7 +12,7 @@ from adf.azure_backend import AzureBackend
 from adf.definitions import SWEEP_PIPELINE_FILE, filled, load_definitions
 from adf.sweep import SweepIncomplete, Sweeps, check_complete
 from tests.conftest import container_datastore, isolated_settings
-from tests.test_adf_azure import azure_settings, fake  # noqa: F401 - the same fixtures
+from tests.adf.test_azure_backend import azure_settings, fake  # noqa: F401 - the same fixtures
 from tests.support.fake_http import StaticTokenCredential
 from workspace.errors import ConfigError
 from workspace.queues import queue_service

@@ -27,7 +27,8 @@ from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSou
                                RegisteredModel)
 from deployer.plan import plan_line
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
-                              refuse_nested_folder, rollback_candidate, validate_overrides)
+                              downloaded_outputs, local_predictions, refuse_nested_folder,
+                              rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
 from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
 from workspace.settings import REPO_ROOT, Settings
@@ -352,7 +353,7 @@ class Deployer:
                                   progress=self.progress, overrides=overrides)
         path = stats = None
         if wait and job.status == "Completed":
-            path = _local_predictions(job, Path(output_dir) if output_dir else None)
+            path = local_predictions(job, Path(output_dir) if output_dir else None)
             stats = _counted_by_job(job) or (prediction_stats(path) if path else None)
         return InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started,
                             predictions=path)
@@ -466,28 +467,9 @@ def _search_prefix(wanted: str, default: str) -> str:
     return wanted or default
 
 
-def _downloaded_outputs(output_dir: Path) -> list[Path]:
-    """Where the backends put a job's predictions in an output folder."""
-    return [output_dir / "predictions.csv", output_dir / "named-outputs" / "score" / "predictions.csv"]
-
-
 def _refuse_earlier_output(output_dir: Path) -> None:
     """Another job's predictions in the output folder would be overwritten: refuse."""
-    for path in _downloaded_outputs(output_dir):
+    for path in downloaded_outputs(output_dir):
         if path.exists():
             raise ConfigError(f"'{path}' exists: the output folder holds another job's predictions.",
                               "Pass another --output-dir, or move that file away first.")
-
-
-def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
-    """The downloaded predictions file of a finished job, wherever the backend put it."""
-    candidates = []
-    if job.output_path and "://" not in job.output_path:
-        candidates.append(Path(job.output_path))
-    if output_dir is not None:
-        candidates += _downloaded_outputs(output_dir)
-    for path in candidates:
-        if path.is_file():
-            return path
-    return None
-

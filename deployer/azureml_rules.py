@@ -177,9 +177,11 @@ def cluster_settings(data: dict) -> dict:
 
 
 def validate_instances(instance_count: int, compute, asked: str, fix: str) -> None:
-    """A deployment or job may not ask for more nodes than its cluster's max_instances
-    (the service refuses such a deployment). `compute` is the compute.yml spec; `asked`
-    names the setting or option, `fix` says what to change ({maximum} is filled in)."""
+    """A deployment or job may not ask for more nodes than its cluster's max_instances:
+    checked before anything is created, not left to the service's refusal of the
+    deployment. `compute` is the compute.yml spec (AmlCompute's default max_instances when
+    it sets none); `asked` names the setting or option, `fix` says what to change
+    ({maximum} is filled in)."""
     maximum = cluster_settings(compute.data)["max_instances"]
     if instance_count is not None and instance_count > maximum:
         raise ConfigError(f"{asked} is {instance_count}, more than max_instances {maximum} of "

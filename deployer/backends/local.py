@@ -275,14 +275,7 @@ class LocalBackend(Backend):
         validate_endpoint_name(endpoint, str(spec.path))
         validate_deployment_name(spec.name, str(spec.path))
         want = desired_deployment_state(spec, "")  # settings checked before the registry is read
-        if model is not None:
-            name, version, path = self._resolve_model(f"{model.name}:{model.version}")
-            want["model"] = f"{name}:{version}"
-        elif dry_run:  # planning a new model: the spec's reference, as on Azure
-            path, want["model"] = "", plan.model_reference(spec.data.get("model"))
-        else:
-            name, version, path = self._resolve_model(spec.data.get("model", ""))
-            want["model"] = f"{name}:{version}"
+        want["model"], path = self._model_to_deploy(spec, model, dry_run)
         with self._state(write=not dry_run) as state:
             ep = state["endpoints"].get(endpoint)
             if not dry_run:
@@ -303,6 +296,15 @@ class LocalBackend(Backend):
         if not dry_run and plan.needs_write(compared, want) and path:
             _warn_environment(path, progress)
         return change
+
+    def _model_to_deploy(self, spec, model: RegisteredModel | None, dry_run: bool) -> tuple[str, str]:
+        """('name:version', local path) of the model a deployment serves; when planning for a
+        model not registered yet, the spec's reference (as the Azure target plans it)."""
+        if model is None and dry_run:
+            return plan.model_reference(spec.data.get("model")), ""
+        ref = f"{model.name}:{model.version}" if model is not None else spec.data.get("model", "")
+        name, version, path = self._resolve_model(ref)
+        return f"{name}:{version}", path
 
     @staticmethod
     def _require_parents(state: dict, spec, endpoint: str, compute: str) -> None:

@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from deployer.azureml_rules import (validate_deployment_name, validate_deployment_settings,
+                                    validate_endpoint_name, validate_instances)
 from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
                                RegisteredModel)
+from deployer.plan import plan_line
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
-                              refuse_nested_folder, rollback_candidate, validate_overrides)
+                              downloaded_outputs, local_predictions, refuse_nested_folder,
+                              rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
 from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
 from workspace.settings import REPO_ROOT, Settings
@@ -306,12 +310,12 @@ class Deployer:
             model, change = self.backend.register_model(source, dry_run=dry_run, spec=specs.model)
         result.model = model
         result.changes.append(change)
-        self.progress(_change_line(change, dry_run))
+        self.progress(plan_line(change, dry_run))
         for ensure, spec in ((self.backend.ensure_compute, specs.compute),
                              (self.backend.ensure_endpoint, specs.endpoint)):
             change = ensure(spec, dry_run=dry_run, progress=self.progress)
             result.changes.append(change)
-            self.progress(_change_line(change, dry_run))
+            self.progress(plan_line(change, dry_run))
         changes, result.smoke = self.rollout.deploy(
             specs.deployment, model, dry_run=dry_run, min_accuracy=min_accuracy,
             check_accuracy=not note, **rollout)
@@ -336,6 +340,10 @@ class Deployer:
                output_dir: Path | None = None, wait: bool = True,
                overrides: JobOverrides | None = None) -> InvokeResult:
         overrides = validate_overrides(overrides or JobOverrides())
+        compute = self.specs.compute
+        validate_instances(overrides.instance_count, compute, "--instance-count",
+                           f"Pass --instance-count {{maximum}} or less, or raise max_instances in "
+                           f"{compute.path.name} and run register-and-deploy.")
         refuse_nested_folder(input_path)
         started = time.monotonic()
         if wait and output_dir is not None:
@@ -345,7 +353,7 @@ class Deployer:
                                   progress=self.progress, overrides=overrides)
         path = stats = None
         if wait and job.status == "Completed":
-            path = _local_predictions(job, Path(output_dir) if output_dir else None)
+            path = local_predictions(job, Path(output_dir) if output_dir else None)
             stats = _counted_by_job(job) or (prediction_stats(path) if path else None)
         return InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started,
                             predictions=path)
@@ -404,9 +412,6 @@ class Deployer:
 
 # ---------------------------------------------------------------------- helpers
 
-ENDPOINT_NAME = r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
-
-
 def deploy_lock_blob(endpoint_name: str) -> str:
     """The datastore blob whose lease serialises register-and-deploy of one endpoint."""
     return f"locks/register-and-deploy/{endpoint_name}.lock"
@@ -414,14 +419,10 @@ def deploy_lock_blob(endpoint_name: str) -> str:
 
 def validate_specs(specs: DeploymentSpecs) -> None:
     """Check the specs against each other and Azure ML's rules before changing anything."""
-    import re
-
     endpoint, deployment, compute = specs.endpoint, specs.deployment, specs.compute
     name = str(endpoint.name)
-    if not 3 <= len(name) <= 32 or not re.fullmatch(ENDPOINT_NAME, name):
-        raise ConfigError(f"{endpoint.path}: endpoint name '{name}' is invalid.",
-                          "Use 3-32 letters, digits and dashes, starting with a letter and not "
-                          "ending with a dash (unique per Azure region).")
+    validate_endpoint_name(name, str(endpoint.path))
+    validate_deployment_name(deployment.name, str(deployment.path))
     data = deployment.data
     if data.get("endpoint_name") != name:
         raise ConfigError(f"{deployment.path}: endpoint_name '{data.get('endpoint_name')}' is not "
@@ -432,26 +433,11 @@ def validate_specs(specs: DeploymentSpecs) -> None:
         raise ConfigError(f"{deployment.path}: compute '{data.get('compute')}' is not the cluster "
                           f"of {compute.path.name} ('{compute.name}').",
                           f"Set compute: azureml:{compute.name}.")
-    settings = dict(data.get("settings") or {})
-    retry = dict(settings.get("retry_settings") or {})
-    checks = [("settings.mini_batch_size", settings.get("mini_batch_size", 10), 1),
-              ("settings.max_concurrency_per_instance", settings.get("max_concurrency_per_instance", 1), 1),
-              ("resources.instance_count", (data.get("resources") or {}).get("instance_count", 1), 1),
-              ("settings.error_threshold", settings.get("error_threshold", -1), -1),
-              ("settings.retry_settings.max_retries", retry.get("max_retries", 3), 0),
-              ("settings.retry_settings.timeout", retry.get("timeout", 30), 1)]
-    for key, value, minimum in checks:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{deployment.path}: {key} is {value!r}; it must be a whole number "
-                              f"of at least {minimum}.")
-    action = str(settings.get("output_action", "append_row")).lower()
-    if action not in ("append_row", "summary_only"):
-        raise ConfigError(f"{deployment.path}: settings.output_action is '{action}'.",
-                          "Use append_row or summary_only.")
-    if action == "summary_only" and settings.get("output_file_name"):
-        raise ConfigError(f"{deployment.path}: output_action summary_only cannot have an "
-                          "output_file_name.", "Remove output_file_name or use append_row.")
-
+    settings = validate_deployment_settings(data, str(deployment.path))
+    validate_instances(settings["instance_count"], compute,
+                       f"{deployment.path}: resources.instance_count",
+                       f"Lower resources.instance_count in {deployment.path.name} to {{maximum}} "
+                       f"or less, or raise max_instances in {compute.path.name}.")
 
 
 def _datastore_path(value: str, datastore_name: str) -> str:
@@ -481,33 +467,9 @@ def _search_prefix(wanted: str, default: str) -> str:
     return wanted or default
 
 
-def _change_line(change: Change, dry_run: bool) -> str:
-    verb = "would " + change.action if dry_run and change.action != NO_OP else change.action
-    return f"{change.kind} {change.name}: {verb}" + (f" ({change.detail})" if change.detail else "")
-
-
-def _downloaded_outputs(output_dir: Path) -> list[Path]:
-    """Where the backends put a job's predictions in an output folder."""
-    return [output_dir / "predictions.csv", output_dir / "named-outputs" / "score" / "predictions.csv"]
-
-
 def _refuse_earlier_output(output_dir: Path) -> None:
     """Another job's predictions in the output folder would be overwritten: refuse."""
-    for path in _downloaded_outputs(output_dir):
+    for path in downloaded_outputs(output_dir):
         if path.exists():
             raise ConfigError(f"'{path}' exists: the output folder holds another job's predictions.",
                               "Pass another --output-dir, or move that file away first.")
-
-
-def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
-    """The downloaded predictions file of a finished job, wherever the backend put it."""
-    candidates = []
-    if job.output_path and "://" not in job.output_path:
-        candidates.append(Path(job.output_path))
-    if output_dir is not None:
-        candidates += _downloaded_outputs(output_dir)
-    for path in candidates:
-        if path.is_file():
-            return path
-    return None
-

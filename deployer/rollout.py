@@ -15,18 +15,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+from deployer import plan
+from deployer.azureml_rules import ARM_NAME_MAX, DEPLOYMENT_DEFAULTS, MINIMUM, validate_job_name
 from deployer.entities import NO_OP, Change, Deployment, JobOverrides, JobSummary
+from deployer.plan import plan_line
 from deployer.spec import Spec
 from workspace.errors import ConfigError, ExitCode, NotFound, ProjectError
 
 SMOKE_DIR = Path(__file__).resolve().parent / "smoke"
 SMOKE_INPUT = SMOKE_DIR / "smoke.csv"
 SMOKE_LABELS = SMOKE_DIR / "expected.txt"
-# Batch deployment names as the deployer validates them (see validate_endpoint_name).
-NAME_MAX = 32
-# Job (and so experiment) names: the ARM name pattern of workspaces/jobs in the
-# Microsoft.MachineLearningServices 2024-01-01-preview types (Azure/bicep-types-az).
-JOB_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
 OUTPUT_PATH = re.compile(r"^azureml://datastores/([^/]+)/paths/(.+)$")
 ACTIVE = ("Queued", "Running")
 
@@ -55,10 +53,10 @@ class SmokeResult:
 
 
 def deployment_name(base: str, version: str) -> str:
-    """The deployment of one model version: '<base>-v<version>', cut to Azure ML's 32
-    characters at the base (never at the version)."""
+    """The deployment of one model version: '<base>-v<version>', cut to the length Azure ML
+    allows at the base (never at the version)."""
     suffix = f"-v{version}"
-    return base[: NAME_MAX - len(suffix)].rstrip("-") + suffix
+    return base[: ARM_NAME_MAX - len(suffix)].rstrip("-") + suffix
 
 
 def for_version(spec: Spec, name: str) -> Spec:
@@ -68,19 +66,16 @@ def for_version(spec: Spec, name: str) -> Spec:
 
 def validate_overrides(overrides: JobOverrides) -> JobOverrides:
     """Check each override as Azure ML does before a job is submitted."""
-    ranges = {"mini_batch_size": 1, "instance_count": 1, "max_retries": 0, "error_threshold": -1}
-    for key, minimum in ranges.items():
-        value = getattr(overrides, key)
+    for key in ("mini_batch_size", "instance_count", "max_retries", "error_threshold"):
+        value, minimum = getattr(overrides, key), MINIMUM[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < minimum):
             raise ConfigError(f"--{key.replace('_', '-')} is {value!r}; it must be a whole number "
                               f"of at least {minimum}.")
     for key in ("job_name", "experiment_name"):
         value = getattr(overrides, key)
-        if value is not None and not JOB_NAME.match(value):
-            raise ConfigError(f"--{key.replace('_', '-')} '{value}' is invalid.",
-                              "Use 1-255 letters, digits, '-' and '_', starting with a letter "
-                              "or digit.")
+        if value is not None:
+            validate_job_name(value, f"--{key.replace('_', '-')}")
     if overrides.output_path is not None:
         match = OUTPUT_PATH.match(overrides.output_path)
         leaf = match.group(2).rsplit("/", 1)[-1] if match else ""
@@ -126,13 +121,13 @@ class Rollout:
         change = self.backend.ensure_deployment(for_version(spec, name), model, dry_run=dry_run,
                                                 progress=self.progress, set_default=False)
         changes, result = [change], None
-        self.progress(_line(change, dry_run))
+        self.progress(plan_line(change, dry_run))
         serving = name in before and before[name].is_default
         if serving and change.action == NO_OP:
             changes.append(Change("smoke", name, NO_OP, "already the default"))
         elif not smoke:
             changes.append(Change("smoke", name, "skip", "--no-smoke: switching without a test"))
-            self.progress(_line(changes[-1], dry_run))
+            self.progress(plan_line(changes[-1], dry_run))
             if not dry_run:
                 self.backend.tag_deployment(self.endpoint, name, {"smoke": "skipped"})
         elif dry_run:
@@ -141,7 +136,7 @@ class Rollout:
             result = self.smoke_test(name, min_accuracy, check_accuracy, cleanup_failed)
             changes.append(Change("smoke", name, "passed", _smoke_detail(result)))
         changes.append(self._switch(name, before, dry_run))
-        self.progress(_line(changes[-1], dry_run))
+        self.progress(plan_line(changes[-1], dry_run))
         changes += self.prune(name, keep, dry_run=dry_run)
         return changes, result
 
@@ -151,9 +146,7 @@ class Rollout:
         if not dry_run:
             return self.backend.set_default_deployment(self.endpoint, name, progress=self.progress)
         current = next((d.name for d in before.values() if d.is_default), "")
-        if current == name:
-            return Change("default-deployment", self.endpoint, NO_OP, name)
-        return Change("default-deployment", self.endpoint, "update", f"{current or '(none)'} → {name}")
+        return plan.default_change(self.endpoint, current, name)
 
     def smoke_test(self, name: str, min_accuracy: float, check_accuracy: bool = True,
                    cleanup_failed: bool = False) -> SmokeResult:
@@ -167,7 +160,7 @@ class Rollout:
             self.backend.tag_deployment(self.endpoint, name, {
                 "smoke": "failed", "smoke_job": job or "", "smoke_detail": exc.message[:250]})
             if cleanup_failed:
-                self.progress(_line(self.backend.delete_deployment(
+                self.progress(plan_line(self.backend.delete_deployment(
                     self.endpoint, name, progress=self.progress), False) + " (--cleanup-failed)")
             raise
         self.backend.tag_deployment(self.endpoint, name, {
@@ -193,7 +186,7 @@ class Rollout:
                 changes.append(self.backend.delete_deployment(self.endpoint, dep.name,
                                                               dry_run=dry_run,
                                                               progress=self.progress))
-            self.progress(_line(changes[-1], dry_run))
+            self.progress(plan_line(changes[-1], dry_run))
         return changes
 
     def _busy(self) -> dict[str, str]:
@@ -274,7 +267,7 @@ def run_smoke(backend, endpoint: str, name: str, min_accuracy: float, check_accu
                              output_dir=Path(tmp) / "out", wait=True, progress=progress)
         if job.status != "Completed":
             _fail(job, name, f"the job ended {job.status}: {job.error or 'no error message'}")
-        path = _predictions(job, Path(tmp) / "out")
+        path = local_predictions(job, Path(tmp) / "out")
         lines = path.read_text().splitlines() if path else []
     rows = [line.split(",") for line in lines]
     if len(rows) != len(expected) or [r[0] for r in rows] != [str(i) for i in range(len(expected))] \
@@ -299,18 +292,20 @@ def _fail(job: JobSummary, name: str, reason: str):
     raise error
 
 
-def _predictions(job: JobSummary, output_dir: Path) -> Path | None:
+def downloaded_outputs(output_dir: Path) -> list[Path]:
+    """Where the backends put a job's predictions file (Azure ML's default output_file_name)
+    in an output folder: at its top (local) or in the `score` output's folder (Azure)."""
+    name = DEPLOYMENT_DEFAULTS["output_file_name"]
+    return [output_dir / name, output_dir / "named-outputs" / "score" / name]
+
+
+def local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
+    """The downloaded predictions file of a finished job, wherever the backend put it."""
     candidates = [Path(job.output_path)] if job.output_path and "://" not in job.output_path else []
-    candidates += [output_dir / "predictions.csv",
-                   output_dir / "named-outputs" / "score" / "predictions.csv"]
+    candidates += downloaded_outputs(output_dir) if output_dir is not None else []
     return next((p for p in candidates if p.is_file()), None)
 
 
 def _smoke_detail(result: SmokeResult) -> str:
     return (f"job {result.job.name}: {result.rows} rows, accuracy {result.accuracy:.3f}, "
             f"{result.seconds:.1f} s")
-
-
-def _line(change: Change, dry_run: bool) -> str:
-    verb = "would " + change.action if dry_run and change.action != NO_OP else change.action
-    return f"{change.kind} {change.name}: {verb}" + (f" ({change.detail})" if change.detail else "")

@@ -5,10 +5,11 @@
 
 PATH is a checkout (with `generated/`) or a bare clone (read with `git show REV:...`).
 The fixture holds, for every `type@apiVersion` declared in bicep/ (and the Data Factory
-types adf/*.json are checked against), only the type definitions reachable from those
-resources, without descriptions, renumbered into one list. Discriminated unions keep every
-discriminator value but the body only of the values this repository uses (any `"type"`
-value in adf/**/*.json or in bicep/), so an unknown value is still told from a known one.
+types adf/*.json are checked against, and the Azure ML resources the deployer makes), only
+the type definitions reachable from those resources, without descriptions, renumbered into
+one list. Discriminated unions keep every discriminator value but the body only of the
+values this repository uses (any `"type"` value in adf/**/*.json or in bicep/), so an
+unknown value is still told from a known one.
 """
 from __future__ import annotations
 
@@ -29,9 +30,14 @@ OUT = ROOT / "tests" / "fixtures" / "azure_types.json"
 UPSTREAM = "Azure/bicep-types-az"
 KEEP_KEYS = ("$type", "name", "value", "discriminator", "minLength", "maxLength", "pattern",
              "minValue", "maxValue", "sensitive", "flags")
-# Resource types checked although no .bicep declares them literally: none today (the ADF
-# resources are in data-factory.bicep), kept as the place to add one.
-EXTRA_RESOURCES: tuple[str, ...] = ()
+# Resource types checked although no .bicep declares them: the Azure ML resources the
+# deployer makes through azure-ai-ml (their name patterns are what the service accepts;
+# tests/deployer/test_azureml_rules.py checks deployer/azureml_rules.py against them).
+EXTRA_RESOURCES: tuple[str, ...] = (
+    "Microsoft.MachineLearningServices/workspaces/batchEndpoints@2024-10-01",
+    "Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments@2024-10-01",
+    "Microsoft.MachineLearningServices/workspaces/jobs@2024-10-01",
+)
 # ADF control-flow activities kept although no pipeline uses them yet (a fan-out pipeline
 # wraps the Custom activity in a ForEach), so adding one does not need a rebuild.
 ALWAYS_KEEP = {"ForEach", "ExecutePipeline", "IfCondition", "Until", "SetVariable", "Wait", "Fail"}
@@ -162,7 +168,8 @@ def build(source: Source) -> dict:
         index[resource] = {"$ref": f"#/{compactor.copy(relative, types, position)}"}
     return {
         "about": "Resource type definitions from Azure/bicep-types-az (generated from the "
-                 "azure-rest-api-specs swagger), reduced to what bicep/ and adf/ use. Rebuilt by "
+                 "azure-rest-api-specs swagger), reduced to what bicep/, adf/ and deployer/ use. "
+                 "Rebuilt by "
                  "scripts/extract_azure_types.py; do not edit by hand.",
         "source": {"repository": UPSTREAM, "commit": source.commit, "files": sorted(files)},
         "flags": {"Required": 1, "ReadOnly": 2, "WriteOnly": 4, "DeployTimeConstant": 8},

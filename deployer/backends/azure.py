@@ -19,16 +19,18 @@ from typing import Any, Callable
 
 import yaml
 
+from deployer import plan
+from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_name,
+                                    validate_deployment_settings, validate_endpoint_name)
 from deployer.backends.base import Backend, Progress
-from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, Deployment, JobOverrides,
-                               JobSummary, ModelSource, RegisteredModel)
+from deployer.entities import (NO_OP, Change, Deployment, JobOverrides, JobSummary, ModelSource,
+                               RegisteredModel)
 from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
                                     AzureRefused, AzureTimeout, translate)
 from workspace.errors import ConfigError, ProjectError
 from workspace.settings import Settings
 
 CONTENT_TAG = "content_sha256"
-ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 DEFAULT_TIMEOUT_SECONDS = 60 * 60
 # azure-ai-ml's RunHistoryConstants.TERMINAL_STATUSES: a Paused or NotResponding job makes no
 # progress on its own, so waiting on it ends.
@@ -68,19 +70,6 @@ DATA_ASSET = re.compile(r"^azureml:(?P<name>[A-Za-z0-9_.-]+)(?::(?P<version>[A-Z
                         r"|@(?P<label>[A-Za-z0-9_.-]+))$")
 # wasbs://<container>@<account>.blob.<suffix>/<path>, abfss://<fs>@<account>.dfs.<suffix>/<path>
 STORAGE_URL = re.compile(r"^(?:wasbs?|abfss?)://([^@/]+)@([^./]+)\.((?:blob|dfs)\.[^/]+)/(.*)$")
-DEPLOYMENT_SETTINGS = ("mini_batch_size", "max_concurrency_per_instance", "output_action",
-                       "output_file_name", "error_threshold", "logging_level")
-
-
-def validate_endpoint_name(name: str, what: str = "Endpoint") -> None:
-    """Batch endpoint (and deployment) names: 3-32 characters, letters, digits and dashes,
-    starting with a letter and not ending with a dash (checked before any call)."""
-    if not isinstance(name, str) or not 3 <= len(name) <= 32 or not ENDPOINT_NAME.match(name):
-        unique = " (endpoint names are unique per Azure region)" if what == "Endpoint" else ""
-        raise ConfigError(
-            f"{what} name '{name}' is invalid.",
-            "Use 3-32 characters: letters, digits and dashes, starting with a letter and not "
-            f"ending with a dash{unique}.")
 
 
 class AzureBackend(Backend):
@@ -195,15 +184,14 @@ class AzureBackend(Backend):
             existing = self._find_model_version(source.name, source.content_sha256)
             if existing is not None:
                 return (_registered(existing),
-                        Change("model", source.name, NO_OP,
-                               f"version {existing.version} has the same content"))
+                        plan.model_change(source.name, existing=str(existing.version)))
             path = self.settings.datastore_uri(source.datastore_path)
             if dry_run:
-                return None, Change("model", source.name, CREATE, f"new version from {path}")
+                return None, plan.model_change(source.name, source=path)
             model = self.desired_model(source, spec)
             created = self.ml_client.models.create_or_update(model)
             return (_registered(created),
-                    Change("model", source.name, CREATE, f"version {created.version} from {path}"))
+                    plan.model_change(source.name, created=str(created.version), source=path))
 
     def desired_model(self, source: ModelSource, spec=None):
         """model.yml (or a bare MLflow model) with the run's datastore folder, name and tags."""
@@ -239,44 +227,35 @@ class AzureBackend(Backend):
         desired = self.desired_compute(spec)
         with self._errors(f"creating compute '{desired.name}'"):
             existing = self._get_or_none(self.ml_client.compute.get, desired.name)
-            if existing is None:
-                action, detail = CREATE, f"{desired.size}, {desired.min_instances}-{desired.max_instances} nodes"
-            else:
+            if existing is not None:
                 _check_replaceable(existing, desired)
-                have, want = _compute_state(existing), _compute_state(desired)
-                diff = _diff(have, want) or _failed(existing)
-                if not diff:
-                    return Change("compute", desired.name, NO_OP)
-                action, detail = UPDATE, diff
-            if not dry_run:
+            change = plan.compute_change(desired.name, _compute_state(existing),
+                                         _compute_state(desired), stale=_failed(existing))
+            if not dry_run and change.action != NO_OP:
                 self._wait(self.ml_client.compute.begin_create_or_update(desired),
-                           f"{action} compute {desired.name}", progress)
-            return Change("compute", desired.name, action, detail)
+                           f"{change.action} compute {desired.name}", progress)
+            return change
 
     # ------------------------------------------------------------------ endpoint
 
     def desired_endpoint(self, spec):
         from azure.ai.ml import load_batch_endpoint
 
-        validate_endpoint_name(spec.name)
+        validate_endpoint_name(spec.name, str(spec.path))
         return load_batch_endpoint(_yaml_source(spec))
 
     def ensure_endpoint(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
         desired = self.desired_endpoint(spec)
         with self._errors(f"creating endpoint '{desired.name}'"):
             existing = self._get_or_none(self.ml_client.batch_endpoints.get, desired.name)
-            if existing is None:
-                action, detail = CREATE, ""
-            else:
-                diff = _diff(_endpoint_state(existing), _endpoint_state(desired)) or _failed(existing)
-                if not diff:
-                    return Change("endpoint", desired.name, NO_OP)
-                action, detail = UPDATE, diff
+            change = plan.endpoint_change(desired.name, _endpoint_state(existing),
+                                          _endpoint_state(desired), stale=_failed(existing))
+            if existing is not None:
                 desired.defaults = existing.defaults  # keep the default deployment
-            if not dry_run:
+            if not dry_run and change.action != NO_OP:
                 self._wait(self.ml_client.batch_endpoints.begin_create_or_update(desired),
-                           f"{action} endpoint {desired.name}", progress)
-            return Change("endpoint", desired.name, action, detail)
+                           f"{change.action} endpoint {desired.name}", progress)
+            return change
 
     # ------------------------------------------------------------------ deployment
 
@@ -286,17 +265,11 @@ class AzureBackend(Backend):
         overrides = {}
         if model is not None:
             overrides["model"] = f"azureml:{model.name}:{model.version}"
-        validate_endpoint_name(spec.data.get("endpoint_name", ""))
-        validate_endpoint_name(spec.name, "Deployment")
-        deployment = load_model_batch_deployment(_yaml_source(spec),
-                                                 params_override=[overrides] if overrides else None)
-        settings = deployment.settings
-        action = str(getattr(settings, "output_action", "") or "").lower().replace("_", "")
-        if action == "summaryonly" and settings.output_file_name:
-            raise ConfigError(f"Deployment '{deployment.name}': output_action summary_only cannot "
-                              "have an output_file_name.",
-                              "Remove output_file_name from deployment.yml or use append_row.")
-        return deployment
+        validate_endpoint_name(spec.data.get("endpoint_name", ""), str(spec.path))
+        validate_deployment_name(spec.name, str(spec.path))
+        validate_deployment_settings(spec.data, str(spec.path))
+        return load_model_batch_deployment(_yaml_source(spec),
+                                           params_override=[overrides] if overrides else None)
 
     def ensure_deployment(self, spec, model: RegisteredModel | None, *, dry_run: bool = False,
                           progress: Progress | None = None, set_default: bool = True) -> Change:
@@ -307,30 +280,24 @@ class AzureBackend(Backend):
             existing = None
             if endpoint is not None:
                 existing = self._get_or_none(self.ml_client.batch_deployments.get, name, endpoint_name)
-            if existing is None:
-                needs_put, action, detail = True, CREATE, f"model {_model_ref(desired.model)}"
-            else:
-                diff = _diff(_deployment_state(existing), _deployment_state(desired)) or _failed(existing)
-                needs_put, action, detail = bool(diff), (UPDATE if diff else NO_OP), diff
+            have, want, stale = _deployment_state(existing), _deployment_state(desired), _failed(existing)
             is_default = endpoint is not None and _default_deployment(endpoint) == name
-            if set_default and not is_default:
-                detail = "; ".join(x for x in (detail, "set as the endpoint's default") if x)
-                if action == NO_OP:
-                    action = UPDATE
+            change = plan.deployment_change(name, have, want, is_default=is_default,
+                                            set_default=set_default, stale=stale)
             if dry_run:
-                return Change("deployment", name, action, detail)
-            if needs_put:
+                return change
+            if plan.needs_write(have, want, stale):
                 if existing is not None:  # keep the smoke test's result
                     desired.tags = {**dict(existing.tags or {}), **dict(desired.tags or {})}
                 self._wait(self.ml_client.batch_deployments.begin_create_or_update(
                     desired, skip_script_validation=True),
-                    f"{action} deployment {name}", progress)
+                    f"{change.action} deployment {name}", progress)
             if set_default and not is_default:
                 endpoint = self.ml_client.batch_endpoints.get(endpoint_name)
                 endpoint.defaults = {"deployment_name": name}
                 self._wait(self.ml_client.batch_endpoints.begin_create_or_update(endpoint),
                            f"set default deployment of {endpoint_name} to {name}", progress)
-            return Change("deployment", name, action, detail)
+            return change
 
     def list_deployments(self, endpoint: str) -> list[Deployment]:
         validate_endpoint_name(endpoint)
@@ -356,14 +323,12 @@ class AzureBackend(Backend):
             if self._get_or_none(self.ml_client.batch_deployments.get, name, endpoint) is None:
                 raise AzureNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
                                     "See `python -m deployer status` for the deployments.")
-            old = _default_deployment(found)
-            if old == name:
-                return Change("default-deployment", endpoint, NO_OP, name)
-            if not dry_run:
+            change = plan.default_change(endpoint, _default_deployment(found), name)
+            if not dry_run and change.action != NO_OP:
                 found.defaults = {"deployment_name": name}
                 self._wait(self.ml_client.batch_endpoints.begin_create_or_update(found),
                            f"set default deployment of {endpoint} to {name}", progress)
-        return Change("default-deployment", endpoint, UPDATE, f"{old or '(none)'} → {name}")
+        return change
 
     def delete_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
                           progress: Progress | None = None) -> Change:
@@ -371,11 +336,11 @@ class AzureBackend(Backend):
         with self._errors(f"deleting deployment '{name}' of endpoint '{endpoint}'"):
             dep = self._get_or_none(self.ml_client.batch_deployments.get, name, endpoint)
             if dep is None:
-                return Change("deployment", name, NO_OP, "does not exist")
+                return plan.delete_change("deployment", name, False)
             if not dry_run:
                 self._wait(self.ml_client.batch_deployments.begin_delete(name, endpoint),
                            f"delete deployment {name}", progress)
-        return Change("deployment", name, DELETE, f"model {_model_ref(dep.model)}")
+        return plan.delete_change("deployment", name, True, f"model {_model_ref(dep.model)}")
 
     def tag_deployment(self, endpoint: str, name: str, tags: dict, *,
                        progress: Progress | None = None) -> None:
@@ -621,34 +586,34 @@ class AzureBackend(Backend):
 
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
         validate_endpoint_name(endpoint)
-        changes: list[Change] = []
-        with self._errors(f"deleting endpoint '{endpoint}'"):
+        with self._errors(f"reading endpoint '{endpoint}'"):
             found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
-            if found is not None:
-                default = _default_deployment(found)
-                deployments = list(self.ml_client.batch_deployments.list(endpoint_name=endpoint))
-                # The default deployment cannot be deleted on its own; it goes with the endpoint.
-                for dep in sorted(deployments, key=lambda d: d.name == default):
-                    if dep.name != default and not dry_run:
-                        self._wait(self.ml_client.batch_deployments.begin_delete(dep.name, endpoint),
-                                   f"delete deployment {dep.name}", None)
-                    changes.append(Change("deployment", dep.name, DELETE,
-                                          "with the endpoint" if dep.name == default else ""))
-                if not dry_run:
-                    self._wait(self.ml_client.batch_endpoints.begin_delete(endpoint),
-                               f"delete endpoint {endpoint}", None)
-                changes.append(Change("endpoint", endpoint, DELETE))
-            else:
-                changes.append(Change("endpoint", endpoint, NO_OP, "does not exist"))
-        with self._errors(f"deleting compute '{compute}'"):
-            if self._get_or_none(self.ml_client.compute.get, compute) is not None:
-                if not dry_run:
-                    self._wait(self.ml_client.compute.begin_delete(compute),
-                               f"delete compute {compute}", None)
-                changes.append(Change("compute", compute, DELETE))
-            else:
-                changes.append(Change("compute", compute, NO_OP, "does not exist"))
+            default = _default_deployment(found) if found is not None else ""
+            deployments = None if found is None else {
+                dep.name: dep.name == default
+                for dep in self.ml_client.batch_deployments.list(endpoint_name=endpoint)}
+            cluster = self._get_or_none(self.ml_client.compute.get, compute)
+        changes = plan.teardown_changes(endpoint, deployments, compute, cluster is not None)
+        if not dry_run:
+            self._delete_all(endpoint, [n for n, is_default in (deployments or {}).items()
+                                        if not is_default], found is not None,
+                             compute if cluster is not None else "")
         return changes
+
+    def _delete_all(self, endpoint: str, deployments: list[str], has_endpoint: bool,
+                    compute: str) -> None:
+        """Delete the deployments (the default goes with the endpoint), the endpoint, the cluster."""
+        with self._errors(f"deleting endpoint '{endpoint}'"):
+            for name in sorted(deployments):
+                self._wait(self.ml_client.batch_deployments.begin_delete(name, endpoint),
+                           f"delete deployment {name}", None)
+            if has_endpoint:
+                self._wait(self.ml_client.batch_endpoints.begin_delete(endpoint),
+                           f"delete endpoint {endpoint}", None)
+        with self._errors(f"deleting compute '{compute}'"):
+            if compute:
+                self._wait(self.ml_client.compute.begin_delete(compute),
+                           f"delete compute {compute}", None)
 
     # ------------------------------------------------------------------ cancel
 
@@ -715,10 +680,6 @@ def _failed(resource) -> str:
     return f"last provisioning {state.lower()}, applying again" if state.lower() in ("failed", "canceled") else ""
 
 
-def _diff(have: dict, want: dict) -> str:
-    return ", ".join(f"{k}: {have.get(k)} → {want[k]}" for k in want if have.get(k) != want[k])
-
-
 def _check_replaceable(existing, desired) -> None:
     """Type, size and tier of a cluster are fixed at creation: a compute of that name that
     differs in one of them is a conflict the user resolves, not an update to send."""
@@ -736,21 +697,21 @@ def _check_replaceable(existing, desired) -> None:
                               f"cluster's {key}.", fix)
 
 
-def _compute_state(compute) -> dict:
-    return {
-        "size": str(compute.size or "").lower(),
-        "min_instances": int(compute.min_instances or 0),
-        "max_instances": int(compute.max_instances or 0),
-        "idle_time_before_scale_down": int(compute.idle_time_before_scale_down or 0),
-        "tier": str(compute.tier or "dedicated").lower().replace("_", ""),
-        "identities": sorted(str(i.resource_id).lower() for i in
-                             getattr(getattr(compute, "identity", None), "user_assigned_identities",
-                                     None) or []),
-    }
+def _compute_state(compute) -> dict | None:
+    """An AmlCompute entity (from the spec or the service) as the plan compares it."""
+    if compute is None:
+        return None
+    identities = getattr(getattr(compute, "identity", None), "user_assigned_identities", None) or []
+    return plan.compute_state(size=compute.size, min_instances=compute.min_instances,
+                              max_instances=compute.max_instances, tier=compute.tier,
+                              idle_time_before_scale_down=compute.idle_time_before_scale_down,
+                              identities=[i.resource_id for i in identities])
 
 
-def _endpoint_state(endpoint) -> dict:
-    return {"description": endpoint.description or "", "auth_mode": str(endpoint.auth_mode or "aad_token").lower()}
+def _endpoint_state(endpoint) -> dict | None:
+    if endpoint is None:
+        return None
+    return plan.endpoint_state(description=endpoint.description, auth_mode=endpoint.auth_mode)
 
 
 def _default_deployment(endpoint) -> str:
@@ -762,12 +723,6 @@ def _default_deployment(endpoint) -> str:
     return getattr(defaults, "deployment_name", None) or ""
 
 
-def _arm_name(value) -> str:
-    """'azureml:cpu-cluster', '/subscriptions/.../computes/cpu-cluster' → 'cpu-cluster'."""
-    text = str(getattr(value, "id", None) or value or "")
-    return text.removeprefix("azureml:").rstrip("/").split("/")[-1]
-
-
 def _model_ref(value) -> str:
     """A model reference in any form → 'name:version'."""
     text = str(getattr(value, "id", None) or value or "")
@@ -777,7 +732,10 @@ def _model_ref(value) -> str:
     return text.removeprefix("azureml:")
 
 
-def _deployment_state(dep) -> dict:
+def _deployment_state(dep) -> dict | None:
+    """A batch deployment entity (from the spec or the service) as the plan compares it."""
+    if dep is None:
+        return None
     settings = getattr(dep, "settings", None)
 
     def setting(key):
@@ -788,19 +746,12 @@ def _deployment_state(dep) -> dict:
     resources = getattr(dep, "resources", None)
     instances = (resources.get("instance_count") if isinstance(resources, dict)
                  else getattr(resources, "instance_count", None))
-    state = {
-        "model": _model_ref(dep.model),
-        "compute": _arm_name(dep.compute),
-        "instance_count": int(instances or setting("instance_count") or 1),
-        "max_retries": getattr(retry, "max_retries", None),
-        "retry_timeout": getattr(retry, "timeout", None),
-    }
-    for key in DEPLOYMENT_SETTINGS:
-        value = setting(key)
-        if key in ("output_action", "logging_level") and value:  # AppendRow / append_row
-            value = str(getattr(value, "value", value)).lower().replace("_", "")
-        state[key] = value
-    return state
+    flat = {key: setting(key) for key in DEPLOYMENT_DEFAULTS}
+    flat.update(instance_count=instances or setting("instance_count"),
+                max_retries=getattr(retry, "max_retries", None),
+                timeout=getattr(retry, "timeout", None))
+    return plan.deployment_state(model=_model_ref(dep.model), compute=dep.compute, settings=flat,
+                                 environment_variables=setting("environment_variables"))
 
 
 def _first(*mappings_and_keys) -> str:

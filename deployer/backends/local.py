@@ -25,9 +25,12 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from deployer import plan
+from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_name,
+                                    validate_deployment_settings, validate_endpoint_name)
 from deployer.backends.base import Backend, Progress
-from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, Deployment, JobOverrides,
-                               JobSummary, ModelSource, RegisteredModel)
+from deployer.entities import (NO_OP, Change, Deployment, JobOverrides, JobSummary,
+                               ModelSource, RegisteredModel)
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
 from workspace.errors import ConfigError, NotFound, ProjectError
@@ -35,12 +38,6 @@ from workspace.settings import REPO_ROOT, Settings
 
 CONTENT_TAG = "content_sha256"
 REGISTRY_EXPERIMENT = "deployer-registrations"
-ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-# Azure ML's service defaults for a model batch deployment.
-DEPLOYMENT_DEFAULTS = {"mini_batch_size": 10, "instance_count": 1, "max_concurrency_per_instance": 1,
-                       "error_threshold": -1, "max_retries": 3, "timeout": 30,
-                       "output_action": "append_row", "output_file_name": "predictions.csv",
-                       "logging_level": "info"}
 
 
 class LocalError(ProjectError):
@@ -51,32 +48,32 @@ class LocalNotFound(LocalError, NotFound):
     """A local endpoint, deployment, model or job does not exist."""
 
 
-def _arm_name(value) -> str:
-    return str(value or "").removeprefix("azureml:").rstrip("/").split("/")[-1]
+def compute_state(data: dict) -> dict:
+    """compute.yml, or a cluster kept in the state file, as the plan compares it."""
+    identity = data.get("identity") or {}
+    identities = data.get("identities") or [
+        i.get("resource_id") for i in identity.get("user_assigned_identities") or []]
+    return plan.compute_state(size=data.get("size"), min_instances=data.get("min_instances"),
+                              max_instances=data.get("max_instances"), tier=data.get("tier"),
+                              idle_time_before_scale_down=data.get("idle_time_before_scale_down"),
+                              identities=identities)
 
 
-def desired_deployment_state(spec) -> dict:
-    """The deployment spec as the flat dict the local state stores and compares."""
+def deployment_state(record: dict) -> dict:
+    """A deployment kept in the state file, as the plan compares it."""
+    return plan.deployment_state(model=record.get("model", ""), compute=record.get("compute"),
+                                 settings=record,
+                                 environment_variables=record.get("environment_variables"))
+
+
+def desired_deployment_state(spec, model: str) -> dict:
+    """deployment.yml (checked as Azure ML checks it) with `model`, as the plan compares it."""
     data = spec.data
-    settings = dict(data.get("settings") or {})
-    retry = dict(settings.pop("retry_settings", None) or {})
-    resources = dict(data.get("resources") or {})
-    state = dict(DEPLOYMENT_DEFAULTS)
-    for key in ("mini_batch_size", "max_concurrency_per_instance", "error_threshold",
-                "output_action", "output_file_name", "logging_level"):
-        if settings.get(key) is not None:
-            state[key] = settings[key]
-    for key in ("max_retries", "timeout"):
-        if retry.get(key) is not None:
-            state[key] = retry[key]
-    if resources.get("instance_count") is not None:
-        state["instance_count"] = resources["instance_count"]
-    state["output_action"] = str(state["output_action"]).lower()
-    state["logging_level"] = str(state["logging_level"]).lower()
-    state["compute"] = _arm_name(data.get("compute"))
-    state["environment_variables"] = dict(settings.get("environment_variables") or
-                                          data.get("environment_variables") or {})
-    return state
+    settings = validate_deployment_settings(data, str(spec.path))
+    environment = (data.get("settings") or {}).get("environment_variables") or data.get(
+        "environment_variables")
+    return plan.deployment_state(model=model, compute=data.get("compute"), settings=settings,
+                                 environment_variables=environment)
 
 
 class LocalBackend(Backend):
@@ -177,10 +174,10 @@ class LocalBackend(Backend):
         existing = self._find_version(source.name, source.content_sha256)
         if existing is not None:
             return (RegisteredModel(source.name, str(existing.version), dict(existing.tags)),
-                    Change("model", source.name, NO_OP, f"version {existing.version} has the same content"))
+                    plan.model_change(source.name, existing=str(existing.version)))
+        uri = self.settings.datastore_uri(source.datastore_path)
         if dry_run:
-            return None, Change("model", source.name, CREATE,
-                                f"new version from {self.settings.datastore_uri(source.datastore_path)}")
+            return None, plan.model_change(source.name, source=uri)
         if source.local_dir is None or not (Path(source.local_dir) / "MLmodel").is_file():
             raise ConfigError(f"Model '{source.name}' has no downloaded, verified copy to register.",
                               "Register through `python -m deployer register-and-deploy`.")
@@ -220,7 +217,7 @@ class LocalBackend(Backend):
                                               tags={**tags, CONTENT_TAG: source.content_sha256},
                                               description=description or None)
         return (RegisteredModel(source.name, str(version.version), {**tags, CONTENT_TAG: source.content_sha256}),
-                Change("model", source.name, CREATE, f"version {version.version}"))
+                plan.model_change(source.name, created=str(version.version), source=uri))
 
     def _resolve_model(self, ref: str) -> tuple[str, str, str]:
         """'azureml:name@latest' | 'azureml:name:3' | 'name:3' → (name, version, local path)."""
@@ -251,89 +248,75 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ compute / endpoint
 
     def ensure_compute(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
-        want = {k: spec.data.get(k) for k in ("type", "size", "min_instances", "max_instances",
-                                              "idle_time_before_scale_down", "tier")}
+        want = compute_state(spec.data)
         with self._state(write=not dry_run) as state:
             have = state["computes"].get(spec.name)
-            if have is None:
-                action, detail = CREATE, (f"{want['size']}, {want['min_instances']}-"
-                                          f"{want['max_instances']} nodes (local: worker processes)")
-            else:
-                detail = _diff(have, want)
-                if not detail:
-                    return Change("compute", spec.name, NO_OP)
-                action = UPDATE
-            if not dry_run:
+            change = plan.compute_change(spec.name, None if have is None else compute_state(have), want)
+            if not dry_run and change.action != NO_OP:
                 state["computes"][spec.name] = {**want, "updated": now()}
-        return Change("compute", spec.name, action, detail)
+        return change
 
     def ensure_endpoint(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
-        validate_endpoint_name(spec.name)
-        want = {"description": spec.data.get("description") or "",
-                "auth_mode": str(spec.data.get("auth_mode") or "aad_token").lower()}
+        validate_endpoint_name(spec.name, str(spec.path))
+        want = plan.endpoint_state(description=spec.data.get("description"),
+                                   auth_mode=spec.data.get("auth_mode"))
         with self._state(write=not dry_run) as state:
             have = state["endpoints"].get(spec.name)
-            if have is None:
-                action, detail = CREATE, ""
-            else:
-                detail = _diff(have, want)
-                if not detail:
-                    return Change("endpoint", spec.name, NO_OP)
-                action = UPDATE
-            if not dry_run:
+            change = plan.endpoint_change(spec.name, None if have is None else plan.endpoint_state(
+                description=have.get("description"), auth_mode=have.get("auth_mode")), want)
+            if not dry_run and change.action != NO_OP:
                 state["endpoints"][spec.name] = {**(have or {"default_deployment": "",
                                                               "created": now()}), **want}
-        return Change("endpoint", spec.name, action, detail)
+        return change
 
     def ensure_deployment(self, spec, model: RegisteredModel | None, *, dry_run: bool = False,
                           progress: Progress | None = None, set_default: bool = True) -> Change:
         endpoint = spec.data.get("endpoint_name", "")
-        validate_endpoint_name(endpoint)
-        want = desired_deployment_state(spec)
-        if want["output_action"] == "summary_only" and spec.data.get("settings", {}).get("output_file_name"):
-            raise ConfigError(f"Deployment '{spec.name}': output_action summary_only cannot have "
-                              "an output_file_name.",
-                              "Remove output_file_name from deployment.yml or use append_row.")
-        if model is not None:
-            name, version, path = self._resolve_model(f"{model.name}:{model.version}")
-        elif dry_run:
-            name, version, path = _arm_name(spec.data.get("model")).split("@")[0], "(new)", ""
-        else:
-            name, version, path = self._resolve_model(spec.data.get("model", ""))
-        want["model"] = f"{name}:{version}"
+        validate_endpoint_name(endpoint, str(spec.path))
+        validate_deployment_name(spec.name, str(spec.path))
+        want = desired_deployment_state(spec, "")  # settings checked before the registry is read
+        want["model"], path = self._model_to_deploy(spec, model, dry_run)
         with self._state(write=not dry_run) as state:
             ep = state["endpoints"].get(endpoint)
-            if ep is None and not dry_run:
-                raise LocalNotFound(f"Endpoint '{endpoint}' does not exist.",
-                                    "Create it first (register-and-deploy does, in order).")
-            if want["compute"] and want["compute"] not in state["computes"] and not dry_run:
-                raise LocalNotFound(f"Deployment '{spec.name}' uses compute '{want['compute']}', "
-                                    "which does not exist.",
-                                    "Fix `compute:` in deployment.yml or create the cluster "
-                                    "(register-and-deploy does).")
-            have = state["deployments"].get(endpoint, {}).get(spec.name)
-            comparable = {k: v for k, v in (have or {}).items() if k in want}
-            if have is None:
-                action, detail = CREATE, f"model {want['model']}"
-            else:
-                detail = _diff(comparable, want)
-                action = UPDATE if detail else NO_OP
-            is_default = ep is not None and ep.get("default_deployment") == spec.name
-            if set_default and not is_default:
-                detail = "; ".join(x for x in (detail, "set as the endpoint's default") if x)
-                if action == NO_OP:
-                    action = UPDATE
             if not dry_run:
-                if action != NO_OP and (have is None or comparable != want):
+                self._require_parents(state, spec, endpoint, want["compute"])
+            have = state["deployments"].get(endpoint, {}).get(spec.name)
+            compared = None if have is None else deployment_state(have)
+            is_default = ep is not None and ep.get("default_deployment") == spec.name
+            change = plan.deployment_change(spec.name, compared, want, is_default=is_default,
+                                            set_default=set_default)
+            if not dry_run:
+                if plan.needs_write(compared, want):
                     state["deployments"].setdefault(endpoint, {})[spec.name] = {
                         **want, "model_path": path, "updated": now(),
                         "created": (have or {}).get("created") or now(),
                         "tags": dict((have or {}).get("tags") or {})}
                 if set_default:
                     ep["default_deployment"] = spec.name
-        if not dry_run and action != NO_OP and path:
+        if not dry_run and plan.needs_write(compared, want) and path:
             _warn_environment(path, progress)
-        return Change("deployment", spec.name, action, detail)
+        return change
+
+    def _model_to_deploy(self, spec, model: RegisteredModel | None, dry_run: bool) -> tuple[str, str]:
+        """('name:version', local path) of the model a deployment serves; when planning for a
+        model not registered yet, the spec's reference (as the Azure target plans it)."""
+        if model is None and dry_run:
+            return plan.model_reference(spec.data.get("model")), ""
+        ref = f"{model.name}:{model.version}" if model is not None else spec.data.get("model", "")
+        name, version, path = self._resolve_model(ref)
+        return f"{name}:{version}", path
+
+    @staticmethod
+    def _require_parents(state: dict, spec, endpoint: str, compute: str) -> None:
+        """The endpoint and the cluster a deployment names must exist (as in Azure ML)."""
+        if endpoint not in state["endpoints"]:
+            raise LocalNotFound(f"Endpoint '{endpoint}' does not exist.",
+                                "Create it first (register-and-deploy does, in order).")
+        if compute and compute not in state["computes"]:
+            raise LocalNotFound(f"Deployment '{spec.name}' uses compute '{compute}', "
+                                "which does not exist.",
+                                "Fix `compute:` in deployment.yml or create the cluster "
+                                "(register-and-deploy does).")
 
     def list_deployments(self, endpoint: str) -> list[Deployment]:
         state = self._read_state()
@@ -353,19 +336,17 @@ class LocalBackend(Backend):
             if name not in state["deployments"].get(endpoint, {}):
                 raise LocalNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
                                     "See `python -m deployer status` for the deployments.")
-            old = ep.get("default_deployment") or ""
-            if old == name:
-                return Change("default-deployment", endpoint, NO_OP, name)
+            change = plan.default_change(endpoint, ep.get("default_deployment") or "", name)
             if not dry_run:
                 ep["default_deployment"] = name
-        return Change("default-deployment", endpoint, UPDATE, f"{old or '(none)'} → {name}")
+        return change
 
     def delete_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
                           progress: Progress | None = None) -> Change:
         with self._state(write=not dry_run) as state:
             deployments = state["deployments"].get(endpoint, {})
             if name not in deployments:
-                return Change("deployment", name, NO_OP, "does not exist")
+                return plan.delete_change("deployment", name, False)
             if (state["endpoints"].get(endpoint) or {}).get("default_deployment") == name:
                 raise LocalError(f"Deployment '{name}' is the default of endpoint '{endpoint}'; "
                                  "it cannot be deleted.",
@@ -373,7 +354,7 @@ class LocalBackend(Backend):
             model = deployments[name].get("model", "")
             if not dry_run:
                 del deployments[name]
-        return Change("deployment", name, DELETE, f"model {model}")
+        return plan.delete_change("deployment", name, True, f"model {model}")
 
     def tag_deployment(self, endpoint: str, name: str, tags: dict, *,
                        progress: Progress | None = None) -> None:
@@ -657,19 +638,13 @@ class LocalBackend(Backend):
         return result
 
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
-        changes: list[Change] = []
         with self._state(write=not dry_run) as state:
-            deployments = state["deployments"].get(endpoint, {})
-            for name in sorted(deployments):
-                changes.append(Change("deployment", name, DELETE))
-            if endpoint in state["endpoints"]:
-                changes.append(Change("endpoint", endpoint, DELETE))
-            else:
-                changes.append(Change("endpoint", endpoint, NO_OP, "does not exist"))
-            if compute in state["computes"]:
-                changes.append(Change("compute", compute, DELETE))
-            else:
-                changes.append(Change("compute", compute, NO_OP, "does not exist"))
+            ep = state["endpoints"].get(endpoint)
+            deployments = None if ep is None else {
+                name: name == ep.get("default_deployment")
+                for name in state["deployments"].get(endpoint, {})}
+            changes = plan.teardown_changes(endpoint, deployments, compute,
+                                            compute in state["computes"])
             if not dry_run:
                 state["deployments"].pop(endpoint, None)
                 state["endpoints"].pop(endpoint, None)
@@ -678,18 +653,6 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def validate_endpoint_name(name: str) -> None:
-    if not isinstance(name, str) or not 3 <= len(name) <= 32 or not ENDPOINT_NAME.match(name):
-        raise ConfigError(
-            f"Endpoint name '{name}' is invalid.",
-            "Use 3-32 characters: letters, digits and dashes, starting with a letter and not "
-            "ending with a dash (endpoint names are unique per Azure region).")
-
-
-def _diff(have: dict, want: dict) -> str:
-    return ", ".join(f"{k}: {have.get(k)!r} → {want[k]!r}" for k in want if have.get(k) != want[k])
 
 
 def _require_azurite(settings) -> None:

@@ -37,6 +37,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployer.azureml_rules import DEPLOYMENT_DEFAULTS
 from deployer.engine.ledger import FAILED, RETRY, Ledger, Succeeded
 from deployer.engine.lifecycle import INPUT_LIST, name_files_not_in_output
 from deployer.engine.messages import Done, Exited, Failed, LoadFailed, Task, TimedOut
@@ -62,15 +63,17 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    mini_batch_size: int = 10
-    instance_count: int = 1
-    max_concurrency_per_instance: int = 1
-    max_retries: int = 3
-    timeout: float = 30.0
-    error_threshold: int = -1
-    output_action: str = "append_row"
-    output_file_name: str = "predictions.csv"
-    logging_level: str = "info"
+    """A job's settings; Azure ML's defaults for those its record leaves out."""
+
+    mini_batch_size: int = DEPLOYMENT_DEFAULTS["mini_batch_size"]
+    instance_count: int = DEPLOYMENT_DEFAULTS["instance_count"]
+    max_concurrency_per_instance: int = DEPLOYMENT_DEFAULTS["max_concurrency_per_instance"]
+    max_retries: int = DEPLOYMENT_DEFAULTS["max_retries"]
+    timeout: float = DEPLOYMENT_DEFAULTS["timeout"]
+    error_threshold: int = DEPLOYMENT_DEFAULTS["error_threshold"]
+    output_action: str = DEPLOYMENT_DEFAULTS["output_action"]
+    output_file_name: str = DEPLOYMENT_DEFAULTS["output_file_name"]
+    logging_level: str = DEPLOYMENT_DEFAULTS["logging_level"]
     batch_rows: int = 65536
 
     @classmethod

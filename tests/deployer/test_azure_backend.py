@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
+from deployer.azureml_rules import validate_endpoint_name
 from deployer.backends.azure import (AzureAuthError, AzureBackend, AzureError, AzureNotFound,
-                                     AzureQuotaError, validate_endpoint_name)
+                                     AzureQuotaError)
 from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, ModelSource
 from deployer.spec import SPEC_DIR, load_specs
 from tests.support.fake_azureml import FakeAzureML
@@ -326,8 +327,8 @@ def test_invalid_endpoint_names_are_refused_before_any_call(backend, fake, name)
 
 
 def test_an_invalid_deployment_name_is_refused_before_any_call(backend, fake):
-    specs = load_specs(overrides={"deployment": {"name": "iris_mlflow"}})
-    with pytest.raises(ConfigError, match="Deployment name 'iris_mlflow' is invalid"):
+    specs = load_specs(overrides={"deployment": {"name": "iris.mlflow"}})
+    with pytest.raises(ConfigError, match="Deployment name 'iris.mlflow' is invalid"):
         backend.ensure_deployment(specs.deployment, None)
     assert fake.requests == []
 

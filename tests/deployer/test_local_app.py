@@ -57,13 +57,15 @@ def test_prediction_stats_counts_rows_classes_and_files(tmp_path):
 
 
 @pytest.mark.parametrize("kind, change, message", [
-    ("endpoint", {"name": "9bad"}, "endpoint name '9bad' is invalid"),
+    ("endpoint", {"name": "9bad"}, "endpoint.yml: Endpoint name '9bad' is invalid"),
+    ("deployment", {"name": "iris.mlflow"}, "deployment.yml: Deployment name 'iris.mlflow' is invalid"),
     ("deployment", {"endpoint_name": "other"}, "endpoint_name 'other' is not the endpoint"),
     ("deployment", {"compute": "azureml:gpu"}, "compute 'azureml:gpu' is not the cluster"),
     ("deployment", {"settings": {"mini_batch_size": 0}}, "settings.mini_batch_size is 0"),
     ("deployment", {"settings": {"mini_batch_size": 2, "retry_settings": {"timeout": "30s"}}},
      "settings.retry_settings.timeout is '30s'"),
-    ("deployment", {"settings": {"output_action": "summary_only", "output_file_name": "p.csv"}},
+    ("deployment", {"settings": {"mini_batch_size": 2, "output_action": "summary_only",
+                                 "output_file_name": "p.csv"}},
      "summary_only cannot have an output_file_name"),
 ])
 def test_specs_are_checked_before_anything_changes(kind, change, message):

@@ -3,13 +3,18 @@ over the real azure-ai-ml client, against the Azure ML fake (tests/support/fake_
 with the workspace datastore on Azurite. Request bodies and their order are asserted."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from deployer.entities import JobOverrides
+from deployer.plan import plan_line
 from deployer.rollout import SMOKE_INPUT, SMOKE_LABELS, Rollout, SmokeTestError, RollbackRefused
+from deployer.spec import load_specs
 from tests.deployer.test_azure_backend import (WS_PATH, azure_settings, backend, blob_store,  # noqa: F401
                                        fake, sleeps, source, specs)
 from workspace.errors import ConfigError
+from workspace.settings import Settings
 
 EXPECTED = SMOKE_LABELS.read_text().split()
 REMOTE = "azureml://datastores/workspaceblobstore/paths/x.csv"
@@ -153,14 +158,90 @@ def test_keep_never_deletes_a_deployment_a_running_job_uses(azure, fake, specs):
     assert sorted(n for _, n in fake.deployments) == ["iris-mlflow-v1", "iris-mlflow-v3"]
 
 
-def test_dry_run_plans_the_rollout_and_writes_nothing(backend, fake, specs):
-    model, _ = backend.register_model(source(), dry_run=True, spec=specs.model)
-    changes, _ = Rollout(backend, "iris-batch").deploy(specs.deployment, model, dry_run=True)
-    # the same rows as the local target's plan (tests/deployer/test_rollout_local.py)
-    assert [(c.kind, c.name, c.action) for c in changes] == [
-        ("deployment", "iris-mlflow-vnext", "create"), ("smoke", "iris-mlflow-vnext", "run"),
-        ("default-deployment", "iris-batch", "update")]
-    assert fake.writes() == []
+@pytest.fixture
+def local(tmp_path):
+    """The local target on a registry and state of its own, with a model folder to register
+    (nothing here runs a job, so no Azurite)."""
+    from deployer.backends.local import LocalBackend
+
+    settings = Settings.load(env_file=tmp_path / "no.env", environ={}, target="local",
+                             local_dir=str(tmp_path / "local"), datastore_name="irisdata")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    return LocalBackend(settings), model
+
+
+def plan_lines(backend, specs, src, *, dry_run: bool, keep: int = 1) -> list[str]:
+    """register-and-deploy's changes as the application prints them, without the smoke test
+    (it runs a job): the model, the cluster, the endpoint, then the rollout."""
+    model, registered = backend.register_model(src, dry_run=dry_run, spec=specs.model)
+    changes = [registered, backend.ensure_compute(specs.compute, dry_run=dry_run),
+               backend.ensure_endpoint(specs.endpoint, dry_run=dry_run)]
+    rolled, _ = Rollout(backend, specs.endpoint.name).deploy(specs.deployment, model,
+                                                            dry_run=dry_run, smoke=False, keep=keep)
+    return [plan_line(c, dry_run) for c in changes + rolled]
+
+
+def teardown_lines(backend, specs, *, dry_run: bool) -> list[str]:
+    return [plan_line(c, dry_run) for c in backend.teardown(specs.endpoint.name, specs.compute.name,
+                                                            dry_run=dry_run)]
+
+
+def test_both_targets_print_the_same_plan(backend, fake, local, specs):
+    """The same specs and steps on the Azure target (the SDK over the fake) and the local
+    target give the same lines: create, no-op, update, a new version with old ones pruned,
+    teardown; a dry run writes nothing on either."""
+    local_backend, model_dir = local
+    changed = load_specs(overrides={
+        "compute": {"max_instances": 3}, "endpoint": {"description": "Iris, batch."},
+        "deployment": {"settings": {**specs.deployment.data["settings"], "mini_batch_size": 5,
+                                    "environment_variables": {"LOG": "1"}}}})
+    steps = [("plan", specs, "a", True), ("deploy", specs, "a", False), ("again", specs, "a", True),
+             ("plan update", changed, "a", True), ("update", changed, "a", False),
+             ("version 2", changed, "b", False), ("version 3", changed, "c", False)]
+    seen = {}
+    for name, target, writes in (("azure", backend, lambda: len(fake.writes())),
+                                 ("local", local_backend, lambda: local_state(local_backend))):
+        lines = []
+        for step, step_specs, digest, dry_run in steps:
+            before = writes()
+            src = replace(source(digest * 64, f"run-{digest}"), local_dir=model_dir)
+            lines.append((step, plan_lines(target, step_specs, src, dry_run=dry_run)))
+            assert not dry_run or writes() == before, (name, step)
+        lines.append(("teardown plan", teardown_lines(target, changed, dry_run=True)))
+        lines.append(("teardown", teardown_lines(target, changed, dry_run=False)))
+        lines.append(("teardown again", teardown_lines(target, changed, dry_run=True)))
+        seen[name] = lines
+    for (step, azure_lines), (_, local_lines) in zip(seen["azure"], seen["local"]):
+        assert azure_lines == local_lines, step
+    plans = dict(seen["azure"])
+    uri = "azureml://datastores/irisdata/paths/models/iris/run-a/artifacts/model"
+    assert plans["plan"] == [
+        f"model iris-classifier: would create (new version from {uri})",
+        "compute cpu-cluster: would create (standard_ds3_v2, 0-2 nodes)",
+        "endpoint iris-batch: would create",
+        "deployment iris-mlflow-vnext: would create (model iris-classifier@latest)",
+        "smoke iris-mlflow-vnext: would skip (--no-smoke: switching without a test)",
+        "default-deployment iris-batch: would update ((none) → iris-mlflow-vnext)"]
+    assert all(": no-op" in line for line in plans["again"]), plans["again"]
+    assert plans["plan update"][1:4] == [
+        "compute cpu-cluster: would update (max_instances: 2 → 3)",
+        "endpoint iris-batch: would update (description: " + specs.endpoint.data["description"]
+        + " → Iris, batch.)",
+        "deployment iris-mlflow-v1: would update (mini_batch_size: 10 → 5, "
+        "environment_variables: {} → {'LOG': '1'})"]
+    assert plans["version 3"][-1] == "deployment iris-mlflow-v1: delete (model iris-classifier:1)"
+    assert plans["teardown"] == [
+        "deployment iris-mlflow-v2: delete", "deployment iris-mlflow-v3: delete (with the endpoint)",
+        "endpoint iris-batch: delete", "compute cpu-cluster: delete"]
+    assert plans["teardown again"] == ["endpoint iris-batch: no-op (does not exist)",
+                                       "compute cpu-cluster: no-op (does not exist)"]
+
+
+def local_state(backend) -> str:
+    """Everything the local target keeps: its state file and registry."""
+    return "".join(sorted(f"{p}:{p.stat().st_size}" for p in backend.root.rglob("*") if p.is_file()))
 
 
 # ---------------------------------------------------------------------- invoke

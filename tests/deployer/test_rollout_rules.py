@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.backends.azure import validate_endpoint_name
 from deployer.entities import Deployment, JobOverrides
 from deployer.rollout import deployment_name, rollback_candidate, validate_overrides
+from tests.support.fake_azureml import rest_name_pattern
 from workspace.errors import ConfigError
 
 
 @pytest.mark.parametrize("base, version, expected", [
     ("iris-mlflow", "3", "iris-mlflow-v3"),
-    ("a-very-long-deployment-name-for-iris", "12", "a-very-long-deployment-name-v12"),
-    ("x" * 28 + "-yy", "7", "x" * 28 + "-v7"),  # cut before a dash: no '--'
+    ("iris_mlflow", "3", "iris_mlflow-v3"),
+    ("a" * 260, "12", "a" * 251 + "-v12"),
+    ("x" * 251 + "-yy", "7", "x" * 251 + "-v7"),  # cut before a dash: no '--'
 ])
 def test_a_version_deployment_name_keeps_the_version_and_azure_mls_rules(base, version, expected):
     name = deployment_name(base, version)
     assert name == expected
-    validate_endpoint_name(name, "Deployment")  # 3-32 characters, letters, digits, dashes
+    # the service's pattern for deployment names (REST types, tests/fixtures/azure_types.json)
+    assert rest_name_pattern("batchEndpoints/deployments").match(name)
 
 
 def dep(name, version, default=False, smoke="passed", created="2026-01-01"):

@@ -34,16 +34,26 @@ PROVIDER = "Microsoft.MachineLearningServices"
 JOB_STATUSES = ("NotStarted", "Starting", "Provisioning", "Preparing", "Queued", "Running",
                 "Finalizing", "CancelRequested", "Completed", "Failed", "Canceled",
                 "NotResponding", "Paused", "Unknown")
-# Name patterns of batchEndpoints and batchEndpoints/deployments (2024-10-01) in
-# Azure/bicep-types-az generated/machinelearningservices (from the REST spec); endpoint names
-# also obey the service's 3-32 character rule (azure-ai-ml EndpointConfigurations.NAME_REGEX_PATTERN
-# and the batch endpoint docs).
-ARM_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
-ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 # The workspace's default datastore: account-key credentials, reached through listSecrets
 # (AccountKeyDatastoreCredentials / AccountKeyDatastoreSecrets in the SDK's rest models).
 DEFAULT_DATASTORE = "workspaceblobstore"
 _CLOCK = itertools.count()
+
+
+def rest_name_pattern(kind: str) -> re.Pattern:
+    """The name pattern of workspaces/<kind> in the REST types (Azure/bicep-types-az,
+    Microsoft.MachineLearningServices 2024-10-01; tests/fixtures/azure_types.json)."""
+    from bicep.schema_check import Schema
+
+    schema = Schema.load()
+    body = schema.body(f"{PROVIDER}/workspaces/{kind}@2024-10-01")
+    return re.compile(schema.get(body["properties"]["name"]["type"])["pattern"])
+
+
+# What the service accepts as names: the REST patterns; endpoint names also obey the
+# service's 3-32 character rule (azure-ai-ml EndpointConfigurations and the batch endpoint docs).
+ARM_ENDPOINT_NAME = rest_name_pattern("batchEndpoints")
+ARM_DEPLOYMENT_NAME = rest_name_pattern("batchEndpoints/deployments")
 
 
 @dataclass
@@ -344,7 +354,7 @@ class FakeAzureML(RecordingTransport):
             if r.method in ("PUT", "DELETE") and self._conflict(rid):
                 return self._conflict(rid)
             if r.method == "PUT":
-                if not (3 <= len(name) <= 32 and ENDPOINT_NAME.match(name) and ARM_NAME.match(name)):
+                if not (_sdk_endpoint_name(name) and ARM_ENDPOINT_NAME.match(name)):
                     return _bad_request(f"Endpoint name '{name}' is invalid: 3-32 characters, "
                                         "letters, digits and dashes, starting with a letter.")
 
@@ -378,8 +388,9 @@ class FakeAzureML(RecordingTransport):
         if r.method in ("PUT", "DELETE") and self._conflict(rid):
             return self._conflict(rid)
         if r.method == "PUT":
-            if not ARM_NAME.match(name):
-                return _bad_request(f"Deployment name '{name}' does not match {ARM_NAME.pattern}.")
+            if not ARM_DEPLOYMENT_NAME.match(name):
+                return _bad_request(f"Deployment name '{name}' does not match "
+                                    f"{ARM_DEPLOYMENT_NAME.pattern}.")
             refused = self._references_refused(r.body.get("properties") or {})
             if refused:
                 return refused
@@ -619,6 +630,13 @@ def _normalize(props: dict) -> None:
     for key, values in spelled.items():
         if isinstance(props.get(key), str):
             props[key] = values.get(props[key].lower(), props[key])
+
+
+def _sdk_endpoint_name(name: str) -> bool:
+    from azure.ai.ml.constants._endpoint import EndpointConfigurations as rule
+
+    return (rule.MIN_NAME_LENGTH <= len(name) <= rule.MAX_NAME_LENGTH
+            and re.match(rule.NAME_REGEX_PATTERN, name) is not None)
 
 
 def _bad_request(message: str):

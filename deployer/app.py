@@ -355,10 +355,7 @@ class Deployer:
 
     def cancel(self, name: str) -> JobSummary:
         """Cancel a job; a job that has already ended stays as it ended."""
-        try:
-            return self.backend.cancel_job(name)
-        except NotImplementedError as exc:
-            raise ConfigError(str(exc), "Cancel it in the Azure ML studio.") from exc
+        return self.backend.cancel_job(name)
 
     def download(self, name: str, output_dir: Path | None = None) -> InvokeResult:
         """Download the predictions of a finished job (e.g. one started with --no-wait)."""
@@ -370,10 +367,7 @@ class Deployer:
         if output_dir is not None:
             _refuse_earlier_output(Path(output_dir))
         target = Path(output_dir) if output_dir else Path("outputs") / name
-        try:
-            path = self.backend.download_output(job, target, progress=self.progress)
-        except NotImplementedError as exc:
-            raise ConfigError(str(exc), "Use `invoke` without --no-wait to download on success.")
+        path = self.backend.download_output(job, target, progress=self.progress)
         return InvokeResult(job=job, stats=prediction_stats(Path(path)),
                             seconds=time.monotonic() - started, predictions=Path(path))
 

@@ -67,20 +67,19 @@ class Backend(ABC):
         (None: the backend's default, `outputs/<job name>/` locally). `overrides` replace
         the deployment's settings for this job only (validated by the caller)."""
 
+    @abstractmethod
     def download_output(self, job: JobSummary, output_dir: Path,
                         progress: Progress | None = None) -> Path:
-        """Download a finished job's predictions file into output_dir; returns its path.
-        Optional: backends that cannot do it outside `invoke` raise NotImplementedError."""
-        raise NotImplementedError(f"The {self.name} backend downloads outputs only in invoke.")
+        """Download a finished job's predictions file into output_dir; returns its path."""
 
     @abstractmethod
     def get_job(self, name: str) -> JobSummary:
         """The state of one scoring job."""
 
+    @abstractmethod
     def cancel_job(self, name: str) -> JobSummary:
         """Cancel a scoring job; returns its state afterwards (as `get_job`). A job that
         has already ended is left as it is. A canceled job has no output."""
-        raise NotImplementedError(f"The {self.name} backend cannot cancel jobs.")
 
     @abstractmethod
     def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:

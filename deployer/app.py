@@ -17,12 +17,12 @@ import json
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel)
+                               RegisteredModel, TargetStatus)
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
                               refuse_nested_folder, rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
@@ -60,6 +60,14 @@ class DeployResult:
     @property
     def changed(self) -> bool:
         return any(c.action != NO_OP for c in self.changes)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """`status`: what the backend describes, with the deployments' roles; recent jobs."""
+
+    target: TargetStatus
+    jobs: tuple[JobSummary, ...] = ()
 
 
 @dataclass
@@ -371,26 +379,18 @@ class Deployer:
         return InvokeResult(job=job, stats=prediction_stats(Path(path)),
                             seconds=time.monotonic() - started, predictions=Path(path))
 
-    def status(self, jobs: int = 5) -> dict:
-        """describe(), with each deployment's model version, creation, smoke result and
-        role (default / rollback candidate), newest model first."""
-        info = self.backend.describe(self.endpoint_name)
-        info["jobs"] = self.backend.list_jobs(self.endpoint_name, limit=jobs)
-        info["endpoint_name"] = self.endpoint_name
-        listed = self.backend.list_deployments(self.endpoint_name) if info.get("endpoint") else []
-        candidate = rollback_candidate(listed)
-        by_name = {d.name: d for d in listed}
-        for row in info.get("deployments", []):
-            dep = by_name.get(row["name"])
-            if dep is None:
-                continue
-            row.update(created=dep.created, smoke=dep.smoke or "-",
-                       smoke_job=dep.tags.get("smoke_job", ""), model_version=dep.model_version,
-                       role="default" if dep.is_default else
-                       "rollback candidate" if candidate and dep.name == candidate.name else "")
-        info.get("deployments", []).sort(key=lambda r: (r.get("model_version", 0), r.get("created", "")),
-                                         reverse=True)
-        return info
+    def status(self, jobs: int = 5) -> StatusReport:
+        """describe() of the specs' endpoint, cluster and model, each deployment with its
+        role (default / rollback candidate), newest model first; the recent jobs."""
+        target = self.backend.describe(self.endpoint_name, compute=self.specs.compute.name,
+                                       model=self.specs.model.name)
+        candidate = rollback_candidate(list(target.deployments))
+        roles = [replace(d, role="default" if d.is_default else
+                         "rollback candidate" if candidate and d.name == candidate.name else "")
+                 for d in target.deployments]
+        roles.sort(key=lambda d: (d.model_version, d.created), reverse=True)
+        return StatusReport(target=replace(target, deployments=tuple(roles)),
+                            jobs=tuple(self.backend.list_jobs(self.endpoint_name, limit=jobs)))
 
     def teardown(self, *, dry_run: bool = False) -> list[Change]:
         return self.backend.teardown(self.endpoint_name, self.specs.compute.name, dry_run=dry_run)

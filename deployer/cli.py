@@ -391,56 +391,101 @@ def status(n_jobs, target, spec_dir):
     Example:
       python -m deployer status --jobs 10
     """
+    deployer, settings = _make(target, spec_dir, quiet=True)
+    report = deployer.status(jobs=n_jobs)
+    console = _console()
+    console.print(_where(report.target))
+    for table in (_models_table(report.target), _endpoint_line(report.target),
+                  *_deployment_tables(report.target), _computes_table(report.target),
+                  _jobs_table(report.jobs)):
+        console.print(table)
+
+
+def _where(target) -> str:
+    """The target and where it keeps things (the registry locally, the workspace on Azure)."""
+    line = f"target    {target.backend}"
+    if target.registry:
+        line += (f"  (registry {target.registry}; browse it with `mlflow ui "
+                 f"--backend-store-uri {target.registry}`)")
+    if target.workspace:
+        line += f"  (workspace {target.workspace}, resource group {target.resource_group})"
+    return line
+
+
+def _models_table(target):
     from rich.table import Table
 
-    deployer, settings = _make(target, spec_dir, quiet=True)
-    info = deployer.status(jobs=n_jobs)
-    console = _console()
-    console.print(f"target    {settings.target}" + (f"  (registry {info['registry']}; browse it "
-                                                     f"with `mlflow ui --backend-store-uri "
-                                                     f"{info['registry']}`)"
-                                                     if info.get("registry") else ""))
     models = Table(title="registered models", title_justify="left")
     for column in ("name", "version", "run_id", "test_accuracy", "data_sha256"):
         models.add_column(column)
-    for model in info.get("models", []):
-        tags = model.get("tags", {})
-        models.add_row(model["name"], str(model["version"]), tags.get("run_id", ""),
+    for model in target.models:
+        tags = model.tags
+        models.add_row(model.name, model.version, tags.get("run_id", ""),
                        str(tags.get("metric.test_accuracy", ""))[:6],
                        str(tags.get("data_sha256", ""))[:12])
-    console.print(models)
-    endpoint = info.get("endpoint")
+    return models
+
+
+def _endpoint_line(target) -> str:
+    endpoint = target.endpoint
     if endpoint is None:
-        console.print(f"endpoint  {info['endpoint_name']} does not exist; create it with "
-                      "`python -m deployer register-and-deploy`.")
-    else:
-        console.print(f"endpoint  {endpoint['name']}  default deployment "
-                      f"{endpoint.get('default_deployment') or '(none)'}")
+        return (f"endpoint  {target.endpoint_name} does not exist; create it with "
+                "`python -m deployer register-and-deploy`.")
+    return (f"endpoint  {endpoint.name}  default deployment "
+            f"{endpoint.default_deployment or '(none)'}  ({endpoint.provisioning_state})")
+
+
+def _deployment_tables(target):
+    from rich.table import Table
+
     deployments = Table(title="deployments (newest model first)", title_justify="left")
-    for column in ("name", "model", "role", "smoke", "smoke job", "created"):
+    for column in ("name", "model", "role", "smoke", "smoke job", "created", "state"):
         deployments.add_column(column, no_wrap=True)
-    settings_table = Table(title="deployment settings", title_justify="left")
+    settings = Table(title="deployment settings", title_justify="left")
     for column in ("name", "compute", "instances", "mini_batch_size", "concurrency",
-                   "retries/timeout", "error_threshold"):
-        settings_table.add_column(column)
-    for dep in info.get("deployments", []):
-        deployments.add_row(dep["name"], str(dep.get("model", "")), dep.get("role", ""),
-                            dep.get("smoke", ""), dep.get("smoke_job", ""),
-                            str(dep.get("created", ""))[:19])
-        settings_table.add_row(dep["name"], str(dep.get("compute", "")),
-                               str(dep.get("instance_count", "")), str(dep.get("mini_batch_size", "")),
-                               str(dep.get("max_concurrency_per_instance", "")),
-                               f"{dep.get('max_retries', '')}/{dep.get('timeout', dep.get('retry_timeout', ''))}s",
-                               str(dep.get("error_threshold", "")))
-    console.print(deployments)
-    console.print(settings_table)
-    jobs = Table(title="recent jobs", title_justify="left")
+                   "retries/timeout", "error_threshold", "output"):
+        settings.add_column(column)
+    for dep in target.deployments:
+        deployments.add_row(dep.name, dep.model, dep.role, dep.smoke or "-",
+                            dep.tags.get("smoke_job", ""), dep.created[:19],
+                            dep.provisioning_state)
+        settings.add_row(dep.name, dep.compute, _cell(dep.instance_count),
+                         _cell(dep.mini_batch_size), _cell(dep.max_concurrency_per_instance),
+                         f"{_cell(dep.max_retries)}/{_cell(dep.retry_timeout)}s",
+                         _cell(dep.error_threshold),
+                         dep.output_file_name or dep.output_action)
+    return deployments, settings
+
+
+def _computes_table(target):
+    from rich.table import Table
+
+    computes = Table(title="clusters", title_justify="left")
+    for column in ("name", "size", "nodes", "idle before scale-down", "tier", "state"):
+        computes.add_column(column)
+    for compute in target.computes:
+        computes.add_row(compute.name, compute.size,
+                         f"{_cell(compute.min_instances)}-{_cell(compute.max_instances)}",
+                         f"{_cell(compute.idle_time_before_scale_down)}s", compute.tier,
+                         compute.provisioning_state)
+    return computes
+
+
+def _jobs_table(jobs):
+    from rich.table import Table
+
+    table = Table(title="recent jobs", title_justify="left")
     for column in ("name", "status", "created", "rows", "files failed", "input"):
-        jobs.add_column(column)
-    for job in info.get("jobs", []):
-        jobs.add_row(job.name, job.status, job.created, "" if job.rows_scored is None else str(job.rows_scored),
-                     "" if job.files_failed is None else str(job.files_failed), job.input)
-    console.print(jobs)
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(job.name, job.status, job.created, _cell(job.rows_scored),
+                      _cell(job.files_failed), job.input)
+    return table
+
+
+def _cell(value) -> str:
+    """A table cell: '' for a value the target does not know (None)."""
+    return "" if value is None else str(value)
 
 
 @cli.group(cls=ProjectGroup)

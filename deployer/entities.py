@@ -90,6 +90,68 @@ class Deployment:
 
 
 @dataclass(frozen=True)
+class DeploymentStatus(Deployment):
+    """A deployment as `status` shows it: what `list_deployments` says, and its settings.
+    Both targets fill every field; a setting the service does not return is None.
+    `role` is the application's ("default", "rollback candidate" or ""), not the backend's."""
+
+    compute: str = ""
+    instance_count: int | None = None
+    mini_batch_size: int | None = None
+    max_concurrency_per_instance: int | None = None
+    max_retries: int | None = None
+    retry_timeout: int | None = None  # seconds per mini-batch attempt
+    error_threshold: int | None = None
+    output_action: str = ""  # append_row | summary_only (the spec's words on both targets)
+    output_file_name: str | None = None  # None with summary_only
+    logging_level: str = ""
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    name: str
+    default_deployment: str = ""  # "" when it has none
+    provisioning_state: str = "Succeeded"
+    description: str = ""
+    scoring_uri: str | None = None  # Azure only: local jobs start through the CLI, no URI
+
+
+@dataclass(frozen=True)
+class ComputeStatus:
+    """A cluster (locally: the record of compute.yml; jobs run as local processes)."""
+
+    name: str
+    size: str = ""
+    min_instances: int | None = None
+    max_instances: int | None = None
+    idle_time_before_scale_down: int | None = None  # seconds
+    tier: str = ""
+    provisioning_state: str = "Succeeded"
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """What `Backend.describe` reports, the same fields on every target. Where the target
+    keeps things: `registry` is the local MLflow registry URI (None on Azure, whose
+    models are in the workspace); `workspace` and `resource_group` are Azure's (None
+    locally). `endpoint` is None when it does not exist (then `deployments` is empty).
+    `models` are every version of the model asked about (model.yml's) and of each model
+    a deployment serves; `computes` the cluster asked about (compute.yml's) and each one a
+    deployment runs on, those that exist."""
+
+    backend: str
+    endpoint_name: str
+    endpoint: EndpointStatus | None = None
+    deployments: tuple[DeploymentStatus, ...] = ()
+    models: tuple[RegisteredModel, ...] = ()
+    computes: tuple[ComputeStatus, ...] = ()
+    registry: str | None = None
+    workspace: str | None = None
+    resource_group: str | None = None
+
+
+@dataclass(frozen=True)
 class JobOverrides:
     """Settings of one scoring job that replace the deployment's (`az ml batch-endpoint
     invoke` options of the same names). None: the deployment's value."""

@@ -15,13 +15,14 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
 from deployer.backends.base import Backend, Progress
-from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, Deployment, JobOverrides,
-                               JobSummary, ModelSource, RegisteredModel)
+from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
+                               DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
+                               ModelSource, RegisteredModel, TargetStatus)
 from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
                                     AzureRefused, AzureTimeout, translate)
 from workspace.errors import ConfigError, ProjectError
@@ -336,17 +337,7 @@ class AzureBackend(Backend):
         validate_endpoint_name(endpoint)
         with self._errors(f"listing the deployments of endpoint '{endpoint}'"):
             found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
-            if found is None:
-                return []
-            default = _default_deployment(found)
-            listed = []
-            for dep in self.ml_client.batch_deployments.list(endpoint_name=endpoint):
-                created = getattr(getattr(dep, "creation_context", None), "created_at", None)
-                listed.append(Deployment(
-                    name=dep.name, model=_model_ref(dep.model), is_default=dep.name == default,
-                    created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
-                    tags=dict(dep.tags or {}), provisioning_state=_status(dep.provisioning_state)))
-            return sorted(listed, key=lambda d: d.name)
+            return [] if found is None else list(self._deployment_statuses(found))
 
     def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
                                progress: Progress | None = None) -> Change:
@@ -590,34 +581,33 @@ class AzureBackend(Backend):
 
     # ------------------------------------------------------------------ status and teardown
 
-    def describe(self, endpoint: str) -> dict:
+    def describe(self, endpoint: str, *, compute: str | None = None,
+                 model: str | None = None) -> TargetStatus:
         validate_endpoint_name(endpoint)
         with self._errors(f"reading endpoint '{endpoint}'"):
             found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
-            result: dict[str, Any] = {
-                "backend": self.name,
-                "workspace": self.settings.aml_workspace,
-                "resource_group": self.settings.resource_group,
-                "endpoint": None, "deployments": [], "models": [],
-            }
-            if found is None:
-                return result
-            result["endpoint"] = {
-                "name": found.name, "scoring_uri": found.scoring_uri,
-                "default_deployment": _default_deployment(found),
-                "provisioning_state": _status(found.provisioning_state),
-            }
-            names = set()
-            for dep in self.ml_client.batch_deployments.list(endpoint_name=endpoint):
-                state = _deployment_state(dep)
-                result["deployments"].append({"name": dep.name, **state,
-                                              "provisioning_state": _status(dep.provisioning_state)})
-                names.add(state["model"].split(":")[0])
-            for model_name in sorted(n for n in names if n):
-                for model in self._get_or_none(lambda: list(self.ml_client.models.list(name=model_name))) or []:
-                    result["models"].append({"name": model.name, "version": model.version,
-                                             "tags": dict(model.tags or {})})
-            return result
+            deployments = () if found is None else tuple(self._deployment_statuses(found))
+            clusters = sorted({compute} | {d.compute for d in deployments} - {None, ""})
+            names = sorted({model} | {d.model.split(":")[0] for d in deployments} - {None, ""})
+            computes = [self._get_or_none(self.ml_client.compute.get, name) for name in clusters]
+            models = [_registered(m) for name in names
+                      for m in self._get_or_none(lambda: list(self.ml_client.models.list(name=name))) or []]
+        return TargetStatus(
+            backend=self.name, endpoint_name=endpoint, workspace=self.settings.aml_workspace,
+            resource_group=self.settings.resource_group,
+            endpoint=None if found is None else EndpointStatus(
+                name=found.name, default_deployment=_default_deployment(found),
+                provisioning_state=_status(found.provisioning_state),
+                description=found.description or "", scoring_uri=found.scoring_uri),
+            deployments=deployments,
+            models=tuple(sorted(models, key=lambda m: (m.name, _version_order(m.version)))),
+            computes=tuple(_compute_status(c) for c in computes if c is not None))
+
+    def _deployment_statuses(self, endpoint) -> list[DeploymentStatus]:
+        """The endpoint's deployments with their settings, by name."""
+        default = _default_deployment(endpoint)
+        listed = self.ml_client.batch_deployments.list(endpoint_name=endpoint.name)
+        return sorted((_deployment_status(dep, default) for dep in listed), key=lambda d: d.name)
 
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
         validate_endpoint_name(endpoint)
@@ -801,6 +791,41 @@ def _deployment_state(dep) -> dict:
             value = str(getattr(value, "value", value)).lower().replace("_", "")
         state[key] = value
     return state
+
+
+def _deployment_status(dep, default: str) -> DeploymentStatus:
+    from azure.ai.ml.constants._deployment import BatchDeploymentOutputAction as Action
+
+    state = _deployment_state(dep)
+    created = getattr(getattr(dep, "creation_context", None), "created_at", None)
+    # The entity says AppendRow or append_row, _deployment_state "appendrow" (to compare):
+    # status uses the spec's words, azure-ai-ml's BatchDeploymentOutputAction values.
+    spec_words = {word.replace("_", ""): word for word in (Action.APPEND_ROW, Action.SUMMARY_ONLY)}
+    action = spec_words.get(str(state["output_action"] or ""), "")
+    return DeploymentStatus(
+        name=dep.name, model=state["model"], is_default=dep.name == default,
+        created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+        tags=dict(dep.tags or {}), provisioning_state=_status(dep.provisioning_state),
+        compute=state["compute"], instance_count=state["instance_count"],
+        mini_batch_size=state["mini_batch_size"],
+        max_concurrency_per_instance=state["max_concurrency_per_instance"],
+        max_retries=state["max_retries"], retry_timeout=state["retry_timeout"],
+        error_threshold=state["error_threshold"], output_action=action,
+        output_file_name=None if action == "summary_only" else state["output_file_name"],
+        logging_level=str(state["logging_level"] or ""))
+
+
+def _compute_status(compute) -> ComputeStatus:
+    state = _compute_state(compute)
+    return ComputeStatus(name=compute.name, size=str(compute.size or ""),
+                         min_instances=state["min_instances"], max_instances=state["max_instances"],
+                         idle_time_before_scale_down=state["idle_time_before_scale_down"],
+                         tier=str(compute.tier or ""),
+                         provisioning_state=_status(compute.provisioning_state))
+
+
+def _version_order(version: str) -> tuple:
+    return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))
 
 
 def _first(*mappings_and_keys) -> str:

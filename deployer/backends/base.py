@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from deployer.entities import (Change, Deployment, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel)
+                               RegisteredModel, TargetStatus)
 
 Progress = Callable[[str], None]
 
@@ -86,8 +86,10 @@ class Backend(ABC):
         """Recent scoring jobs of the endpoint, newest first."""
 
     @abstractmethod
-    def describe(self, endpoint: str) -> dict:
-        """Registry, endpoint and deployments as a plain dict for `status`."""
+    def describe(self, endpoint: str, *, compute: str | None = None,
+                 model: str | None = None) -> TargetStatus:
+        """The endpoint, its deployments, the versions of `model` and of the models they
+        serve, `compute` and the clusters they run on (see TargetStatus)."""
 
     @abstractmethod
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:

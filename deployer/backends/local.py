@@ -26,8 +26,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from deployer.backends.base import Backend, Progress
-from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, Deployment, JobOverrides,
-                               JobSummary, ModelSource, RegisteredModel)
+from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
+                               DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
+                               ModelSource, RegisteredModel, TargetStatus)
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
 from workspace.errors import ConfigError, NotFound, ProjectError
@@ -336,12 +337,7 @@ class LocalBackend(Backend):
         return Change("deployment", spec.name, action, detail)
 
     def list_deployments(self, endpoint: str) -> list[Deployment]:
-        state = self._read_state()
-        default = (state["endpoints"].get(endpoint) or {}).get("default_deployment", "")
-        return [Deployment(name=name, model=dep.get("model", ""),
-                           created=dep.get("created") or dep.get("updated", ""),
-                           is_default=name == default, tags=dict(dep.get("tags") or {}))
-                for name, dep in sorted(state["deployments"].get(endpoint, {}).items())]
+        return list(_deployment_statuses(self._read_state(), endpoint))
 
     def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
                                progress: Progress | None = None) -> Change:
@@ -621,40 +617,35 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ status and teardown
 
-    def describe(self, endpoint: str) -> dict:
+    def describe(self, endpoint: str, *, compute: str | None = None,
+                 model: str | None = None) -> TargetStatus:
         state = self._read_state()
         ep = state["endpoints"].get(endpoint)
-        deployments = state["deployments"].get(endpoint, {})
-        result = {"backend": self.name, "registry": self.registry_uri,
-                  "endpoint": None, "deployments": [], "models": [], "computes": []}
-        for name, compute in sorted(state["computes"].items()):
-            result["computes"].append({"name": name, **{k: v for k, v in compute.items()
-                                                        if k != "updated"}})
-        if ep is not None:
-            result["endpoint"] = {"name": endpoint, "default_deployment": ep.get("default_deployment", ""),
-                                  "description": ep.get("description", ""),
-                                  "scoring_uri": f"local://{endpoint}",
-                                  "provisioning_state": "Succeeded"}
-        names = set()
-        for name, dep in sorted(deployments.items()):
-            result["deployments"].append({"name": name, **{k: v for k, v in dep.items()
-                                                           if k not in ("environment_variables",)},
-                                          "provisioning_state": "Succeeded"})
-            names.add(dep["model"].split(":")[0])
-        if (self.root / "mlflow.db").exists():
-            from mlflow.exceptions import MlflowException
+        deployments = tuple(_deployment_statuses(state, endpoint)) if ep is not None else ()
+        clusters = sorted(({compute} | {d.compute for d in deployments}) & set(state["computes"]))
+        models = {model} | {d.model.split(":")[0] for d in deployments}
+        return TargetStatus(
+            backend=self.name, endpoint_name=endpoint, registry=self.registry_uri,
+            endpoint=None if ep is None else EndpointStatus(
+                name=endpoint, default_deployment=ep.get("default_deployment", ""),
+                description=ep.get("description", "")),
+            deployments=deployments, models=self._model_versions(models - {None, ""}),
+            computes=tuple(_compute_status(name, state["computes"][name]) for name in clusters))
 
-            try:
-                if not names:
-                    names = {m.name for m in self.client.search_registered_models()}
-                for model_name in sorted(names):
-                    for version in sorted(self.client.search_model_versions(f"name='{model_name}'"),
-                                          key=lambda v: int(v.version)):
-                        result["models"].append({"name": model_name, "version": str(version.version),
-                                                 "tags": dict(version.tags)})
-            except MlflowException:
-                pass
-        return result
+    def _model_versions(self, names: set[str]) -> tuple[RegisteredModel, ...]:
+        """Every registered version of the named models ((), before the registry exists)."""
+        if not names or (self._client is None and not (self.root / "mlflow.db").exists()):
+            return ()
+        from mlflow.exceptions import MlflowException
+
+        versions = []
+        try:
+            for name in sorted(names):
+                versions += [RegisteredModel(name, str(v.version), dict(v.tags))
+                             for v in self.client.search_model_versions(f"name='{name}'")]
+        except MlflowException:
+            return ()
+        return tuple(sorted(versions, key=lambda m: (m.name, int(m.version))))
 
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
         changes: list[Change] = []
@@ -686,6 +677,33 @@ def validate_endpoint_name(name: str) -> None:
             f"Endpoint name '{name}' is invalid.",
             "Use 3-32 characters: letters, digits and dashes, starting with a letter and not "
             "ending with a dash (endpoint names are unique per Azure region).")
+
+
+def _deployment_statuses(state: dict, endpoint: str) -> list[DeploymentStatus]:
+    """The endpoint's deployments from the state file, by name."""
+    default = (state["endpoints"].get(endpoint) or {}).get("default_deployment", "")
+    statuses = []
+    for name, dep in sorted(state["deployments"].get(endpoint, {}).items()):
+        action = dep.get("output_action", "")
+        statuses.append(DeploymentStatus(
+            name=name, model=dep.get("model", ""), created=dep.get("created") or dep.get("updated", ""),
+            is_default=name == default, tags=dict(dep.get("tags") or {}),
+            compute=dep.get("compute", ""), instance_count=dep.get("instance_count"),
+            mini_batch_size=dep.get("mini_batch_size"),
+            max_concurrency_per_instance=dep.get("max_concurrency_per_instance"),
+            max_retries=dep.get("max_retries"), retry_timeout=dep.get("timeout"),
+            error_threshold=dep.get("error_threshold"), output_action=action,
+            output_file_name=None if action == "summary_only" else dep.get("output_file_name"),
+            logging_level=dep.get("logging_level", "")))
+    return statuses
+
+
+def _compute_status(name: str, compute: dict) -> ComputeStatus:
+    return ComputeStatus(name=name, size=compute.get("size") or "",
+                         min_instances=compute.get("min_instances"),
+                         max_instances=compute.get("max_instances"),
+                         idle_time_before_scale_down=compute.get("idle_time_before_scale_down"),
+                         tier=compute.get("tier") or "")
 
 
 def _diff(have: dict, want: dict) -> str:

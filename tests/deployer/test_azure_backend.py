@@ -5,6 +5,7 @@ test token credential. Requests are recorded: paths, api-versions and bodies are
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -582,17 +583,76 @@ def test_get_job_and_list_jobs(deployed, fake):
     assert deployed.list_jobs("iris-batch", limit=1)[0].name in {first.name, second.name}
 
 
-def test_describe(deployed):
-    status = deployed.describe("iris-batch")
-    assert status["endpoint"]["default_deployment"] == "iris-mlflow"
-    assert status["endpoint"]["scoring_uri"].startswith("https://iris-batch.")
-    (dep,) = status["deployments"]
-    assert dep["model"] == "iris-classifier:1" and dep["instance_count"] == 2
-    assert status["models"][0]["tags"]["content_sha256"] == "a" * 64
+def test_describe_fills_the_typed_status_from_the_service(deployed, specs):
+    from deployer.entities import TargetStatus
+
+    status = deployed.describe("iris-batch", compute="cpu-cluster", model="iris-classifier")
+
+    assert isinstance(status, TargetStatus) and status.backend == "azure"
+    assert (status.workspace, status.resource_group, status.registry) == (WS, RG, None)
+    assert status.endpoint.default_deployment == "iris-mlflow"
+    assert status.endpoint.scoring_uri.startswith("https://iris-batch.")
+    assert status.endpoint.description == specs.endpoint.data["description"]
+    (dep,) = status.deployments
+    settings = specs.deployment.data["settings"]
+    assert (dep.model, dep.is_default, dep.compute) == ("iris-classifier:1", True, "cpu-cluster")
+    assert (dep.instance_count, dep.mini_batch_size, dep.max_concurrency_per_instance) == (
+        2, settings["mini_batch_size"], settings["max_concurrency_per_instance"])
+    assert (dep.max_retries, dep.retry_timeout) == (3, settings["retry_settings"]["timeout"])
+    # the spec's words, as the local target reports them (the SDK's entity says AppendRow)
+    assert (dep.output_action, dep.output_file_name, dep.logging_level) == (
+        "append_row", "predictions.csv", "info")
+    (model,) = status.models
+    assert (model.name, model.version, model.tags["content_sha256"]) == (
+        "iris-classifier", "1", "a" * 64)
+    (cluster,) = status.computes
+    assert (cluster.name, cluster.size, cluster.min_instances, cluster.max_instances) == (
+        "cpu-cluster", "Standard_DS3_v2", 0, 2)
+    assert cluster.idle_time_before_scale_down == specs.compute.data["idle_time_before_scale_down"]
 
 
-def test_describe_a_missing_endpoint(backend):
-    assert backend.describe("iris-batch")["endpoint"] is None
+def test_describe_a_missing_endpoint_still_shows_the_registered_model(backend, specs):
+    backend.register_model(source(), spec=specs.model)
+    status = backend.describe("iris-batch", compute="cpu-cluster", model="iris-classifier")
+    assert status.endpoint is None and status.deployments == () and status.computes == ()
+    assert [(m.name, m.version) for m in status.models] == [("iris-classifier", "1")]
+
+
+def test_status_gives_each_deployment_its_role_newest_model_first(deployed, specs):
+    from deployer.app import Deployer
+
+    model, _ = deployed.register_model(source("b" * 64, "run2"), spec=specs.model)
+    newer = load_specs(overrides={"deployment": {"name": "iris-mlflow-v2"}})
+    deployed.ensure_deployment(newer.deployment, model)
+    deployer = Deployer(deployed.settings, backend=deployed, specs=specs)
+
+    report = deployer.status(jobs=3)
+
+    assert [(d.name, d.model, d.role) for d in report.target.deployments] == [
+        ("iris-mlflow-v2", "iris-classifier:2", "default"),
+        ("iris-mlflow", "iris-classifier:1", "rollback candidate")]
+    assert [m.version for m in report.target.models] == ["1", "2"]
+    assert report.jobs == ()
+
+
+def test_the_status_command_shows_the_workspace_deployments_and_cluster(
+        deployed, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import deployer.backends
+    from deployer.cli import cli
+
+    monkeypatch.setattr(deployer.backends, "get_backend", lambda settings: deployed)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(cli, ["status", "--target", "azure"], prog_name="python -m deployer")
+    assert result.exit_code == 0, result.output
+    assert f"target    azure  (workspace {WS}, resource group {RG})" in result.output
+    assert "endpoint  iris-batch  default deployment iris-mlflow  (Succeeded)" in result.output
+    assert re.search(r"│ iris-mlflow\s+│ iris-classifier:1\s+│ default\s+│ -", result.output)
+    assert re.search(r"│ iris-mlflow\s+│ cpu-cluster\s+│ 2\s+│ 10\s+│ 2\s+│ 3/300s\s+│ -1\s+│ "
+                     r"predictions\.csv", result.output)
+    assert re.search(r"│ cpu-cluster\s+│ Standard_DS3_v2\s+│ 0-2\s+│ 120s", result.output)
 
 
 # ---------------------------------------------------------------------- teardown

@@ -214,6 +214,47 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert ok(cli("teardown", "--yes")).startswith("Nothing to delete")
 
 
+def test_status_on_the_local_target_fills_the_same_typed_fields(trained, tmp_path):
+    """What `status` shows locally is the typed status the Azure target gives (see
+    test_azure_backend.test_describe_fills_the_typed_status_from_the_service)."""
+    import dataclasses
+
+    from deployer.app import Deployer
+    from deployer.spec import load_specs
+
+    settings, _, run, _ = trained
+    settings = dataclasses.replace(settings, local_dir=str(tmp_path / "local"))
+    specs = load_specs()
+    deployer = Deployer(settings, specs=specs)
+    assert deployer.status().target.endpoint is None  # nothing yet, and nothing made
+    assert not (tmp_path / "local" / "mlflow.db").exists()
+    deployer.register_and_deploy(smoke=False)
+
+    report = deployer.status()
+
+    target = report.target
+    assert (target.backend, target.workspace, target.resource_group) == ("local", None, None)
+    assert target.registry == f"sqlite:///{tmp_path / 'local' / 'mlflow.db'}"
+    assert target.endpoint.default_deployment == "iris-mlflow-v1"
+    assert target.endpoint.scoring_uri is None  # local jobs start through the CLI
+    assert target.endpoint.description == specs.endpoint.data["description"]
+    (dep,) = target.deployments
+    wanted = specs.deployment.data["settings"]
+    assert (dep.model, dep.role, dep.smoke, dep.compute) == (
+        "iris-classifier:1", "default", "skipped", "cpu-cluster")
+    assert (dep.instance_count, dep.mini_batch_size, dep.max_concurrency_per_instance) == (
+        2, wanted["mini_batch_size"], wanted["max_concurrency_per_instance"])
+    assert (dep.max_retries, dep.retry_timeout) == (3, wanted["retry_settings"]["timeout"])
+    assert (dep.output_action, dep.output_file_name, dep.logging_level) == (
+        "append_row", "predictions.csv", "info")
+    (model,) = target.models
+    assert (model.name, model.version, model.tags["run_id"]) == ("iris-classifier", "1", run.run_id)
+    (cluster,) = target.computes
+    assert (cluster.name, cluster.size, cluster.min_instances, cluster.max_instances) == (
+        "cpu-cluster", "Standard_DS3_v2", 0, 2)
+    assert cluster.idle_time_before_scale_down == specs.compute.data["idle_time_before_scale_down"]
+
+
 def publish_changed_copy(store, run, prefix: str) -> str:
     """Publish the run again under prefix as a new run whose model differs by one harmless
     file, with a manifest that matches (what a retrained model looks like to the deployer)."""

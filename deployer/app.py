@@ -19,8 +19,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
+from deployer.backends.base import JobProgress, Progress
 from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
                                RegisteredModel, TargetStatus)
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
@@ -32,7 +32,6 @@ from workspace.settings import REPO_ROOT, Settings
 DEFAULT_MIN_ACCURACY = 0.9
 QUALITY_METRIC = "test_accuracy"
 
-Progress = Callable[[str], None]
 
 
 class QualityGateError(ProjectError):
@@ -138,13 +137,16 @@ class Deployer:
 
     def __init__(self, settings: Settings, *, backend=None, datastore=None,
                  specs: DeploymentSpecs | None = None, spec_dir: Path | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, job_progress: JobProgress | None = None):
+        """`progress` takes lines of text; `job_progress`, when given, the JobUpdates of a
+        job `invoke` waits on (otherwise their text goes to `progress`)."""
         self.settings = settings
         self._backend = backend
         self._datastore = datastore
         self._specs = specs
         self.spec_dir = Path(spec_dir) if spec_dir else SPEC_DIR
         self.progress = progress or (lambda message: None)
+        self.job_progress = job_progress
 
     @property
     def backend(self):
@@ -350,7 +352,8 @@ class Deployer:
             _refuse_earlier_output(Path(output_dir))
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
-                                  progress=self.progress, overrides=overrides)
+                                  progress=self.progress, overrides=overrides,
+                                  job_progress=self.job_progress)
         path = stats = None
         if wait and job.status == "Completed":
             path = _local_predictions(job, Path(output_dir) if output_dir else None)

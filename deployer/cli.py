@@ -243,7 +243,7 @@ def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size,
                              experiment_name=experiment_name)
     deployer, _ = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     display = _JobProgress(_console(stderr=True), deployer.progress)
-    deployer.progress = display
+    deployer.progress, deployer.job_progress = display.say, display.update
     try:
         result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
                                  wait=not no_wait, overrides=overrides)
@@ -274,8 +274,9 @@ def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size,
 
 
 class _JobProgress:
-    """invoke's live display while a job runs: a bar of files done, rows scored and rows/s.
-    Messages without a job record (other backends, other steps) go to `fallback`."""
+    """invoke's live display while a job runs: a bar of files done, rows scored and rows/s,
+    from the job's JobUpdates. A job without file counts (Azure ML reports none while a job
+    runs) and every other line go to `fallback`, one line each."""
 
     def __init__(self, console, fallback):
         self.console = console
@@ -284,36 +285,50 @@ class _JobProgress:
         self.task = None
         self.running_since = None
 
-    def __call__(self, message: str) -> None:
+    def say(self, message: str) -> None:
+        """A line of another step: above the bar while it shows."""
+        if self.bar is None:
+            self.fallback(message)
+        else:
+            from rich.text import Text
+
+            self.bar.console.print(Text.assemble(("· ", "dim"), message), highlight=False)
+
+    def update(self, update) -> None:
+        """One JobUpdate (deployer.entities) of the job being waited on."""
         import time
 
-        record = getattr(message, "record", None)
-        if record is not None and self.bar is not None and record.get("status") != "Running":
-            rows = record.get("rows_scored") or 0  # the job has ended: its final counts
+        if self.bar is not None and update.status != "Running":
+            rows = update.rows_scored or 0  # the job has ended: its final counts
             elapsed = max(1e-6, time.monotonic() - self.running_since)
-            self.bar.update(self.task, completed=record.get("files_done") or 0, rows=rows,
+            self.bar.update(self.task, completed=update.files_done or 0, rows=rows,
                             rate=rows / elapsed)
             self.stop()
-        if record is None or record.get("status") != "Running" or not record.get("files_total"):
+        if update.status != "Running" or not update.files_total:
             if self.bar is None:
-                self.fallback(message)
+                self.fallback(update.text)
             return
-        rows = (record.get("rows_scored") or 0) + (record.get("rows_in_progress") or 0)
         if self.bar is None:
-            self.fallback(message)  # the job's state line, then the live bar
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
-
-            self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("files · {task.fields[rows]:,} rows · "
-                                           "{task.fields[rate]:,.0f} rows/s"),
-                                TimeElapsedColumn(), console=self.console)
-            self.task = self.bar.add_task("scoring", total=record["files_total"], rows=0, rate=0.0)
-            self.running_since = time.monotonic()
-            self.bar.start()
+            self.fallback(update.text)  # the job's state line, then the live bar
+            self._start(update.files_total)
+        rows = (update.rows_scored or 0) + (update.rows_in_progress or 0)
         elapsed = max(1e-6, time.monotonic() - self.running_since)
-        self.bar.update(self.task, total=record["files_total"],
-                        completed=record.get("files_done") or 0, rows=rows, rate=rows / elapsed)
+        self.bar.update(self.task, total=update.files_total, completed=update.files_done or 0,
+                        rows=rows, rate=rows / elapsed)
+
+    def _start(self, files_total: int) -> None:
+        import time
+
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("files · {task.fields[rows]:,} rows · "
+                                       "{task.fields[rate]:,.0f} rows/s"),
+                            TimeElapsedColumn(), console=self.console)
+        self.task = self.bar.add_task("scoring", total=files_total, rows=0, rate=0.0)
+        self.running_since = time.monotonic()
+        self.bar.start()
 
     def stop(self) -> None:
         if self.bar is not None:

@@ -67,6 +67,33 @@ class JobSummary:
     experiment: str = ""  # Azure ML's experiment of the job (default: the endpoint's name)
 
 
+JOB_ENDED = ("Completed", "Failed", "Canceled")
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """A scoring job's state while a backend waits on it, for a display that shows more
+    than a line. The counts are the local engine's; Azure ML's job API reports none
+    while a job runs, so on Azure they are None and `text` says what the job waits on."""
+
+    job: str
+    status: str  # Queued | Running | Completed | Failed | Canceled
+    text: str  # one line for a log: "job <name>: <state>, ..."
+    mini_batches_total: int | None = None
+    mini_batches_done: int | None = None  # succeeded (as JobSummary's)
+    mini_batches_failed: int | None = None  # failed for good
+    files_total: int | None = None
+    files_done: int | None = None  # files of settled mini-batches
+    files_failed: int | None = None
+    rows_scored: int | None = None  # rows of succeeded mini-batches
+    rows_in_progress: int | None = None  # rows of mini-batches still running
+    retries: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in JOB_ENDED
+
+
 @dataclass(frozen=True)
 class Deployment:
     """One deployment of an endpoint as the rollout sees it (from `list_deployments`)."""

@@ -19,10 +19,10 @@ from typing import Callable
 
 import yaml
 
-from deployer.backends.base import Backend, Progress
+from deployer.backends.base import Backend, JobProgress, Progress, tell_job
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
-                               ModelSource, RegisteredModel, TargetStatus)
+                               JobUpdate, ModelSource, RegisteredModel, TargetStatus)
 from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
                                     AzureRefused, AzureTimeout, translate)
 from workspace.errors import ConfigError, ProjectError
@@ -383,7 +383,8 @@ class AzureBackend(Backend):
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
                progress: Progress | None = None,
-               overrides: JobOverrides | None = None) -> JobSummary:
+               overrides: JobOverrides | None = None,
+               job_progress: JobProgress | None = None) -> JobSummary:
         validate_endpoint_name(endpoint)
         from azure.ai.ml import Input
         from azure.ai.ml.constants import AssetTypes
@@ -398,13 +399,14 @@ class AzureBackend(Backend):
             job = self.ml_client.batch_endpoints.invoke(endpoint_name=endpoint,
                                                         deployment_name=deployment, input=input_,
                                                         **_invoke_options(overrides))
-        if progress:
-            progress(f"job {job.name}: {_status(job.status) or 'Queued'}")
         summary = JobSummary(name=job.name, status=STATUS.get(_status(job.status), "Queued"),
                              endpoint=endpoint, deployment=deployment or "", input=remote)
+        tell_job(JobUpdate(job.name, summary.status,
+                           f"job {job.name}: {_status(job.status) or 'Queued'}"),
+                 progress, job_progress)
         if not wait:
             return summary
-        summary = self._wait_for_job(job.name, summary, progress)
+        summary = self._wait_for_job(job.name, summary, progress, job_progress)
         if summary.status == "Completed":
             self._download_predictions(summary, Path(output_dir or Path("outputs") / summary.name),
                                        progress)
@@ -459,15 +461,15 @@ class AzureBackend(Backend):
         asset = self.ml_client.data.get(name, version=version, label=label)
         return str(getattr(asset, "type", "") or "")
 
-    def _wait_for_job(self, name: str, summary: JobSummary, progress: Progress | None) -> JobSummary:
+    def _wait_for_job(self, name: str, summary: JobSummary, progress: Progress | None,
+                      job_progress: JobProgress | None) -> JobSummary:
         last, started = None, time.monotonic()
         while True:
             with self._errors(f"reading job '{name}'"):
                 job = self.ml_client.jobs.get(name)
             status = _status(job.status)
-            if status != last and progress:
-                waiting = WAITING_ON.get(status)
-                progress(f"job {name}: {status}" + (f" ({waiting})" if waiting else ""))
+            if status != last:
+                tell_job(_job_update(name, status), progress, job_progress)
             last = status
             if status in TERMINAL:
                 break
@@ -791,6 +793,14 @@ def _deployment_state(dep) -> dict:
             value = str(getattr(value, "value", value)).lower().replace("_", "")
         state[key] = value
     return state
+
+
+def _job_update(name: str, raw_status: str) -> JobUpdate:
+    """The job's state as polled: the service reports no counts while a job runs, so the
+    line says what it waits on instead."""
+    waiting = WAITING_ON.get(raw_status)
+    return JobUpdate(name, STATUS.get(raw_status, "Queued"),
+                     f"job {name}: {raw_status}" + (f" ({waiting})" if waiting else ""))
 
 
 def _deployment_status(dep, default: str) -> DeploymentStatus:

@@ -2,7 +2,9 @@
 
 Each `ensure_*` compares the desired spec with what exists and returns the `Change`; with
 `dry_run=True` it only plans. Long-running work is named and waited on explicitly by the
-backend (Azure: `begin_*().result()`); `progress` callbacks let the CLI show it.
+backend (Azure: `begin_*().result()`); `progress` callbacks (one line of text each) let the
+CLI show it. While `invoke` waits on a job, the job's state goes to `job_progress` as a
+`JobUpdate` (counts for a live display), or, without one, its text to `progress`.
 """
 from __future__ import annotations
 
@@ -10,10 +12,19 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable
 
-from deployer.entities import (Change, Deployment, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel, TargetStatus)
+from deployer.entities import (Change, Deployment, JobOverrides, JobSummary, JobUpdate,
+                               ModelSource, RegisteredModel, TargetStatus)
 
 Progress = Callable[[str], None]
+JobProgress = Callable[[JobUpdate], None]
+
+
+def tell_job(update: JobUpdate, progress: Progress | None, job_progress: JobProgress | None) -> None:
+    """A job's state to whoever follows it: the update itself, else its line of text."""
+    if job_progress is not None:
+        job_progress(update)
+    elif progress is not None:
+        progress(update.text)
 
 
 class Backend(ABC):
@@ -62,10 +73,12 @@ class Backend(ABC):
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
                progress: Progress | None = None,
-               overrides: JobOverrides | None = None) -> JobSummary:
-        """Start a batch scoring job; when waiting, download predictions.csv to output_dir
-        (None: the backend's default, `outputs/<job name>/` locally). `overrides` replace
-        the deployment's settings for this job only (validated by the caller)."""
+               overrides: JobOverrides | None = None,
+               job_progress: JobProgress | None = None) -> JobSummary:
+        """Start a batch scoring job; when waiting, tell `job_progress` (else `progress`)
+        each change of its state and download predictions.csv to output_dir (None: the
+        backend's default, `outputs/<job name>/`). `overrides` replace the deployment's
+        settings for this job only (validated by the caller)."""
 
     @abstractmethod
     def download_output(self, job: JobSummary, output_dir: Path,

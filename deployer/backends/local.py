@@ -25,10 +25,10 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from deployer.backends.base import Backend, Progress
+from deployer.backends.base import Backend, JobProgress, Progress, tell_job
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
-                               ModelSource, RegisteredModel, TargetStatus)
+                               JobUpdate, ModelSource, RegisteredModel, TargetStatus)
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
 from workspace.errors import ConfigError, NotFound, ProjectError
@@ -384,7 +384,8 @@ class LocalBackend(Backend):
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
                progress: Progress | None = None,
-               overrides: JobOverrides | None = None) -> JobSummary:
+               overrides: JobOverrides | None = None,
+               job_progress: JobProgress | None = None) -> JobSummary:
         overrides = overrides or JobOverrides()
         state = self._read_state()
         ep = state["endpoints"].get(endpoint)
@@ -421,11 +422,11 @@ class LocalBackend(Backend):
             record["output_blob"] = output_blob
         write_record(job_dir, record)
         self._start_runner(job_dir, dep.get("environment_variables") or {})
-        if progress:
-            progress(f"job {job_name}: Queued ({name} on {endpoint})")
+        tell_job(JobUpdate(job_name, "Queued", f"job {job_name}: Queued ({name} on {endpoint})"),
+                 progress, job_progress)
         if not wait:
             return self._summary(read_record(job_dir), job_dir)
-        summary = self.wait(job_name, progress=progress)
+        summary = self.wait(job_name, progress=progress, job_progress=job_progress)
         if summary.status == "Completed" and settings.get("output_action", "append_row") != "summary_only":
             self.download_output(summary, output_dir or Path("outputs") / job_name, progress)
         return summary
@@ -502,9 +503,10 @@ class LocalBackend(Backend):
             child.poll()
         return self._summary(cancel(job_dir), job_dir)
 
-    def wait(self, job_name: str, *, progress: Progress | None = None, poll: float = 0.1,
+    def wait(self, job_name: str, *, progress: Progress | None = None,
+             job_progress: JobProgress | None = None, poll: float = 0.1,
              timeout: float | None = None) -> JobSummary:
-        """Follow a job until it ends, telling progress what changes."""
+        """Follow a job until it ends, telling job_progress (else progress) what changes."""
         job_dir = self._job_dir(job_name)
         last = None
         started = time.monotonic()
@@ -512,11 +514,10 @@ class LocalBackend(Backend):
             for child in getattr(self, "_children", []):
                 child.poll()  # reap a finished runner so it is not seen as alive
             record = self._fresh_record(job_dir)
-            line = _progress_line(record)
-            key = (line, record.get("rows_in_progress"), record.get("files_done"))
-            if progress and key != last:
-                progress(JobProgressLine(line, record))
-            last = key
+            update = job_update(record)
+            if update != last:
+                tell_job(update, progress, job_progress)
+            last = update
             if record["status"] in TERMINAL:
                 return self._summary(record, job_dir)
             if timeout is not None and time.monotonic() - started > timeout:
@@ -732,26 +733,21 @@ def _warn_environment(model_path: str, progress: Progress | None) -> None:
                  "may differ from training): " + "; ".join(mismatches))
 
 
-class JobProgressLine(str):
-    """A progress line that also carries the job record it was made from, for a display
-    that shows more than text (rows/s, files done)."""
-
-    record: dict
-
-    def __new__(cls, text: str, record: dict) -> "JobProgressLine":
-        line = super().__new__(cls, text)
-        line.record = record
-        return line
-
-
-def _progress_line(record: dict) -> str:
-    status = record["status"]
+def job_update(record: dict) -> JobUpdate:
+    """The job record as the update `wait` sends: its counts and one line of text."""
+    name, status = record["name"], record["status"]
     total = record.get("mini_batches_total")
-    if not total:
-        return f"job {record['name']}: {status}"
-    done = (record.get("mini_batches_done") or 0) + (record.get("mini_batches_failed") or 0)
-    text = (f"job {record['name']}: {status}, mini-batches {done}/{total}, "
-            f"rows {record.get('rows_scored') or 0}, failed files {record.get('files_failed') or 0}")
-    if record.get("retries"):
-        text += f", retries {record['retries']}"
-    return text
+    settled = (record.get("mini_batches_done") or 0) + (record.get("mini_batches_failed") or 0)
+    text = f"job {name}: {status}"
+    if total:
+        text += (f", mini-batches {settled}/{total}, rows {record.get('rows_scored') or 0}, "
+                 f"failed files {record.get('files_failed') or 0}")
+        if record.get("retries"):
+            text += f", retries {record['retries']}"
+    return JobUpdate(job=name, status=status, text=text, mini_batches_total=total,
+                     mini_batches_done=record.get("mini_batches_done"),
+                     mini_batches_failed=record.get("mini_batches_failed"),
+                     files_total=record.get("files_total"), files_done=record.get("files_done"),
+                     files_failed=record.get("files_failed"), rows_scored=record.get("rows_scored"),
+                     rows_in_progress=record.get("rows_in_progress"),
+                     retries=record.get("retries"))

@@ -774,6 +774,24 @@ def test_unknown_and_cancel_requested_are_waited_through(deployed, fake, sleeps)
     assert any("CancelRequested (cancel requested" in m for m in messages)
 
 
+def test_the_polled_job_states_go_to_job_progress_as_typed_updates(deployed, fake, tmp_path):
+    fake.job_statuses = ["Preparing", "Running", "Failed"]
+    updates, lines = [], []
+    summary = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                              output_dir=tmp_path / "out", progress=lines.append,
+                              job_progress=updates.append)
+
+    name = summary.name
+    # the service's state in the text, the deployer's five in status; no counts on Azure
+    assert [(u.job, u.status, u.text) for u in updates] == [
+        (name, "Queued", f"job {name}: NotStarted"),  # as the submission answered
+        (name, "Queued", f"job {name}: Preparing (preparing the nodes (image pull, environment))"),
+        (name, "Running", f"job {name}: Running (scoring)"),
+        (name, "Failed", f"job {name}: Failed")]
+    assert all(u.files_total is None and u.rows_scored is None for u in updates)
+    assert updates[-1].ended and lines == []  # job states went only to job_progress
+
+
 def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, fake, sleeps):
     from deployer.backends.azure import AzureTimeout
 

@@ -348,24 +348,3 @@ def test_every_command_help_has_examples():
         result = subprocess.run([sys.executable, "-m", "deployer", *command, "--help"],
                                 capture_output=True, text=True, env=env, cwd=REPO_ROOT)
         assert result.returncode == 0 and "Example" in result.stdout, command
-
-
-def test_the_live_bar_ends_with_the_jobs_rows_and_their_rate():
-    import io
-
-    from rich.console import Console
-
-    from deployer.backends.local import JobProgressLine
-    from deployer.cli import _JobProgress
-
-    out, lines = io.StringIO(), []
-    progress = _JobProgress(Console(file=out, force_terminal=True, width=160), lines.append)
-    running = {"status": "Running", "files_total": 1, "files_done": 0, "rows_scored": 0}
-    progress(JobProgressLine("job j: Running", running))
-    time.sleep(0.2)
-    progress(JobProgressLine("job j: Completed", {**running, "status": "Completed",
-                                                  "files_done": 1, "rows_scored": 150}))
-    assert lines == ["job j: Running", "job j: Completed"]  # the state lines around the bar
-    # Rows that arrived only with the final record still give a rate, not "0 rows/s".
-    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
-    assert re.search(r"1/1 files · 150 rows · [1-9][\d,]* rows/s", shown)

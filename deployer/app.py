@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deployer.backends.base import JobProgress, Progress
 from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel, TargetStatus)
+                               RegisteredModel, TargetStatus, job_output_dir, predictions_target)
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
                               refuse_nested_folder, rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
@@ -74,7 +74,7 @@ class InvokeResult:
     job: JobSummary
     stats: "PredictionStats | None"  # deployer.report.PredictionStats
     seconds: float
-    predictions: Path | None = None  # the downloaded predictions.csv
+    predictions: Path | None = None  # the downloaded predictions file (job.predictions_file)
 
 
 def content_digest(model_files: dict) -> str:
@@ -118,7 +118,7 @@ def _counted_by_job(job: JobSummary):
     target does, as it writes the output): no second pass over a large file."""
     from deployer.report import PredictionStats
 
-    counted = job.predictions
+    counted = job.prediction_counts
     if not counted or counted.get("rows") != job.rows_scored:
         return None
     return PredictionStats(rows=int(counted["rows"]), per_class=dict(counted.get("per_class") or {}),
@@ -349,15 +349,13 @@ class Deployer:
         refuse_nested_folder(input_path)
         started = time.monotonic()
         if wait and output_dir is not None:
-            _refuse_earlier_output(Path(output_dir))
+            predictions_target(Path(output_dir))  # refused before the job runs, not after
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
                                   progress=self.progress, overrides=overrides,
                                   job_progress=self.job_progress)
-        path = stats = None
-        if wait and job.status == "Completed":
-            path = _local_predictions(job, Path(output_dir) if output_dir else None)
-            stats = _counted_by_job(job) or (prediction_stats(path) if path else None)
+        path = Path(job.predictions_file) if job.predictions_file else None
+        stats = (_counted_by_job(job) or prediction_stats(path)) if path else None
         return InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started,
                             predictions=path)
 
@@ -375,10 +373,8 @@ class Deployer:
         if job.status != "Completed":
             raise JobFailed(f"Job {name} is {job.status}; only a Completed job has predictions.",
                             f"Follow it with `python -m deployer jobs show {name}`.")
-        if output_dir is not None:
-            _refuse_earlier_output(Path(output_dir))
-        target = Path(output_dir) if output_dir else Path("outputs") / name
-        path = self.backend.download_output(job, target, progress=self.progress)
+        path = self.backend.download_output(job, job_output_dir(name, output_dir),
+                                            progress=self.progress)
         return InvokeResult(job=job, stats=prediction_stats(Path(path)),
                             seconds=time.monotonic() - started, predictions=Path(path))
 
@@ -481,30 +477,3 @@ def _search_prefix(wanted: str, default: str) -> str:
 def _change_line(change: Change, dry_run: bool) -> str:
     verb = "would " + change.action if dry_run and change.action != NO_OP else change.action
     return f"{change.kind} {change.name}: {verb}" + (f" ({change.detail})" if change.detail else "")
-
-
-def _downloaded_outputs(output_dir: Path) -> list[Path]:
-    """Where the backends put a job's predictions in an output folder."""
-    return [output_dir / "predictions.csv", output_dir / "named-outputs" / "score" / "predictions.csv"]
-
-
-def _refuse_earlier_output(output_dir: Path) -> None:
-    """Another job's predictions in the output folder would be overwritten: refuse."""
-    for path in _downloaded_outputs(output_dir):
-        if path.exists():
-            raise ConfigError(f"'{path}' exists: the output folder holds another job's predictions.",
-                              "Pass another --output-dir, or move that file away first.")
-
-
-def _local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
-    """The downloaded predictions file of a finished job, wherever the backend put it."""
-    candidates = []
-    if job.output_path and "://" not in job.output_path:
-        candidates.append(Path(job.output_path))
-    if output_dir is not None:
-        candidates += _downloaded_outputs(output_dir)
-    for path in candidates:
-        if path.is_file():
-            return path
-    return None
-

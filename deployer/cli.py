@@ -374,8 +374,8 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
         table.add_row("experiment", job.experiment)
     if job.created:
         table.add_row("created", job.created)
-    if job.output_path:
-        table.add_row("predictions", job.output_path)
+    if job.predictions_at:
+        table.add_row("predictions", job.predictions_at)
     if job.logs_path:
         table.add_row("logs", job.logs_path)
     if job.error:

@@ -54,7 +54,12 @@ class JobSummary:
     files_total: int | None = None
     files_failed: int | None = None
     error: str = ""
-    output_path: str = ""  # where predictions.csv lives (datastore or service)
+    # Where the job stored its predictions: locally the datastore URI, on Azure the job
+    # output's azureml://jobs/... URI (known once downloaded). "" when it has none: not
+    # Completed, or output_action summary_only.
+    output_uri: str = ""
+    # The downloaded copy (`invoke` waiting, `jobs download`), at predictions_target().
+    predictions_file: str = ""
     logs_path: str = ""
     # Optional detail (the local backend fills them; None/empty when unknown).
     mini_batches_total: int | None = None
@@ -63,8 +68,35 @@ class JobSummary:
     failed_files: list = field(default_factory=list)  # [{"file": ..., "message": ...}]
     # Rows per prediction and per file, counted by the job as it wrote them (local backend):
     # {"rows": n, "per_class": {label: n}, "per_file": {file: n}}.
-    predictions: dict | None = None
+    prediction_counts: dict | None = None
     experiment: str = ""  # Azure ML's experiment of the job (default: the endpoint's name)
+
+    @property
+    def predictions_at(self) -> str:
+        """Where to find the predictions: the downloaded file, else the stored output."""
+        return self.predictions_file or self.output_uri
+
+
+# azure-ai-ml's default output_file_name of a batch deployment (BatchDeployment docstring).
+DEFAULT_OUTPUT_FILE = "predictions.csv"
+OUTPUTS_DIR = Path("outputs")
+
+
+def job_output_dir(job_name: str, output_dir: Path | None = None) -> Path:
+    """The folder a job's predictions are downloaded to: output_dir, else outputs/<job>/."""
+    return Path(output_dir) if output_dir is not None else OUTPUTS_DIR / job_name
+
+
+def predictions_target(output_dir: Path, file_name: str = DEFAULT_OUTPUT_FILE) -> Path:
+    """Where a download puts a job's predictions file on every target: <output_dir>/<the
+    job's output file name>. A file already there is another job's: never overwritten."""
+    from workspace.errors import ConfigError
+
+    target = Path(output_dir) / file_name
+    if target.exists():
+        raise ConfigError(f"'{target}' exists: the output folder holds another job's predictions.",
+                          "Pass another --output-dir, or move that file away first.")
+    return target
 
 
 JOB_ENDED = ("Completed", "Failed", "Canceled")

@@ -274,8 +274,7 @@ def run_smoke(backend, endpoint: str, name: str, min_accuracy: float, check_accu
                              output_dir=Path(tmp) / "out", wait=True, progress=progress)
         if job.status != "Completed":
             _fail(job, name, f"the job ended {job.status}: {job.error or 'no error message'}")
-        path = _predictions(job, Path(tmp) / "out")
-        lines = path.read_text().splitlines() if path else []
+        lines = Path(job.predictions_file).read_text().splitlines() if job.predictions_file else []
     rows = [line.split(",") for line in lines]
     if len(rows) != len(expected) or [r[0] for r in rows] != [str(i) for i in range(len(expected))] \
             or any(r[-1] != SMOKE_INPUT.name for r in rows):
@@ -297,13 +296,6 @@ def _fail(job: JobSummary, name: str, reason: str):
                            "deployment with --cleanup-failed, or pass --no-smoke to switch anyway.")
     error.job = job.name
     raise error
-
-
-def _predictions(job: JobSummary, output_dir: Path) -> Path | None:
-    candidates = [Path(job.output_path)] if job.output_path and "://" not in job.output_path else []
-    candidates += [output_dir / "predictions.csv",
-                   output_dir / "named-outputs" / "score" / "predictions.csv"]
-    return next((p for p in candidates if p.is_file()), None)
 
 
 def _smoke_detail(result: SmokeResult) -> str:

@@ -22,7 +22,8 @@ import yaml
 from deployer.backends.base import Backend, JobProgress, Progress, tell_job
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
-                               JobUpdate, ModelSource, RegisteredModel, TargetStatus)
+                               DEFAULT_OUTPUT_FILE, JobUpdate, ModelSource, RegisteredModel,
+                               TargetStatus, job_output_dir, predictions_target)
 from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
                                     AzureRefused, AzureTimeout, translate)
 from workspace.errors import ConfigError, ProjectError
@@ -408,8 +409,7 @@ class AzureBackend(Backend):
             return summary
         summary = self._wait_for_job(job.name, summary, progress, job_progress)
         if summary.status == "Completed":
-            self._download_predictions(summary, Path(output_dir or Path("outputs") / summary.name),
-                                       progress)
+            self._download_predictions(summary, job_output_dir(summary.name, output_dir), progress)
         return summary
 
     def _remote_input(self, input_path: str, progress: Progress | None) -> tuple[str, bool | None]:
@@ -489,12 +489,17 @@ class AzureBackend(Backend):
 
     def download_output(self, job: JobSummary, output_dir: Path,
                         progress: Progress | None = None) -> Path:
-        self._download_predictions(job, Path(output_dir), progress)
-        return Path(job.output_path)
+        return self._download_predictions(job, Path(output_dir), progress)
 
     def _download_predictions(self, summary: JobSummary, output_dir: Path,
-                              progress: Progress | None) -> None:
-        with self._errors(f"downloading the predictions of job '{summary.name}'"):
+                              progress: Progress | None) -> Path:
+        """The scoring child's `score` output, downloaded beside (not into) output_dir,
+        then its predictions file moved to predictions_target: the layout of every target."""
+        import tempfile
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with self._errors(f"downloading the predictions of job '{summary.name}'"), \
+                tempfile.TemporaryDirectory(prefix=".download-", dir=output_dir) as tmp:
             children = list(self.ml_client.jobs.list(parent_job_name=summary.name))
             if not children:
                 raise AzureError(f"Job '{summary.name}' completed without a scoring step.",
@@ -502,24 +507,21 @@ class AzureBackend(Backend):
             child = children[0].name
             if progress:
                 progress(f"downloading output '{SCORE_OUTPUT}' of {child}")
-            output_dir.mkdir(parents=True, exist_ok=True)
-            for stale in (output_dir / SCORE_FILE).glob("*") if (output_dir / SCORE_FILE).is_dir() else []:
-                if stale.is_file():  # a previous job's predictions must not pass for this one's
-                    stale.unlink()
-            self.ml_client.jobs.download(name=child, output_name=SCORE_OUTPUT,
-                                         download_path=str(output_dir))
-        predictions = output_dir / SCORE_FILE / "predictions.csv"
-        if not predictions.is_file():
-            found = sorted((output_dir / SCORE_FILE).glob("*")) if (output_dir / SCORE_FILE).is_dir() else []
-            if len(found) == 1 and found[0].is_file():
-                predictions = found[0]  # a custom output_file_name
-            else:
+            self.ml_client.jobs.download(name=child, output_name=SCORE_OUTPUT, download_path=tmp)
+            found = _predictions_in(Path(tmp) / SCORE_FILE)
+            if found is None:
                 raise AzureError(f"Job '{summary.name}' has no predictions file in its "
                                  f"'{SCORE_OUTPUT}' output.",
                                  f"Look at its logs: `az ml job download -n {child} --all`.")
-        summary.output_path = str(predictions)
-        with predictions.open("rb") as handle:
+            target = predictions_target(output_dir, found.name)
+            found.replace(target)
+        from azure.ai.ml.constants._common import JOB_URI_FORMAT
+
+        summary.output_uri = JOB_URI_FORMAT.format(child, SCORE_OUTPUT, target.name)
+        summary.predictions_file = str(target)
+        with target.open("rb") as handle:
             summary.rows_scored = sum(1 for line in handle if line.strip())
+        return target
 
     def _job_error(self, name: str, raw_status: str) -> str:
         """Azure's error of a failed job. Job entities carry none: it is in the run's details
@@ -793,6 +795,14 @@ def _deployment_state(dep) -> dict:
             value = str(getattr(value, "value", value)).lower().replace("_", "")
         state[key] = value
     return state
+
+
+def _predictions_in(folder: Path) -> Path | None:
+    """The predictions file of a downloaded `score` output: predictions.csv, or the one
+    file there (a custom output_file_name)."""
+    files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    named = [p for p in files if p.name == DEFAULT_OUTPUT_FILE]
+    return named[0] if named else files[0] if len(files) == 1 else None
 
 
 def _job_update(name: str, raw_status: str) -> JobUpdate:

@@ -28,7 +28,8 @@ from pathlib import Path
 from deployer.backends.base import Backend, JobProgress, Progress, tell_job
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
-                               JobUpdate, ModelSource, RegisteredModel, TargetStatus)
+                               JobUpdate, ModelSource, RegisteredModel, TargetStatus,
+                               job_output_dir, predictions_target)
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
 from workspace.errors import ConfigError, NotFound, ProjectError
@@ -427,8 +428,8 @@ class LocalBackend(Backend):
         if not wait:
             return self._summary(read_record(job_dir), job_dir)
         summary = self.wait(job_name, progress=progress, job_progress=job_progress)
-        if summary.status == "Completed" and settings.get("output_action", "append_row") != "summary_only":
-            self.download_output(summary, output_dir or Path("outputs") / job_name, progress)
+        if summary.output_uri:
+            self.download_output(summary, job_output_dir(job_name, output_dir), progress)
         return summary
 
     def _job_settings(self, dep: dict, overrides: JobOverrides) -> tuple[dict, str]:
@@ -532,12 +533,12 @@ class LocalBackend(Backend):
         if not blob:
             raise LocalError(f"Job '{summary.name}' has no output file.",
                              f"See its logs in {summary.logs_path}.")
-        target = Path(output_dir) / Path(blob).name
+        target = predictions_target(output_dir, Path(blob).name)
         if progress:
             progress(f"downloading {self.settings.datastore_uri(blob)} → {target}")
         if not self._copy_published_output(record, blob, target):
             self.datastore.download_file(blob, target)
-        summary.output_path = str(target)
+        summary.predictions_file = str(target)
         return target
 
     def _copy_published_output(self, record: dict, blob: str, target: Path) -> bool:
@@ -577,8 +578,8 @@ class LocalBackend(Backend):
         return settle_if_dead(job_dir)
 
     def _summary(self, record: dict, job_dir: Path) -> JobSummary:
-        local_output = job_dir / "outputs" / record.get("settings", {}).get(
-            "output_file_name", "predictions.csv")
+        # The runner records the blob only when a completed job has output (not with
+        # summary_only): nothing else is ever shown as predictions.
         blob = record.get("output_datastore_path")
         return JobSummary(
             name=record["name"], status=record["status"], endpoint=record.get("endpoint", ""),
@@ -586,16 +587,14 @@ class LocalBackend(Backend):
             created=record.get("created", ""), finished=record.get("finished", ""),
             rows_scored=record.get("rows_scored"), files_total=record.get("files_total"),
             files_failed=record.get("files_failed"), error=record.get("error", ""),
-            # Only a completed job has output: nothing else is ever shown as predictions.
-            output_path="" if record["status"] != "Completed" else (
-                self.settings.datastore_uri(blob) if blob else (
-                    str(local_output) if local_output.exists() else "")),
+            output_uri=self.settings.datastore_uri(blob) if blob and record["status"] == "Completed"
+            else "",
             logs_path=str(job_dir / "logs"),
             mini_batches_total=record.get("mini_batches_total"),
             mini_batches_done=record.get("mini_batches_done"),
             duration_seconds=record.get("duration_seconds"),
             failed_files=list(record.get("failed_files") or []),
-            predictions=record.get("predictions"),
+            prediction_counts=record.get("predictions"),
             experiment=record.get("experiment") or record.get("endpoint", ""))
 
     def get_job(self, name: str) -> JobSummary:

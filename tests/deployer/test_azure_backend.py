@@ -483,9 +483,13 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
                              output_dir=tmp_path / "out", progress=messages.append)
 
     assert summary.status == "Completed"
-    out = tmp_path / "out" / "named-outputs" / "score" / "predictions.csv"
-    assert summary.output_path == str(out)
+    # where the local target puts them too: <output dir>/<output file name>
+    out = tmp_path / "out" / "predictions.csv"
+    assert summary.predictions_file == str(out) and summary.predictions_at == str(out)
     assert out.read_bytes() == predictions
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["predictions.csv"]
+    child = fake.jobs[summary.name].child  # the output's URI in the SDK's job-output form
+    assert summary.output_uri == f"azureml://jobs/{child}/outputs/score/paths/predictions.csv"
     assert summary.rows_scored == 3
     assert (summary.endpoint, summary.deployment) == ("iris-batch", "iris-mlflow")
     # the local file went to the datastore first, and the job got its azureml:// path
@@ -527,20 +531,31 @@ def test_download_output_fetches_a_finished_jobs_predictions_again(
 
     again = backend.download_output(backend.get_job(job.name), tmp_path / "second")
 
-    assert again == tmp_path / "second" / "named-outputs" / "score" / "predictions.csv"
+    assert again == tmp_path / "second" / "predictions.csv"
     assert again.read_bytes() == predictions
 
 
-def test_a_previous_jobs_predictions_do_not_pass_for_a_new_job(deployed, fake, blob_store, tmp_path):
-    stale = tmp_path / "out" / "named-outputs" / "score" / "predictions.csv"
-    stale.parent.mkdir(parents=True)
-    stale.write_text("0,old,old.csv\n")
-    fake.on_complete = None  # the service wrote no predictions file this time
+def test_a_previous_jobs_predictions_are_never_overwritten(deployed, fake, blob_store, tmp_path):
+    deployed._datastore = blob_store
+    earlier = tmp_path / "out" / "predictions.csv"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("0,old,old.csv\n")
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        b"0,new,x.csv\n", fake.output_path(job) + "predictions.csv")
 
+    with pytest.raises(ConfigError, match="holds another job's predictions"):
+        deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
+                        output_dir=tmp_path / "out")
+    assert earlier.read_text() == "0,old,old.csv\n"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["predictions.csv"]
+
+
+def test_a_job_without_a_predictions_file_says_so(deployed, fake, blob_store, tmp_path):
+    fake.on_complete = None  # the service wrote no predictions file this time
     with pytest.raises(AzureError, match="no predictions file"):
         deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
                         output_dir=tmp_path / "out")
-    assert not stale.exists()
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_invoke_with_a_deployment_and_a_remote_folder(deployed, fake):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from deployer.backends.base import Backend
-from deployer.entities import JobUpdate
+from deployer.entities import JobSummary, JobUpdate, job_output_dir, predictions_target
+from workspace.errors import ConfigError
 
 
 @pytest.mark.parametrize("missing", ["cancel_job", "download_output"])
@@ -24,6 +26,29 @@ def test_a_backend_without_a_job_operation_cannot_be_made(missing):
         if name in Backend.__abstractmethods__})
     with pytest.raises(TypeError, match=missing):
         incomplete()
+
+
+# ---------------------------------------------------------------------- predictions
+
+
+def test_a_jobs_predictions_go_to_one_place_and_never_over_another_jobs(tmp_path):
+    assert job_output_dir("j1") == Path("outputs") / "j1"
+    assert job_output_dir("j1", tmp_path / "res") == tmp_path / "res"
+    target = predictions_target(tmp_path / "res", "scores.csv")
+    assert target == tmp_path / "res" / "scores.csv"
+    target.parent.mkdir()
+    target.write_text("0,a,x.csv\n")
+    with pytest.raises(ConfigError, match="holds another job's predictions") as err:
+        predictions_target(tmp_path / "res", "scores.csv")
+    assert "--output-dir" in err.value.hint
+
+
+def test_predictions_are_shown_as_the_download_else_the_stored_output():
+    job = JobSummary(name="j", status="Completed", endpoint="e", deployment="d", input="i",
+                     output_uri="azureml://datastores/ds/paths/batch-jobs/j/p.csv")
+    assert job.predictions_at == job.output_uri
+    job.predictions_file = "outputs/j/p.csv"
+    assert job.predictions_at == "outputs/j/p.csv"
 
 
 # ---------------------------------------------------------------------- job updates

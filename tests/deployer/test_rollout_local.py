@@ -238,6 +238,9 @@ def test_job_name_experiment_and_output_path(deployed, tmp_path):
     assert len(lines) == 150 and lines[0].endswith(",iris_csv.csv")
     assert (cli.workdir / "res" / "iris-scored.csv").read_text().splitlines() == lines
     assert not store.exists("batch-jobs/nightly-001/named-outputs/score/predictions.csv")
+    # invoke shows the downloaded file; jobs show where the job stored it
+    assert re.search(r"predictions\s+│ res/iris-scored\.csv", shown)
+    assert re.search(r"predictions\s+│ " + re.escape(out), ok(cli("jobs", "show", "nightly-001")))
 
     again = cli("invoke", "--input", str(IRIS_CSV), "--job-name", "nightly-001")
     assert again.returncode == 2 and "A job named 'nightly-001' already exists" in again.stderr

@@ -137,9 +137,11 @@ class Deployer:
 
     def __init__(self, settings: Settings, *, backend=None, datastore=None,
                  specs: DeploymentSpecs | None = None, spec_dir: Path | None = None,
-                 progress: Progress | None = None, job_progress: JobProgress | None = None):
+                 progress: Progress | None = None, job_progress: JobProgress | None = None,
+                 timeout_seconds: float | None = None):
         """`progress` takes lines of text; `job_progress`, when given, the JobUpdates of a
-        job `invoke` waits on (otherwise their text goes to `progress`)."""
+        job `invoke` waits on (otherwise their text goes to `progress`). `timeout_seconds`
+        bounds the backend's waits (None: its default)."""
         self.settings = settings
         self._backend = backend
         self._datastore = datastore
@@ -147,6 +149,7 @@ class Deployer:
         self.spec_dir = Path(spec_dir) if spec_dir else SPEC_DIR
         self.progress = progress or (lambda message: None)
         self.job_progress = job_progress
+        self.timeout_seconds = timeout_seconds
 
     @property
     def backend(self):
@@ -154,6 +157,8 @@ class Deployer:
             from deployer.backends import get_backend
 
             self._backend = get_backend(self.settings)
+        if self.timeout_seconds is not None:
+            self._backend.timeout_seconds = self.timeout_seconds
         return self._backend
 
     @property

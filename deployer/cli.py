@@ -25,7 +25,7 @@ timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
     show_default=True, metavar="MINUTES",
     help="How long to wait for a scoring job or an Azure operation; then stop waiting (the "
-    "work goes on in Azure) and say what it was waiting on.")
+    "work goes on, locally in the job's runner) and say what it was waiting on (exit 7).")
 
 
 def _console(stderr: bool = False):
@@ -46,9 +46,8 @@ def _make(target: str | None, spec_dir: Path | None, quiet: bool = False,
         if not quiet:
             err.print(f"[dim]·[/dim] {message}", markup=True, highlight=False)
 
-    deployer = Deployer(settings, spec_dir=spec_dir, progress=progress)
-    if timeout_minutes is not None and hasattr(deployer.backend, "timeout_seconds"):
-        deployer.backend.timeout_seconds = timeout_minutes * 60  # backends that wait on a service
+    deployer = Deployer(settings, spec_dir=spec_dir, progress=progress,
+                        timeout_seconds=None if timeout_minutes is None else timeout_minutes * 60)
     return deployer, settings
 
 

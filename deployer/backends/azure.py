@@ -19,7 +19,8 @@ from typing import Callable
 
 import yaml
 
-from deployer.backends.base import Backend, JobProgress, Progress, tell_job
+from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
+                                    job_timeout, minutes, tell_job)
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
                                DEFAULT_OUTPUT_FILE, JobUpdate, ModelSource, RegisteredModel,
@@ -31,7 +32,6 @@ from workspace.settings import Settings
 
 CONTENT_TAG = "content_sha256"
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
-DEFAULT_TIMEOUT_SECONDS = 60 * 60
 # azure-ai-ml's RunHistoryConstants.TERMINAL_STATUSES: a Paused or NotResponding job makes no
 # progress on its own, so waiting on it ends.
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
@@ -162,7 +162,7 @@ class AzureBackend(Backend):
             elapsed = int(time.monotonic() - started)
             if elapsed >= self.timeout_seconds and not poller.done():
                 raise AzureTimeout(
-                    f"{what}: still in progress after {_minutes(self.timeout_seconds)}.",
+                    f"{what}: still in progress after {minutes(self.timeout_seconds)}.",
                     "It goes on in Azure; run the command again later (it picks up the "
                     "resource's state), or pass a longer --timeout.")
             if progress and elapsed > shown and not poller.done():
@@ -474,12 +474,8 @@ class AzureBackend(Backend):
             if status in TERMINAL:
                 break
             if time.monotonic() - started >= self.timeout_seconds:
-                raise AzureTimeout(
-                    f"Job {name} is still {status} after {_minutes(self.timeout_seconds)}: "
-                    f"{WAITING_ON.get(status, 'waiting')}.",
-                    f"It goes on in Azure: follow it with `python -m deployer jobs show {name}`, "
-                    f"cancel it with `python -m deployer jobs cancel {name}`, or pass a longer "
-                    "--timeout.")
+                raise job_timeout(name, status, WAITING_ON.get(status, "waiting"),
+                                  self.timeout_seconds, "in Azure")
             self._sleep(self.poll_seconds)
         merged = self._summary(job)
         merged.endpoint = merged.endpoint or summary.endpoint
@@ -856,10 +852,6 @@ def _first(*mappings_and_keys) -> str:
             if mapping.get(key):
                 return str(mapping[key])
     return ""
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:g} min"
 
 
 def translate_error(exc: Exception, what: str, settings: Settings) -> ProjectError | None:

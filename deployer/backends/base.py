@@ -5,6 +5,8 @@ Each `ensure_*` compares the desired spec with what exists and returns the `Chan
 backend (Azure: `begin_*().result()`); `progress` callbacks (one line of text each) let the
 CLI show it. While `invoke` waits on a job, the job's state goes to `job_progress` as a
 `JobUpdate` (counts for a live display), or, without one, its text to `progress`.
+Every wait ends at `timeout_seconds` (`--timeout`); a job still running then raises
+`JobTimeout` and goes on where it runs.
 """
 from __future__ import annotations
 
@@ -14,9 +16,28 @@ from typing import Callable
 
 from deployer.entities import (Change, Deployment, JobOverrides, JobSummary, JobUpdate,
                                ModelSource, RegisteredModel, TargetStatus)
+from workspace.errors import OperationFailed
 
 Progress = Callable[[str], None]
 JobProgress = Callable[[JobUpdate], None]
+DEFAULT_TIMEOUT_SECONDS = 60 * 60  # the CLI's --timeout default, 60 minutes
+
+
+class JobTimeout(OperationFailed):
+    """A job did not end within the wait's deadline; it goes on where it runs."""
+
+
+def job_timeout(name: str, state: str, waiting_on: str, seconds: float,
+                runs_on: str) -> JobTimeout:
+    """The error of a wait that reached its deadline, the same on every target."""
+    return JobTimeout(f"Job {name} is still {state} after {minutes(seconds)}: {waiting_on}.",
+                      f"It goes on {runs_on}: follow it with `python -m deployer jobs show "
+                      f"{name}`, cancel it with `python -m deployer jobs cancel {name}`, or "
+                      "pass a longer --timeout.")
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min"
 
 
 def tell_job(update: JobUpdate, progress: Progress | None, job_progress: JobProgress | None) -> None:
@@ -29,6 +50,9 @@ def tell_job(update: JobUpdate, progress: Progress | None, job_progress: JobProg
 
 class Backend(ABC):
     name: str = "abstract"
+    # How long one wait lasts (`--timeout`): for a job `invoke` waits on (JobTimeout at
+    # the deadline), and on Azure for each long-running operation.
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
 
     @abstractmethod
     def register_model(self, source: ModelSource, *, dry_run: bool = False,

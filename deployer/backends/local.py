@@ -23,9 +23,11 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from deployer.backends.base import Backend, JobProgress, Progress, tell_job
+from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
+                                    job_timeout, tell_job)
 from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
                                JobUpdate, ModelSource, RegisteredModel, TargetStatus,
@@ -85,9 +87,10 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, settings: Settings, *, datastore=None, mlflow_client=None,
-                 python: str = sys.executable):
+                 python: str = sys.executable, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
         """`datastore` and `mlflow_client` are injectable; by default Azurite from settings
-        and an MLflow client on `sqlite:///<LOCAL_DIR>/mlflow.db`."""
+        and an MLflow client on `sqlite:///<LOCAL_DIR>/mlflow.db`. `timeout_seconds`
+        bounds the wait for a job."""
         self.settings = settings
         self.root = settings.local_path
         self.state_dir = self.root / "deployer"
@@ -97,6 +100,7 @@ class LocalBackend(Backend):
         self._datastore = datastore
         self._client = mlflow_client
         self.python = python
+        self.timeout_seconds = timeout_seconds
 
     # ------------------------------------------------------------------ clients
 
@@ -505,9 +509,9 @@ class LocalBackend(Backend):
         return self._summary(cancel(job_dir), job_dir)
 
     def wait(self, job_name: str, *, progress: Progress | None = None,
-             job_progress: JobProgress | None = None, poll: float = 0.1,
-             timeout: float | None = None) -> JobSummary:
-        """Follow a job until it ends, telling job_progress (else progress) what changes."""
+             job_progress: JobProgress | None = None, poll: float = 0.1) -> JobSummary:
+        """Follow a job until it ends, telling job_progress (else progress) what changes;
+        JobTimeout after timeout_seconds (the detached runner goes on)."""
         job_dir = self._job_dir(job_name)
         last = None
         started = time.monotonic()
@@ -521,8 +525,9 @@ class LocalBackend(Backend):
             last = update
             if record["status"] in TERMINAL:
                 return self._summary(record, job_dir)
-            if timeout is not None and time.monotonic() - started > timeout:
-                return self._summary(record, job_dir)
+            if time.monotonic() - started >= self.timeout_seconds:
+                raise job_timeout(job_name, update.status, _waiting_on(update),
+                                  self.timeout_seconds, "in its runner on this machine")
             time.sleep(poll)
 
     def download_output(self, job: JobSummary, output_dir: Path,
@@ -732,21 +737,33 @@ def _warn_environment(model_path: str, progress: Progress | None) -> None:
                  "may differ from training): " + "; ".join(mismatches))
 
 
+def _waiting_on(update: JobUpdate) -> str:
+    """What a job that has not ended is doing, for the timeout's message."""
+    if update.status == "Queued":
+        return "its runner is starting (reading the input, loading the model)"
+    return ", ".join(part for part in ("scoring", _counts(update)) if part)
+
+
+def _counts(update: JobUpdate) -> str:
+    """The job's counts as a line says them ('' before its mini-batches are planned)."""
+    if not update.mini_batches_total:
+        return ""
+    settled = (update.mini_batches_done or 0) + (update.mini_batches_failed or 0)
+    text = (f"mini-batches {settled}/{update.mini_batches_total}, rows {update.rows_scored or 0}, "
+            f"failed files {update.files_failed or 0}")
+    return text + (f", retries {update.retries}" if update.retries else "")
+
+
 def job_update(record: dict) -> JobUpdate:
     """The job record as the update `wait` sends: its counts and one line of text."""
-    name, status = record["name"], record["status"]
-    total = record.get("mini_batches_total")
-    settled = (record.get("mini_batches_done") or 0) + (record.get("mini_batches_failed") or 0)
-    text = f"job {name}: {status}"
-    if total:
-        text += (f", mini-batches {settled}/{total}, rows {record.get('rows_scored') or 0}, "
-                 f"failed files {record.get('files_failed') or 0}")
-        if record.get("retries"):
-            text += f", retries {record['retries']}"
-    return JobUpdate(job=name, status=status, text=text, mini_batches_total=total,
-                     mini_batches_done=record.get("mini_batches_done"),
-                     mini_batches_failed=record.get("mini_batches_failed"),
-                     files_total=record.get("files_total"), files_done=record.get("files_done"),
-                     files_failed=record.get("files_failed"), rows_scored=record.get("rows_scored"),
-                     rows_in_progress=record.get("rows_in_progress"),
-                     retries=record.get("retries"))
+    update = JobUpdate(job=record["name"], status=record["status"], text="",
+                       mini_batches_total=record.get("mini_batches_total"),
+                       mini_batches_done=record.get("mini_batches_done"),
+                       mini_batches_failed=record.get("mini_batches_failed"),
+                       files_total=record.get("files_total"), files_done=record.get("files_done"),
+                       files_failed=record.get("files_failed"),
+                       rows_scored=record.get("rows_scored"),
+                       rows_in_progress=record.get("rows_in_progress"),
+                       retries=record.get("retries"))
+    counts = _counts(update)
+    return replace(update, text=f"job {update.job}: {update.status}" + (f", {counts}" if counts else ""))

@@ -808,17 +808,21 @@ def test_the_polled_job_states_go_to_job_progress_as_typed_updates(deployed, fak
 
 
 def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, fake, sleeps):
-    from deployer.backends.azure import AzureTimeout
+    from deployer.backends.base import JobTimeout
 
     fake.job_statuses = ["Queued"]
     deployed.timeout_seconds = 0
     messages = []
-    with pytest.raises(AzureTimeout) as err:
+    with pytest.raises(JobTimeout) as err:
         deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
                         progress=messages.append)
-    text = str(err.value)
-    assert "still Queued" in text and "queued for nodes of the compute cluster" in text
-    assert "jobs cancel" in text and "--timeout" in text
+    (job,) = fake.jobs
+    assert err.value.message == (f"Job {job} is still Queued after 0 min: queued for nodes of "
+                                 "the compute cluster (core quota, max_instances, other jobs).")
+    assert err.value.hint == (f"It goes on in Azure: follow it with `python -m deployer jobs show "
+                              f"{job}`, cancel it with `python -m deployer jobs cancel {job}`, or "
+                              "pass a longer --timeout.")
+    assert err.value.exit_code == ExitCode.RUN_FAILED
     assert any(m.endswith("Queued (queued for nodes of the compute cluster (core quota, "
                           "max_instances, other jobs))") for m in messages)
 

@@ -2,6 +2,8 @@
 → invoke → status/jobs → teardown, against a real Azurite and a real MLflow registry."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -255,12 +257,31 @@ def test_status_on_the_local_target_fills_the_same_typed_fields(trained, tmp_pat
     assert cluster.idle_time_before_scale_down == specs.compute.data["idle_time_before_scale_down"]
 
 
+def publish_model_dir(store, run, model_dir: Path, prefix: str) -> str:
+    """Publish `model_dir` as the model of a new complete run (manifest with its hashes),
+    the run's other artifacts copied; returns the model's datastore path."""
+    new_prefix = f"{prefix}/{run.experiment_id}/{uuid.uuid4().hex}"
+    files = {}
+    for rel in run.files:
+        if not rel.startswith("artifacts/model/"):
+            data = store.read_bytes(f"{run.run_prefix}/{rel}")
+            store.upload_bytes(data, f"{new_prefix}/{rel}")
+            files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = f"artifacts/model/{path.relative_to(model_dir).as_posix()}"
+        data = path.read_bytes()
+        store.upload_bytes(data, f"{new_prefix}/{rel}")
+        files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest = store.read_json(run.manifest_path)
+    manifest.update(run_id=new_prefix.rsplit("/", 1)[1], files=files,
+                    model_path=f"{new_prefix}/artifacts/model")
+    store.upload_bytes(json.dumps(manifest).encode(), f"{new_prefix}/manifest.json")
+    return f"{new_prefix}/artifacts/model"
+
+
 def publish_changed_copy(store, run, prefix: str) -> str:
     """Publish the run again under prefix as a new run whose model differs by one harmless
     file, with a manifest that matches (what a retrained model looks like to the deployer)."""
-    import hashlib
-    import json
-
     new_id = uuid.uuid4().hex
     new_prefix = f"{prefix}/{run.experiment_id}/{new_id}"
     files = {}
@@ -274,6 +295,41 @@ def publish_changed_copy(store, run, prefix: str) -> str:
     manifest.update(run_id=new_id, files=files, model_path=f"{new_prefix}/artifacts/model")
     store.upload_bytes(json.dumps(manifest).encode(), f"{new_prefix}/manifest.json")
     return f"{new_prefix}/artifacts/model"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # mlflow's advice on saving a PythonModel
+def test_a_job_past_the_timeout_ends_the_wait_as_on_azure_and_goes_on(trained, tmp_path):
+    """`--timeout` bounds the wait on the local target as on Azure: the same message, hint
+    and exit code (test_azure_backend: ..._stops_at_the_deadline_and_says_why); the job's
+    detached runner goes on until it is canceled."""
+    from tests.support.slow_model import save_slow_model
+    from workspace.errors import ExitCode
+
+    settings, store, run, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+    inner = download_model(store, run, tmp_path / "inner")
+    slow = save_slow_model(tmp_path / "slow", inner, tmp_path / "predicting", mode="always",
+                           seconds=600)
+    ok(cli("register-and-deploy", "--no-smoke",
+           "--model", publish_model_dir(store, run, slow, "models-slow")))
+
+    waited = cli("invoke", "--input", str(IRIS_CSV), "--timeout", "0.01")
+
+    job = re.search(r"error: Job (batchjob-[0-9a-f-]{36}) ", waited.stderr)
+    assert job, waited.stderr
+    job = job.group(1)
+    try:
+        assert waited.returncode == ExitCode.RUN_FAILED, waited.stderr
+        assert re.search(rf"^error: Job {job} is still (Queued|Running) after 0\.01 min: "
+                         r"(its runner is starting|scoring)[^\n]*\.$", waited.stderr, re.M)
+        assert (f"  → It goes on in its runner on this machine: follow it with `python -m "
+                f"deployer jobs show {job}`, cancel it with `python -m deployer jobs cancel "
+                f"{job}`, or pass a longer --timeout.") in waited.stderr
+        assert re.search(r"status\s+│ (Queued|Running)", ok(cli("jobs", "show", job)))
+    finally:
+        canceled = ok(cli("jobs", "cancel", job))
+    assert re.search(r"status\s+│ Canceled", canceled)
+    assert not (cli.workdir / "outputs" / job).exists()
 
 
 def test_quality_gate_refuses_then_force_overrides(trained, tmp_path):

@@ -399,7 +399,7 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
 @target_option
 @spec_dir_option
 def status(n_jobs, target, spec_dir):
-    """Show the registry, the endpoint, its deployments and recent jobs.
+    """Show the registered model, the endpoint, its deployments, the cluster and recent jobs.
 
     \b
     Example:

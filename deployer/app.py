@@ -33,7 +33,6 @@ DEFAULT_MIN_ACCURACY = 0.9
 QUALITY_METRIC = "test_accuracy"
 
 
-
 class QualityGateError(ProjectError):
     """The model is not good enough to deploy."""
 

@@ -21,9 +21,9 @@ import yaml
 
 from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
                                     job_timeout, minutes, tell_job)
-from deployer.entities import (CREATE, DELETE, NO_OP, UPDATE, Change, ComputeStatus, Deployment,
-                               DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
-                               DEFAULT_OUTPUT_FILE, JobUpdate, ModelSource, RegisteredModel,
+from deployer.entities import (CREATE, DEFAULT_OUTPUT_FILE, DELETE, NO_OP, UPDATE, Change,
+                               ComputeStatus, Deployment, DeploymentStatus, EndpointStatus,
+                               JobOverrides, JobSummary, JobUpdate, ModelSource, RegisteredModel,
                                TargetStatus, job_output_dir, predictions_target)
 from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
                                     AzureRefused, AzureTimeout, translate)

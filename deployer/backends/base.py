@@ -100,14 +100,16 @@ class Backend(ABC):
                overrides: JobOverrides | None = None,
                job_progress: JobProgress | None = None) -> JobSummary:
         """Start a batch scoring job; when waiting, tell `job_progress` (else `progress`)
-        each change of its state and download predictions.csv to output_dir (None: the
-        backend's default, `outputs/<job name>/`). `overrides` replace the deployment's
-        settings for this job only (validated by the caller)."""
+        each change of its state and, if it completes with output, download it as
+        `download_output` does into job_output_dir(job, output_dir). `overrides` replace
+        the deployment's settings for this job only (validated by the caller)."""
 
     @abstractmethod
     def download_output(self, job: JobSummary, output_dir: Path,
                         progress: Progress | None = None) -> Path:
-        """Download a finished job's predictions file into output_dir; returns its path."""
+        """Download a finished job's predictions file to predictions_target(output_dir,
+        its file name), refusing to overwrite one; sets `job.predictions_file` (and
+        `job.output_uri` when the target learns it then) and returns the path."""
 
     @abstractmethod
     def get_job(self, name: str) -> JobSummary:

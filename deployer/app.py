@@ -13,21 +13,20 @@ injected. Heavy imports (mlflow, the Azure SDK, pyarrow) stay in the backends an
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from deployer.azureml_rules import (validate_deployment_name, validate_deployment_settings,
                                     validate_endpoint_name, validate_instances)
+from deployer.backends.base import JobProgress, Progress
 from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel)
+                               RegisteredModel, TargetStatus, job_output_dir, predictions_target)
 from deployer.plan import plan_line
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
-                              downloaded_outputs, local_predictions, refuse_nested_folder,
+                              refuse_nested_folder,
                               rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
 from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
@@ -35,8 +34,6 @@ from workspace.settings import REPO_ROOT, Settings
 
 DEFAULT_MIN_ACCURACY = 0.9
 QUALITY_METRIC = "test_accuracy"
-
-Progress = Callable[[str], None]
 
 
 class QualityGateError(ProjectError):
@@ -66,12 +63,20 @@ class DeployResult:
         return any(c.action != NO_OP for c in self.changes)
 
 
+@dataclass(frozen=True)
+class StatusReport:
+    """`status`: what the backend describes, with the deployments' roles; recent jobs."""
+
+    target: TargetStatus
+    jobs: tuple[JobSummary, ...] = ()
+
+
 @dataclass
 class InvokeResult:
     job: JobSummary
     stats: "PredictionStats | None"  # deployer.report.PredictionStats
     seconds: float
-    predictions: Path | None = None  # the downloaded predictions.csv
+    predictions: Path | None = None  # the downloaded predictions file (job.predictions_file)
 
 
 def content_digest(model_files: dict) -> str:
@@ -115,7 +120,7 @@ def _counted_by_job(job: JobSummary):
     target does, as it writes the output): no second pass over a large file."""
     from deployer.report import PredictionStats
 
-    counted = job.predictions
+    counted = job.prediction_counts
     if not counted or counted.get("rows") != job.rows_scored:
         return None
     return PredictionStats(rows=int(counted["rows"]), per_class=dict(counted.get("per_class") or {}),
@@ -134,13 +139,19 @@ class Deployer:
 
     def __init__(self, settings: Settings, *, backend=None, datastore=None,
                  specs: DeploymentSpecs | None = None, spec_dir: Path | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, job_progress: JobProgress | None = None,
+                 timeout_seconds: float | None = None):
+        """`progress` takes lines of text; `job_progress`, when given, the JobUpdates of a
+        job `invoke` waits on (otherwise their text goes to `progress`). `timeout_seconds`
+        bounds the backend's waits (None: its default)."""
         self.settings = settings
         self._backend = backend
         self._datastore = datastore
         self._specs = specs
         self.spec_dir = Path(spec_dir) if spec_dir else SPEC_DIR
         self.progress = progress or (lambda message: None)
+        self.job_progress = job_progress
+        self.timeout_seconds = timeout_seconds
 
     @property
     def backend(self):
@@ -148,6 +159,8 @@ class Deployer:
             from deployer.backends import get_backend
 
             self._backend = get_backend(self.settings)
+        if self.timeout_seconds is not None:
+            self._backend.timeout_seconds = self.timeout_seconds
         return self._backend
 
     @property
@@ -347,14 +360,13 @@ class Deployer:
         refuse_nested_folder(input_path)
         started = time.monotonic()
         if wait and output_dir is not None:
-            _refuse_earlier_output(Path(output_dir))
+            predictions_target(Path(output_dir))  # refused before the job runs, not after
         job = self.backend.invoke(self.endpoint_name, input_path, deployment=deployment,
                                   output_dir=Path(output_dir) if output_dir else None, wait=wait,
-                                  progress=self.progress, overrides=overrides)
-        path = stats = None
-        if wait and job.status == "Completed":
-            path = local_predictions(job, Path(output_dir) if output_dir else None)
-            stats = _counted_by_job(job) or (prediction_stats(path) if path else None)
+                                  progress=self.progress, overrides=overrides,
+                                  job_progress=self.job_progress)
+        path = Path(job.predictions_file) if job.predictions_file else None
+        stats = (_counted_by_job(job) or prediction_stats(path)) if path else None
         return InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started,
                             predictions=path)
 
@@ -363,10 +375,7 @@ class Deployer:
 
     def cancel(self, name: str) -> JobSummary:
         """Cancel a job; a job that has already ended stays as it ended."""
-        try:
-            return self.backend.cancel_job(name)
-        except NotImplementedError as exc:
-            raise ConfigError(str(exc), "Cancel it in the Azure ML studio.") from exc
+        return self.backend.cancel_job(name)
 
     def download(self, name: str, output_dir: Path | None = None) -> InvokeResult:
         """Download the predictions of a finished job (e.g. one started with --no-wait)."""
@@ -375,36 +384,23 @@ class Deployer:
         if job.status != "Completed":
             raise JobFailed(f"Job {name} is {job.status}; only a Completed job has predictions.",
                             f"Follow it with `python -m deployer jobs show {name}`.")
-        if output_dir is not None:
-            _refuse_earlier_output(Path(output_dir))
-        target = Path(output_dir) if output_dir else Path("outputs") / name
-        try:
-            path = self.backend.download_output(job, target, progress=self.progress)
-        except NotImplementedError as exc:
-            raise ConfigError(str(exc), "Use `invoke` without --no-wait to download on success.")
+        path = self.backend.download_output(job, job_output_dir(name, output_dir),
+                                            progress=self.progress)
         return InvokeResult(job=job, stats=prediction_stats(Path(path)),
                             seconds=time.monotonic() - started, predictions=Path(path))
 
-    def status(self, jobs: int = 5) -> dict:
-        """describe(), with each deployment's model version, creation, smoke result and
-        role (default / rollback candidate), newest model first."""
-        info = self.backend.describe(self.endpoint_name)
-        info["jobs"] = self.backend.list_jobs(self.endpoint_name, limit=jobs)
-        info["endpoint_name"] = self.endpoint_name
-        listed = self.backend.list_deployments(self.endpoint_name) if info.get("endpoint") else []
-        candidate = rollback_candidate(listed)
-        by_name = {d.name: d for d in listed}
-        for row in info.get("deployments", []):
-            dep = by_name.get(row["name"])
-            if dep is None:
-                continue
-            row.update(created=dep.created, smoke=dep.smoke or "-",
-                       smoke_job=dep.tags.get("smoke_job", ""), model_version=dep.model_version,
-                       role="default" if dep.is_default else
-                       "rollback candidate" if candidate and dep.name == candidate.name else "")
-        info.get("deployments", []).sort(key=lambda r: (r.get("model_version", 0), r.get("created", "")),
-                                         reverse=True)
-        return info
+    def status(self, jobs: int = 5) -> StatusReport:
+        """describe() of the specs' endpoint, cluster and model, each deployment with its
+        role (default / rollback candidate), newest model first; the recent jobs."""
+        target = self.backend.describe(self.endpoint_name, compute=self.specs.compute.name,
+                                       model=self.specs.model.name)
+        candidate = rollback_candidate(list(target.deployments))
+        roles = [replace(d, role="default" if d.is_default else
+                         "rollback candidate" if candidate and d.name == candidate.name else "")
+                 for d in target.deployments]
+        roles.sort(key=lambda d: (d.model_version, d.created), reverse=True)
+        return StatusReport(target=replace(target, deployments=tuple(roles)),
+                            jobs=tuple(self.backend.list_jobs(self.endpoint_name, limit=jobs)))
 
     def teardown(self, *, dry_run: bool = False) -> list[Change]:
         return self.backend.teardown(self.endpoint_name, self.specs.compute.name, dry_run=dry_run)
@@ -467,9 +463,3 @@ def _search_prefix(wanted: str, default: str) -> str:
     return wanted or default
 
 
-def _refuse_earlier_output(output_dir: Path) -> None:
-    """Another job's predictions in the output folder would be overwritten: refuse."""
-    for path in downloaded_outputs(output_dir):
-        if path.exists():
-            raise ConfigError(f"'{path}' exists: the output folder holds another job's predictions.",
-                              "Pass another --output-dir, or move that file away first.")

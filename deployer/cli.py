@@ -25,7 +25,7 @@ timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
     show_default=True, metavar="MINUTES",
     help="How long to wait for a scoring job or an Azure operation; then stop waiting (the "
-    "work goes on in Azure) and say what it was waiting on.")
+    "work goes on, locally in the job's runner) and say what it was waiting on (exit 7).")
 
 
 def _console(stderr: bool = False):
@@ -46,9 +46,8 @@ def _make(target: str | None, spec_dir: Path | None, quiet: bool = False,
         if not quiet:
             err.print(f"[dim]·[/dim] {message}", markup=True, highlight=False)
 
-    deployer = Deployer(settings, spec_dir=spec_dir, progress=progress)
-    if timeout_minutes is not None and hasattr(deployer.backend, "timeout_seconds"):
-        deployer.backend.timeout_seconds = timeout_minutes * 60  # backends that wait on a service
+    deployer = Deployer(settings, spec_dir=spec_dir, progress=progress,
+                        timeout_seconds=None if timeout_minutes is None else timeout_minutes * 60)
     return deployer, settings
 
 
@@ -243,7 +242,7 @@ def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size,
                              experiment_name=experiment_name)
     deployer, _ = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     display = _JobProgress(_console(stderr=True), deployer.progress)
-    deployer.progress = display
+    deployer.progress, deployer.job_progress = display.say, display.update
     try:
         result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
                                  wait=not no_wait, overrides=overrides)
@@ -274,8 +273,9 @@ def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size,
 
 
 class _JobProgress:
-    """invoke's live display while a job runs: a bar of files done, rows scored and rows/s.
-    Messages without a job record (other backends, other steps) go to `fallback`."""
+    """invoke's live display while a job runs: a bar of files done, rows scored and rows/s,
+    from the job's JobUpdates. A job without file counts (Azure ML reports none while a job
+    runs) and every other line go to `fallback`, one line each."""
 
     def __init__(self, console, fallback):
         self.console = console
@@ -284,36 +284,50 @@ class _JobProgress:
         self.task = None
         self.running_since = None
 
-    def __call__(self, message: str) -> None:
+    def say(self, message: str) -> None:
+        """A line of another step: above the bar while it shows."""
+        if self.bar is None:
+            self.fallback(message)
+        else:
+            from rich.text import Text
+
+            self.bar.console.print(Text.assemble(("· ", "dim"), message), highlight=False)
+
+    def update(self, update) -> None:
+        """One JobUpdate (deployer.entities) of the job being waited on."""
         import time
 
-        record = getattr(message, "record", None)
-        if record is not None and self.bar is not None and record.get("status") != "Running":
-            rows = record.get("rows_scored") or 0  # the job has ended: its final counts
+        if self.bar is not None and update.status != "Running":
+            rows = update.rows_scored or 0  # the job has ended: its final counts
             elapsed = max(1e-6, time.monotonic() - self.running_since)
-            self.bar.update(self.task, completed=record.get("files_done") or 0, rows=rows,
+            self.bar.update(self.task, completed=update.files_done or 0, rows=rows,
                             rate=rows / elapsed)
             self.stop()
-        if record is None or record.get("status") != "Running" or not record.get("files_total"):
+        if update.status != "Running" or not update.files_total:
             if self.bar is None:
-                self.fallback(message)
+                self.fallback(update.text)
             return
-        rows = (record.get("rows_scored") or 0) + (record.get("rows_in_progress") or 0)
         if self.bar is None:
-            self.fallback(message)  # the job's state line, then the live bar
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
-
-            self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("files · {task.fields[rows]:,} rows · "
-                                           "{task.fields[rate]:,.0f} rows/s"),
-                                TimeElapsedColumn(), console=self.console)
-            self.task = self.bar.add_task("scoring", total=record["files_total"], rows=0, rate=0.0)
-            self.running_since = time.monotonic()
-            self.bar.start()
+            self.fallback(update.text)  # the job's state line, then the live bar
+            self._start(update.files_total)
+        rows = (update.rows_scored or 0) + (update.rows_in_progress or 0)
         elapsed = max(1e-6, time.monotonic() - self.running_since)
-        self.bar.update(self.task, total=record["files_total"],
-                        completed=record.get("files_done") or 0, rows=rows, rate=rows / elapsed)
+        self.bar.update(self.task, total=update.files_total, completed=update.files_done or 0,
+                        rows=rows, rate=rows / elapsed)
+
+    def _start(self, files_total: int) -> None:
+        import time
+
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        self.bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("files · {task.fields[rows]:,} rows · "
+                                       "{task.fields[rate]:,.0f} rows/s"),
+                            TimeElapsedColumn(), console=self.console)
+        self.task = self.bar.add_task("scoring", total=files_total, rows=0, rate=0.0)
+        self.running_since = time.monotonic()
+        self.bar.start()
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -359,8 +373,8 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
         table.add_row("experiment", job.experiment)
     if job.created:
         table.add_row("created", job.created)
-    if job.output_path:
-        table.add_row("predictions", job.output_path)
+    if job.predictions_at:
+        table.add_row("predictions", job.predictions_at)
     if job.logs_path:
         table.add_row("logs", job.logs_path)
     if job.error:
@@ -385,62 +399,107 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
 @target_option
 @spec_dir_option
 def status(n_jobs, target, spec_dir):
-    """Show the registry, the endpoint, its deployments and recent jobs.
+    """Show the registered model, the endpoint, its deployments, the cluster and recent jobs.
 
     \b
     Example:
       python -m deployer status --jobs 10
     """
+    deployer, settings = _make(target, spec_dir, quiet=True)
+    report = deployer.status(jobs=n_jobs)
+    console = _console()
+    console.print(_where(report.target))
+    for table in (_models_table(report.target), _endpoint_line(report.target),
+                  *_deployment_tables(report.target), _computes_table(report.target),
+                  _jobs_table(report.jobs)):
+        console.print(table)
+
+
+def _where(target) -> str:
+    """The target and where it keeps things (the registry locally, the workspace on Azure)."""
+    line = f"target    {target.backend}"
+    if target.registry:
+        line += (f"  (registry {target.registry}; browse it with `mlflow ui "
+                 f"--backend-store-uri {target.registry}`)")
+    if target.workspace:
+        line += f"  (workspace {target.workspace}, resource group {target.resource_group})"
+    return line
+
+
+def _models_table(target):
     from rich.table import Table
 
-    deployer, settings = _make(target, spec_dir, quiet=True)
-    info = deployer.status(jobs=n_jobs)
-    console = _console()
-    console.print(f"target    {settings.target}" + (f"  (registry {info['registry']}; browse it "
-                                                     f"with `mlflow ui --backend-store-uri "
-                                                     f"{info['registry']}`)"
-                                                     if info.get("registry") else ""))
     models = Table(title="registered models", title_justify="left")
     for column in ("name", "version", "run_id", "test_accuracy", "data_sha256"):
         models.add_column(column)
-    for model in info.get("models", []):
-        tags = model.get("tags", {})
-        models.add_row(model["name"], str(model["version"]), tags.get("run_id", ""),
+    for model in target.models:
+        tags = model.tags
+        models.add_row(model.name, model.version, tags.get("run_id", ""),
                        str(tags.get("metric.test_accuracy", ""))[:6],
                        str(tags.get("data_sha256", ""))[:12])
-    console.print(models)
-    endpoint = info.get("endpoint")
+    return models
+
+
+def _endpoint_line(target) -> str:
+    endpoint = target.endpoint
     if endpoint is None:
-        console.print(f"endpoint  {info['endpoint_name']} does not exist; create it with "
-                      "`python -m deployer register-and-deploy`.")
-    else:
-        console.print(f"endpoint  {endpoint['name']}  default deployment "
-                      f"{endpoint.get('default_deployment') or '(none)'}")
+        return (f"endpoint  {target.endpoint_name} does not exist; create it with "
+                "`python -m deployer register-and-deploy`.")
+    return (f"endpoint  {endpoint.name}  default deployment "
+            f"{endpoint.default_deployment or '(none)'}  ({endpoint.provisioning_state})")
+
+
+def _deployment_tables(target):
+    from rich.table import Table
+
     deployments = Table(title="deployments (newest model first)", title_justify="left")
-    for column in ("name", "model", "role", "smoke", "smoke job", "created"):
+    for column in ("name", "model", "role", "smoke", "smoke job", "created", "state"):
         deployments.add_column(column, no_wrap=True)
-    settings_table = Table(title="deployment settings", title_justify="left")
+    settings = Table(title="deployment settings", title_justify="left")
     for column in ("name", "compute", "instances", "mini_batch_size", "concurrency",
-                   "retries/timeout", "error_threshold"):
-        settings_table.add_column(column)
-    for dep in info.get("deployments", []):
-        deployments.add_row(dep["name"], str(dep.get("model", "")), dep.get("role", ""),
-                            dep.get("smoke", ""), dep.get("smoke_job", ""),
-                            str(dep.get("created", ""))[:19])
-        settings_table.add_row(dep["name"], str(dep.get("compute", "")),
-                               str(dep.get("instance_count", "")), str(dep.get("mini_batch_size", "")),
-                               str(dep.get("max_concurrency_per_instance", "")),
-                               f"{dep.get('max_retries', '')}/{dep.get('timeout', dep.get('retry_timeout', ''))}s",
-                               str(dep.get("error_threshold", "")))
-    console.print(deployments)
-    console.print(settings_table)
-    jobs = Table(title="recent jobs", title_justify="left")
+                   "retries/timeout", "error_threshold", "output"):
+        settings.add_column(column)
+    for dep in target.deployments:
+        deployments.add_row(dep.name, dep.model, dep.role, dep.smoke or "-",
+                            dep.tags.get("smoke_job", ""), dep.created[:19],
+                            dep.provisioning_state)
+        settings.add_row(dep.name, dep.compute, _cell(dep.instance_count),
+                         _cell(dep.mini_batch_size), _cell(dep.max_concurrency_per_instance),
+                         f"{_cell(dep.max_retries)}/{_cell(dep.retry_timeout)}s",
+                         _cell(dep.error_threshold),
+                         dep.output_file_name or dep.output_action)
+    return deployments, settings
+
+
+def _computes_table(target):
+    from rich.table import Table
+
+    computes = Table(title="clusters", title_justify="left")
+    for column in ("name", "size", "nodes", "idle before scale-down", "tier", "state"):
+        computes.add_column(column)
+    for compute in target.computes:
+        computes.add_row(compute.name, compute.size,
+                         f"{_cell(compute.min_instances)}-{_cell(compute.max_instances)}",
+                         f"{_cell(compute.idle_time_before_scale_down)}s", compute.tier,
+                         compute.provisioning_state)
+    return computes
+
+
+def _jobs_table(jobs):
+    from rich.table import Table
+
+    table = Table(title="recent jobs", title_justify="left")
     for column in ("name", "status", "created", "rows", "files failed", "input"):
-        jobs.add_column(column)
-    for job in info.get("jobs", []):
-        jobs.add_row(job.name, job.status, job.created, "" if job.rows_scored is None else str(job.rows_scored),
-                     "" if job.files_failed is None else str(job.files_failed), job.input)
-    console.print(jobs)
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(job.name, job.status, job.created, _cell(job.rows_scored),
+                      _cell(job.files_failed), job.input)
+    return table
+
+
+def _cell(value) -> str:
+    """A table cell: '' for a value the target does not know (None)."""
+    return "" if value is None else str(value)
 
 
 @cli.group(cls=ProjectGroup)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployer.azureml_rules import DEPLOYMENT_DEFAULTS
+
 CREATE, UPDATE, NO_OP, DELETE = "create", "update", "no-op", "delete"
 
 
@@ -54,7 +56,12 @@ class JobSummary:
     files_total: int | None = None
     files_failed: int | None = None
     error: str = ""
-    output_path: str = ""  # where predictions.csv lives (datastore or service)
+    # Where the job stored its predictions: locally the datastore URI, on Azure the job
+    # output's azureml://jobs/... URI (known once downloaded). "" when it has none: not
+    # Completed, or output_action summary_only.
+    output_uri: str = ""
+    # The downloaded copy (`invoke` waiting, `jobs download`), at predictions_target().
+    predictions_file: str = ""
     logs_path: str = ""
     # Optional detail (the local backend fills them; None/empty when unknown).
     mini_batches_total: int | None = None
@@ -63,8 +70,61 @@ class JobSummary:
     failed_files: list = field(default_factory=list)  # [{"file": ..., "message": ...}]
     # Rows per prediction and per file, counted by the job as it wrote them (local backend):
     # {"rows": n, "per_class": {label: n}, "per_file": {file: n}}.
-    predictions: dict | None = None
+    prediction_counts: dict | None = None
     experiment: str = ""  # Azure ML's experiment of the job (default: the endpoint's name)
+
+    @property
+    def predictions_at(self) -> str:
+        """Where to find the predictions: the downloaded file, else the stored output."""
+        return self.predictions_file or self.output_uri
+
+
+DEFAULT_OUTPUT_FILE = DEPLOYMENT_DEFAULTS["output_file_name"]
+OUTPUTS_DIR = Path("outputs")
+
+
+def job_output_dir(job_name: str, output_dir: Path | None = None) -> Path:
+    """The folder a job's predictions are downloaded to: output_dir, else outputs/<job>/."""
+    return Path(output_dir) if output_dir is not None else OUTPUTS_DIR / job_name
+
+
+def predictions_target(output_dir: Path, file_name: str = DEFAULT_OUTPUT_FILE) -> Path:
+    """Where a download puts a job's predictions file on every target: <output_dir>/<the
+    job's output file name>. A file already there is another job's: never overwritten."""
+    from workspace.errors import ConfigError
+
+    target = Path(output_dir) / file_name
+    if target.exists():
+        raise ConfigError(f"'{target}' exists: the output folder holds another job's predictions.",
+                          "Pass another --output-dir, or move that file away first.")
+    return target
+
+
+JOB_ENDED = ("Completed", "Failed", "Canceled")
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """A scoring job's state while a backend waits on it, for a display that shows more
+    than a line. The counts are the local engine's; Azure ML's job API reports none
+    while a job runs, so on Azure they are None and `text` says what the job waits on."""
+
+    job: str
+    status: str  # Queued | Running | Completed | Failed | Canceled
+    text: str  # one line for a log: "job <name>: <state>, ..."
+    mini_batches_total: int | None = None
+    mini_batches_done: int | None = None  # succeeded (as JobSummary's)
+    mini_batches_failed: int | None = None  # failed for good
+    files_total: int | None = None
+    files_done: int | None = None  # files of settled mini-batches
+    files_failed: int | None = None
+    rows_scored: int | None = None  # rows of succeeded mini-batches
+    rows_in_progress: int | None = None  # rows of mini-batches still running
+    retries: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in JOB_ENDED
 
 
 @dataclass(frozen=True)
@@ -87,6 +147,68 @@ class Deployment:
     def smoke(self) -> str:
         """passed | failed | skipped | '' (never smoke-tested, e.g. made before rollouts)."""
         return str(self.tags.get("smoke", ""))
+
+
+@dataclass(frozen=True)
+class DeploymentStatus(Deployment):
+    """A deployment as `status` shows it: what `list_deployments` says, and its settings.
+    Both targets fill every field; a setting the service does not return is None.
+    `role` is the application's ("default", "rollback candidate" or ""), not the backend's."""
+
+    compute: str = ""
+    instance_count: int | None = None
+    mini_batch_size: int | None = None
+    max_concurrency_per_instance: int | None = None
+    max_retries: int | None = None
+    retry_timeout: int | None = None  # seconds per mini-batch attempt
+    error_threshold: int | None = None
+    output_action: str = ""  # append_row | summary_only (the spec's words on both targets)
+    output_file_name: str | None = None  # None with summary_only
+    logging_level: str = ""
+    role: str = ""
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    name: str
+    default_deployment: str = ""  # "" when it has none
+    provisioning_state: str = "Succeeded"
+    description: str = ""
+    scoring_uri: str | None = None  # Azure only: local jobs start through the CLI, no URI
+
+
+@dataclass(frozen=True)
+class ComputeStatus:
+    """A cluster (locally: the record of compute.yml; jobs run as local processes)."""
+
+    name: str
+    size: str = ""
+    min_instances: int | None = None
+    max_instances: int | None = None
+    idle_time_before_scale_down: int | None = None  # seconds
+    tier: str = ""
+    provisioning_state: str = "Succeeded"
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """What `Backend.describe` reports, the same fields on every target. Where the target
+    keeps things: `registry` is the local MLflow registry URI (None on Azure, whose
+    models are in the workspace); `workspace` and `resource_group` are Azure's (None
+    locally). `endpoint` is None when it does not exist (then `deployments` is empty).
+    `models` are every version of the model asked about (model.yml's) and of each model
+    a deployment serves; `computes` the cluster asked about (compute.yml's) and each one a
+    deployment runs on, those that exist."""
+
+    backend: str
+    endpoint_name: str
+    endpoint: EndpointStatus | None = None
+    deployments: tuple[DeploymentStatus, ...] = ()
+    models: tuple[RegisteredModel, ...] = ()
+    computes: tuple[ComputeStatus, ...] = ()
+    registry: str | None = None
+    workspace: str | None = None
+    resource_group: str | None = None
 
 
 @dataclass(frozen=True)

@@ -177,7 +177,7 @@ def render_report(stats: PredictionStats, summary: JobSummary, elapsed_s: float,
     status = summary.status or "Unknown"
     job_fields = [("Endpoint", summary.endpoint), ("Deployment", summary.deployment),
                   ("Input", summary.input), ("Created", summary.created),
-                  ("Finished", summary.finished), ("Predictions", summary.output_path),
+                  ("Finished", summary.finished), ("Predictions", summary.predictions_at),
                   ("Logs", summary.logs_path)]
     job_rows = "".join(f"<dt>{e(name)}</dt><dd>{e(str(value))}</dd>"
                        for name, value in job_fields if value)

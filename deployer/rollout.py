@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from deployer import plan
-from deployer.azureml_rules import ARM_NAME_MAX, DEPLOYMENT_DEFAULTS, MINIMUM, validate_job_name
+from deployer.azureml_rules import ARM_NAME_MAX, MINIMUM, validate_job_name
 from deployer.entities import NO_OP, Change, Deployment, JobOverrides, JobSummary
 from deployer.plan import plan_line
 from deployer.spec import Spec
@@ -267,8 +267,7 @@ def run_smoke(backend, endpoint: str, name: str, min_accuracy: float, check_accu
                              output_dir=Path(tmp) / "out", wait=True, progress=progress)
         if job.status != "Completed":
             _fail(job, name, f"the job ended {job.status}: {job.error or 'no error message'}")
-        path = local_predictions(job, Path(tmp) / "out")
-        lines = path.read_text().splitlines() if path else []
+        lines = Path(job.predictions_file).read_text().splitlines() if job.predictions_file else []
     rows = [line.split(",") for line in lines]
     if len(rows) != len(expected) or [r[0] for r in rows] != [str(i) for i in range(len(expected))] \
             or any(r[-1] != SMOKE_INPUT.name for r in rows):
@@ -290,20 +289,6 @@ def _fail(job: JobSummary, name: str, reason: str):
                            "deployment with --cleanup-failed, or pass --no-smoke to switch anyway.")
     error.job = job.name
     raise error
-
-
-def downloaded_outputs(output_dir: Path) -> list[Path]:
-    """Where the backends put a job's predictions file (Azure ML's default output_file_name)
-    in an output folder: at its top (local) or in the `score` output's folder (Azure)."""
-    name = DEPLOYMENT_DEFAULTS["output_file_name"]
-    return [output_dir / name, output_dir / "named-outputs" / "score" / name]
-
-
-def local_predictions(job: JobSummary, output_dir: Path | None) -> Path | None:
-    """The downloaded predictions file of a finished job, wherever the backend put it."""
-    candidates = [Path(job.output_path)] if job.output_path and "://" not in job.output_path else []
-    candidates += downloaded_outputs(output_dir) if output_dir is not None else []
-    return next((p for p in candidates if p.is_file()), None)
 
 
 def _smoke_detail(result: SmokeResult) -> str:

@@ -15,23 +15,25 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
 from deployer import plan
 from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_name,
                                     validate_deployment_settings, validate_endpoint_name)
-from deployer.backends.base import Backend, Progress
-from deployer.entities import (NO_OP, Change, Deployment, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel)
+from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
+                                    job_timeout, minutes, tell_job)
+from deployer.entities import (DEFAULT_OUTPUT_FILE, NO_OP, Change,
+                               ComputeStatus, Deployment, DeploymentStatus, EndpointStatus,
+                               JobOverrides, JobSummary, JobUpdate, ModelSource, RegisteredModel,
+                               TargetStatus, job_output_dir, predictions_target)
 from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
                                     AzureRefused, AzureTimeout, translate)
 from workspace.errors import ConfigError, ProjectError
 from workspace.settings import Settings
 
 CONTENT_TAG = "content_sha256"
-DEFAULT_TIMEOUT_SECONDS = 60 * 60
 # azure-ai-ml's RunHistoryConstants.TERMINAL_STATUSES: a Paused or NotResponding job makes no
 # progress on its own, so waiting on it ends.
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
@@ -149,7 +151,7 @@ class AzureBackend(Backend):
             elapsed = int(time.monotonic() - started)
             if elapsed >= self.timeout_seconds and not poller.done():
                 raise AzureTimeout(
-                    f"{what}: still in progress after {_minutes(self.timeout_seconds)}.",
+                    f"{what}: still in progress after {minutes(self.timeout_seconds)}.",
                     "It goes on in Azure; run the command again later (it picks up the "
                     "resource's state), or pass a longer --timeout.")
             if progress and elapsed > shown and not poller.done():
@@ -303,17 +305,7 @@ class AzureBackend(Backend):
         validate_endpoint_name(endpoint)
         with self._errors(f"listing the deployments of endpoint '{endpoint}'"):
             found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
-            if found is None:
-                return []
-            default = _default_deployment(found)
-            listed = []
-            for dep in self.ml_client.batch_deployments.list(endpoint_name=endpoint):
-                created = getattr(getattr(dep, "creation_context", None), "created_at", None)
-                listed.append(Deployment(
-                    name=dep.name, model=_model_ref(dep.model), is_default=dep.name == default,
-                    created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
-                    tags=dict(dep.tags or {}), provisioning_state=_status(dep.provisioning_state)))
-            return sorted(listed, key=lambda d: d.name)
+            return [] if found is None else list(self._deployment_statuses(found))
 
     def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
                                progress: Progress | None = None) -> Change:
@@ -357,7 +349,8 @@ class AzureBackend(Backend):
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
                progress: Progress | None = None,
-               overrides: JobOverrides | None = None) -> JobSummary:
+               overrides: JobOverrides | None = None,
+               job_progress: JobProgress | None = None) -> JobSummary:
         validate_endpoint_name(endpoint)
         from azure.ai.ml import Input
         from azure.ai.ml.constants import AssetTypes
@@ -372,16 +365,16 @@ class AzureBackend(Backend):
             job = self.ml_client.batch_endpoints.invoke(endpoint_name=endpoint,
                                                         deployment_name=deployment, input=input_,
                                                         **_invoke_options(overrides))
-        if progress:
-            progress(f"job {job.name}: {_status(job.status) or 'Queued'}")
         summary = JobSummary(name=job.name, status=STATUS.get(_status(job.status), "Queued"),
                              endpoint=endpoint, deployment=deployment or "", input=remote)
+        tell_job(JobUpdate(job.name, summary.status,
+                           f"job {job.name}: {_status(job.status) or 'Queued'}"),
+                 progress, job_progress)
         if not wait:
             return summary
-        summary = self._wait_for_job(job.name, summary, progress)
+        summary = self._wait_for_job(job.name, summary, progress, job_progress)
         if summary.status == "Completed":
-            self._download_predictions(summary, Path(output_dir or Path("outputs") / summary.name),
-                                       progress)
+            self._download_predictions(summary, job_output_dir(summary.name, output_dir), progress)
         return summary
 
     def _remote_input(self, input_path: str, progress: Progress | None) -> tuple[str, bool | None]:
@@ -433,25 +426,21 @@ class AzureBackend(Backend):
         asset = self.ml_client.data.get(name, version=version, label=label)
         return str(getattr(asset, "type", "") or "")
 
-    def _wait_for_job(self, name: str, summary: JobSummary, progress: Progress | None) -> JobSummary:
+    def _wait_for_job(self, name: str, summary: JobSummary, progress: Progress | None,
+                      job_progress: JobProgress | None) -> JobSummary:
         last, started = None, time.monotonic()
         while True:
             with self._errors(f"reading job '{name}'"):
                 job = self.ml_client.jobs.get(name)
             status = _status(job.status)
-            if status != last and progress:
-                waiting = WAITING_ON.get(status)
-                progress(f"job {name}: {status}" + (f" ({waiting})" if waiting else ""))
+            if status != last:
+                tell_job(_job_update(name, status), progress, job_progress)
             last = status
             if status in TERMINAL:
                 break
             if time.monotonic() - started >= self.timeout_seconds:
-                raise AzureTimeout(
-                    f"Job {name} is still {status} after {_minutes(self.timeout_seconds)}: "
-                    f"{WAITING_ON.get(status, 'waiting')}.",
-                    f"It goes on in Azure: follow it with `python -m deployer jobs show {name}`, "
-                    f"cancel it with `python -m deployer jobs cancel {name}`, or pass a longer "
-                    "--timeout.")
+                raise job_timeout(name, status, WAITING_ON.get(status, "waiting"),
+                                  self.timeout_seconds, "in Azure")
             self._sleep(self.poll_seconds)
         merged = self._summary(job)
         merged.endpoint = merged.endpoint or summary.endpoint
@@ -461,12 +450,17 @@ class AzureBackend(Backend):
 
     def download_output(self, job: JobSummary, output_dir: Path,
                         progress: Progress | None = None) -> Path:
-        self._download_predictions(job, Path(output_dir), progress)
-        return Path(job.output_path)
+        return self._download_predictions(job, Path(output_dir), progress)
 
     def _download_predictions(self, summary: JobSummary, output_dir: Path,
-                              progress: Progress | None) -> None:
-        with self._errors(f"downloading the predictions of job '{summary.name}'"):
+                              progress: Progress | None) -> Path:
+        """The scoring child's `score` output, downloaded beside (not into) output_dir,
+        then its predictions file moved to predictions_target: the layout of every target."""
+        import tempfile
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with self._errors(f"downloading the predictions of job '{summary.name}'"), \
+                tempfile.TemporaryDirectory(prefix=".download-", dir=output_dir) as tmp:
             children = list(self.ml_client.jobs.list(parent_job_name=summary.name))
             if not children:
                 raise AzureError(f"Job '{summary.name}' completed without a scoring step.",
@@ -474,24 +468,21 @@ class AzureBackend(Backend):
             child = children[0].name
             if progress:
                 progress(f"downloading output '{SCORE_OUTPUT}' of {child}")
-            output_dir.mkdir(parents=True, exist_ok=True)
-            for stale in (output_dir / SCORE_FILE).glob("*") if (output_dir / SCORE_FILE).is_dir() else []:
-                if stale.is_file():  # a previous job's predictions must not pass for this one's
-                    stale.unlink()
-            self.ml_client.jobs.download(name=child, output_name=SCORE_OUTPUT,
-                                         download_path=str(output_dir))
-        predictions = output_dir / SCORE_FILE / "predictions.csv"
-        if not predictions.is_file():
-            found = sorted((output_dir / SCORE_FILE).glob("*")) if (output_dir / SCORE_FILE).is_dir() else []
-            if len(found) == 1 and found[0].is_file():
-                predictions = found[0]  # a custom output_file_name
-            else:
+            self.ml_client.jobs.download(name=child, output_name=SCORE_OUTPUT, download_path=tmp)
+            found = _predictions_in(Path(tmp) / SCORE_FILE)
+            if found is None:
                 raise AzureError(f"Job '{summary.name}' has no predictions file in its "
                                  f"'{SCORE_OUTPUT}' output.",
                                  f"Look at its logs: `az ml job download -n {child} --all`.")
-        summary.output_path = str(predictions)
-        with predictions.open("rb") as handle:
+            target = predictions_target(output_dir, found.name)
+            found.replace(target)
+        from azure.ai.ml.constants._common import JOB_URI_FORMAT
+
+        summary.output_uri = JOB_URI_FORMAT.format(child, SCORE_OUTPUT, target.name)
+        summary.predictions_file = str(target)
+        with target.open("rb") as handle:
             summary.rows_scored = sum(1 for line in handle if line.strip())
+        return target
 
     def _job_error(self, name: str, raw_status: str) -> str:
         """Azure's error of a failed job. Job entities carry none: it is in the run's details
@@ -555,34 +546,33 @@ class AzureBackend(Backend):
 
     # ------------------------------------------------------------------ status and teardown
 
-    def describe(self, endpoint: str) -> dict:
+    def describe(self, endpoint: str, *, compute: str | None = None,
+                 model: str | None = None) -> TargetStatus:
         validate_endpoint_name(endpoint)
         with self._errors(f"reading endpoint '{endpoint}'"):
             found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
-            result: dict[str, Any] = {
-                "backend": self.name,
-                "workspace": self.settings.aml_workspace,
-                "resource_group": self.settings.resource_group,
-                "endpoint": None, "deployments": [], "models": [],
-            }
-            if found is None:
-                return result
-            result["endpoint"] = {
-                "name": found.name, "scoring_uri": found.scoring_uri,
-                "default_deployment": _default_deployment(found),
-                "provisioning_state": _status(found.provisioning_state),
-            }
-            names = set()
-            for dep in self.ml_client.batch_deployments.list(endpoint_name=endpoint):
-                state = _deployment_state(dep)
-                result["deployments"].append({"name": dep.name, **state,
-                                              "provisioning_state": _status(dep.provisioning_state)})
-                names.add(state["model"].split(":")[0])
-            for model_name in sorted(n for n in names if n):
-                for model in self._get_or_none(lambda: list(self.ml_client.models.list(name=model_name))) or []:
-                    result["models"].append({"name": model.name, "version": model.version,
-                                             "tags": dict(model.tags or {})})
-            return result
+            deployments = () if found is None else tuple(self._deployment_statuses(found))
+            clusters = sorted({compute} | {d.compute for d in deployments} - {None, ""})
+            names = sorted({model} | {d.model.split(":")[0] for d in deployments} - {None, ""})
+            computes = [self._get_or_none(self.ml_client.compute.get, name) for name in clusters]
+            models = [_registered(m) for name in names
+                      for m in self._get_or_none(lambda: list(self.ml_client.models.list(name=name))) or []]
+        return TargetStatus(
+            backend=self.name, endpoint_name=endpoint, workspace=self.settings.aml_workspace,
+            resource_group=self.settings.resource_group,
+            endpoint=None if found is None else EndpointStatus(
+                name=found.name, default_deployment=_default_deployment(found),
+                provisioning_state=_status(found.provisioning_state),
+                description=found.description or "", scoring_uri=found.scoring_uri),
+            deployments=deployments,
+            models=tuple(sorted(models, key=lambda m: (m.name, _version_order(m.version)))),
+            computes=tuple(_compute_status(c) for c in computes if c is not None))
+
+    def _deployment_statuses(self, endpoint) -> list[DeploymentStatus]:
+        """The endpoint's deployments with their settings, by name."""
+        default = _default_deployment(endpoint)
+        listed = self.ml_client.batch_deployments.list(endpoint_name=endpoint.name)
+        return sorted((_deployment_status(dep, default) for dep in listed), key=lambda d: d.name)
 
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
         validate_endpoint_name(endpoint)
@@ -754,6 +744,52 @@ def _deployment_state(dep) -> dict | None:
                                  environment_variables=setting("environment_variables"))
 
 
+def _predictions_in(folder: Path) -> Path | None:
+    """The predictions file of a downloaded `score` output: predictions.csv, or the one
+    file there (a custom output_file_name)."""
+    files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    named = [p for p in files if p.name == DEFAULT_OUTPUT_FILE]
+    return named[0] if named else files[0] if len(files) == 1 else None
+
+
+def _job_update(name: str, raw_status: str) -> JobUpdate:
+    """The job's state as polled: the service reports no counts while a job runs, so the
+    line says what it waits on instead."""
+    waiting = WAITING_ON.get(raw_status)
+    return JobUpdate(name, STATUS.get(raw_status, "Queued"),
+                     f"job {name}: {raw_status}" + (f" ({waiting})" if waiting else ""))
+
+
+def _deployment_status(dep, default: str) -> DeploymentStatus:
+    state = _deployment_state(dep)  # settings in the spec's words (append_row), defaults filled
+    created = getattr(getattr(dep, "creation_context", None), "created_at", None)
+    action = state["output_action"]
+    return DeploymentStatus(
+        name=dep.name, model=state["model"], is_default=dep.name == default,
+        created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+        tags=dict(dep.tags or {}), provisioning_state=_status(dep.provisioning_state),
+        compute=state["compute"], instance_count=state["instance_count"],
+        mini_batch_size=state["mini_batch_size"],
+        max_concurrency_per_instance=state["max_concurrency_per_instance"],
+        max_retries=state["max_retries"], retry_timeout=state["timeout"],
+        error_threshold=state["error_threshold"], output_action=action,
+        output_file_name=None if action == "summary_only" else state["output_file_name"],
+        logging_level=str(state["logging_level"] or ""))
+
+
+def _compute_status(compute) -> ComputeStatus:
+    state = _compute_state(compute)
+    return ComputeStatus(name=compute.name, size=str(compute.size or ""),
+                         min_instances=state["min_instances"], max_instances=state["max_instances"],
+                         idle_time_before_scale_down=state["idle_time_before_scale_down"],
+                         tier=str(compute.tier or ""),
+                         provisioning_state=_status(compute.provisioning_state))
+
+
+def _version_order(version: str) -> tuple:
+    return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))
+
+
 def _first(*mappings_and_keys) -> str:
     mappings = [m for m in mappings_and_keys if isinstance(m, dict)]
     keys = [k for k in mappings_and_keys if isinstance(k, str)]
@@ -762,10 +798,6 @@ def _first(*mappings_and_keys) -> str:
             if mapping.get(key):
                 return str(mapping[key])
     return ""
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:g} min"
 
 
 def translate_error(exc: Exception, what: str, settings: Settings) -> ProjectError | None:

@@ -23,14 +23,18 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from deployer import plan
 from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_name,
                                     validate_deployment_settings, validate_endpoint_name)
-from deployer.backends.base import Backend, Progress
-from deployer.entities import (NO_OP, Change, Deployment, JobOverrides, JobSummary,
-                               ModelSource, RegisteredModel)
+from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
+                                    job_timeout, tell_job)
+from deployer.entities import (NO_OP, Change, ComputeStatus, Deployment,
+                               DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
+                               JobUpdate, ModelSource, RegisteredModel, TargetStatus,
+                               job_output_dir, predictions_target)
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
 from workspace.errors import ConfigError, NotFound, ProjectError
@@ -80,9 +84,10 @@ class LocalBackend(Backend):
     name = "local"
 
     def __init__(self, settings: Settings, *, datastore=None, mlflow_client=None,
-                 python: str = sys.executable):
+                 python: str = sys.executable, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
         """`datastore` and `mlflow_client` are injectable; by default Azurite from settings
-        and an MLflow client on `sqlite:///<LOCAL_DIR>/mlflow.db`."""
+        and an MLflow client on `sqlite:///<LOCAL_DIR>/mlflow.db`. `timeout_seconds`
+        bounds the wait for a job."""
         self.settings = settings
         self.root = settings.local_path
         self.state_dir = self.root / "deployer"
@@ -92,6 +97,7 @@ class LocalBackend(Backend):
         self._datastore = datastore
         self._client = mlflow_client
         self.python = python
+        self.timeout_seconds = timeout_seconds
 
     # ------------------------------------------------------------------ clients
 
@@ -253,7 +259,9 @@ class LocalBackend(Backend):
             have = state["computes"].get(spec.name)
             change = plan.compute_change(spec.name, None if have is None else compute_state(have), want)
             if not dry_run and change.action != NO_OP:
-                state["computes"][spec.name] = {**want, "updated": now()}
+                # Kept as the spec spells them (status shows them); compared normalised.
+                spelled = {k: spec.data[k] for k in ("size", "tier") if spec.data.get(k)}
+                state["computes"][spec.name] = {**want, **spelled, "updated": now()}
         return change
 
     def ensure_endpoint(self, spec, *, dry_run: bool = False, progress: Progress | None = None) -> Change:
@@ -319,12 +327,7 @@ class LocalBackend(Backend):
                                 "(register-and-deploy does).")
 
     def list_deployments(self, endpoint: str) -> list[Deployment]:
-        state = self._read_state()
-        default = (state["endpoints"].get(endpoint) or {}).get("default_deployment", "")
-        return [Deployment(name=name, model=dep.get("model", ""),
-                           created=dep.get("created") or dep.get("updated", ""),
-                           is_default=name == default, tags=dict(dep.get("tags") or {}))
-                for name, dep in sorted(state["deployments"].get(endpoint, {}).items())]
+        return list(_deployment_statuses(self._read_state(), endpoint))
 
     def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
                                progress: Progress | None = None) -> Change:
@@ -369,7 +372,8 @@ class LocalBackend(Backend):
     def invoke(self, endpoint: str, input_path: str, *, deployment: str | None = None,
                output_dir: Path | None = None, wait: bool = True,
                progress: Progress | None = None,
-               overrides: JobOverrides | None = None) -> JobSummary:
+               overrides: JobOverrides | None = None,
+               job_progress: JobProgress | None = None) -> JobSummary:
         overrides = overrides or JobOverrides()
         state = self._read_state()
         ep = state["endpoints"].get(endpoint)
@@ -406,13 +410,13 @@ class LocalBackend(Backend):
             record["output_blob"] = output_blob
         write_record(job_dir, record)
         self._start_runner(job_dir, dep.get("environment_variables") or {})
-        if progress:
-            progress(f"job {job_name}: Queued ({name} on {endpoint})")
+        tell_job(JobUpdate(job_name, "Queued", f"job {job_name}: Queued ({name} on {endpoint})"),
+                 progress, job_progress)
         if not wait:
             return self._summary(read_record(job_dir), job_dir)
-        summary = self.wait(job_name, progress=progress)
-        if summary.status == "Completed" and settings.get("output_action", "append_row") != "summary_only":
-            self.download_output(summary, output_dir or Path("outputs") / job_name, progress)
+        summary = self.wait(job_name, progress=progress, job_progress=job_progress)
+        if summary.output_uri:
+            self.download_output(summary, job_output_dir(job_name, output_dir), progress)
         return summary
 
     def _job_settings(self, dep: dict, overrides: JobOverrides) -> tuple[dict, str]:
@@ -487,9 +491,10 @@ class LocalBackend(Backend):
             child.poll()
         return self._summary(cancel(job_dir), job_dir)
 
-    def wait(self, job_name: str, *, progress: Progress | None = None, poll: float = 0.1,
-             timeout: float | None = None) -> JobSummary:
-        """Follow a job until it ends, telling progress what changes."""
+    def wait(self, job_name: str, *, progress: Progress | None = None,
+             job_progress: JobProgress | None = None, poll: float = 0.1) -> JobSummary:
+        """Follow a job until it ends, telling job_progress (else progress) what changes;
+        JobTimeout after timeout_seconds (the detached runner goes on)."""
         job_dir = self._job_dir(job_name)
         last = None
         started = time.monotonic()
@@ -497,15 +502,15 @@ class LocalBackend(Backend):
             for child in getattr(self, "_children", []):
                 child.poll()  # reap a finished runner so it is not seen as alive
             record = self._fresh_record(job_dir)
-            line = _progress_line(record)
-            key = (line, record.get("rows_in_progress"), record.get("files_done"))
-            if progress and key != last:
-                progress(JobProgressLine(line, record))
-            last = key
+            update = job_update(record)
+            if update != last:
+                tell_job(update, progress, job_progress)
+            last = update
             if record["status"] in TERMINAL:
                 return self._summary(record, job_dir)
-            if timeout is not None and time.monotonic() - started > timeout:
-                return self._summary(record, job_dir)
+            if time.monotonic() - started >= self.timeout_seconds:
+                raise job_timeout(job_name, update.status, _waiting_on(update),
+                                  self.timeout_seconds, "in its runner on this machine")
             time.sleep(poll)
 
     def download_output(self, job: JobSummary, output_dir: Path,
@@ -516,12 +521,12 @@ class LocalBackend(Backend):
         if not blob:
             raise LocalError(f"Job '{summary.name}' has no output file.",
                              f"See its logs in {summary.logs_path}.")
-        target = Path(output_dir) / Path(blob).name
+        target = predictions_target(output_dir, Path(blob).name)
         if progress:
             progress(f"downloading {self.settings.datastore_uri(blob)} → {target}")
         if not self._copy_published_output(record, blob, target):
             self.datastore.download_file(blob, target)
-        summary.output_path = str(target)
+        summary.predictions_file = str(target)
         return target
 
     def _copy_published_output(self, record: dict, blob: str, target: Path) -> bool:
@@ -561,8 +566,8 @@ class LocalBackend(Backend):
         return settle_if_dead(job_dir)
 
     def _summary(self, record: dict, job_dir: Path) -> JobSummary:
-        local_output = job_dir / "outputs" / record.get("settings", {}).get(
-            "output_file_name", "predictions.csv")
+        # The runner records the blob only when a completed job has output (not with
+        # summary_only): nothing else is ever shown as predictions.
         blob = record.get("output_datastore_path")
         return JobSummary(
             name=record["name"], status=record["status"], endpoint=record.get("endpoint", ""),
@@ -570,16 +575,14 @@ class LocalBackend(Backend):
             created=record.get("created", ""), finished=record.get("finished", ""),
             rows_scored=record.get("rows_scored"), files_total=record.get("files_total"),
             files_failed=record.get("files_failed"), error=record.get("error", ""),
-            # Only a completed job has output: nothing else is ever shown as predictions.
-            output_path="" if record["status"] != "Completed" else (
-                self.settings.datastore_uri(blob) if blob else (
-                    str(local_output) if local_output.exists() else "")),
+            output_uri=self.settings.datastore_uri(blob) if blob and record["status"] == "Completed"
+            else "",
             logs_path=str(job_dir / "logs"),
             mini_batches_total=record.get("mini_batches_total"),
             mini_batches_done=record.get("mini_batches_done"),
             duration_seconds=record.get("duration_seconds"),
             failed_files=list(record.get("failed_files") or []),
-            predictions=record.get("predictions"),
+            prediction_counts=record.get("predictions"),
             experiment=record.get("experiment") or record.get("endpoint", ""))
 
     def get_job(self, name: str) -> JobSummary:
@@ -602,40 +605,35 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ status and teardown
 
-    def describe(self, endpoint: str) -> dict:
+    def describe(self, endpoint: str, *, compute: str | None = None,
+                 model: str | None = None) -> TargetStatus:
         state = self._read_state()
         ep = state["endpoints"].get(endpoint)
-        deployments = state["deployments"].get(endpoint, {})
-        result = {"backend": self.name, "registry": self.registry_uri,
-                  "endpoint": None, "deployments": [], "models": [], "computes": []}
-        for name, compute in sorted(state["computes"].items()):
-            result["computes"].append({"name": name, **{k: v for k, v in compute.items()
-                                                        if k != "updated"}})
-        if ep is not None:
-            result["endpoint"] = {"name": endpoint, "default_deployment": ep.get("default_deployment", ""),
-                                  "description": ep.get("description", ""),
-                                  "scoring_uri": f"local://{endpoint}",
-                                  "provisioning_state": "Succeeded"}
-        names = set()
-        for name, dep in sorted(deployments.items()):
-            result["deployments"].append({"name": name, **{k: v for k, v in dep.items()
-                                                           if k not in ("environment_variables",)},
-                                          "provisioning_state": "Succeeded"})
-            names.add(dep["model"].split(":")[0])
-        if (self.root / "mlflow.db").exists():
-            from mlflow.exceptions import MlflowException
+        deployments = tuple(_deployment_statuses(state, endpoint)) if ep is not None else ()
+        clusters = sorted(({compute} | {d.compute for d in deployments}) & set(state["computes"]))
+        models = {model} | {d.model.split(":")[0] for d in deployments}
+        return TargetStatus(
+            backend=self.name, endpoint_name=endpoint, registry=self.registry_uri,
+            endpoint=None if ep is None else EndpointStatus(
+                name=endpoint, default_deployment=ep.get("default_deployment", ""),
+                description=ep.get("description", "")),
+            deployments=deployments, models=self._model_versions(models - {None, ""}),
+            computes=tuple(_compute_status(name, state["computes"][name]) for name in clusters))
 
-            try:
-                if not names:
-                    names = {m.name for m in self.client.search_registered_models()}
-                for model_name in sorted(names):
-                    for version in sorted(self.client.search_model_versions(f"name='{model_name}'"),
-                                          key=lambda v: int(v.version)):
-                        result["models"].append({"name": model_name, "version": str(version.version),
-                                                 "tags": dict(version.tags)})
-            except MlflowException:
-                pass
-        return result
+    def _model_versions(self, names: set[str]) -> tuple[RegisteredModel, ...]:
+        """Every registered version of the named models ((), before the registry exists)."""
+        if not names or (self._client is None and not (self.root / "mlflow.db").exists()):
+            return ()
+        from mlflow.exceptions import MlflowException
+
+        versions = []
+        try:
+            for name in sorted(names):
+                versions += [RegisteredModel(name, str(v.version), dict(v.tags))
+                             for v in self.client.search_model_versions(f"name='{name}'")]
+        except MlflowException:
+            return ()
+        return tuple(sorted(versions, key=lambda m: (m.name, int(m.version))))
 
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:
         with self._state(write=not dry_run) as state:
@@ -653,6 +651,33 @@ class LocalBackend(Backend):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _deployment_statuses(state: dict, endpoint: str) -> list[DeploymentStatus]:
+    """The endpoint's deployments from the state file, by name."""
+    default = (state["endpoints"].get(endpoint) or {}).get("default_deployment", "")
+    statuses = []
+    for name, dep in sorted(state["deployments"].get(endpoint, {}).items()):
+        action = dep.get("output_action", "")
+        statuses.append(DeploymentStatus(
+            name=name, model=dep.get("model", ""), created=dep.get("created") or dep.get("updated", ""),
+            is_default=name == default, tags=dict(dep.get("tags") or {}),
+            compute=dep.get("compute", ""), instance_count=dep.get("instance_count"),
+            mini_batch_size=dep.get("mini_batch_size"),
+            max_concurrency_per_instance=dep.get("max_concurrency_per_instance"),
+            max_retries=dep.get("max_retries"), retry_timeout=dep.get("timeout"),
+            error_threshold=dep.get("error_threshold"), output_action=action,
+            output_file_name=None if action == "summary_only" else dep.get("output_file_name"),
+            logging_level=dep.get("logging_level", "")))
+    return statuses
+
+
+def _compute_status(name: str, compute: dict) -> ComputeStatus:
+    return ComputeStatus(name=name, size=compute.get("size") or "",
+                         min_instances=compute.get("min_instances"),
+                         max_instances=compute.get("max_instances"),
+                         idle_time_before_scale_down=compute.get("idle_time_before_scale_down"),
+                         tier=compute.get("tier") or "")
 
 
 def _require_azurite(settings) -> None:
@@ -677,26 +702,33 @@ def _warn_environment(model_path: str, progress: Progress | None) -> None:
                  "may differ from training): " + "; ".join(mismatches))
 
 
-class JobProgressLine(str):
-    """A progress line that also carries the job record it was made from, for a display
-    that shows more than text (rows/s, files done)."""
-
-    record: dict
-
-    def __new__(cls, text: str, record: dict) -> "JobProgressLine":
-        line = super().__new__(cls, text)
-        line.record = record
-        return line
+def _waiting_on(update: JobUpdate) -> str:
+    """What a job that has not ended is doing, for the timeout's message."""
+    if update.status == "Queued":
+        return "its runner is starting (reading the input, loading the model)"
+    return ", ".join(part for part in ("scoring", _counts(update)) if part)
 
 
-def _progress_line(record: dict) -> str:
-    status = record["status"]
-    total = record.get("mini_batches_total")
-    if not total:
-        return f"job {record['name']}: {status}"
-    done = (record.get("mini_batches_done") or 0) + (record.get("mini_batches_failed") or 0)
-    text = (f"job {record['name']}: {status}, mini-batches {done}/{total}, "
-            f"rows {record.get('rows_scored') or 0}, failed files {record.get('files_failed') or 0}")
-    if record.get("retries"):
-        text += f", retries {record['retries']}"
-    return text
+def _counts(update: JobUpdate) -> str:
+    """The job's counts as a line says them ('' before its mini-batches are planned)."""
+    if not update.mini_batches_total:
+        return ""
+    settled = (update.mini_batches_done or 0) + (update.mini_batches_failed or 0)
+    text = (f"mini-batches {settled}/{update.mini_batches_total}, rows {update.rows_scored or 0}, "
+            f"failed files {update.files_failed or 0}")
+    return text + (f", retries {update.retries}" if update.retries else "")
+
+
+def job_update(record: dict) -> JobUpdate:
+    """The job record as the update `wait` sends: its counts and one line of text."""
+    update = JobUpdate(job=record["name"], status=record["status"], text="",
+                       mini_batches_total=record.get("mini_batches_total"),
+                       mini_batches_done=record.get("mini_batches_done"),
+                       mini_batches_failed=record.get("mini_batches_failed"),
+                       files_total=record.get("files_total"), files_done=record.get("files_done"),
+                       files_failed=record.get("files_failed"),
+                       rows_scored=record.get("rows_scored"),
+                       rows_in_progress=record.get("rows_in_progress"),
+                       retries=record.get("retries"))
+    counts = _counts(update)
+    return replace(update, text=f"job {update.job}: {update.status}" + (f", {counts}" if counts else ""))

@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+from deployer.entities import DEFAULT_OUTPUT_FILE
 from workspace.processes import ProcessId, read_pid_file, write_pid_file
 from deployer.engine.records import (TERMINAL, append_user_error, now, read_record,
                                      write_overview, write_record)
@@ -68,7 +69,7 @@ def settle(job_dir: Path, record: dict, status: str, reason: str) -> dict:
     for scratch in ("work", "inputs"):
         shutil.rmtree(job_dir / scratch, ignore_errors=True)
     output = job_dir / "outputs" / (record.get("settings") or {}).get(
-        "output_file_name", "predictions.csv")
+        "output_file_name", DEFAULT_OUTPUT_FILE)
     output.unlink(missing_ok=True)
     append_user_error(job_dir, reason)
     name_files_not_in_output(job_dir, record.get("failed_files") or [],

@@ -5,6 +5,7 @@ test token credential. Requests are recorded: paths, api-versions and bodies are
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -483,9 +484,13 @@ def test_invoke_uploads_waits_finds_the_child_and_downloads_predictions(
                              output_dir=tmp_path / "out", progress=messages.append)
 
     assert summary.status == "Completed"
-    out = tmp_path / "out" / "named-outputs" / "score" / "predictions.csv"
-    assert summary.output_path == str(out)
+    # where the local target puts them too: <output dir>/<output file name>
+    out = tmp_path / "out" / "predictions.csv"
+    assert summary.predictions_file == str(out) and summary.predictions_at == str(out)
     assert out.read_bytes() == predictions
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["predictions.csv"]
+    child = fake.jobs[summary.name].child  # the output's URI in the SDK's job-output form
+    assert summary.output_uri == f"azureml://jobs/{child}/outputs/score/paths/predictions.csv"
     assert summary.rows_scored == 3
     assert (summary.endpoint, summary.deployment) == ("iris-batch", "iris-mlflow")
     # the local file went to the datastore first, and the job got its azureml:// path
@@ -527,20 +532,31 @@ def test_download_output_fetches_a_finished_jobs_predictions_again(
 
     again = backend.download_output(backend.get_job(job.name), tmp_path / "second")
 
-    assert again == tmp_path / "second" / "named-outputs" / "score" / "predictions.csv"
+    assert again == tmp_path / "second" / "predictions.csv"
     assert again.read_bytes() == predictions
 
 
-def test_a_previous_jobs_predictions_do_not_pass_for_a_new_job(deployed, fake, blob_store, tmp_path):
-    stale = tmp_path / "out" / "named-outputs" / "score" / "predictions.csv"
-    stale.parent.mkdir(parents=True)
-    stale.write_text("0,old,old.csv\n")
-    fake.on_complete = None  # the service wrote no predictions file this time
+def test_a_previous_jobs_predictions_are_never_overwritten(deployed, fake, blob_store, tmp_path):
+    deployed._datastore = blob_store
+    earlier = tmp_path / "out" / "predictions.csv"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("0,old,old.csv\n")
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        b"0,new,x.csv\n", fake.output_path(job) + "predictions.csv")
 
+    with pytest.raises(ConfigError, match="holds another job's predictions"):
+        deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
+                        output_dir=tmp_path / "out")
+    assert earlier.read_text() == "0,old,old.csv\n"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["predictions.csv"]
+
+
+def test_a_job_without_a_predictions_file_says_so(deployed, fake, blob_store, tmp_path):
+    fake.on_complete = None  # the service wrote no predictions file this time
     with pytest.raises(AzureError, match="no predictions file"):
         deployed.invoke("iris-batch", "azureml://datastores/workspaceblobstore/paths/x.csv",
                         output_dir=tmp_path / "out")
-    assert not stale.exists()
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_invoke_with_a_deployment_and_a_remote_folder(deployed, fake):
@@ -583,17 +599,76 @@ def test_get_job_and_list_jobs(deployed, fake):
     assert deployed.list_jobs("iris-batch", limit=1)[0].name in {first.name, second.name}
 
 
-def test_describe(deployed):
-    status = deployed.describe("iris-batch")
-    assert status["endpoint"]["default_deployment"] == "iris-mlflow"
-    assert status["endpoint"]["scoring_uri"].startswith("https://iris-batch.")
-    (dep,) = status["deployments"]
-    assert dep["model"] == "iris-classifier:1" and dep["instance_count"] == 2
-    assert status["models"][0]["tags"]["content_sha256"] == "a" * 64
+def test_describe_fills_the_typed_status_from_the_service(deployed, specs):
+    from deployer.entities import TargetStatus
+
+    status = deployed.describe("iris-batch", compute="cpu-cluster", model="iris-classifier")
+
+    assert isinstance(status, TargetStatus) and status.backend == "azure"
+    assert (status.workspace, status.resource_group, status.registry) == (WS, RG, None)
+    assert status.endpoint.default_deployment == "iris-mlflow"
+    assert status.endpoint.scoring_uri.startswith("https://iris-batch.")
+    assert status.endpoint.description == specs.endpoint.data["description"]
+    (dep,) = status.deployments
+    settings = specs.deployment.data["settings"]
+    assert (dep.model, dep.is_default, dep.compute) == ("iris-classifier:1", True, "cpu-cluster")
+    assert (dep.instance_count, dep.mini_batch_size, dep.max_concurrency_per_instance) == (
+        2, settings["mini_batch_size"], settings["max_concurrency_per_instance"])
+    assert (dep.max_retries, dep.retry_timeout) == (3, settings["retry_settings"]["timeout"])
+    # the spec's words, as the local target reports them (the SDK's entity says AppendRow)
+    assert (dep.output_action, dep.output_file_name, dep.logging_level) == (
+        "append_row", "predictions.csv", "info")
+    (model,) = status.models
+    assert (model.name, model.version, model.tags["content_sha256"]) == (
+        "iris-classifier", "1", "a" * 64)
+    (cluster,) = status.computes
+    assert (cluster.name, cluster.size, cluster.min_instances, cluster.max_instances) == (
+        "cpu-cluster", "Standard_DS3_v2", 0, 2)
+    assert cluster.idle_time_before_scale_down == specs.compute.data["idle_time_before_scale_down"]
 
 
-def test_describe_a_missing_endpoint(backend):
-    assert backend.describe("iris-batch")["endpoint"] is None
+def test_describe_a_missing_endpoint_still_shows_the_registered_model(backend, specs):
+    backend.register_model(source(), spec=specs.model)
+    status = backend.describe("iris-batch", compute="cpu-cluster", model="iris-classifier")
+    assert status.endpoint is None and status.deployments == () and status.computes == ()
+    assert [(m.name, m.version) for m in status.models] == [("iris-classifier", "1")]
+
+
+def test_status_gives_each_deployment_its_role_newest_model_first(deployed, specs):
+    from deployer.app import Deployer
+
+    model, _ = deployed.register_model(source("b" * 64, "run2"), spec=specs.model)
+    newer = load_specs(overrides={"deployment": {"name": "iris-mlflow-v2"}})
+    deployed.ensure_deployment(newer.deployment, model)
+    deployer = Deployer(deployed.settings, backend=deployed, specs=specs)
+
+    report = deployer.status(jobs=3)
+
+    assert [(d.name, d.model, d.role) for d in report.target.deployments] == [
+        ("iris-mlflow-v2", "iris-classifier:2", "default"),
+        ("iris-mlflow", "iris-classifier:1", "rollback candidate")]
+    assert [m.version for m in report.target.models] == ["1", "2"]
+    assert report.jobs == ()
+
+
+def test_the_status_command_shows_the_workspace_deployments_and_cluster(
+        deployed, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    import deployer.backends
+    from deployer.cli import cli
+
+    monkeypatch.setattr(deployer.backends, "get_backend", lambda settings: deployed)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(cli, ["status", "--target", "azure"], prog_name="python -m deployer")
+    assert result.exit_code == 0, result.output
+    assert f"target    azure  (workspace {WS}, resource group {RG})" in result.output
+    assert "endpoint  iris-batch  default deployment iris-mlflow  (Succeeded)" in result.output
+    assert re.search(r"│ iris-mlflow\s+│ iris-classifier:1\s+│ default\s+│ -", result.output)
+    assert re.search(r"│ iris-mlflow\s+│ cpu-cluster\s+│ 2\s+│ 10\s+│ 2\s+│ 3/300s\s+│ -1\s+│ "
+                     r"predictions\.csv", result.output)
+    assert re.search(r"│ cpu-cluster\s+│ Standard_DS3_v2\s+│ 0-2\s+│ 120s", result.output)
 
 
 # ---------------------------------------------------------------------- teardown
@@ -715,18 +790,40 @@ def test_unknown_and_cancel_requested_are_waited_through(deployed, fake, sleeps)
     assert any("CancelRequested (cancel requested" in m for m in messages)
 
 
+def test_the_polled_job_states_go_to_job_progress_as_typed_updates(deployed, fake, tmp_path):
+    fake.job_statuses = ["Preparing", "Running", "Failed"]
+    updates, lines = [], []
+    summary = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
+                              output_dir=tmp_path / "out", progress=lines.append,
+                              job_progress=updates.append)
+
+    name = summary.name
+    # the service's state in the text, the deployer's five in status; no counts on Azure
+    assert [(u.job, u.status, u.text) for u in updates] == [
+        (name, "Queued", f"job {name}: NotStarted"),  # as the submission answered
+        (name, "Queued", f"job {name}: Preparing (preparing the nodes (image pull, environment))"),
+        (name, "Running", f"job {name}: Running (scoring)"),
+        (name, "Failed", f"job {name}: Failed")]
+    assert all(u.files_total is None and u.rows_scored is None for u in updates)
+    assert updates[-1].ended and lines == []  # job states went only to job_progress
+
+
 def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, fake, sleeps):
-    from deployer.backends.azure import AzureTimeout
+    from deployer.backends.base import JobTimeout
 
     fake.job_statuses = ["Queued"]
     deployed.timeout_seconds = 0
     messages = []
-    with pytest.raises(AzureTimeout) as err:
+    with pytest.raises(JobTimeout) as err:
         deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/x.csv",
                         progress=messages.append)
-    text = str(err.value)
-    assert "still Queued" in text and "queued for nodes of the compute cluster" in text
-    assert "jobs cancel" in text and "--timeout" in text
+    (job,) = fake.jobs
+    assert err.value.message == (f"Job {job} is still Queued after 0 min: queued for nodes of "
+                                 "the compute cluster (core quota, max_instances, other jobs).")
+    assert err.value.hint == (f"It goes on in Azure: follow it with `python -m deployer jobs show "
+                              f"{job}`, cancel it with `python -m deployer jobs cancel {job}`, or "
+                              "pass a longer --timeout.")
+    assert err.value.exit_code == ExitCode.RUN_FAILED
     assert any(m.endswith("Queued (queued for nodes of the compute cluster (core quota, "
                           "max_instances, other jobs))") for m in messages)
 

@@ -2,6 +2,8 @@
 → invoke → status/jobs → teardown, against a real Azurite and a real MLflow registry."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -214,12 +216,72 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert ok(cli("teardown", "--yes")).startswith("Nothing to delete")
 
 
+def test_status_on_the_local_target_fills_the_same_typed_fields(trained, tmp_path):
+    """What `status` shows locally is the typed status the Azure target gives (see
+    test_azure_backend.test_describe_fills_the_typed_status_from_the_service)."""
+    import dataclasses
+
+    from deployer.app import Deployer
+    from deployer.spec import load_specs
+
+    settings, _, run, _ = trained
+    settings = dataclasses.replace(settings, local_dir=str(tmp_path / "local"))
+    specs = load_specs()
+    deployer = Deployer(settings, specs=specs)
+    assert deployer.status().target.endpoint is None  # nothing yet, and nothing made
+    assert not (tmp_path / "local" / "mlflow.db").exists()
+    deployer.register_and_deploy(smoke=False)
+
+    report = deployer.status()
+
+    target = report.target
+    assert (target.backend, target.workspace, target.resource_group) == ("local", None, None)
+    assert target.registry == f"sqlite:///{tmp_path / 'local' / 'mlflow.db'}"
+    assert target.endpoint.default_deployment == "iris-mlflow-v1"
+    assert target.endpoint.scoring_uri is None  # local jobs start through the CLI
+    assert target.endpoint.description == specs.endpoint.data["description"]
+    (dep,) = target.deployments
+    wanted = specs.deployment.data["settings"]
+    assert (dep.model, dep.role, dep.smoke, dep.compute) == (
+        "iris-classifier:1", "default", "skipped", "cpu-cluster")
+    assert (dep.instance_count, dep.mini_batch_size, dep.max_concurrency_per_instance) == (
+        2, wanted["mini_batch_size"], wanted["max_concurrency_per_instance"])
+    assert (dep.max_retries, dep.retry_timeout) == (3, wanted["retry_settings"]["timeout"])
+    assert (dep.output_action, dep.output_file_name, dep.logging_level) == (
+        "append_row", "predictions.csv", "info")
+    (model,) = target.models
+    assert (model.name, model.version, model.tags["run_id"]) == ("iris-classifier", "1", run.run_id)
+    (cluster,) = target.computes
+    assert (cluster.name, cluster.size, cluster.min_instances, cluster.max_instances) == (
+        "cpu-cluster", "Standard_DS3_v2", 0, 2)
+    assert cluster.idle_time_before_scale_down == specs.compute.data["idle_time_before_scale_down"]
+
+
+def publish_model_dir(store, run, model_dir: Path, prefix: str) -> str:
+    """Publish `model_dir` as the model of a new complete run (manifest with its hashes),
+    the run's other artifacts copied; returns the model's datastore path."""
+    new_prefix = f"{prefix}/{run.experiment_id}/{uuid.uuid4().hex}"
+    files = {}
+    for rel in run.files:
+        if not rel.startswith("artifacts/model/"):
+            data = store.read_bytes(f"{run.run_prefix}/{rel}")
+            store.upload_bytes(data, f"{new_prefix}/{rel}")
+            files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = f"artifacts/model/{path.relative_to(model_dir).as_posix()}"
+        data = path.read_bytes()
+        store.upload_bytes(data, f"{new_prefix}/{rel}")
+        files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    manifest = store.read_json(run.manifest_path)
+    manifest.update(run_id=new_prefix.rsplit("/", 1)[1], files=files,
+                    model_path=f"{new_prefix}/artifacts/model")
+    store.upload_bytes(json.dumps(manifest).encode(), f"{new_prefix}/manifest.json")
+    return f"{new_prefix}/artifacts/model"
+
+
 def publish_changed_copy(store, run, prefix: str) -> str:
     """Publish the run again under prefix as a new run whose model differs by one harmless
     file, with a manifest that matches (what a retrained model looks like to the deployer)."""
-    import hashlib
-    import json
-
     new_id = uuid.uuid4().hex
     new_prefix = f"{prefix}/{run.experiment_id}/{new_id}"
     files = {}
@@ -233,6 +295,41 @@ def publish_changed_copy(store, run, prefix: str) -> str:
     manifest.update(run_id=new_id, files=files, model_path=f"{new_prefix}/artifacts/model")
     store.upload_bytes(json.dumps(manifest).encode(), f"{new_prefix}/manifest.json")
     return f"{new_prefix}/artifacts/model"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # mlflow's advice on saving a PythonModel
+def test_a_job_past_the_timeout_ends_the_wait_as_on_azure_and_goes_on(trained, tmp_path):
+    """`--timeout` bounds the wait on the local target as on Azure: the same message, hint
+    and exit code (test_azure_backend: ..._stops_at_the_deadline_and_says_why); the job's
+    detached runner goes on until it is canceled."""
+    from tests.support.slow_model import save_slow_model
+    from workspace.errors import ExitCode
+
+    settings, store, run, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+    inner = download_model(store, run, tmp_path / "inner")
+    slow = save_slow_model(tmp_path / "slow", inner, tmp_path / "predicting", mode="always",
+                           seconds=600)
+    ok(cli("register-and-deploy", "--no-smoke",
+           "--model", publish_model_dir(store, run, slow, "models-slow")))
+
+    waited = cli("invoke", "--input", str(IRIS_CSV), "--timeout", "0.01")
+
+    job = re.search(r"error: Job (batchjob-[0-9a-f-]{36}) ", waited.stderr)
+    assert job, waited.stderr
+    job = job.group(1)
+    try:
+        assert waited.returncode == ExitCode.RUN_FAILED, waited.stderr
+        assert re.search(rf"^error: Job {job} is still (Queued|Running) after 0\.01 min: "
+                         r"(its runner is starting|scoring)[^\n]*\.$", waited.stderr, re.M)
+        assert (f"  → It goes on in its runner on this machine: follow it with `python -m "
+                f"deployer jobs show {job}`, cancel it with `python -m deployer jobs cancel "
+                f"{job}`, or pass a longer --timeout.") in waited.stderr
+        assert re.search(r"status\s+│ (Queued|Running)", ok(cli("jobs", "show", job)))
+    finally:
+        canceled = ok(cli("jobs", "cancel", job))
+    assert re.search(r"status\s+│ Canceled", canceled)
+    assert not (cli.workdir / "outputs" / job).exists()
 
 
 def test_quality_gate_refuses_then_force_overrides(trained, tmp_path):
@@ -307,24 +404,3 @@ def test_every_command_help_has_examples():
         result = subprocess.run([sys.executable, "-m", "deployer", *command, "--help"],
                                 capture_output=True, text=True, env=env, cwd=REPO_ROOT)
         assert result.returncode == 0 and "Example" in result.stdout, command
-
-
-def test_the_live_bar_ends_with_the_jobs_rows_and_their_rate():
-    import io
-
-    from rich.console import Console
-
-    from deployer.backends.local import JobProgressLine
-    from deployer.cli import _JobProgress
-
-    out, lines = io.StringIO(), []
-    progress = _JobProgress(Console(file=out, force_terminal=True, width=160), lines.append)
-    running = {"status": "Running", "files_total": 1, "files_done": 0, "rows_scored": 0}
-    progress(JobProgressLine("job j: Running", running))
-    time.sleep(0.2)
-    progress(JobProgressLine("job j: Completed", {**running, "status": "Completed",
-                                                  "files_done": 1, "rows_scored": 150}))
-    assert lines == ["job j: Running", "job j: Completed"]  # the state lines around the bar
-    # Rows that arrived only with the final record still give a rate, not "0 rows/s".
-    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
-    assert re.search(r"1/1 files · 150 rows · [1-9][\d,]* rows/s", shown)

@@ -4,42 +4,18 @@ default; a broken model leaves the previous default serving; rollback; --keep; a
 `invoke` overrides of `az ml batch-endpoint invoke`."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import uuid
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.conftest import IRIS_CSV
-from tests.deployer.test_local_cli import Cli, ok, publish_changed_copy, trained  # noqa: F401
+from tests.deployer.test_local_cli import (Cli, ok, publish_changed_copy,  # noqa: F401
+                                           publish_model_dir, trained)
 from workspace.published import download_model
 
 pytestmark = pytest.mark.slow
-
-
-def publish_model_dir(store, run, model_dir: Path, prefix: str) -> str:
-    """Publish `model_dir` as the model of a new complete run (manifest with its hashes),
-    the run's other artifacts copied; returns the model's datastore path."""
-    new_prefix = f"{prefix}/{run.experiment_id}/{uuid.uuid4().hex}"
-    files = {}
-    for rel in run.files:
-        if not rel.startswith("artifacts/model/"):
-            data = store.read_bytes(f"{run.run_prefix}/{rel}")
-            store.upload_bytes(data, f"{new_prefix}/{rel}")
-            files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        rel = f"artifacts/model/{path.relative_to(model_dir).as_posix()}"
-        data = path.read_bytes()
-        store.upload_bytes(data, f"{new_prefix}/{rel}")
-        files[rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    manifest = store.read_json(run.manifest_path)
-    manifest.update(run_id=new_prefix.rsplit("/", 1)[1], files=files,
-                    model_path=f"{new_prefix}/artifacts/model")
-    store.upload_bytes(json.dumps(manifest).encode(), f"{new_prefix}/manifest.json")
-    return f"{new_prefix}/artifacts/model"
 
 
 def state(cli: Cli) -> dict:
@@ -238,6 +214,9 @@ def test_job_name_experiment_and_output_path(deployed, tmp_path):
     assert len(lines) == 150 and lines[0].endswith(",iris_csv.csv")
     assert (cli.workdir / "res" / "iris-scored.csv").read_text().splitlines() == lines
     assert not store.exists("batch-jobs/nightly-001/named-outputs/score/predictions.csv")
+    # invoke shows the downloaded file; jobs show where the job stored it
+    assert re.search(r"predictions\s+│ res/iris-scored\.csv", shown)
+    assert re.search(r"predictions\s+│ " + re.escape(out), ok(cli("jobs", "show", "nightly-001")))
 
     again = cli("invoke", "--input", str(IRIS_CSV), "--job-name", "nightly-001")
     assert again.returncode == 2 and "A job named 'nightly-001' already exists" in again.stderr

@@ -166,7 +166,7 @@ def test_scoring_processes_die_with_a_killed_runner_and_the_job_says_so(
     job = backend.get_job(job_dir.name)  # what `jobs show` and `status` read
     assert job.status == "Failed"
     assert "ended without finishing" in job.error and str(runner_pid(job_dir)) in job.error
-    assert job.output_path == ""  # no partial file passes for predictions
+    assert (job.output_uri, job.predictions_at) == ("", "")  # no partial file passes for predictions
     assert not (job_dir / "outputs" / "predictions.csv").exists()
     assert not (job_dir / "work").exists()  # part files and the partial output removed
     overview = (job_dir / "logs" / "job_progress_overview.txt").read_text()

@@ -17,6 +17,7 @@ from deployer.backends.azure import (AzureAuthError, AzureBackend, AzureError, A
 from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, ModelSource
 from deployer.spec import SPEC_DIR, load_specs
 from tests.support.fake_azureml import FakeAzureML
+from tests.support.status import assert_deployment_follows_the_spec
 from tests.support.fake_http import StaticTokenCredential
 from workspace.errors import ConfigError, ExitCode
 from workspace.settings import REPO_ROOT, Settings
@@ -610,14 +611,8 @@ def test_describe_fills_the_typed_status_from_the_service(deployed, specs):
     assert status.endpoint.scoring_uri.startswith("https://iris-batch.")
     assert status.endpoint.description == specs.endpoint.data["description"]
     (dep,) = status.deployments
-    settings = specs.deployment.data["settings"]
     assert (dep.model, dep.is_default, dep.compute) == ("iris-classifier:1", True, "cpu-cluster")
-    assert (dep.instance_count, dep.mini_batch_size, dep.max_concurrency_per_instance) == (
-        2, settings["mini_batch_size"], settings["max_concurrency_per_instance"])
-    assert (dep.max_retries, dep.retry_timeout) == (3, settings["retry_settings"]["timeout"])
-    # the spec's words, as the local target reports them (the SDK's entity says AppendRow)
-    assert (dep.output_action, dep.output_file_name, dep.logging_level) == (
-        "append_row", "predictions.csv", "info")
+    assert_deployment_follows_the_spec(dep, specs)
     (model,) = status.models
     assert (model.name, model.version, model.tags["content_sha256"]) == (
         "iris-classifier", "1", "a" * 64)

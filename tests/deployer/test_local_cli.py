@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import IRIS_CSV, isolated_settings, published_copy
+from tests.support.status import assert_deployment_follows_the_spec
 from workspace.published import download_model, find_published_run
 from workspace.settings import REPO_ROOT, Settings
 
@@ -241,14 +242,9 @@ def test_status_on_the_local_target_fills_the_same_typed_fields(trained, tmp_pat
     assert target.endpoint.scoring_uri is None  # local jobs start through the CLI
     assert target.endpoint.description == specs.endpoint.data["description"]
     (dep,) = target.deployments
-    wanted = specs.deployment.data["settings"]
     assert (dep.model, dep.role, dep.smoke, dep.compute) == (
         "iris-classifier:1", "default", "skipped", "cpu-cluster")
-    assert (dep.instance_count, dep.mini_batch_size, dep.max_concurrency_per_instance) == (
-        2, wanted["mini_batch_size"], wanted["max_concurrency_per_instance"])
-    assert (dep.max_retries, dep.retry_timeout) == (3, wanted["retry_settings"]["timeout"])
-    assert (dep.output_action, dep.output_file_name, dep.logging_level) == (
-        "append_row", "predictions.csv", "info")
+    assert_deployment_follows_the_spec(dep, specs)
     (model,) = target.models
     assert (model.name, model.version, model.tags["run_id"]) == ("iris-classifier", "1", run.run_id)
     (cluster,) = target.computes

@@ -18,12 +18,37 @@ TRAINER = REPO_ROOT / "trainer" / "main.py"
 IRIS_CSV = REPO_ROOT / "data" / "iris_csv.csv"
 
 
+# The files that take longest, longest first (seconds of one test process, measured as in
+# docs/performance.md). `make test` keeps each file in one of its test processes; these go
+# first so that the processes finish together instead of one running a long file alone.
+LONGEST_FILES = (
+    "tests/deployer/test_rollout_local.py",
+    "tests/adf/test_sweep.py",
+    "tests/deployer/engine/test_job.py",
+    "tests/deployer/test_local_cli.py",
+    "tests/trainer/test_main.py",
+    "tests/adf/test_local_runner.py",
+    "tests/deployer/test_concurrency.py",
+    "tests/deployer/engine/test_faults.py",
+    "tests/bicep/test_scan.py",
+)
+
+
+def pytest_configure(config):
+    # xdist would hand out files by their number of tests, most first: the long files
+    # with few tests would start last. They go in collection order instead (see below).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items):
     """Tests that need Azurite (directly or through a fixture) carry the `azurite` marker,
-    so `make test-fast` can leave them out."""
+    so `make test-fast` can leave them out. The longest files are collected first."""
     for item in items:
         if "azurite" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.azurite)
+    rank = {path: n for n, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 @pytest.fixture(scope="session")

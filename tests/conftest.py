@@ -2,7 +2,10 @@
 fresh datastore container per test."""
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -18,12 +21,37 @@ TRAINER = REPO_ROOT / "trainer" / "main.py"
 IRIS_CSV = REPO_ROOT / "data" / "iris_csv.csv"
 
 
+# The files that take longest, longest first (seconds of one test process, measured as in
+# docs/performance.md). `make test` keeps each file in one of its test processes; these go
+# first so that the processes finish together instead of one running a long file alone.
+LONGEST_FILES = (
+    "tests/deployer/test_rollout_local.py",
+    "tests/adf/test_sweep.py",
+    "tests/deployer/engine/test_job.py",
+    "tests/deployer/test_local_cli.py",
+    "tests/trainer/test_main.py",
+    "tests/adf/test_local_runner.py",
+    "tests/deployer/test_concurrency.py",
+    "tests/deployer/engine/test_faults.py",
+    "tests/bicep/test_scan.py",
+)
+
+
+def pytest_configure(config):
+    # xdist would hand out files by their number of tests, most first: the long files
+    # with few tests would start last. They go in collection order instead (see below).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(items):
     """Tests that need Azurite (directly or through a fixture) carry the `azurite` marker,
-    so `make test-fast` can leave them out."""
+    so `make test-fast` can leave them out. The longest files are collected first."""
     for item in items:
         if "azurite" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.azurite)
+    rank = {path: n for n, path in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +89,46 @@ def azurite_queue(tmp_path_factory):
 def trained_source(azurite, tmp_path_factory):
     """The session's one training run (the trainer as a process, as the Batch node runs it):
     (settings, datastore, completed process, node folder). Treat it as read-only; a module
-    that needs a container of its own takes a `published_copy`."""
+    that needs a container of its own takes a `published_copy`.
+
+    With several test processes (`make test`), the first to get here trains and leaves the
+    run in their shared folder; the others upload that run to their own Azurite."""
     tmp = tmp_path_factory.mktemp("trained")
     settings = isolated_settings(azurite, tmp)
     store = container_datastore(settings)
-    result = train_iris(azurite, settings, tmp / "node")
-    assert result.returncode == 0, result.stderr
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        result = train_iris(azurite, settings, tmp / "node")
+        assert result.returncode == 0, result.stderr
+        return settings, store, result, tmp / "node"
+    shared = tmp_path_factory.getbasetemp().parent / "trained-run"
+    shared.mkdir(exist_ok=True)
+    with open(shared / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait for the first one's run
+        if (shared / "result.json").is_file():
+            result = _load_training(shared, store, tmp / "node")
+        else:
+            result = train_iris(azurite, settings, tmp / "node")
+            assert result.returncode == 0, result.stderr
+            _save_training(result, store, tmp / "node", shared)
     return settings, store, result, tmp / "node"
+
+
+def _save_training(result: subprocess.CompletedProcess, store: Datastore, node: Path,
+                   shared: Path) -> None:
+    for blob in store.list():
+        store.download_file(blob.name, shared / "blobs" / blob.name)
+    shutil.copytree(node, shared / "node")
+    (shared / "result.json").write_text(json.dumps(
+        {"args": result.args, "returncode": result.returncode, "stdout": result.stdout,
+         "stderr": result.stderr}))
+
+
+def _load_training(shared: Path, store: Datastore, node: Path) -> subprocess.CompletedProcess:
+    blobs = shared / "blobs"
+    for path in sorted(p for p in blobs.rglob("*") if p.is_file()):
+        store.upload_file(path, path.relative_to(blobs).as_posix())
+    shutil.copytree(shared / "node", node)
+    return subprocess.CompletedProcess(**json.loads((shared / "result.json").read_text()))
 
 
 def published_copy(trained_source, settings: Settings) -> Datastore:

@@ -27,7 +27,8 @@ def test_make_ui_serves_the_local_registry_on_loopback(tmp_path):
 
     port = free_port()
     env = {**os.environ, "LOCAL_DIR": str(local_dir)}
-    server = subprocess.Popen(["make", "--no-print-directory", "ui", f"UI_PORT={port}"],
+    # `-o setup`: installing is `make test`'s own first step, not this test's.
+    server = subprocess.Popen(["make", "--no-print-directory", "-o", "setup", "ui", f"UI_PORT={port}"],
                               cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -43,6 +44,13 @@ def test_make_ui_serves_the_local_registry_on_loopback(tmp_path):
                 assert time.monotonic() < deadline, "the MLflow UI did not answer within 120 s"
                 time.sleep(0.5)
         assert [m["name"] for m in body["registered_models"]] == ["iris-classifier"]
+        # One server process: no pool of workers, no job runner, each importing MLflow.
+        import psutil
+
+        commands = [" ".join(p.cmdline()) for p in psutil.Process(server.pid).children(recursive=True)]
+        assert sum("uvicorn" in c for c in commands) == 1, commands
+        assert not [c for c in commands if "multiprocessing" in c or "job" in c or "huey" in c], \
+            commands
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

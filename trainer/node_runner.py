@@ -303,7 +303,9 @@ def receive(args, work):
     delay, deadline = args.poll_interval, time.monotonic() + max(120.0, args.grace_period)
     while True:
         try:
-            return next(iter(work.receive_messages(max_messages=1,
+            # No client retries (retry_total=0): this loop's backoff rides out an outage and
+            # says so at once; the client's retries would first wait about 15 s in silence.
+            return next(iter(work.receive_messages(max_messages=1, retry_total=0,
                                                    visibility_timeout=args.visibility_timeout)),
                         None)
         except ResourceNotFoundError:

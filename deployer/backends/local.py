@@ -9,7 +9,8 @@ Layout under LOCAL_DIR (default `.local/`):
 - in the datastore (Azurite): `batch-jobs/<job>/named-outputs/score/predictions.csv` and
   `batch-jobs/<job>/logs/...`.
 
-mlflow is imported only by the registry operations and the scoring processes.
+mlflow is imported only to register a model version (reads go to the SQLite file,
+`local_registry`) and by the scoring processes.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from deployer.entities import (NO_OP, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
                                JobUpdate, ModelSource, RegisteredModel, TargetStatus,
                                job_output_dir, predictions_target)
+from deployer.backends.local_registry import RegistryReader, RegistryUnreadable, RegistryVersion
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
 from workspace.errors import ConfigError, NotFound, ProjectError
@@ -161,16 +163,29 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ model
 
     def _find_version(self, name: str, digest: str):
-        if self._client is None and not (self.root / "mlflow.db").exists():
-            return None  # no registry yet (a dry run must not create one)
+        found = self._versions(name, (CONTENT_TAG, digest))
+        return found[0] if found else None
+
+    def _versions(self, name: str, tag: tuple[str, str] | None = None) -> list[RegistryVersion]:
+        """The registered versions of `name` (with tag (key, value) if given), oldest first.
+        Read from the registry file without importing MLflow, unless this backend uses
+        MLflow already or the file cannot be read that way; no registry yet: none (a dry
+        run must not create one)."""
+        if self._client is None:
+            try:
+                return RegistryReader(self.root / "mlflow.db").versions(name, tag)
+            except RegistryUnreadable:
+                pass
         from mlflow.exceptions import MlflowException
 
+        query = f"name='{name}'" + (f" and tags.{tag[0]}='{tag[1]}'" if tag else "")
         try:
-            found = self.client.search_model_versions(
-                f"name='{name}' and tags.{CONTENT_TAG}='{digest}'")
+            found = sorted(self.client.search_model_versions(query), key=lambda v: int(v.version))
+            return [RegistryVersion(name, str(v.version),
+                                    self.client.get_model_version_download_uri(name, v.version),
+                                    dict(v.tags)) for v in found]
         except MlflowException:
-            return None
-        return sorted(found, key=lambda v: int(v.version))[0] if found else None
+            return []
 
     def register_model(self, source: ModelSource, *, dry_run: bool = False,
                        spec=None) -> tuple[RegisteredModel | None, Change]:
@@ -227,8 +242,6 @@ class LocalBackend(Backend):
 
     def _resolve_model(self, ref: str) -> tuple[str, str, str]:
         """'azureml:name@latest' | 'azureml:name:3' | 'name:3' → (name, version, local path)."""
-        from mlflow.exceptions import MlflowException
-
         text = str(ref).removeprefix("azureml:")
         if "@" in text:
             name, label = text.split("@", 1)
@@ -237,19 +250,19 @@ class LocalBackend(Backend):
             name, version = text.split(":", 1)
         else:
             name, version = text, None
-        try:
-            if version is None:
-                versions = self.client.search_model_versions(f"name='{name}'")
-                if not versions:
-                    raise LocalNotFound(f"Model '{name}' has no registered version.",
-                                        "Run `python -m deployer register-and-deploy`.")
-                version = str(max(int(v.version) for v in versions))
-            uri = self.client.get_model_version_download_uri(name, version)
-        except MlflowException as exc:
-            raise LocalNotFound(f"Model '{name}' version {version} is not registered "
-                                f"({str(exc).splitlines()[0]}).",
-                                "Run `python -m deployer register-and-deploy`.") from exc
-        return name, str(version), uri.removeprefix("file://")
+        versions = self._versions(name)
+        if version is None and not versions:
+            raise LocalNotFound(f"Model '{name}' has no registered version.",
+                                "Run `python -m deployer register-and-deploy`.")
+        wanted = str(version).strip()
+        wanted = str(int(wanted)) if wanted.isdigit() else wanted
+        found = versions[-1] if version is None else \
+            next((v for v in versions if v.version == wanted), None)
+        if found is None:
+            raise LocalNotFound(f"Model '{name}' version {version} is not registered (versions: "
+                                f"{', '.join(v.version for v in versions) or 'none'}).",
+                                "Run `python -m deployer register-and-deploy`.")
+        return name, found.version, found.path.removeprefix("file://")
 
     # ------------------------------------------------------------------ compute / endpoint
 
@@ -622,17 +635,8 @@ class LocalBackend(Backend):
 
     def _model_versions(self, names: set[str]) -> tuple[RegisteredModel, ...]:
         """Every registered version of the named models ((), before the registry exists)."""
-        if not names or (self._client is None and not (self.root / "mlflow.db").exists()):
-            return ()
-        from mlflow.exceptions import MlflowException
-
-        versions = []
-        try:
-            for name in sorted(names):
-                versions += [RegisteredModel(name, str(v.version), dict(v.tags))
-                             for v in self.client.search_model_versions(f"name='{name}'")]
-        except MlflowException:
-            return ()
+        versions = [RegisteredModel(name, v.version, dict(v.tags))
+                    for name in sorted(names) for v in self._versions(name)]
         return tuple(sorted(versions, key=lambda m: (m.name, int(m.version))))
 
     def teardown(self, endpoint: str, compute: str, *, dry_run: bool = False) -> list[Change]:

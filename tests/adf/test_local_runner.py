@@ -331,12 +331,20 @@ def _wait_for_task(backend: LocalBackend, run_id: str):
 
     run_dir = backend.runs_dir / run_id
     runner = psutil.Process(int((run_dir / "runner.pid").read_text().split()[0]))
+
+    def task_child() -> list:
+        """The child its pid file names (the runner has other, short-lived children)."""
+        from workspace.processes import read_pid_file
+
+        named = {who.pid for who in map(read_pid_file, run_dir.glob(f"*/{TASK_PID_FILE}")) if who}
+        return [child for child in runner.children() if child.pid in named]
+
     started = time.monotonic()
     deadline = started + 120  # generous: the runner downloads the folder first
-    while not runner.children() and runner.is_running() \
+    while not task_child() and runner.is_running() \
             and runner.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
         time.sleep(0.1)
-    task = runner.children()
+    task = task_child()
     if not task:  # say as much as can be seen: which step the runner was at, and for how long
         alive = runner.is_running() and runner.status() != psutil.STATUS_ZOMBIE
         task_pids = {p.parent.name: p.read_text().strip() for p in run_dir.glob(f"*/{TASK_PID_FILE}")}

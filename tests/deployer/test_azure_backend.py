@@ -54,7 +54,8 @@ def sleeps() -> list:
 @pytest.fixture
 def backend(azure_settings, fake, sleeps) -> AzureBackend:
     return AzureBackend(azure_settings, credential=StaticTokenCredential(),
-                        client_kwargs={"transport": fake}, poll_seconds=0, sleep=sleeps.append)
+                        client_kwargs={"transport": fake, "retry_backoff_factor": 0},  # retried at once
+                        poll_seconds=0, sleep=sleeps.append)
 
 
 @pytest.fixture

@@ -29,16 +29,13 @@ SPEC_DIR = REPO_ROOT / "deployer" / "specs"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, azurite, trained_source):
-    """The session's training run in a container of this module; the model loaded for
-    comparison."""
-    import mlflow.pyfunc
-
+    """The session's training run in a container of this module; its model downloaded
+    (loaded by the test that compares predictions)."""
     tmp = tmp_path_factory.mktemp("deployer")
     settings = isolated_settings(azurite, tmp)
     store = published_copy(trained_source, settings)
     run = find_published_run(store, settings.model_prefix)
-    model = mlflow.pyfunc.load_model(str(download_model(store, run, tmp / "model")))
-    return settings, store, run, model
+    return settings, store, run, download_model(store, run, tmp / "model")
 
 
 class Cli:
@@ -85,7 +82,10 @@ def registered_versions(local_dir: Path) -> list:
 
 
 def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
-    settings, store, run, model = trained
+    import mlflow.pyfunc
+
+    settings, store, run, model_dir = trained
+    model = mlflow.pyfunc.load_model(str(model_dir))
     cli = Cli(settings, tmp_path / "work")
 
     # The plan first: everything would be created, and nothing is.

@@ -15,7 +15,7 @@ import pytest
 
 from deployer.backends.local import LocalBackend
 from deployer.engine.records import read_record, write_record
-from tests.conftest import IRIS_CSV, container_datastore, isolated_settings, train_iris
+from tests.conftest import IRIS_CSV, container_datastore, isolated_settings
 from workspace.published import download_model, find_published_run
 from workspace.settings import REPO_ROOT
 
@@ -23,14 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, azurite):
-    tmp = tmp_path_factory.mktemp("faults")
-    settings = isolated_settings(azurite, tmp)
-    store = container_datastore(settings)
-    result = train_iris(azurite, settings, tmp / "node")
-    assert result.returncode == 0, result.stderr
+def trained(tmp_path_factory, trained_source):
+    """The session's trained model, downloaded."""
+    settings, store, _, _ = trained_source
     run = find_published_run(store, settings.model_prefix)
-    return download_model(store, run, tmp / "model")
+    return download_model(store, run, tmp_path_factory.mktemp("faults") / "model")
 
 
 @pytest.fixture

@@ -296,15 +296,15 @@ def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
     marker = tmp_path / "slept-once"
     slow = save_slow_model(tmp_path / "slow-model", model_dir, marker, mode="once", seconds=60)
     record, job_dir = run_job(tmp_path, settings, slow, str(IRIS_CSV), max_retries=2,
-                              timeout=3)
+                              timeout=2)
     assert marker.exists()
     assert record["status"] == "Completed", record["error"]
     assert record["retries"] == 1
     assert predictions(job_dir) == expected_lines(model, iris(), "iris_csv.csv")
     assert record["predictions"] == counted_by_reading(job_dir)  # the retry counted once
     process_errors = "".join(p.read_text() for p in (job_dir / "logs/user/error").glob("*/*.txt"))
-    assert "mini-batch 0 attempt 1: timed out after 3 s" in process_errors
-    assert "mini-batch 0 attempt 1 failed, retrying: timed out after 3 s" in error_log(job_dir)
+    assert "mini-batch 0 attempt 1: timed out after 2 s" in process_errors
+    assert "mini-batch 0 attempt 1 failed, retrying: timed out after 2 s" in error_log(job_dir)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -322,12 +322,12 @@ def test_a_process_forked_from_the_runner_that_times_out_is_replaced_and_the_min
         expected += expected_lines(model, part, f"part{i}.csv")
     slow = save_slow_model(tmp_path / "slow-model", model_dir, tmp_path / "slept", mode="once",
                            seconds=60)
-    record, job_dir = run_job(tmp_path, settings, slow, str(folder), max_retries=2, timeout=3,
+    record, job_dir = run_job(tmp_path, settings, slow, str(folder), max_retries=2, timeout=2,
                               instance_count=1, max_concurrency_per_instance=2)
     assert record["status"] == "Completed", record["error"]
     assert record["retries"] >= 1
     assert predictions(job_dir) == expected
-    assert "failed, retrying: timed out after 3 s" in error_log(job_dir)
+    assert "failed, retrying: timed out after 2 s" in error_log(job_dir)
     stdout = "".join(p.read_text() for p in (job_dir / "logs/user/stdout").glob("*/*.txt"))
     assert "started with the model loaded by the job runner" in stdout
 

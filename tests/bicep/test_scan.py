@@ -69,7 +69,8 @@ def test_bicep_passes_the_checkov_scan(checkov):
 @pytest.mark.slow
 def test_scan_fails_on_a_file_checkov_cannot_parse(checkov, tmp_path):
     directory = tmp_path / "bicep"
-    shutil.copytree(REPO_ROOT / "bicep" / "modules", directory)
+    directory.mkdir()  # one module that parses, beside the one that does not
+    shutil.copy(REPO_ROOT / "bicep" / "modules" / "identities.bicep", directory)
     (directory / "modern.bicep").write_text("param names string[] = []\n\n"
                                             "output first string = names[0]\n")
     result = _scan(checkov, directory)

@@ -25,15 +25,18 @@ IRIS_CSV = REPO_ROOT / "data" / "iris_csv.csv"
 # docs/performance.md). `make test` keeps each file in one of its test processes; these go
 # first so that the processes finish together instead of one running a long file alone.
 LONGEST_FILES = (
-    "tests/deployer/test_rollout_local.py",
-    "tests/adf/test_sweep.py",
-    "tests/deployer/engine/test_job.py",
-    "tests/deployer/test_local_cli.py",
-    "tests/trainer/test_main.py",
-    "tests/adf/test_local_runner.py",
-    "tests/deployer/test_concurrency.py",
-    "tests/deployer/engine/test_faults.py",
+    "tests/deployer/test_rollout_local.py",  # ~90 s
+    "tests/adf/test_sweep.py",  # ~90 s
+    "tests/deployer/engine/test_job.py",  # ~85 s
+    "tests/adf/test_local_runner.py",  # ~55 s
+    "tests/deployer/test_local_cli.py",  # ~50 s
+    "tests/trainer/test_main.py",  # ~40 s
+    "tests/deployer/engine/test_faults.py",  # ~15 s
     "tests/bicep/test_scan.py",
+    "tests/deployer/test_concurrency.py",
+    "tests/test_make_ui.py",  # ~10 s
+    "tests/workspace/test_local_services.py",
+    "tests/deployer/test_azure_backend.py",  # ~6 s; the rest take less
 )
 
 

@@ -45,7 +45,8 @@ def broken_model(trained, tmp_path) -> str:
     return publish_model_dir(store, run, model_dir, "models-broken")
 
 
-def test_a_broken_model_leaves_the_default_then_rollback_and_keep(trained, broken_model, tmp_path):
+def test_a_broken_model_leaves_the_default_then_rollback_keep_and_cleanup(trained, broken_model,
+                                                                        tmp_path):
     settings, store, run, _ = trained
     cli = Cli(settings, tmp_path / "work")
 
@@ -135,18 +136,12 @@ def test_a_broken_model_leaves_the_default_then_rollback_and_keep(trained, broke
     nothing = cli("rollback")
     assert nothing.returncode == 4 and "no earlier deployment to roll back to" in nothing.stderr
 
-
-def test_cleanup_failed_removes_the_broken_deployment_and_no_smoke_switches(
-        trained, broken_model, tmp_path):
-    settings, _, _, _ = trained
-    cli = Cli(settings, tmp_path / "work")
-    ok(cli("register-and-deploy"))
-
+    # --cleanup-failed: the broken model's new deployment is deleted after its failed smoke
+    # test; the default stays. --no-smoke switches to it without a test.
     cleaned = cli("register-and-deploy", "--model", broken_model, "--cleanup-failed")
     assert cleaned.returncode == 6
     assert "deployment iris-mlflow-v2: delete" in cleaned.stderr
-    assert sorted(deployments(cli)) == ["iris-mlflow-v1"] and default_of(cli) == "iris-mlflow-v1"
-
+    assert sorted(deployments(cli)) == ["iris-mlflow-v3"] and default_of(cli) == "iris-mlflow-v3"
     unchecked = ok(cli("register-and-deploy", "--model", broken_model, "--no-smoke"))
     assert ("smoke", "iris-mlflow-v2", "skip") in rows(unchecked)
     assert "--no-smoke: switching without a test" in unchecked

@@ -6,8 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
-# Two test processes by default (one Azurite and one training run each); a module stays
-# in one process so its module-scoped fixtures are built once. PYTEST_ARGS= runs serially.
+# Two test processes by default (an Azurite each, one training run shared); a module stays
+# in one process so its module-scoped fixtures are built once; the longest modules start
+# first (tests/conftest.py, docs/performance.md). PYTEST_ARGS= runs serially.
 PYTEST_ARGS ?= -n auto --dist loadfile
 UI_PORT ?= 5000
 

@@ -403,6 +403,14 @@ def machine() -> list[tuple[str, str]]:
             ("mlflow", mlflow.version.VERSION), ("scikit-learn", sklearn.__version__)]
 
 
+def write_doc(text: str, doc: Path = DOC) -> None:
+    """The scoring tables replace the top of the document; the sections after it, each
+    between `<!-- name -->` markers (the sweep's, the test suite's), stay."""
+    current = doc.read_text() if doc.exists() else ""
+    start = current.find("\n<!-- ")
+    doc.write_text(text.rstrip("\n") + "\n" + (current[start:] if start >= 0 else ""))
+
+
 def render(cases: list[Case], found: list[Check], runs: int, notes: list[str]) -> str:
     def md(rows):
         return "\n".join("| " + " | ".join(r) + " |" for r in rows)
@@ -495,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"- {note}")
     if not args.no_doc:
-        DOC.write_text(render(cases, found, args.runs, notes))
+        write_doc(render(cases, found, args.runs, notes))
         print(f"wrote {DOC.relative_to(REPO_ROOT)}")
     return 0 if all(c.ok is not False for c in found) else 1
 

@@ -259,13 +259,7 @@ def test_unsupported_expression_fails_before_a_run_exists(settings, datastore, t
 
 
 def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, datastore, tmp_path):
-    definitions = definitions_copy(
-        tmp_path, command="@{pipeline().parameters.python} -c \"import time; time.sleep(60)\"",
-        policy={"retry": 0})
-    _stage_blobs(settings, {"placeholder.txt": b"x"})
-    backend = LocalBackend(settings, definitions)
-    run_id = backend.start({})
-    runner, task = _wait_for_task(backend, run_id)
+    definitions, backend, run_id, runner, task = _start_a_sleeping_task(settings, tmp_path)
     runner.kill()
     assert _gone(task), f"task {task.pid} outlived its runner"
     run = follow(backend, run_id, on_status=lambda r: None, on_reason=lambda r: None,
@@ -324,6 +318,19 @@ def test_no_value_adds_an_argument_to_the_command(settings, datastore, tmp_path)
 
 
 # ------------------------------------------------------------------ faults
+
+
+def _start_a_sleeping_task(settings, tmp_path: Path):
+    """A run whose task sleeps for two minutes, no retry: (definitions, backend, run id,
+    runner process, task process) once the task runs."""
+    definitions = definitions_copy(
+        tmp_path, command="\"@{pipeline().parameters.python}\" -c \"import time; time.sleep(120)\"",
+        policy={"retry": 0})
+    _stage_blobs(settings, {"placeholder.txt": b"x"})
+    backend = LocalBackend(settings, definitions)
+    run_id = backend.start({})
+    runner, task = _wait_for_task(backend, run_id)
+    return definitions, backend, run_id, runner, task
 
 
 def _wait_for_task(backend: LocalBackend, run_id: str):
@@ -426,13 +433,7 @@ def test_a_model_published_by_a_failed_run_is_not_picked(settings, datastore, tm
 
 
 def test_cancel_stops_the_runner_and_its_task(settings, datastore, tmp_path):
-    definitions = definitions_copy(
-        tmp_path, command="\"@{pipeline().parameters.python}\" -c \"import time; time.sleep(120)\"",
-        policy={"retry": 0})
-    _stage_blobs(settings, {"placeholder.txt": b"x"})
-    backend = LocalBackend(settings, definitions)
-    run_id = backend.start({})
-    runner, task = _wait_for_task(backend, run_id)
+    definitions, backend, run_id, runner, task = _start_a_sleeping_task(settings, tmp_path)
     result = adf(settings, "cancel", run_id, "--definitions", str(definitions))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Cancelled" in result.stdout

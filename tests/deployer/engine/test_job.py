@@ -270,15 +270,21 @@ def test_more_broken_links_than_error_threshold_fail_the_job(trained, tmp_path):
     assert "a.csv: not in the output" in error_log(job_dir)
 
 
-def test_parallel_workers_keep_the_output_in_input_order(trained, tmp_path):
-    settings, _, model_dir, model = trained
-    folder = tmp_path / "many"
+def split_iris(folder: Path, model, *, parts: int, rows: int) -> tuple[Path, list[str]]:
+    """Iris in `parts` files of `rows` rows (part0.csv, ...), and the output lines the
+    model gives for them, in input order."""
     folder.mkdir()
     expected = []
-    for i in range(6):
-        part = iris(25, start=i * 25)
+    for i in range(parts):
+        part = iris(rows, start=i * rows)
         part.to_csv(folder / f"part{i}.csv", index=False)
         expected += expected_lines(model, part, f"part{i}.csv")
+    return folder, expected
+
+
+def test_parallel_workers_keep_the_output_in_input_order(trained, tmp_path):
+    settings, _, model_dir, model = trained
+    folder, expected = split_iris(tmp_path / "many", model, parts=6, rows=25)
     record, job_dir = run_job(tmp_path, settings, model_dir, str(folder), mini_batch_size=2,
                               instance_count=1, max_concurrency_per_instance=2)
     assert record["status"] == "Completed"
@@ -313,13 +319,7 @@ def test_a_process_forked_from_the_runner_that_times_out_is_replaced_and_the_min
     from tests.support.slow_model import save_slow_model
 
     settings, _, model_dir, model = trained
-    folder = tmp_path / "two"
-    folder.mkdir()
-    expected = []
-    for i in range(2):
-        part = iris(75, start=i * 75)
-        part.to_csv(folder / f"part{i}.csv", index=False)
-        expected += expected_lines(model, part, f"part{i}.csv")
+    folder, expected = split_iris(tmp_path / "two", model, parts=2, rows=75)
     slow = save_slow_model(tmp_path / "slow-model", model_dir, tmp_path / "slept", mode="once",
                            seconds=60)
     record, job_dir = run_job(tmp_path, settings, slow, str(folder), max_retries=2, timeout=2,

@@ -158,17 +158,18 @@ def start_background(state_dir: Path, port: int, timeout: float = 30,
 
 def stop_background(state_dir: Path, timeout: float = 10, service: str = "blob") -> int | None:
     """Stop a background Azurite service; returns the pid stopped, or None if none ran."""
+    from workspace.processes import ProcessId
+
     pid = running_pid(state_dir, service)
     _layout(state_dir, service)[0].unlink(missing_ok=True)
     if pid is None:
         return None
+    who = ProcessId.of(pid)
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not who.alive():  # gone, or a zombie its new parent has yet to reap
             return pid
-        time.sleep(0.1)
+        time.sleep(0.05)
     os.killpg(pid, signal.SIGKILL)
     return pid

@@ -298,12 +298,13 @@ def test_a_job_past_the_timeout_ends_the_wait_as_on_azure_and_goes_on(trained, t
     """`--timeout` bounds the wait on the local target as on Azure: the same message, hint
     and exit code (test_azure_backend: ..._stops_at_the_deadline_and_says_why); the job's
     detached runner goes on until it is canceled."""
+    from tests.support.rule_model import save_rule_model
     from tests.support.slow_model import save_slow_model
     from workspace.errors import ExitCode
 
     settings, store, run, _ = trained
     cli = Cli(settings, tmp_path / "work")
-    inner = download_model(store, run, tmp_path / "inner")
+    inner = save_rule_model(tmp_path / "rule", download_model(store, run, tmp_path / "inner"))
     slow = save_slow_model(tmp_path / "slow", inner, tmp_path / "predicting", mode="always",
                            seconds=600)
     ok(cli("register-and-deploy", "--no-smoke",

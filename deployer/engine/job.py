@@ -41,6 +41,7 @@ from deployer.azureml_rules import DEPLOYMENT_DEFAULTS
 from deployer.engine.ledger import FAILED, RETRY, Ledger, Succeeded
 from deployer.engine.lifecycle import INPUT_LIST, name_files_not_in_output
 from deployer.engine.messages import Done, Exited, Failed, LoadFailed, Task, TimedOut
+from deployer.engine.model import load_model
 from deployer.engine.pool import PoolError, Worker, WorkerPool
 from deployer.engine.processes import ForkedProcess
 from workspace.processes import ProcessId
@@ -483,10 +484,8 @@ class JobRunner:
         started = time.monotonic()
         model_dir = self.record["model_path"]
         try:
-            import mlflow.pyfunc
-
             # The deployment checked this environment against the model's requirements.
-            model = mlflow.pyfunc.load_model(model_dir, suppress_warnings=True)
+            model = load_model(model_dir)
         except Exception as exc:  # noqa: BLE001 - the job fails with the reason
             _, error_path = log_paths(self.job_dir, 0, 0)
             _append(error_path, f"loading the model from {model_dir} failed:\n"

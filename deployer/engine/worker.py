@@ -201,10 +201,10 @@ def worker_main(conn, model_dir: str, columns: list[tuple], stdout_path: str, er
     started = time.perf_counter()
     if model is None:
         try:
-            import mlflow.pyfunc
+            from deployer.engine.model import load_model
 
             # The deployment checked this environment against the model's requirements.
-            model = mlflow.pyfunc.load_model(model_dir, suppress_warnings=True)
+            model = load_model(model_dir)
         except BaseException as exc:  # noqa: BLE001 - reported to the runner, then exit
             _log_error(error_path, f"loading the model from {model_dir} failed:\n{traceback.format_exc()}")
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

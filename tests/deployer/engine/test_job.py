@@ -440,3 +440,17 @@ def test_a_missing_output_container_fails_the_job_before_scoring(trained, rule_m
     assert record["rows_scored"] == 0 and "scoring" not in record["timings"]
     # Two processes: the runner loaded the model and checked the container meanwhile.
     assert ("model_load" in record["timings"]) == (processes == 2)
+
+
+def test_the_engine_loads_a_model_as_mlflow_does(trained, rule_model):
+    """skops is imported first for a model saved with skops (it is faster so); the loaded
+    model is MLflow's pyfunc either way."""
+    from deployer.engine.model import load_model, serialization_format
+
+    _, _, model_dir, model = trained
+    assert serialization_format(str(model_dir)) == "skops"  # as mlflow.sklearn.save_model wrote it
+    assert serialization_format(str(rule_model[0])) is None
+    assert serialization_format(str(model_dir / "no-such-folder")) is None
+    frame = iris()[FEATURES]
+    assert list(load_model(str(model_dir)).predict(frame)) == list(model.predict(frame))
+    assert list(load_model(str(rule_model[0])).predict(frame)) == list(rule_model[1].predict(frame))

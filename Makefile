@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# checkov in its own virtualenv (its pins clash with .venv): `make scan` and the scan tests.
+SCAN_VENV ?= .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
 # Two test processes by default (an Azurite each, one training run shared); a module stays
 # in one process so its module-scoped fixtures are built once; the longest modules start
 # first (tests/conftest.py, docs/performance.md). PYTEST_ARGS= runs serially.
@@ -32,7 +35,8 @@ setup: $(PY_STAMP) $(NODE_STAMP) ## Install the virtualenv and Azurite (idempote
 browser: ## Install headless Chromium for the report tests (skipped with SKIP_BROWSER_TESTS=1)
 	@if [ "$${SKIP_BROWSER_TESTS:-}" != 1 ]; then scripts/ensure-chromium.sh; fi
 
-test: setup browser ## Run the test suite (starts its own Azurite on a free loopback port)
+# Everything the tests use is installed first, so that pytest's time is the tests' own.
+test: setup browser $(SCAN_STAMP) ## Run the test suite (starts its own Azurite on a free loopback port)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup ## The quick tests only: no Azurite, no trainer or job processes, no browser (~30 s)
@@ -83,8 +87,6 @@ LOCATION ?= westeurope
 PREFIX ?= irisops
 PRIVATE_NETWORKING ?= false
 ALLOWED_IP ?=
-SCAN_VENV ?= .venv-scan
-SCAN_STAMP := $(SCAN_VENV)/.installed
 AZURE_SH = LOCATION="$(LOCATION)" PREFIX="$(PREFIX)" PRIVATE_NETWORKING="$(PRIVATE_NETWORKING)" \
   ALLOWED_IP="$(ALLOWED_IP)" PYTHON="$(PYTHON)" bash bicep/azure.sh
 

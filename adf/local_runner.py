@@ -40,7 +40,6 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from adf.definitions import (LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
                              filled, load_definitions, placeholder_values, references)
@@ -48,11 +47,10 @@ from adf.expressions import PipelineContext, evaluate
 from adf.parameters import check_parameters
 from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound)
 from adf.staging import split_folder_path
-from workspace.azurite import is_listening
-from workspace.datastore import RETRY, Datastore
-from workspace.errors import ConfigError, DatastoreUnavailable, ProjectError
+from workspace.datastore import Datastore
+from workspace.errors import ConfigError, ProjectError
 from workspace.processes import die_with, kill_group, live_pid, write_pid_file
-from workspace.settings import LOCAL_HOST, REPO_ROOT, Settings, azurite_connection_string
+from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
 RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
@@ -346,18 +344,7 @@ class _Worker:
             _write_json(self.run_dir / RUN_FILE, asdict(self.run))
 
     def container(self, name: str) -> Datastore:
-        from azure.storage.blob import BlobServiceClient, ExponentialRetry
-
-        hint = (f"The local datastore (Azurite) is not reachable at "
-                f"{self.plan.azurite_blob_endpoint}; start it with `make local-up`.")
-        # Nothing listening on the loopback port is final: say so now, not after the
-        # client's retries (about 15 s). Retries stay for errors of a running Azurite.
-        endpoint = urlsplit(self.plan.azurite_blob_endpoint)
-        if endpoint.hostname == LOCAL_HOST and not is_listening(endpoint.port):
-            raise DatastoreUnavailable(hint)
-        service = BlobServiceClient.from_connection_string(
-            self.connection_string, retry_policy=ExponentialRetry(**RETRY), connection_timeout=5)
-        return Datastore(service.get_container_client(name), unreachable_hint=hint)
+        return Datastore.on_azurite(self.plan.azurite_blob_endpoint, name)
 
     def execute(self) -> None:
         self.run.status = "InProgress"

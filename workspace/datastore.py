@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from workspace.errors import DatastoreError, DatastoreUnavailable
-from workspace.settings import Settings
+from workspace.settings import Settings, azurite_connection_string
 
 # Bounded retries: a dead endpoint fails in seconds, not minutes.
 RETRY = {"initial_backoff": 0.5, "increment_base": 2, "retry_total": 3}
@@ -51,30 +51,42 @@ class Datastore:
     def from_settings(cls, settings: Settings, credential=None) -> "Datastore":
         from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
-        options = {"retry_policy": ExponentialRetry(**RETRY), "connection_timeout": 5}
         if settings.is_local:
-            from workspace.azurite import is_listening
+            return cls.on_azurite(settings.azurite_blob_endpoint, settings.container,
+                                  name=settings.datastore_name)
+        settings.require("storage_blob_url", "container")
+        if credential is None:
+            from azure.identity import DefaultAzureCredential
 
-            if not is_listening(int(settings.azurite_port)):  # fail fast, not after retries
-                raise DatastoreUnavailable(
-                    f"The local datastore (Azurite) is not reachable at "
-                    f"{settings.azurite_blob_endpoint}.", "Start it with `make local-up`.")
-            service = BlobServiceClient.from_connection_string(
-                settings.azurite_connection_string, **options)
-            hint = (f"The local datastore (Azurite) is not reachable at "
-                    f"{settings.azurite_blob_endpoint}; start it with `make local-up`.")
-        else:
-            settings.require("storage_blob_url", "container")
-            if credential is None:
-                from azure.identity import DefaultAzureCredential
-
-                credential = DefaultAzureCredential()
-            service = BlobServiceClient(settings.blob_endpoint, credential=credential, **options)
-            hint = (f"Storage at {settings.blob_endpoint} is not reachable; check "
-                    "AZURE_STORAGE_BLOB_URL in .env and your network (private networking "
-                    "allows only the set-up IP).")
+            credential = DefaultAzureCredential()
+        service = BlobServiceClient(settings.blob_endpoint, credential=credential,
+                                    retry_policy=ExponentialRetry(**RETRY), connection_timeout=5)
+        hint = (f"Storage at {settings.blob_endpoint} is not reachable; check "
+                "AZURE_STORAGE_BLOB_URL in .env and your network (private networking "
+                "allows only the set-up IP).")
         return cls(service.get_container_client(settings.container), name=settings.datastore_name,
                    unreachable_hint=hint)
+
+    @classmethod
+    def on_azurite(cls, blob_endpoint: str, container: str, *,
+                   name: str = "workspaceblobstore") -> "Datastore":
+        """A container of the local Azurite at blob_endpoint. Nothing listening there is
+        final: it is said at once, not after the client's retries (about 15 s)."""
+        from urllib.parse import urlsplit
+
+        from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+        from workspace.azurite import is_listening
+
+        if not is_listening(urlsplit(blob_endpoint).port):
+            raise DatastoreUnavailable(f"The local datastore (Azurite) is not reachable at "
+                                       f"{blob_endpoint}.", "Start it with `make local-up`.")
+        service = BlobServiceClient.from_connection_string(
+            azurite_connection_string(blob_endpoint), retry_policy=ExponentialRetry(**RETRY),
+            connection_timeout=5)
+        return cls(service.get_container_client(container), name=name, unreachable_hint=(
+            f"The local datastore (Azurite) is not reachable at {blob_endpoint}; start it "
+            "with `make local-up`."))
 
     # ------------------------------------------------------------------ errors
 

@@ -96,6 +96,17 @@ def container_datastore(settings: Settings) -> Datastore:
 
 
 @pytest.fixture(scope="session")
+def azure_storage(azurite):
+    """The session's Azurite behind a proxy that answers as Azure Storage does where
+    Azurite differs (tests/support/azure_storage_proxy.py): its port stands in for
+    Azurite's, e.g. `isolated_settings(azure_storage, tmp_path)`."""
+    from tests.support.azure_storage_proxy import AzureStorageProxy
+
+    with AzureStorageProxy(azurite.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
 def azurite_queue(tmp_path_factory):
     """Azurite's queue service (sweeps), beside the blob service."""
     from workspace.queues import AzuriteQueueProcess

@@ -117,6 +117,16 @@ def azurite_queue(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def azure_queue(azurite_queue):
+    """The session's Azurite queue service behind a proxy that answers as Azure Storage
+    does where Azurite differs: its port stands in for AZURITE_QUEUE_PORT."""
+    from tests.support.azure_storage_proxy import QUEUE_RULES, AzureStorageProxy
+
+    with AzureStorageProxy(azurite_queue.port, rules=QUEUE_RULES) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
 def trained_source(azurite, tmp_path_factory):
     """The session's one training run (the trainer as a process, as the Batch node runs it):
     (settings, datastore, completed process, node folder). Treat it as read-only; a module

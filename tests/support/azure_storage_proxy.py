@@ -64,7 +64,8 @@ class Exchange:
         return parts[1], parts[2]
 
 
-def azure_error(exchange: Exchange, status: int, reason: str, code: str, message: str) -> None:
+def azure_error(exchange: Exchange, status: int, reason: str, code: str, message: str,
+                service: str = "Blob") -> None:
     """Replace the answer with a Storage error as Azure sends it: the status with its
     reason phrase, the `x-ms-error-code` header, and an XML body
     `<Error><Code/><Message/></Error>` whose message ends with the request id and time.
@@ -78,7 +79,7 @@ def azure_error(exchange: Exchange, status: int, reason: str, code: str, message
     body = ('\ufeff<?xml version="1.0" encoding="utf-8"?><Error>'
             f"<Code>{code}</Code><Message>{text}</Message></Error>").encode("utf-8")
     headers = [("Content-Length", str(len(body))), ("Content-Type", "application/xml"),
-               ("Server", "Windows-Azure-Blob/1.0 Microsoft-HTTPAPI/2.0"),
+               ("Server", f"Windows-Azure-{service}/1.0 Microsoft-HTTPAPI/2.0"),
                ("x-ms-request-id", request_id), ("x-ms-error-code", code),
                ("Date", formatdate(usegmt=True))]
     for name in ("x-ms-client-request-id", "x-ms-version"):
@@ -113,7 +114,26 @@ def lease_is_checked_before_existence(proxy: "AzureStorageProxy", exchange: Exch
     return True
 
 
+def a_stale_pop_receipt_finds_no_message(proxy: "AzureStorageProxy",
+                                         exchange: Exchange) -> bool:
+    """Delete Message or Update Message with a pop receipt that is no longer valid (the
+    message was received again, updated, or deleted since).
+
+    Azure: 404 MessageNotFound, "The specified message does not exist." (Delete Message:
+    "If a message with a matching pop receipt isn't found, the service returns error code
+    404 (Not Found)", learn.microsoft.com/rest/api/storageservices/delete-message2; seen as
+    such in Azure/azure-storage-net#285 and Azure/azure-storage-python#300). Azurite 3.37:
+    400 PopReceiptMismatch."""
+    if not (exchange.method in ("DELETE", "PUT") and "popreceipt" in exchange.query
+            and exchange.status == 400 and exchange.error_code == "PopReceiptMismatch"):
+        return False
+    azure_error(exchange, 404, "The specified message does not exist.", "MessageNotFound",
+                "The specified message does not exist.", service="Queue")
+    return True
+
+
 BLOB_RULES: tuple[Rule, ...] = (lease_is_checked_before_existence,)
+QUEUE_RULES: tuple[Rule, ...] = (a_stale_pop_receipt_finds_no_message,)
 
 
 class AzureStorageProxy:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -16,9 +17,11 @@ from workspace.errors import DatastoreError
 pytestmark = pytest.mark.slow
 
 
-def test_three_concurrent_deploys_register_the_content_once(trained, tmp_path):
+def test_three_concurrent_deploys_register_the_content_once(trained, azure_storage, tmp_path):
+    """On storage answering as Azure does, where creating the lock blob while another run
+    holds its lease is refused with 412 LeaseIdMissing (Azurite 3.37 answers 409)."""
     settings, _, _, _ = trained
-    cli = Cli(settings, tmp_path / "work")
+    cli = Cli(replace(settings, azurite_port=str(azure_storage.port)), tmp_path / "work")
     procs = [subprocess.Popen([sys.executable, "-m", "deployer", "register-and-deploy"],
                               cwd=cli.workdir, env=cli.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)

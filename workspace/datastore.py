@@ -322,7 +322,7 @@ class LockHolder:
 
     def __str__(self) -> str:
         if not self.purpose:
-            return "another process (which has not said who it is)"
+            return "another process (the lock does not name it)"
         return f"{self.purpose} (process {self.pid} on {self.host}, since {self.since})"
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 
 from tests.adf.test_sweep import sweep_env
 from tests.conftest import container_datastore, isolated_settings
+from tests.support.held_lock import HeldLock
 from workspace.queues import SweepQueues, queue_service
 from workspace.settings import REPO_ROOT
 
@@ -34,17 +34,7 @@ def test_status_waits_for_another_collector_on_azure(azure_storage, azure_queue,
     queues.send("results", RESULT)
     lock = f"sweeps/{SWEEP_ID}/ledger.lock"
 
-    held, release = threading.Event(), threading.Event()
-
-    def collector():
-        with store.lease_lock(lock, purpose="sweep collector"):
-            held.set()
-            release.wait(120)
-
-    holder = threading.Thread(target=collector)
-    holder.start()
-    try:
-        assert held.wait(30)
+    with HeldLock(store, lock, "sweep collector"):
         status = subprocess.Popen([sys.executable, "-m", "adf", "sweep", "status", SWEEP_ID],
                                   cwd=REPO_ROOT, env=sweep_env(settings), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -53,9 +43,6 @@ def test_status_waits_for_another_collector_on_azure(azure_storage, azure_queue,
             assert status.poll() is None, status.communicate()
             time.sleep(0.1)
         assert status.poll() is None, status.communicate()
-    finally:
-        release.set()
-        holder.join(60)
     out, err = status.communicate(timeout=120)
     assert status.returncode == 0, err
     assert "done 1 + failed 0 = 1 == total 1" in out

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from dataclasses import replace
 
 import pytest
 
 from tests.deployer.test_local_cli import Cli, actions, registered_versions, trained  # noqa: F401
+from tests.support.held_lock import HeldLock
 from workspace.errors import DatastoreError
 
 pytestmark = pytest.mark.slow
@@ -55,16 +55,7 @@ def test_the_lock_waits_for_its_holder_then_names_it(datastore):
     from deployer.app import deploy_lock_blob
 
     blob = deploy_lock_blob("ep-lock")
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with datastore.lease_lock(blob, purpose="test"):
-            held.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    assert held.wait(30)
+    holder = HeldLock(datastore, blob, "test")
     messages: list[str] = []
     with pytest.raises(DatastoreError, match="Gave up the deploy of x after 1.5 s") as err:
         with datastore.lease_lock(blob, purpose="deploy of x", wait_seconds=1.5,
@@ -74,8 +65,7 @@ def test_the_lock_waits_for_its_holder_then_names_it(datastore):
     assert "held by test (process" in str(err.value)
     assert messages and "held by test (process" in messages[0]
     # Once released, the next caller gets it at once.
-    release.set()
-    thread.join(30)
+    holder.release()
     with datastore.lease_lock(blob, purpose="deploy of x", wait_seconds=30,
                               progress=messages.append):
         pass

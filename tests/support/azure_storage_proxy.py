@@ -155,14 +155,6 @@ class AzureStorageProxy:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name=f"azure storage proxy :{self.port}", daemon=True)
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://{LOCAL_HOST}:{self.port}/{AZURITE_ACCOUNT}"
-
-    @property
-    def connection_string(self) -> str:
-        return azurite_connection_string(self.endpoint)
-
     def start(self) -> "AzureStorageProxy":
         self._thread.start()
         return self

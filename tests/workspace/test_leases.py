@@ -13,7 +13,8 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
 from tests.conftest import container_datastore, isolated_settings
-from workspace.datastore import Datastore
+from tests.support.held_lock import HeldLock
+from workspace.datastore import Datastore, LockHolder
 from workspace.errors import DatastoreError
 
 LOCK = "locks/register-and-deploy/ep.lock"
@@ -33,41 +34,16 @@ def store(service, tmp_path):
 @pytest.fixture
 def hold(store):
     """hold(purpose): the lock held by a thread until its `release()` (or the test's end)."""
-    holders: list[Holder] = []
+    holders: list[HeldLock] = []
 
-    def start(purpose: str) -> Holder:
-        holders.append(Holder(store, purpose))
+    def start(purpose: str) -> HeldLock:
+        holders.append(HeldLock(store, LOCK, purpose))
         return holders[-1]
 
     yield start
     for holder in holders:
         holder.done.set()
         holder.thread.join(60)
-
-
-class Holder:
-    """lease_lock held in a thread until `release()`."""
-
-    def __init__(self, store, purpose: str, name: str = LOCK):
-        self.held, self.done = threading.Event(), threading.Event()
-        self.error: Exception | None = None
-        self.thread = threading.Thread(target=self._hold, args=(store, name, purpose))
-        self.thread.start()
-        assert self.held.wait(30), self.error
-
-    def _hold(self, store, name, purpose):
-        try:
-            with store.lease_lock(name, purpose=purpose):
-                self.held.set()
-                self.done.wait(60)
-        except Exception as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-            self.held.set()
-
-    def release(self) -> None:
-        self.done.set()
-        self.thread.join(60)
-        assert self.error is None, self.error
 
 
 def test_the_proxy_answers_a_put_on_a_leased_blob_as_azure_does(azurite, azure_storage,
@@ -140,3 +116,11 @@ def test_each_holder_is_named_as_itself(store, hold):
     assert len(messages) == 1, messages
     assert "held by register-and-deploy of endpoint 'ep' (process" in messages[0], messages
     assert "sweep collector" not in messages[0]
+
+
+def test_a_holder_name_outside_ascii_survives_the_metadata():
+    """Metadata values travel as HTTP header values: the purpose is percent-encoded."""
+    holder = LockHolder("rollback of endpoint 'é'\n", "12", "host", "2026-01-01 00:00:00 UTC")
+    metadata = holder.metadata()
+    assert all(value.isascii() and "\n" not in value for value in metadata.values())
+    assert LockHolder.from_metadata(metadata) == holder

@@ -4,7 +4,7 @@ Azurite 3.37 answers otherwise, so that the real SDK and the project's code can 
 
 Everything is forwarded to Azurite unchanged; each rule sees a request and Azurite's
 answer and may replace the answer with the one Azure gives. The rules are listed in
-docs/azure.md ("Where Azurite and Azure differ"). Use it in place of Azurite's port:
+docs/azure.md ("Where Azurite and Azure Storage differ"). Use it in place of Azurite's port:
 
     with AzureStorageProxy(azurite.port) as proxy:
         settings = replace(settings, azurite_port=str(proxy.port))
@@ -67,11 +67,11 @@ class Exchange:
 def azure_error(exchange: Exchange, status: int, reason: str, code: str, message: str,
                 service: str = "Blob") -> None:
     """Replace the answer with a Storage error as Azure sends it: the status with its
-    reason phrase, the `x-ms-error-code` header, and an XML body
-    `<Error><Code/><Message/></Error>` whose message ends with the request id and time.
-    Source: "Status and error codes" and "Common REST API error codes" of the Azure Storage
-    REST reference (learn.microsoft.com/rest/api/storageservices/status-and-error-codes2),
-    whose sample response carries these headers and this body."""
+    reason phrase, the error code in the `x-ms-error-code` header (versions 2017-07-29 and
+    later) and an XML body `<Error><Code/><Message/></Error>` whose message ends with the
+    request id and time ("Status and error codes",
+    learn.microsoft.com/rest/api/storageservices/status-and-error-codes2). Azure's XML
+    starts with a UTF-8 byte order mark."""
     request_id = str(uuid.uuid4())
     now = datetime.now(timezone.utc)
     text = (f"{message}\nRequestId:{request_id}\n"

@@ -68,8 +68,8 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
     load_grid(grid)  # a bad grid fails before any service is touched
     sweeps = make_sweeps(target, definitions_dir)
     record = sweeps.start(grid, workers, parse_param_options(params), click.echo)
-    click.echo(f"Started sweep {record.sweep_id}: {record.total} lines, {workers} runner(s), "
-               f"pipeline run {record.pipeline_run_id} ({sweeps.backend.target}).")
+    click.echo(f"Started sweep {record.sweep_id}: {record.total} lines, {record.workers} "
+               f"runner(s), pipeline run {record.pipeline_run_id} ({sweeps.backend.target}).")
     if no_wait:
         click.echo(f"Follow it with: python -m adf sweep status {record.sweep_id}")
         return

@@ -26,6 +26,7 @@ from adf.staging import STAGED_FILES, stage
 from adf.sweep_grid import GridLine, load_grid
 from adf.sweep_runners import Runners, runner_count
 from workspace.errors import ConfigError, NotFound, OperationFailed
+from workspace.quality import MIN_TEST_ROWS, accuracy_text, rank_key, test_rows_problem
 from workspace.queues import SweepQueues
 from workspace.settings import REPO_ROOT
 
@@ -72,10 +73,17 @@ class Ledger:
             self.failed[line] = body
 
     def leaderboard(self) -> list[dict]:
-        """Complete runs, best first: test accuracy, then macro-F1, then the earlier line."""
-        return sorted(self.done.values(), key=lambda r: (-r["metrics"]["test_accuracy"],
-                                                         -r["metrics"]["test_f1_macro"],
-                                                         r["line"]))
+        """Complete runs with enough test rows to rank (workspace/quality.py), best first:
+        test accuracy, then macro-F1, then the earlier line."""
+        return sorted((r for r in self.done.values() if not test_rows_problem(r["metrics"])),
+                      key=lambda r: rank_key(r["metrics"], r["line"]))
+
+    def unranked(self) -> list[tuple[dict, str]]:
+        """Complete runs left out of the leaderboard, by line, with the reason."""
+        return [(r, f"{accuracy_text(r['metrics'])} {test_rows_problem(r['metrics'])}; a run "
+                    f"needs at least {MIN_TEST_ROWS} test rows to be ranked")
+                for r in sorted(self.done.values(), key=lambda r: r["line"])
+                if test_rows_problem(r["metrics"])]
 
 
 @dataclass

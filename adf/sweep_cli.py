@@ -152,6 +152,9 @@ def _show(state) -> None:
                        f"{entry['metrics']['test_accuracy']:>8.3f} "
                        f"{entry['metrics']['test_f1_macro']:>8.3f} {entry['seconds']:>6.1f}  "
                        f"{describe_params(entry['params'])}")
+    for entry, reason in state.ledger.unranked():
+        click.secho(f"line {entry['line']} not ranked ({describe_params(entry['params'])}): "
+                    f"run {entry['runId']}: {reason}.", fg="yellow")
     for line, failure in sorted(state.ledger.failed.items(), key=lambda kv: int(kv[0])):
         click.secho(f"line {line} failed after {failure['attempts']} attempt(s) "
                     f"({describe_params(failure['params'])}): {failure['error']}", fg="red")

@@ -1,5 +1,6 @@
-"""What `sweep start` checks before it queues a line: the runner's parameters, with the
-runner's own option types, and how many runners can work at once."""
+"""What `sweep start` checks before it queues a line (the runner's parameters, with the
+runner's own option types, and how many runners can work at once), and which lines a
+sweep ranks (enough test rows)."""
 from __future__ import annotations
 
 import argparse
@@ -15,13 +16,15 @@ from adf.azure_backend import AzureBackend
 from adf.definitions import SWEEP_PIPELINE_FILE, Document, load_definitions
 from adf.local_runner import LOCAL_POOL_SLOTS, LocalBackend, plan_activity
 from adf.parameters import script_parser
-from adf.sweep import Sweeps
+from adf.sweep import Ledger, Sweeps
 from adf.sweep_runners import runner_count
 from tests.adf.test_azure_backend import AZURE_VALUES
 from tests.adf.test_sweep import cli, queue_names, sweep_settings  # noqa: F401 - fixtures
+from tests.conftest import container_datastore, isolated_settings
 from tests.support.fake_http import StaticTokenCredential
 from workspace.errors import ConfigError, ExitCode
 from workspace.settings import Settings
+from workspace.sweep_runs import sweep_runs
 
 
 def _grid(tmp_path: Path, lines: int) -> Path:
@@ -155,14 +158,73 @@ def test_a_bad_pool_size_setting_is_refused(value, tmp_path):
         Settings.load(env_file=tmp_path / "none.env", environ={"BATCH_POOL_MAX_NODES": value})
 
 
+# ------------------------------------------------------------------ a real sweep
+
+
+@pytest.fixture(scope="module")
+def small_sweep(azurite, azurite_queue, tmp_path_factory):
+    """Two lines, one holding out 3 Iris rows (test_size 0.001), the other 30 (0.2), started
+    with --workers 1000."""
+    tmp = tmp_path_factory.mktemp("small-sweep")
+    settings = replace(isolated_settings(azurite, tmp), azurite_queue_port=str(azurite_queue.port))
+    container_datastore(settings)
+    grid = tmp / "grid.csv"
+    grid.write_text("epochs,test_size\n50,0.001\n50,0.2\n")
+    result = cli(settings, "adf", "sweep", "start", "--grid", str(grid), "--workers", "1000",
+                 "--param", "gracePeriodSeconds=1", "--poll", "0.5", timeout=240)
+    return settings, result
+
+
 @pytest.mark.slow
-def test_a_local_sweep_with_1000_workers_on_two_lines_starts_two_runners(sweep_settings,
-                                                                          tmp_path):
-    result = cli(sweep_settings, "adf", "sweep", "start", "--grid", str(_grid(tmp_path, 2)),
-                 "--workers", "1000", "--param", "gracePeriodSeconds=1", "--poll", "0.5",
-                 timeout=240)
+def test_a_local_sweep_with_1000_workers_on_two_lines_starts_two_runners(small_sweep):
+    settings, result = small_sweep
     assert result.returncode == 0, result.stdout + result.stderr
     assert "--workers 1000 lowered to 2: the grid has 2 line(s)" in result.stdout
     assert re.search(r"Started sweep [\w-]+: 2 lines, 2 runner\(s\)", result.stdout)
-    run_dir = next((Path(sweep_settings.local_dir) / "adf" / "runs").iterdir())
+    run_dir = next((Path(settings.local_dir) / "adf" / "runs").iterdir())
     assert len(json.loads((run_dir / "run.json").read_text())["activities"]) == 2
+
+
+@pytest.mark.slow
+def test_a_line_on_three_test_rows_is_not_ranked_nor_deployed_as_the_best(small_sweep):
+    settings, result = small_sweep
+    out = result.stdout
+    board = re.findall(r"^\s+(\d+)\s+(\d)\s+([0-9a-f]{32})\s+([\d.]+)", out, re.M)
+    assert [(rank, line) for rank, line, *_ in board] == [("1", "3")], out
+    tiny = re.search(r"^line 2 not ranked \(epochs=50 test_size=0.001\): run ([0-9a-f]{32}): "
+                     r"test_accuracy [\d.]+ on only 3 test rows; a run needs at least 30 test "
+                     r"rows to be ranked\.$", out, re.M)
+    assert tiny, out
+    assert "done 2 + failed 0 = 2 == total 2" in out
+
+    from workspace.datastore import Datastore
+
+    runs = sweep_runs(Datastore.from_settings(settings), settings.model_prefix, "latest")
+    assert [(r.line, r.run.metrics["test_rows"]) for r in runs] == [(3, 30.0), (2, 3.0)]
+    listed = cli(settings, "adf", "sweep", "list")
+    assert re.search(rf"\s2\s+0\s+[\d.]+ \(line 3\)$", listed.stdout, re.M), listed.stdout
+    deploy = cli(settings, "deployer", "register-and-deploy", "--sweep", "latest", "--dry-run",
+                 "--force")
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert f"best complete run {board[0][2]} (line 3," in deploy.stdout + deploy.stderr
+    # Asked for by id, the run of line 2 is refused by the gate.
+    refused = cli(settings, "deployer", "register-and-deploy", "--run-id", tiny.group(1),
+                  "--dry-run")
+    assert refused.returncode == ExitCode.QUALITY_GATE, refused.stdout + refused.stderr
+    assert "on only 3 test rows: the quality gate needs at least 30" in refused.stderr
+
+
+def test_the_ledger_ranks_only_lines_with_enough_test_rows():
+    ledger = Ledger()
+    for line, accuracy, rows in ((2, 1.0, 3.0), (3, 0.967, 30.0), (4, 0.9, 45.0), (5, 1.0, None)):
+        metrics = {"test_accuracy": accuracy, "test_f1_macro": accuracy}
+        if rows is not None:
+            metrics["test_rows"] = rows
+        ledger.record("results", {"line": line, "runId": f"r{line}", "params": {},
+                                  "metrics": metrics})
+    assert [r["line"] for r in ledger.leaderboard()] == [3, 4]
+    assert [(r["line"], why) for r, why in ledger.unranked()] == [
+        (2, "test_accuracy 1.000 on only 3 test rows; a run needs at least 30 test rows to be "
+            "ranked"),
+        (5, "test_accuracy 1.000 with no test_rows metric (the size of its test set); a run "
+            "needs at least 30 test rows to be ranked")]

@@ -37,6 +37,7 @@ def sweep():
     Examples:
       python -m adf sweep start --grid data/sweep.csv --workers 2
       python -m adf sweep start --grid data/sweep.csv --param maxAttempts=2 --no-wait
+      python -m adf sweep start --grid data/sweep.csv --workers 50   # lowered to what can run
       python -m adf sweep status               # the newest sweep
       python -m adf sweep list
     """
@@ -47,10 +48,13 @@ def sweep():
               show_default=True, help="CSV of trainer options (epochs, lr, seed, test_size), "
               "one line per run.")
 @click.option("--workers", type=int, default=2, show_default=True,
-              help="Runners (Batch tasks) taking lines from the queue in parallel.")
+              help="Runners (Batch tasks) taking lines from the queue in parallel; lowered to "
+              "the grid's lines, the ForEach's batchCount and the pool's task slots "
+              "(BATCH_POOL_MAX_NODES on Azure, the cores locally).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A sweep pipeline parameter (repeatable): maxAttempts, "
-              "visibilityTimeoutSeconds, gracePeriodSeconds, containerPath, ...")
+              "visibilityTimeoutSeconds (1 to 604800), gracePeriodSeconds (0 to 3600), "
+              "containerPath, ...; checked with the runner's own option types.")
 @click.option("--no-wait", is_flag=True, help="Start the sweep and return its id.")
 @click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
               help="Seconds between progress checks (default: 0.5 local, 10 Azure).")

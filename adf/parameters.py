@@ -79,9 +79,9 @@ def check_parameters(definitions: Definitions, values: dict[str, Any],
     could add or change an argument of the command. `names`: the ones to check (default all)."""
     template = command_template(definitions)
     options = trainer_options(template)
-    script = _SCRIPT.search(template)
-    parser = script_parser(script.group(1)) if script else None
-    actions = {o: a for a in parser._actions for o in a.option_strings} if parser else {}
+    found = _SCRIPT.search(template)
+    script = found.group(1) if found else "main.py"  # a changed command: the trainer's rules
+    actions = {o: a for a in script_parser(script)._actions for o in a.option_strings}
     for name in names if names is not None else list(values):
         if name not in values or f"parameters.{name}" not in template:
             continue
@@ -95,9 +95,8 @@ def check_parameters(definitions: Definitions, values: dict[str, Any],
             try:
                 action.type(text)
             except argparse.ArgumentTypeError as exc:
-                raise ConfigError(f"--param {name}={text}: passed to "
-                                  f"{SCRIPTS[script.group(1)]} as {options[name]}, which "
-                                  f"{exc}.") from None
+                raise ConfigError(f"--param {name}={text}: passed to {SCRIPTS[script]} as "
+                                  f"{options[name]}, which {exc}.") from None
         _check_splits_the_same(definitions, values, name, template)
 
 

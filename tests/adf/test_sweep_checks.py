@@ -201,12 +201,12 @@ def test_a_line_on_three_test_rows_is_not_ranked_nor_deployed_as_the_best(small_
 
     runs = sweep_runs(Datastore.from_settings(settings), settings.model_prefix, "latest")
     assert [(r.line, r.run.metrics["test_rows"]) for r in runs] == [(3, 30.0), (2, 3.0)]
-    listed = cli(settings, "adf", "sweep", "list")
-    assert re.search(rf"\s2\s+0\s+[\d.]+ \(line 3\)$", listed.stdout, re.M), listed.stdout
-    deploy = cli(settings, "deployer", "register-and-deploy", "--sweep", "latest", "--dry-run",
-                 "--force")
-    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-    assert f"best complete run {board[0][2]} (line 3," in deploy.stdout + deploy.stderr
+    best = cli(settings, "deployer", "register-and-deploy", "--sweep", "latest", "--dry-run",
+               "--force")
+    said = best.stdout + best.stderr
+    assert best.returncode == 0 and f"best complete run {board[0][2]} (line 3," in said, said
+    listed = cli(settings, "adf", "sweep", "list").stdout
+    assert re.search(r"\s2\s+0\s+[\d.]+ \(line 3\)$", listed, re.M), listed
     # Asked for by id, the run of line 2 is refused by the gate.
     refused = cli(settings, "deployer", "register-and-deploy", "--run-id", tiny.group(1),
                   "--dry-run")

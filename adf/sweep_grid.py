@@ -147,6 +147,10 @@ def _cell_error(path: Path, number: int, exc: csv.Error) -> ConfigError:
         return ConfigError(f"Grid file '{path}' line {number}: a value is longer than "
                            f"{MAX_CELL_CHARS} characters (an unclosed quote?).",
                            "Each value is one number; close every quote on its own line.")
+    if "new-line character" in str(exc):  # lines split on a lone \r only (old Mac files)
+        return ConfigError(f"Grid file '{path}' line {number}: a line break inside a line (a "
+                           "carriage return without a line feed).",
+                           "Save the grid with LF or CRLF line ends.")
     return ConfigError(f"Grid file '{path}' line {number}: not valid CSV ({exc}).")
 
 

@@ -67,6 +67,14 @@ def test_a_file_over_the_byte_cap_is_refused_while_reading(tmp_path):
     assert f"is larger than {MAX_BYTES // 1024} KiB" in _refused(grid)
 
 
+def test_line_ends_lf_and_crlf_are_read_and_a_lone_cr_is_named(tmp_path):
+    grid = tmp_path / "grid.csv"
+    grid.write_bytes(b"epochs,lr\r\n20,0.1\r\n30,0.1\r\n")
+    assert [g.line for g in load_grid(grid)] == [2, 3]
+    grid.write_bytes(b"epochs,lr\r20,0.1\r30,0.1\r")
+    assert "line 1: a line break inside a line (a carriage return" in _refused(grid)
+
+
 def test_bad_utf8_names_its_line(tmp_path):
     grid = tmp_path / "grid.csv"
     grid.write_bytes(b"epochs,lr\n20,0.1\n30,0.\xff\n")

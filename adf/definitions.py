@@ -24,6 +24,11 @@ CREDENTIALS_DIR = "credentials"
 PLACEHOLDER = re.compile(r"__([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)__")
 # Pipeline parameters the local runner always sets itself; their Azure defaults may stay empty.
 LOCAL_ONLY_EMPTY = frozenset({"AZURE_STORAGE_BLOB_URL", "POOL_IDENTITY_CLIENT_ID"})
+# A ForEach's batchCount: 20 when absent, at most 50 ("batchCount ... Integer (maximum 50)",
+# https://learn.microsoft.com/azure/data-factory/control-flow-for-each-activity; the REST
+# type has maxValue 50, tests/fixtures/azure_types.json ForEachActivityTypeProperties).
+DEFAULT_BATCH_COUNT = 20
+MAX_BATCH_COUNT = 50
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,14 @@ def load_definitions(directory: Path | None = None, pipeline_file: str = PIPELIN
     linked = {d.name: d for d in map(_read, sorted((directory / LINKED_SERVICES_DIR).glob("*.json")))}
     creds = {d.name: d for d in map(_read, sorted((directory / CREDENTIALS_DIR).glob("*.json")))}
     return Definitions(directory, pipeline, linked, creds)
+
+
+def for_each_batch_count(for_each: dict) -> int:
+    """Iterations of a ForEach that run at once: 1 if sequential, else its batchCount."""
+    properties = for_each.get("typeProperties", {})
+    if properties.get("isSequential"):
+        return 1
+    return max(1, min(int(properties.get("batchCount", DEFAULT_BATCH_COUNT)), MAX_BATCH_COUNT))
 
 
 def references(node: Any, kind: str) -> list[str]:

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from adf.definitions import (LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
-                             filled, load_definitions, placeholder_values, references)
+                             filled, for_each_batch_count, load_definitions,
+                             placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
 from adf.parameters import check_parameters
 from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound)
@@ -149,8 +150,8 @@ def _plan_for_each(for_each: dict | None, context: PipelineContext, where: str) 
         raise ConfigError(f"{where}: items evaluates to {type(items).__name__}, not an array.")
     if not items:
         raise ConfigError(f"{where}: items is empty; nothing would run.")
-    parallel = 1 if properties.get("isSequential") else int(properties.get("batchCount", 20))
-    return {"iterations": len(items), "batch_count": max(1, min(parallel, LOCAL_POOL_SLOTS))}
+    return {"iterations": len(items),
+            "batch_count": min(for_each_batch_count(for_each), LOCAL_POOL_SLOTS)}
 
 
 def _referenced_linked_services(definitions: Definitions, reference_objects: dict,
@@ -192,6 +193,10 @@ class LocalBackend(Backend):
 
     def folder_path(self) -> str:
         return self.definitions().folder_path
+
+    def task_slots(self) -> tuple[int, str]:
+        return LOCAL_POOL_SLOTS, (f"the local pool runs {LOCAL_POOL_SLOTS} tasks at once "
+                                  "(this machine's cores)")
 
     def staging_datastore(self) -> tuple[Datastore, str]:
         container, prefix = split_folder_path(self.folder_path())

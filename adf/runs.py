@@ -127,6 +127,10 @@ class Backend(ABC):
     def logs_datastore(self):
         """A Datastore over the `adfjobs` container of the staging storage."""
 
+    def task_slots(self) -> tuple[int | None, str]:
+        """How many tasks the pool runs at once (None: unknown here), and why."""
+        return None, "the pool's size is unknown"
+
     def waiting_reason(self, run: PipelineRun) -> str | None:
         """Why the run is not done yet, if the backend can tell (Azure: the Batch pool)."""
         return None

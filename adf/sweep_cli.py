@@ -37,6 +37,7 @@ def sweep():
     Examples:
       python -m adf sweep start --grid data/sweep.csv --workers 2
       python -m adf sweep start --grid data/sweep.csv --param maxAttempts=2 --no-wait
+      python -m adf sweep start --grid data/sweep.csv --workers 50   # lowered to what can run
       python -m adf sweep status               # the newest sweep
       python -m adf sweep list
     """
@@ -47,10 +48,13 @@ def sweep():
               show_default=True, help="CSV of trainer options (epochs, lr, seed, test_size), "
               "one line per run.")
 @click.option("--workers", type=int, default=2, show_default=True,
-              help="Runners (Batch tasks) taking lines from the queue in parallel.")
+              help="Runners (Batch tasks) taking lines from the queue in parallel; lowered to "
+              "the grid's lines, the ForEach's batchCount and the pool's task slots "
+              "(BATCH_POOL_MAX_NODES on Azure, the cores locally).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A sweep pipeline parameter (repeatable): maxAttempts, "
-              "visibilityTimeoutSeconds, gracePeriodSeconds, containerPath, ...")
+              "visibilityTimeoutSeconds (1 to 604800), gracePeriodSeconds (0 to 3600), "
+              "containerPath, ...; checked with the runner's own option types.")
 @click.option("--no-wait", is_flag=True, help="Start the sweep and return its id.")
 @click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
               help="Seconds between progress checks (default: 0.5 local, 10 Azure).")
@@ -68,8 +72,8 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
     load_grid(grid)  # a bad grid fails before any service is touched
     sweeps = make_sweeps(target, definitions_dir)
     record = sweeps.start(grid, workers, parse_param_options(params), click.echo)
-    click.echo(f"Started sweep {record.sweep_id}: {record.total} lines, {workers} runner(s), "
-               f"pipeline run {record.pipeline_run_id} ({sweeps.backend.target}).")
+    click.echo(f"Started sweep {record.sweep_id}: {record.total} lines, {record.workers} "
+               f"runner(s), pipeline run {record.pipeline_run_id} ({sweeps.backend.target}).")
     if no_wait:
         click.echo(f"Follow it with: python -m adf sweep status {record.sweep_id}")
         return
@@ -152,6 +156,9 @@ def _show(state) -> None:
                        f"{entry['metrics']['test_accuracy']:>8.3f} "
                        f"{entry['metrics']['test_f1_macro']:>8.3f} {entry['seconds']:>6.1f}  "
                        f"{describe_params(entry['params'])}")
+    for entry, reason in state.ledger.unranked():
+        click.secho(f"line {entry['line']} not ranked ({describe_params(entry['params'])}): "
+                    f"run {entry['runId']}: {reason}.", fg="yellow")
     for line, failure in sorted(state.ledger.failed.items(), key=lambda kv: int(kv[0])):
         click.secho(f"line {line} failed after {failure['attempts']} attempt(s) "
                     f"({describe_params(failure['params'])}): {failure['error']}", fg="red")

@@ -32,6 +32,7 @@ OUTPUTS: dict[str, str] = {
     "BATCH_ACCOUNT": "batchAccount",
     "BATCH_ACCOUNT_URL": "batchAccountUrl",
     "BATCH_POOL_ID": "batchPoolId",
+    "BATCH_POOL_MAX_NODES": "batchPoolMaxNodes",
     "POOL_IDENTITY_CLIENT_ID": "poolIdentityClientId",
     "DATASTORE_NAME": "datastoreName",
     "DATASTORE_CONTAINER": "datastoreContainer",

@@ -306,6 +306,7 @@ output adfIdentityResourceId string = identities.outputs.factoryIdentityId
 output batchAccount string = batch.outputs.batchAccountName
 output batchAccountUrl string = batch.outputs.batchAccountUrl
 output batchPoolId string = batch.outputs.poolId
+output batchPoolMaxNodes string = string(poolMaxNodes)
 output poolIdentityClientId string = identities.outputs.poolIdentityClientId
 output datastoreName string = workspace.outputs.datastoreName
 output datastoreContainer string = storage.outputs.containerName

@@ -12,8 +12,10 @@ from pathlib import Path
 import click
 
 from workspace.cli_support import ProjectGroup, target_option
+from workspace.quality import MIN_TEST_ROWS
 
 MIN_ACCURACY_ENV = "DEPLOYER_MIN_ACCURACY"
+MIN_TEST_ROWS_ENV = "DEPLOYER_MIN_TEST_ROWS"
 
 spec_dir_option = click.option(
     "--spec-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
@@ -89,12 +91,17 @@ def cli():
 @click.option("--run-id", default=None, help="Deploy the published run with this MLflow run id.")
 @click.option("--sweep", "sweep_id", metavar="SWEEP_ID|latest", default=None,
               help="Deploy the best complete run of this sweep (test accuracy, then macro-F1, "
-              "then the earlier line); 'latest' is the newest sweep.")
+              f"then the earlier line; runs with fewer than {MIN_TEST_ROWS} test rows last); "
+              "'latest' is the newest sweep.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (create/update/no-op per resource); "
               "change nothing.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), default=0.9, show_default=True,
               envvar=MIN_ACCURACY_ENV, show_envvar=True,
               help="Quality gate: refuse a model whose test_accuracy is lower.")
+@click.option("--min-test-rows", type=click.IntRange(1), default=MIN_TEST_ROWS,
+              show_default=True, envvar=MIN_TEST_ROWS_ENV, show_envvar=True,
+              help="Quality gate: refuse a model whose test_accuracy was measured on fewer test "
+              "rows (on 3 rows, 1.000 says little; see docs/architecture.md).")
 @click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate.")
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
@@ -108,14 +115,15 @@ def cli():
 @timeout_option
 @target_option
 @spec_dir_option
-def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, force, smoke, keep,
-                        cleanup_failed, timeout_minutes, target, spec_dir):
+def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min_test_rows, force,
+                        smoke, keep, cleanup_failed, timeout_minutes, target, spec_dir):
     """Register the newest complete model and roll it out as the endpoint's default.
 
     \b
     1. finds the newest run published by the trainer (manifest.json) unless --model or
        --run-id says which, and verifies every file hash of its manifest;
-    2. quality gate: test_accuracy must reach --min-accuracy (or --force);
+    2. quality gate: test_accuracy must reach --min-accuracy, measured on at least
+       --min-test-rows test rows (or --force);
     3. registers it with lineage tags; the same content again makes no new version;
     4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
        version (<deployment name>-v<version>);
@@ -131,13 +139,15 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, for
       python -m deployer register-and-deploy --cleanup-failed
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
       python -m deployer register-and-deploy --sweep latest
+      python -m deployer register-and-deploy --min-test-rows 50
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
     deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     if sweep_id:
         run_id = deployer.sweep_run_id(sweep_id, given=model_path or run_id)
     result = deployer.register_and_deploy(model_path=model_path, run_id=run_id, dry_run=dry_run,
-                                          force=force, min_accuracy=min_accuracy, smoke=smoke,
+                                          force=force, min_accuracy=min_accuracy,
+                                          min_test_rows=min_test_rows, smoke=smoke,
                                           keep=keep, cleanup_failed=cleanup_failed)
     _print_deploy(result, settings)
 

@@ -68,6 +68,9 @@ class Settings:
     batch_account_url: str = _key("BATCH_ACCOUNT_URL",
                                   "Batch endpoint, https://<account>.<region>.batch.azure.com.")
     batch_pool_id: str = _key("BATCH_POOL_ID", "Batch pool that runs the trainer.", "dsvm-pool")
+    batch_pool_max_nodes: str = _key("BATCH_POOL_MAX_NODES",
+                                     "Most nodes the pool autoscales to (one sweep runner each; "
+                                     "a sweep starts no more runners).")
     pool_identity_client_id: str = _key("POOL_IDENTITY_CLIENT_ID",
                                         "Client id of the pool's user-assigned identity.")
     batch_endpoint_name: str = _key("BATCH_ENDPOINT_NAME",
@@ -126,6 +129,11 @@ class Settings:
         if not self.azurite_queue_port.isdigit():
             raise ConfigError(f"AZURITE_QUEUE_PORT is '{self.azurite_queue_port}'.",
                               "Set a port number.")
+        if self.batch_pool_max_nodes and not (self.batch_pool_max_nodes.isdigit()
+                                              and int(self.batch_pool_max_nodes) > 0):
+            raise ConfigError(f"BATCH_POOL_MAX_NODES is '{self.batch_pool_max_nodes}'.",
+                              "Set the pool's autoscale maximum (a whole number of at least 1), "
+                              "or leave it empty.")
 
     def require(self, *names: str) -> None:
         """Raise one ConfigError naming every missing Azure setting."""

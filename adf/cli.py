@@ -6,11 +6,14 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import ProjectGroup, target_option
+from workspace.cli_support import ProjectGroup, checked, target_option
+from workspace.names import PIPELINE_RUN_ID
 from workspace.settings import Settings
 
 STDOUT_TAIL = 20
 STDERR_TAIL = 40
+
+run_id_argument = click.argument("run_id", required=False, callback=checked(PIPELINE_RUN_ID))
 
 definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -121,7 +124,7 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @click.option("--wait", is_flag=True, help="Follow the run until it ends.")
 @target_option
 @definitions_option
@@ -145,7 +148,7 @@ def status(run_id, wait, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @target_option
 @definitions_option
 def cancel(run_id, target, definitions_dir):
@@ -178,7 +181,7 @@ def cancel(run_id, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @click.option("--tail", "tail_lines", type=int, default=0, metavar="N",
               help="Only the last N lines of each stream (default: everything).")
 @target_option

@@ -1,0 +1,93 @@
+"""Every name a user passes is checked with its kind's rule (workspace/names.py) before a
+file or blob path is built from it: the CLIs run as processes, one test per kind of name.
+No test here needs Azurite: each name is refused before any service is called."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from workspace.errors import ExitCode
+from workspace.settings import REPO_ROOT
+
+
+def cli(module: str, local_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m <module> ...` on the local target, with no .env and no service running
+    (port 1 answers nothing)."""
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env.update(TARGET="local", LOCAL_DIR=str(local_dir), AZURITE_BLOB_PORT="1",
+               AZURITE_QUEUE_PORT="1", PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_refused(result: subprocess.CompletedProcess, where: str, kind: str) -> None:
+    """Exit 2 (usage), one error line naming the option or argument, then the rule."""
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {where} "), result.stderr
+    assert f"is not a valid {kind}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------- ADF run ids
+
+
+def _a_run_folder_outside(root: Path) -> Path:
+    """A folder outside the runs folder that looks like a run in progress whose runner is
+    gone: run.json, and an attempt with a scratch folder (`tmp`) that a dead run's clean-up
+    removes."""
+    outside = root / "outside"
+    (outside / "attempt-1" / "tmp").mkdir(parents=True)
+    (outside / "attempt-1" / "tmp" / "keep.txt").write_text("not the runner's to delete")
+    run = {"run_id": "x", "pipeline": "train-iris", "status": "InProgress",
+           "activities": [{"activity_run_id": "attempt-1", "name": "Train",
+                           "status": "InProgress"}]}
+    (outside / "run.json").write_text(json.dumps(run))
+    return outside
+
+
+@pytest.mark.parametrize("command", ["status", "cancel", "logs"])
+def test_a_run_id_cannot_reach_outside_the_runs_folder(tmp_path, command):
+    local = tmp_path / "local"
+    (local / "adf" / "runs").mkdir(parents=True)
+    outside = _a_run_folder_outside(tmp_path)
+    before = (outside / "run.json").read_text()
+    escape = os.path.relpath(outside, local / "adf" / "runs")  # ../../../outside
+
+    result = cli("adf", local, command, escape)
+
+    assert_refused(result, "RUN_ID", "ADF pipeline run id")
+    assert "GUID" in result.stderr  # the rule
+    assert (outside / "run.json").read_text() == before  # not rewritten as Failed
+    assert (outside / "attempt-1" / "tmp" / "keep.txt").is_file()  # not removed
+
+
+def test_a_run_id_in_a_published_manifest_cannot_reach_outside_the_runs_folder(tmp_path):
+    """The run id of a model's manifest (from the datastore) is a name too: the provenance
+    check reads only runs of this machine's runs folder."""
+    from adf.local_runner import LocalBackend
+    from workspace.settings import Settings
+
+    local = tmp_path / "local"
+    (local / "adf" / "runs").mkdir(parents=True)
+    outside = _a_run_folder_outside(tmp_path)
+    before = (outside / "run.json").read_text()
+    settings = Settings.load(env_file=tmp_path / "no.env", environ={}, local_dir=str(local))
+    backend = LocalBackend(settings)
+
+    escape = os.path.relpath(outside, backend.runs_dir)
+    assert backend.provenance_problem({"pipeline_run_id": escape}) is None  # not a run here
+
+    assert (outside / "run.json").read_text() == before
+    assert (outside / "attempt-1" / "tmp" / "keep.txt").is_file()
+
+
+def test_a_well_formed_run_id_that_is_unknown_is_not_found(tmp_path):
+    result = cli("adf", tmp_path / "local", "status", str(uuid.uuid4()))
+    assert result.returncode == ExitCode.NOT_FOUND, result.stderr

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from adf.targets import make_backend
 from workspace.cli_support import ProjectGroup, checked, target_option
 from workspace.names import PIPELINE_RUN_ID
-from workspace.settings import Settings
 
 STDOUT_TAIL = 20
 STDERR_TAIL = 40
@@ -19,17 +19,6 @@ definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
     default=None, help="Directory holding pipeline.json, linkedServices/ and credentials/ "
     "(default: adf/ of this repo). Handy to try a changed pipeline before committing it.")
-
-
-def make_backend(target: str | None, definitions_dir: Path | None):
-    settings = Settings.load().with_target(target)
-    if settings.is_local:
-        from adf.local_runner import LocalBackend
-
-        return LocalBackend(settings, definitions_dir)
-    from adf.azure_backend import AzureBackend
-
-    return AzureBackend(settings, definitions_dir)
 
 
 @click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -24,6 +24,7 @@ from adf.definitions import SWEEP_PIPELINE_FILE, coerce_parameters
 from adf.staging import STAGED_FILES, stage
 from adf.sweep_grid import GridLine, load_grid
 from workspace.errors import ConfigError, NotFound, OperationFailed
+from workspace.names import SWEEP_ID
 from workspace.queues import SweepQueues
 from workspace.settings import REPO_ROOT
 
@@ -172,7 +173,7 @@ class Sweeps:
     # ------------------------------------------------------------------ records
 
     def _blob(self, sweep_id: str, name: str) -> str:
-        return f"{SWEEPS_PREFIX}/{sweep_id}/{name}"
+        return f"{SWEEPS_PREFIX}/{SWEEP_ID.check(sweep_id, 'sweep id')}/{name}"
 
     def save(self, record: SweepRecord) -> None:
         self.store.upload_bytes(json.dumps(asdict(record), indent=2).encode(),

@@ -91,3 +91,34 @@ def test_a_run_id_in_a_published_manifest_cannot_reach_outside_the_runs_folder(t
 def test_a_well_formed_run_id_that_is_unknown_is_not_found(tmp_path):
     result = cli("adf", tmp_path / "local", "status", str(uuid.uuid4()))
     assert result.returncode == ExitCode.NOT_FOUND, result.stderr
+
+
+# ---------------------------------------------------------------------- sweep ids
+
+
+@pytest.mark.parametrize("module, args, where", [
+    ("adf", ["sweep", "status"], "SWEEP_ID"),
+    ("deployer", ["register-and-deploy", "--dry-run", "--sweep"], "--sweep"),
+])
+@pytest.mark.parametrize("sweep_id", ["../other/x", "SW-1", "sw-" + "1" * 60])
+def test_a_sweep_id_is_the_stem_of_queue_names(tmp_path, module, args, where, sweep_id):
+    result = cli(module, tmp_path / "local", *args, sweep_id)
+    assert_refused(result, where, "sweep id")
+    assert "storage queues" in result.stderr
+
+
+# ---------------------------------------------------------------------- Azure ML names
+
+
+@pytest.mark.parametrize("command", ["show", "cancel", "download"])
+@pytest.mark.parametrize("name", ["j" * 256, "../../adf/runs/x", "a.b"])
+def test_a_job_name_follows_azure_mls_rule(tmp_path, command, name):
+    """A name over 255 characters was an OSError traceback (File name too long)."""
+    result = cli("deployer", tmp_path / "local", "jobs", command, name)
+    assert_refused(result, "NAME", "Azure ML job name")
+    assert "1-255 letters, digits" in result.stderr
+
+
+def test_a_deployment_name_follows_azure_mls_rule(tmp_path):
+    result = cli("deployer", tmp_path / "local", "rollback", "--dry-run", "--to", "../x")
+    assert_refused(result, "--to", "Azure ML batch deployment name")

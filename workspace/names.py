@@ -94,6 +94,8 @@ JOB_NAME = NameRule("Azure ML job name", "A job name has " + _ARM_RULE, ARM_NAME
 # workspace's job name rule here (the same names the SDK and the studio show for both).
 EXPERIMENT_NAME = NameRule("Azure ML experiment name", "An experiment name has " + _ARM_RULE,
                            ARM_NAME, ARM_NAME_MAX)
+DEPLOYMENT_NAME = NameRule("Azure ML batch deployment name",
+                           "A deployment name has " + _ARM_RULE, ARM_NAME, ARM_NAME_MAX)
 DATASTORE_NAME = NameRule("Azure ML datastore name", "A datastore name has " + _ARM_RULE,
                           ARM_NAME, ARM_NAME_MAX)
 

@@ -451,7 +451,8 @@ class LocalBackend(Backend):
 
     def _new_job_dir(self, name: str | None) -> Path:
         """The folder of a new job: `name` (refused if a job has it), else batchjob-<uuid>."""
-        job_dir = self.jobs_dir / (name or f"batchjob-{uuid.uuid4()}")
+        job_dir = self.jobs_dir / (JOB_NAME.check(name, "--job-name") if name
+                                   else f"batchjob-{uuid.uuid4()}")
         try:
             job_dir.mkdir(parents=True)
         except FileExistsError:
@@ -563,9 +564,7 @@ class LocalBackend(Backend):
             return False
 
     def _job_dir(self, name: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]*", name or ""):
-            raise ConfigError(f"'{name}' is not a job name.", "See `python -m deployer status`.")
-        job_dir = self.jobs_dir / name
+        job_dir = self.jobs_dir / JOB_NAME.check(name, "job name")
         if not (job_dir / "job.json").is_file():
             raise LocalNotFound(f"Job '{name}' does not exist on the local target.",
                                 "`python -m deployer status` lists recent jobs.")

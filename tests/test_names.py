@@ -122,3 +122,21 @@ def test_a_job_name_follows_azure_mls_rule(tmp_path, command, name):
 def test_a_deployment_name_follows_azure_mls_rule(tmp_path):
     result = cli("deployer", tmp_path / "local", "rollback", "--dry-run", "--to", "../x")
     assert_refused(result, "--to", "Azure ML batch deployment name")
+
+
+# ---------------------------------------------------------------------- pipeline parameters
+
+
+@pytest.mark.parametrize("param, message", [
+    ("containerPath=models/../../other", "error: --param containerPath 'models/../../other' is "
+                                         "not a valid container path: its folder"),
+    ("containerPath=../x", "error: --param containerPath '../x' is not a valid container path"),
+    ("python=/bin/sh", "error: --param python: 'python' is not a run's parameter"),
+])
+def test_trigger_refuses_a_blob_path_outside_the_rules_and_the_runners_interpreter(
+        tmp_path, param, message):
+    result = cli("adf", tmp_path / "local", "trigger", "--no-stage", "--param", param)
+    assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
+    assert result.stderr.startswith(message), result.stderr
+    assert "epochs, learningRate, containerPath" in result.stderr or "Storage" in result.stderr
+    assert not (tmp_path / "local" / "adf" / "runs").exists()

@@ -24,6 +24,11 @@ class InvalidName(ConfigError):
     """A name breaks the rule of its kind (exit code 2)."""
 
 
+def _part(label: str, value: str, problem: str) -> str:
+    """The problem of one part of a composite name ("its container 'X': ...")."""
+    return f"its {label} {shown(value)}" + (f": {problem}" if problem else " breaks its rule")
+
+
 def shown(value) -> str:
     """A value for an error message: quoted, cut after SHOWN_CHARACTERS."""
     text = str(value)
@@ -175,11 +180,11 @@ class ContainerPathRule(NameRule):
         container, slash, folder = value.partition("/")
         problem = CONTAINER_NAME.problem(container)
         if problem is not None:
-            return f"its container {shown(container)}: {problem}"
+            return _part("container", container, problem)
         if slash:
             problem = BLOB_PATH.problem(folder)
             if problem is not None:
-                return f"its folder {shown(folder)}: {problem}"
+                return _part("folder", folder, problem)
         return None
 
 
@@ -211,10 +216,10 @@ class DatastoreFilePathRule(NameRule):
         datastore, path = match.groups()
         problem = DATASTORE_NAME.problem(datastore)
         if problem is not None:
-            return f"its datastore {shown(datastore)}: {problem}"
+            return _part("datastore", datastore, problem)
         problem = BLOB_PATH.problem(path)
         if problem is not None:
-            return f"its path {shown(path)}: {problem}"
+            return _part("path", path, problem)
         if "." not in path.rsplit("/", 1)[-1].strip("."):
             return "its last segment is not a file name with an extension"
         return None

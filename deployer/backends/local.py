@@ -39,7 +39,9 @@ from deployer.entities import (NO_OP, Change, ComputeStatus, Deployment,
 from deployer.backends.local_registry import RegistryReader, RegistryUnreadable, RegistryVersion
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
+from workspace.cleanups import register_cleanup
 from workspace.errors import ConfigError, NotFound, ProjectError
+from workspace.names import JOB_NAME
 from workspace.settings import REPO_ROOT, Settings
 
 CONTENT_TAG = "content_sha256"
@@ -100,6 +102,9 @@ class LocalBackend(Backend):
         self._client = mlflow_client
         self.python = python
         self.timeout_seconds = timeout_seconds
+        # `python -m workspace down` settles jobs whose runner died (deployer/engine/lifecycle.py)
+        register_cleanup(self.root, "deployer-jobs", "deployer.engine.lifecycle",
+                         str(self.jobs_dir))
 
     # ------------------------------------------------------------------ clients
 

@@ -24,6 +24,7 @@ AZURE_VALUES = dict(
     target="azure", subscription_id="00000000-0000-0000-0000-000000000001",
     resource_group="rg-iris", location="westeurope", storage_account="stiris",
     storage_blob_url="https://stiris.blob.core.windows.net", key_vault="kv-iris",
+    storage_suffix="core.windows.net", key_vault_dns_suffix=".vault.azure.net",
     aml_workspace="mlw-iris", data_factory="adf-iris",
     adf_identity_resource_id="/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/"
                              "rg-iris/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-adf",

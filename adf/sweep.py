@@ -190,9 +190,9 @@ class Sweeps:
     def ids(self) -> list[str]:
         """Every sweep id, newest first (ids sort by their start time)."""
         suffix = "/" + RECORD_NAME
-        return sorted((b.name[len(SWEEPS_PREFIX) + 1:-len(suffix)]
-                       for b in self.store.list(SWEEPS_PREFIX + "/") if b.name.endswith(suffix)),
-                      reverse=True)
+        ids = (b.name[len(SWEEPS_PREFIX) + 1:-len(suffix)]
+               for b in self.store.list(SWEEPS_PREFIX + "/") if b.name.endswith(suffix))
+        return sorted((i for i in ids if SWEEP_ID.is_valid(i)), reverse=True)  # not ours: skipped
 
     def latest_id(self) -> str:
         ids = self.ids()

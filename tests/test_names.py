@@ -140,3 +140,17 @@ def test_trigger_refuses_a_blob_path_outside_the_rules_and_the_runners_interpret
     assert result.stderr.startswith(message), result.stderr
     assert "epochs, learningRate, containerPath" in result.stderr or "Storage" in result.stderr
     assert not (tmp_path / "local" / "adf" / "runs").exists()
+
+
+def test_a_sweep_record_under_a_name_that_is_not_a_sweep_id_is_left_out_of_the_list(datastore):
+    """Sweep ids are read back from blob names too: one that breaks the rule (written by
+    something else) is skipped, not the end of `sweep list` for every sweep."""
+    from types import SimpleNamespace
+
+    from adf.sweep import Sweeps, new_sweep_id
+
+    good = new_sweep_id()
+    for name in (good, "Not A Sweep", "SW-UPPER"):
+        datastore.upload_bytes(b"{}", f"sweeps/{name}/sweep.json")
+    sweeps = Sweeps(SimpleNamespace(pipeline_file=""), datastore, queue_service=None)
+    assert sweeps.ids() == [good]

@@ -102,9 +102,6 @@ class LocalBackend(Backend):
         self._client = mlflow_client
         self.python = python
         self.timeout_seconds = timeout_seconds
-        # `python -m workspace down` settles jobs whose runner died (deployer/engine/lifecycle.py)
-        register_cleanup(self.root, "deployer-jobs", "deployer.engine.lifecycle",
-                         str(self.jobs_dir))
 
     # ------------------------------------------------------------------ clients
 
@@ -463,6 +460,9 @@ class LocalBackend(Backend):
         except FileExistsError:
             raise ConfigError(f"A job named '{name}' already exists.",
                               "Job names are unique in a workspace; pick another --job-name.")
+        # `python -m workspace down` then settles jobs whose runner died (engine/lifecycle.py)
+        register_cleanup(self.root, "deployer-jobs", "deployer.engine.lifecycle",
+                         str(self.jobs_dir))
         return job_dir
 
     def _input_uri(self, input_path: str) -> str:

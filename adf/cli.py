@@ -6,27 +6,19 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import ProjectGroup, target_option
-from workspace.settings import Settings
+from adf.targets import make_backend
+from workspace.cli_support import ProjectGroup, checked, target_option
+from workspace.names import PIPELINE_RUN_ID
 
 STDOUT_TAIL = 20
 STDERR_TAIL = 40
+
+run_id_argument = click.argument("run_id", required=False, callback=checked(PIPELINE_RUN_ID))
 
 definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
     default=None, help="Directory holding pipeline.json, linkedServices/ and credentials/ "
     "(default: adf/ of this repo). Handy to try a changed pipeline before committing it.")
-
-
-def make_backend(target: str | None, definitions_dir: Path | None):
-    settings = Settings.load().with_target(target)
-    if settings.is_local:
-        from adf.local_runner import LocalBackend
-
-        return LocalBackend(settings, definitions_dir)
-    from adf.azure_backend import AzureBackend
-
-    return AzureBackend(settings, definitions_dir)
 
 
 @click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,7 +113,7 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @click.option("--wait", is_flag=True, help="Follow the run until it ends.")
 @target_option
 @definitions_option
@@ -145,7 +137,7 @@ def status(run_id, wait, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @target_option
 @definitions_option
 def cancel(run_id, target, definitions_dir):
@@ -178,7 +170,7 @@ def cancel(run_id, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @click.option("--tail", "tail_lines", type=int, default=0, metavar="N",
               help="Only the last N lines of each stream (default: everything).")
 @target_option

@@ -50,6 +50,7 @@ from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progres
 from adf.staging import split_folder_path
 from workspace.datastore import Datastore
 from workspace.errors import ConfigError, ProjectError
+from workspace.names import PIPELINE_RUN_ID
 from workspace.processes import die_with, kill_group, live_pid, write_pid_file
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
@@ -186,6 +187,10 @@ class LocalBackend(Backend):
     def runs_dir(self) -> Path:
         return self.settings.local_path / "adf" / "runs"
 
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of a run: only a run id (a GUID) names one, never a path."""
+        return self.runs_dir / PIPELINE_RUN_ID.check(run_id, "run id")
+
     def definitions(self) -> Definitions:
         return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings,
                       pipeline_only=True,
@@ -215,7 +220,7 @@ class LocalBackend(Backend):
         values = effective_parameters(definitions, {**local, **parameters})
         run_id = str(uuid.uuid4())
         plan = plan_activity(definitions, values, run_id, self.settings)
-        run_dir = self.runs_dir / run_id
+        run_dir = self.run_dir(run_id)
         run_dir.mkdir(parents=True)
         _write_json(run_dir / PLAN_FILE, asdict(plan))
         _write_json(run_dir / RUN_FILE, asdict(PipelineRun(
@@ -233,7 +238,7 @@ class LocalBackend(Backend):
         return run_id
 
     def get_run(self, run_id: str) -> PipelineRun:
-        run_dir = self.runs_dir / run_id
+        run_dir = self.run_dir(run_id)
         try:
             data = json.loads((run_dir / RUN_FILE).read_text())
         except FileNotFoundError:
@@ -269,7 +274,7 @@ class LocalBackend(Backend):
         run = self.get_run(run_id)
         if run.is_terminal:
             return run
-        run_dir = self.runs_dir / run_id
+        run_dir = self.run_dir(run_id)
         pid = live_pid(run_dir / PID_FILE, "adf.local_runner")
         if pid is not None:
             os.kill(pid, signal.SIGTERM)  # the runner stops its task and records Cancelled
@@ -285,7 +290,7 @@ class LocalBackend(Backend):
     def provenance_problem(self, adf: dict) -> str | None:
         """Why a model made by this pipeline run and attempt must not be used, or None."""
         run_id = adf.get("pipeline_run_id")
-        if not run_id or not (self.runs_dir / run_id / RUN_FILE).exists():
+        if not PIPELINE_RUN_ID.is_valid(run_id) or not (self.run_dir(run_id) / RUN_FILE).exists():
             return None  # not a run of this machine's local target
         run = self.get_run(run_id)
         if run.status != "Succeeded":

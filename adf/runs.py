@@ -207,13 +207,3 @@ def tail(text: str, lines: int) -> str:
     kept = text.rstrip("\n").splitlines()[-lines:] if lines > 0 else text.splitlines()
     return "\n".join(kept)
 
-
-def model_provenance_check(settings: Settings) -> Callable[[dict], str | None] | None:
-    """For readers of published models: given a manifest's `adf` entry, why its model must
-    not be used (its pipeline run or attempt did not succeed), or None. Local target only:
-    its runs are on this machine; on Azure a failed activity's Batch task is ended by Batch."""
-    if not settings.is_local:
-        return None
-    from adf.local_runner import LocalBackend
-
-    return LocalBackend(settings).provenance_problem

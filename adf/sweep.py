@@ -26,6 +26,7 @@ from adf.staging import STAGED_FILES, stage
 from adf.sweep_grid import GridLine, load_grid
 from adf.sweep_runners import Runners, runner_count
 from workspace.errors import ConfigError, NotFound, OperationFailed
+from workspace.names import SWEEP_ID
 from workspace.quality import MIN_TEST_ROWS, accuracy_text, rank_key, test_rows_problem
 from workspace.queues import SweepQueues
 from workspace.settings import REPO_ROOT
@@ -189,7 +190,7 @@ class Sweeps:
     # ------------------------------------------------------------------ records
 
     def _blob(self, sweep_id: str, name: str) -> str:
-        return f"{SWEEPS_PREFIX}/{sweep_id}/{name}"
+        return f"{SWEEPS_PREFIX}/{SWEEP_ID.check(sweep_id, 'sweep id')}/{name}"
 
     def save(self, record: SweepRecord) -> None:
         self.store.upload_bytes(json.dumps(asdict(record), indent=2).encode(),
@@ -206,9 +207,9 @@ class Sweeps:
     def ids(self) -> list[str]:
         """Every sweep id, newest first (ids sort by their start time)."""
         suffix = "/" + RECORD_NAME
-        return sorted((b.name[len(SWEEPS_PREFIX) + 1:-len(suffix)]
-                       for b in self.store.list(SWEEPS_PREFIX + "/") if b.name.endswith(suffix)),
-                      reverse=True)
+        ids = (b.name[len(SWEEPS_PREFIX) + 1:-len(suffix)]
+               for b in self.store.list(SWEEPS_PREFIX + "/") if b.name.endswith(suffix))
+        return sorted((i for i in ids if SWEEP_ID.is_valid(i)), reverse=True)  # not ours: skipped
 
     def latest_id(self) -> str:
         ids = self.ids()

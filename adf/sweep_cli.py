@@ -6,14 +6,15 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import target_option
+from workspace.cli_support import checked, target_option
+from workspace.names import SWEEP_ID
 
 DEFAULT_GRID = "data/sweep.csv"
 
 
 def make_sweeps(target: str | None, definitions_dir: Path | None):
-    from adf.cli import make_backend
     from adf.sweep import Sweeps
+    from adf.targets import make_backend
     from workspace.datastore import Datastore
     from workspace.queues import queue_service
 
@@ -84,7 +85,7 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
 
 
 @sweep.command()
-@click.argument("sweep_id", required=False)
+@click.argument("sweep_id", required=False, callback=checked(SWEEP_ID))
 @target_option
 @definitions_option
 def status(sweep_id, target, definitions_dir):

@@ -25,6 +25,8 @@ OUTPUTS: dict[str, str] = {
     "AZURE_STORAGE_ACCOUNT": "azureStorageAccount",
     "AZURE_STORAGE_BLOB_URL": "azureStorageBlobUrl",
     "AZURE_KEY_VAULT": "azureKeyVault",
+    "AZURE_STORAGE_SUFFIX": "azureStorageSuffix",
+    "AZURE_KEY_VAULT_DNS_SUFFIX": "azureKeyVaultDnsSuffix",
     "AML_WORKSPACE": "amlWorkspace",
     "ADF_FACTORY": "adfFactory",
     "ADF_PIPELINE": "adfPipeline",

@@ -185,7 +185,7 @@ class Deployer:
 
     def find_run(self, model_path: str | None = None, run_id: str | None = None):
         """The newest complete run, the one with run_id, or the one publishing model_path."""
-        from adf.runs import model_provenance_check
+        from adf.targets import model_provenance_check
         from workspace.published import ModelNotFound, find_published_run, list_published_runs
 
         prefix = self.settings.model_prefix

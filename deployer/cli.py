@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import ProjectGroup, target_option
+from workspace.cli_support import ProjectGroup, checked, target_option
+from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
 from workspace.quality import MIN_TEST_ROWS
 
 MIN_ACCURACY_ENV = "DEPLOYER_MIN_ACCURACY"
@@ -22,6 +23,8 @@ spec_dir_option = click.option(
     help="Folder with model.yml, compute.yml, endpoint.yml and deployment.yml "
     "(default: deployer/specs/).")
 
+
+job_name_argument = click.argument("name", callback=checked(JOB_NAME))
 
 timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
@@ -90,6 +93,7 @@ def cli():
               "azureml://datastores/<ds>/paths/... (default: the newest complete run).")
 @click.option("--run-id", default=None, help="Deploy the published run with this MLflow run id.")
 @click.option("--sweep", "sweep_id", metavar="SWEEP_ID|latest", default=None,
+              callback=checked(SWEEP_ID, also=("latest",)),
               help="Deploy the best complete run of this sweep (test accuracy, then macro-F1, "
               f"then the earlier line; runs with fewer than {MIN_TEST_ROWS} test rows last); "
               "'latest' is the newest sweep.")
@@ -518,7 +522,7 @@ def jobs():
 
 
 @jobs.command("show")
-@click.argument("name")
+@job_name_argument
 @target_option
 @spec_dir_option
 def jobs_show(name, target, spec_dir):
@@ -533,7 +537,7 @@ def jobs_show(name, target, spec_dir):
 
 
 @jobs.command("cancel")
-@click.argument("name")
+@job_name_argument
 @target_option
 @spec_dir_option
 def jobs_cancel(name, target, spec_dir):
@@ -551,7 +555,7 @@ def jobs_cancel(name, target, spec_dir):
 
 
 @jobs.command("download")
-@click.argument("name")
+@job_name_argument
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to put predictions.csv (default: outputs/<job name>/).")
 @target_option
@@ -584,7 +588,7 @@ def jobs_list(limit, target, spec_dir):
 
 
 @cli.command()
-@click.option("--to", "to", default=None, metavar="DEPLOYMENT",
+@click.option("--to", "to", default=None, metavar="DEPLOYMENT", callback=checked(DEPLOYMENT_NAME),
               help="The deployment to make the default (default: the rollback candidate).")
 @click.option("--to-version", type=click.IntRange(1), default=None, metavar="N",
               help="Make the deployment of model version N the default.")

@@ -58,6 +58,15 @@ class Settings:
     storage_blob_url: str = _key("AZURE_STORAGE_BLOB_URL",
                                  "Blob endpoint, https://<account>.blob.core.windows.net.")
     key_vault: str = _key("AZURE_KEY_VAULT", "Key Vault name.")
+    # The cloud's host suffixes, as ARM's environment() gives them where Bicep deploys: the
+    # linked services adf/ publishes name the account and the vault with them.
+    storage_suffix: str = _key("AZURE_STORAGE_SUFFIX",
+                               "Storage host suffix of the cloud deployed to (environment()."
+                               "suffixes.storage), core.windows.net in the public cloud.")
+    key_vault_dns_suffix: str = _key("AZURE_KEY_VAULT_DNS_SUFFIX",
+                                     "Key Vault host suffix of the cloud deployed to "
+                                     "(environment().suffixes.keyvaultDns), .vault.azure.net "
+                                     "in the public cloud.")
     aml_workspace: str = _key("AML_WORKSPACE", "Azure ML workspace name.")
     data_factory: str = _key("ADF_FACTORY", "Data Factory name.")
     adf_pipeline: str = _key("ADF_PIPELINE", "Pipeline that trains the model.", "train-iris")

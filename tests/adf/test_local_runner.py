@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,8 +142,9 @@ def test_no_wait_returns_and_status_follows_from_another_process(settings, datas
     status = adf(settings, "status", run_id, "--wait", "--definitions", str(definitions))
     assert status.returncode == ExitCode.RUN_FAILED
     assert "Input file 'missing.csv' not found" in status.stdout
-    missing = adf(settings, "status", "no-such-run")
-    assert missing.returncode == 4 and "No local run 'no-such-run'" in missing.stderr
+    unknown = str(uuid.uuid4())
+    missing = adf(settings, "status", unknown)
+    assert missing.returncode == 4 and f"No local run '{unknown}'" in missing.stderr
 
 
 def test_unknown_parameter_is_refused_before_anything_runs(settings, datastore):
@@ -284,7 +286,7 @@ def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, data
     ("learningRate=nan", "--param learningRate=nan: passed to the trainer as --lr, which must be a finite"),
     ("learningRate=inf", "--param learningRate=inf: passed to the trainer as --lr, which must be a finite"),
     ("learningRate=0.1 --evil", "--param learningRate=0.1 --evil: passed to the trainer as --lr"),
-    ('containerPath=a" --evil "b', "quotes, backslashes"),
+    ('containerPath=models/a" --evil "b', "quotes, backslashes"),
 ])
 def test_bad_parameter_value_is_refused_before_anything_runs(settings, param, message):
     result = adf(settings, "trigger", "--no-stage", "--param", param)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -117,9 +116,8 @@ def slow_folder(tmp_path: Path, files: int) -> Path:
 
 def start_job(backend: LocalBackend, model_dir: Path, input_path: Path, **scoring) -> Path:
     """A job record written and its runner started the way `invoke` does it."""
-    name = f"batchjob-{uuid.uuid4()}"
-    job_dir = backend.jobs_dir / name
-    job_dir.mkdir(parents=True)
+    job_dir = backend._new_job_dir(None)  # as invoke makes it
+    name = job_dir.name
     s = backend.settings
     write_record(job_dir, {
         "name": name, "status": "Queued", "endpoint": "iris-batch", "deployment": "d",
@@ -220,9 +218,8 @@ def dead_job_with_leftovers(backend):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     left, stranger = sleeper(), sleeper()
-    name = f"batchjob-{uuid.uuid4()}"
-    job_dir = backend.jobs_dir / name
-    job_dir.mkdir(parents=True)
+    job_dir = backend._new_job_dir(None)  # as invoke makes it
+    name = job_dir.name
     (job_dir / "input_files.txt").write_text("a.csv\nb.csv\n")
     (job_dir / "work").mkdir()
     (job_dir / "work" / "predictions.csv.partial").write_text("0,x,a.csv\n")

@@ -52,6 +52,9 @@ from workspace.errors import ProjectError
 
 OUTPUT_NAME = "score"
 DATASTORE_JOBS_PREFIX = "batch-jobs"
+# A job that did not complete (canceled, failed) uploads its logs within this time or not
+# at all: a runner told to stop must stop even while the datastore does not answer.
+STOP_PUBLISH_SECONDS = 5.0
 
 
 class JobError(Exception):
@@ -254,12 +257,20 @@ class JobRunner:
                            predictions=self.predicted.as_dict() if status == "Completed" else None)
         try:
             publishing = time.monotonic()
-            self._publish(complete=status == "Completed")
+            if status == "Completed":
+                self._publish(complete=True)
+            else:  # a job told to stop does not wait on storage that does not answer
+                _within(STOP_PUBLISH_SECONDS, functools.partial(self._publish, complete=False))
+            self.record["logs_datastore_path"] = \
+                f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}/logs/"
             self.timings["publish"] = round(time.monotonic() - publishing, 3)
         except Exception as exc:  # noqa: BLE001
             if status == "Completed":
                 status, error = "Failed", f"Uploading the output to the datastore failed: {exc}"
-            self._user_error(f"Uploading the output to the datastore failed: {exc}")
+                self._user_error(f"Uploading the output to the datastore failed: {exc}")
+            else:
+                self._user_error(f"The logs were not uploaded to the datastore ({exc}); they "
+                                 f"are in {self.logs}.")
         if status != "Completed":  # only a complete output is ever shown
             self._output_path().unlink(missing_ok=True)
         for scratch in ("work", "inputs"):  # part files, the partial output, downloaded inputs
@@ -542,6 +553,7 @@ class JobRunner:
         abandoned, never committed) and the logs to the datastore under batch-jobs/<job>/."""
         from deployer.engine.publish import PublishError
 
+        self._write_overview()  # before any request: this may run past a stopping runner
         store = self._store or self.datastore_factory()
         prefix = f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}"
         partial, output = self._output_path(partial=True), self._output_path()
@@ -567,11 +579,9 @@ class JobRunner:
             self.record.update(output_datastore_path=name, output_bytes=output.stat().st_size)
         elif publisher is not None:
             publisher.abandon()
-        self._write_overview()
         for path in sorted(self.logs.rglob("*")):
             if path.is_file():
                 store.upload_file(path, f"{prefix}/{path.relative_to(self.job_dir).as_posix()}")
-        self.record["logs_datastore_path"] = f"{prefix}/logs/"
 
 
 class _PredictionCounts:
@@ -695,6 +705,33 @@ def _append(path: Path, text: str) -> None:
 
 def _raise_cancel(signum, frame):
     raise Cancelled()
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _within(seconds: float, work) -> None:
+    """Run work in a thread and wait for it at most `seconds`; raise what it raised, or
+    _TooLong (the thread is left to die with the process: a request to storage that does
+    not answer waits for the client's read timeout, retried, which is minutes)."""
+    import threading
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="within", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _TooLong(f"the datastore did not answer within {seconds:g} s")
+    if failures:
+        raise failures[0]
 
 
 def _worker_entry(parent_pid: int, *args):

@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -115,23 +116,58 @@ def log_paths(job_dir: Path, node: int, process_no: int) -> tuple[Path, Path]:
 
 def resolve_input(record: dict, job_dir: Path, datastore_factory) -> tuple[list[Path], list]:
     """The input files, local (datastore inputs are downloaded into the job folder), and
-    the entries of an input folder that cannot be read as files, as (name, reason)."""
+    the entries of an input folder that are not files it may read, as (name, reason):
+    every top-level entry but a folder is either scored or named as failed."""
     uri = record["input"]
     if uri.startswith("azureml://"):
         return _download_datastore_input(uri, record, job_dir, datastore_factory), []
     path = Path(uri)
-    if path.is_file():
-        return [path], []
     if path.is_dir():
-        entries = sorted(path.iterdir(), key=lambda p: p.name)
-        files = [p for p in entries if p.is_file()]
-        broken = [(p.name, _broken_link(p)) for p in entries
-                  if p.is_symlink() and not p.exists()]
+        root = path.resolve()
+        files, refused = [], []
+        for entry in sorted(path.iterdir(), key=lambda p: p.name):
+            why = _not_an_input_file(entry, root)
+            if why is None:
+                files.append(entry)
+            elif why:  # "": a folder, not read (top-level files only)
+                refused.append((entry.name, why))
         if not files:
             raise JobError(f"Input folder '{uri}' has no files (only top-level files are read)"
-                           + "".join(f"; {name}: {why}" for name, why in broken) + ".")
-        return files, broken
+                           + "".join(f"; {name}: {why}" for name, why in refused) + ".")
+        return files, refused
+    if path.is_file():
+        return [path], []
+    if path.exists() or path.is_symlink():
+        raise JobError(f"Input '{uri}': {_not_an_input_file(path, path.parent.resolve())}.")
     raise JobError(f"Input '{uri}' does not exist.")
+
+
+def _not_an_input_file(entry: Path, root: Path) -> str | None:
+    """None for a regular file the job may read (a symbolic link to one inside the input
+    folder too); "" for a folder; otherwise why the entry is not read. A link that leaves
+    the folder is never followed: Azure ML sees only what is inside an input folder, and
+    a job must not read (and echo into its logs) a file it was not given."""
+    if entry.is_symlink():
+        try:
+            target = entry.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return _broken_link(entry)
+        if target.is_dir():
+            return ""
+        if not target.is_relative_to(root):
+            return (f"a symbolic link to '{os.readlink(entry)}', outside the input folder; "
+                    "only files inside the folder are read (Azure ML sees no others), so it "
+                    "was not read")
+        mode = target.stat().st_mode
+    else:
+        mode = entry.lstat().st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return ""
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    return f"{kind}, not a regular file; it was not read"
 
 
 def _broken_link(path: Path) -> str:
@@ -294,7 +330,7 @@ class JobRunner:
         columns = read_signature(Path(self.record["model_path"]))
         p = self.progress
         p.files_total, p.mini_batches_total = len(files) + len(unreadable), len(batches)
-        for name, why in unreadable:  # a broken link in an input folder fails that file
+        for name, why in unreadable:  # an entry of the input folder it cannot read
             p.files_failed += 1
             p.files_done += 1
             p.failed_files.append({"file": name, "message": why})

@@ -51,7 +51,8 @@ class Cli:
                          "DATASTORE_CONTAINER": settings.container,
                          "DATASTORE_NAME": settings.datastore_name,
                          "MODEL_PREFIX": settings.model_prefix,
-                         "LOCAL_DIR": str(self.local_dir), "COLUMNS": "200"})
+                         "LOCAL_DIR": str(self.local_dir)})
+        self.env.pop("COLUMNS", None)  # stdout is a pipe: tables are as wide as they need
         self.env.pop("DEPLOYER_MIN_ACCURACY", None)
 
     def __call__(self, *args: str, env: dict | None = None, timeout: float = 180):
@@ -259,7 +260,6 @@ def test_listings_give_json_to_scripts_and_whole_names_to_a_pipe(trained, tmp_pa
     a table piped on (stdout is a pipe here, and no COLUMNS) keeps every name whole."""
     settings, _, _, _ = trained
     cli = Cli(settings, tmp_path / "work")
-    del cli.env["COLUMNS"]
     ok(cli("register-and-deploy", "--no-smoke"))
     scored = tmp_path / "a-rather-long-folder-name-for-the-scoring-input" / "iris-first-rows.csv"
     scored.parent.mkdir()
@@ -270,6 +270,7 @@ def test_listings_give_json_to_scripts_and_whole_names_to_a_pipe(trained, tmp_pa
     for whole in ("iris-mlflow-v1", "iris-classifier:1", job, str(scored)):
         assert whole in table, table
     assert "…" not in table and "\x1b[" not in table  # nothing cut, no colour codes
+    assert re.search(r"│ iris-mlflow-v1 +│ iris-classifier:1 +│ default", table), table
 
     status = cli("status", "-o", "json")
     assert status.returncode == 0, status.stderr

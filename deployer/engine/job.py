@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import functools
 import multiprocessing
 import os
 import shutil
 import signal
-import stat
 import sys
 import time
 import traceback
@@ -45,6 +43,7 @@ from deployer.engine.messages import Done, Exited, Failed, LoadFailed, Task, Tim
 from deployer.engine.model import load_model
 from deployer.engine.pool import PoolError, Worker, WorkerPool
 from deployer.engine.processes import ForkedProcess
+from deployer.engine.reader import folder_files, not_an_input_file
 from workspace.processes import ProcessId
 from deployer.engine.records import (append_user_error, now, read_record, write_overview,
                                      write_record)
@@ -123,14 +122,7 @@ def resolve_input(record: dict, job_dir: Path, datastore_factory) -> tuple[list[
         return _download_datastore_input(uri, record, job_dir, datastore_factory), []
     path = Path(uri)
     if path.is_dir():
-        root = path.resolve()
-        files, refused = [], []
-        for entry in sorted(path.iterdir(), key=lambda p: p.name):
-            why = _not_an_input_file(entry, root)
-            if why is None:
-                files.append(entry)
-            elif why:  # "": a folder, not read (top-level files only)
-                refused.append((entry.name, why))
+        files, refused = folder_files(path)
         if not files:
             raise JobError(f"Input folder '{uri}' has no files (only top-level files are read)"
                            + "".join(f"; {name}: {why}" for name, why in refused) + ".")
@@ -138,48 +130,8 @@ def resolve_input(record: dict, job_dir: Path, datastore_factory) -> tuple[list[
     if path.is_file():
         return [path], []
     if path.exists() or path.is_symlink():
-        raise JobError(f"Input '{uri}': {_not_an_input_file(path, path.parent.resolve())}.")
+        raise JobError(f"Input '{uri}': {not_an_input_file(path, path.parent.resolve())}.")
     raise JobError(f"Input '{uri}' does not exist.")
-
-
-def _not_an_input_file(entry: Path, root: Path) -> str | None:
-    """None for a regular file the job may read (a symbolic link to one inside the input
-    folder too); "" for a folder; otherwise why the entry is not read. A link that leaves
-    the folder is never followed: Azure ML sees only what is inside an input folder, and
-    a job must not read (and echo into its logs) a file it was not given."""
-    if entry.is_symlink():
-        try:
-            target = entry.resolve(strict=True)
-        except (OSError, RuntimeError):
-            return _broken_link(entry)
-        if target.is_dir():
-            return ""
-        if not target.is_relative_to(root):
-            return (f"a symbolic link to '{os.readlink(entry)}', outside the input folder; "
-                    "only files inside the folder are read (Azure ML sees no others), so it "
-                    "was not read")
-        mode = target.stat().st_mode
-    else:
-        mode = entry.lstat().st_mode
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return ""
-    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
-    return f"{kind}, not a regular file; it was not read"
-
-
-def _broken_link(path: Path) -> str:
-    """Why a symbolic link of an input folder is not a file it can read."""
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:  # Python 3.11 raises this for a loop
-        return "a symbolic link that loops; it was not read"
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symbolic link that loops; it was not read"
-    return f"a symbolic link to '{os.readlink(path)}', which does not exist; it was not read"
 
 
 def parse_datastore_uri(uri: str) -> tuple[str, str]:

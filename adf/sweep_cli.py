@@ -8,6 +8,7 @@ import click
 
 from workspace.cli_support import checked, target_option
 from workspace.names import SWEEP_ID
+from workspace.output import output_option, print_json
 
 DEFAULT_GRID = "data/sweep.csv"
 
@@ -88,32 +89,88 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
 @click.argument("sweep_id", required=False, callback=checked(SWEEP_ID))
 @target_option
 @definitions_option
-def status(sweep_id, target, definitions_dir):
-    """Counts, leaderboard and failures of a sweep (default: the newest)."""
+@output_option
+def status(sweep_id, target, definitions_dir, output_format):
+    """Counts, leaderboard and failures of a sweep (default: the newest).
+
+    \b
+    Examples:
+      python -m adf sweep status sw-20250101-120000-ab12
+      python -m adf sweep status -o json | jq '.leaderboard[0]'
+    """
     state = make_sweeps(target, definitions_dir).status(sweep_id)
+    if output_format == "json":
+        return print_json("adf.sweep", status_data(state))
     _show(state)
 
 
 @sweep.command(name="list")
 @target_option
 @definitions_option
-def list_(target, definitions_dir):
-    """Every sweep in the datastore, newest first, with its counts."""
+@output_option
+def list_(target, definitions_dir, output_format):
+    """Every sweep in the datastore, newest first, with its counts.
+
+    \b
+    Examples:
+      python -m adf sweep list
+      python -m adf sweep list -o json | jq -r '.sweeps[].sweep_id'
+    """
     sweeps = make_sweeps(target, definitions_dir)
-    ids = sweeps.ids()
-    if not ids:
+    entries = [list_entry(sweeps.load(i), sweeps.collect(i)) for i in sweeps.ids()]
+    if output_format == "json":
+        return print_json("adf.sweeps", {"sweeps": entries})
+    if not entries:
         click.echo("No sweeps yet; start one with `python -m adf sweep start`.")
         return
     click.echo(f"{'sweep':<26} {'created':<26} {'total':>5} {'done':>5} {'failed':>6}  best")
-    for sweep_id in ids:
-        record, ledger = sweeps.load(sweep_id), sweeps.collect(sweep_id)
-        board = ledger.leaderboard()
-        best = f"{board[0]['metrics']['test_accuracy']:.3f} (line {board[0]['line']})" if board else "-"
-        click.echo(f"{sweep_id:<26} {record.created:<26} {record.total:>5} "
-                   f"{len(ledger.done):>5} {len(ledger.failed):>6}  {best}")
+    for entry in entries:
+        best = entry["best"]
+        best = f"{best['test_accuracy']:.3f} (line {best['line']})" if best else "-"
+        click.echo(f"{entry['sweep_id']:<26} {entry['created']:<26} {entry['total']:>5} "
+                   f"{entry['done']:>5} {entry['failed']:>6}  {best}")
 
 
 # ------------------------------------------------------------------ output
+
+
+def status_data(state) -> dict:
+    """`sweep status -o json`: the sweep's record (without its grid lines: `total`
+    counts them), the counts, the leaderboard (best first) and the failures."""
+    from workspace.output import to_data
+
+    return {"sweep": {**to_data(state.record, exclude=("lines",)), "total": state.record.total},
+            "pipeline_status": state.pipeline_status,
+            "pipeline_message": state.pipeline_message,
+            "done": state.done, "failed": state.failed, "queued": state.queued,
+            "accounted": state.accounted, "missing_lines": state.missing_lines,
+            "leaderboard": [_result(rank, entry) for rank, entry
+                            in enumerate(state.ledger.leaderboard(), 1)],
+            "failures": [_failure(state.ledger.failed[line]) for line
+                         in sorted(state.ledger.failed, key=int)]}
+
+
+def list_entry(record, ledger) -> dict:
+    """A sweep of `sweep list`: its id, when, its counts and its best line (or None)."""
+    board = ledger.leaderboard()
+    return {"sweep_id": record.sweep_id, "created": record.created, "target": record.target,
+            "total": record.total, "done": len(ledger.done), "failed": len(ledger.failed),
+            "best": _result(1, board[0]) if board else None}
+
+
+def _result(rank: int, message: dict) -> dict:
+    """A line's result as the runner reported it (a queue message), in the JSON's words."""
+    return {"rank": rank, "line": message["line"], "params": message.get("params", {}),
+            "run_id": message.get("runId", ""), "metrics": message.get("metrics", {}),
+            "test_accuracy": message["metrics"]["test_accuracy"],
+            "seconds": message.get("seconds"), "attempt": message.get("attempt"),
+            "manifest_path": message.get("manifestPath", ""), "runner": message.get("runner")}
+
+
+def _failure(message: dict) -> dict:
+    return {"line": message["line"], "params": message.get("params", {}),
+            "error": message.get("error", ""), "attempts": message.get("attempts"),
+            "runner": message.get("runner")}
 
 
 class _Bar:

@@ -13,6 +13,7 @@ import click
 
 from workspace.cli_support import ProjectGroup, checked, target_option
 from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
+from workspace.output import output_option, print_json
 from workspace.quality import MIN_TEST_ROWS
 
 MIN_ACCURACY_ENV = "DEPLOYER_MIN_ACCURACY"
@@ -34,9 +35,9 @@ timeout_option = click.option(
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from workspace.output import console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return console(stderr)
 
 
 def _make(target: str | None, spec_dir: Path | None, quiet: bool = False,
@@ -412,15 +413,19 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
               help="How many recent jobs to list.")
 @target_option
 @spec_dir_option
-def status(n_jobs, target, spec_dir):
+@output_option
+def status(n_jobs, target, spec_dir, output_format):
     """Show the registered model, the endpoint, its deployments, the cluster and recent jobs.
 
     \b
-    Example:
+    Examples:
       python -m deployer status --jobs 10
+      python -m deployer status -o json | jq -r '.target.endpoint.default_deployment'
     """
     deployer, settings = _make(target, spec_dir, quiet=True)
     report = deployer.status(jobs=n_jobs)
+    if output_format == "json":
+        return print_json("deployer.status", report)
     console = _console()
     console.print(_where(report.target))
     for table in (_models_table(report.target), _endpoint_line(report.target),
@@ -525,15 +530,20 @@ def jobs():
 @job_name_argument
 @target_option
 @spec_dir_option
-def jobs_show(name, target, spec_dir):
+@output_option
+def jobs_show(name, target, spec_dir, output_format):
     """Show one job: state, counts, failed files, where its output and logs are.
 
     \b
-    Example:
+    Examples:
       python -m deployer jobs show batchjob-0b9c...
+      python -m deployer jobs show batchjob-0b9c... -o json
     """
     deployer, _ = _make(target, spec_dir, quiet=True)
-    _print_job(deployer.job(name))
+    job = deployer.job(name)
+    if output_format == "json":
+        return print_json("deployer.job", {"job": job})
+    _print_job(job)
 
 
 @jobs.command("cancel")
@@ -576,10 +586,20 @@ def jobs_download(name, output_dir, target, spec_dir):
 @click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
 @target_option
 @spec_dir_option
-def jobs_list(limit, target, spec_dir):
-    """List the endpoint's recent jobs, newest first."""
+@output_option
+def jobs_list(limit, target, spec_dir, output_format):
+    """List the endpoint's recent jobs, newest first.
+
+    \b
+    Examples:
+      python -m deployer jobs list --limit 20
+      python -m deployer jobs list -o json | jq -r '.jobs[] | select(.status == "Failed") | .name'
+    """
     deployer, _ = _make(target, spec_dir, quiet=True)
-    for job in deployer.backend.list_jobs(deployer.endpoint_name, limit=limit):
+    found = deployer.backend.list_jobs(deployer.endpoint_name, limit=limit)
+    if output_format == "json":
+        return print_json("deployer.jobs", {"jobs": found})
+    for job in found:
         click.echo(f"{job.name}  {job.status:<9}  {job.created}  rows={job.rows_scored}  "
                    f"failed_files={job.files_failed}  {job.input}")
 

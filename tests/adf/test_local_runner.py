@@ -147,6 +147,31 @@ def test_no_wait_returns_and_status_follows_from_another_process(settings, datas
     assert missing.returncode == 4 and f"No local run '{unknown}'" in missing.stderr
 
 
+def test_status_as_json_is_one_document_for_scripts_with_the_same_exit_code(
+        settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
+    run_id = run_id_of(adf(settings, "trigger", "--no-wait", "--definitions", str(definitions)).stdout)
+
+    followed = adf(settings, "status", run_id, "--wait", "-o", "json", "--definitions",
+                   str(definitions))
+
+    assert followed.returncode == ExitCode.RUN_FAILED, followed.stdout + followed.stderr
+    shown = json.loads(followed.stdout)  # the whole of stdout; following went to stderr
+    assert (shown["schema_version"], shown["kind"], shown["target"]) == (1, "adf.run", "local")
+    assert re.search(r"^\s+\d\d:\d\d:\d\d\s+Failed$", followed.stderr, re.M), followed.stderr
+    assert "Failed" in followed.stderr and "python -m adf logs" in followed.stderr
+    run = shown["run"]
+    assert (run["run_id"], run["status"], run["pipeline"]) == (run_id, "Failed", "train-iris")
+    assert "Task exited with code 2" in run["message"] and shown["waiting_reason"] is None
+    (activity,) = run["activities"]
+    assert (activity["name"], activity["status"], activity["output"]["exitcode"]) == (
+        "TrainIrisModel", "Failed", 2)
+    again = adf(settings, "status", "--output", "json")  # the last run of this machine
+    assert json.loads(again.stdout)["run"] == run
+    missing = adf(settings, "status", "no-such-run", "-o", "json")
+    assert missing.returncode == 4 and missing.stdout == ""
+
+
 def test_unknown_parameter_is_refused_before_anything_runs(settings, datastore):
     result = adf(settings, "trigger", "--param", "epoch=3")
     assert result.returncode == 2

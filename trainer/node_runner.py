@@ -14,8 +14,12 @@ which sits beside it (both are copied flat onto the node). For each message of
 A runner that dies leaves its message invisible until the timeout; another runner then
 trains the line again (at least once; readers count a line's first complete run). A
 message received more than --max-attempts times goes to `<sweep>-failures` with its last
-error. The runner stops once the work queue (counting messages in flight) has been empty
-for --grace-period seconds, and writes outputs.json for ADF's customOutput.
+error. The runner stops as soon as every line of the sweep is accounted for (done or
+failed): `sweep start` marks the work queue with the number of lines once all are queued,
+and a line's message is deleted only after its result or failure is posted, so an empty
+marked queue means done + failed == total. A queue without the mark (lines queued by hand,
+or still being queued) is left once it has been empty for --grace-period seconds; messages
+in flight count as not empty either way. It writes outputs.json for ADF's customOutput.
 """
 from __future__ import annotations
 
@@ -37,6 +41,9 @@ import main as trainer  # noqa: E402  (main.py is copied beside this file)
 
 EXIT_STORAGE = trainer.EXIT_STORAGE
 OUTPUT_LINES_MAX = 2000  # keeps outputs.json far below ADF's 2 MB customOutput limit
+# Work-queue metadata `sweep start` sets once every line is queued: the sweep's line count
+# (the same name as workspace/queues.py's QUEUED_METADATA; this file runs alone on the node).
+QUEUED_METADATA = "sweeplines"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS", help="How long a received line stays hidden; renewed "
                    "at half of it while training.")
     p.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
-                   help="Stop once the work queue has been empty this long.")
+                   help="Stop once the work queue has been empty this long (without the "
+                   "line count `sweep start` marks it with; with it, stop once it is empty).")
     p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--runner-id", default=os.environ.get("AZ_BATCH_TASK_ID")
                    or f"{socket.gethostname()}-{os.getpid()}")
@@ -240,7 +248,8 @@ def process(args, queues: dict, claims: Claims, message, stats: dict, workdir: P
         result = claims.claim({
             "line": line, "params": body["params"], "runId": outputs["runId"],
             "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
-            "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id})
+            "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id,
+            "finished": round(time.time(), 3)})
         if not _reported(lambda: (queues["results"].send_message(json.dumps(result)),
                                   lease.delete()), line):
             return
@@ -320,14 +329,19 @@ def receive(args, work):
             delay = min(delay * 2, 5)
 
 
-def queue_empty(work) -> bool:
-    """No message left, counting those in flight (they come back if their runner dies)."""
+def queue_state(work) -> tuple[bool, int | None]:
+    """(no message left, counting those in flight; the sweep's line count if every line was
+    queued). The service's count is "not lower than the actual number of messages in the
+    queue, but could be higher" (Get Queue Metadata, x-ms-approximate-messages-count), so
+    0 means empty. Unknown while the service is unreachable: not empty."""
     from azure.core.exceptions import AzureError
 
     try:
-        return work.get_queue_properties().approximate_message_count == 0
+        properties = work.get_queue_properties()
     except AzureError:
-        return False
+        return False, None
+    lines = (properties.metadata or {}).get(QUEUED_METADATA)
+    return properties.approximate_message_count == 0, int(lines) if lines else None
 
 
 def run(args) -> dict:
@@ -346,7 +360,13 @@ def run(args) -> dict:
                 process(args, queues, claims, message, stats, Path(tmp))
                 continue
             idle_since = idle_since or time.monotonic()
-            if queue_empty(queues["work"]) and time.monotonic() - idle_since >= args.grace_period:
+            empty, lines = queue_state(queues["work"])
+            if empty and lines is not None:
+                log(f"all {lines} line(s) of the sweep are accounted for (done or failed); "
+                    "stopping")
+                break
+            if empty and time.monotonic() - idle_since >= args.grace_period:
+                log(f"the work queue has been empty for {args.grace_period:g} s; stopping")
                 break
             time.sleep(args.poll_interval)
     return stats

@@ -392,6 +392,11 @@ def test_killing_or_cancelling_the_sweep_run_leaves_no_runner_behind(sweep_setti
     assert not [pid for pid in tasks if Path(f"/proc/{pid}").exists()]
     status = cli(sweep_settings, "adf", "sweep", "status")
     assert f"Pipeline run {run_id}: Failed" in status.stdout, status.stdout + status.stderr
+    # The run ended with lines unaccounted for: status says so and exits non-zero.
+    assert status.returncode == ExitCode.RUN_FAILED, status.stdout + status.stderr
+    assert re.search(r"done \d \+ failed 0 != total 6; lines not accounted for: [\d, ]+\.",
+                     status.stderr), status.stderr
+    assert f"Pipeline run {run_id} is Failed (The local runner stopped" in status.stderr
 
     # adf cancel: the run ends Cancelled and no runner is left.
     run_id, run_dir, tasks = start_and_wait_for_two_tasks()

@@ -315,7 +315,7 @@ class Sweeps:
         return state
 
     def wait(self, sweep_id: str, on_tick: Callable[[SweepStatus], None],
-             poll_seconds: float, progress: Progress,
+             poll_seconds: float, progress: Progress = lambda message: None,
              settle_seconds: float = SETTLE_SECONDS) -> SweepStatus:
         """Follow the sweep until every line is accounted for (then give its run
         settle_seconds to end) or until it ends; the last status collects everything.

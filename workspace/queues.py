@@ -22,6 +22,7 @@ QUEUE_KINDS = ("work", "results", "failures")
 # soon as a marked queue is empty (trainer/node_runner.py reads the same name).
 QUEUED_METADATA = "sweeplines"
 PEEK_MAX = 32  # the service returns at most 32 messages per call
+DRAIN_VISIBILITY_SECONDS = 60  # how long a drained message stays hidden until it is acked
 
 
 class AzuriteQueueProcess(AzuriteProcess):
@@ -137,10 +138,18 @@ class SweepQueues:
 
         return QueueCounts(*map(count, QUEUE_KINDS))
 
-    def drain(self, kind: str, visibility_timeout: int = 30):
+    def drain(self, kind: str, visibility_timeout: int = DRAIN_VISIBILITY_SECONDS):
         """Yield (body, ack) for messages of kind; ack() deletes the message once recorded.
-        Nothing from a deleted queue."""
+        Nothing from a deleted queue. A message acked after its visibility timeout may have
+        been received again (its pop receipt changed): the ack leaves it, and the reader that
+        holds it now records it again (readers count a line once) and deletes it."""
         from azure.core.exceptions import ResourceNotFoundError
+
+        def ack(message) -> None:
+            try:
+                client.delete_message(message)
+            except ResourceNotFoundError:  # 404 MessageNotFound: gone, or received again
+                pass
 
         client = self.clients[kind]
         while True:
@@ -153,4 +162,4 @@ class SweepQueues:
             if not batch:
                 return
             for message in batch:
-                yield json.loads(message.content), (lambda m=message: client.delete_message(m))
+                yield json.loads(message.content), (lambda m=message: ack(m))

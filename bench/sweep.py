@@ -52,11 +52,7 @@ def settings_for(azurite, queue, tmp: Path) -> Settings:
 
 def cli_env(settings: Settings) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
-    env.update(TARGET="local", AZURITE_BLOB_PORT=settings.azurite_port,
-               AZURITE_QUEUE_PORT=settings.azurite_queue_port,
-               DATASTORE_CONTAINER=settings.container, LOCAL_DIR=settings.local_dir,
-               MODEL_PREFIX=settings.model_prefix, STAGING_PREFIX=settings.staging_prefix)
-    return env
+    return {**env, **settings.as_environ()}
 
 
 def per_process(settings: Settings, grid: Path, workdir: Path) -> float:

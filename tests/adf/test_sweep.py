@@ -76,11 +76,7 @@ def test_a_line_is_counted_once_and_a_result_beats_a_failure():
 
 def sweep_env(settings) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
-    env.update(TARGET="local", AZURITE_BLOB_PORT=settings.azurite_port,
-               AZURITE_QUEUE_PORT=settings.azurite_queue_port,
-               DATASTORE_CONTAINER=settings.container, LOCAL_DIR=settings.local_dir,
-               MODEL_PREFIX=settings.model_prefix, STAGING_PREFIX=settings.staging_prefix)
-    return env
+    return {**env, **settings.as_environ()}
 
 
 def cli(settings, module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -46,7 +46,7 @@ START_LOCK = "start.lock"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 COLLECT_BATCH = 1000   # messages recorded per ledger write, at most; and at least every
 COLLECT_FLUSH_SECONDS = DRAIN_VISIBILITY_SECONDS / 3  # so they are deleted before they come back
-SETTLE_SECONDS = 2.0   # once every line is accounted for: how long `start` waits for the run
+SETTLE_SECONDS = 1.0   # once every line is accounted for: how long `start` waits for the run
 #                        to end (its runners stop at once) before it returns anyway
 OUTAGE_SECONDS = 120.0  # how long following rides out an unreachable storage service
 RUNNER_FILES = (*STAGED_FILES, REPO_ROOT / "trainer" / "node_runner.py")

@@ -165,9 +165,13 @@ def render(per_line_a: float, b: dict, c: dict, collected: list[dict], lines: in
              for name, value, target, ok in rows]
     text += ["", f"The collector runs after every {WAVE} results posted, as `start` collects "
              "at each poll while the runners report. It receives 32 messages per call, writes "
-             "the ledger, then deletes the messages, one call each: most of its cost per result "
-             "is those queue calls; the ledger's read and write grow with the sweep. On 2 cores "
-             "shared with other "
+             "the ledger (compact JSON, at least every 1,000 messages), then deletes the "
+             "messages: the queue service removes a message only by its own Delete Message "
+             "call, so its cost per result is mostly that call, about 6 ms against Azurite's "
+             "single-threaded queue service on this machine (it grows with the queue's length "
+             "there, which collecting at every poll keeps short). That call bounds the rate "
+             "below 200 results/s here; the ledger's share stays small up to 10,000 lines. "
+             "On 2 cores shared with other "
              "work the runner count helps only as far as a core is free for each runner; "
              "each runner's start-up (Python, pandas, scikit-learn, MLflow imports) is paid "
              "once per runner."]

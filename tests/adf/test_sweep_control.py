@@ -161,8 +161,8 @@ def test_a_killed_start_leaves_a_stranded_sweep_that_cancel_cleans_up(sweep_sett
     # Its lease on start.lock outlives it by at most LEASE_SECONDS: until then it is queueing
     # as far as anyone can tell, and cancel leaves it to its start.
     busy = cli(sweep_settings, "adf", "sweep", "cancel", sweep_id)
-    if busy.returncode != 0:
-        assert "is being queued by a `sweep start` that is still running" in busy.stderr
+    assert busy.returncode == ExitCode.FAILED, busy.stdout + busy.stderr
+    assert "is being queued by a `sweep start` that is still running" in busy.stderr
     deadline = time.monotonic() + LEASE_SECONDS + 60
     while True:
         status = cli(sweep_settings, "adf", "sweep", "status", sweep_id)

@@ -9,12 +9,22 @@ Results and failures arrive as queue messages (at least once). A collector moves
 `sweeps/<id>/ledger.json` under a blob lease, writing the ledger before deleting the
 messages: a line is counted once (its first result wins; a result beats a failure), and
 every line ends in exactly one of done or failed.
+
+Once every line is queued, `start` marks the work queue with the line count: the runners
+stop as soon as that queue is empty (every line accounted for), and `start` returns once
+done + failed == total. `start` holds a lease on `sweeps/<id>/start.lock` until its
+pipeline run is triggered; a sweep with neither a run nor that lease held is stranded (its
+start was killed) and `cancel` cleans it up. SIGTERM or SIGINT while queueing cancels the
+sweep.
 """
 from __future__ import annotations
 
 import json
 import secrets
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,15 +35,24 @@ from adf.parameters import check_given_parameters
 from adf.staging import STAGED_FILES, stage
 from adf.sweep_grid import GridLine, load_grid
 from adf.sweep_runners import Runners, runner_count
-from workspace.errors import ConfigError, NotFound, OperationFailed
+from workspace.datastore import _first_line
+from workspace.errors import ConfigError, DatastoreUnavailable, NotFound, OperationFailed, \
+    ProjectError
 from workspace.names import SWEEP_ID
 from workspace.quality import MIN_TEST_ROWS, accuracy_text, rank_key, test_rows_problem
-from workspace.queues import SweepQueues
+from workspace.queues import DRAIN_VISIBILITY_SECONDS, SweepQueues
 from workspace.settings import REPO_ROOT
 
 SWEEPS_PREFIX = "sweeps"
 RECORD_NAME = "sweep.json"
 LEDGER_NAME = "ledger.json"
+START_LOCK = "start.lock"
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
+COLLECT_BATCH = 1000   # messages recorded per ledger write, at most; and at least every
+COLLECT_FLUSH_SECONDS = DRAIN_VISIBILITY_SECONDS / 3  # so they are deleted before they come back
+SETTLE_SECONDS = 1.0   # once every line is accounted for: how long `start` waits for the run
+#                        to end (its runners stop at once) before it returns anyway
+OUTAGE_SECONDS = 120.0  # how long following rides out an unreachable storage service
 RUNNER_FILES = (*STAGED_FILES, REPO_ROOT / "trainer" / "node_runner.py")
 # Pipeline parameters the sweep sets itself (the rest may be passed with --param).
 OWN_PARAMETERS = ("sweepId", "workers", "queueAccountUrl")
@@ -42,6 +61,18 @@ Progress = Callable[[str], None]
 
 class SweepIncomplete(OperationFailed):
     """Some line failed, or the runners stopped before every line was accounted for."""
+
+
+class SweepInterrupted(OperationFailed):
+    """`sweep start` was stopped by a signal before its pipeline run started: canceled."""
+
+
+class SweepBusy(ProjectError):
+    """The sweep's `start` is still queueing it."""
+
+
+class SweepBlobCorrupt(ProjectError):
+    """A sweep's record or ledger blob is not what this code wrote."""
 
 
 @dataclass
@@ -54,6 +85,8 @@ class SweepRecord:
     lines: list[dict]                 # [{"line": n, "params": {...}}]
     parameters: dict = field(default_factory=dict)
     pipeline_run_id: str = ""
+    canceled: str = ""          # when `sweep cancel` (or an interrupted start) canceled it
+    cancel_reason: str = ""
 
     @property
     def total(self) -> int:
@@ -94,6 +127,7 @@ class SweepStatus:
     queued: int                 # messages left in the work queue, in flight included
     pipeline_status: str = ""
     pipeline_message: str = ""
+    stranded: bool = False      # no pipeline run and no `sweep start` queueing it any more
 
     @property
     def done(self) -> int:
@@ -111,6 +145,12 @@ class SweepStatus:
     def missing_lines(self) -> list[int]:
         seen = set(self.ledger.done) | set(self.ledger.failed)
         return [entry["line"] for entry in self.record.lines if str(entry["line"]) not in seen]
+
+    @property
+    def ended(self) -> bool:
+        """Nothing will account for more lines: the run ended, or the sweep was canceled
+        or stranded."""
+        return bool(self.pipeline_status in TERMINAL or self.record.canceled or self.stranded)
 
 
 def new_sweep_id() -> str:
@@ -162,12 +202,22 @@ class Sweeps:
                              runners.count,
                              [{"line": g.line, "params": g.params} for g in lines], typed)
         queues = self.queues(record.sweep_id)
-        queues.create()
         try:
-            self._queue_stage_and_run(record, queues, typed, progress)
+            with interrupts_raise(), self.store.lease_lock(
+                    self._blob(record.sweep_id, START_LOCK), purpose="sweep start"):
+                queues.create()
+                self._queue_stage_and_run(record, queues, typed, progress)
+        except KeyboardInterrupt:  # SIGINT or SIGTERM: the sweep cancels itself
+            with interrupts_ignored():
+                self.cancel_record(record, "its `sweep start` was interrupted while queueing")
+            raise SweepInterrupted(
+                f"Sweep {record.sweep_id} canceled: `sweep start` was interrupted after "
+                f"queueing {queues.sent} of {record.total} lines.",
+                "Start it again with `python -m adf sweep start`.") from None
         except BaseException:  # a sweep that never ran leaves no queue and no record behind
-            queues.delete()
-            self.store.delete_prefix(f"{SWEEPS_PREFIX}/{record.sweep_id}/")
+            with interrupts_ignored():
+                queues.delete()
+                self.store.delete_prefix(f"{SWEEPS_PREFIX}/{record.sweep_id}/")
             raise
         return record
 
@@ -177,6 +227,7 @@ class Sweeps:
         self.save_ledger(record.sweep_id, Ledger())
         for entry in record.lines:
             queues.send("work", {"sweep": record.sweep_id, **entry})
+        queues.mark_queued(record.total)
         progress(f"Queued {record.total} lines on {record.sweep_id}-work.")
         container, prefix = self.backend.staging_datastore()
         staged = stage(container, prefix, files=RUNNER_FILES)
@@ -202,7 +253,16 @@ class Sweeps:
         if not self.store.exists(name):
             raise NotFound(f"No sweep '{sweep_id}' in container '{self.store.container}'.",
                            "List sweeps with `python -m adf sweep list`.")
-        return SweepRecord(**self.store.read_json(name))
+        return self._read(name, _record_from, "Its lines and settings are lost: delete the "
+                          f"sweep's blobs under '{SWEEPS_PREFIX}/{sweep_id}/' to forget it.")
+
+    def _read(self, name: str, build: Callable[[Any], Any], hint: str):
+        """A sweep blob as `build` makes it, or SweepBlobCorrupt naming the blob."""
+        try:
+            return build(self.store.read_json(name))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SweepBlobCorrupt(f"Blob '{self.store.container}/{name}' is corrupted: "
+                                   f"{type(exc).__name__}: {exc}.", hint) from None
 
     def ids(self) -> list[str]:
         """Every sweep id, newest first (ids sort by their start time)."""
@@ -220,10 +280,17 @@ class Sweeps:
 
     def load_ledger(self, sweep_id: str) -> Ledger:
         name = self._blob(sweep_id, LEDGER_NAME)
-        return Ledger(**self.store.read_json(name)) if self.store.exists(name) else Ledger()
+        if not self.store.exists(name):
+            return Ledger()
+        return self._read(name, _ledger_from, "Restore it, or delete it to collect the "
+                          "results still queued afresh (those collected into it are lost; "
+                          "their runs stay published).")
 
     def save_ledger(self, sweep_id: str, ledger: Ledger) -> None:
-        self.store.upload_bytes(json.dumps(asdict(ledger), indent=2).encode(),
+        # Compact and without asdict's deep copy: json's C encoder serves only indent=None,
+        # and a ledger is rewritten at every collect (2.8 MB at 10,000 lines).
+        self.store.upload_bytes(json.dumps({"done": ledger.done, "failed": ledger.failed},
+                                           separators=(",", ":")).encode(),
                                 self._blob(sweep_id, LEDGER_NAME))
 
     # ------------------------------------------------------------------ progress
@@ -233,22 +300,34 @@ class Sweeps:
         queues = self.queues(sweep_id)
         with self.store.lease_lock(self._blob(sweep_id, "ledger.lock"), purpose="sweep collector"):
             ledger = self.load_ledger(sweep_id)
-            acks = []
+            acks: list[Callable[[], None]] = []
+            since = time.monotonic()
             for kind in ("results", "failures"):
                 for body, ack in queues.drain(kind):
                     ledger.record(kind, body)
                     acks.append(ack)
-            if acks:
-                self.save_ledger(sweep_id, ledger)
-            for ack in acks:
-                ack()
+                    if len(acks) >= COLLECT_BATCH or \
+                            time.monotonic() - since >= COLLECT_FLUSH_SECONDS:
+                        self._record_and_ack(sweep_id, ledger, acks)
+                        since = time.monotonic()
+            self._record_and_ack(sweep_id, ledger, acks)
         return ledger
+
+    def _record_and_ack(self, sweep_id: str, ledger: Ledger, acks: list) -> None:
+        """Write the ledger, then delete the messages it now holds."""
+        if acks:
+            self.save_ledger(sweep_id, ledger)
+        for ack in acks:
+            ack()
+        acks.clear()
 
     def status(self, sweep_id: str | None = None) -> SweepStatus:
         record = self.load(sweep_id)
         ledger = self.collect(record.sweep_id)
         queued = self.queues(record.sweep_id).counts().work
         state = SweepStatus(record, ledger, queued)
+        if not (record.pipeline_run_id or record.canceled):
+            state.stranded = not self.store.leased(self._blob(record.sweep_id, START_LOCK))
         if record.pipeline_run_id:
             from adf.runs import RunNotFound
 
@@ -260,26 +339,128 @@ class Sweeps:
         return state
 
     def wait(self, sweep_id: str, on_tick: Callable[[SweepStatus], None],
-             poll_seconds: float) -> SweepStatus:
-        """Follow the sweep until its pipeline run ends; the last status collects everything."""
+             poll_seconds: float, progress: Progress = lambda message: None,
+             settle_seconds: float = SETTLE_SECONDS) -> SweepStatus:
+        """Follow the sweep until every line is accounted for (then give its run
+        settle_seconds to end) or until it ends; the last status collects everything.
+        A storage service that stops answering is waited for, up to OUTAGE_SECONDS."""
+        from azure.core.exceptions import AzureError
+
+        accounted_at = outage_since = None
+        delay = poll_seconds
         while True:
-            state = self.status(sweep_id)
+            try:
+                state = self.status(sweep_id)
+            except (AzureError, DatastoreUnavailable) as exc:
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > OUTAGE_SECONDS:
+                    raise DatastoreUnavailable(
+                        f"Storage was unreachable for {OUTAGE_SECONDS:g} s while following "
+                        f"sweep {sweep_id}: {_first_line(exc)}",
+                        "The sweep goes on without this command; follow it with `python -m "
+                        f"adf sweep status {sweep_id}` once storage is back.") from None
+                delay = min(max(delay, poll_seconds) * 2, 5.0)
+                progress(f"  storage unreachable, retrying in {delay:.1f} s: {_first_line(exc)}")
+                time.sleep(delay)
+                continue
+            if outage_since is not None:
+                progress(f"  storage reachable again after "
+                         f"{time.monotonic() - outage_since:.1f} s")
+                outage_since, delay = None, poll_seconds
             on_tick(state)
-            if state.pipeline_status in ("Succeeded", "Failed", "Cancelled"):
+            if state.ended:
                 return state
+            if state.accounted:
+                accounted_at = accounted_at or time.monotonic()
+                if time.monotonic() - accounted_at >= settle_seconds:
+                    return state
             time.sleep(poll_seconds)
+
+    # ------------------------------------------------------------------ cancel
+
+    def cancel(self, sweep_id: str | None) -> tuple[SweepRecord, list[str]]:
+        """Cancel a sweep (default: the newest): what was done, empty if it was already."""
+        record = self.load(sweep_id)
+        if not (record.pipeline_run_id or record.canceled) and \
+                self.store.leased(self._blob(record.sweep_id, START_LOCK)):
+            raise SweepBusy(f"Sweep {record.sweep_id} is being queued by a `sweep start` that "
+                            "is still running.",
+                            "Stop that command (Ctrl-C or SIGTERM cancels the sweep), or cancel "
+                            "once its pipeline run has started.")
+        return record, self.cancel_record(record, "canceled with `sweep cancel`")
+
+    def cancel_record(self, record: SweepRecord, reason: str) -> list[str]:
+        """Stop the pipeline run, collect what was reported, delete the queues and mark the
+        sweep canceled. Each step is skipped when already done, so it can be repeated."""
+        from adf.runs import RunNotFound
+
+        done = []
+        if record.pipeline_run_id:
+            try:
+                if not self.backend.get_run(record.pipeline_run_id).is_terminal:
+                    run = self.backend.cancel(record.pipeline_run_id)
+                    done.append(f"pipeline run {record.pipeline_run_id} {run.status}")
+            except RunNotFound:  # a local run started on another machine
+                done.append(f"pipeline run {record.pipeline_run_id} is not known here; "
+                            "cancel it where it runs")
+        self.collect(record.sweep_id)  # results already posted are kept in the ledger
+        deleted = self.queues(record.sweep_id).delete()
+        if deleted:
+            done.append(f"deleted {deleted} queue(s) of {record.sweep_id}")
+        if not record.canceled:
+            record.canceled, record.cancel_reason = _now(), reason
+            self.save(record)
+            done.append(f"marked {record.sweep_id} canceled")
+        return done
+
+
+def _record_from(data: Any) -> SweepRecord:
+    record = SweepRecord(**data)
+    if not isinstance(record.lines, list) or not all("line" in e for e in record.lines):
+        raise ValueError("'lines' is not a list of grid lines")
+    return record
+
+
+def _ledger_from(data: Any) -> Ledger:
+    ledger = Ledger(**data)
+    if not isinstance(ledger.done, dict) or not isinstance(ledger.failed, dict):
+        raise ValueError("'done' and 'failed' must map lines to messages")
+    return ledger
+
+
+def check_status(state: SweepStatus) -> None:
+    """Exit status of `sweep status`: non-zero once the sweep can account for no more lines
+    (its run ended, or it was canceled or stranded) and some are not accounted for."""
+    if state.accounted or not state.ended:
+        return
+    record = state.record
+    counts = (f"done {state.done} + failed {state.failed} != total {record.total}; lines not "
+              f"accounted for: {_some(state.missing_lines)}")
+    if record.canceled:
+        raise SweepIncomplete(f"Sweep {record.sweep_id} was canceled at {record.canceled} "
+                              f"({record.cancel_reason}): {counts}.",
+                              "Start a new sweep for the lines you still need.")
+    if state.stranded:
+        raise SweepIncomplete(
+            f"Sweep {record.sweep_id} is stranded: its `sweep start` stopped before the "
+            f"pipeline run started ({state.queued} of {record.total} lines queued).",
+            f"Clean it up with `python -m adf sweep cancel {record.sweep_id}` and start it "
+            "again.")
+    raise SweepIncomplete(
+        f"Sweep {record.sweep_id}: {counts}.",
+        f"Pipeline run {record.pipeline_run_id} is {state.pipeline_status}"
+        + (f" ({state.pipeline_message})" if state.pipeline_message else "")
+        + "; start the runners again by re-running the sweep's lines.")
+
+
+def _some(lines: list[int], shown: int = 20) -> str:
+    more = f" and {len(lines) - shown} more" if len(lines) > shown else ""
+    return ", ".join(map(str, lines[:shown])) + more
 
 
 def check_complete(state: SweepStatus) -> None:
     """Exit status of a finished sweep: every line done, and done + failed == total."""
-    if not state.accounted:
-        raise SweepIncomplete(
-            f"Sweep {state.record.sweep_id}: done {state.done} + failed {state.failed} != total "
-            f"{state.record.total}; lines not accounted for: "
-            f"{', '.join(map(str, state.missing_lines))}.",
-            f"Pipeline run {state.record.pipeline_run_id} is {state.pipeline_status}"
-            + (f" ({state.pipeline_message})" if state.pipeline_message else "")
-            + "; start the runners again by re-running the sweep's lines.")
+    check_status(state)  # `wait` returns once every line is accounted for, or it ended
     if state.failed:
         raise SweepIncomplete(f"Sweep {state.record.sweep_id}: {state.failed} of "
                               f"{state.record.total} lines failed.",
@@ -288,3 +469,35 @@ def check_complete(state: SweepStatus) -> None:
 
 def describe_params(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+# ------------------------------------------------------------------ signals
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_handled_by(handler):
+    """SIGTERM and SIGINT handled by `handler` for the block (in the main thread; elsewhere
+    signals are not ours to handle)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
+
+
+def interrupts_raise():
+    """SIGTERM raises KeyboardInterrupt as SIGINT does: both unwind into the clean-up."""
+    return _signals_handled_by(_raise_interrupt)
+
+
+def interrupts_ignored():
+    """For a clean-up that a second SIGTERM or Ctrl-C must not cut short."""
+    return _signals_handled_by(signal.SIG_IGN)

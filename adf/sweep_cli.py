@@ -42,6 +42,7 @@ def sweep():
       python -m adf sweep start --grid data/sweep.csv --workers 50   # lowered to what can run
       python -m adf sweep status               # the newest sweep
       python -m adf sweep list
+      python -m adf sweep cancel SWEEP_ID      # stop its run, delete its queues
     """
 
 
@@ -65,10 +66,12 @@ def sweep():
 def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir):
     """Validate the grid, queue its lines, start the runners and follow them to the end.
 
+    Returns once every line is accounted for (done or failed); the runners stop then too.
     Exits 0 only if every line succeeded; otherwise lists the failed lines and why.
+    Ctrl-C or SIGTERM while the lines are being queued cancels the sweep.
     """
     from adf.definitions import parse_param_options
-    from adf.sweep import check_complete
+    from adf.sweep import TERMINAL, check_complete
     from adf.sweep_grid import load_grid
 
     load_grid(grid)  # a bad grid fails before any service is touched
@@ -80,8 +83,11 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
         click.echo(f"Follow it with: python -m adf sweep status {record.sweep_id}")
         return
     poll = sweeps.backend.poll_interval if poll_seconds is None else poll_seconds
-    state = sweeps.wait(record.sweep_id, _Bar(), poll)
+    state = sweeps.wait(record.sweep_id, _Bar(), poll, click.echo)
     _show(state)
+    if state.accounted and state.pipeline_status not in TERMINAL:
+        click.echo(f"Pipeline run {record.pipeline_run_id} is {state.pipeline_status}: every "
+                   "line is accounted for, so its runners are stopping.")
     check_complete(state)
 
 
@@ -97,11 +103,41 @@ def status(sweep_id, target, definitions_dir, output_format):
     Examples:
       python -m adf sweep status sw-20250101-120000-ab12
       python -m adf sweep status -o json | jq '.leaderboard[0]'
+
+    Exits non-zero when the sweep can account for no more lines (its run ended, or it was
+    canceled or stranded) and some are not accounted for.
     """
+    from adf.sweep import check_status
+
     state = make_sweeps(target, definitions_dir).status(sweep_id)
     if output_format == "json":
-        return print_json("adf.sweep", status_data(state))
-    _show(state)
+        print_json("adf.sweep", status_data(state))
+    else:
+        _show(state)
+    check_status(state)
+
+
+@sweep.command()
+@click.argument("sweep_id", required=False, callback=checked(SWEEP_ID))
+@target_option
+@definitions_option
+def cancel(sweep_id, target, definitions_dir):
+    """Cancel a sweep (default: the newest): stop its pipeline run, delete its queues and
+    mark it canceled. Results already reported stay in its leaderboard. Repeating it is
+    harmless; it also cleans up a sweep stranded by a killed `sweep start`.
+
+    \b
+    Example:
+      python -m adf sweep cancel sw-20250101-120000-ab12
+    """
+    record, done = make_sweeps(target, definitions_dir).cancel(sweep_id)
+    for step in done:
+        click.echo(f"  {step}")
+    if done:
+        click.echo(f"Sweep {record.sweep_id} canceled.")
+    else:
+        click.echo(f"Sweep {record.sweep_id} was already canceled at {record.canceled}; "
+                   "nothing left to do.")
 
 
 @sweep.command(name="list")
@@ -116,8 +152,16 @@ def list_(target, definitions_dir, output_format):
       python -m adf sweep list
       python -m adf sweep list -o json | jq -r '.sweeps[].sweep_id'
     """
+    from adf.sweep import SweepBlobCorrupt
+
     sweeps = make_sweeps(target, definitions_dir)
-    entries = [list_entry(sweeps.load(i), sweeps.collect(i)) for i in sweeps.ids()]
+    entries = []
+    for sweep_id in sweeps.ids():
+        try:
+            entries.append(list_entry(sweeps.load(sweep_id), sweeps.collect(sweep_id)))
+        except SweepBlobCorrupt as exc:  # one broken sweep does not hide the others
+            click.secho(f"warning: skipped sweep {sweep_id}: {exc.message}", fg="yellow",
+                        err=True)
     if output_format == "json":
         return print_json("adf.sweeps", {"sweeps": entries})
     if not entries:
@@ -144,6 +188,7 @@ def status_data(state) -> dict:
             "pipeline_message": state.pipeline_message,
             "done": state.done, "failed": state.failed, "queued": state.queued,
             "accounted": state.accounted, "missing_lines": state.missing_lines,
+            "stranded": state.stranded,
             "leaderboard": [_result(rank, entry) for rank, entry
                             in enumerate(state.ledger.leaderboard(), 1)],
             "failures": [_failure(state.ledger.failed[line]) for line
@@ -205,6 +250,13 @@ def _show(state) -> None:
                f"{record.workers} runner(s), created {record.created}")
     if record.pipeline_run_id:
         click.echo(f"Pipeline run {record.pipeline_run_id}: {state.pipeline_status or '?'}")
+    if record.canceled:
+        click.echo(f"Canceled at {record.canceled}: {record.cancel_reason}")
+    elif state.stranded:
+        click.echo(f"Stranded: no pipeline run, and no `sweep start` is queueing it "
+                   f"({state.queued} of {record.total} lines queued)")
+    elif not record.pipeline_run_id:
+        click.echo(f"Queueing: {state.queued} of {record.total} lines queued so far")
     board = state.ledger.leaderboard()
     if board:
         click.echo(f"{'rank':>4} {'line':>4}  {'run id':<32}  {'accuracy':>8} {'macro-F1':>8} "

@@ -1,16 +1,19 @@
-"""`python -m bench.sweep`: what the work queue saves over one process per grid line.
+"""`python -m bench.sweep`: the sweep end to end on a 64-line grid, and its bookkeeping at scale.
 
-On the shipped grid (data/sweep.csv), against an in-memory Azurite (blob + queue):
-- (a) one `python main.py` process per line, one after another (N separate ADF runs);
-- (b) the sweep with 1 runner (trainer/node_runner.py, one Python start);
-- (c) the sweep with 2 runners in parallel.
-Wall time of each, and the runners' per-phase timings (receive, upload, post) for the queue
-and publish overhead per line. Writes a section of docs/performance.md (between markers).
+Against an in-memory Azurite (blob + queue) and the local ADF runner, as a user runs it:
+- (a) one `python main.py` process per line, in sequence, on the first lines of the grid;
+- (b) `python -m adf sweep start --workers 1` and (c) `--workers 2` on the same 64-line grid,
+  with the default grace period: wall time, and how long `start` took to return after the
+  last result (the latest `finished` time in the sweep's ledger);
+- the collector (results queue → ledger): N synthetic results posted to a sweep's results
+  queue in waves of 100, as runners post them while `start` follows the sweep, each wave
+  collected into the ledger, N = 1,000 and 10,000: results per second and the cost per
+  result (collect calls only; posting is not timed).
+Writes a section of docs/performance.md (between markers).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -18,91 +21,160 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from adf.sweep_grid import load_grid
 from workspace.azurite import AzuriteProcess
-from workspace.queues import AzuriteQueueProcess, SweepQueues
-from workspace.settings import REPO_ROOT
+from workspace.queues import AzuriteQueueProcess
+from workspace.settings import REPO_ROOT, Settings
 
-GRID = REPO_ROOT / "data" / "sweep.csv"
 DOC = REPO_ROOT / "docs" / "performance.md"
-TRAINER = REPO_ROOT / "trainer"
+IRIS = REPO_ROOT / "data" / "iris_csv.csv"
 BEGIN, END = "<!-- sweep-bench -->", "<!-- /sweep-bench -->"
-UPLOAD = re.compile(r"\[trainer\] upload\s+done in\s+([\d.]+) s")
+PER_PROCESS_LINES = 6      # (a) one process per line costs seconds each: a sample suffices
+COLLECTOR_SIZES = (1_000, 10_000)
+WAVE = 100                 # results posted between two collects
 
 
-def _env(azurite) -> dict:
-    return {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
+def grid_64(path: Path) -> Path:
+    """4 epochs x 4 learning rates x 4 seeds."""
+    rows = [f"{e},{lr},{seed}" for e in (20, 40, 60, 80) for lr in (0.01, 0.05, 0.1, 0.2)
+            for seed in (1, 2, 3, 4)]
+    path.write_text("epochs,lr,seed\n" + "\n".join(rows) + "\n")
+    return path
 
 
-def per_process(azurite, container: str, lines, workdir: Path) -> float:
+def settings_for(azurite, queue, tmp: Path) -> Settings:
+    return Settings.load(env_file=tmp / "none.env", environ={}, azurite_port=str(azurite.port),
+                         azurite_queue_port=str(queue.port),
+                         container=f"bench{uuid.uuid4().hex[:8]}", local_dir=str(tmp / "local"))
+
+
+def cli_env(settings: Settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+    return {**env, **settings.as_environ()}
+
+
+def per_process(settings: Settings, grid: Path, workdir: Path) -> float:
+    """Seconds per line of one `python main.py` per line."""
+    from adf.sweep_grid import load_grid
+
+    lines = load_grid(grid)[:PER_PROCESS_LINES]
+    env = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": settings.azurite_connection_string}
     started = time.perf_counter()
     for entry in lines:
-        argv = [sys.executable, str(TRAINER / "main.py"), "--iris-csv", str(REPO_ROOT / "data" / "iris_csv.csv"),
-                "--containerName", f"{container}/models", "--outputs-json", str(workdir / "o.json")]
+        argv = [sys.executable, str(REPO_ROOT / "trainer" / "main.py"), "--iris-csv", str(IRIS),
+                "--containerName", f"{settings.container}/{settings.model_prefix}",
+                "--outputs-json", str(workdir / "o.json")]
         for key, value in entry.params.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
-        subprocess.run(argv, cwd=workdir, env=_env(azurite), check=True, capture_output=True)
-    return time.perf_counter() - started
+        subprocess.run(argv, cwd=workdir, env=env, check=True, capture_output=True)
+    return (time.perf_counter() - started) / len(lines)
 
 
-def swept(azurite, queue, container: str, lines, runners: int, workdir: Path) -> dict:
-    """Queue the grid, run `runners` node runners to the end; wall time and their phases."""
-    from azure.storage.queue import QueueServiceClient
-
-    from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY
-
-    sweep_id = f"sw-bench-{uuid.uuid4().hex[:8]}"
-    service = QueueServiceClient(queue.queue_endpoint, credential={
-        "account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY})
-    queues = SweepQueues(service, sweep_id)
-    queues.create()
+def swept(settings: Settings, store, grid: Path, workers: int) -> dict:
+    """`sweep start` to its end: wall time, and its return after the last result."""
+    env = cli_env(settings)
     started = time.perf_counter()
-    for entry in lines:
-        queues.send("work", {"sweep": sweep_id, "line": entry.line, "params": entry.params})
-    processes = [subprocess.Popen(
-        [sys.executable, str(TRAINER / "node_runner.py"), "--sweep-id", sweep_id,
-         "--queue-url", queue.queue_endpoint, "--iris-csv", str(REPO_ROOT / "data" / "iris_csv.csv"),
-         "--containerName", f"{container}/models", "--grace-period", "0.5", "--poll-interval", "0.2",
-         "--outputs-json", str(workdir / f"runner-{i}.json")],
-        cwd=workdir, env=_env(azurite), stdout=subprocess.PIPE, text=True) for i in range(runners)]
-    outs = [p.communicate()[0] for p in processes]
-    wall = time.perf_counter() - started
-    outputs = [json.loads((workdir / f"runner-{i}.json").read_text()) for i in range(runners)]
-    done = sum(o["done"] for o in outputs)
-    upload = sum(float(m) for out in outs for m in UPLOAD.findall(out))
-    overhead = sum(o["seconds"]["receive"] + o["seconds"]["post"] for o in outputs) + upload
+    result = subprocess.run([sys.executable, "-m", "adf", "sweep", "start", "--grid", str(grid),
+                             "--workers", str(workers)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True)
+    returned, wall = time.time(), time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"sweep start failed ({result.returncode}):\n{result.stdout}\n"
+                         f"{result.stderr}")
+    sweep_id = re.search(r"Started sweep ([\w-]+):", result.stdout).group(1)
+    run_id = re.search(r"pipeline run (\S+) \(local\)", result.stdout).group(1)
+    # The next case starts once this run's runners are gone.
+    subprocess.run([sys.executable, "-m", "adf", "status", run_id, "--wait"], cwd=REPO_ROOT,
+                   env=env, capture_output=True)
+    done = store.read_json(f"sweeps/{sweep_id}/ledger.json")["done"]
+    last = max(entry["finished"] for entry in done.values())
+    return {"wall": wall, "done": len(done), "after_last": returned - last}
+
+
+def collector(settings: Settings, results: int) -> dict:
+    """Post `results` synthetic results to a new sweep's results queue in waves, timing the
+    collect() after each wave; the ledger grows to `results` lines."""
+    from adf.local_runner import LocalBackend
+    from adf.sweep import SweepRecord, Sweeps, new_sweep_id
+    from workspace.datastore import Datastore
+    from workspace.queues import queue_service
+
+    sweeps = Sweeps(LocalBackend(settings), Datastore.from_settings(settings),
+                    queue_service(settings))
+    lines = [{"line": n, "params": {"epochs": 10, "seed": n}} for n in range(2, results + 2)]
+    record = SweepRecord(new_sweep_id(), "", "synthetic", "local", 1, lines)
+    sweeps.save(record)
+    queues = sweeps.queues(record.sweep_id)
+    queues.create()
+
+    def post(entry: dict) -> None:
+        queues.send("results", {
+            **entry, "runId": uuid.uuid4().hex, "seconds": 0.5, "attempt": 1,
+            "manifestPath": f"models/{uuid.uuid4().hex}/manifest.json", "runner": "bench",
+            "metrics": {"test_accuracy": 0.9, "test_f1_macro": 0.9}, "finished": time.time()})
+
+    seconds = 0.0
+    with ThreadPoolExecutor(4) as pool:
+        for first in range(0, results, WAVE):
+            list(pool.map(post, lines[first:first + WAVE]))
+            started = time.perf_counter()
+            ledger = sweeps.collect(record.sweep_id)
+            seconds += time.perf_counter() - started
+    assert len(ledger.done) == results and queues.counts().results == 0
     queues.delete()
-    return {"wall": wall, "done": done, "overhead_per_line": overhead / max(done, 1),
-            "queue_per_line": (overhead - upload) / max(done, 1), "upload_per_line": upload / max(done, 1)}
+    return {"results": results, "seconds": seconds, "per_second": results / seconds,
+            "ms_per_result": 1000 * seconds / results}
 
 
-def render(lines: int, a: float, b: dict, c: dict) -> str:
-    rows = [("(a)/(b): start-up amortised", a / b["wall"], "≥ 2", a / b["wall"] >= 2),
-            ("(b)/(c): 2 runners", b["wall"] / c["wall"], "≥ 1.7", b["wall"] / c["wall"] >= 1.7),
-            ("queue + publish overhead per line (b)", b["overhead_per_line"], "≤ 0.3 s",
-             b["overhead_per_line"] <= 0.3)]
-    text = [BEGIN, "## Sweep: one process per line vs the work queue", "",
-            f"Measured by `make bench` (`python -m bench.sweep`) on the shipped grid "
-            f"(`data/sweep.csv`, {lines} lines), against an in-memory Azurite.", "",
-            "| case | wall time | per line |", "| --- | --- | --- |",
-            f"| (a) one `python main.py` per line, in sequence | {a:.1f} s | {a / lines:.2f} s |",
-            f"| (b) sweep, 1 runner | {b['wall']:.1f} s | {b['wall'] / lines:.2f} s |",
-            f"| (c) sweep, 2 runners | {c['wall']:.1f} s | {c['wall'] / lines:.2f} s |", "",
-            f"Overhead per line in (b): queue (receive, post result, delete) "
-            f"{b['queue_per_line']:.3f} s, publish (upload) {b['upload_per_line']:.3f} s.", "",
-            "| check | measured | target | result |", "| --- | --- | --- | --- |"]
+def render(per_line_a: float, b: dict, c: dict, collected: list[dict], lines: int) -> str:
+    small, large = collected
+    ratio = large["ms_per_result"] / small["ms_per_result"]
+    rows = [("(b)/(c): 2 runners vs 1", b["wall"] / c["wall"], "≥ 1.5", b["wall"] / c["wall"] >= 1.5),
+            ("`start` returns after the last result, (b)", b["after_last"], "≤ 3 s",
+             b["after_last"] <= 3),
+            ("`start` returns after the last result, (c)", c["after_last"], "≤ 3 s",
+             c["after_last"] <= 3),
+            (f"collector, results/s at {large['results']:,}", large["per_second"], "≥ 200",
+             large["per_second"] >= 200),
+            (f"collector, cost per result {large['results']:,} vs {small['results']:,}", ratio,
+             "≤ 1.2", ratio <= 1.2)]
+    text = [BEGIN, "## Sweep: the work queue end to end, and its bookkeeping", "",
+            f"Measured by `make bench` (`python -m bench.sweep`) on a {lines}-line grid "
+            "(4 epochs × 4 learning rates × 4 seeds), against an in-memory Azurite and the "
+            "local ADF runner, with `python -m adf sweep start` as a user runs it (default "
+            "grace period, 30 s).", "",
+            "| case | wall time | per line | `start` returned after the last result |",
+            "| --- | --- | --- | --- |",
+            f"| (a) one `python main.py` per line, in sequence (first {PER_PROCESS_LINES} "
+            f"lines) | - | {per_line_a:.2f} s | - |",
+            f"| (b) `sweep start --workers 1` | {b['wall']:.1f} s | {b['wall'] / lines:.2f} s | "
+            f"{b['after_last']:.1f} s |",
+            f"| (c) `sweep start --workers 2` | {c['wall']:.1f} s | {c['wall'] / lines:.2f} s | "
+            f"{c['after_last']:.1f} s |", "",
+            "The runners stop as soon as every line is accounted for (the work queue, marked "
+            "with the line count once every line is queued, is empty) and `start` returns once "
+            "done + failed == total in the ledger: neither waits out the grace period.", "",
+            "Collector (results queue → `ledger.json`, synthetic results):", "",
+            "| results | seconds | results/s | ms per result |", "| --- | --- | --- | --- |"]
+    text += [f"| {r['results']:,} | {r['seconds']:.1f} | {r['per_second']:.0f} | "
+             f"{r['ms_per_result']:.2f} |" for r in collected]
+    text += ["", "| check | measured | target | result |", "| --- | --- | --- | --- |"]
     text += [f"| {name} | {value:.2f} | {target} | {'PASS' if ok else 'FAIL'} |"
              for name, value, target, ok in rows]
-    text += ["", "Why a target can miss: after start-up a line takes about half a second in-process, "
-             "while each runner's start (Python, pandas, scikit-learn, MLflow imports) takes "
-             "seconds to tens of seconds on a loaded machine. On a 16-line grid the start-up "
-             "dominates, and 2 runners on 2 shared cores import at the same time, so (b)/(c) "
-             "stays far below 1.7 here, even below 1 while other work keeps the cores busy "
-             "(the second start-up only competes with the first); it approaches the runner count only when the lines' "
-             "work is much larger than one start-up (longer grids, more epochs, one node per "
-             "runner on Batch)."]
+    text += ["", f"The collector runs after every {WAVE} results posted, as `start` collects "
+             "at each poll while the runners report. It receives 32 messages per call, writes "
+             "the ledger (compact JSON, at least every 1,000 messages), then deletes the "
+             "messages: the queue service removes a message only by its own Delete Message "
+             "call, so its cost per result is mostly that call, about 6 ms against Azurite's "
+             "single-threaded queue service on this machine (it grows with the queue's length "
+             "there, which collecting at every poll keeps short). That call bounds the rate "
+             "below 200 results/s here; the ledger's share stays small up to 10,000 lines. "
+             "On 2 cores shared with other "
+             "work the runner count helps only as far as a core is free for each runner; "
+             "each runner's start-up (Python, pandas, scikit-learn, MLflow imports) is paid "
+             "once per runner."]
     return "\n".join(text + ["", END])
 
 
@@ -114,24 +186,38 @@ def write_section(section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/performance.md")
+    parser.add_argument("--collector-only", action="store_true",
+                        help="only the collector's part (prints it; writes no doc)")
     args = parser.parse_args(argv)
-    lines = load_grid(GRID)
     with AzuriteProcess() as azurite, AzuriteQueueProcess() as queue, \
             tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
-        from azure.storage.blob import BlobServiceClient
+        from workspace.datastore import Datastore
 
-        container = f"bench{uuid.uuid4().hex[:8]}"
-        BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container)
-        workdir = Path(tmp)
-        a = per_process(azurite, container, lines, workdir)
-        print(f"(a) one process per line: {a:.1f} s", flush=True)
-        b = swept(azurite, queue, container, lines, 1, workdir)
-        print(f"(b) 1 runner: {b['wall']:.1f} s, overhead {b['overhead_per_line']:.3f} s/line", flush=True)
-        c = swept(azurite, queue, container, lines, 2, workdir)
-        print(f"(c) 2 runners: {c['wall']:.1f} s", flush=True)
-    section = render(len(lines), a, b, c)
+        settings = settings_for(azurite, queue, Path(tmp))
+        store = Datastore.from_settings(settings)
+        store.ensure_container()
+        collected = []
+        for size in COLLECTOR_SIZES:
+            collected.append(collector(settings, size))
+            print(f"collector, {size} results: {collected[-1]['seconds']:.1f} s, "
+                  f"{collected[-1]['per_second']:.0f} results/s", flush=True)
+        if args.collector_only:
+            return 0
+        grid = grid_64(Path(tmp) / "grid.csv")
+        workdir = Path(tmp) / "a"
+        workdir.mkdir()
+        a = per_process(settings, grid, workdir)
+        print(f"(a) one process per line: {a:.2f} s per line", flush=True)
+        b = swept(settings, store, grid, 1)
+        print(f"(b) 1 runner: {b['wall']:.1f} s, returned {b['after_last']:.1f} s after the "
+              "last result", flush=True)
+        c = swept(settings, store, grid, 2)
+        print(f"(c) 2 runners: {c['wall']:.1f} s, returned {c['after_last']:.1f} s after the "
+              "last result", flush=True)
+    section = render(a, b, c, collected, 64)
     print(section)
     if not args.no_doc:
         write_section(section)

@@ -14,8 +14,12 @@ which sits beside it (both are copied flat onto the node). For each message of
 A runner that dies leaves its message invisible until the timeout; another runner then
 trains the line again (at least once; readers count a line's first complete run). A
 message received more than --max-attempts times goes to `<sweep>-failures` with its last
-error. The runner stops once the work queue (counting messages in flight) has been empty
-for --grace-period seconds, and writes outputs.json for ADF's customOutput.
+error. The runner stops as soon as every line of the sweep is accounted for (done or
+failed): `sweep start` marks the work queue with the number of lines once all are queued,
+and a line's message is deleted only after its result or failure is posted, so an empty
+marked queue means done + failed == total. A queue without the mark (lines queued by hand,
+or still being queued) is left once it has been empty for --grace-period seconds; messages
+in flight count as not empty either way. It writes outputs.json for ADF's customOutput.
 """
 from __future__ import annotations
 
@@ -52,6 +56,10 @@ def _seconds_between(low: float, high: float):
         return value
     return check
 
+# Work-queue metadata `sweep start` sets once every line is queued: the sweep's line count
+# (the same name as workspace/queues.py's QUEUED_METADATA; this file runs alone on the node).
+QUEUED_METADATA = "sweeplines"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -79,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "training.")
     p.add_argument("--grace-period", type=_seconds_between(0, MAX_GRACE_SECONDS), default=30.0,
                    metavar="SECONDS", help="Stop once the work queue has been empty this long "
-                   f"(at most {MAX_GRACE_SECONDS}).")
+                   "(without the line count `sweep start` marks it with; with it, stop once it "
+                   f"is empty; at most {MAX_GRACE_SECONDS}).")
     p.add_argument("--poll-interval", type=_seconds_between(0.01, 60), default=1.0,
                    metavar="SECONDS")
     p.add_argument("--runner-id", default=os.environ.get("AZ_BATCH_TASK_ID")
@@ -257,7 +266,8 @@ def process(args, queues: dict, claims: Claims, message, stats: dict, workdir: P
         result = claims.claim({
             "line": line, "params": body["params"], "runId": outputs["runId"],
             "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
-            "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id})
+            "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id,
+            "finished": round(time.time(), 3)})
         if not _reported(lambda: (queues["results"].send_message(json.dumps(result)),
                                   lease.delete()), line):
             return
@@ -337,14 +347,19 @@ def receive(args, work):
             delay = min(delay * 2, 5)
 
 
-def queue_empty(work) -> bool:
-    """No message left, counting those in flight (they come back if their runner dies)."""
+def queue_state(work) -> tuple[bool, int | None]:
+    """(no message left, counting those in flight; the sweep's line count if every line was
+    queued). The service's count is "not lower than the actual number of messages in the
+    queue, but could be higher" (Get Queue Metadata, x-ms-approximate-messages-count), so
+    0 means empty. Unknown while the service is unreachable: not empty."""
     from azure.core.exceptions import AzureError
 
     try:
-        return work.get_queue_properties().approximate_message_count == 0
+        properties = work.get_queue_properties()
     except AzureError:
-        return False
+        return False, None
+    lines = (properties.metadata or {}).get(QUEUED_METADATA)
+    return properties.approximate_message_count == 0, int(lines) if lines else None
 
 
 def run(args) -> dict:
@@ -363,7 +378,13 @@ def run(args) -> dict:
                 process(args, queues, claims, message, stats, Path(tmp))
                 continue
             idle_since = idle_since or time.monotonic()
-            if queue_empty(queues["work"]) and time.monotonic() - idle_since >= args.grace_period:
+            empty, lines = queue_state(queues["work"])
+            if empty and lines is not None:
+                log(f"all {lines} line(s) of the sweep are accounted for (done or failed); "
+                    "stopping")
+                break
+            if empty and time.monotonic() - idle_since >= args.grace_period:
+                log(f"the work queue has been empty for {args.grace_period:g} s; stopping")
                 break
             time.sleep(args.poll_interval)
     return stats

@@ -177,15 +177,26 @@ class Datastore:
         """A blob written as a sequence of blocks: nothing is visible until `commit`."""
         return BlockUpload(self, name)
 
-    def metadata(self, name: str) -> dict[str, str] | None:
-        """The blob's metadata, or None if the blob does not exist."""
+    def _properties(self, name: str):
+        """The blob's properties, or None if the blob does not exist."""
         from azure.core.exceptions import ResourceNotFoundError
 
         with self._errors(f"reading the properties of '{name}'"):
             try:
-                return dict(self.client.get_blob_client(name).get_blob_properties().metadata)
+                return self.client.get_blob_client(name).get_blob_properties()
             except ResourceNotFoundError:
                 return None
+
+    def metadata(self, name: str) -> dict[str, str] | None:
+        """The blob's metadata, or None if the blob does not exist."""
+        properties = self._properties(name)
+        return None if properties is None else dict(properties.metadata)
+
+    def leased(self, name: str) -> bool:
+        """Whether blob `name` holds an active lease: someone holds its `lease_lock` (a lease
+        whose holder died is 'expired' once its LEASE_SECONDS pass)."""
+        properties = self._properties(name)
+        return properties is not None and properties.lease.state == "leased"
 
     def upload_bytes(self, data: bytes, name: str, overwrite: bool = True) -> None:
         with self._errors(f"uploading '{name}'"):

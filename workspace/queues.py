@@ -18,7 +18,11 @@ from workspace.errors import ConfigError, DatastoreUnavailable
 from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY, LOCAL_HOST, Settings
 
 QUEUE_KINDS = ("work", "results", "failures")
+# Work-queue metadata set once every line is queued: the sweep's line count. Runners stop as
+# soon as a marked queue is empty (trainer/node_runner.py reads the same name).
+QUEUED_METADATA = "sweeplines"
 PEEK_MAX = 32  # the service returns at most 32 messages per call
+DRAIN_VISIBILITY_SECONDS = 60  # how long a drained message stays hidden until it is acked
 
 
 class AzuriteQueueProcess(AzuriteProcess):
@@ -86,6 +90,7 @@ class SweepQueues:
     def __init__(self, service, sweep_id: str):
         self.service = service
         self.sweep_id = sweep_id
+        self.sent = 0
         self.clients = {kind: service.get_queue_client(queue_name(sweep_id, kind))
                         for kind in QUEUE_KINDS}
 
@@ -98,30 +103,56 @@ class SweepQueues:
             except ResourceExistsError:
                 pass
 
-    def delete(self) -> None:
+    def delete(self) -> int:
+        """Delete the queues (and their messages); the number that existed."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        deleted = 0
         for client in self.clients.values():
             try:
                 client.delete_queue()
+                deleted += 1
             except ResourceNotFoundError:
                 pass
+        return deleted
 
     def send(self, kind: str, body: dict) -> None:
         self.clients[kind].send_message(json.dumps(body, sort_keys=True))
+        self.sent += 1
+
+    def mark_queued(self, lines: int) -> None:
+        """Every line is on the work queue: from now on, an empty work queue means every line
+        is accounted for."""
+        self.clients["work"].set_queue_metadata({QUEUED_METADATA: str(lines)})
 
     def counts(self) -> QueueCounts:
-        """Approximate message counts (work includes messages being processed)."""
-        return QueueCounts(*(self.clients[k].get_queue_properties().approximate_message_count
-                             for k in QUEUE_KINDS))
+        """Approximate message counts (work includes messages being processed); a deleted
+        queue (a canceled sweep) counts 0."""
+        from azure.core.exceptions import ResourceNotFoundError
 
-    def drain(self, kind: str, visibility_timeout: int = 30):
-        """Yield (body, ack) for messages of kind; ack() deletes the message once recorded."""
+        def count(kind: str) -> int:
+            try:
+                return self.clients[kind].get_queue_properties().approximate_message_count
+            except ResourceNotFoundError:
+                return 0
+
+        return QueueCounts(*map(count, QUEUE_KINDS))
+
+    def drain(self, kind: str, visibility_timeout: int = DRAIN_VISIBILITY_SECONDS):
+        """Yield (body, ack) for messages of kind; ack() deletes the message once recorded.
+        Nothing from a deleted queue. A message acked after its visibility timeout may have
+        been received again (its pop receipt changed): the ack leaves it, and the reader that
+        holds it now records it again (readers count a line once) and deletes it."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         client = self.clients[kind]
         while True:
-            batch = list(client.receive_messages(messages_per_page=PEEK_MAX,
-                                                 max_messages=PEEK_MAX,
-                                                 visibility_timeout=visibility_timeout))
+            try:
+                batch = list(client.receive_messages(messages_per_page=PEEK_MAX,
+                                                     max_messages=PEEK_MAX,
+                                                     visibility_timeout=visibility_timeout))
+            except ResourceNotFoundError:
+                return
             if not batch:
                 return
             for message in batch:

@@ -155,6 +155,12 @@ class Settings:
 
     # ------------------------------------------------------------------ derived
 
+    def as_environ(self) -> dict[str, str]:
+        """The settings that are set, as the environment variables that give a child
+        process these settings (the environment overrides its `.env`)."""
+        return {f.metadata["env"]: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name)}
+
     @property
     def is_local(self) -> bool:
         return self.target == "local"

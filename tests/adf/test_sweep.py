@@ -76,11 +76,7 @@ def test_a_line_is_counted_once_and_a_result_beats_a_failure():
 
 def sweep_env(settings) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
-    env.update(TARGET="local", AZURITE_BLOB_PORT=settings.azurite_port,
-               AZURITE_QUEUE_PORT=settings.azurite_queue_port,
-               DATASTORE_CONTAINER=settings.container, LOCAL_DIR=settings.local_dir,
-               MODEL_PREFIX=settings.model_prefix, STAGING_PREFIX=settings.staging_prefix)
-    return env
+    return {**env, **settings.as_environ()}
 
 
 def cli(settings, module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -119,14 +115,20 @@ GRID_PARAMS = {2: (20, 0.1, 1), 3: (20, 0.2, 1), 4: (40, 0.1, 2)}
 @pytest.fixture(scope="module")
 def finished_sweep(azurite, azurite_queue, tmp_path_factory):
     """One sweep of 4 lines over 2 runners; line 5 always fails (test_size 0.99 leaves the
-    trainer too few rows), so it goes to the failures queue after maxAttempts=2."""
+    trainer too few rows), so it goes to the failures queue after maxAttempts=2. The grace
+    period is far longer than the test's timeout: the runners and `start` must stop once
+    every line is accounted for, not once the queue has been empty that long."""
     tmp = tmp_path_factory.mktemp("sweep")
     settings = replace(isolated_settings(azurite, tmp), azurite_queue_port=str(azurite_queue.port))
     container_datastore(settings)
     (tmp / "grid.csv").write_text(GRID)
     result = cli(settings, "adf", "sweep", "start", "--grid", str(tmp / "grid.csv"),
-                 "--workers", "2", "--param", "maxAttempts=2", "--param", "gracePeriodSeconds=1",
+                 "--workers", "2", "--param", "maxAttempts=2", "--param", "gracePeriodSeconds=900",
                  "--param", "visibilityTimeoutSeconds=20", "--poll", "0.5")
+    # `start` returns once every line is accounted for; its run ends as the runners stop.
+    run_id = re.search(r"pipeline run (\S+) \(local\)", result.stdout)
+    if run_id:
+        cli(settings, "adf", "status", run_id.group(1), "--wait")
     return settings, result
 
 
@@ -136,7 +138,9 @@ def test_a_local_sweep_trains_every_line_and_reports_the_poisoned_one(finished_s
     out = result.stdout
     assert result.returncode == ExitCode.RUN_FAILED, out + result.stderr  # a line failed
     sweep_id = re.search(r"Started sweep ([\w-]+): 4 lines, 2 runner\(s\)", out).group(1)
-    assert "Queued 4 lines" in out and "Pipeline run" in out and ": Succeeded" in out
+    assert "Queued 4 lines" in out
+    assert re.search(r"Pipeline run \S+(: Succeeded| is InProgress: every line is accounted "
+                     r"for, so its runners are stopping)", out), out
     assert "done 3 + failed 1 = 4 == total 4" in out
     assert re.search(r"line 5 failed after 2 attempt\(s\) \(epochs=20 lr=0.1 seed=1 "
                      r"test_size=0.99\): Input file 'iris_csv.csv' has too few rows", out), out
@@ -160,6 +164,11 @@ def test_a_local_sweep_trains_every_line_and_reports_the_poisoned_one(finished_s
     assert len(activities) == 2 and all(a["status"] == "Succeeded" for a in activities)
     assert sum(o["done"] for o in outputs) == 3 and sum(o["failed"] for o in outputs) == 1
     assert {o["sweepId"] for o in outputs} == {sweep_id}
+    # Both runners stopped because every line was accounted for, not after the grace period.
+    logs = [(run_dir / a["activity_run_id"] / "stdout.txt").read_text() for a in activities]
+    assert all("all 4 line(s) of the sweep are accounted for (done or failed); stopping" in log
+               for log in logs), logs
+    assert not any("has been empty for" in log for log in logs)
 
 
 @pytest.mark.slow
@@ -236,7 +245,7 @@ def test_sweep_status_and_list_as_json_for_scripts(finished_sweep):
 
 
 def start_runner(settings, azurite, sweep_id: str, workdir: Path, name: str,
-                 visibility: int) -> subprocess.Popen:
+                 visibility: int, grace_period: float = 1) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
     env["AZURE_STORAGE_CONNECTION_STRING"] = azurite.connection_string
@@ -244,7 +253,8 @@ def start_runner(settings, azurite, sweep_id: str, workdir: Path, name: str,
         [sys.executable, str(NODE_RUNNER), "--sweep-id", sweep_id,
          "--queue-url", settings.queue_endpoint, "--iris-csv", str(IRIS_CSV),
          "--containerName", f"{settings.container}/{settings.model_prefix}",
-         "--visibility-timeout", str(visibility), "--grace-period", "1", "--poll-interval", "0.2",
+         "--visibility-timeout", str(visibility), "--grace-period", str(grace_period),
+         "--poll-interval", "0.2",
          "--runner-id", name, "--outputs-json", str(workdir / "outputs.json")],
         cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -415,6 +425,11 @@ def test_killing_or_cancelling_the_sweep_run_leaves_no_runner_behind(sweep_setti
     assert not [pid for pid in tasks if Path(f"/proc/{pid}").exists()]
     status = cli(sweep_settings, "adf", "sweep", "status")
     assert f"Pipeline run {run_id}: Failed" in status.stdout, status.stdout + status.stderr
+    # The run ended with lines unaccounted for: status says so and exits non-zero.
+    assert status.returncode == ExitCode.RUN_FAILED, status.stdout + status.stderr
+    assert re.search(r"done \d \+ failed 0 != total 6; lines not accounted for: [\d, ]+\.",
+                     status.stderr), status.stderr
+    assert f"Pipeline run {run_id} is Failed (The local runner stopped" in status.stderr
 
     # adf cancel: the run ends Cancelled and no runner is left.
     run_id, run_dir, tasks = start_and_wait_for_two_tasks()

@@ -637,6 +637,10 @@ def test_status_gives_each_deployment_its_role_newest_model_first(deployed, spec
     newer = load_specs(overrides={"deployment": {"name": "iris-mlflow-v2"}})
     deployed.ensure_deployment(newer.deployment, model)
     deployer = Deployer(deployed.settings, backend=deployed, specs=specs)
+    # switched outside a rollout: iris-mlflow carries no smoke test, no record of serving
+    assert [(d.name, d.role) for d in deployer.status(jobs=0).target.deployments] == [
+        ("iris-mlflow-v2", "default"), ("iris-mlflow", "no candidate: untested, never the default")]
+    deployed.tag_deployment("iris-batch", "iris-mlflow", {"served": "default"})
 
     report = deployer.status(jobs=3)
 

@@ -888,8 +888,10 @@ def _hints(settings: Settings) -> AzureHints:
     ws = f"workspace '{settings.aml_workspace}' (resource group '{settings.resource_group}')"
     return AzureHints(
         access=("Your identity needs the roles 'AzureML Data Scientist' + 'AzureML Compute "
-                f"Operator' (or 'Contributor') on {ws}; `make deploy-infra` grants that pair to "
-                "the deploying user, otherwise ask an owner to assign them, then `az login` again."),
+                f"Operator' (or 'Contributor') on {ws}, and 'Managed Identity Operator' on the "
+                "cluster's user-assigned identity (compute.yml) to create the cluster with it; "
+                "`make deploy-infra` grants the three to the deploying user, otherwise ask an "
+                "owner to assign them, then `az login` again."),
         not_found=(f"Check the names and {ws} in .env; `python -m deployer register-and-deploy` "
                    "creates the cluster, endpoint and deployment."),
         refused="Fix the spec in deployer/specs/ or the settings in .env and run again.",

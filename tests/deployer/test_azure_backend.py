@@ -386,6 +386,8 @@ def test_authorization_failed_names_the_role(backend, fake, specs):
     # AzureML Data Scientist cannot write or delete computes (built-in roles list); the
     # Compute Operator role can, Contributor covers both.
     assert "'AzureML Data Scientist' + 'AzureML Compute Operator' (or 'Contributor')" in text
+    # creating the cluster with its user-assigned identity assigns it: neither role grants that
+    assert "'Managed Identity Operator' on the cluster's user-assigned identity" in text
     assert "az login" in text and WS in text
     assert "\n" not in text
 

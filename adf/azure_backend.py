@@ -192,6 +192,16 @@ class AzureBackend(Backend):
                                   "Check the id (runs are kept 45 days).") from None
         return self.get_run(run_id)
 
+    def task_slots(self) -> tuple[int | None, str]:
+        """The pool's autoscale maximum (one task per node: taskSlotsPerNode 1 in
+        bicep/modules/batch.bicep), as make deploy-infra wrote it to .env."""
+        pool, nodes = self.settings.batch_pool_id, self.settings.batch_pool_max_nodes
+        if not nodes:
+            return None, (f"the size of pool {pool} is unknown (BATCH_POOL_MAX_NODES is not "
+                          "set; make deploy-infra writes it)")
+        return int(nodes), (f"pool {pool} autoscales to at most {nodes} node(s), one task "
+                            "each (BATCH_POOL_MAX_NODES)")
+
     def waiting_reason(self, run: PipelineRun) -> str | None:
         """What the Batch pool is doing while the run is queued or in progress."""
         if run.is_terminal:

@@ -6,27 +6,20 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import ProjectGroup, target_option
-from workspace.settings import Settings
+from adf.targets import make_backend
+from workspace.cli_support import ProjectGroup, checked, target_option
+from workspace.names import PIPELINE_RUN_ID
+from workspace.output import output_option, print_json
 
 STDOUT_TAIL = 20
 STDERR_TAIL = 40
+
+run_id_argument = click.argument("run_id", required=False, callback=checked(PIPELINE_RUN_ID))
 
 definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
     default=None, help="Directory holding pipeline.json, linkedServices/ and credentials/ "
     "(default: adf/ of this repo). Handy to try a changed pipeline before committing it.")
-
-
-def make_backend(target: str | None, definitions_dir: Path | None):
-    settings = Settings.load().with_target(target)
-    if settings.is_local:
-        from adf.local_runner import LocalBackend
-
-        return LocalBackend(settings, definitions_dir)
-    from adf.azure_backend import AzureBackend
-
-    return AzureBackend(settings, definitions_dir)
 
 
 @click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,11 +114,12 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @click.option("--wait", is_flag=True, help="Follow the run until it ends.")
 @target_option
 @definitions_option
-def status(run_id, wait, target, definitions_dir):
+@output_option
+def status(run_id, wait, target, definitions_dir, output_format):
     """Show a run: status, activity attempts, customOutput or error (exit 1 if Failed).
 
     Without RUN_ID: the last run started from this machine.
@@ -134,18 +128,23 @@ def status(run_id, wait, target, definitions_dir):
     Examples:
       python -m adf status
       python -m adf status 3f2b... --wait
+      python -m adf status -o json | jq -r .run.status
     """
     backend = make_backend(target, definitions_dir)
     run_id = run_id or backend.last_run_id()
-    run = _follow(backend, run_id, None) if wait else backend.get_run(run_id)
-    _summarize(backend, run, show_logs=False)
+    as_json = output_format == "json"
+    run = _follow(backend, run_id, None, err=as_json) if wait else backend.get_run(run_id)
     reason = None if run.is_terminal else backend.waiting_reason(run)
+    if as_json:
+        print_json("adf.run", {"target": backend.target, "run": run, "waiting_reason": reason})
+        return _check_ended_well(run)
+    _summarize(backend, run, show_logs=False)
     if reason:
         click.echo(reason)
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @target_option
 @definitions_option
 def cancel(run_id, target, definitions_dir):
@@ -178,7 +177,7 @@ def cancel(run_id, target, definitions_dir):
 
 
 @cli.command()
-@click.argument("run_id", required=False)
+@run_id_argument
 @click.option("--tail", "tail_lines", type=int, default=0, metavar="N",
               help="Only the last N lines of each stream (default: everything).")
 @target_option
@@ -210,17 +209,18 @@ def logs(run_id, tail_lines, target, definitions_dir):
 # ------------------------------------------------------------------ output
 
 
-def _follow(backend, run_id: str, poll_seconds: float | None):
+def _follow(backend, run_id: str, poll_seconds: float | None, err: bool = False):
+    """Follow a run to its end, telling each change on stdout (stderr with err)."""
     from adf.runs import follow
 
     def on_status(run):
-        click.echo(f"  {_clock()}  {run.status}")
+        click.echo(f"  {_clock()}  {run.status}", err=err)
 
     def on_reason(reason):
         first, *rest = reason.splitlines()
-        click.echo(f"  {_clock()}    {first}")
+        click.echo(f"  {_clock()}    {first}", err=err)
         for line in rest:  # aligned under the first line
-            click.echo(f"{'':14}{line}")
+            click.echo(f"{'':14}{line}", err=err)
 
     try:
         return follow(backend, run_id, on_status=on_status, on_reason=on_reason,
@@ -238,7 +238,7 @@ def _clock() -> str:
 
 
 def _summarize(backend, run, *, show_logs: bool) -> None:
-    from adf.runs import RunFailed, tail
+    from adf.runs import tail
 
     color = {"Succeeded": "green", "Failed": "red"}.get(run.status, "yellow")
     click.echo("")
@@ -265,6 +265,13 @@ def _summarize(backend, run, *, show_logs: bool) -> None:
                 click.echo(_indent(tail(task_logs.stderr, STDERR_TAIL)))
             for missing in task_logs.missing:
                 click.echo(f"(log not available: {missing})")
+    _check_ended_well(run)
+
+
+def _check_ended_well(run) -> None:
+    """A run that failed or was cancelled is an error (exit 1)."""
+    from adf.runs import RunFailed
+
     if run.status in ("Failed", "Cancelled"):
         raise RunFailed(f"Run {run.run_id} {run.status}: {run.message or 'no message'}",
                         f"Full task logs: python -m adf logs {run.run_id}")

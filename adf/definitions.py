@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from workspace.errors import ConfigError
+from workspace.names import CONTAINER_PATH
 from workspace.settings import REPO_ROOT, Settings
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent
@@ -24,6 +25,11 @@ CREDENTIALS_DIR = "credentials"
 PLACEHOLDER = re.compile(r"__([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)__")
 # Pipeline parameters the local runner always sets itself; their Azure defaults may stay empty.
 LOCAL_ONLY_EMPTY = frozenset({"AZURE_STORAGE_BLOB_URL", "POOL_IDENTITY_CLIENT_ID"})
+# A ForEach's batchCount: 20 when absent, at most 50 ("batchCount ... Integer (maximum 50)",
+# https://learn.microsoft.com/azure/data-factory/control-flow-for-each-activity; the REST
+# type has maxValue 50, tests/fixtures/azure_types.json ForEachActivityTypeProperties).
+DEFAULT_BATCH_COUNT = 20
+MAX_BATCH_COUNT = 50
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,14 @@ def load_definitions(directory: Path | None = None, pipeline_file: str = PIPELIN
     return Definitions(directory, pipeline, linked, creds)
 
 
+def for_each_batch_count(for_each: dict) -> int:
+    """Iterations of a ForEach that run at once: 1 if sequential, else its batchCount."""
+    properties = for_each.get("typeProperties", {})
+    if properties.get("isSequential"):
+        return 1
+    return max(1, min(int(properties.get("batchCount", DEFAULT_BATCH_COUNT)), MAX_BATCH_COUNT))
+
+
 def references(node: Any, kind: str) -> list[str]:
     """Names of every `{"referenceName": ..., "type": kind}` inside node."""
     found: list[str] = []
@@ -213,17 +227,48 @@ def parse_param_options(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
     return parsed
 
 
+# Pipeline parameters that are not the caller's to set (`--param` refuses them), and who
+# sets them: the activity's command passes them to the trainer or runner, but what they
+# point at (the interpreter, the account, the identity, the sweep's queues) is the
+# deployment's, not a run's.
+NOT_CALLER_PARAMETERS = {
+    "python": "the runner's interpreter (the pool's virtualenv; locally this virtualenv's)",
+    "storageAccountUrl": "the deployment's storage account (AZURE_STORAGE_BLOB_URL in .env)",
+    "poolIdentityClientId": "the pool's managed identity (POOL_IDENTITY_CLIENT_ID in .env)",
+    "datastoreName": "the deployment's Azure ML datastore (DATASTORE_NAME in .env)",
+    "sweepId": "set by `python -m adf sweep start` for each sweep",
+    "workers": "set by `python -m adf sweep start` from --workers",
+    "queueAccountUrl": "set by `python -m adf sweep start` (the account's queue service)",
+}
+# Parameters whose value names blobs: the name rule (workspace/names.py) the value follows.
+NAMED_PARAMETERS = {"containerPath": CONTAINER_PATH}
+
+
+def caller_parameters(definitions: Definitions) -> list[str]:
+    """The parameters a caller may pass with --param, in the pipeline's order."""
+    return [n for n in definitions.parameters if n not in NOT_CALLER_PARAMETERS]
+
+
 def coerce_parameters(definitions: Definitions, given: dict[str, str]) -> dict[str, Any]:
-    """Given values typed as the pipeline declares them (only the given ones)."""
+    """Given values typed as the pipeline declares them (only the given ones); a parameter
+    that is not the caller's, or a blob path that breaks the Storage naming rules, is
+    refused before anything runs."""
     declared = definitions.parameters
     where = definitions.pipeline.display_path
+    accepted = ", ".join(caller_parameters(definitions))
     typed: dict[str, Any] = {}
     for name, text in given.items():
+        if name in declared and name in NOT_CALLER_PARAMETERS:
+            raise ConfigError(f"--param {name}: '{name}' is not a run's parameter; it is "
+                              f"{NOT_CALLER_PARAMETERS[name]}.",
+                              f"Parameters you can pass: {accepted}.")
         if name not in declared:
             raise ConfigError(f"--param {name}: pipeline '{definitions.pipeline.name}' has no "
-                              f"parameter '{name}' ({where} declares: {', '.join(declared)}).")
+                              f"parameter '{name}' ({where} accepts: {accepted}).")
         kind = _PARAMETER_TYPES.get(str(declared[name].get("type", "String")).lower(), "String")
         typed[name] = _coerce(name, kind, text)
+        if name in NAMED_PARAMETERS:
+            NAMED_PARAMETERS[name].check(text, f"--param {name}")
     return typed
 
 

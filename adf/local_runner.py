@@ -42,13 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from adf.definitions import (LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
-                             filled, load_definitions, placeholder_values, references)
+                             filled, for_each_batch_count, load_definitions,
+                             placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
 from adf.parameters import check_parameters
 from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound)
 from adf.staging import split_folder_path
 from workspace.datastore import Datastore
 from workspace.errors import ConfigError, ProjectError
+from workspace.names import PIPELINE_RUN_ID
 from workspace.processes import die_with, kill_group, live_pid, write_pid_file
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
@@ -149,8 +151,8 @@ def _plan_for_each(for_each: dict | None, context: PipelineContext, where: str) 
         raise ConfigError(f"{where}: items evaluates to {type(items).__name__}, not an array.")
     if not items:
         raise ConfigError(f"{where}: items is empty; nothing would run.")
-    parallel = 1 if properties.get("isSequential") else int(properties.get("batchCount", 20))
-    return {"iterations": len(items), "batch_count": max(1, min(parallel, LOCAL_POOL_SLOTS))}
+    return {"iterations": len(items),
+            "batch_count": min(for_each_batch_count(for_each), LOCAL_POOL_SLOTS)}
 
 
 def _referenced_linked_services(definitions: Definitions, reference_objects: dict,
@@ -185,6 +187,10 @@ class LocalBackend(Backend):
     def runs_dir(self) -> Path:
         return self.settings.local_path / "adf" / "runs"
 
+    def run_dir(self, run_id: str) -> Path:
+        """The folder of a run: only a run id (a GUID) names one, never a path."""
+        return self.runs_dir / PIPELINE_RUN_ID.check(run_id, "run id")
+
     def definitions(self) -> Definitions:
         return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings,
                       pipeline_only=True,
@@ -192,6 +198,10 @@ class LocalBackend(Backend):
 
     def folder_path(self) -> str:
         return self.definitions().folder_path
+
+    def task_slots(self) -> tuple[int, str]:
+        return LOCAL_POOL_SLOTS, (f"the local pool runs {LOCAL_POOL_SLOTS} tasks at once "
+                                  "(this machine's cores)")
 
     def staging_datastore(self) -> tuple[Datastore, str]:
         container, prefix = split_folder_path(self.folder_path())
@@ -210,7 +220,7 @@ class LocalBackend(Backend):
         values = effective_parameters(definitions, {**local, **parameters})
         run_id = str(uuid.uuid4())
         plan = plan_activity(definitions, values, run_id, self.settings)
-        run_dir = self.runs_dir / run_id
+        run_dir = self.run_dir(run_id)
         run_dir.mkdir(parents=True)
         _write_json(run_dir / PLAN_FILE, asdict(plan))
         _write_json(run_dir / RUN_FILE, asdict(PipelineRun(
@@ -228,7 +238,7 @@ class LocalBackend(Backend):
         return run_id
 
     def get_run(self, run_id: str) -> PipelineRun:
-        run_dir = self.runs_dir / run_id
+        run_dir = self.run_dir(run_id)
         try:
             data = json.loads((run_dir / RUN_FILE).read_text())
         except FileNotFoundError:
@@ -264,7 +274,7 @@ class LocalBackend(Backend):
         run = self.get_run(run_id)
         if run.is_terminal:
             return run
-        run_dir = self.runs_dir / run_id
+        run_dir = self.run_dir(run_id)
         pid = live_pid(run_dir / PID_FILE, "adf.local_runner")
         if pid is not None:
             os.kill(pid, signal.SIGTERM)  # the runner stops its task and records Cancelled
@@ -280,7 +290,7 @@ class LocalBackend(Backend):
     def provenance_problem(self, adf: dict) -> str | None:
         """Why a model made by this pipeline run and attempt must not be used, or None."""
         run_id = adf.get("pipeline_run_id")
-        if not run_id or not (self.runs_dir / run_id / RUN_FILE).exists():
+        if not PIPELINE_RUN_ID.is_valid(run_id) or not (self.run_dir(run_id) / RUN_FILE).exists():
             return None  # not a run of this machine's local target
         run = self.get_run(run_id)
         if run.status != "Succeeded":

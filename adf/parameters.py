@@ -1,11 +1,13 @@
-"""Pipeline parameters checked against the trainer before a run starts, on every target.
+"""Pipeline parameters checked against the script they feed before a run starts, on every
+target.
 
-The activity's command passes parameters to trainer/main.py options
-(`--lr "@{pipeline().parameters.learningRate}"`). A value is checked with the trainer's own
-type for that option: the trainer's argparse parser is the one table of its options, so
-this check and the trainer never disagree. And no value may change how the command splits
-into arguments (Batch runs it without a shell but splits it on spaces and quotes, as the
-local runner does with shlex).
+The activity's command passes parameters to options of a script of trainer/: main.py
+(`--lr "@{pipeline().parameters.learningRate}"`) or, for a sweep, node_runner.py
+(`--visibility-timeout "@{pipeline().parameters.visibilityTimeoutSeconds}"`). A value is
+checked with that script's own type for that option: its argparse parser is the one table
+of its options, so this check and the script never disagree. And no value may change how
+the command splits into arguments (Batch runs it without a shell but splits it on spaces
+and quotes, as the local runner does with shlex).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import importlib.util
 import re
 import shlex
+import sys
 from functools import lru_cache
 from typing import Any
 
@@ -21,20 +24,43 @@ from adf.expressions import PipelineContext, evaluate, to_text
 from workspace.errors import ConfigError
 from workspace.settings import REPO_ROOT
 
-TRAINER = REPO_ROOT / "trainer" / "main.py"
+TRAINER_DIR = REPO_ROOT / "trainer"
+TRAINER = TRAINER_DIR / "main.py"
+# The scripts of trainer/ a command may run, and what the errors call them.
+SCRIPTS = {"main.py": "the trainer", "node_runner.py": "the sweep runner"}
+_SCRIPT = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, SCRIPTS)) + r")(?![\w.-])")
 # Characters no parameter of a command needs, and that quoting rules treat specially.
 UNSAFE = re.compile(r"[\"'\\`$\x00-\x1f\x7f]")
 _FEED = re.compile(r"(--[\w-]+)(?:=|\s+)\"?@\{\s*pipeline\(\)\.parameters\.(\w+)\s*\}")
 
 
-@lru_cache(maxsize=1)
-def trainer_parser() -> argparse.ArgumentParser:
-    """trainer/main.py's own parser (the file is self-contained: it imports only the stdlib
-    at module level)."""
-    spec = importlib.util.spec_from_file_location("_iris_trainer", TRAINER)
+@lru_cache(maxsize=None)
+def script_parser(name: str) -> argparse.ArgumentParser:
+    """The own parser of trainer/<name>. The scripts import only the stdlib at module level;
+    node_runner.py imports main.py beside it as `main`, which it gets here without this
+    process's sys.path or modules keeping trainer/ afterwards."""
+    saved_path, saved_main = list(sys.path), sys.modules.pop("main", None)
+    try:
+        if name != "main.py":
+            sys.modules["main"] = _load_script("main.py")
+        return _load_script(name).build_parser()
+    finally:
+        sys.path[:] = saved_path
+        sys.modules.pop("main", None)
+        if saved_main is not None:
+            sys.modules["main"] = saved_main
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"_iris_{name[:-3]}", TRAINER_DIR / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_parser()
+    return module
+
+
+def trainer_parser() -> argparse.ArgumentParser:
+    """trainer/main.py's own parser."""
+    return script_parser("main.py")
 
 
 def command_template(definitions: Definitions) -> str:
@@ -43,17 +69,19 @@ def command_template(definitions: Definitions) -> str:
 
 
 def trainer_options(template: str) -> dict[str, str]:
-    """Parameter name → the trainer option its value is passed to, read from the command."""
+    """Parameter name → the script option its value is passed to, read from the command."""
     return {name: option for option, name in _FEED.findall(template)}
 
 
 def check_parameters(definitions: Definitions, values: dict[str, Any],
                      names: list[str] | None = None) -> None:
-    """Refuse (ConfigError naming the parameter) a value the trainer would refuse, or one that
+    """Refuse (ConfigError naming the parameter) a value the script would refuse, or one that
     could add or change an argument of the command. `names`: the ones to check (default all)."""
     template = command_template(definitions)
     options = trainer_options(template)
-    actions = {o: a for a in trainer_parser()._actions for o in a.option_strings}
+    found = _SCRIPT.search(template)
+    script = found.group(1) if found else "main.py"  # a changed command: the trainer's rules
+    actions = {o: a for a in script_parser(script)._actions for o in a.option_strings}
     for name in names if names is not None else list(values):
         if name not in values or f"parameters.{name}" not in template:
             continue
@@ -67,9 +95,17 @@ def check_parameters(definitions: Definitions, values: dict[str, Any],
             try:
                 action.type(text)
             except argparse.ArgumentTypeError as exc:
-                raise ConfigError(f"--param {name}={text}: passed to the trainer as "
+                raise ConfigError(f"--param {name}={text}: passed to {SCRIPTS[script]} as "
                                   f"{options[name]}, which {exc}.") from None
         _check_splits_the_same(definitions, values, name, template)
+
+
+def check_given_parameters(definitions: Definitions, typed: dict[str, Any]) -> None:
+    """check_parameters for the values given; the others at their defaults, or a stand-in
+    for one without a default (a value the caller sets itself, such as a sweep's id)."""
+    values = {name: spec.get("defaultValue", "x")
+              for name, spec in definitions.parameters.items()}
+    check_parameters(definitions, {**values, **typed}, names=list(typed))
 
 
 def _check_splits_the_same(definitions: Definitions, values: dict[str, Any], name: str,

@@ -127,6 +127,10 @@ class Backend(ABC):
     def logs_datastore(self):
         """A Datastore over the `adfjobs` container of the staging storage."""
 
+    def task_slots(self) -> tuple[int | None, str]:
+        """How many tasks the pool runs at once (None: unknown here), and why."""
+        return None, "the pool's size is unknown"
+
     def waiting_reason(self, run: PipelineRun) -> str | None:
         """Why the run is not done yet, if the backend can tell (Azure: the Batch pool)."""
         return None
@@ -203,13 +207,3 @@ def tail(text: str, lines: int) -> str:
     kept = text.rstrip("\n").splitlines()[-lines:] if lines > 0 else text.splitlines()
     return "\n".join(kept)
 
-
-def model_provenance_check(settings: Settings) -> Callable[[dict], str | None] | None:
-    """For readers of published models: given a manifest's `adf` entry, why its model must
-    not be used (its pipeline run or attempt did not succeed), or None. Local target only:
-    its runs are on this machine; on Azure a failed activity's Batch task is ended by Batch."""
-    if not settings.is_local:
-        return None
-    from adf.local_runner import LocalBackend
-
-    return LocalBackend(settings).provenance_problem

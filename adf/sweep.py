@@ -21,9 +21,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adf.definitions import SWEEP_PIPELINE_FILE, coerce_parameters
+from adf.parameters import check_given_parameters
 from adf.staging import STAGED_FILES, stage
 from adf.sweep_grid import GridLine, load_grid
+from adf.sweep_runners import Runners, runner_count
 from workspace.errors import ConfigError, NotFound, OperationFailed
+from workspace.names import SWEEP_ID
+from workspace.quality import MIN_TEST_ROWS, accuracy_text, rank_key, test_rows_problem
 from workspace.queues import SweepQueues
 from workspace.settings import REPO_ROOT
 
@@ -70,10 +74,17 @@ class Ledger:
             self.failed[line] = body
 
     def leaderboard(self) -> list[dict]:
-        """Complete runs, best first: test accuracy, then macro-F1, then the earlier line."""
-        return sorted(self.done.values(), key=lambda r: (-r["metrics"]["test_accuracy"],
-                                                         -r["metrics"]["test_f1_macro"],
-                                                         r["line"]))
+        """Complete runs with enough test rows to rank (workspace/quality.py), best first:
+        test accuracy, then macro-F1, then the earlier line."""
+        return sorted((r for r in self.done.values() if not test_rows_problem(r["metrics"])),
+                      key=lambda r: rank_key(r["metrics"], r["line"]))
+
+    def unranked(self) -> list[tuple[dict, str]]:
+        """Complete runs left out of the leaderboard, by line, with the reason."""
+        return [(r, f"{accuracy_text(r['metrics'])} {test_rows_problem(r['metrics'])}; a run "
+                    f"needs at least {MIN_TEST_ROWS} test rows to be ranked")
+                for r in sorted(self.done.values(), key=lambda r: r["line"])
+                if test_rows_problem(r["metrics"])]
 
 
 @dataclass
@@ -125,23 +136,30 @@ class Sweeps:
 
     # ------------------------------------------------------------------ start
 
-    def plan(self, grid: Path, workers: int, params: dict[str, str]) -> tuple[list[GridLine], dict]:
-        """Every check that needs no service: the grid, the workers, the parameters."""
+    def plan(self, grid: Path, workers: int,
+             params: dict[str, str]) -> tuple[list[GridLine], dict, Runners]:
+        """Every check that needs no service: the grid, the workers, the parameters (with
+        the runner's own option types, so no runner exits on one)."""
         lines = load_grid(grid)
-        if workers < 1:
-            raise ConfigError(f"--workers is {workers}; it must be at least 1.")
+        definitions = self.backend.definitions()
+        runners = runner_count(workers, len(lines), definitions, self.backend.task_slots())
         own = sorted(set(params) & set(OWN_PARAMETERS))
         if own:
             raise ConfigError(f"--param {own[0]} is set by the sweep itself.",
                               "Use --workers for the number of runners.")
-        return lines, coerce_parameters(self.backend.definitions(), params)
+        typed = coerce_parameters(definitions, params)
+        check_given_parameters(definitions, typed)
+        return lines, typed, runners
 
     def start(self, grid: Path, workers: int, params: dict[str, str],
               progress: Progress) -> SweepRecord:
-        lines, typed = self.plan(grid, workers, params)
+        lines, typed, runners = self.plan(grid, workers, params)
+        if runners.note:
+            progress(runners.note)
         self.backend.prepare(progress)
         self.store.check()
-        record = SweepRecord(new_sweep_id(), _now(), str(grid), self.backend.target, workers,
+        record = SweepRecord(new_sweep_id(), _now(), str(grid), self.backend.target,
+                             runners.count,
                              [{"line": g.line, "params": g.params} for g in lines], typed)
         queues = self.queues(record.sweep_id)
         queues.create()
@@ -172,7 +190,7 @@ class Sweeps:
     # ------------------------------------------------------------------ records
 
     def _blob(self, sweep_id: str, name: str) -> str:
-        return f"{SWEEPS_PREFIX}/{sweep_id}/{name}"
+        return f"{SWEEPS_PREFIX}/{SWEEP_ID.check(sweep_id, 'sweep id')}/{name}"
 
     def save(self, record: SweepRecord) -> None:
         self.store.upload_bytes(json.dumps(asdict(record), indent=2).encode(),
@@ -189,9 +207,9 @@ class Sweeps:
     def ids(self) -> list[str]:
         """Every sweep id, newest first (ids sort by their start time)."""
         suffix = "/" + RECORD_NAME
-        return sorted((b.name[len(SWEEPS_PREFIX) + 1:-len(suffix)]
-                       for b in self.store.list(SWEEPS_PREFIX + "/") if b.name.endswith(suffix)),
-                      reverse=True)
+        ids = (b.name[len(SWEEPS_PREFIX) + 1:-len(suffix)]
+               for b in self.store.list(SWEEPS_PREFIX + "/") if b.name.endswith(suffix))
+        return sorted((i for i in ids if SWEEP_ID.is_valid(i)), reverse=True)  # not ours: skipped
 
     def latest_id(self) -> str:
         ids = self.ids()

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import target_option
+from workspace.cli_support import checked, target_option
+from workspace.names import SWEEP_ID
+from workspace.output import output_option, print_json
 
 DEFAULT_GRID = "data/sweep.csv"
 
 
 def make_sweeps(target: str | None, definitions_dir: Path | None):
-    from adf.cli import make_backend
     from adf.sweep import Sweeps
+    from adf.targets import make_backend
     from workspace.datastore import Datastore
     from workspace.queues import queue_service
 
@@ -37,6 +39,7 @@ def sweep():
     Examples:
       python -m adf sweep start --grid data/sweep.csv --workers 2
       python -m adf sweep start --grid data/sweep.csv --param maxAttempts=2 --no-wait
+      python -m adf sweep start --grid data/sweep.csv --workers 50   # lowered to what can run
       python -m adf sweep status               # the newest sweep
       python -m adf sweep list
     """
@@ -47,10 +50,13 @@ def sweep():
               show_default=True, help="CSV of trainer options (epochs, lr, seed, test_size), "
               "one line per run.")
 @click.option("--workers", type=int, default=2, show_default=True,
-              help="Runners (Batch tasks) taking lines from the queue in parallel.")
+              help="Runners (Batch tasks) taking lines from the queue in parallel; lowered to "
+              "the grid's lines, the ForEach's batchCount and the pool's task slots "
+              "(BATCH_POOL_MAX_NODES on Azure, the cores locally).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A sweep pipeline parameter (repeatable): maxAttempts, "
-              "visibilityTimeoutSeconds, gracePeriodSeconds, containerPath, ...")
+              "visibilityTimeoutSeconds (1 to 604800), gracePeriodSeconds (0 to 3600), "
+              "containerPath, ...; checked with the runner's own option types.")
 @click.option("--no-wait", is_flag=True, help="Start the sweep and return its id.")
 @click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
               help="Seconds between progress checks (default: 0.5 local, 10 Azure).")
@@ -68,8 +74,8 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
     load_grid(grid)  # a bad grid fails before any service is touched
     sweeps = make_sweeps(target, definitions_dir)
     record = sweeps.start(grid, workers, parse_param_options(params), click.echo)
-    click.echo(f"Started sweep {record.sweep_id}: {record.total} lines, {workers} runner(s), "
-               f"pipeline run {record.pipeline_run_id} ({sweeps.backend.target}).")
+    click.echo(f"Started sweep {record.sweep_id}: {record.total} lines, {record.workers} "
+               f"runner(s), pipeline run {record.pipeline_run_id} ({sweeps.backend.target}).")
     if no_wait:
         click.echo(f"Follow it with: python -m adf sweep status {record.sweep_id}")
         return
@@ -80,35 +86,91 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
 
 
 @sweep.command()
-@click.argument("sweep_id", required=False)
+@click.argument("sweep_id", required=False, callback=checked(SWEEP_ID))
 @target_option
 @definitions_option
-def status(sweep_id, target, definitions_dir):
-    """Counts, leaderboard and failures of a sweep (default: the newest)."""
+@output_option
+def status(sweep_id, target, definitions_dir, output_format):
+    """Counts, leaderboard and failures of a sweep (default: the newest).
+
+    \b
+    Examples:
+      python -m adf sweep status sw-20250101-120000-ab12
+      python -m adf sweep status -o json | jq '.leaderboard[0]'
+    """
     state = make_sweeps(target, definitions_dir).status(sweep_id)
+    if output_format == "json":
+        return print_json("adf.sweep", status_data(state))
     _show(state)
 
 
 @sweep.command(name="list")
 @target_option
 @definitions_option
-def list_(target, definitions_dir):
-    """Every sweep in the datastore, newest first, with its counts."""
+@output_option
+def list_(target, definitions_dir, output_format):
+    """Every sweep in the datastore, newest first, with its counts.
+
+    \b
+    Examples:
+      python -m adf sweep list
+      python -m adf sweep list -o json | jq -r '.sweeps[].sweep_id'
+    """
     sweeps = make_sweeps(target, definitions_dir)
-    ids = sweeps.ids()
-    if not ids:
+    entries = [list_entry(sweeps.load(i), sweeps.collect(i)) for i in sweeps.ids()]
+    if output_format == "json":
+        return print_json("adf.sweeps", {"sweeps": entries})
+    if not entries:
         click.echo("No sweeps yet; start one with `python -m adf sweep start`.")
         return
     click.echo(f"{'sweep':<26} {'created':<26} {'total':>5} {'done':>5} {'failed':>6}  best")
-    for sweep_id in ids:
-        record, ledger = sweeps.load(sweep_id), sweeps.collect(sweep_id)
-        board = ledger.leaderboard()
-        best = f"{board[0]['metrics']['test_accuracy']:.3f} (line {board[0]['line']})" if board else "-"
-        click.echo(f"{sweep_id:<26} {record.created:<26} {record.total:>5} "
-                   f"{len(ledger.done):>5} {len(ledger.failed):>6}  {best}")
+    for entry in entries:
+        best = entry["best"]
+        best = f"{best['test_accuracy']:.3f} (line {best['line']})" if best else "-"
+        click.echo(f"{entry['sweep_id']:<26} {entry['created']:<26} {entry['total']:>5} "
+                   f"{entry['done']:>5} {entry['failed']:>6}  {best}")
 
 
 # ------------------------------------------------------------------ output
+
+
+def status_data(state) -> dict:
+    """`sweep status -o json`: the sweep's record (without its grid lines: `total`
+    counts them), the counts, the leaderboard (best first) and the failures."""
+    from workspace.output import to_data
+
+    return {"sweep": {**to_data(state.record, exclude=("lines",)), "total": state.record.total},
+            "pipeline_status": state.pipeline_status,
+            "pipeline_message": state.pipeline_message,
+            "done": state.done, "failed": state.failed, "queued": state.queued,
+            "accounted": state.accounted, "missing_lines": state.missing_lines,
+            "leaderboard": [_result(rank, entry) for rank, entry
+                            in enumerate(state.ledger.leaderboard(), 1)],
+            "failures": [_failure(state.ledger.failed[line]) for line
+                         in sorted(state.ledger.failed, key=int)]}
+
+
+def list_entry(record, ledger) -> dict:
+    """A sweep of `sweep list`: its id, when, its counts and its best line (or None)."""
+    board = ledger.leaderboard()
+    return {"sweep_id": record.sweep_id, "created": record.created, "target": record.target,
+            "total": record.total, "done": len(ledger.done), "failed": len(ledger.failed),
+            "best": _result(1, board[0]) if board else None}
+
+
+def _result(rank: int, message: dict) -> dict:
+    """A line's result as the runner reported it (a queue message), in the JSON's words."""
+    return {"rank": rank, "line": message["line"], "params": message.get("params", {}),
+            "run_id": message.get("runId", ""), "metrics": message.get("metrics", {}),
+            "test_accuracy": message["metrics"]["test_accuracy"],
+            "seconds": message.get("seconds"), "attempt": message.get("attempt"),
+            "manifest_path": message.get("manifestPath", ""), "runner": message.get("runner")}
+
+
+def _failure(message: dict) -> dict:
+    return {"line": message["line"], "params": message.get("params", {}),
+            "error": message.get("error", ""), "attempts": message.get("attempts"),
+            "runner": message.get("runner")}
 
 
 class _Bar:
@@ -152,6 +214,9 @@ def _show(state) -> None:
                        f"{entry['metrics']['test_accuracy']:>8.3f} "
                        f"{entry['metrics']['test_f1_macro']:>8.3f} {entry['seconds']:>6.1f}  "
                        f"{describe_params(entry['params'])}")
+    for entry, reason in state.ledger.unranked():
+        click.secho(f"line {entry['line']} not ranked ({describe_params(entry['params'])}): "
+                    f"run {entry['runId']}: {reason}.", fg="yellow")
     for line, failure in sorted(state.ledger.failed.items(), key=lambda kv: int(kv[0])):
         click.secho(f"line {line} failed after {failure['attempts']} attempt(s) "
                     f"({describe_params(failure['params'])}): {failure['error']}", fg="red")

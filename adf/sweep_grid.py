@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from workspace.errors import ConfigError
 
 MAX_LINES = 10_000
+# Sizes checked while reading (a grid line is a few numbers: "40,0.05,7,0.25" is 14 bytes, so
+# MAX_LINES lines take about 150 KiB): a wrong or hostile file is refused after at most
+# MAX_BYTES read, never parsed whole.
+MAX_BYTES = 1024 * 1024
+MAX_LINE_CHARS = 1024      # one physical line
+MAX_CELL_CHARS = 100       # one value (csv.field_size_limit)
 
 
 # Column → the trainer option it sets. Values are checked with that option's own type from
@@ -36,17 +43,13 @@ class GridLine:
 
 
 def load_grid(path: Path | str) -> list[GridLine]:
-    """Every line of the grid, typed; ConfigError naming the line on the first problem."""
+    """Every line of the grid, typed; ConfigError naming the line on the first problem.
+
+    Sizes are checked while reading, so an oversized file is refused after at most
+    MAX_BYTES: no physical line over MAX_LINE_CHARS, no value over MAX_CELL_CHARS (a quoted
+    value that never ends stops there), and reading stops at line MAX_LINES + 1."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"Grid file '{path}' not found.",
-                          "Pass --grid with a CSV such as data/sweep.csv.") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"Grid file '{path}' is not UTF-8 text ({exc.reason}).") from None
-    rows = [(number, row) for number, row in enumerate(csv.reader(text.splitlines()), 1)
-            if any(cell.strip() for cell in row)]
+    rows = _read_rows(path)
     if not rows:
         raise ConfigError(f"Grid file '{path}' is empty.",
                           f"Write a header of trainer options ({', '.join(COLUMNS)}) and one "
@@ -58,10 +61,105 @@ def load_grid(path: Path | str) -> list[GridLine]:
     if not lines:
         raise ConfigError(f"Grid file '{path}' has a header but no lines.",
                           "Add one line per run below the header.")
-    if len(lines) > MAX_LINES:
-        raise ConfigError(f"Grid file '{path}' has {len(lines)} lines; at most {MAX_LINES}.")
     _check_duplicates(path, lines)
     return lines
+
+
+def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The header and at most MAX_LINES non-blank rows, each with the line it starts on.
+
+    Lines are split by the CSV parser (a quoted value may hold a line break, which is then
+    refused by name), never before it."""
+    try:
+        with open(path, "rb") as handle, _field_size_limit(MAX_CELL_CHARS):
+            physical = _SizedLines(path, handle)
+            reader = csv.reader(physical)
+            rows: list[tuple[int, list[str]]] = []
+            while True:
+                start = reader.line_num + 1
+                try:
+                    row = next(reader, None)
+                except csv.Error as exc:
+                    raise _cell_error(path, start, exc) from None
+                if row is None:
+                    return rows
+                if not any(cell.strip() for cell in row):
+                    continue
+                _refuse_line_breaks(path, start, reader.line_num, row)
+                rows.append((start, row))
+                if len(rows) > MAX_LINES + 1:  # the header and MAX_LINES lines
+                    raise ConfigError(f"Grid file '{path}' has more than {MAX_LINES} lines "
+                                      f"(stopped reading at line {start}); at most "
+                                      f"{MAX_LINES}.", "Split the grid into several sweeps.")
+    except FileNotFoundError:
+        raise ConfigError(f"Grid file '{path}' not found.",
+                          "Pass --grid with a CSV such as data/sweep.csv.") from None
+    except OSError as exc:
+        raise ConfigError(f"Grid file '{path}' cannot be read: {exc.strerror or exc}.",
+                          "Pass --grid with a readable CSV file.") from None
+
+
+class _SizedLines:
+    """The file's physical lines, decoded, for the CSV parser; an overlong line or file is
+    refused as soon as it is read (never more than MAX_LINE_CHARS + 1 bytes at once)."""
+
+    def __init__(self, path: Path, handle):
+        self.path, self.handle = path, handle
+        self.number = 0
+        self.size = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        data = self.handle.readline(MAX_LINE_CHARS + 1)
+        if not data:
+            raise StopIteration
+        self.number += 1
+        self.size += len(data)
+        if len(data) > MAX_LINE_CHARS:
+            raise ConfigError(f"Grid file '{self.path}' line {self.number} is longer than "
+                              f"{MAX_LINE_CHARS} characters.",
+                              "A grid line holds a few numbers; is this the right file?")
+        if self.size > MAX_BYTES:
+            raise ConfigError(f"Grid file '{self.path}' is larger than {MAX_BYTES // 1024} KiB "
+                              f"(at line {self.number}); {MAX_LINES} lines of trainer options "
+                              "take far less.", "Is this the right file?")
+        try:
+            return data.decode("utf-8-sig" if self.number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"Grid file '{self.path}' line {self.number} is not UTF-8 text "
+                              f"({exc.reason}).") from None
+
+
+@contextmanager
+def _field_size_limit(limit: int):
+    """The csv module's cap on one value (process-wide state, restored on the way out)."""
+    previous = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _cell_error(path: Path, number: int, exc: csv.Error) -> ConfigError:
+    if "field limit" in str(exc):
+        return ConfigError(f"Grid file '{path}' line {number}: a value is longer than "
+                           f"{MAX_CELL_CHARS} characters (an unclosed quote?).",
+                           "Each value is one number; close every quote on its own line.")
+    if "new-line character" in str(exc):  # lines split on a lone \r only (old Mac files)
+        return ConfigError(f"Grid file '{path}' line {number}: a line break inside a line (a "
+                           "carriage return without a line feed).",
+                           "Save the grid with LF or CRLF line ends.")
+    return ConfigError(f"Grid file '{path}' line {number}: not valid CSV ({exc}).")
+
+
+def _refuse_line_breaks(path: Path, start: int, end: int, row: list[str]) -> None:
+    """A quoted value spanning lines is not a number: refuse it rather than join the lines."""
+    if any("\n" in cell or "\r" in cell for cell in row):
+        raise ConfigError(f"Grid file '{path}' line {start}: a quoted value spans lines "
+                          f"{start} to {end}.",
+                          "Write each value on its line: close the quote before the line ends.")
 
 
 def _check_header(path: Path, number: int, columns: list[str]) -> list[str]:

@@ -256,6 +256,8 @@ module dataFactory 'modules/data-factory.bicep' = {
     azureStorageAccount: storage.outputs.storageAccountName
     azureStorageBlobUrl: storage.outputs.blobEndpoint
     azureKeyVault: keyVault.outputs.keyVaultName
+    azureStorageSuffix: environment().suffixes.storage
+    azureKeyVaultDnsSuffix: environment().suffixes.keyvaultDns
     datastoreContainer: storage.outputs.containerName
     datastoreName: workspace.outputs.datastoreName
     modelPrefix: modelPrefix
@@ -299,6 +301,10 @@ output azureLocation string = location
 output azureStorageAccount string = storage.outputs.storageAccountName
 output azureStorageBlobUrl string = storage.outputs.blobEndpoint
 output azureKeyVault string = keyVault.outputs.keyVaultName
+// The cloud's host suffixes: the linked services of adf/ name the account and the vault with
+// them, here (the dataFactory module) and when `python -m adf` publishes them from .env.
+output azureStorageSuffix string = environment().suffixes.storage
+output azureKeyVaultDnsSuffix string = environment().suffixes.keyvaultDns
 output amlWorkspace string = workspace.outputs.workspaceName
 output adfFactory string = dataFactory.outputs.factoryName
 output adfPipeline string = dataFactory.outputs.pipelineName
@@ -306,6 +312,7 @@ output adfIdentityResourceId string = identities.outputs.factoryIdentityId
 output batchAccount string = batch.outputs.batchAccountName
 output batchAccountUrl string = batch.outputs.batchAccountUrl
 output batchPoolId string = batch.outputs.poolId
+output batchPoolMaxNodes string = string(poolMaxNodes)
 output poolIdentityClientId string = identities.outputs.poolIdentityClientId
 output datastoreName string = workspace.outputs.datastoreName
 output datastoreContainer string = storage.outputs.containerName

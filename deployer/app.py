@@ -30,10 +30,10 @@ from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestEr
                               rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
 from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
+from workspace.quality import MIN_TEST_ROWS, QUALITY_METRIC, test_rows_problem
 from workspace.settings import REPO_ROOT, Settings
 
 DEFAULT_MIN_ACCURACY = 0.9
-QUALITY_METRIC = "test_accuracy"
 
 
 class QualityGateError(ProjectError):
@@ -185,7 +185,7 @@ class Deployer:
 
     def find_run(self, model_path: str | None = None, run_id: str | None = None):
         """The newest complete run, the one with run_id, or the one publishing model_path."""
-        from adf.runs import model_provenance_check
+        from adf.targets import model_provenance_check
         from workspace.published import ModelNotFound, find_published_run, list_published_runs
 
         prefix = self.settings.model_prefix
@@ -256,27 +256,37 @@ class Deployer:
                            description=spec.get("description", "") or "")
 
     @staticmethod
-    def quality_gate(run, min_accuracy: float, force: bool) -> str:
-        """'' if the model passes; raises QualityGateError otherwise (a note if forced)."""
+    def quality_gate(run, min_accuracy: float, force: bool,
+                     min_test_rows: int = MIN_TEST_ROWS) -> str:
+        """'' if the model passes; raises QualityGateError otherwise (a note if forced).
+        The accuracy counts only if measured on at least min_test_rows rows
+        (workspace/quality.py says why)."""
         accuracy = run.metrics.get(QUALITY_METRIC)
+        too_few = test_rows_problem(run.metrics, min_test_rows)
+        hint = "Retrain (e.g. more epochs), lower the gate with --min-accuracy"
         if accuracy is None:
             problem = f"Run {run.run_id} reports no {QUALITY_METRIC} metric"
         elif float(accuracy) < min_accuracy:
             problem = (f"Run {run.run_id} has {QUALITY_METRIC} {float(accuracy):.3f}, below the "
                        f"quality gate of {min_accuracy:g}")
+        elif too_few:
+            problem = (f"Run {run.run_id} has {QUALITY_METRIC} {float(accuracy):.3f} {too_few}: "
+                       f"the quality gate needs at least {min_test_rows}")
+            hint = ("Retrain with a larger --test-size (0.2 holds out 30 Iris rows), lower "
+                    "--min-test-rows")
         else:
             return ""
         if force:
             return problem + " (deployed anyway: --force)."
         raise QualityGateError(problem + "; it was not deployed.",
-                               "Retrain (e.g. more epochs), lower the gate with --min-accuracy, "
-                               "or pass --force to deploy it anyway.")
+                               hint + ", or pass --force to deploy it anyway.")
 
     # ------------------------------------------------------------------ register and deploy
 
     def register_and_deploy(self, *, model_path: str | None = None, run_id: str | None = None,
                             dry_run: bool = False, force: bool = False,
                             min_accuracy: float = DEFAULT_MIN_ACCURACY,
+                            min_test_rows: int = MIN_TEST_ROWS,
                             smoke: bool = True, keep: int = 1,
                             cleanup_failed: bool = False) -> DeployResult:
         """Plan and apply under the endpoint's lock (not for a dry run, which changes
@@ -287,12 +297,11 @@ class Deployer:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ConfigError(f"--keep is {keep!r}; it must be a whole number of at least 0.")
         rollout = dict(smoke=smoke, keep=keep, cleanup_failed=cleanup_failed)
+        gate = dict(min_accuracy=min_accuracy, min_test_rows=min_test_rows)
         if dry_run:
-            return self._register_and_deploy(model_path, run_id, dry_run, force, min_accuracy,
-                                             rollout)
+            return self._register_and_deploy(model_path, run_id, dry_run, force, gate, rollout)
         with self._lock("register-and-deploy"):
-            return self._register_and_deploy(model_path, run_id, dry_run, force, min_accuracy,
-                                             rollout)
+            return self._register_and_deploy(model_path, run_id, dry_run, force, gate, rollout)
 
     def _lock(self, what: str):
         return self.datastore.lease_lock(deploy_lock_blob(self.endpoint_name),
@@ -303,14 +312,14 @@ class Deployer:
     def rollout(self) -> Rollout:
         return Rollout(self.backend, self.endpoint_name, self.progress)
 
-    def _register_and_deploy(self, model_path, run_id, dry_run, force, min_accuracy,
+    def _register_and_deploy(self, model_path, run_id, dry_run, force, gate: dict,
                              rollout: dict) -> DeployResult:
         specs = self.specs
         run = self.find_run(model_path, run_id)
         accuracy = run.metrics.get(QUALITY_METRIC)
         self.progress(f"run {run.run_id} (created {run.created}), {QUALITY_METRIC} "
                       + (f"{float(accuracy):.3f}" if accuracy is not None else "n/a"))
-        note = self.quality_gate(run, min_accuracy, force)
+        note = self.quality_gate(run, force=force, **gate)
         if note:
             self.progress(note)
         result = DeployResult(dry_run=dry_run, run_id=run.run_id, model_path=run.model_path,
@@ -330,7 +339,7 @@ class Deployer:
             result.changes.append(change)
             self.progress(plan_line(change, dry_run))
         changes, result.smoke = self.rollout.deploy(
-            specs.deployment, model, dry_run=dry_run, min_accuracy=min_accuracy,
+            specs.deployment, model, dry_run=dry_run, min_accuracy=gate["min_accuracy"],
             check_accuracy=not note, **rollout)
         result.changes += changes
         result.deployment = next(c.name for c in changes if c.kind == "deployment")

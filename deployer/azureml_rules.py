@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from workspace.errors import ConfigError
+from workspace.names import ARM_NAME_MAX, DEPLOYMENT_NAME
 
 # Endpoint names: EndpointConfigurations (constants/_endpoint.py), enforced by
 # validate_endpoint_or_deployment_name (entities/_endpoint/_endpoint_helpers.py) on every
@@ -21,11 +22,10 @@ ENDPOINT_NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
 ENDPOINT_NAME_LENGTH = (3, 32)
 
 # Batch deployment and job names: the name pattern of workspaces/batchEndpoints/deployments
-# and workspaces/jobs in the REST types. azure-ai-ml checks deployment names with the
-# endpoint rule above for online deployments only (OnlineDeployment); a batch deployment
-# name goes to the service unchecked, so this pattern is the whole rule.
-ARM_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}$")
-ARM_NAME_MAX = 255
+# and workspaces/jobs in the REST types (workspace/names.py, with every other name a user
+# passes). azure-ai-ml checks deployment names with the endpoint rule above for online
+# deployments only (OnlineDeployment); a batch deployment name goes to the service
+# unchecked, so this pattern is the whole rule.
 
 # What Azure ML applies to a batch deployment setting that deployment.yml leaves out (the
 # SDK then sends none): the "defaults to" of the BatchDeployment and BatchRetrySettings
@@ -74,7 +74,7 @@ def is_endpoint_name(name) -> bool:
 
 
 def is_arm_name(name) -> bool:
-    return isinstance(name, str) and bool(ARM_NAME.match(name))
+    return DEPLOYMENT_NAME.is_valid(name)
 
 
 def validate_endpoint_name(name, where: str = "") -> None:
@@ -89,14 +89,6 @@ def validate_endpoint_name(name, where: str = "") -> None:
 def validate_deployment_name(name, where: str = "") -> None:
     if not is_arm_name(name):
         raise ConfigError(f"{_prefix(where)}Deployment name '{name}' is invalid.",
-                          f"Use 1-{ARM_NAME_MAX} letters, digits, '-' and '_', starting with a "
-                          "letter or digit.")
-
-
-def validate_job_name(value, option: str) -> None:
-    """A job's name or experiment name (`--job-name`, `--experiment-name`)."""
-    if not is_arm_name(value):
-        raise ConfigError(f"{option} '{value}' is invalid.",
                           f"Use 1-{ARM_NAME_MAX} letters, digits, '-' and '_', starting with a "
                           "letter or digit.")
 

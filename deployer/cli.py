@@ -11,15 +11,21 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import ProjectGroup, target_option
+from workspace.cli_support import ProjectGroup, checked, target_option
+from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
+from workspace.output import output_option, print_json
+from workspace.quality import MIN_TEST_ROWS
 
 MIN_ACCURACY_ENV = "DEPLOYER_MIN_ACCURACY"
+MIN_TEST_ROWS_ENV = "DEPLOYER_MIN_TEST_ROWS"
 
 spec_dir_option = click.option(
     "--spec-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
     help="Folder with model.yml, compute.yml, endpoint.yml and deployment.yml "
     "(default: deployer/specs/).")
 
+
+job_name_argument = click.argument("name", callback=checked(JOB_NAME))
 
 timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
@@ -29,9 +35,9 @@ timeout_option = click.option(
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
+    from workspace.output import console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return console(stderr)
 
 
 def _make(target: str | None, spec_dir: Path | None, quiet: bool = False,
@@ -88,13 +94,19 @@ def cli():
               "azureml://datastores/<ds>/paths/... (default: the newest complete run).")
 @click.option("--run-id", default=None, help="Deploy the published run with this MLflow run id.")
 @click.option("--sweep", "sweep_id", metavar="SWEEP_ID|latest", default=None,
+              callback=checked(SWEEP_ID, also=("latest",)),
               help="Deploy the best complete run of this sweep (test accuracy, then macro-F1, "
-              "then the earlier line); 'latest' is the newest sweep.")
+              f"then the earlier line; runs with fewer than {MIN_TEST_ROWS} test rows last); "
+              "'latest' is the newest sweep.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (create/update/no-op per resource); "
               "change nothing.")
 @click.option("--min-accuracy", type=click.FloatRange(0, 1), default=0.9, show_default=True,
               envvar=MIN_ACCURACY_ENV, show_envvar=True,
               help="Quality gate: refuse a model whose test_accuracy is lower.")
+@click.option("--min-test-rows", type=click.IntRange(1), default=MIN_TEST_ROWS,
+              show_default=True, envvar=MIN_TEST_ROWS_ENV, show_envvar=True,
+              help="Quality gate: refuse a model whose test_accuracy was measured on fewer test "
+              "rows (on 3 rows, 1.000 says little; see docs/architecture.md).")
 @click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate.")
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
@@ -108,14 +120,15 @@ def cli():
 @timeout_option
 @target_option
 @spec_dir_option
-def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, force, smoke, keep,
-                        cleanup_failed, timeout_minutes, target, spec_dir):
+def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min_test_rows, force,
+                        smoke, keep, cleanup_failed, timeout_minutes, target, spec_dir):
     """Register the newest complete model and roll it out as the endpoint's default.
 
     \b
     1. finds the newest run published by the trainer (manifest.json) unless --model or
        --run-id says which, and verifies every file hash of its manifest;
-    2. quality gate: test_accuracy must reach --min-accuracy (or --force);
+    2. quality gate: test_accuracy must reach --min-accuracy, measured on at least
+       --min-test-rows test rows (or --force);
     3. registers it with lineage tags; the same content again makes no new version;
     4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
        version (<deployment name>-v<version>);
@@ -131,13 +144,15 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, for
       python -m deployer register-and-deploy --cleanup-failed
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
       python -m deployer register-and-deploy --sweep latest
+      python -m deployer register-and-deploy --min-test-rows 50
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
     deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
     if sweep_id:
         run_id = deployer.sweep_run_id(sweep_id, given=model_path or run_id)
     result = deployer.register_and_deploy(model_path=model_path, run_id=run_id, dry_run=dry_run,
-                                          force=force, min_accuracy=min_accuracy, smoke=smoke,
+                                          force=force, min_accuracy=min_accuracy,
+                                          min_test_rows=min_test_rows, smoke=smoke,
                                           keep=keep, cleanup_failed=cleanup_failed)
     _print_deploy(result, settings)
 
@@ -398,15 +413,19 @@ def _print_job(job, stats=None, seconds: float | None = None) -> None:
               help="How many recent jobs to list.")
 @target_option
 @spec_dir_option
-def status(n_jobs, target, spec_dir):
+@output_option
+def status(n_jobs, target, spec_dir, output_format):
     """Show the registered model, the endpoint, its deployments, the cluster and recent jobs.
 
     \b
-    Example:
+    Examples:
       python -m deployer status --jobs 10
+      python -m deployer status -o json | jq -r '.target.endpoint.default_deployment'
     """
     deployer, settings = _make(target, spec_dir, quiet=True)
     report = deployer.status(jobs=n_jobs)
+    if output_format == "json":
+        return print_json("deployer.status", report)
     console = _console()
     console.print(_where(report.target))
     for table in (_models_table(report.target), _endpoint_line(report.target),
@@ -508,22 +527,27 @@ def jobs():
 
 
 @jobs.command("show")
-@click.argument("name")
+@job_name_argument
 @target_option
 @spec_dir_option
-def jobs_show(name, target, spec_dir):
+@output_option
+def jobs_show(name, target, spec_dir, output_format):
     """Show one job: state, counts, failed files, where its output and logs are.
 
     \b
-    Example:
+    Examples:
       python -m deployer jobs show batchjob-0b9c...
+      python -m deployer jobs show batchjob-0b9c... -o json
     """
     deployer, _ = _make(target, spec_dir, quiet=True)
-    _print_job(deployer.job(name))
+    job = deployer.job(name)
+    if output_format == "json":
+        return print_json("deployer.job", {"job": job})
+    _print_job(job)
 
 
 @jobs.command("cancel")
-@click.argument("name")
+@job_name_argument
 @target_option
 @spec_dir_option
 def jobs_cancel(name, target, spec_dir):
@@ -541,7 +565,7 @@ def jobs_cancel(name, target, spec_dir):
 
 
 @jobs.command("download")
-@click.argument("name")
+@job_name_argument
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to put predictions.csv (default: outputs/<job name>/).")
 @target_option
@@ -562,10 +586,20 @@ def jobs_download(name, output_dir, target, spec_dir):
 @click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
 @target_option
 @spec_dir_option
-def jobs_list(limit, target, spec_dir):
-    """List the endpoint's recent jobs, newest first."""
+@output_option
+def jobs_list(limit, target, spec_dir, output_format):
+    """List the endpoint's recent jobs, newest first.
+
+    \b
+    Examples:
+      python -m deployer jobs list --limit 20
+      python -m deployer jobs list -o json | jq -r '.jobs[] | select(.status == "Failed") | .name'
+    """
     deployer, _ = _make(target, spec_dir, quiet=True)
-    for job in deployer.backend.list_jobs(deployer.endpoint_name, limit=limit):
+    found = deployer.backend.list_jobs(deployer.endpoint_name, limit=limit)
+    if output_format == "json":
+        return print_json("deployer.jobs", {"jobs": found})
+    for job in found:
         click.echo(f"{job.name}  {job.status:<9}  {job.created}  rows={job.rows_scored}  "
                    f"failed_files={job.files_failed}  {job.input}")
 
@@ -574,7 +608,7 @@ def jobs_list(limit, target, spec_dir):
 
 
 @cli.command()
-@click.option("--to", "to", default=None, metavar="DEPLOYMENT",
+@click.option("--to", "to", default=None, metavar="DEPLOYMENT", callback=checked(DEPLOYMENT_NAME),
               help="The deployment to make the default (default: the rollback candidate).")
 @click.option("--to-version", type=click.IntRange(1), default=None, metavar="N",
               help="Make the deployment of model version N the default.")

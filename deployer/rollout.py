@@ -8,7 +8,6 @@ while idle, the cluster scales to zero. Backends only list, create, tag, route a
 """
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -16,16 +15,16 @@ from pathlib import Path
 from typing import Callable
 
 from deployer import plan
-from deployer.azureml_rules import ARM_NAME_MAX, MINIMUM, validate_job_name
+from deployer.azureml_rules import ARM_NAME_MAX, MINIMUM
 from deployer.entities import NO_OP, SERVED_TAG, Change, Deployment, JobOverrides, JobSummary
 from deployer.plan import plan_line
 from deployer.spec import Spec
 from workspace.errors import ConfigError, ExitCode, NotFound, ProjectError
+from workspace.names import DATASTORE_FILE_PATH, EXPERIMENT_NAME, JOB_NAME
 
 SMOKE_DIR = Path(__file__).resolve().parent / "smoke"
 SMOKE_INPUT = SMOKE_DIR / "smoke.csv"
 SMOKE_LABELS = SMOKE_DIR / "expected.txt"
-OUTPUT_PATH = re.compile(r"^azureml://datastores/([^/]+)/paths/(.+)$")
 ACTIVE = ("Queued", "Running")
 
 Progress = Callable[[str], None]
@@ -72,17 +71,11 @@ def validate_overrides(overrides: JobOverrides) -> JobOverrides:
                                   or value < minimum):
             raise ConfigError(f"--{key.replace('_', '-')} is {value!r}; it must be a whole number "
                               f"of at least {minimum}.")
-    for key in ("job_name", "experiment_name"):
-        value = getattr(overrides, key)
+    for option, value, rule in (("--job-name", overrides.job_name, JOB_NAME),
+                                ("--experiment-name", overrides.experiment_name, EXPERIMENT_NAME),
+                                ("--output-path", overrides.output_path, DATASTORE_FILE_PATH)):
         if value is not None:
-            validate_job_name(value, f"--{key.replace('_', '-')}")
-    if overrides.output_path is not None:
-        match = OUTPUT_PATH.match(overrides.output_path)
-        leaf = match.group(2).rsplit("/", 1)[-1] if match else ""
-        if not match or overrides.output_path.endswith("/") or "." not in leaf.strip("."):
-            raise ConfigError(f"--output-path '{overrides.output_path}' is not a file path in a "
-                              "datastore; Azure ML writes a job's output to a uri_file.",
-                              "Use azureml://datastores/<datastore>/paths/<folder>/<file>.csv.")
+            rule.check(value, option)
     return overrides
 
 

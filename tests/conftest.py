@@ -96,6 +96,17 @@ def container_datastore(settings: Settings) -> Datastore:
 
 
 @pytest.fixture(scope="session")
+def azure_storage(azurite):
+    """The session's Azurite behind a proxy that answers as Azure Storage does where
+    Azurite differs (tests/support/azure_storage_proxy.py): its port stands in for
+    Azurite's, e.g. `isolated_settings(azure_storage, tmp_path)`."""
+    from tests.support.azure_storage_proxy import AzureStorageProxy
+
+    with AzureStorageProxy(azurite.port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
 def azurite_queue(tmp_path_factory):
     """Azurite's queue service (sweeps), beside the blob service."""
     from workspace.queues import AzuriteQueueProcess
@@ -103,6 +114,16 @@ def azurite_queue(tmp_path_factory):
     log = tmp_path_factory.mktemp("azurite-queue") / "azurite-queue.log"
     with AzuriteQueueProcess(log_path=log) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def azure_queue(azurite_queue):
+    """The session's Azurite queue service behind a proxy that answers as Azure Storage
+    does where Azurite differs: its port stands in for AZURITE_QUEUE_PORT."""
+    from tests.support.azure_storage_proxy import QUEUE_RULES, AzureStorageProxy
+
+    with AzureStorageProxy(azurite_queue.port, rules=QUEUE_RULES) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,20 @@ import main as trainer  # noqa: E402  (main.py is copied beside this file)
 
 EXIT_STORAGE = trainer.EXIT_STORAGE
 OUTPUT_LINES_MAX = 2000  # keeps outputs.json far below ADF's 2 MB customOutput limit
+# Azure Queue Storage takes a visibility timeout of 1 s to 7 days on Get Messages (0 s to
+# 7 days on Update Message): https://learn.microsoft.com/rest/api/storageservices/get-messages
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
+MAX_GRACE_SECONDS = 3600  # idle that long after the queue empties; more only keeps nodes up
+
+
+def _seconds_between(low: float, high: float):
+    """An argparse type: a finite number of seconds in [low, high] (main.py's wording)."""
+    def check(text: str) -> float:
+        value = trainer._number(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+    return check
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datastore-name", default="workspaceblobstore")
     p.add_argument("--max-attempts", type=trainer._positive_int, default=3,
                    help="Receives of one line before it goes to the failures queue.")
-    p.add_argument("--visibility-timeout", type=trainer._positive_int, default=300,
-                   metavar="SECONDS", help="How long a received line stays hidden; renewed "
-                   "at half of it while training.")
-    p.add_argument("--grace-period", type=float, default=30.0, metavar="SECONDS",
-                   help="Stop once the work queue has been empty this long.")
-    p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--visibility-timeout", type=trainer._int_between(1, MAX_VISIBILITY_SECONDS),
+                   default=300, metavar="SECONDS", help="How long a received line stays hidden "
+                   "(1 s to 7 days, the queue service's range); renewed at half of it while "
+                   "training.")
+    p.add_argument("--grace-period", type=_seconds_between(0, MAX_GRACE_SECONDS), default=30.0,
+                   metavar="SECONDS", help="Stop once the work queue has been empty this long "
+                   f"(at most {MAX_GRACE_SECONDS}).")
+    p.add_argument("--poll-interval", type=_seconds_between(0.01, 60), default=1.0,
+                   metavar="SECONDS")
     p.add_argument("--runner-id", default=os.environ.get("AZ_BATCH_TASK_ID")
                    or f"{socket.gethostname()}-{os.getpid()}")
     p.add_argument("--outputs-json", default="outputs.json", metavar="PATH")

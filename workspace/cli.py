@@ -1,6 +1,6 @@
 """Local services: `up` starts Azurite (data under .local/) and creates the datastore
-container, `down` stops it (and settles scoring jobs whose runner had died), `status`
-tells whether it answers."""
+container, `down` stops it and runs the clean-ups registered in workspace/cleanups.py (the
+deployer's: settle scoring jobs whose runner had died), `status` tells whether it answers."""
 from __future__ import annotations
 
 import click
@@ -52,20 +52,9 @@ def down():
 
     if stop_background_queue(settings.local_path):
         click.echo("Azurite queue service stopped.")
-    _settle_dead_jobs(settings.local_path / "deployer" / "jobs")
+    from workspace.cleanups import run_cleanups
 
-
-def _settle_dead_jobs(jobs_dir) -> None:
-    """Scoring jobs whose runner was killed: stop what is left of them, mark them Failed."""
-    from deployer.engine.lifecycle import settle_dead_jobs
-
-    settled, running = settle_dead_jobs(jobs_dir)
-    for name in settled:
-        click.echo(f"Job {name}: its runner had died; its processes are stopped and it is "
-                   "marked Failed.")
-    for name in running:
-        click.echo(f"Job {name} is still running; stop it with "
-                   f"`python -m deployer jobs cancel {name}`.")
+    run_cleanups(settings.local_path, click.echo)
 
 
 @cli.command()

@@ -24,3 +24,17 @@ class ProjectGroup(click.Group):
 target_option = click.option(
     "--target", type=click.Choice(["local", "azure"]), default=None,
     help="Override TARGET from .env (default: local unless .env says azure).")
+
+
+def checked(rule, *, also: tuple[str, ...] = ()):
+    """A click callback that checks an option's or argument's value with a name rule of
+    workspace/names.py before the command runs (None and the words in `also`, e.g.
+    'latest', pass). The error names the option (`--job-name`) or argument (`RUN_ID`)."""
+
+    def callback(ctx, param, value):
+        if value is None or value in also:
+            return value
+        where = param.opts[0] if param.param_type_name == "option" else param.human_readable_name
+        return rule.check(value, where)
+
+    return callback

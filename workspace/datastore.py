@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -208,35 +208,53 @@ class Datastore:
 
         A blob lease is the storage service's own mutex, so one lock serves every target and
         every machine. The lease lasts LEASE_SECONDS and is renewed by a thread: if the
-        holder dies, it expires by itself and the next caller goes on."""
-        from azure.core.exceptions import ResourceExistsError
-
+        holder dies, it expires by itself and the next caller goes on. While it holds the
+        lease, the holder writes who it is (`purpose`, process, host, since when) into the
+        blob's metadata, so that whoever waits for it can say what it waits for."""
         blob = self.client.get_blob_client(name)
-        with self._errors(f"creating the lock '{name}'"):
-            try:
-                blob.upload_blob(b"", overwrite=False)
-            except ResourceExistsError:
-                pass  # made by an earlier holder (or being leased right now)
+        self._create_lock_blob(blob)
         lease = self._acquire_lease(blob, purpose, wait_seconds, progress)
         stop = threading.Event()
         renewer = threading.Thread(target=_renew_lease, args=(lease, stop),
                                    name=f"lease {name}", daemon=True)
         renewer.start()
         try:
+            try:
+                blob.set_blob_metadata(LockHolder.this_process(purpose).metadata(), lease=lease)
+            except Exception:  # noqa: BLE001 - only the waiters' message needs it
+                pass
             yield
         finally:
             stop.set()
             renewer.join()
             try:
+                blob.set_blob_metadata({}, lease=lease)  # the next holder is someone else
                 lease.release()
             except Exception:  # noqa: BLE001 - it expires by itself within LEASE_SECONDS
                 pass
+
+    def _create_lock_blob(self, blob) -> None:
+        """Create the lock's (empty) blob unless it exists. Put Blob with If-None-Match: *
+        on a blob that exists is refused with 409 BlobAlreadyExists (ResourceExistsError),
+        but Azure checks the lease first: on a blob another caller holds leased it answers
+        412 LeaseIdMissing (a plain HttpResponseError), which Azurite 3.37 does not
+        (Azure/Azurite#2637; docs/azure.md). Either way the blob is there."""
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+        with self._errors(f"creating the lock '{blob.blob_name}'"):
+            try:
+                blob.upload_blob(b"", overwrite=False)
+            except ResourceExistsError:
+                pass  # made by an earlier holder
+            except HttpResponseError as exc:
+                if exc.status_code != 412 or exc.error_code != "LeaseIdMissing":
+                    raise  # (a 412 of another kind is a real refusal)
 
     def _acquire_lease(self, blob, purpose: str, wait_seconds: float, progress):
         from azure.core.exceptions import HttpResponseError
 
         deadline = time.monotonic() + wait_seconds
-        told = False
+        told = None
         while True:
             with self._errors(f"locking '{blob.blob_name}'"):
                 try:
@@ -244,16 +262,68 @@ class Datastore:
                 except HttpResponseError as exc:
                     if exc.status_code != 409:  # 409 LeaseAlreadyPresent: someone holds it
                         raise
+            holder = self._lock_holder(blob)
             if time.monotonic() >= deadline:
                 raise DatastoreError(
-                    f"Another {purpose} still holds the lock '{blob.blob_name}' in container "
-                    f"'{self.container}' after {wait_seconds:g} s.",
+                    f"Gave up the {purpose} after {wait_seconds:g} s: the lock "
+                    f"'{blob.blob_name}' in container '{self.container}' is still held by "
+                    f"{holder}.",
                     "Wait for it to finish and run again; if its process died, the lock "
                     f"expires by itself within {LEASE_SECONDS} s.")
-            if not told:
-                progress(f"waiting for another {purpose} to finish (lock {blob.blob_name})")
-                told = True
+            if holder != told:  # said once per holder, not every poll
+                progress(f"waiting for the lock '{blob.blob_name}', held by {holder}")
+                told = holder
             time.sleep(LEASE_POLL_SECONDS)
+
+    def _lock_holder(self, blob) -> "LockHolder":
+        """Who holds the lock now, as its holder wrote it (unknown if it has not yet)."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            return LockHolder.from_metadata(blob.get_blob_properties().metadata)
+        except AzureError:  # the next poll asks again
+            return LockHolder()
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lease lock, kept in the lock blob's metadata while they hold it."""
+
+    purpose: str = ""
+    pid: str = ""
+    host: str = ""
+    since: str = ""
+
+    # Metadata names must be C# identifiers; values are HTTP header values (ASCII), so the
+    # purpose, which names user-chosen things, is percent-encoded.
+    PREFIX = "holder_"
+
+    @classmethod
+    def this_process(cls, purpose: str) -> "LockHolder":
+        import os
+        import socket
+        from datetime import datetime, timezone
+
+        return cls(purpose, str(os.getpid()), socket.gethostname(),
+                   datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+    def metadata(self) -> dict[str, str]:
+        from urllib.parse import quote
+
+        return {f"{self.PREFIX}{key}": quote(value, safe=" '():/-_.,")
+                for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> "LockHolder":
+        from urllib.parse import unquote
+
+        return cls(**{f.name: unquote(metadata.get(f"{cls.PREFIX}{f.name}", ""))
+                      for f in fields(cls)})
+
+    def __str__(self) -> str:
+        if not self.purpose:
+            return "another process (the lock does not name it)"
+        return f"{self.purpose} (process {self.pid} on {self.host}, since {self.since})"
 
 
 class BlockUpload:

@@ -125,4 +125,24 @@ class SweepQueues:
             if not batch:
                 return
             for message in batch:
-                yield json.loads(message.content), (lambda m=message: client.delete_message(m))
+                yield json.loads(message.content), (lambda m=message: delete_received(client, m))
+
+
+def delete_received(client, message) -> bool:
+    """Delete a received message; False if its pop receipt is no longer valid: the message
+    became visible again and was received since (the later receipt deletes it), or it is
+    deleted already, with its queue or alone. Azure answers that 404 MessageNotFound (Delete Message, "If a message
+    with a matching pop receipt isn't found, the service returns error code 404",
+    learn.microsoft.com/rest/api/storageservices/delete-message2); Azurite 3.37 answers
+    400 PopReceiptMismatch (docs/azure.md)."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    try:
+        client.delete_message(message)
+        return True
+    except ResourceNotFoundError:  # (or the queue is gone: so is the message)
+        return False
+    except HttpResponseError as exc:
+        if exc.status_code == 400 and exc.error_code == "PopReceiptMismatch":
+            return False
+        raise

@@ -58,6 +58,15 @@ class Settings:
     storage_blob_url: str = _key("AZURE_STORAGE_BLOB_URL",
                                  "Blob endpoint, https://<account>.blob.core.windows.net.")
     key_vault: str = _key("AZURE_KEY_VAULT", "Key Vault name.")
+    # The cloud's host suffixes, as ARM's environment() gives them where Bicep deploys: the
+    # linked services adf/ publishes name the account and the vault with them.
+    storage_suffix: str = _key("AZURE_STORAGE_SUFFIX",
+                               "Storage host suffix of the cloud deployed to (environment()."
+                               "suffixes.storage), core.windows.net in the public cloud.")
+    key_vault_dns_suffix: str = _key("AZURE_KEY_VAULT_DNS_SUFFIX",
+                                     "Key Vault host suffix of the cloud deployed to "
+                                     "(environment().suffixes.keyvaultDns), .vault.azure.net "
+                                     "in the public cloud.")
     aml_workspace: str = _key("AML_WORKSPACE", "Azure ML workspace name.")
     data_factory: str = _key("ADF_FACTORY", "Data Factory name.")
     adf_pipeline: str = _key("ADF_PIPELINE", "Pipeline that trains the model.", "train-iris")
@@ -68,6 +77,9 @@ class Settings:
     batch_account_url: str = _key("BATCH_ACCOUNT_URL",
                                   "Batch endpoint, https://<account>.<region>.batch.azure.com.")
     batch_pool_id: str = _key("BATCH_POOL_ID", "Batch pool that runs the trainer.", "dsvm-pool")
+    batch_pool_max_nodes: str = _key("BATCH_POOL_MAX_NODES",
+                                     "Most nodes the pool autoscales to (one sweep runner each; "
+                                     "a sweep starts no more runners).")
     pool_identity_client_id: str = _key("POOL_IDENTITY_CLIENT_ID",
                                         "Client id of the pool's user-assigned identity.")
     batch_endpoint_name: str = _key("BATCH_ENDPOINT_NAME",
@@ -126,6 +138,11 @@ class Settings:
         if not self.azurite_queue_port.isdigit():
             raise ConfigError(f"AZURITE_QUEUE_PORT is '{self.azurite_queue_port}'.",
                               "Set a port number.")
+        if self.batch_pool_max_nodes and not (self.batch_pool_max_nodes.isdigit()
+                                              and int(self.batch_pool_max_nodes) > 0):
+            raise ConfigError(f"BATCH_POOL_MAX_NODES is '{self.batch_pool_max_nodes}'.",
+                              "Set the pool's autoscale maximum (a whole number of at least 1), "
+                              "or leave it empty.")
 
     def require(self, *names: str) -> None:
         """Raise one ConfigError naming every missing Azure setting."""

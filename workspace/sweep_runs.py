@@ -2,7 +2,9 @@
 
 A sweep's runner records `"sweep": {"id", "line"}` in each manifest. A line may have been
 trained more than once (a runner died after publishing, before its result was recorded):
-its first complete run (earliest `created`, then run id) is the one that counts.
+its first complete run (earliest `created`, then run id) is the one that counts. Runs are
+ranked as the leaderboard ranks them (workspace/quality.py): a run with too few test rows
+comes last, so the best run is one whose accuracy means something, if the sweep has one.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from workspace.datastore import Datastore
 from workspace.errors import ConfigError, NotFound
 from workspace.published import MANIFEST_NAME, ManifestError, PublishedRun, _read_manifest, _warn
+from workspace.quality import rank_key
 
 LATEST = "latest"
 
@@ -23,10 +26,7 @@ class SweepRun:
 
     @property
     def rank_key(self) -> tuple:
-        """Best first: test accuracy, then macro-F1, then the earlier line."""
-        metrics = self.run.metrics
-        return (-float(metrics.get("test_accuracy", 0.0)),
-                -float(metrics.get("test_f1_macro", 0.0)), self.line)
+        return rank_key(self.run.metrics, self.line)
 
 
 def _sweep_manifests(store: Datastore, prefix: str) -> list[tuple[dict, str, PublishedRun]]:

@@ -29,6 +29,12 @@ param azureStorageBlobUrl string
 @description('Key Vault name (AZURE_KEY_VAULT).')
 param azureKeyVault string
 
+@description('Storage host suffix of the cloud, environment().suffixes.storage (AZURE_STORAGE_SUFFIX).')
+param azureStorageSuffix string
+
+@description('Key Vault host suffix of the cloud, environment().suffixes.keyvaultDns (AZURE_KEY_VAULT_DNS_SUFFIX).')
+param azureKeyVaultDnsSuffix string
+
 @description('Blob container of the datastore (DATASTORE_CONTAINER).')
 param datastoreContainer string
 
@@ -49,9 +55,9 @@ param tags object
 
 var credentialJson = json(replace(loadTextContent('../../adf/credentials/BatchIdentityCredential.json'), '__ADF_IDENTITY_RESOURCE_ID__', adfIdentityResourceId))
 
-var keyVaultLinkedServiceJson = json(replace(loadTextContent('../../adf/linkedServices/KeyVaultLinkedService.json'), '__AZURE_KEY_VAULT__', azureKeyVault))
+var keyVaultLinkedServiceJson = json(replace(replace(loadTextContent('../../adf/linkedServices/KeyVaultLinkedService.json'), '__AZURE_KEY_VAULT__', azureKeyVault), '__AZURE_KEY_VAULT_DNS_SUFFIX__', azureKeyVaultDnsSuffix))
 
-var storageLinkedServiceJson = json(replace(loadTextContent('../../adf/linkedServices/AzureBlobStorageLinkedService.json'), '__AZURE_STORAGE_ACCOUNT__', azureStorageAccount))
+var storageLinkedServiceJson = json(replace(replace(loadTextContent('../../adf/linkedServices/AzureBlobStorageLinkedService.json'), '__AZURE_STORAGE_ACCOUNT__', azureStorageAccount), '__AZURE_STORAGE_SUFFIX__', azureStorageSuffix))
 
 var batchLinkedServiceJson = json(replace(replace(replace(loadTextContent('../../adf/linkedServices/AzureBatchLinkedService.json'), '__BATCH_ACCOUNT__', batchAccount), '__BATCH_ACCOUNT_URL__', batchAccountUrl), '__BATCH_POOL_ID__', batchPoolId))
 
@@ -84,29 +90,16 @@ resource credential 'Microsoft.DataFactory/factories/credentials@2018-06-01' = {
   properties: credentialJson.properties
 }
 
-// adf/ writes the public cloud's endpoints (what `python -m adf` publishes); the deployment
-// uses the suffixes of the cloud it runs in.
-var keyVaultBaseUrl = 'https://${azureKeyVault}${environment().suffixes.keyvaultDns}/'
-var storageConnectionString = 'DefaultEndpointsProtocol=https;AccountName=${azureStorageAccount};EndpointSuffix=${environment().suffixes.storage};'
-
 resource keyVaultLinkedService 'Microsoft.DataFactory/factories/linkedservices@2018-06-01' = {
   parent: factory
   name: keyVaultLinkedServiceJson.name
-  properties: union(keyVaultLinkedServiceJson.properties, {
-    typeProperties: union(keyVaultLinkedServiceJson.properties.typeProperties, {
-      baseUrl: keyVaultBaseUrl
-    })
-  })
+  properties: keyVaultLinkedServiceJson.properties
 }
 
 resource storageLinkedService 'Microsoft.DataFactory/factories/linkedservices@2018-06-01' = {
   parent: factory
   name: storageLinkedServiceJson.name
-  properties: union(storageLinkedServiceJson.properties, {
-    typeProperties: union(storageLinkedServiceJson.properties.typeProperties, {
-      connectionString: storageConnectionString
-    })
-  })
+  properties: storageLinkedServiceJson.properties
   dependsOn: [
     keyVaultLinkedService
   ]

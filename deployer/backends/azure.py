@@ -414,13 +414,20 @@ class AzureBackend(Backend):
                               "azureml:<name>@latest.")
         import hashlib
 
-        files = [local] if local.is_file() else sorted(p for p in local.iterdir() if p.is_file())
+        from deployer.engine.reader import folder_files
+
+        files, refused = ([local], []) if local.is_file() else folder_files(local)
         nested = [] if local.is_file() else sorted(p.name for p in local.iterdir() if p.is_dir())
         if nested:
             raise ConfigError(f"Input folder '{input_path}' has subfolders ({', '.join(nested[:3])}"
                               f"{', ...' if len(nested) > 3 else ''}).",
                               "Azure ML scores only the top-level files of a folder; move the files "
                               "up or invoke each subfolder on its own.")
+        if refused:  # what the local engine names as failed files is never uploaded
+            raise ConfigError(f"Input folder '{input_path}' has entries that are not files of "
+                              "it: " + "; ".join(f"{name}: {why}" for name, why in refused) + ".",
+                              "Put regular files in the folder (a copy, not a link out of it), "
+                              "or remove those entries.")
         if not files:
             raise ConfigError(f"Input folder '{input_path}' has no files.", "Put .csv files in it.")
         digest = hashlib.sha256()

@@ -39,7 +39,9 @@ from deployer.entities import (NO_OP, Change, ComputeStatus, Deployment,
 from deployer.backends.local_registry import RegistryReader, RegistryUnreadable, RegistryVersion
 from deployer.engine.lifecycle import write_runner_pid
 from deployer.engine.records import TERMINAL, now, read_record, write_record
+from workspace.cleanups import register_cleanup
 from workspace.errors import ConfigError, NotFound, ProjectError
+from workspace.names import JOB_NAME
 from workspace.settings import REPO_ROOT, Settings
 
 CONTENT_TAG = "content_sha256"
@@ -451,12 +453,16 @@ class LocalBackend(Backend):
 
     def _new_job_dir(self, name: str | None) -> Path:
         """The folder of a new job: `name` (refused if a job has it), else batchjob-<uuid>."""
-        job_dir = self.jobs_dir / (name or f"batchjob-{uuid.uuid4()}")
+        job_dir = self.jobs_dir / (JOB_NAME.check(name, "--job-name") if name
+                                   else f"batchjob-{uuid.uuid4()}")
         try:
             job_dir.mkdir(parents=True)
         except FileExistsError:
             raise ConfigError(f"A job named '{name}' already exists.",
                               "Job names are unique in a workspace; pick another --job-name.")
+        # `python -m workspace down` then settles jobs whose runner died (engine/lifecycle.py)
+        register_cleanup(self.root, "deployer-jobs", "deployer.engine.lifecycle",
+                         str(self.jobs_dir))
         return job_dir
 
     def _input_uri(self, input_path: str) -> str:
@@ -563,9 +569,7 @@ class LocalBackend(Backend):
             return False
 
     def _job_dir(self, name: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9][-A-Za-z0-9_.]*", name or ""):
-            raise ConfigError(f"'{name}' is not a job name.", "See `python -m deployer status`.")
-        job_dir = self.jobs_dir / name
+        job_dir = self.jobs_dir / JOB_NAME.check(name, "job name")
         if not (job_dir / "job.json").is_file():
             raise LocalNotFound(f"Job '{name}' does not exist on the local target.",
                                 "`python -m deployer status` lists recent jobs.")

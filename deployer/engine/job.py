@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import functools
 import multiprocessing
 import os
@@ -44,6 +43,7 @@ from deployer.engine.messages import Done, Exited, Failed, LoadFailed, Task, Tim
 from deployer.engine.model import load_model
 from deployer.engine.pool import PoolError, Worker, WorkerPool
 from deployer.engine.processes import ForkedProcess
+from deployer.engine.reader import folder_files, not_an_input_file
 from workspace.processes import ProcessId
 from deployer.engine.records import (append_user_error, now, read_record, write_overview,
                                      write_record)
@@ -52,6 +52,9 @@ from workspace.errors import ProjectError
 
 OUTPUT_NAME = "score"
 DATASTORE_JOBS_PREFIX = "batch-jobs"
+# A job that did not complete (canceled, failed) uploads its logs within this time or not
+# at all: a runner told to stop must stop even while the datastore does not answer.
+STOP_PUBLISH_SECONDS = 5.0
 
 
 class JobError(Exception):
@@ -112,35 +115,23 @@ def log_paths(job_dir: Path, node: int, process_no: int) -> tuple[Path, Path]:
 
 def resolve_input(record: dict, job_dir: Path, datastore_factory) -> tuple[list[Path], list]:
     """The input files, local (datastore inputs are downloaded into the job folder), and
-    the entries of an input folder that cannot be read as files, as (name, reason)."""
+    the entries of an input folder that are not files it may read, as (name, reason):
+    every top-level entry but a folder is either scored or named as failed."""
     uri = record["input"]
     if uri.startswith("azureml://"):
         return _download_datastore_input(uri, record, job_dir, datastore_factory), []
     path = Path(uri)
-    if path.is_file():
-        return [path], []
     if path.is_dir():
-        entries = sorted(path.iterdir(), key=lambda p: p.name)
-        files = [p for p in entries if p.is_file()]
-        broken = [(p.name, _broken_link(p)) for p in entries
-                  if p.is_symlink() and not p.exists()]
+        files, refused = folder_files(path)
         if not files:
             raise JobError(f"Input folder '{uri}' has no files (only top-level files are read)"
-                           + "".join(f"; {name}: {why}" for name, why in broken) + ".")
-        return files, broken
+                           + "".join(f"; {name}: {why}" for name, why in refused) + ".")
+        return files, refused
+    if path.is_file():
+        return [path], []
+    if path.exists() or path.is_symlink():
+        raise JobError(f"Input '{uri}': {not_an_input_file(path, path.parent.resolve())}.")
     raise JobError(f"Input '{uri}' does not exist.")
-
-
-def _broken_link(path: Path) -> str:
-    """Why a symbolic link of an input folder is not a file it can read."""
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:  # Python 3.11 raises this for a loop
-        return "a symbolic link that loops; it was not read"
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symbolic link that loops; it was not read"
-    return f"a symbolic link to '{os.readlink(path)}', which does not exist; it was not read"
 
 
 def parse_datastore_uri(uri: str) -> tuple[str, str]:
@@ -254,12 +245,20 @@ class JobRunner:
                            predictions=self.predicted.as_dict() if status == "Completed" else None)
         try:
             publishing = time.monotonic()
-            self._publish(complete=status == "Completed")
+            if status == "Completed":
+                self._publish(complete=True)
+            else:  # a job told to stop does not wait on storage that does not answer
+                _within(STOP_PUBLISH_SECONDS, functools.partial(self._publish, complete=False))
+            self.record["logs_datastore_path"] = \
+                f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}/logs/"
             self.timings["publish"] = round(time.monotonic() - publishing, 3)
         except Exception as exc:  # noqa: BLE001
             if status == "Completed":
                 status, error = "Failed", f"Uploading the output to the datastore failed: {exc}"
-            self._user_error(f"Uploading the output to the datastore failed: {exc}")
+                self._user_error(f"Uploading the output to the datastore failed: {exc}")
+            else:
+                self._user_error(f"The logs were not uploaded to the datastore ({exc}); they "
+                                 f"are in {self.logs}.")
         if status != "Completed":  # only a complete output is ever shown
             self._output_path().unlink(missing_ok=True)
         for scratch in ("work", "inputs"):  # part files, the partial output, downloaded inputs
@@ -283,7 +282,7 @@ class JobRunner:
         columns = read_signature(Path(self.record["model_path"]))
         p = self.progress
         p.files_total, p.mini_batches_total = len(files) + len(unreadable), len(batches)
-        for name, why in unreadable:  # a broken link in an input folder fails that file
+        for name, why in unreadable:  # an entry of the input folder it cannot read
             p.files_failed += 1
             p.files_done += 1
             p.failed_files.append({"file": name, "message": why})
@@ -542,6 +541,7 @@ class JobRunner:
         abandoned, never committed) and the logs to the datastore under batch-jobs/<job>/."""
         from deployer.engine.publish import PublishError
 
+        self._write_overview()  # before any request: this may run past a stopping runner
         store = self._store or self.datastore_factory()
         prefix = f"{DATASTORE_JOBS_PREFIX}/{self.record['name']}"
         partial, output = self._output_path(partial=True), self._output_path()
@@ -567,11 +567,9 @@ class JobRunner:
             self.record.update(output_datastore_path=name, output_bytes=output.stat().st_size)
         elif publisher is not None:
             publisher.abandon()
-        self._write_overview()
         for path in sorted(self.logs.rglob("*")):
             if path.is_file():
                 store.upload_file(path, f"{prefix}/{path.relative_to(self.job_dir).as_posix()}")
-        self.record["logs_datastore_path"] = f"{prefix}/logs/"
 
 
 class _PredictionCounts:
@@ -695,6 +693,33 @@ def _append(path: Path, text: str) -> None:
 
 def _raise_cancel(signum, frame):
     raise Cancelled()
+
+
+class _TooLong(Exception):
+    pass
+
+
+def _within(seconds: float, work) -> None:
+    """Run work in a thread and wait for it at most `seconds`; raise what it raised, or
+    _TooLong (the thread is left to die with the process: a request to storage that does
+    not answer waits for the client's read timeout, retried, which is minutes)."""
+    import threading
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="within", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _TooLong(f"the datastore did not answer within {seconds:g} s")
+    if failures:
+        raise failures[0]
 
 
 def _worker_entry(parent_pid: int, *args):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -133,3 +134,24 @@ def settle_dead_jobs(jobs_dir: Path) -> tuple[list[str], list[str]]:
         if before not in TERMINAL:
             (running if after not in TERMINAL else settled).append(job_dir.name)
     return settled, running
+
+
+def main(argv: list[str]) -> int:
+    """`python -m deployer.engine.lifecycle <jobs dir>`: the clean-up `python -m workspace
+    down` runs (registered by the local backend): stop what is left of jobs whose runner
+    died, mark them Failed, and say which jobs still run."""
+    if len(argv) != 1:
+        print("usage: python -m deployer.engine.lifecycle <jobs directory>", file=sys.stderr)
+        return 2
+    settled, running = settle_dead_jobs(Path(argv[0]))
+    for name in settled:
+        print(f"Job {name}: its runner had died; its processes are stopped and it is marked "
+              "Failed.")
+    for name in running:
+        print(f"Job {name} is still running; stop it with "
+              f"`python -m deployer jobs cancel {name}`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

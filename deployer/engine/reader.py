@@ -3,12 +3,18 @@
 `.csv` is read with its header row, `.parquet`/`.pqt` by row group; only the signature's
 columns are kept (extra columns are ignored), typed as the signature says. Anything else
 fails the file with Azure ML's message. Memory is bounded by `batch_rows`.
+
+`folder_files` lists an input folder: the files a job reads, and every other entry (a
+named pipe, a broken link, a link out of the folder) with why it is not read.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +41,61 @@ class FileError(Exception):
 
 def is_supported(path: Path) -> bool:
     return Path(path).suffix.lower() in CSV_EXTENSIONS | PARQUET_EXTENSIONS
+
+
+def folder_files(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files of an input folder a job reads (its top-level regular files, and links
+    to such files inside it), in name order, and every other top-level entry but a
+    subfolder as (name, why it is not read): nothing is skipped without a word."""
+    root = Path(folder).resolve()
+    files, refused = [], []
+    for entry in sorted(Path(folder).iterdir(), key=lambda p: p.name):
+        why = not_an_input_file(entry, root)
+        if why is None:
+            files.append(entry)
+        elif why:  # "": a folder, not read (top-level files only)
+            refused.append((entry.name, why))
+    return files, refused
+
+
+def not_an_input_file(entry: Path, root: Path) -> str | None:
+    """None for a regular file the job may read (a symbolic link to one inside the input
+    folder too); "" for a folder; otherwise why the entry is not read. A link that leaves
+    the folder is never followed: Azure ML sees only what is inside an input folder, and
+    a job must not read (and echo into its logs) a file it was not given."""
+    if entry.is_symlink():
+        try:
+            target = entry.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return _broken_link(entry)
+        if target.is_dir():
+            return ""
+        if not target.is_relative_to(root):
+            return (f"a symbolic link to '{os.readlink(entry)}', outside the input folder; "
+                    "only files inside the folder are read (Azure ML sees no others), so it "
+                    "was not read")
+        mode = target.stat().st_mode
+    else:
+        mode = entry.lstat().st_mode
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return ""
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    return f"{kind}, not a regular file; it was not read"
+
+
+def _broken_link(path: Path) -> str:
+    """Why a symbolic link of an input folder is not a file it can read."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 raises this for a loop
+        return "a symbolic link that loops; it was not read"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link that loops; it was not read"
+    return f"a symbolic link to '{os.readlink(path)}', which does not exist; it was not read"
 
 
 def read_batches(path: Path, columns: list[Column], batch_rows: int = DEFAULT_BATCH_ROWS,

@@ -268,3 +268,46 @@ def test_bad_parameter_is_refused_before_anything_is_published(invoke, fake):
     assert result.exit_code == 2
     assert "--param learningRate=0.1 --evil: passed to the trainer as --lr" in result.output
     assert fake.requests == []
+
+
+# The host suffixes of Azure US Government, as `az cloud show --name AzureUSGovernment`
+# prints them and ARM's environment() returns them there: suffixes.storage and
+# suffixes.keyvaultDns of AZURE_US_GOV_CLOUD in azure-cli-core (azure/cli/core/cloud.py);
+# the storage suffix is also azure-ai-ml's for that cloud (azure/ai/ml/_azure_environments.py).
+US_GOVERNMENT = {"storage": "core.usgovcloudapi.net", "keyvaultDns": ".vault.usgovcloudapi.net"}
+PUBLIC_CLOUD = ("core.windows.net", "vault.azure.net")
+
+
+def test_the_linked_services_carry_the_suffixes_of_the_cloud_deployed_to(tmp_path, credential):
+    """A deployment in a sovereign cloud: its outputs (written from environment() by
+    main.bicep) become .env, and what `python -m adf` publishes carries that cloud's hosts,
+    as the Bicep deployment did, never the public cloud's."""
+    from bicep import env_writer
+    from tests.bicep.test_env_writer import FIXTURE
+
+    deployment = json.loads(FIXTURE.read_text())
+    outputs = deployment["properties"]["outputs"]
+    account = outputs["azureStorageAccount"]["value"]
+    outputs["azureStorageBlobUrl"]["value"] = f"https://{account}.blob.{US_GOVERNMENT['storage']}"
+    outputs["azureStorageSuffix"] = {"type": "String", "value": US_GOVERNMENT["storage"]}
+    outputs["azureKeyVaultDnsSuffix"] = {"type": "String", "value": US_GOVERNMENT["keyvaultDns"]}
+    env = tmp_path / ".env"
+    env_writer.write_env(deployment, env, echo=lambda _: None)
+    settings = Settings.load(env_file=env, environ={}, local_dir=str(tmp_path / "local"))
+    fake = FakeAzure(settings.subscription_id, settings.resource_group, settings.data_factory,
+                     settings.batch_account_url, settings.storage_blob_url,
+                     pool_id=settings.batch_pool_id)
+
+    AzureBackend(settings, credential=credential, transport=fake,
+                 retry_backoff_factor=0).prepare(lambda _: None)
+
+    published = {r.path.rsplit("/", 1)[-1]: r.body["properties"]["typeProperties"]
+                 for r in fake.requests if r.method == "PUT" and "/linkedservices/" in r.path}
+    vault = outputs["azureKeyVault"]["value"]
+    assert published["KeyVaultLinkedService"]["baseUrl"] == \
+        f"https://{vault}{US_GOVERNMENT['keyvaultDns']}/"
+    assert published["AzureBlobStorageLinkedService"]["connectionString"] == (
+        f"DefaultEndpointsProtocol=https;AccountName={account};"
+        f"EndpointSuffix={US_GOVERNMENT['storage']};")
+    text = json.dumps(published)
+    assert not [suffix for suffix in PUBLIC_CLOUD if suffix in text], text

@@ -24,6 +24,7 @@ AZURE_VALUES = dict(
     target="azure", subscription_id="00000000-0000-0000-0000-000000000001",
     resource_group="rg-iris", location="westeurope", storage_account="stiris",
     storage_blob_url="https://stiris.blob.core.windows.net", key_vault="kv-iris",
+    storage_suffix="core.windows.net", key_vault_dns_suffix=".vault.azure.net",
     aml_workspace="mlw-iris", data_factory="adf-iris",
     adf_identity_resource_id="/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/"
                              "rg-iris/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-adf",
@@ -287,7 +288,19 @@ def test_no_secret_in_the_evaluated_local_command(raw, tmp_path):
 
 @pytest.mark.parametrize("pair, message", [
     ("epochs=x", r"'epochs' is an Int parameter; pass a whole number"),
-    ("nope=1", r"has no parameter 'nope' \(adf/pipeline.json declares: epochs, learningRate"),
+    ("nope=1", r"has no parameter 'nope' \(adf/pipeline.json accepts: epochs, learningRate, "
+               r"containerPath\)"),
+    # the runner's interpreter and the deployment's account are not a run's to choose
+    ("python=/bin/sh", r"--param python: 'python' is not a run's parameter; it is the runner's "
+                       r"interpreter .* Parameters you can pass: epochs, learningRate, "
+                       r"containerPath\.$"),
+    ("storageAccountUrl=https://elsewhere", r"'storageAccountUrl' is not a run's parameter"),
+    ("datastoreName=x", r"'datastoreName' is not a run's parameter"),
+    # a blob folder follows the Storage naming rules
+    ("containerPath=models/../../other", r"--param containerPath 'models/../../other' is not "
+                                         r"a valid container path: its folder '../../other': "
+                                         r"its segment '..' ends with '.'"),
+    ("containerPath=Models", r"its container 'Models'"),
     ("epochs", r"--param 'epochs' is not name=value"),
 ])
 def test_bad_parameters_are_one_clear_error(raw, pair, message):
@@ -297,8 +310,8 @@ def test_bad_parameters_are_one_clear_error(raw, pair, message):
 
 def test_parameters_are_typed_as_declared(raw):
     typed = coerce_parameters(raw, parse_param_options(["epochs=12", "learningRate=0.2",
-                                                        "containerPath=c/p=q"]))
-    assert typed == {"epochs": 12, "learningRate": "0.2", "containerPath": "c/p=q"}
+                                                        "containerPath=cont/p=q"]))
+    assert typed == {"epochs": 12, "learningRate": "0.2", "containerPath": "cont/p=q"}
 
 
 def test_timespans():

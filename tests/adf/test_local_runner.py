@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,8 +142,34 @@ def test_no_wait_returns_and_status_follows_from_another_process(settings, datas
     status = adf(settings, "status", run_id, "--wait", "--definitions", str(definitions))
     assert status.returncode == ExitCode.RUN_FAILED
     assert "Input file 'missing.csv' not found" in status.stdout
-    missing = adf(settings, "status", "no-such-run")
-    assert missing.returncode == 4 and "No local run 'no-such-run'" in missing.stderr
+    unknown = str(uuid.uuid4())
+    missing = adf(settings, "status", unknown)
+    assert missing.returncode == 4 and f"No local run '{unknown}'" in missing.stderr
+
+
+def test_status_as_json_is_one_document_for_scripts_with_the_same_exit_code(
+        settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
+    run_id = run_id_of(adf(settings, "trigger", "--no-wait", "--definitions", str(definitions)).stdout)
+
+    followed = adf(settings, "status", run_id, "--wait", "-o", "json", "--definitions",
+                   str(definitions))
+
+    assert followed.returncode == ExitCode.RUN_FAILED, followed.stdout + followed.stderr
+    shown = json.loads(followed.stdout)  # the whole of stdout; following went to stderr
+    assert (shown["schema_version"], shown["kind"], shown["target"]) == (1, "adf.run", "local")
+    assert re.search(r"^\s+\d\d:\d\d:\d\d\s+Failed$", followed.stderr, re.M), followed.stderr
+    assert "Failed" in followed.stderr and "python -m adf logs" in followed.stderr
+    run = shown["run"]
+    assert (run["run_id"], run["status"], run["pipeline"]) == (run_id, "Failed", "train-iris")
+    assert "Task exited with code 2" in run["message"] and shown["waiting_reason"] is None
+    (activity,) = run["activities"]
+    assert (activity["name"], activity["status"], activity["output"]["exitcode"]) == (
+        "TrainIrisModel", "Failed", 2)
+    again = adf(settings, "status", "--output", "json")  # the last run of this machine
+    assert json.loads(again.stdout)["run"] == run
+    missing = adf(settings, "status", "no-such-run", "-o", "json")
+    assert missing.returncode == 4 and missing.stdout == ""
 
 
 def test_unknown_parameter_is_refused_before_anything_runs(settings, datastore):
@@ -284,7 +311,7 @@ def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, data
     ("learningRate=nan", "--param learningRate=nan: passed to the trainer as --lr, which must be a finite"),
     ("learningRate=inf", "--param learningRate=inf: passed to the trainer as --lr, which must be a finite"),
     ("learningRate=0.1 --evil", "--param learningRate=0.1 --evil: passed to the trainer as --lr"),
-    ('containerPath=a" --evil "b', "quotes, backslashes"),
+    ('containerPath=models/a" --evil "b', "quotes, backslashes"),
 ])
 def test_bad_parameter_value_is_refused_before_anything_runs(settings, param, message):
     result = adf(settings, "trigger", "--no-stage", "--param", param)

@@ -195,6 +195,43 @@ def test_status_list_and_deploying_the_best_run_of_the_latest_sweep(finished_swe
         dict(zip(("epochs", "lr", "seed"), GRID_PARAMS[line]))
 
 
+@pytest.mark.slow
+def test_sweep_status_and_list_as_json_for_scripts(finished_sweep):
+    settings, result = finished_sweep
+    sweep_id = re.search(r"Started sweep ([\w-]+):", result.stdout).group(1)
+
+    status = cli(settings, "adf", "sweep", "status", sweep_id, "-o", "json")
+    listed = cli(settings, "adf", "sweep", "list", "--output", "json")
+
+    assert status.returncode == 0 and listed.returncode == 0, status.stderr + listed.stderr
+    shown = json.loads(status.stdout)
+    assert (shown["schema_version"], shown["kind"]) == (1, "adf.sweep")
+    assert shown["sweep"]["sweep_id"] == sweep_id and shown["sweep"]["total"] == 4
+    assert shown["sweep"]["workers"] == 2 and "lines" not in shown["sweep"]
+    assert (shown["done"], shown["failed"], shown["accounted"], shown["missing_lines"]) == (
+        3, 1, True, [])
+    assert shown["pipeline_status"] == "Succeeded"
+    board = shown["leaderboard"]
+    assert [entry["rank"] for entry in board] == [1, 2, 3]
+    assert sorted(entry["line"] for entry in board) == [2, 3, 4]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", entry["run_id"]) for entry in board)
+    scores = [(-e["metrics"]["test_accuracy"], -e["metrics"]["test_f1_macro"], e["line"])
+              for e in board]
+    assert scores == sorted(scores)
+    for entry in board:  # as the table shows them
+        assert re.search(rf"^\s+{entry['rank']}\s+{entry['line']}\s+{entry['run_id']}\s+"
+                         rf"{entry['test_accuracy']:.3f}", result.stdout, re.M)
+    (failure,) = shown["failures"]
+    assert (failure["line"], failure["attempts"], failure["params"]["test_size"]) == (5, 2, 0.99)
+    assert "too few rows" in failure["error"]
+
+    entries = json.loads(listed.stdout)
+    assert entries["kind"] == "adf.sweeps"
+    (entry,) = [e for e in entries["sweeps"] if e["sweep_id"] == sweep_id]
+    assert (entry["total"], entry["done"], entry["failed"]) == (4, 3, 1)
+    assert entry["best"] == {**board[0], "rank": 1}
+
+
 # ------------------------------------------------------------------ runners as processes
 
 

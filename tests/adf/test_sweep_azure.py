@@ -57,8 +57,10 @@ def test_start_publishes_the_foreach_pipeline_queues_the_lines_and_runs_it(
 
     # Run with the sweep's own parameters; the runner staged beside main.py.
     (create,) = fake.find("POST", r"/pipelines/sweep-iris/createRun$")
-    assert create.body == {"maxAttempts": 2, "sweepId": record.sweep_id, "workers": 3,
+    # --workers 3 on a 2-line grid: 2 runners, and the sweep says why.
+    assert create.body == {"maxAttempts": 2, "sweepId": record.sweep_id, "workers": 2,
                            "queueAccountUrl": sweeps.queue_service.url.rstrip("/")}
+    assert record.workers == 2 and "--workers 3 lowered to 2: the grid has 2 line(s)." in said[0]
     staged = {name.rsplit("/", 1)[-1] for name in fake.blobs if name.startswith("azureml/adf/")}
     assert staged == {"main.py", "node_runner.py", "requirements.txt", "iris_csv.csv"}
 

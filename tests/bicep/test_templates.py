@@ -161,42 +161,35 @@ def test_each_adf_object_is_deployed_with_the_name_and_properties_of_its_json(va
                  if ref(r["config"].get("name")) == f"{variable}.name"]
     assert len(resources) == 1, f"no single resource deploys {variable}"
     resource = resources[0]
-    properties = resource["config"]["properties"]
-    if variable in CLOUD_ENDPOINTS:  # the JSON's properties, with its public-cloud endpoint replaced
-        key, value = CLOUD_ENDPOINTS[variable]
-        outer = properties["function"]["parameters"]
-        assert properties["function"]["type"] == "union" and ref(outer["arg_1"]) == f"{variable}.properties"
-        inner = outer["arg_2"]["typeProperties"]["function"]["parameters"]
-        assert ref(inner["arg_1"]) == f"{variable}.properties.typeProperties"
-        assert inner["arg_2"] == {key: value}
-    else:
-        assert ref(properties) == f"{variable}.properties"
+    assert ref(resource["config"]["properties"]) == f"{variable}.properties"
     assert resource["config"]["parent"] == "factory"
     kind = {"credentialJson": "credentials", "pipelineJson": "pipelines",
             "sweepPipelineJson": "pipelines"}.get(variable, "linkedservices")
     assert resource["type"] == f"Microsoft.DataFactory/factories/{kind}"
 
 
-# Linked-service endpoints adf/ writes for the public cloud, set by the template from environment().
-CLOUD_ENDPOINTS = {
-    "keyVaultLinkedServiceJson": ("baseUrl", "keyVaultBaseUrl"),
-    "storageLinkedServiceJson": ("connectionString", "storageConnectionString"),
-}
+# The cloud's host suffixes in adf/'s linked services: placeholders, filled here and in .env
+# from ARM's environment() of the deployment (the .env writer's key → environment().suffixes).
+CLOUD_SUFFIXES = {"AZURE_STORAGE_SUFFIX": "storage", "AZURE_KEY_VAULT_DNS_SUFFIX": "keyvaultDns"}
 
 
-def test_the_linked_service_endpoints_use_the_suffixes_of_the_cloud_deployed_to():
-    _, factory = module("dataFactory")
-    variables = factory["variables"]
-    for _, name in CLOUD_ENDPOINTS.values():
-        assert "${environment().suffixes." in variables[name]["value"], name
-    assert variables["keyVaultBaseUrl"]["value"] == "https://${azureKeyVault}${environment().suffixes.keyvaultDns}/"
-    assert variables["storageConnectionString"]["value"] == (
-        "DefaultEndpointsProtocol=https;AccountName=${azureStorageAccount};"
-        "EndpointSuffix=${environment().suffixes.storage};")
-    # The keys replaced are the ones the JSON files carry.
-    for variable, (key, _) in CLOUD_ENDPOINTS.items():
-        document = json.loads((ADF / ADF_VARIABLES[variable]).read_text())
-        assert key in document["properties"]["typeProperties"]
+def test_the_linked_services_use_the_suffixes_of_the_cloud_deployed_to():
+    """No linked service names a public-cloud host: the JSON carries the suffix placeholders,
+    which the factory module and .env both take from environment().suffixes (the factory
+    receives what main.bicep writes to .env: test_the_factory_receives_the_same_values...)."""
+    statement, _ = module("dataFactory")
+    outputs = main()["outputs"]
+    for key, suffix in CLOUD_SUFFIXES.items():
+        for value in (outputs[env_writer.OUTPUTS[key]]["value"],
+                      statement["config"]["params"][camel(key)]):
+            text = json.dumps(value)
+            assert "environment" in text and f'"{suffix}"' in text, (key, value)
+    texts = [p.read_text() for p in (ADF / "linkedServices").glob("*.json")]
+    for key in CLOUD_SUFFIXES:
+        assert any(f"__{key}__" in text for text in texts), key
+    for text in texts:
+        found = [s for s in PUBLIC_CLOUD_SUFFIXES if s in text]
+        assert not found, f"adf/linkedServices hard-codes {found}"
 
 
 # Host suffixes of the public cloud; a template reads them from environment() (the Bicep

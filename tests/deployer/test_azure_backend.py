@@ -939,6 +939,27 @@ def test_a_local_folder_with_subfolders_is_refused_before_any_call(backend, fake
     assert fake.requests == []
 
 
+def test_a_local_folder_with_a_pipe_or_a_link_out_of_it_is_refused_before_any_call(
+        backend, fake, tmp_path):
+    """The local engine names such entries as failed files; here nothing of the folder is
+    uploaded: the file a link leads to outside the folder is never read."""
+    import os
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x\n1\n")
+    os.mkfifo(folder / "b.csv")
+    (tmp_path / "secret.csv").write_text("TOP-SECRET\n")
+    (folder / "c.csv").symlink_to(tmp_path / "secret.csv")
+    with pytest.raises(ConfigError) as err:
+        backend.invoke("iris-batch", str(folder))
+    assert "b.csv: a named pipe (FIFO), not a regular file" in str(err.value)
+    assert f"c.csv: a symbolic link to '{tmp_path / 'secret.csv'}', outside the input folder" \
+        in str(err.value)
+    assert "TOP-SECRET" not in str(err.value) and "regular files" in err.value.hint
+    assert fake.requests == []
+
+
 def test_resources_are_creating_until_their_operation_ends_and_a_second_write_gets_409(
         backend, fake, specs):
     from deployer.backends.azure import AzureTimeout

@@ -6,19 +6,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
+from dataclasses import replace
 
 import pytest
 
 from tests.deployer.test_local_cli import Cli, actions, registered_versions, trained  # noqa: F401
+from tests.support.held_lock import HeldLock
 from workspace.errors import DatastoreError
 
 pytestmark = pytest.mark.slow
 
 
-def test_three_concurrent_deploys_register_the_content_once(trained, tmp_path):
+def test_three_concurrent_deploys_register_the_content_once(trained, azure_storage, tmp_path):
+    """On storage answering as Azure does, where creating the lock blob while another run
+    holds its lease is refused with 412 LeaseIdMissing (Azurite 3.37 answers 409)."""
     settings, _, _, _ = trained
-    cli = Cli(settings, tmp_path / "work")
+    cli = Cli(replace(settings, azurite_port=str(azure_storage.port)), tmp_path / "work")
     procs = [subprocess.Popen([sys.executable, "-m", "deployer", "register-and-deploy"],
                               cwd=cli.workdir, env=cli.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -52,26 +55,17 @@ def test_the_lock_waits_for_its_holder_then_names_it(datastore):
     from deployer.app import deploy_lock_blob
 
     blob = deploy_lock_blob("ep-lock")
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with datastore.lease_lock(blob, purpose="test"):
-            held.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    assert held.wait(30)
+    holder = HeldLock(datastore, blob, "test")
     messages: list[str] = []
-    with pytest.raises(DatastoreError, match="Another deploy of x still holds the lock") as err:
+    with pytest.raises(DatastoreError, match="Gave up the deploy of x after 1.5 s") as err:
         with datastore.lease_lock(blob, purpose="deploy of x", wait_seconds=1.5,
                                   progress=messages.append):
             pass
     assert blob in str(err.value) and "expires by itself" in str(err.value)
-    assert messages and "waiting for another deploy of x" in messages[0]
+    assert "held by test (process" in str(err.value)
+    assert messages and "held by test (process" in messages[0]
     # Once released, the next caller gets it at once.
-    release.set()
-    thread.join(30)
+    holder.release()
     with datastore.lease_lock(blob, purpose="deploy of x", wait_seconds=30,
                               progress=messages.append):
         pass

@@ -26,12 +26,33 @@ def test_content_digest_depends_on_file_hashes_only():
 def test_quality_gate():
     from deployer.app import Deployer
 
-    assert Deployer.quality_gate(_run(test_accuracy=0.95), 0.9, force=False) == ""
+    assert Deployer.quality_gate(_run(test_accuracy=0.95, test_rows=30.0), 0.9, force=False) == ""
     with pytest.raises(QualityGateError, match=r"test_accuracy 0\.850, below the quality gate of 0\.9"):
-        Deployer.quality_gate(_run(test_accuracy=0.85), 0.9, force=False)
+        Deployer.quality_gate(_run(test_accuracy=0.85, test_rows=30.0), 0.9, force=False)
     with pytest.raises(QualityGateError, match="reports no test_accuracy"):
         Deployer.quality_gate(_run(), 0.9, force=False)
     assert "deployed anyway" in Deployer.quality_gate(_run(test_accuracy=0.5), 0.9, force=True)
+
+
+def test_the_quality_gate_needs_enough_test_rows():
+    """1.000 on 3 test rows says little (workspace/quality.py): refused unless forced, or
+    unless the minimum is lowered; a run that does not record its test rows is refused."""
+    from deployer.app import Deployer
+
+    tiny = _run(test_accuracy=1.0, test_f1_macro=1.0, test_rows=3.0)
+    with pytest.raises(QualityGateError) as error:
+        Deployer.quality_gate(tiny, 0.9, force=False)
+    assert error.value.message == ("Run r1 has test_accuracy 1.000 on only 3 test rows: the "
+                                   "quality gate needs at least 30; it was not deployed.")
+    assert "larger --test-size" in error.value.hint and "--min-test-rows" in error.value.hint
+    assert Deployer.quality_gate(tiny, 0.9, force=True).endswith("(deployed anyway: --force).")
+    assert Deployer.quality_gate(tiny, 0.9, force=False, min_test_rows=3) == ""
+    assert Deployer.quality_gate(_run(test_accuracy=0.95, test_rows=29.0), 0.9, force=False,
+                                 min_test_rows=29) == ""
+    with pytest.raises(QualityGateError, match="29 test rows: the quality gate needs at least 30"):
+        Deployer.quality_gate(_run(test_accuracy=0.95, test_rows=29.0), 0.9, force=False)
+    with pytest.raises(QualityGateError, match="with no test_rows metric"):
+        Deployer.quality_gate(_run(test_accuracy=0.95), 0.9, force=False)
 
 
 def test_model_paths_are_datastore_paths():

@@ -51,7 +51,8 @@ class Cli:
                          "DATASTORE_CONTAINER": settings.container,
                          "DATASTORE_NAME": settings.datastore_name,
                          "MODEL_PREFIX": settings.model_prefix,
-                         "LOCAL_DIR": str(self.local_dir), "COLUMNS": "200"})
+                         "LOCAL_DIR": str(self.local_dir)})
+        self.env.pop("COLUMNS", None)  # stdout is a pipe: tables are as wide as they need
         self.env.pop("DEPLOYER_MIN_ACCURACY", None)
 
     def __call__(self, *args: str, env: dict | None = None, timeout: float = 180):
@@ -251,6 +252,53 @@ def test_status_on_the_local_target_fills_the_same_typed_fields(trained, tmp_pat
     assert (cluster.name, cluster.size, cluster.min_instances, cluster.max_instances) == (
         "cpu-cluster", "Standard_DS3_v2", 0, 2)
     assert cluster.idle_time_before_scale_down == specs.compute.data["idle_time_before_scale_down"]
+
+
+def test_listings_give_json_to_scripts_and_whole_names_to_a_pipe(trained, tmp_path):
+    """`status`, `jobs list` and `jobs show` with `-o json`: one JSON document on stdout
+    (nothing else there), the fields of the typed objects the tables show. Without it,
+    a table piped on (stdout is a pipe here, and no COLUMNS) keeps every name whole."""
+    settings, _, _, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+    ok(cli("register-and-deploy", "--no-smoke"))
+    scored = tmp_path / "a-rather-long-folder-name-for-the-scoring-input" / "iris-first-rows.csv"
+    scored.parent.mkdir()
+    pd.read_csv(IRIS_CSV).iloc[:7].to_csv(scored, index=False)
+    job = re.search(r"job (batchjob-[0-9a-f-]{36})", ok(cli("invoke", "--input", str(scored)))).group(1)
+
+    table = ok(cli("status"))
+    for whole in ("iris-mlflow-v1", "iris-classifier:1", job, str(scored)):
+        assert whole in table, table
+    assert "…" not in table and "\x1b[" not in table  # nothing cut, no colour codes
+    assert re.search(r"│ iris-mlflow-v1 +│ iris-classifier:1 +│ default", table), table
+
+    status = cli("status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)  # the whole of stdout: no progress, no table
+    assert (report["schema_version"], report["kind"]) == (1, "deployer.status")
+    target = report["target"]
+    assert (target["backend"], target["endpoint_name"]) == ("local", "iris-batch")
+    assert target["endpoint"]["default_deployment"] == "iris-mlflow-v1"
+    (dep,) = target["deployments"]
+    assert (dep["name"], dep["model"], dep["role"], dep["is_default"]) == (
+        "iris-mlflow-v1", "iris-classifier:1", "default", True)
+    assert dep["tags"]["smoke"] == "skipped" and isinstance(dep["instance_count"], int)
+    assert [m["version"] for m in target["models"]] == ["1"]
+    assert target["computes"][0]["name"] == "cpu-cluster"
+    (listed_job,) = report["jobs"]
+    assert (listed_job["name"], listed_job["status"], listed_job["rows_scored"]) == (job, "Completed", 7)
+
+    listed = json.loads(ok(cli("jobs", "list", "--output", "json")))
+    assert listed["kind"] == "deployer.jobs" and [j["name"] for j in listed["jobs"]] == [job]
+    shown = json.loads(ok(cli("jobs", "show", job, "-o", "json")))
+    assert shown["kind"] == "deployer.job"
+    assert shown["job"] == {**listed["jobs"][0], **shown["job"]}
+    assert (shown["job"]["input"], shown["job"]["files_total"], shown["job"]["failed_files"]) == (
+        str(scored), 1, [])
+
+    missing = cli("jobs", "show", "batchjob-nope", "-o", "json")
+    assert missing.returncode == 4 and missing.stdout == ""  # the error is on stderr alone
+    assert "Job 'batchjob-nope' does not exist" in missing.stderr
 
 
 def publish_model_dir(store, run, model_dir: Path, prefix: str) -> str:

@@ -282,14 +282,14 @@ def test_job_name_experiment_and_output_path(deployed, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--output-path", "azureml://datastores/workspaceblobstore/paths/results/"],
-     "is not a file path in a datastore"),
-    (["--output-path", "https://example.invalid/out.csv"], "is not a file path in a datastore"),
+     "is not a valid datastore file path"),
+    (["--output-path", "https://example.invalid/out.csv"], "is not a valid datastore file path"),
     (["--mini-batch-size", "0"], "--mini-batch-size is 0; it must be a whole number of at least 1"),
     (["--error-threshold", "-2"], "--error-threshold is -2"),
     (["--max-retries", "-1"], "--max-retries is -1"),
     (["--instance-count", "0"], "--instance-count is 0"),
-    (["--job-name", "bad name"], "--job-name 'bad name' is invalid"),
-    (["--experiment-name", "-x"], "--experiment-name '-x' is invalid"),
+    (["--job-name", "bad name"], "--job-name 'bad name' is not a valid Azure ML job name"),
+    (["--experiment-name", "-x"], "--experiment-name '-x' is not a valid Azure ML experiment name"),
     (["--output-path", "azureml://datastores/other/paths/r/p.csv"], "names datastore 'other'"),
 ])
 def test_invalid_overrides_are_refused_before_a_job(deployed, args, message):

@@ -65,11 +65,18 @@ def test_valid_overrides_pass(overrides):
 @pytest.mark.parametrize("overrides, message", [
     (JobOverrides(mini_batch_size=True), "--mini-batch-size is True"),
     (JobOverrides(output_path="azureml://datastores/workspaceblobstore/paths/out"),
-     "is not a file path"),
+     "is not a valid datastore file path: its last segment is not a file name"),
     (JobOverrides(output_path="azureml://datastores/workspaceblobstore/paths/out/p.csv/"),
-     "is not a file path"),
-    (JobOverrides(job_name="x" * 256), "--job-name"),
-    (JobOverrides(job_name="a/b"), "--job-name 'a/b' is invalid"),
+     "is not a valid datastore file path: its path 'out/p.csv/': it has an empty segment"),
+    # a segment '..' would take the output out of its folder (and a URL resolves it)
+    (JobOverrides(output_path="azureml://datastores/workspaceblobstore/paths/../../other/p.csv"),
+     "is not a valid datastore file path: its path '../../other/p.csv': its segment '..'"),
+    (JobOverrides(output_path="azureml://datastores/a.b/paths/p.csv"),
+     "is not a valid datastore file path: its datastore 'a.b'"),
+    (JobOverrides(job_name="x" * 256), "--job-name 'xxx"),
+    (JobOverrides(job_name="a/b"), "--job-name 'a/b' is not a valid Azure ML job name"),
+    (JobOverrides(experiment_name="../x"),
+     "--experiment-name '../x' is not a valid Azure ML experiment name"),
 ])
 def test_invalid_overrides_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -117,9 +116,8 @@ def slow_folder(tmp_path: Path, files: int) -> Path:
 
 def start_job(backend: LocalBackend, model_dir: Path, input_path: Path, **scoring) -> Path:
     """A job record written and its runner started the way `invoke` does it."""
-    name = f"batchjob-{uuid.uuid4()}"
-    job_dir = backend.jobs_dir / name
-    job_dir.mkdir(parents=True)
+    job_dir = backend._new_job_dir(None)  # as invoke makes it
+    name = job_dir.name
     s = backend.settings
     write_record(job_dir, {
         "name": name, "status": "Queued", "endpoint": "iris-batch", "deployment": "d",
@@ -195,6 +193,7 @@ def test_a_canceled_job_stops_its_processes_and_commits_no_output(trained, backe
     output_blob = f"batch-jobs/{job_dir.name}/named-outputs/score/predictions.csv"
     assert not backend.datastore.exists(output_blob)  # staged blocks are never committed
     assert backend.datastore.exists(f"batch-jobs/{job_dir.name}/logs/user/error.txt")
+    assert record["logs_datastore_path"] == f"batch-jobs/{job_dir.name}/logs/"
     assert not (job_dir / "outputs" / "predictions.csv").exists()
     assert not (job_dir / "work").exists()
     assert "Status: Canceled" in (job_dir / "logs" / "job_progress_overview.txt").read_text()
@@ -220,9 +219,8 @@ def dead_job_with_leftovers(backend):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     left, stranger = sleeper(), sleeper()
-    name = f"batchjob-{uuid.uuid4()}"
-    job_dir = backend.jobs_dir / name
-    job_dir.mkdir(parents=True)
+    job_dir = backend._new_job_dir(None)  # as invoke makes it
+    name = job_dir.name
     (job_dir / "input_files.txt").write_text("a.csv\nb.csv\n")
     (job_dir / "work").mkdir()
     (job_dir / "work" / "predictions.csv.partial").write_text("0,x,a.csv\n")
@@ -268,3 +266,47 @@ def test_whoever_notices_a_dead_job_stops_its_processes_and_marks_it(
     errors = (job_dir / "logs" / "user" / "error.txt").read_text()
     assert "a.csv: not in the output" in errors and "b.csv: not in the output" in errors
     assert "Status: Failed" in (job_dir / "logs" / "job_progress_overview.txt").read_text()
+
+
+# ---------------------------------------------------------------------- storage gone
+
+
+@pytest.fixture
+def own_azurite(tmp_path):
+    """An Azurite of this test alone, which it may stop or freeze."""
+    from workspace.azurite import AzuriteProcess
+
+    process = AzuriteProcess(log_path=tmp_path / "azurite.log").start()
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        process.process.send_signal(signal.SIGCONT)
+    process.stop()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+def test_a_job_told_to_stop_while_its_datastore_is_unreachable_stops_and_is_canceled(
+        trained, own_azurite, tmp_path, outage):
+    settings = isolated_settings(own_azurite, tmp_path)
+    container_datastore(settings)
+    backend = LocalBackend(settings)
+    job_dir, workers = busy_job(backend, trained, tmp_path, 2)
+    runner = backend._children[-1]
+    if outage == "stopped":  # nothing listens any more: connections are refused
+        own_azurite.stop()
+    else:  # still listening, never answering: requests wait for their timeout
+        own_azurite.process.send_signal(signal.SIGSTOP)
+
+    runner.send_signal(signal.SIGTERM)
+
+    runner.wait(timeout=40)  # generous: it used to take minutes
+    assert survivors(workers) == []
+    record = read_record(job_dir)
+    assert record["status"] == "Canceled", record
+    assert not (job_dir / "work").exists()
+    errors = (job_dir / "logs" / "user" / "error.txt").read_text()
+    assert "part0.csv: not in the output: the job was canceled" in errors
+    assert "The logs were not uploaded to the datastore" in errors  # and it says where they are
+    assert str(job_dir / "logs") in errors and "logs_datastore_path" not in record
+    assert "Status: Canceled" in (job_dir / "logs" / "job_progress_overview.txt").read_text()
+    assert backend.get_job(job_dir.name).status == "Canceled"  # what `jobs show` says

@@ -5,6 +5,7 @@ thresholds, links, timeouts), output and logs published to Azurite."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import re
@@ -273,6 +274,49 @@ def test_a_link_that_leads_nowhere_or_loops_is_a_failed_file_named_with_its_reas
     assert record["files_total"] == 4 and record["files_failed"] == 3
     for name, message in reasons.items():
         assert f"{name}: {message}" in error_log(job_dir)
+
+
+def test_a_fifo_and_a_link_out_of_the_input_folder_are_failed_files_never_read(
+        trained, rule_model, tmp_path):
+    """Every entry of an input folder is scored or named as failed: a named pipe is not a
+    file to read, and a link to a file outside the folder is not followed (Azure ML sees
+    only the folder's files; the job must not echo another file's first line)."""
+    settings, _, _, _ = trained
+    model_dir, model = rule_model
+    folder = tmp_path / "input"
+    folder.mkdir()
+    iris(10).to_csv(folder / "a.csv", index=False)
+    os.mkfifo(folder / "b_pipe.csv")
+    secret = tmp_path / "elsewhere" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("TOP-SECRET-FIRST-LINE\nhunter2\n")
+    (folder / "c_outside.csv").symlink_to(secret)
+    (folder / "d_inside.csv").symlink_to(folder / "a.csv")  # inside the folder: read
+
+    record, job_dir = run_job(tmp_path, settings, model_dir, str(folder), error_threshold=2)
+
+    assert record["status"] == "Completed", record["error"]
+    reasons = {f["file"]: f["message"] for f in record["failed_files"]}
+    assert set(reasons) == {"b_pipe.csv", "c_outside.csv"}
+    assert reasons["b_pipe.csv"] == "a named pipe (FIFO), not a regular file; it was not read"
+    assert f"a symbolic link to '{secret}', outside the input folder" in reasons["c_outside.csv"]
+    assert (record["files_total"], record["files_failed"]) == (4, 2)
+    for name, message in reasons.items():
+        assert f"{name}: {message}" in error_log(job_dir)
+    logged = "".join(p.read_text() for p in (job_dir / "logs").rglob("*") if p.is_file())
+    assert "TOP-SECRET" not in logged and "TOP-SECRET" not in json.dumps(record)
+    assert predictions(job_dir) == (expected_lines(model, iris(10), "a.csv")
+                                    + expected_lines(model, iris(10), "d_inside.csv"))
+
+
+def test_an_input_that_is_a_named_pipe_fails_the_job_saying_so(trained, rule_model, tmp_path):
+    settings, _, _, _ = trained
+    model_dir, _ = rule_model
+    os.mkfifo(tmp_path / "pipe.csv")
+    record, _ = run_job(tmp_path, settings, model_dir, str(tmp_path / "pipe.csv"))
+    assert record["status"] == "Failed"
+    assert record["error"] == (f"Input '{tmp_path / 'pipe.csv'}': a named pipe (FIFO), not a "
+                               "regular file; it was not read.")
 
 
 def test_more_broken_links_than_error_threshold_fail_the_job(trained, rule_model, tmp_path):

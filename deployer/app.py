@@ -26,7 +26,7 @@ from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSou
                                RegisteredModel, TargetStatus, job_output_dir, predictions_target)
 from deployer.plan import plan_line
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
-                              refuse_nested_folder,
+                              not_a_candidate, refuse_nested_folder,
                               rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
 from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
@@ -404,9 +404,7 @@ class Deployer:
         target = self.backend.describe(self.endpoint_name, compute=self.specs.compute.name,
                                        model=self.specs.model.name)
         candidate = rollback_candidate(list(target.deployments))
-        roles = [replace(d, role="default" if d.is_default else
-                         "rollback candidate" if candidate and d.name == candidate.name else "")
-                 for d in target.deployments]
+        roles = [replace(d, role=_role(d, candidate)) for d in target.deployments]
         roles.sort(key=lambda d: (d.model_version, d.created), reverse=True)
         return StatusReport(target=replace(target, deployments=tuple(roles)),
                             jobs=tuple(self.backend.list_jobs(self.endpoint_name, limit=jobs)))
@@ -416,6 +414,16 @@ class Deployer:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _role(dep, candidate) -> str:
+    """default, rollback candidate, '' (another candidate) or why it is none."""
+    if dep.is_default:
+        return "default"
+    if candidate is not None and dep.name == candidate.name:
+        return "rollback candidate"
+    why = not_a_candidate(dep)
+    return f"no candidate: {why}" if why else ""
+
 
 def deploy_lock_blob(endpoint_name: str) -> str:
     """The datastore blob whose lease serialises register-and-deploy of one endpoint."""

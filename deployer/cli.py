@@ -619,9 +619,10 @@ def rollback(to, to_version, dry_run, target, spec_dir):
     """Make the previous deployment (or the named one) the endpoint's default again.
 
     \b
-    The previous one is the newest deployment of an earlier model version whose smoke test
-    did not fail (`status` marks it "rollback candidate"). A deployment that does not
-    exist, or whose last smoke test failed, is refused.
+    The previous one is the newest deployment of an earlier model version that passed its
+    smoke test or served as the default before (`status` marks it "rollback candidate",
+    and says why others are none). A deployment that does not exist, or whose last smoke
+    test failed, is refused.
 
     \b
     Examples:

@@ -127,6 +127,9 @@ class JobUpdate:
         return self.status in JOB_ENDED
 
 
+SERVED_TAG = "served"  # "default": the deployment has been the endpoint's default
+
+
 @dataclass(frozen=True)
 class Deployment:
     """One deployment of an endpoint as the rollout sees it (from `list_deployments`)."""
@@ -148,12 +151,19 @@ class Deployment:
         """passed | failed | skipped | '' (never smoke-tested, e.g. made before rollouts)."""
         return str(self.tags.get("smoke", ""))
 
+    @property
+    def served(self) -> bool:
+        """Whether it has been the endpoint's default (tag `served`, written on it when the
+        default moves away from it)."""
+        return self.tags.get(SERVED_TAG) == "default"
+
 
 @dataclass(frozen=True)
 class DeploymentStatus(Deployment):
     """A deployment as `status` shows it: what `list_deployments` says, and its settings.
     Both targets fill every field; a setting the service does not return is None.
-    `role` is the application's ("default", "rollback candidate" or ""), not the backend's."""
+    `role` is the application's ("default", "rollback candidate", "" for another candidate,
+    or "no candidate: <why>"), not the backend's."""
 
     compute: str = ""
     instance_count: int | None = None

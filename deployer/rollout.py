@@ -16,7 +16,7 @@ from typing import Callable
 
 from deployer import plan
 from deployer.azureml_rules import ARM_NAME_MAX, MINIMUM
-from deployer.entities import NO_OP, Change, Deployment, JobOverrides, JobSummary
+from deployer.entities import NO_OP, SERVED_TAG, Change, Deployment, JobOverrides, JobSummary
 from deployer.plan import plan_line
 from deployer.spec import Spec
 from workspace.errors import ConfigError, ExitCode, NotFound, ProjectError
@@ -136,10 +136,21 @@ class Rollout:
     def _switch(self, name: str, before: dict[str, Deployment], dry_run: bool) -> Change:
         """Make `name` the default; a dry run plans it from what exists (the deployment,
         even the endpoint, may not exist yet)."""
-        if not dry_run:
-            return self.backend.set_default_deployment(self.endpoint, name, progress=self.progress)
-        current = next((d.name for d in before.values() if d.is_default), "")
-        return plan.default_change(self.endpoint, current, name)
+        current = next((d for d in before.values() if d.is_default), None)
+        if dry_run:
+            return plan.default_change(self.endpoint, current.name if current else "", name)
+        return self._set_default(name, current)
+
+    def _set_default(self, name: str, current: Deployment | None, dry_run: bool = False) -> Change:
+        """Route the endpoint to `name`. The default it moves away from is first tagged as
+        having served (a rollback candidate from then on, even if it was never smoke-tested);
+        tagged before the switch, so an interrupted run never marks one that did not serve."""
+        if (not dry_run and current is not None and current.name != name
+                and not current.served and current.smoke != "passed"):
+            self.backend.tag_deployment(self.endpoint, current.name, {SERVED_TAG: "default"},
+                                        progress=self.progress)
+        return self.backend.set_default_deployment(self.endpoint, name, dry_run=dry_run,
+                                                   progress=self.progress)
 
     def smoke_test(self, name: str, min_accuracy: float, check_accuracy: bool = True,
                    cleanup_failed: bool = False) -> SmokeResult:
@@ -161,13 +172,15 @@ class Rollout:
         return result
 
     def prune(self, default: str, keep: int, *, dry_run: bool) -> list[Change]:
-        """Delete earlier deployments beyond the newest `keep` rollback candidates: never
-        the default, never one that a queued or running job uses."""
+        """Delete earlier deployments beyond the newest `keep` rollback candidates (one that
+        is no candidate is not kept): never the default, never one that a queued or running
+        job uses. `default` is the default after the switch: in a dry run the one still
+        listed as the default is the one it moves away from, a candidate as in the run."""
         others = [d for d in self.backend.list_deployments(self.endpoint) if d.name != default]
         others.sort(key=lambda d: (d.model_version, d.created), reverse=True)
         busy, changes, kept = None, [], 0
         for dep in others:
-            if dep.smoke != "failed" and kept < keep:
+            if (dep.is_default or not not_a_candidate(dep)) and kept < keep:
                 kept += 1
                 continue
             if busy is None:
@@ -175,9 +188,10 @@ class Rollout:
             if dep.name in busy:
                 changes.append(Change("deployment", dep.name, NO_OP,
                                       f"kept: job {busy[dep.name]} is using it"))
+            elif dry_run:  # planned from the listing: the backend would refuse the current default
+                changes.append(plan.delete_change("deployment", dep.name, True, f"model {dep.model}"))
             else:
                 changes.append(self.backend.delete_deployment(self.endpoint, dep.name,
-                                                              dry_run=dry_run,
                                                               progress=self.progress))
             self.progress(plan_line(changes[-1], dry_run))
         return changes
@@ -199,9 +213,8 @@ class Rollout:
                 + (f" (job {target.tags['smoke_job']})" if target.tags.get("smoke_job") else "")
                 + "; it is not made the default.",
                 "Pick another with --to, or deploy a model that passes (register-and-deploy).")
-        change = self.backend.set_default_deployment(self.endpoint, target.name, dry_run=dry_run,
-                                                     progress=self.progress)
-        return [change]
+        current = next((d for d in deployments if d.is_default), None)
+        return [self._set_default(target.name, current, dry_run)]
 
     def choose(self, deployments: list[Deployment], *, to: str | None = None,
                to_version: int | None = None) -> Deployment:
@@ -225,17 +238,35 @@ class Rollout:
             return found[0]
         candidate = rollback_candidate(deployments)
         if candidate is None:
+            why = "; ".join(f"{d.name}: {not_a_candidate(d)}" for d in deployments
+                            if not d.is_default and not_a_candidate(d))
             raise NotFound(f"Endpoint '{self.endpoint}' has no earlier deployment to roll back to "
-                           f"(it has {names}).",
-                           "Deploy with --keep 1 or more to keep one, or name one with --to.")
+                           f"(it has {names}" + (f"; no candidate: {why}" if why else "") + ").",
+                           "Deploy with --keep 1 or more to keep one, or name one with --to "
+                           "(a deployment named there is made the default without a smoke test).")
         return candidate
+
+
+def not_a_candidate(dep: Deployment) -> str:
+    """Why `dep` may not become the default by `rollback` without --to ('' when it may).
+    Only a deployment that passed its smoke test, or that served as the default before,
+    may: one whose run was interrupted before its smoke test ended (or that --no-smoke
+    created and no switch reached) has never scored a known input."""
+    if dep.smoke == "failed":
+        return "smoke test failed"
+    if dep.smoke == "passed" or dep.served:
+        return ""
+    if dep.smoke == "skipped":
+        return "deployed with --no-smoke, never the default"
+    return "untested, never the default"
 
 
 def rollback_candidate(deployments: list[Deployment]) -> Deployment | None:
     """What `rollback` without --to picks: the newest earlier deployment (a lower model
-    version than the default's) whose smoke test did not fail; else the newest other one."""
+    version than the default's) that passed its smoke test or served as the default
+    before (`not_a_candidate`); else the newest other such one."""
     default = next((d for d in deployments if d.is_default), None)
-    others = sorted((d for d in deployments if not d.is_default and d.smoke != "failed"),
+    others = sorted((d for d in deployments if not d.is_default and not not_a_candidate(d)),
                     key=lambda d: (d.model_version, d.created), reverse=True)
     if default is not None:
         earlier = [d for d in others if d.model_version < default.model_version]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from workspace.datastore import Datastore
 from workspace.errors import ConfigError, NotFound
-from workspace.published import MANIFEST_NAME, PublishedRun
+from workspace.published import MANIFEST_NAME, ManifestError, PublishedRun, _read_manifest, _warn
 from workspace.quality import rank_key
 
 LATEST = "latest"
@@ -29,14 +29,21 @@ class SweepRun:
         return rank_key(self.run.metrics, self.line)
 
 
-def _sweep_manifests(store: Datastore, prefix: str) -> list[tuple[dict, str, dict]]:
+def _sweep_manifests(store: Datastore, prefix: str) -> list[tuple[dict, str, PublishedRun]]:
+    """(sweep entry, blob name, run) of each manifest of a sweep's run. A manifest that is
+    not JSON or not a trainer's is skipped with the warning list_published_runs gives."""
     start = prefix.strip("/") + "/" if prefix.strip("/") else ""
     found = []
     for blob in store.list(start):
-        if blob.name.endswith("/" + MANIFEST_NAME):
-            manifest = store.read_json(blob.name)
-            if isinstance(manifest.get("sweep"), dict):
-                found.append((manifest["sweep"], blob.name, manifest))
+        if not blob.name.endswith("/" + MANIFEST_NAME):
+            continue
+        try:
+            manifest = _read_manifest(store, blob.name)
+            sweep = manifest.get("sweep") if isinstance(manifest, dict) else None
+            if isinstance(sweep, dict):
+                found.append((sweep, blob.name, PublishedRun.from_manifest(blob.name, manifest)))
+        except ManifestError as exc:
+            _warn(f"skipped {store.container}/{blob.name}: {exc.message}")
     return found
 
 
@@ -51,10 +58,10 @@ def sweep_runs(store: Datastore, prefix: str, sweep_id: str) -> list[SweepRun]:
                            "Start one: `python -m adf sweep start --grid data/sweep.csv`.")
         sweep_id = max(sweep["id"] for sweep, _, _ in manifests)
     first: dict[int, SweepRun] = {}
-    for sweep, path, manifest in manifests:
+    for sweep, _, run in manifests:
         if sweep["id"] != sweep_id:
             continue
-        entry = SweepRun(sweep_id, int(sweep["line"]), PublishedRun.from_manifest(path, manifest))
+        entry = SweepRun(sweep_id, int(sweep["line"]), run)
         known = first.get(entry.line)
         if known is None or (entry.run.created, entry.run.run_id) < (known.run.created,
                                                                      known.run.run_id):

@@ -71,6 +71,9 @@ var roles = {
   azureMLDataScientist: 'f6c7c914-8db3-469d-8ca1-694a8f32e121'
   // AzureML Compute Operator: create, update and delete compute (the scoring cluster).
   azureMLComputeOperator: 'e503ece1-11d0-4e8e-8e2c-7a6c3bf38815'
+  // Managed Identity Operator: read and assign a user-assigned identity (its */assign/action),
+  // which creating a cluster with that identity needs and neither AzureML role grants.
+  managedIdentityOperator: 'f1a07417-d97a-45cb-824c-7a7467783830'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -291,5 +294,20 @@ resource deployerManagesCompute 'Microsoft.Authorization/roleAssignments@2022-04
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     description: 'The deploying user or pipeline creates and deletes the scoring cluster.'
+  }
+}
+
+// Creating the scoring cluster with the compute identity assigns that identity: Azure ML
+// requires write on the compute and the Managed Identity Operator role (MicrosoftDocs
+// azure-docs, articles/machine-learning/how-to-assign-roles.md, "User-assigned managed
+// identity with Azure Machine Learning compute cluster"). Scoped to that one identity.
+resource deployerAssignsComputeIdentity 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(amlComputeIdentity.id, deployerPrincipalId, roles.managedIdentityOperator)
+  scope: amlComputeIdentity
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.managedIdentityOperator)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'The deploying user or pipeline gives the scoring cluster its identity.'
   }
 }

@@ -361,10 +361,13 @@ class AzureBackend(Backend):
                 is_folder = self._asset_type(remote) == AssetTypes.URI_FOLDER
             input_ = Input(type=AssetTypes.URI_FOLDER if is_folder else AssetTypes.URI_FILE,
                            path=remote)
+            retry_timeout = None
+            if overrides is not None and overrides.max_retries is not None:
+                retry_timeout = self._retry_timeout(endpoint, deployment)
             _forget_routed_deployment()
             job = self.ml_client.batch_endpoints.invoke(endpoint_name=endpoint,
                                                         deployment_name=deployment, input=input_,
-                                                        **_invoke_options(overrides))
+                                                        **_invoke_options(overrides, retry_timeout))
         summary = JobSummary(name=job.name, status=STATUS.get(_status(job.status), "Queued"),
                              endpoint=endpoint, deployment=deployment or "", input=remote)
         tell_job(JobUpdate(job.name, summary.status,
@@ -376,6 +379,19 @@ class AzureBackend(Backend):
         if summary.status == "Completed":
             self._download_predictions(summary, job_output_dir(summary.name, output_dir), progress)
         return summary
+
+    def _retry_timeout(self, endpoint: str, deployment: str | None) -> int:
+        """The mini-batch timeout (seconds) of the deployment the job goes to (`deployment`,
+        else the endpoint's default). A job's retrySettings replace the deployment's as a
+        whole: sent without `timeout`, the service takes its default (BatchRetrySettings:
+        "Invocation timeout for a mini-batch", 30 s when unset; azure-ai-ml
+        entities/_deployment/deployment_settings.py), not the deployment's."""
+        if not deployment:
+            deployment = _default_deployment(self.ml_client.batch_endpoints.get(endpoint))
+        if not deployment:  # the invoke itself then fails with the service's own message
+            return DEPLOYMENT_DEFAULTS["timeout"]
+        dep = self.ml_client.batch_deployments.get(deployment, endpoint)
+        return int(_deployment_state(dep)["timeout"])
 
     def _remote_input(self, input_path: str, progress: Progress | None) -> tuple[str, bool | None]:
         """(path for the job, is it a folder; None for a data asset). azureml://, http(s)://,
@@ -514,42 +530,64 @@ class AzureBackend(Backend):
             return self._summary(self.ml_client.jobs.get(name))
 
     def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:
+        """The newest `limit` jobs, each from the listing itself (its name, state, creation
+        time, deployment and input): no request per job. The listing has no documented
+        order, so every page of it is read (one request per page)."""
         validate_endpoint_name(endpoint)
         with self._errors(f"listing the jobs of endpoint '{endpoint}'"):
-            jobs = list(self.ml_client.batch_endpoints.list_jobs(endpoint_name=endpoint))
-            summaries = []
-            # The listing carries no creation time: read every job, sort, then keep `limit`.
-            for job in jobs:
-                detail = self._get_or_none(self.ml_client.jobs.get, job.name)
-                summary = self._summary(detail) if detail is not None else JobSummary(
-                    name=job.name, status=STATUS.get(_status(job.status), "Queued"),
-                    endpoint=endpoint, deployment="", input="")
-                summary.endpoint = summary.endpoint or endpoint
-                summaries.append(summary)
+            summaries = [_listed_summary(item, endpoint) for item in self._listed_jobs(endpoint)]
         return sorted(summaries, key=lambda s: s.created, reverse=True)[: max(limit, 0)]
 
+    def _listed_jobs(self, endpoint: str):
+        """The endpoint's jobs as the service lists them (BatchJobResource, camelCase), page
+        by page: the request of azure-ai-ml's `batch_endpoints.list_jobs` (the workspace's
+        MFE URL, api-version 2020-09-01-dataplanepreview, `nextLink` paging), which keeps
+        only each job's name and status of what the service returns."""
+        import json
+
+        from azure.ai.ml._azure_environments import (_get_aml_resource_id_from_metadata,
+                                                     _resource_to_scopes)
+        from azure.ai.ml._utils._endpoint_utils import validate_response
+        from azure.ai.ml._utils.utils import _get_mfe_base_url_from_discovery_service
+        from azure.ai.ml.constants._common import AzureMLResourceType
+        from azure.ai.ml.constants._endpoint import EndpointInvokeFields
+
+        ops = self.ml_client.batch_endpoints
+        pipeline = ops._requests_pipeline
+        base = _get_mfe_base_url_from_discovery_service(
+            ops._all_operations.all_operations[AzureMLResourceType.WORKSPACE],
+            self.settings.aml_workspace, pipeline)
+        url = (f"{base.rstrip('/')}/subscriptions/{self.settings.subscription_id}/resourceGroups/"
+               f"{self.settings.resource_group}/providers/Microsoft.MachineLearningServices/"
+               f"workspaces/{self.settings.aml_workspace}/batchEndpoints/{endpoint}/jobs"
+               "?api-version=2020-09-01-dataplanepreview")
+        token = ops._credentials.get_token(
+            *_resource_to_scopes(_get_aml_resource_id_from_metadata())).token
+        headers = {"Accept": "application/json",
+                   EndpointInvokeFields.AUTHORIZATION: f"Bearer {token}"}
+        while url:
+            response = pipeline.get(url, headers=headers)
+            validate_response(response)
+            body = json.loads(response.text())
+            yield from body.get("value") or []
+            url = body.get("nextLink")
+
     def _summary(self, job) -> JobSummary:
-        # The service returns batch-job property keys in lower case (azureml.endpointname).
-        tags = {str(k).lower(): v for k, v in (getattr(job, "tags", None) or {}).items()}
-        props = {str(k).lower(): v for k, v in (getattr(job, "properties", None) or {}).items()}
-        created = getattr(getattr(job, "creation_context", None), "created_at", None)
+        """A job entity (jobs.get) as reported; a failed one with its error."""
         inputs = getattr(job, "inputs", None) or {}
         input_path = ""
         for value in inputs.values() if isinstance(inputs, dict) else []:
             input_path = getattr(value, "path", None) or str(value)
             break
-        status = STATUS.get(_status(job.status), "Queued")
-        return JobSummary(
-            name=job.name, status=status,
-            endpoint=_first(props, tags, "azureml.endpointname"),
-            deployment=_first(props, tags, "azureml.deploymentname"),
-            input=input_path,
-            created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
-            finished=_first(props, tags, "endtimeutc"),
-            error=self._job_error(job.name, _status(job.status)) if status == "Failed" else "",
-            logs_path=f"azureml://jobs/{job.name}/outputs/artifacts/paths/logs/user/",
-            experiment=str(getattr(job, "experiment_name", "") or ""),
-        )
+        raw_status = _status(job.status)
+        summary = _job_summary(job.name, raw_status, getattr(job, "tags", None),
+                               getattr(job, "properties", None),
+                               getattr(getattr(job, "creation_context", None), "created_at", None),
+                               input_path)
+        summary.experiment = str(getattr(job, "experiment_name", "") or "")
+        if summary.status == "Failed":
+            summary.error = self._job_error(job.name, raw_status)
+        return summary
 
     # ------------------------------------------------------------------ status and teardown
 
@@ -635,11 +673,12 @@ def _forget_routed_deployment() -> None:
     EndpointInvokeFields.DEFAULT_HEADER.pop(EndpointInvokeFields.MODEL_DEPLOYMENT, None)
 
 
-def _invoke_options(overrides: JobOverrides | None) -> dict:
+def _invoke_options(overrides: JobOverrides | None, retry_timeout: int | None = None) -> dict:
     """Job overrides as `batch_endpoints.invoke` takes them: the settings as
     params_override entries of its BatchJobSchema (the keys `az ml batch-endpoint invoke`
     uses: mini_batch_size, compute.instance_count, ...), the output location as the
-    `score` output (uri_file), job_name and experiment_name as keywords."""
+    `score` output (uri_file), job_name and experiment_name as keywords. `max_retries`
+    goes with `retry_timeout`, the deployment's mini-batch timeout (see _retry_timeout)."""
     if overrides is None:
         return {}
     from azure.ai.ml import Output
@@ -651,6 +690,8 @@ def _invoke_options(overrides: JobOverrides | None) -> dict:
             "max_retries": "retry_settings.max_retries", "error_threshold": "error_threshold"}
     params = [{key: getattr(overrides, field)} for field, key in keys.items()
               if getattr(overrides, field) is not None]
+    if overrides.max_retries is not None and retry_timeout is not None:
+        params.append({"retry_settings.timeout": retry_timeout})
     options: dict = {"params_override": params} if params else {}
     if overrides.output_path:
         options["outputs"] = {SCORE_OUTPUT: Output(type=AssetTypes.URI_FILE,
@@ -793,6 +834,44 @@ def _compute_status(compute) -> ComputeStatus:
                          provisioning_state=_status(compute.provisioning_state))
 
 
+def _job_summary(name: str, raw_status: str, tags, properties, created,
+                 input_path: str) -> JobSummary:
+    """A batch job as reported, from its tags and properties. The service writes the
+    endpoint and deployment of a batch-endpoint job as properties `azureml.endpointname`
+    and `azureml.deploymentname` (and the deployment as a tag of that name), lower case:
+    see the sample output of `batch_endpoints.get`/`list_jobs` and of an invoke in the
+    azure.azcollection Ansible collection (ansible-collections/azure,
+    plugins/modules/azure_rm_ml_batch_endpoint_info.py, RETURN)."""
+    tags = {str(k).lower(): v for k, v in (tags or {}).items()}
+    props = {str(k).lower(): v for k, v in (properties or {}).items()}
+    if isinstance(created, str) and created:
+        from datetime import datetime
+
+        created = datetime.fromisoformat(created)
+    return JobSummary(
+        name=name, status=STATUS.get(raw_status, "Queued"),
+        endpoint=_first(props, tags, "azureml.endpointname"),
+        deployment=_first(props, tags, "azureml.deploymentname"),
+        input=input_path,
+        created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+        finished=_first(props, tags, "endtimeutc"),
+        logs_path=f"azureml://jobs/{name}/outputs/artifacts/paths/logs/user/")
+
+
+def _listed_summary(item: dict, endpoint: str) -> JobSummary:
+    """One BatchJobResource of the endpoint's job listing: `properties` holds its status,
+    inputData, properties and tags; `systemData.createdAt` its creation time (the
+    listing's shape in the Ansible sample cited at _job_summary)."""
+    props = item.get("properties") or {}
+    inputs = [v for v in (props.get("inputData") or {}).values() if isinstance(v, dict)]
+    summary = _job_summary(str(item.get("name") or ""), str(props.get("status") or ""),
+                           props.get("tags"), props.get("properties"),
+                           (item.get("systemData") or {}).get("createdAt"),
+                           str(inputs[0].get("uri") or "") if inputs else "")
+    summary.endpoint = summary.endpoint or endpoint
+    return summary
+
+
 def _version_order(version: str) -> tuple:
     return (0, int(version), "") if str(version).isdigit() else (1, 0, str(version))
 
@@ -816,8 +895,10 @@ def _hints(settings: Settings) -> AzureHints:
     ws = f"workspace '{settings.aml_workspace}' (resource group '{settings.resource_group}')"
     return AzureHints(
         access=("Your identity needs the roles 'AzureML Data Scientist' + 'AzureML Compute "
-                f"Operator' (or 'Contributor') on {ws}; `make deploy-infra` grants that pair to "
-                "the deploying user, otherwise ask an owner to assign them, then `az login` again."),
+                f"Operator' (or 'Contributor') on {ws}, and 'Managed Identity Operator' on the "
+                "cluster's user-assigned identity (compute.yml) to create the cluster with it; "
+                "`make deploy-infra` grants the three to the deploying user, otherwise ask an "
+                "owner to assign them, then `az login` again."),
         not_found=(f"Check the names and {ws} in .env; `python -m deployer register-and-deploy` "
                    "creates the cluster, endpoint and deployment."),
         refused="Fix the spec in deployer/specs/ or the settings in .env and run again.",

@@ -330,6 +330,7 @@ ROLE_NAMES = {
     "batchAccountReader": "Azure Batch Account Reader",
     "azureMLDataScientist": "AzureML Data Scientist",
     "azureMLComputeOperator": "AzureML Compute Operator",
+    "managedIdentityOperator": "Managed Identity Operator",
 }
 # assignment: (scope symbol, scope type, principal, role)
 EXPECTED_ROLES = {
@@ -364,6 +365,11 @@ EXPECTED_ROLES = {
                               "deployerPrincipalId", "roles.azureMLDataScientist"),
     "deployerManagesCompute": ("workspace", "Microsoft.MachineLearningServices/workspaces",
                                "deployerPrincipalId", "roles.azureMLComputeOperator"),
+    # Creating that cluster with the compute identity assigns the identity (*/assign/action):
+    # Managed Identity Operator on that identity alone.
+    "deployerAssignsComputeIdentity": ("amlComputeIdentity",
+                                       "Microsoft.ManagedIdentity/userAssignedIdentities",
+                                       "deployerPrincipalId", "roles.managedIdentityOperator"),
 }
 
 

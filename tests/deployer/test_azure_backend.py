@@ -386,6 +386,8 @@ def test_authorization_failed_names_the_role(backend, fake, specs):
     # AzureML Data Scientist cannot write or delete computes (built-in roles list); the
     # Compute Operator role can, Contributor covers both.
     assert "'AzureML Data Scientist' + 'AzureML Compute Operator' (or 'Contributor')" in text
+    # creating the cluster with its user-assigned identity assigns it: neither role grants that
+    assert "'Managed Identity Operator' on the cluster's user-assigned identity" in text
     assert "az login" in text and WS in text
     assert "\n" not in text
 
@@ -637,6 +639,10 @@ def test_status_gives_each_deployment_its_role_newest_model_first(deployed, spec
     newer = load_specs(overrides={"deployment": {"name": "iris-mlflow-v2"}})
     deployed.ensure_deployment(newer.deployment, model)
     deployer = Deployer(deployed.settings, backend=deployed, specs=specs)
+    # switched outside a rollout: iris-mlflow carries no smoke test, no record of serving
+    assert [(d.name, d.role) for d in deployer.status(jobs=0).target.deployments] == [
+        ("iris-mlflow-v2", "default"), ("iris-mlflow", "no candidate: untested, never the default")]
+    deployed.tag_deployment("iris-batch", "iris-mlflow", {"served": "default"})
 
     report = deployer.status(jobs=3)
 
@@ -824,6 +830,30 @@ def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, f
                           "max_instances, other jobs))") for m in messages)
 
 
+def test_max_retries_goes_with_the_deployments_mini_batch_timeout(deployed, fake, specs):
+    """A job's retrySettings replace the deployment's: --max-retries alone would leave the
+    timeout to the service's default (30 s) instead of the deployment's (PT5M in
+    deployment.yml). The body is what azure-ai-ml sent."""
+    from deployer.entities import JobOverrides
+
+    assert specs.deployment.data["settings"]["retry_settings"]["timeout"] == 300
+    deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False,
+                    overrides=JobOverrides(max_retries=1))
+    body = fake.find("POST", "/jobs")[-1].body["properties"]
+    assert body["retrySettings"] == {"maxRetries": 1, "timeout": "PT5M"}
+
+    # routed to a deployment: that deployment's timeout
+    fake.deployments[("iris-batch", "iris-mlflow")]["properties"]["retrySettings"]["timeout"] = "PT7M"
+    deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False,
+                    deployment="iris-mlflow", overrides=JobOverrides(max_retries=0))
+    body = fake.find("POST", "/jobs")[-1].body["properties"]
+    assert body["retrySettings"] == {"maxRetries": 0, "timeout": "PT7M"}
+    # other overrides send no retrySettings: the deployment's apply whole
+    deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False,
+                    overrides=JobOverrides(mini_batch_size=2))
+    assert "retrySettings" not in fake.find("POST", "/jobs")[-1].body["properties"]
+
+
 def test_list_jobs_keeps_the_newest(deployed, fake):
     names = [deployed.invoke("iris-batch", f"azureml://datastores/irisdata/paths/{i}.csv",
                              wait=False).name for i in range(3)]
@@ -831,6 +861,26 @@ def test_list_jobs_keeps_the_newest(deployed, fake):
     newest = deployed.list_jobs("iris-batch", limit=1)
     assert [j.name for j in newest] == [names[-1]]
     assert [j.name for j in deployed.list_jobs("iris-batch", limit=3)] == names[::-1]
+
+
+def test_list_jobs_reads_the_listing_page_by_page_not_each_job(deployed, fake):
+    """The listing carries each job's state, creation time, deployment and input: one
+    request per page of it, none per job (an endpoint's jobs grow with every smoke test)."""
+    fake.job_page_size = 4
+    names = [deployed.invoke("iris-batch", f"azureml://datastores/irisdata/paths/{i}.csv",
+                             wait=False).name for i in range(10)]
+    before = len(fake.requests)
+    jobs = deployed.list_jobs("iris-batch", limit=3)
+    made = fake.requests[before:]
+    pages = [r for r in made if r.path.endswith("/batchEndpoints/iris-batch/jobs")]
+    assert len(pages) == 3 and pages[0].api_version == "2020-09-01-dataplanepreview"
+    assert [r for r in made if re.search(r"/(jobs|runs)/batchjob-", r.path)] == []
+    assert len(made) <= len(pages) + 2  # and the workspace's discovery (once per client)
+    assert [j.name for j in jobs] == names[::-1][:3]
+    assert {(j.status, j.endpoint, j.deployment) for j in jobs} == {("Queued", "iris-batch",
+                                                                     "iris-mlflow")}
+    assert jobs[0].input == "azureml://datastores/irisdata/paths/9.csv"
+    assert jobs[0].created == deployed.get_job(names[-1]).created
 
 
 def test_job_endpoint_and_deployment_come_from_the_services_lower_case_keys(deployed, fake):

@@ -5,7 +5,11 @@ default; a broken model leaves the previous default serving; rollback; --keep; a
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -86,7 +90,8 @@ def test_a_broken_model_leaves_the_default_then_rollback_keep_and_cleanup(traine
     scored = ok(cli("invoke", "--input", str(IRIS_CSV)))
     assert "iris-batch / iris-mlflow-v1" in scored and re.search(r"rows scored\s+│ 150\s", scored)
     status = ok(cli("status"))
-    assert re.search(r"iris-mlflow-v2\s+│ iris-classifier:2\s+│\s+│ failed\s+│ " + job, status), status
+    assert re.search(r"iris-mlflow-v2\s+│ iris-classifier:2\s+│ no candidate: smoke test failed\s+│ "
+                     r"failed\s+│ " + job, status), status
     assert re.search(r"iris-mlflow-v1\s+│ iris-classifier:1\s+│ default\s+│ passed", status)
     assert len(set((cli.local_dir / "deployer" / "jobs").iterdir()) - jobs_before) == 2
 
@@ -119,17 +124,24 @@ def test_a_broken_model_leaves_the_default_then_rollback_keep_and_cleanup(traine
     assert "iris-batch / iris-mlflow-v1" in ok(cli("invoke", "--input", str(IRIS_CSV)))
     ok(cli("rollback", "--to-version", "3"))
     assert default_of(cli) == "iris-mlflow-v3"
+    ok(cli("rollback", "--to", "iris-mlflow-v1"))
+    assert default_of(cli) == "iris-mlflow-v1"
 
-    # --keep 0: the earlier deployment goes (planned first); then nothing is left to do.
+    # --keep 0 after a rollback: v3 is tested again and made the default, and v1, the
+    # default it moves away from, goes. The plan says so and changes nothing; the run
+    # does what it planned. Then nothing is left to do.
     before = (cli.local_dir / "deployer" / "state.json").read_bytes()
     plan = ok(cli("register-and-deploy", "--model", good, "--keep", "0", "--dry-run"))
     assert rows(plan)[3:] == [("deployment", "iris-mlflow-v3", "no-op"),
-                              ("smoke", "iris-mlflow-v3", "no-op"),
-                              ("default-deployment", "iris-batch", "no-op"),
+                              ("smoke", "iris-mlflow-v3", "would run"),
+                              ("default-deployment", "iris-batch", "would update"),
                               ("deployment", "iris-mlflow-v1", "would delete")]
     assert (cli.local_dir / "deployer" / "state.json").read_bytes() == before
     pruned = ok(cli("register-and-deploy", "--model", good, "--keep", "0"))
-    assert ("deployment", "iris-mlflow-v1", "delete") in rows(pruned)
+    assert rows(pruned)[3:] == [("deployment", "iris-mlflow-v3", "no-op"),
+                                ("smoke", "iris-mlflow-v3", "passed"),
+                                ("default-deployment", "iris-batch", "update"),
+                                ("deployment", "iris-mlflow-v1", "delete")]
     assert sorted(deployments(cli)) == ["iris-mlflow-v3"]
     assert {a for _, _, a in rows(ok(cli("register-and-deploy", "--model", good, "--keep", "0")))} \
         == {"no-op"}
@@ -147,6 +159,57 @@ def test_a_broken_model_leaves_the_default_then_rollback_keep_and_cleanup(traine
     assert "--no-smoke: switching without a test" in unchecked
     assert default_of(cli) == "iris-mlflow-v2"
     assert deployments(cli)["iris-mlflow-v2"]["tags"]["smoke"] == "skipped"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # mlflow's advice on saving a PythonModel
+def test_a_deployment_whose_run_was_killed_during_its_smoke_test_is_no_candidate(trained, tmp_path):
+    """register-and-deploy killed (-9) while its smoke job scores: the new deployment exists
+    but was never tested and never served, so neither status nor rollback offers it."""
+    from tests.support.rule_model import save_rule_model
+    from tests.support.slow_model import save_slow_model
+
+    settings, store, run, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+    ok(cli("register-and-deploy"))
+    inner = save_rule_model(tmp_path / "rule", download_model(store, run, tmp_path / "inner"))
+    slow = save_slow_model(tmp_path / "slow", inner, tmp_path / "predicting", mode="always",
+                           seconds=600)
+    model = publish_model_dir(store, run, slow, "models-slow")
+    process = subprocess.Popen([sys.executable, "-m", "deployer", "register-and-deploy",
+                                "--model", model], cwd=cli.workdir, env=cli.env, text=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    job, seen = None, []
+    try:
+        for line in process.stderr:  # its progress: the smoke job's name once it is submitted
+            seen.append(line)
+            found = re.search(r"\b(batchjob-[0-9a-f-]{36})\b", line)
+            if found and any("smoke test: scoring" in s for s in seen):
+                job = found.group(1)
+                break
+        assert job, "".join(seen)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        process.stderr.close()
+        if job:
+            cli("jobs", "cancel", job)
+    assert sorted(deployments(cli)) == ["iris-mlflow-v1", "iris-mlflow-v2"]
+    assert default_of(cli) == "iris-mlflow-v1"
+    assert "smoke" not in deployments(cli)["iris-mlflow-v2"].get("tags", {})
+
+    status = ok(cli("status"))
+    assert re.search(r"iris-mlflow-v2\s+│ iris-classifier:2\s+│ no candidate: untested, "
+                     r"never the default\s+│ -", status), status
+    assert "rollback candidate" not in status
+    # (--dry-run: the killed run's lease on the endpoint's lock has not expired yet)
+    refused = cli("rollback", "--dry-run")
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert ("no earlier deployment to roll back to (it has iris-mlflow-v1, iris-mlflow-v2; no "
+            "candidate: iris-mlflow-v2: untested, never the default)") in refused.stderr
+    assert default_of(cli) == "iris-mlflow-v1"
 
 
 # ---------------------------------------------------------------------- invoke overrides

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deployer.entities import Deployment, JobOverrides
-from deployer.rollout import deployment_name, rollback_candidate, validate_overrides
+from deployer.rollout import (deployment_name, not_a_candidate, rollback_candidate,
+                              validate_overrides)
 from tests.support.fake_azureml import rest_name_pattern
 from workspace.errors import ConfigError
 
@@ -33,8 +34,23 @@ def test_the_rollback_candidate_is_the_newest_earlier_version_that_passed():
                                dep("v1", 1)]).name == "v1"
     # a rollback to v1 made v1 the default: the candidate is then the newest other one
     assert rollback_candidate([dep("v3", 3), dep("v1", 1, default=True)]).name == "v3"
-    assert rollback_candidate([dep("v2", 2, default=True), dep("v1", 1, smoke="")]).name == "v1"
     assert rollback_candidate([dep("v1", 1, default=True), dep("v2", 2, smoke="failed")]) is None
+
+
+def test_only_a_tested_deployment_or_an_earlier_default_is_a_candidate():
+    """A deployment whose smoke test never ended (the run was killed during it), or one
+    --no-smoke created that never became the default, has never scored a known input."""
+    untested, skipped = dep("v3", 3, smoke=""), dep("v3", 3, smoke="skipped")
+    assert rollback_candidate([dep("v2", 2, default=True), untested]) is None
+    assert rollback_candidate([dep("v2", 2, default=True), skipped]) is None
+    assert rollback_candidate([dep("v3", 3, default=True), untested, dep("v1", 1)]).name == "v1"
+    assert not_a_candidate(untested) == "untested, never the default"
+    assert not_a_candidate(skipped) == "deployed with --no-smoke, never the default"
+    assert not_a_candidate(dep("v2", 2, smoke="failed")) == "smoke test failed"
+    # one that served as the default before (tagged when the default moved away from it)
+    served = Deployment(name="v1", model="iris-classifier:1", tags={"served": "default"})
+    assert not_a_candidate(served) == ""
+    assert rollback_candidate([dep("v2", 2, default=True), served]).name == "v1"
 
 
 @pytest.mark.parametrize("overrides", [

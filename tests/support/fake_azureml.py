@@ -104,6 +104,7 @@ class FakeAzureML(RecordingTransport):
         self.job_statuses = ["Queued", "Running", "Completed"]
         self.lro_errors: list[tuple[str, str]] = []  # (code, message) for the next operations
         self.on_complete = None  # called with the FakeJob when it first reports Completed
+        self.job_page_size = 100  # jobs per page of an endpoint's job listing
         # As in a workspace made by make deploy-infra: the identity-based datastore over the
         # data container (inputs, models) ...
         self.datastore = {"name": "irisdata", "account": "stirisdata", "container": "azureml",
@@ -502,23 +503,46 @@ class FakeAzureML(RecordingTransport):
                      "type": "Microsoft.MachineLearningServices/workspaces/batchEndpoints/jobs",
                      "properties": {"status": "NotStarted", "inputData": job.input}}, {}
 
+    @staticmethod
+    def _batch_marks(job: FakeJob) -> tuple[dict, dict]:
+        """(properties, tags) the service puts on a batch-endpoint job, as in the sample
+        output of the azure.azcollection Ansible collection (ansible-collections/azure,
+        plugins/modules/azure_rm_ml_batch_endpoint_info.py, RETURN: a job of
+        `batch_endpoints.list_jobs`): lower-case keys, the deployment in both."""
+        return ({"azureml.endpointname": job.endpoint, "azureml.deploymentname": job.deployment,
+                 "azureml.runLineageType": "batchDeployment", "runSource": "BatchDeployment",
+                 "runType": "HTTP"},
+                {"azureml.batchrun": "true", "azureml.deploymentname": job.deployment,
+                 "azureml.jobtype": "azureml.pipelinejob"})
+
     def _job_resource(self, job: FakeJob, status: str) -> dict:
-        """A batch job's JobBase: a Pipeline job whose properties carry the endpoint and
-        deployment under the lower-case keys the service uses; no error field (JobBase has
-        none in the REST spec: a failure is in run history, see _run_details)."""
+        """A batch job's JobBase: a Pipeline job with the properties and tags the service
+        puts on a batch-endpoint job (_batch_marks); no error field (JobBase has none in the
+        REST spec: a failure is in run history, see _run_details)."""
+        properties, tags = self._batch_marks(job)
         return {
             "id": self._id("jobs", job.name), "name": job.name,
             "type": f"{PROVIDER}/workspaces/jobs",
             "systemData": {"createdAt": job.created, "createdBy": "tester"},
             "properties": {
                 "jobType": "Pipeline", "status": status, "experimentName": job.endpoint,
-                "displayName": job.name,
-                "tags": {"azureml.batchrun": "true", "azureml.jobtype": "azureml.batchjob"},
-                "properties": {"azureml.endpointname": job.endpoint,
-                               "azureml.deploymentname": job.deployment},
+                "displayName": job.name, "tags": tags, "properties": properties,
                 "inputs": {}, "outputs": {}, "jobs": {}, "settings": {},
             },
         }
+
+    def _listed_job(self, job: FakeJob) -> dict:
+        """A BatchJobResource of the endpoint's job listing, shaped as the Ansible sample
+        (_batch_marks) shows it: status, inputData, properties and tags under `properties`,
+        the creation time in systemData. Listing a job does not advance its state."""
+        properties, tags = self._batch_marks(job)
+        return {"id": self._id("batchEndpoints", job.endpoint, "deployments", job.deployment,
+                               "jobs", job.name),
+                "name": job.name,
+                "type": f"{PROVIDER}/workspaces/batchEndpoints/deployments/jobs",
+                "systemData": {"createdAt": job.created, "createdBy": "tester"},
+                "properties": {"status": job.status, "inputData": job.input,
+                               "properties": properties, "tags": tags}}
 
     def _run_details(self, job: FakeJob) -> dict:
         """RunDetails of run history (runhistory rest models RunDetails/ErrorResponse/RootError):
@@ -577,10 +601,16 @@ class FakeAzureML(RecordingTransport):
             endpoint = match.group(1)
             if endpoint not in self.endpoints:
                 return _not_found(f"Batch endpoint {endpoint}")
-            return 200, {"value": [
-                {"id": self._id("batchEndpoints", endpoint, "jobs", j.name), "name": j.name,
-                 "properties": {"status": j.status}}
-                for j in self.jobs.values() if j.endpoint == endpoint]}, {}
+            # paged (`nextLink`, ARM paging) in the order jobs were created, oldest first:
+            # the order is not documented, so the client may not rely on one
+            jobs = [j for j in self.jobs.values() if j.endpoint == endpoint]
+            start = int(r.query.get("$skipToken", 0))
+            page = jobs[start:start + self.job_page_size]
+            body = {"value": [self._listed_job(j) for j in page]}
+            if start + self.job_page_size < len(jobs):
+                body["nextLink"] = (f"https://{r.host}{r.path}?api-version={r.api_version}"
+                                    f"&$skipToken={start + self.job_page_size}")
+            return 200, body, {}
         match = re.search(r"/history/v1.0/.*/runs/([^/]+)/details$", r.path)
         if match and r.method == "GET":
             job = self.jobs.get(match.group(1))

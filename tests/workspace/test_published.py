@@ -50,6 +50,35 @@ def test_a_bad_manifest_elsewhere_is_skipped_with_a_warning_naming_it(datastore,
         find_published_run(datastore, PREFIX, "notjson")
 
 
+def test_a_bad_manifest_among_a_sweeps_runs_is_skipped_with_the_same_warning(datastore, capsys):
+    """register-and-deploy --sweep reads the sweep's runs from their manifests: one that
+    is not JSON (or not a trainer's) is skipped as the plain path skips it, not a traceback."""
+    from workspace.sweep_runs import sweep_runs
+
+    sweep = {"sweep": {"id": "sw-20260101-000000", "line": 1}}
+    _publish(datastore, "good", "2024-01-01T00:00:00+00:00", manifest=sweep)
+    not_json = _publish(datastore, "notjson", "2024-01-02T00:00:00+00:00", raw=b"{oops")
+    not_object = _publish(datastore, "list", "2024-01-03T00:00:00+00:00", raw=b"[1, 2]")
+    no_key = _publish(datastore, "nokey", "2024-01-04T00:00:00+00:00",
+                      manifest={"sweep": {"id": "sw-20260101-000000", "line": 2}})
+    body = json.loads(datastore.read_bytes(no_key))
+    del body["created"]
+    datastore.upload_bytes(json.dumps(body).encode(), no_key)
+
+    runs = sweep_runs(datastore, PREFIX, "latest")
+    assert [(r.line, r.run.run_id) for r in runs] == [(1, "good")]
+    warnings = capsys.readouterr().err
+    assert (f"warning: skipped {datastore.container}/{not_json}: Manifest '{not_json}' is not "
+            "JSON") in warnings
+    assert f"warning: skipped {datastore.container}/{no_key}: " in warnings
+    assert "lacks created" in warnings
+    assert not_object not in warnings  # JSON, not a sweep's run: not one of its manifests
+    list_published_runs(datastore, PREFIX)
+    plain = capsys.readouterr().err
+    assert f"warning: skipped {datastore.container}/{not_json}: Manifest '{not_json}' is not " \
+           "JSON" in plain
+
+
 @pytest.mark.parametrize("key", ["artifacts/model/../../x", "/etc/x", "artifacts/model/./MLmodel",
                                  "artifacts\\model\\..\\..\\x", "artifacts/model//x"])
 def test_a_key_that_leaves_the_model_folder_is_refused_before_any_download(datastore, tmp_path,

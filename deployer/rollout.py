@@ -197,8 +197,9 @@ class Rollout:
         return changes
 
     def _busy(self) -> dict[str, str]:
-        """deployment → a queued or running job routed to it."""
-        jobs = self.backend.list_jobs(self.endpoint, limit=50)
+        """deployment → a queued or running job routed to it, of all the endpoint's jobs: an
+        active job can be an old one, and the listing costs a request per page, not per job."""
+        jobs = self.backend.list_jobs(self.endpoint, limit=None)
         return {j.deployment: j.name for j in jobs if j.status in ACTIVE and j.deployment}
 
     # ------------------------------------------------------------------ rollback

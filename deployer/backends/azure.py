@@ -23,7 +23,7 @@ from deployer import plan
 from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_name,
                                     validate_deployment_settings, validate_endpoint_name)
 from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
-                                    job_timeout, minutes, tell_job)
+                                    job_timeout, minutes, newest, tell_job)
 from deployer.entities import (DEFAULT_OUTPUT_FILE, NO_OP, Change,
                                ComputeStatus, Deployment, DeploymentStatus, EndpointStatus,
                                JobOverrides, JobSummary, JobUpdate, ModelSource, RegisteredModel,
@@ -529,14 +529,14 @@ class AzureBackend(Backend):
         with self._errors(f"reading job '{name}'"):
             return self._summary(self.ml_client.jobs.get(name))
 
-    def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:
+    def list_jobs(self, endpoint: str, limit: int | None = 10) -> list[JobSummary]:
         """The newest `limit` jobs, each from the listing itself (its name, state, creation
         time, deployment and input): no request per job. The listing has no documented
         order, so every page of it is read (one request per page)."""
         validate_endpoint_name(endpoint)
         with self._errors(f"listing the jobs of endpoint '{endpoint}'"):
             summaries = [_listed_summary(item, endpoint) for item in self._listed_jobs(endpoint)]
-        return sorted(summaries, key=lambda s: s.created, reverse=True)[: max(limit, 0)]
+        return sorted(summaries, key=lambda s: s.created, reverse=True)[newest(limit)]
 
     def _listed_jobs(self, endpoint: str):
         """The endpoint's jobs as the service lists them (BatchJobResource, camelCase), page

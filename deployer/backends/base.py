@@ -40,6 +40,11 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:g} min"
 
 
+def newest(limit: int | None) -> slice:
+    """The slice of a newest-first list that `list_jobs(limit=...)` returns."""
+    return slice(None if limit is None else max(limit, 0))
+
+
 def tell_job(update: JobUpdate, progress: Progress | None, job_progress: JobProgress | None) -> None:
     """A job's state to whoever follows it: the update itself, else its line of text."""
     if job_progress is not None:
@@ -121,8 +126,8 @@ class Backend(ABC):
         has already ended is left as it is. A canceled job has no output."""
 
     @abstractmethod
-    def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:
-        """Recent scoring jobs of the endpoint, newest first."""
+    def list_jobs(self, endpoint: str, limit: int | None = 10) -> list[JobSummary]:
+        """Recent scoring jobs of the endpoint, newest first (all of them if limit is None)."""
 
     @abstractmethod
     def describe(self, endpoint: str, *, compute: str | None = None,

@@ -31,7 +31,7 @@ from deployer import plan
 from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_name,
                                     validate_deployment_settings, validate_endpoint_name)
 from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
-                                    job_timeout, tell_job)
+                                    job_timeout, newest, tell_job)
 from deployer.entities import (NO_OP, Change, ComputeStatus, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
                                JobUpdate, ModelSource, RegisteredModel, TargetStatus,
@@ -606,7 +606,7 @@ class LocalBackend(Backend):
         job_dir = self._job_dir(name)
         return self._summary(self._fresh_record(job_dir), job_dir)
 
-    def list_jobs(self, endpoint: str, limit: int = 10) -> list[JobSummary]:
+    def list_jobs(self, endpoint: str, limit: int | None = 10) -> list[JobSummary]:
         if not self.jobs_dir.is_dir():
             return []
         records = []
@@ -618,7 +618,7 @@ class LocalBackend(Backend):
             if record.get("endpoint") == endpoint:
                 records.append((record, job_dir))
         records.sort(key=lambda r: r[0].get("created", ""), reverse=True)
-        return [self._summary(r, d) for r, d in records[:max(limit, 0)]]
+        return [self._summary(r, d) for r, d in records[newest(limit)]]
 
     # ------------------------------------------------------------------ status and teardown
 

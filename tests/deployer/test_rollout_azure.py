@@ -11,6 +11,7 @@ from deployer.entities import JobOverrides
 from deployer.plan import plan_line
 from deployer.rollout import SMOKE_INPUT, SMOKE_LABELS, Rollout, SmokeTestError, RollbackRefused
 from deployer.spec import load_specs
+from tests.support.fake_azureml import FakeJob
 from tests.deployer.test_azure_backend import (WS_PATH, azure_settings, backend, blob_store,  # noqa: F401
                                        fake, sleeps, source, specs)
 from workspace.errors import ConfigError
@@ -139,6 +140,10 @@ def test_keep_never_deletes_a_deployment_a_running_job_uses(azure, fake, specs):
     fake.job_statuses = ["Running"]
     busy = azure.invoke("iris-batch", REMOTE, deployment="iris-mlflow-v1", wait=False)
     fake.job_statuses = ["Queued", "Running", "Completed"]
+    # more finished jobs since than a page of "recent jobs": the busy one is still seen
+    for n in range(60):
+        fake.jobs[f"done-{n}"] = FakeJob(f"done-{n}", "iris-batch", "iris-mlflow-v1", {},
+                                         statuses=["Completed"])
     release(azure, specs, "b", "run2")
 
     model, _ = azure.register_model(source("c" * 64, "run3"), dry_run=True, spec=specs.model)

@@ -105,6 +105,13 @@ class Backend(ABC):
         the deployment's settings for this job only (validated by the caller)."""
 
     @abstractmethod
+    def wait(self, name: str, *, progress: Progress | None = None,
+             job_progress: JobProgress | None = None) -> JobSummary:
+        """Follow a job (started earlier, e.g. with --no-wait) until it ends, telling
+        `job_progress` (else `progress`) each change of its state, as `invoke` does; returns
+        its state then (as `get_job`). JobTimeout at `timeout_seconds`. Downloads nothing."""
+
+    @abstractmethod
     def download_output(self, job: JobSummary, output_dir: Path,
                         progress: Progress | None = None) -> Path:
         """Download a finished job's predictions file to predictions_target(output_dir,

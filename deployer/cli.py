@@ -258,6 +258,7 @@ def invoke(input_path, deployment, output_dir, no_wait, report, label_column, mi
     Examples:
       python -m deployer invoke --input data/iris_csv.csv
       python -m deployer invoke --input scoring/ --output-dir results/ --report
+      python -m deployer invoke --input labelled.csv --report --label-column class
       python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/ --no-wait
       python -m deployer invoke --input scoring/ --mini-batch-size 1 --error-threshold 5
       python -m deployer invoke --input azureml:iris-scoring@latest --target azure \\
@@ -310,7 +311,11 @@ def _finish(deployer, result, report: bool, output_dir, label_column) -> None:
         path = deployer.write_report(result, output_dir, label_column)
         click.echo(f"report    {path}")
     if result.job.status != "Completed":
-        raise job_failed(result.job)
+        error = job_failed(result.job)
+        if not report:
+            error.hint += f"; `python -m deployer jobs download {result.job.name} --report` " \
+                          "writes a report of its failures"
+        raise error
 
 
 class _JobProgress:

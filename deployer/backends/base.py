@@ -32,7 +32,7 @@ def job_timeout(name: str, state: str, waiting_on: str, seconds: float,
     """The error of a wait that reached its deadline, the same on every target."""
     return JobTimeout(f"Job {name} is still {state} after {minutes(seconds)}: {waiting_on}.",
                       f"It goes on {runs_on}: follow it with `python -m deployer jobs show "
-                      f"{name}`, cancel it with `python -m deployer jobs cancel {name}`, or "
+                      f"{name} --wait`, cancel it with `python -m deployer jobs cancel {name}`, or "
                       "pass a longer --timeout.")
 
 

@@ -817,7 +817,7 @@ def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, f
     assert err.value.message == (f"Job {job} is still Queued after 0 min: queued for nodes of "
                                  "the compute cluster (core quota, max_instances, other jobs).")
     assert err.value.hint == (f"It goes on in Azure: follow it with `python -m deployer jobs show "
-                              f"{job}`, cancel it with `python -m deployer jobs cancel {job}`, or "
+                              f"{job} --wait`, cancel it with `python -m deployer jobs cancel {job}`, or "
                               "pass a longer --timeout.")
     assert err.value.exit_code == ExitCode.RUN_FAILED
     assert any(m.endswith("Queued (queued for nodes of the compute cluster (core quota, "

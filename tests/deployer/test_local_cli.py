@@ -372,7 +372,7 @@ def test_a_job_past_the_timeout_ends_the_wait_as_on_azure_and_goes_on(trained, t
         assert re.search(rf"^error: Job {job} is still (Queued|Running) after 0\.01 min: "
                          r"(its runner is starting|scoring)[^\n]*\.$", waited.stderr, re.M)
         assert (f"  → It goes on in its runner on this machine: follow it with `python -m "
-                f"deployer jobs show {job}`, cancel it with `python -m deployer jobs cancel "
+                f"deployer jobs show {job} --wait`, cancel it with `python -m deployer jobs cancel "
                 f"{job}`, or pass a longer --timeout.") in waited.stderr
         assert re.search(r"status\s+│ (Queued|Running)", ok(cli("jobs", "show", job)))
     finally:

@@ -42,8 +42,8 @@ report_option = click.option(
 
 label_column_option = click.option(
     "--label-column", default=None, metavar="NAME",
-    help="The input's column of true labels the report scores the predictions against "
-    "(default: species, the trainer's).")
+    help="With --report: the input's column of true labels the report scores the predictions "
+    "against (default: species, the trainer's).")
 
 
 def _console(stderr: bool = False):
@@ -266,6 +266,7 @@ def invoke(input_path, deployment, output_dir, no_wait, report, label_column, mi
     """
     from deployer.entities import JobOverrides
 
+    _report_options(report, label_column)
     overrides = JobOverrides(mini_batch_size=mini_batch_size, instance_count=instance_count,
                              max_retries=max_retries, error_threshold=error_threshold,
                              output_path=output_path, job_name=job_name,
@@ -300,6 +301,12 @@ def _following(deployer, follow):
         sys.exit(130)
     finally:
         display.stop()
+
+
+def _report_options(report: bool, label_column: str | None) -> None:
+    """--label-column says how to write the report: without --report it would do nothing."""
+    if label_column is not None and not report:
+        raise click.UsageError("--label-column is for the report: pass --report too.")
 
 
 def _finish(deployer, result, report: bool, output_dir, label_column) -> None:
@@ -629,6 +636,7 @@ def jobs_download(name, output_dir, report, label_column, target, spec_dir):
       python -m deployer jobs download batchjob-0b9c... --output-dir results/
       python -m deployer jobs download batchjob-0b9c... --report
     """
+    _report_options(report, label_column)
     deployer, _ = _make(target, spec_dir)
     result = deployer.download(name, output_dir)
     _print_job(result.job, result.stats, None)

@@ -1093,3 +1093,12 @@ def test_the_report_of_an_azure_job_scores_the_uploaded_input_against_its_labels
     assert '<div class="card" id="accuracy"><div class="value">0.333</div>' in page
     assert "50 of 150 rows" in page
     assert "iris-classifier version 1" in page
+
+
+def test_a_label_column_without_a_report_is_refused(deployed, fake, monkeypatch, tmp_path):
+    for args in (("jobs", "download", "batchjob-1"),
+                 ("invoke", "--input", "azureml://datastores/irisdata/paths/x.csv")):
+        refused = run_cli(deployed, monkeypatch, tmp_path, *args, "--label-column", "class")
+        assert refused.exit_code == ExitCode.USAGE, refused.output
+        assert "--label-column is for the report: pass --report too." in refused.output
+    assert not fake.jobs

@@ -22,14 +22,15 @@ from pathlib import Path
 from deployer.azureml_rules import (validate_deployment_name, validate_deployment_settings,
                                     validate_endpoint_name, validate_instances)
 from deployer.backends.base import JobProgress, Progress
-from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel, TargetStatus, job_output_dir, predictions_target)
+from deployer.entities import (JOB_ENDED, NO_OP, Change, JobOverrides, JobSummary, ModelSource,
+                               RegisteredModel, TargetStatus, downloaded_copy, job_output_dir,
+                               predictions_target, record_download)
 from deployer.plan import plan_line
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
                               not_a_candidate, refuse_nested_folder,
                               rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
-from workspace.errors import ConfigError, ExitCode, OperationFailed, ProjectError
+from workspace.errors import ConfigError, ExitCode, NotEnded, OperationFailed, ProjectError
 from workspace.quality import MIN_TEST_ROWS, QUALITY_METRIC, test_rows_problem
 from workspace.settings import REPO_ROOT, Settings
 
@@ -44,6 +45,13 @@ class QualityGateError(ProjectError):
 
 class JobFailed(OperationFailed):
     """A batch scoring job ended in Failed or Canceled."""
+
+
+def job_failed(job: JobSummary) -> JobFailed:
+    """The error of a job that ended without completing, the same for every command."""
+    return JobFailed(f"Job {job.name} {job.status.lower()}: {job.error or 'no error message'}",
+                     f"Details: python -m deployer jobs show {job.name}"
+                     + (f" (logs in {job.logs_path})" if job.logs_path else ""))
 
 
 @dataclass
@@ -77,6 +85,7 @@ class InvokeResult:
     stats: "PredictionStats | None"  # deployer.report.PredictionStats
     seconds: float
     predictions: Path | None = None  # the downloaded predictions file (job.predictions_file)
+    already_downloaded: bool = False  # `jobs download` found the job's file there: no download
 
 
 def content_digest(model_files: dict) -> str:
@@ -375,6 +384,8 @@ class Deployer:
                                   progress=self.progress, overrides=overrides,
                                   job_progress=self.job_progress)
         path = Path(job.predictions_file) if job.predictions_file else None
+        if path is not None:
+            record_download(job, path)
         stats = (_counted_by_job(job) or prediction_stats(path)) if path else None
         return InvokeResult(job=job, stats=stats, seconds=time.monotonic() - started,
                             predictions=path)
@@ -382,21 +393,96 @@ class Deployer:
     def job(self, name: str) -> JobSummary:
         return self.backend.get_job(name)
 
+    def wait(self, name: str) -> JobSummary:
+        """Follow a job until it ends (`jobs show --wait`), telling job_progress (else
+        progress) as `invoke` does; JobTimeout at the timeout."""
+        return self.backend.wait(name, progress=self.progress, job_progress=self.job_progress)
+
     def cancel(self, name: str) -> JobSummary:
         """Cancel a job; a job that has already ended stays as it ended."""
         return self.backend.cancel_job(name)
 
     def download(self, name: str, output_dir: Path | None = None) -> InvokeResult:
-        """Download the predictions of a finished job (e.g. one started with --no-wait)."""
+        """Download the predictions of a finished job (e.g. one started with --no-wait).
+        A job already downloaded to that folder (the record beside its file says so) is not
+        downloaded again; a job still queued or running is refused (NotEnded); one that
+        failed or was canceled has no predictions (`predictions` None)."""
         started = time.monotonic()
         job = self.backend.get_job(name)
+        if job.status not in JOB_ENDED:
+            raise NotEnded(f"Job {name} is {job.status}: its predictions exist once it has "
+                           "completed.",
+                           f"Wait for it with `python -m deployer jobs show {name} --wait`, then "
+                           "download again.")
         if job.status != "Completed":
-            raise JobFailed(f"Job {name} is {job.status}; only a Completed job has predictions.",
-                            f"Follow it with `python -m deployer jobs show {name}`.")
-        path = self.backend.download_output(job, job_output_dir(name, output_dir),
-                                            progress=self.progress)
-        return InvokeResult(job=job, stats=prediction_stats(Path(path)),
-                            seconds=time.monotonic() - started, predictions=Path(path))
+            return InvokeResult(job=job, stats=_counted_by_job(job),
+                                seconds=time.monotonic() - started)
+        folder = job_output_dir(name, output_dir)
+        path = downloaded_copy(name, folder)
+        already = path is not None
+        if path is None:
+            path = Path(self.backend.download_output(job, folder, progress=self.progress))
+            record_download(job, path)
+        job.predictions_file = str(path)
+        return InvokeResult(job=job, stats=prediction_stats(path),
+                            seconds=time.monotonic() - started, predictions=path,
+                            already_downloaded=already)
+
+    def write_report(self, result: InvokeResult, output_dir: Path | None = None,
+                     label_column: str | None = None) -> Path:
+        """report.html beside the job's predictions (or, for a job without any, in its
+        output folder): its counts, its failed files, the model, and the accuracy against
+        the input's label column when the input has one and can be read from here."""
+        from deployer.report import (DEFAULT_LABEL_COLUMN, LabelCheck, PredictionStats,
+                                     check_labels, failed_files_of, write_report)
+
+        job = result.job
+        folder = (result.predictions.parent if result.predictions is not None
+                  else job_output_dir(job.name, output_dir))
+        if not job.model:
+            job.model = self._model_of(job)
+        stats = result.stats or PredictionStats(rows=0)
+        labels = None
+        if result.predictions is not None and stats.rows:
+            column = label_column or DEFAULT_LABEL_COLUMN
+            with tempfile.TemporaryDirectory(prefix="deployer-input-") as tmp:
+                inputs = self._input_files(job.input, Path(tmp))
+                labels = (check_labels(result.predictions, inputs, column) if inputs else
+                          LabelCheck(column, note=f"the input {job.input or '(unknown)'} "
+                                     "cannot be read from here"))
+        return write_report(folder / "report.html", stats, job, result.seconds,
+                            failed_files_of(job), labels=labels)
+
+    def _model_of(self, job: JobSummary) -> str:
+        """name:version the job's deployment serves, '' when that is not known any more."""
+        try:
+            deployments = self.backend.list_deployments(job.endpoint or self.endpoint_name)
+        except ProjectError:
+            return ""
+        return next((d.model for d in deployments if d.name == job.deployment), "")
+
+    def _input_files(self, input_uri: str, workdir: Path) -> dict[str, Path]:
+        """The job's input files by the name predictions.csv gives them: a local file or
+        folder as it is, a path in the configured datastore downloaded to workdir; {} for
+        anything else (a data asset, another storage account)."""
+        from deployer.engine.reader import folder_files
+
+        local = Path(input_uri) if input_uri and "://" not in input_uri else None
+        if local is not None and local.is_file():
+            return {local.name: local}
+        if local is not None and local.is_dir():
+            return {p.name: p for p in folder_files(local)[0]}
+        prefix = f"azureml://datastores/{self.settings.datastore_name}/paths/"
+        if not input_uri.startswith(prefix):
+            return {}
+        folder = input_uri.removeprefix(prefix).rstrip("/") + "/"
+        try:  # a folder's top-level files, else the file itself
+            blobs = [b.name for b in self.datastore.list(folder)
+                     if "/" not in b.name[len(folder):]] or [folder.rstrip("/")]
+            return {Path(b).name: self.datastore.download_file(b, workdir / Path(b).name)
+                    for b in blobs}
+        except ProjectError:
+            return {}
 
     def status(self, jobs: int = 5) -> StatusReport:
         """describe() of the specs' endpoint, cluster and model, each deployment with its

@@ -34,6 +34,18 @@ timeout_option = click.option(
     "work goes on, locally in the job's runner) and say what it was waiting on (exit 7).")
 
 
+report_option = click.option(
+    "--report", is_flag=True,
+    help="Also write report.html beside predictions.csv: the model, class distribution chart, "
+    "accuracy when the input has the label column, rows/s, failed files (a failed job's "
+    "report lists its failures).")
+
+label_column_option = click.option(
+    "--label-column", default=None, metavar="NAME",
+    help="With --report: the input's column of true labels the report scores the predictions "
+    "against (default: species, the trainer's).")
+
+
 def _console(stderr: bool = False):
     from workspace.output import console
 
@@ -76,12 +88,14 @@ def cli():
       python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/
       python -m deployer status
       python -m deployer rollback --dry-run
-      python -m deployer jobs show batchjob-...
+      python -m deployer jobs show batchjob-... --wait
+      python -m deployer jobs download batchjob-... --report
       python -m deployer teardown --yes
 
     \b
     Exit codes: 0 ok, 2 bad setting/spec, 3 datastore unreachable, 4 not found or
-    model fails verification, 5 quality gate, 6 smoke test, 7 scoring job failed.
+    model fails verification, 5 quality gate, 6 smoke test, 7 scoring job failed,
+    9 job not ended yet (download of a running job).
     """
 
 
@@ -204,9 +218,9 @@ def _print_deploy(result, settings) -> None:
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to download predictions.csv (default: outputs/<job name>/).")
 @click.option("--no-wait", is_flag=True, help="Start the job and return; follow it with "
-              "`python -m deployer jobs show NAME`.")
-@click.option("--report", is_flag=True, help="Also write report.html beside predictions.csv: "
-              "class distribution chart, rows/s, failed files.")
+              "`python -m deployer jobs show NAME --wait`.")
+@report_option
+@label_column_option
 @click.option("--mini-batch-size", type=int, default=None,
               help="Files per mini-batch for this job (the deployment's otherwise).")
 @click.option("--instance-count", type=int, default=None,
@@ -223,15 +237,16 @@ def _print_deploy(result, settings) -> None:
 @timeout_option
 @target_option
 @spec_dir_option
-def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size, instance_count,
-           max_retries, error_threshold, output_path, job_name, experiment_name, timeout_minutes,
-           target, spec_dir):
+def invoke(input_path, deployment, output_dir, no_wait, report, label_column, mini_batch_size,
+           instance_count, max_retries, error_threshold, output_path, job_name, experiment_name,
+           timeout_minutes, target, spec_dir):
     """Start a batch scoring job, follow it, and download predictions.csv.
 
     \b
     predictions.csv is Azure ML's format: no header, one line per input row,
     `row,prediction,file_name`, rows of a file in input order. Exit code 7 if the job fails
-    (the failing files and why are in its logs/user/error.txt).
+    (the failing files and why are in its logs/user/error.txt; --report writes them to
+    report.html in the output folder too).
 
     \b
     The overrides (--mini-batch-size ... --experiment-name) are those of
@@ -243,48 +258,71 @@ def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size,
     Examples:
       python -m deployer invoke --input data/iris_csv.csv
       python -m deployer invoke --input scoring/ --output-dir results/ --report
+      python -m deployer invoke --input labelled.csv --report --label-column class
       python -m deployer invoke --input azureml://datastores/workspaceblobstore/paths/scoring/ --no-wait
       python -m deployer invoke --input scoring/ --mini-batch-size 1 --error-threshold 5
       python -m deployer invoke --input azureml:iris-scoring@latest --target azure \\
           --output-path azureml://datastores/workspaceblobstore/paths/results/iris.csv
     """
-    from deployer.app import JobFailed
     from deployer.entities import JobOverrides
 
+    _report_options(report, label_column)
     overrides = JobOverrides(mini_batch_size=mini_batch_size, instance_count=instance_count,
                              max_retries=max_retries, error_threshold=error_threshold,
                              output_path=output_path, job_name=job_name,
                              experiment_name=experiment_name)
     deployer, _ = _make(target, spec_dir, timeout_minutes=timeout_minutes)
+    result = _following(deployer, lambda: deployer.invoke(
+        input_path, deployment=deployment, output_dir=output_dir, wait=not no_wait,
+        overrides=overrides))
+    _print_job(result.job, result.stats, None if no_wait else result.seconds)
+    if no_wait:
+        if report:
+            click.echo("report    not written: the job has not ended. Write it with `python -m "
+                       f"deployer jobs download {result.job.name} --report` once it has.")
+        click.echo(f"Follow it with: python -m deployer jobs show {result.job.name} --wait")
+        return
+    _print_throughput(result.job, result.seconds)
+    _finish(deployer, result, report, output_dir, label_column)
+
+
+def _following(deployer, follow):
+    """Run `follow` (a call that waits on a job) with the live display of the job's
+    progress; Ctrl-C stops following, not the job (exit 130)."""
     display = _JobProgress(_console(stderr=True), deployer.progress)
     deployer.progress, deployer.job_progress = display.say, display.update
     try:
-        result = deployer.invoke(input_path, deployment=deployment, output_dir=output_dir,
-                                 wait=not no_wait, overrides=overrides)
+        return follow()
     except KeyboardInterrupt:
         display.stop()
         click.echo("\nStopped following; the job keeps running. See it with "
-                   "`python -m deployer status` and `python -m deployer jobs show NAME`.", err=True)
+                   "`python -m deployer status` and `python -m deployer jobs show NAME --wait`.",
+                   err=True)
         sys.exit(130)
     finally:
         display.stop()
-    _print_job(result.job, result.stats, None if no_wait else result.seconds)
-    if not no_wait:
-        _print_throughput(result.job, result.seconds)
-    if report and result.predictions is not None:
-        from deployer.report import failed_files_of, write_report
 
-        path = result.predictions.parent / "report.html"
-        write_report(path, result.stats, result.job, result.seconds, failed_files_of(result.job))
+
+def _report_options(report: bool, label_column: str | None) -> None:
+    """--label-column says how to write the report: without --report it would do nothing."""
+    if label_column is not None and not report:
+        raise click.UsageError("--label-column is for the report: pass --report too.")
+
+
+def _finish(deployer, result, report: bool, output_dir, label_column) -> None:
+    """After a job ended: its report when asked (a failed job's too, with its failures),
+    then exit 7 unless it completed (JobFailed)."""
+    from deployer.app import job_failed
+
+    if report:
+        path = deployer.write_report(result, output_dir, label_column)
         click.echo(f"report    {path}")
-    if no_wait:
-        click.echo(f"Follow it with: python -m deployer jobs show {result.job.name}")
-        return
     if result.job.status != "Completed":
-        raise JobFailed(f"Job {result.job.name} {result.job.status.lower()}: "
-                        f"{result.job.error or 'no error message'}",
-                        f"Details: python -m deployer jobs show {result.job.name}"
-                        + (f" (logs in {result.job.logs_path})" if result.job.logs_path else ""))
+        error = job_failed(result.job)
+        if not report:
+            error.hint += f"; `python -m deployer jobs download {result.job.name} --report` " \
+                          "writes a report of its failures"
+        raise error
 
 
 class _JobProgress:
@@ -528,22 +566,33 @@ def jobs():
 
 @jobs.command("show")
 @job_name_argument
+@click.option("--wait", is_flag=True,
+              help="Follow the job until it ends, with the live progress of `invoke` (as "
+              "`az ml job stream`); the exit code is then the job's: 0 Completed, 7 Failed or "
+              "Canceled (or still running at --timeout).")
+@timeout_option
 @target_option
 @spec_dir_option
 @output_option
-def jobs_show(name, target, spec_dir, output_format):
+def jobs_show(name, wait, timeout_minutes, target, spec_dir, output_format):
     """Show one job: state, counts, failed files, where its output and logs are.
 
     \b
     Examples:
       python -m deployer jobs show batchjob-0b9c...
+      python -m deployer jobs show batchjob-0b9c... --wait
       python -m deployer jobs show batchjob-0b9c... -o json
     """
-    deployer, _ = _make(target, spec_dir, quiet=True)
-    job = deployer.job(name)
+    from deployer.app import job_failed
+
+    deployer, _ = _make(target, spec_dir, quiet=not wait, timeout_minutes=timeout_minutes)
+    job = _following(deployer, lambda: deployer.wait(name)) if wait else deployer.job(name)
     if output_format == "json":
-        return print_json("deployer.job", {"job": job})
-    _print_job(job)
+        print_json("deployer.job", {"job": job})
+    else:
+        _print_job(job)
+    if wait and job.status != "Completed":
+        raise job_failed(job)
 
 
 @jobs.command("cancel")
@@ -568,18 +617,33 @@ def jobs_cancel(name, target, spec_dir):
 @job_name_argument
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to put predictions.csv (default: outputs/<job name>/).")
+@report_option
+@label_column_option
 @target_option
 @spec_dir_option
-def jobs_download(name, output_dir, target, spec_dir):
+def jobs_download(name, output_dir, report, label_column, target, spec_dir):
     """Download the predictions of a completed job (e.g. started with --no-wait).
 
     \b
-    Example:
+    The folder gets the job's predictions file and job.json, which records the job: a
+    second download of the same job there does nothing and says so; another job's
+    download there is refused (exit 2). A job still queued or running has no predictions
+    yet: exit 9 (wait for it with `jobs show NAME --wait`). A failed or canceled job has
+    none either: exit 7, after its report with --report.
+
+    \b
+    Examples:
       python -m deployer jobs download batchjob-0b9c... --output-dir results/
+      python -m deployer jobs download batchjob-0b9c... --report
     """
+    _report_options(report, label_column)
     deployer, _ = _make(target, spec_dir)
     result = deployer.download(name, output_dir)
     _print_job(result.job, result.stats, None)
+    if result.already_downloaded:
+        click.echo(f"Already downloaded: {result.predictions} holds job {name}'s predictions "
+                   "(as job.json beside it records); nothing was downloaded.")
+    _finish(deployer, result, report, output_dir, label_column)
 
 
 @jobs.command("list")

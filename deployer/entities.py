@@ -72,6 +72,7 @@ class JobSummary:
     # {"rows": n, "per_class": {label: n}, "per_file": {file: n}}.
     prediction_counts: dict | None = None
     experiment: str = ""  # Azure ML's experiment of the job (default: the endpoint's name)
+    model: str = ""  # name:version of the model the job scored with ("" when unknown)
 
     @property
     def predictions_at(self) -> str:
@@ -88,14 +89,70 @@ def job_output_dir(job_name: str, output_dir: Path | None = None) -> Path:
     return Path(output_dir) if output_dir is not None else OUTPUTS_DIR / job_name
 
 
+# Written beside a downloaded predictions file: which job it is. A second download of that
+# job into the folder is then a no-op, and any other job's is refused.
+DOWNLOAD_RECORD = "job.json"
+
+
+def recorded_download(output_dir: Path) -> dict:
+    """The job recorded with the predictions file in output_dir ({} when none is):
+    {"job": name, "file": file name, "bytes": size, "output_uri": ..., "downloaded": ...}."""
+    import json
+
+    try:
+        record = json.loads((Path(output_dir) / DOWNLOAD_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and isinstance(record.get("job"), str) else {}
+
+
+def downloaded_copy(job_name: str, output_dir: Path) -> Path | None:
+    """The predictions file of job `job_name` already downloaded to output_dir, as the
+    record beside it says (None: not downloaded there). A recorded file whose size changed
+    since is not the job's any more: refused, as another job's file is."""
+    from workspace.errors import ConfigError
+
+    record = recorded_download(output_dir)
+    if record.get("job") != job_name or not isinstance(record.get("file"), str):
+        return None
+    path = Path(output_dir) / Path(record["file"]).name
+    if not path.is_file():
+        return None
+    if path.stat().st_size != record.get("bytes"):
+        raise ConfigError(f"'{path}' was downloaded from job {job_name} and has changed since "
+                          f"({path.stat().st_size} bytes, {record.get('bytes')} downloaded).",
+                          "Pass another --output-dir, or move that file away first.")
+    return path
+
+
+def record_download(job: "JobSummary", path: Path) -> Path:
+    """Write DOWNLOAD_RECORD beside a job's downloaded predictions file (atomically)."""
+    import datetime as _dt
+    import json
+
+    path = Path(path)
+    record = {"job": job.name, "file": path.name, "bytes": path.stat().st_size,
+              "output_uri": job.output_uri, "endpoint": job.endpoint,
+              "deployment": job.deployment, "model": job.model,
+              "downloaded": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    target = path.parent / DOWNLOAD_RECORD
+    partial = target.with_name(f".{DOWNLOAD_RECORD}.part")
+    partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
 def predictions_target(output_dir: Path, file_name: str = DEFAULT_OUTPUT_FILE) -> Path:
     """Where a download puts a job's predictions file on every target: <output_dir>/<the
-    job's output file name>. A file already there is another job's: never overwritten."""
+    job's output file name>. A file already there is another job's: never overwritten
+    (a second download of the same job stops earlier, at `downloaded_copy`)."""
     from workspace.errors import ConfigError
 
     target = Path(output_dir) / file_name
     if target.exists():
-        raise ConfigError(f"'{target}' exists: the output folder holds another job's predictions.",
+        owner = recorded_download(output_dir).get("job")
+        whose = f"job {owner}'s predictions" if owner else "another job's predictions"
+        raise ConfigError(f"'{target}' exists: the output folder holds {whose}.",
                           "Pass another --output-dir, or move that file away first.")
     return target
 

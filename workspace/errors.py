@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     SMOKE_TEST = 6  # the new deployment failed its smoke test
     RUN_FAILED = 7  # a pipeline run or scoring job ended Failed or Canceled, or timed out
     ACCESS_DENIED = 8  # no Azure sign-in, or the identity lacks a role
+    NOT_ENDED = 9  # a scoring job has not ended yet, so it has no output to give: wait for it
 
 
 EXIT_CODES_DOC = "\n".join(f"{code.value} {code.name.lower().replace('_', ' ')}"
@@ -73,6 +74,12 @@ class AccessDenied(ProjectError):
     """No usable sign-in, or the identity lacks a role; the hint names the role and scope."""
 
     exit_code = ExitCode.ACCESS_DENIED
+
+
+class NotEnded(ProjectError):
+    """What was asked needs a job to have ended, and it is still queued or running."""
+
+    exit_code = ExitCode.NOT_ENDED
 
 
 class OperationFailed(ProjectError):

@@ -471,6 +471,10 @@ class AzureBackend(Backend):
         merged.input = merged.input or summary.input
         return merged
 
+    def wait(self, name: str, *, progress: Progress | None = None,
+             job_progress: JobProgress | None = None) -> JobSummary:
+        return self._wait_for_job(name, JobSummary(name, "", "", "", ""), progress, job_progress)
+
     def download_output(self, job: JobSummary, output_dir: Path,
                         progress: Progress | None = None) -> Path:
         return self._download_predictions(job, Path(output_dir), progress)

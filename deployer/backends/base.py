@@ -32,7 +32,7 @@ def job_timeout(name: str, state: str, waiting_on: str, seconds: float,
     """The error of a wait that reached its deadline, the same on every target."""
     return JobTimeout(f"Job {name} is still {state} after {minutes(seconds)}: {waiting_on}.",
                       f"It goes on {runs_on}: follow it with `python -m deployer jobs show "
-                      f"{name}`, cancel it with `python -m deployer jobs cancel {name}`, or "
+                      f"{name} --wait`, cancel it with `python -m deployer jobs cancel {name}`, or "
                       "pass a longer --timeout.")
 
 
@@ -108,6 +108,13 @@ class Backend(ABC):
         each change of its state and, if it completes with output, download it as
         `download_output` does into job_output_dir(job, output_dir). `overrides` replace
         the deployment's settings for this job only (validated by the caller)."""
+
+    @abstractmethod
+    def wait(self, name: str, *, progress: Progress | None = None,
+             job_progress: JobProgress | None = None) -> JobSummary:
+        """Follow a job (started earlier, e.g. with --no-wait) until it ends, telling
+        `job_progress` (else `progress`) each change of its state, as `invoke` does; returns
+        its state then (as `get_job`). JobTimeout at `timeout_seconds`. Downloads nothing."""
 
     @abstractmethod
     def download_output(self, job: JobSummary, output_dir: Path,

@@ -600,7 +600,8 @@ class LocalBackend(Backend):
             duration_seconds=record.get("duration_seconds"),
             failed_files=list(record.get("failed_files") or []),
             prediction_counts=record.get("predictions"),
-            experiment=record.get("experiment") or record.get("endpoint", ""))
+            experiment=record.get("experiment") or record.get("endpoint", ""),
+            model=record.get("model", ""))
 
     def get_job(self, name: str) -> JobSummary:
         job_dir = self._job_dir(name)

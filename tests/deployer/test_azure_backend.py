@@ -823,7 +823,7 @@ def test_a_job_stuck_in_the_queue_stops_at_the_deadline_and_says_why(deployed, f
     assert err.value.message == (f"Job {job} is still Queued after 0 min: queued for nodes of "
                                  "the compute cluster (core quota, max_instances, other jobs).")
     assert err.value.hint == (f"It goes on in Azure: follow it with `python -m deployer jobs show "
-                              f"{job}`, cancel it with `python -m deployer jobs cancel {job}`, or "
+                              f"{job} --wait`, cancel it with `python -m deployer jobs cancel {job}`, or "
                               "pass a longer --timeout.")
     assert err.value.exit_code == ExitCode.RUN_FAILED
     assert any(m.endswith("Queued (queued for nodes of the compute cluster (core quota, "
@@ -1032,3 +1032,123 @@ def test_the_service_refuses_names_outside_the_rest_spec_pattern(backend, fake, 
         backend.ml_client.batch_deployments.begin_create_or_update(
             deployment, skip_script_validation=True).result()
     assert ("iris-batch", "blue.v2") not in fake.deployments
+
+
+# ---------------------------------------------------------------------- jobs like `az ml job`
+
+
+def run_cli(deployed, monkeypatch, tmp_path, *args, datastore=None):
+    """`python -m deployer ... --target azure` in-process, on this backend (and datastore)."""
+    from click.testing import CliRunner
+
+    import deployer.backends
+    from deployer.cli import cli
+    from workspace.datastore import Datastore
+
+    monkeypatch.setattr(deployer.backends, "get_backend", lambda settings: deployed)
+    monkeypatch.setenv("DATASTORE_NAME", deployed.settings.datastore_name)
+    if datastore is not None:
+        monkeypatch.setattr(Datastore, "from_settings", classmethod(lambda cls, *a, **k: datastore))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner().invoke(cli, [*args, "--target", "azure"], prog_name="python -m deployer")
+
+
+def test_jobs_show_wait_follows_a_job_to_its_end_and_exits_by_its_state(
+        deployed, fake, monkeypatch, tmp_path):
+    fake.job_statuses = ["Queued", "Running", "Finalizing", "Completed"]
+    job = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False)
+
+    done = run_cli(deployed, monkeypatch, tmp_path, "jobs", "show", job.name, "--wait")
+
+    assert done.exit_code == 0, done.output
+    for state in ("Queued", "Running (scoring)", "Finalizing (writing outputs)", "Completed"):
+        assert f"job {job.name}: {state}" in done.output, state
+    assert re.search(r"status\s+│ Completed", done.output)
+    assert fake.jobs[job.name].polls == 4  # polled until it ended, not once
+
+    fake.job_statuses = ["Running", "Failed"]
+    failing = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/b.csv", wait=False)
+    failed = run_cli(deployed, monkeypatch, tmp_path, "jobs", "show", failing.name, "--wait")
+    assert failed.exit_code == ExitCode.RUN_FAILED, failed.output
+    assert f"error: Job {failing.name} failed: Execution failed." in failed.output
+
+
+def test_jobs_download_of_a_running_job_says_to_wait(deployed, fake, monkeypatch, tmp_path):
+    fake.job_statuses = ["Running"]
+    job = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False)
+
+    early = run_cli(deployed, monkeypatch, tmp_path, "jobs", "download", job.name)
+
+    assert early.exit_code == ExitCode.NOT_ENDED == 9, early.output
+    assert f"Job {job.name} is Running: its predictions exist once it has completed" in early.output
+    assert f"python -m deployer jobs show {job.name} --wait" in early.output
+    assert not [r for r in fake.requests if r.path.endswith("/children")]  # nothing downloaded
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_jobs_download_of_a_downloaded_job_is_a_no_op(deployed, fake, blob_store, monkeypatch,
+                                                      tmp_path):
+    deployed._datastore = blob_store
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        b"0,setosa,a.csv\n", fake.output_path(job) + "predictions.csv")
+    job = deployed.invoke("iris-batch", "azureml://datastores/irisdata/paths/a.csv", wait=False)
+    first = run_cli(deployed, monkeypatch, tmp_path, "jobs", "show", job.name, "--wait")
+    assert first.exit_code == 0, first.output
+
+    downloaded = run_cli(deployed, monkeypatch, tmp_path, "jobs", "download", job.name)
+    assert downloaded.exit_code == 0, downloaded.output
+    children_listed = len([r for r in fake.requests if r.path.endswith("/children")])
+    again = run_cli(deployed, monkeypatch, tmp_path, "jobs", "download", job.name)
+
+    assert again.exit_code == 0, again.output
+    assert (f"Already downloaded: outputs/{job.name}/predictions.csv holds job {job.name}'s "
+            "predictions") in again.output
+    assert len([r for r in fake.requests if r.path.endswith("/children")]) == children_listed
+    assert (tmp_path / "outputs" / job.name / "predictions.csv").read_bytes() == b"0,setosa,a.csv\n"
+
+
+def test_a_failed_jobs_report_names_its_error(deployed, fake, monkeypatch, tmp_path):
+    fake.job_statuses = ["Running", "Failed"]
+
+    failed = run_cli(deployed, monkeypatch, tmp_path, "invoke", "--input",
+                     "azureml://datastores/irisdata/paths/x.csv", "--report")
+
+    assert failed.exit_code == ExitCode.RUN_FAILED, failed.output
+    (name,) = fake.jobs
+    page = (tmp_path / "outputs" / name / "report.html").read_text()
+    assert 'class="status failed"' in page and "Execution failed. User process" in page
+    assert "iris-classifier version 1" in page  # the model its deployment serves
+    assert "No failed files" not in page
+
+
+def test_the_report_of_an_azure_job_scores_the_uploaded_input_against_its_labels(
+        deployed, fake, blob_store, monkeypatch, tmp_path):
+    import csv
+
+    deployed._datastore = blob_store
+    iris = REPO_ROOT / "data" / "iris_csv.csv"
+    species = [row["species"] for row in csv.DictReader(iris.open())]
+    predicted = ["setosa"] * len(species)  # right for the 50 setosa rows only
+    fake.on_complete = lambda job: blob_store.outputs.upload_bytes(
+        "".join(f"{i},{p},iris_csv.csv\n" for i, p in enumerate(predicted)).encode(),
+        fake.output_path(job) + "predictions.csv")
+
+    done = run_cli(deployed, monkeypatch, tmp_path, "invoke", "--input", str(iris), "--report",
+                   datastore=blob_store)
+
+    assert done.exit_code == 0, done.output
+    (name,) = fake.jobs
+    page = (tmp_path / "outputs" / name / "report.html").read_text()
+    assert '<div class="card" id="accuracy"><div class="value">0.333</div>' in page
+    assert "50 of 150 rows" in page
+    assert "iris-classifier version 1" in page
+
+
+def test_a_label_column_without_a_report_is_refused(deployed, fake, monkeypatch, tmp_path):
+    for args in (("jobs", "download", "batchjob-1"),
+                 ("invoke", "--input", "azureml://datastores/irisdata/paths/x.csv")):
+        refused = run_cli(deployed, monkeypatch, tmp_path, *args, "--label-column", "class")
+        assert refused.exit_code == ExitCode.USAGE, refused.output
+        assert "--label-column is for the report: pass --report too." in refused.output
+    assert not fake.jobs

@@ -133,11 +133,15 @@ def test_train_deploy_invoke_redeploy_status_teardown(trained, tmp_path):
     assert not (job_dir / "outputs" / "predictions.csv").exists()
     ok(cli("jobs", "download", job, "--output-dir", "again"))
     assert (cli.workdir / "again" / "predictions.csv").read_bytes() == output.read_bytes()
+    # The same job again: nothing to do, and it says so (job.json records the job).
+    assert json.loads((cli.workdir / "again" / "job.json").read_text())["job"] == job
+    same = ok(cli("jobs", "download", job, "--output-dir", "again"))
+    assert f"Already downloaded: again/predictions.csv holds job {job}'s predictions" in same
     # A second job's output never overwrites the first's: the same folder is refused.
-    for args in (("invoke", "--input", str(IRIS_CSV)), ("jobs", "download", job)):
-        refused = cli(*args, "--output-dir", "again")
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert "again/predictions.csv' exists" in refused.stderr and "--output-dir" in refused.stderr
+    refused = cli("invoke", "--input", str(IRIS_CSV), "--output-dir", "again")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (f"again/predictions.csv' exists: the output folder holds job {job}'s predictions"
+            in refused.stderr and "--output-dir" in refused.stderr)
     assert (cli.workdir / "again" / "predictions.csv").read_bytes() == output.read_bytes()
 
     # Again: nothing changes, no new version, no smoke job (the deployment already serves).
@@ -368,13 +372,75 @@ def test_a_job_past_the_timeout_ends_the_wait_as_on_azure_and_goes_on(trained, t
         assert re.search(rf"^error: Job {job} is still (Queued|Running) after 0\.01 min: "
                          r"(its runner is starting|scoring)[^\n]*\.$", waited.stderr, re.M)
         assert (f"  → It goes on in its runner on this machine: follow it with `python -m "
-                f"deployer jobs show {job}`, cancel it with `python -m deployer jobs cancel "
+                f"deployer jobs show {job} --wait`, cancel it with `python -m deployer jobs cancel "
                 f"{job}`, or pass a longer --timeout.") in waited.stderr
         assert re.search(r"status\s+│ (Queued|Running)", ok(cli("jobs", "show", job)))
     finally:
         canceled = ok(cli("jobs", "cancel", job))
     assert re.search(r"status\s+│ Canceled", canceled)
     assert not (cli.workdir / "outputs" / job).exists()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # mlflow's advice on saving a PythonModel
+def test_jobs_are_followed_downloaded_once_and_reported_like_az_ml_job(trained, tmp_path):
+    """`jobs show --wait` follows a job to its end; `jobs download` of a running job says to
+    wait (exit 9), of a downloaded one does nothing; `--report` reports a failed job too."""
+    from tests.support.rule_model import save_rule_model
+    from tests.support.slow_model import save_slow_model
+    from workspace.errors import ExitCode
+
+    settings, store, run, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+    release = tmp_path / "release"  # the job scores its rows once this file exists
+    inner = save_rule_model(tmp_path / "rule", download_model(store, run, tmp_path / "inner"))
+    gated = save_slow_model(tmp_path / "gated", inner, release, mode="gate", seconds=120)
+    ok(cli("register-and-deploy", "--no-smoke",
+           "--model", publish_model_dir(store, run, gated, "models-gated")))
+    started = ok(cli("invoke", "--input", str(IRIS_CSV), "--no-wait"))
+    job = re.search(r"job (batchjob-[0-9a-f-]{36})", started).group(1)
+    assert f"jobs show {job} --wait" in started
+
+    early = cli("jobs", "download", job)
+    assert early.returncode == ExitCode.NOT_ENDED == 9, early.stdout + early.stderr
+    assert re.search(rf"error: Job {job} is (Queued|Running): its predictions exist once it "
+                     "has completed", early.stderr)
+    assert f"python -m deployer jobs show {job} --wait" in early.stderr
+    assert not (cli.workdir / "outputs" / job).exists()
+
+    follow = subprocess.Popen([sys.executable, "-m", "deployer", "jobs", "show", job, "--wait"],
+                              cwd=cli.workdir, env=cli.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    release.touch()
+    out, err = follow.communicate(timeout=180)
+    assert follow.returncode == 0, out + err
+    assert re.search(r"status\s+│ Completed", out) and re.search(r"rows scored\s+│ 150", out)
+    assert "scoring" in err and "150 rows" in err  # the live bar of invoke, at its end
+
+    first = ok(cli("jobs", "download", job, "--report"))
+    assert "Already downloaded" not in first
+    predictions = cli.workdir / "outputs" / job / "predictions.csv"
+    assert len(predictions.read_text().splitlines()) == 150
+    again = ok(cli("jobs", "download", job))
+    assert (f"Already downloaded: outputs/{job}/predictions.csv holds job {job}'s predictions "
+            "(as job.json beside it records); nothing was downloaded.") in again
+    report = (predictions.parent / "report.html").read_text()
+    assert "iris-classifier version" in report and 'id="accuracy"' in report
+    assert 'href="predictions.csv"' in report and IRIS_CSV.as_uri() in report
+
+    # A job that fails (a file it cannot read, no failure tolerated): its report lists why.
+    bad = cli.workdir / "notes.txt"
+    bad.write_text("hello\n")
+    failed = cli("invoke", "--input", str(bad), "--error-threshold", "0", "--report")
+    assert failed.returncode == ExitCode.RUN_FAILED, failed.stdout + failed.stderr
+    failed_job = re.search(r"job (batchjob-[0-9a-f-]{36})", failed.stdout).group(1)
+    failed_report = cli.workdir / "outputs" / failed_job / "report.html"
+    assert f"report    outputs/{failed_job}/report.html" in failed.stdout
+    page = failed_report.read_text()
+    assert 'class="status failed"' in page and "notes.txt" in page
+    assert "File type &#x27;.txt&#x27; is not supported" in page
+    failed_report.unlink()
+    again = cli("jobs", "download", failed_job, "--report")
+    assert again.returncode == ExitCode.RUN_FAILED and failed_report.is_file(), again.stderr
 
 
 def test_quality_gate_refuses_then_force_overrides(trained, tmp_path):

@@ -19,12 +19,13 @@ from PIL import Image
 
 from deployer import report
 from deployer.entities import JobSummary
-from deployer.report import (PredictionStats, ReportError, class_summary_rows, failed_files_of,
-                             format_class_summary, render_report, summarize_predictions,
-                             write_report)
+from deployer.report import (LabelCheck, PredictionStats, ReportError, check_labels,
+                             class_summary_rows, failed_files_of, format_class_summary,
+                             render_report, summarize_predictions, write_report)
 from workspace.settings import REPO_ROOT
 
 ENSURE_CHROMIUM = REPO_ROOT / "scripts" / "ensure-chromium.sh"
+IRIS_CSV = REPO_ROOT / "data" / "iris_csv.csv"
 
 
 def write_predictions(path: Path, rows) -> Path:
@@ -320,7 +321,7 @@ def test_chromium_renders_the_counts(report_page, tmp_path):
     dom = parse_dom(run_chromium(chromium, tmp_path / "browser", page.as_uri(), "--dump-dom").stdout)
 
     assert dom.find("span", id="job-name").text() == "batchjob-7f3a"
-    assert dom.find("span", id="job-status").text() == "Completed"
+    assert dom.find("span", id="job-status").text() == "Completed with failures"  # 1 failed file
     value = lambda card: dom.find("div", id=card).find("div", class_="value").text()
     assert value("rows-scored") == "96"
     assert value("rows-per-second") == "24.0"
@@ -363,6 +364,100 @@ def test_chromium_draws_bars_in_proportion(report_page, tmp_path):
     largest = max(stats.per_class.values())
     for label, count in stats.per_class.items():
         assert abs(widths[label] - round(420 * count / largest)) <= 1, (label, widths)
+
+
+@pytest.mark.slow
+def test_chromium_shows_a_job_with_failed_files_without_a_green_badge(report_page, tmp_path):
+    """The job completed, but one of its files failed: the badge says so, in amber."""
+    chromium = locate_chromium()
+    page, _ = report_page
+    shot = tmp_path / "report.png"
+
+    dom = parse_dom(run_chromium(chromium, tmp_path / "browser", page.as_uri(), "--dump-dom").stdout)
+    run_chromium(chromium, tmp_path / "shot", page.as_uri(), f"--screenshot={shot}",
+                 "--window-size=1000,900", "--hide-scrollbars", "--force-device-scale-factor=1")
+
+    assert dom.find("span", id="job-status").text() == "Completed with failures"
+    assert "Completed with failures" in dom.find("title").text()
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    painted = lambda colour: int((pixels == np.frombuffer(bytes.fromhex(colour), np.uint8)).all(axis=2).sum())
+    assert painted("2f8f4e") == 0, "a green badge"
+    assert painted("b45309") > 200, "no amber badge"
+
+
+LABELS = ["setosa", "versicolor", "virginica"]
+
+
+@pytest.fixture
+def labelled_report(tmp_path) -> Path:
+    """predictions.csv of data/iris_csv.csv (its `species` column) with three rows predicted
+    wrong, and the report written beside it, as `invoke --report` writes it."""
+    iris = list(csv.DictReader(IRIS_CSV.open()))
+    wrong = {0: "versicolor", 60: "virginica", 140: "versicolor"}
+    rows = [(i, wrong.get(i, row["species"]), "iris_csv.csv") for i, row in enumerate(iris)]
+    out = tmp_path / "out"
+    out.mkdir()
+    predictions = write_predictions(out / "predictions.csv", rows)
+    (tmp_path / "logs").mkdir()
+    stats = summarize_predictions(predictions)
+    labels = check_labels(predictions, {"iris_csv.csv": IRIS_CSV})
+    summary = job(model="iris-classifier:2", input=str(IRIS_CSV), files_total=1,
+                  predictions_file=str(predictions), logs_path=str(tmp_path / "logs"))
+    return write_report(out / "report.html", stats, summary, 2.0, [], labels=labels)
+
+
+def test_labels_are_matched_by_file_and_row(tmp_path):
+    data = tmp_path / "b.csv"
+    data.write_text("sepal_length,species\n1, setosa\n2,virginica\n3,virginica\n")
+    unlabelled = tmp_path / "c.csv"
+    unlabelled.write_text("sepal_length\n1\n")
+    predictions = write_predictions(tmp_path / "p.csv", [
+        (2, "virginica", "b.csv"), (0, "setosa", "b.csv"), (1, "setosa", "b.csv"),
+        (0, "setosa", "c.csv")])
+
+    check = check_labels(predictions, {"b.csv": data, "c.csv": unlabelled})
+
+    assert (check.rows, check.correct) == (3, 2)
+    assert check.per_class == {"setosa": (1, 1), "virginica": (2, 1)}
+    assert check_labels(predictions, {"c.csv": unlabelled}).note == "the input has no 'species' column"
+
+
+@pytest.mark.slow
+def test_chromium_shows_the_model_the_accuracy_and_links_to_the_paths(labelled_report, tmp_path):
+    chromium = locate_chromium()
+    page = labelled_report
+
+    dom = parse_dom(run_chromium(chromium, tmp_path / "browser", page.as_uri(), "--dump-dom").stdout)
+
+    assert dom.find("dd", id="model").text() == "iris-classifier version 2"
+    assert dom.find("span", id="job-status").text() == "Completed"
+    card = dom.find("div", id="accuracy")
+    assert card.find("div", class_="value").text() == "0.980"  # 147 of 150
+    assert "147 of 150" in card.text()
+    per_class = [[c.text() for c in row.find_all("td")]
+                 for row in dom.find("table", id="per-class").find("tbody").find_all("tr")]
+    assert per_class == [["setosa", "50", "49", "98.0%"], ["versicolor", "50", "49", "98.0%"],
+                         ["virginica", "50", "49", "98.0%"]]
+    # Each path is a link that leads to it from where the page is.
+    hrefs = {key: dom.find("dd", id=key).find("a").attrs["href"]
+             for key in ("predictions", "logs", "input")}
+    assert hrefs["predictions"] == "predictions.csv"
+    assert (page.parent / hrefs["predictions"]).is_file()
+    assert hrefs["logs"] == (tmp_path / "logs").as_uri()
+    assert hrefs["input"] == IRIS_CSV.as_uri()
+
+
+def test_a_report_without_labels_says_why_there_is_no_accuracy(tmp_path):
+    page = render_report(small_stats(), job(model="iris-classifier:1"), 1.0, [],
+                         labels=LabelCheck("species", note="the input has no 'species' column"))
+    assert "No accuracy: the input has no &#x27;species&#x27; column" in page
+    assert 'id="accuracy"' not in page
+
+
+def test_a_failed_job_without_named_files_does_not_say_none_failed():
+    page = render_report(PredictionStats(rows=0), job(status="Failed", error="boom"), 1.0, [])
+    assert "No failed files" not in page and 'id="failed-unnamed"' in page
+    assert 'class="status failed"' in page
 
 
 # ------------------------------------------------------------------------ ensure-chromium.sh

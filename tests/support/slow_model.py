@@ -1,7 +1,9 @@
 """An MLflow pyfunc model for timeout tests: it wraps a real model and sleeps in predict.
 
 `mode` in the model config: "once" sleeps `seconds` the first time any process predicts
-(a marker file records it), so the retried mini-batch succeeds; "always" sleeps every time.
+(a marker file records it), so the retried mini-batch succeeds; "always" sleeps every time;
+"gate" waits (at most `seconds`) until the marker file exists: the test says when the job
+may go on, and it is running until then.
 """
 from __future__ import annotations
 
@@ -18,7 +20,11 @@ class SlowModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         marker = Path(self.config["marker"])
-        if self.config.get("mode") == "always" or not marker.exists():
+        if self.config.get("mode") == "gate":
+            deadline = time.monotonic() + float(self.config.get("seconds", 30))
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        elif self.config.get("mode") == "always" or not marker.exists():
             marker.touch()
             time.sleep(float(self.config.get("seconds", 30)))
         return self.inner.predict(model_input)

@@ -22,7 +22,8 @@ from pathlib import Path
 from deployer.azureml_rules import (validate_deployment_name, validate_deployment_settings,
                                     validate_endpoint_name, validate_instances)
 from deployer.backends.base import JobProgress, Progress
-from deployer.entities import (NO_OP, Change, JobOverrides, JobSummary, ModelSource,
+from deployer.entities import (HISTORY_MAX, NO_OP, Change, DefaultHistory, JobOverrides,
+                               JobSummary, ModelSource,
                                RegisteredModel, TargetStatus, job_output_dir, predictions_target)
 from deployer.plan import plan_line
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
@@ -294,8 +295,10 @@ class Deployer:
         the first one's model version and deployment and changes nothing. The whole
         rollout (create, smoke test, switch the default, delete old) is inside the lock."""
         validate_specs(self.specs)
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
-            raise ConfigError(f"--keep is {keep!r}; it must be a whole number of at least 0.")
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= HISTORY_MAX:
+            raise ConfigError(f"--keep is {keep!r}; it must be a whole number from 0 to "
+                              f"{HISTORY_MAX} (the endpoint's history of defaults holds "
+                              f"{HISTORY_MAX}).")
         rollout = dict(smoke=smoke, keep=keep, cleanup_failed=cleanup_failed)
         gate = dict(min_accuracy=min_accuracy, min_test_rows=min_test_rows)
         if dry_run:
@@ -403,8 +406,9 @@ class Deployer:
         role (default / rollback candidate), newest model first; the recent jobs."""
         target = self.backend.describe(self.endpoint_name, compute=self.specs.compute.name,
                                        model=self.specs.model.name)
-        candidate = rollback_candidate(list(target.deployments))
-        roles = [replace(d, role=_role(d, candidate)) for d in target.deployments]
+        history = DefaultHistory.from_tags(target.endpoint.tags if target.endpoint else None)
+        candidate = rollback_candidate(list(target.deployments), history)
+        roles = [replace(d, role=_role(d, candidate, history)) for d in target.deployments]
         roles.sort(key=lambda d: (d.model_version, d.created), reverse=True)
         return StatusReport(target=replace(target, deployments=tuple(roles)),
                             jobs=tuple(self.backend.list_jobs(self.endpoint_name, limit=jobs)))
@@ -415,13 +419,13 @@ class Deployer:
 
 # ---------------------------------------------------------------------- helpers
 
-def _role(dep, candidate) -> str:
+def _role(dep, candidate, history: DefaultHistory) -> str:
     """default, rollback candidate, '' (another candidate) or why it is none."""
     if dep.is_default:
         return "default"
     if candidate is not None and dep.name == candidate.name:
         return "rollback candidate"
-    why = not_a_candidate(dep)
+    why = not_a_candidate(dep, history)
     return f"no candidate: {why}" if why else ""
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from deployer.entities import HISTORY_MAX
 from workspace.cli_support import ProjectGroup, checked, target_option
 from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
 from workspace.output import output_option, print_json
@@ -111,9 +112,10 @@ def cli():
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
               "before it becomes the default; --no-smoke switches without a test.")
-@click.option("--keep", type=click.IntRange(0), default=1, show_default=True,
-              help="Earlier deployments kept as rollback candidates; older ones are deleted "
-              "(never the default, never one a running job uses).")
+@click.option("--keep", type=click.IntRange(0, HISTORY_MAX), default=1, show_default=True,
+              help="How many of the most recent previous defaults (that passed their smoke "
+              "test and were not rolled back from) stay as rollback candidates; the other "
+              "deployments are deleted (never the default, never one a running job uses).")
 @click.option("--cleanup-failed", is_flag=True,
               help="Delete the new deployment if its smoke test fails (default: keep it for "
               "inspection).")
@@ -134,7 +136,9 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
        version (<deployment name>-v<version>);
     5. smoke-tests that deployment (not the default): the job must complete, score every
        row and reach the quality gate; otherwise the default stays and the exit code is 6;
-    6. makes it the default and deletes earlier deployments beyond --keep.
+    6. makes it the default, recording the one it replaces in the endpoint's history of
+       defaults, and deletes the deployments beyond the --keep most recent previous
+       defaults.
     A second run with the same model changes nothing.
 
     \b
@@ -619,10 +623,11 @@ def rollback(to, to_version, dry_run, target, spec_dir):
     """Make the previous deployment (or the named one) the endpoint's default again.
 
     \b
-    The previous one is the newest deployment of an earlier model version that passed its
-    smoke test or served as the default before (`status` marks it "rollback candidate",
-    and says why others are none). A deployment that does not exist, or whose last smoke
-    test failed, is refused.
+    The previous one is the most recent previous default (the endpoint keeps the history)
+    that passed its smoke test; the default a rollback moves away from is recorded as
+    rolled back from and is never the candidate again unless named with --to (`status`
+    marks the candidate "rollback candidate" and says why others are none). A deployment
+    that does not exist, or whose last smoke test failed, is refused.
 
     \b
     Examples:

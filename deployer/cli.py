@@ -108,7 +108,8 @@ def cli():
               show_default=True, envvar=MIN_TEST_ROWS_ENV, show_envvar=True,
               help="Quality gate: refuse a model whose test_accuracy was measured on fewer test "
               "rows (on 3 rows, 1.000 says little; see docs/architecture.md).")
-@click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate.")
+@click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate "
+              "or is worse than the model serving the endpoint (exit 5 otherwise).")
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
               "before it becomes the default; --no-smoke switches without a test.")
@@ -130,7 +131,8 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
     1. finds the newest run published by the trainer (manifest.json) unless --model or
        --run-id says which, and verifies every file hash of its manifest;
     2. quality gate: test_accuracy must reach --min-accuracy, measured on at least
-       --min-test-rows test rows (or --force);
+       --min-test-rows test rows, and must not be worse than the serving model's beyond
+       the sampling uncertainty of the two test sets (or --force; docs/architecture.md);
     3. registers it with lineage tags; the same content again makes no new version;
     4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
        version (<deployment name>-v<version>);
@@ -184,9 +186,13 @@ def _print_deploy(result, settings) -> None:
                    f"register-and-deploy on the {settings.target} target")
     accuracy = result.metrics.get("test_accuracy")
     version = result.model.version if result.model else "(new version)"
+    rows = result.metrics.get("test_rows")
     console.print(f"model     {result.changes[0].name} version {version}  "
                   f"(run {result.run_id}, test_accuracy "
-                  f"{accuracy if accuracy is None else f'{accuracy:.3f}'})")
+                  f"{accuracy if accuracy is None else f'{accuracy:.3f}'}"
+                  + (f" on {int(rows)} test rows" if rows is not None else "") + ")")
+    if result.serving is not None:
+        console.print(f"serving   {result.serving.text}")
     console.print(f"endpoint  {result.endpoint}  default deployment {result.deployment}")
     if result.smoke:
         console.print(f"smoke     job {result.smoke.job.name}: {result.smoke.rows} rows scored "

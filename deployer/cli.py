@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from deployer.entities import HISTORY_MAX
+from deployer.azureml_rules import HISTORY_TAGS_MAX
 from workspace.cli_support import ProjectGroup, checked, target_option
 from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
 from workspace.output import output_option, print_json
@@ -113,7 +113,7 @@ def cli():
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
               "before it becomes the default; --no-smoke switches without a test.")
-@click.option("--keep", type=click.IntRange(0, HISTORY_MAX), default=1, show_default=True,
+@click.option("--keep", type=click.IntRange(0, HISTORY_TAGS_MAX), default=1, show_default=True,
               help="How many of the most recent previous defaults (that passed their smoke "
               "test and were not rolled back from) stay as rollback candidates; the other "
               "deployments are deleted (never the default, never one a running job uses).")

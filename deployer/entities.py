@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployer.azureml_rules import DEPLOYMENT_DEFAULTS
+from deployer.azureml_rules import DEPLOYMENT_DEFAULTS, HISTORY_TAGS_MAX
 
 CREATE, UPDATE, NO_OP, DELETE = "create", "update", "no-op", "delete"
 
@@ -127,18 +127,12 @@ class JobUpdate:
         return self.status in JOB_ENDED
 
 
-# The history of an endpoint's defaults, kept in the endpoint's own tags on both targets.
-# Azure ML's endpoint `properties` "can be added, but not removed or altered" (azure-ai-ml,
-# _restclient/arm_ml_service/models/_models.py, EndpointPropertiesBase.properties), its tags
-# "can be added, removed, and updated" (TrackedResource.tags). Azure Resource Manager allows
-# 50 tags per resource and 256 characters per tag value
-# (learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations): one
-# deployment name (at most 255 characters, azureml_rules.ARM_NAME_MAX) per tag, at most
-# HISTORY_MAX tags, leaves the rest to the endpoint's own.
+# The history of an endpoint's defaults, kept in the endpoint's own tags on both targets
+# (why tags, and their limits: azureml_rules.HISTORY_TAGS_MAX).
 HISTORY_PREFIX = "rollout."
 PREVIOUS_TAG = HISTORY_PREFIX + "previous."  # .1 the newest previous default
 ROLLED_BACK_TAG = HISTORY_PREFIX + "rolled_back."  # .1 the newest a rollback moved away from
-HISTORY_MAX = 20
+HISTORY_MAX = HISTORY_TAGS_MAX
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,7 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
       python -m deployer register-and-deploy --sweep latest
       python -m deployer register-and-deploy --min-test-rows 50
+      python -m deployer register-and-deploy --run-id 4f2c... --force   # even if worse than the serving model
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
     deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)

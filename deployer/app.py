@@ -22,16 +22,18 @@ from pathlib import Path
 from deployer.azureml_rules import (validate_deployment_name, validate_deployment_settings,
                                     validate_endpoint_name, validate_instances)
 from deployer.backends.base import JobProgress, Progress
-from deployer.entities import (JOB_ENDED, NO_OP, Change, JobOverrides, JobSummary, ModelSource,
-                               RegisteredModel, TargetStatus, downloaded_copy, job_output_dir,
-                               predictions_target, record_download)
+from deployer.entities import (HISTORY_MAX, JOB_ENDED, NO_OP, Change, DefaultHistory,
+                               JobOverrides, JobSummary, ModelSource, RegisteredModel,
+                               TargetStatus, downloaded_copy, job_output_dir, predictions_target,
+                               record_download)
 from deployer.plan import plan_line
 from deployer.rollout import (Rollout, RollbackRefused, SmokeResult, SmokeTestError,  # noqa: F401
                               not_a_candidate, refuse_nested_folder,
                               rollback_candidate, validate_overrides)
 from deployer.spec import SPEC_DIR, DeploymentSpecs, load_specs
 from workspace.errors import ConfigError, ExitCode, NotEnded, OperationFailed, ProjectError
-from workspace.quality import MIN_TEST_ROWS, QUALITY_METRIC, test_rows_problem
+from workspace.quality import (MIN_TEST_ROWS, QUALITY_METRIC, TEST_ROWS_METRIC,
+                               AccuracyComparison, compare_accuracy, test_rows_problem)
 from workspace.settings import REPO_ROOT, Settings
 
 DEFAULT_MIN_ACCURACY = 0.9
@@ -41,6 +43,29 @@ class QualityGateError(ProjectError):
     """The model is not good enough to deploy."""
 
     exit_code = ExitCode.QUALITY_GATE
+
+
+class DowngradeRefused(QualityGateError):
+    """The candidate is worse than the model serving the endpoint."""
+
+
+@dataclass(frozen=True)
+class ServingComparison:
+    """The candidate against the model the endpoint's default serves."""
+
+    deployment: str  # the default deployment
+    model: str  # name:version it serves
+    metrics: dict  # its run's, from its manifest (else its registered version's tags)
+    source: str  # where they were read: the manifest's datastore path, or "registry tags"
+    result: AccuracyComparison | str  # str: why the two cannot be compared
+    forced: bool = False
+
+    @property
+    def text(self) -> str:
+        found = self.result.text if isinstance(self.result, AccuracyComparison) else \
+            f"not compared: {self.result}"
+        return f"{self.model} (deployment {self.deployment}) serving; {found}" + (
+            " (deployed anyway: --force)" if self.forced else "")
 
 
 class JobFailed(OperationFailed):
@@ -65,6 +90,7 @@ class DeployResult:
     deployment: str
     changes: list[Change] = field(default_factory=list)
     smoke: SmokeResult | None = None
+    serving: ServingComparison | None = None  # None: no model serves the endpoint yet
 
     @property
     def changed(self) -> bool:
@@ -303,8 +329,10 @@ class Deployer:
         the first one's model version and deployment and changes nothing. The whole
         rollout (create, smoke test, switch the default, delete old) is inside the lock."""
         validate_specs(self.specs)
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
-            raise ConfigError(f"--keep is {keep!r}; it must be a whole number of at least 0.")
+        if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= HISTORY_MAX:
+            raise ConfigError(f"--keep is {keep!r}; it must be a whole number from 0 to "
+                              f"{HISTORY_MAX} (the endpoint's history of defaults holds "
+                              f"{HISTORY_MAX}).")
         rollout = dict(smoke=smoke, keep=keep, cleanup_failed=cleanup_failed)
         gate = dict(min_accuracy=min_accuracy, min_test_rows=min_test_rows)
         if dry_run:
@@ -334,6 +362,7 @@ class Deployer:
         result = DeployResult(dry_run=dry_run, run_id=run.run_id, model_path=run.model_path,
                               metrics=dict(run.metrics), model=None,
                               endpoint=specs.endpoint.name, deployment=specs.deployment.name)
+        result.serving = self.compare_with_serving(run, force)
         with tempfile.TemporaryDirectory(prefix="deployer-model-") as tmp:
             source = self.model_source(run, Path(tmp))
             self.progress(f"{'planning' if dry_run else 'registering'} model {source.name} "
@@ -353,6 +382,52 @@ class Deployer:
         result.changes += changes
         result.deployment = next(c.name for c in changes if c.kind == "deployment")
         return result
+
+    def compare_with_serving(self, run, force: bool) -> ServingComparison | None:
+        """The candidate run against the model the endpoint serves (None when none serves,
+        or it is the same run); a worse one is refused (DowngradeRefused, exit 5) unless
+        forced. workspace/quality.py says what "worse" is and why."""
+        target = self.backend.describe(self.endpoint_name, model=self.specs.model.name)
+        default = next((d for d in target.deployments if d.is_default), None)
+        if default is None:
+            return None
+        name, _, version = default.model.rpartition(":")
+        tags = next((dict(m.tags) for m in target.models
+                     if m.name == name and m.version == version), {})
+        if tags.get("run_id") == run.run_id:
+            return None
+        metrics, source = self._serving_metrics(tags)
+        comparison = ServingComparison(default.name, default.model, metrics, source,
+                                       compare_accuracy(run.metrics, metrics))
+        if isinstance(comparison.result, AccuracyComparison) and comparison.result.worse:
+            if not force:
+                raise DowngradeRefused(
+                    f"Run {run.run_id} is worse than the model serving endpoint "
+                    f"'{self.endpoint_name}': {comparison.text}; it was not deployed.",
+                    "Deploy a better run (see `python -m adf sweep status`), or pass --force "
+                    "to replace the serving model anyway.")
+            comparison = replace(comparison, forced=True)
+        self.progress(f"compared with the serving model: {comparison.text}")
+        return comparison
+
+    def _serving_metrics(self, tags: dict) -> tuple[dict, str]:
+        """The serving model's run metrics: from its manifest (the registered version's
+        model_path tag names the run's folder), else from the version's metric.* tags."""
+        from workspace.published import MANIFEST_NAME, ManifestError, PublishedRun, _read_manifest
+
+        model_path = tags.get("model_path", "")
+        if model_path:
+            manifest = _search_prefix(model_path, "") + "/" + MANIFEST_NAME
+            try:
+                if self.datastore.exists(manifest):
+                    run = PublishedRun.from_manifest(manifest, _read_manifest(self.datastore, manifest))
+                    return dict(run.metrics), manifest
+            except ManifestError as exc:
+                self.progress(f"the serving model's manifest is not usable ({exc.message}); "
+                              "its registered tags are used")
+        metrics = {k.removeprefix("metric."): v for k, v in tags.items()
+                   if k in (f"metric.{QUALITY_METRIC}", f"metric.{TEST_ROWS_METRIC}")}
+        return metrics, "registry tags"
 
     def rollback(self, *, to: str | None = None, to_version: int | None = None,
                  dry_run: bool = False) -> list[Change]:
@@ -489,8 +564,9 @@ class Deployer:
         role (default / rollback candidate), newest model first; the recent jobs."""
         target = self.backend.describe(self.endpoint_name, compute=self.specs.compute.name,
                                        model=self.specs.model.name)
-        candidate = rollback_candidate(list(target.deployments))
-        roles = [replace(d, role=_role(d, candidate)) for d in target.deployments]
+        history = DefaultHistory.from_tags(target.endpoint.tags if target.endpoint else None)
+        candidate = rollback_candidate(list(target.deployments), history)
+        roles = [replace(d, role=_role(d, candidate, history)) for d in target.deployments]
         roles.sort(key=lambda d: (d.model_version, d.created), reverse=True)
         return StatusReport(target=replace(target, deployments=tuple(roles)),
                             jobs=tuple(self.backend.list_jobs(self.endpoint_name, limit=jobs)))
@@ -501,13 +577,13 @@ class Deployer:
 
 # ---------------------------------------------------------------------- helpers
 
-def _role(dep, candidate) -> str:
+def _role(dep, candidate, history: DefaultHistory) -> str:
     """default, rollback candidate, '' (another candidate) or why it is none."""
     if dep.is_default:
         return "default"
     if candidate is not None and dep.name == candidate.name:
         return "rollback candidate"
-    why = not_a_candidate(dep)
+    why = not_a_candidate(dep, history)
     return f"no candidate: {why}" if why else ""
 
 

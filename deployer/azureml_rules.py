@@ -27,6 +27,18 @@ ENDPOINT_NAME_LENGTH = (3, 32)
 # deployments only (OnlineDeployment); a batch deployment name goes to the service
 # unchecked, so this pattern is the whole rule.
 
+# Endpoint tags: TrackedResource.tags "can be added, removed, and updated", where the
+# endpoint's `properties` "can be added, but not removed or altered" (azure-ai-ml,
+# _restclient/arm_ml_service/models/_models.py: TrackedResource, EndpointPropertiesBase);
+# the REST type's `tags` is TrackedResourceTags, string to string (azure_types.json).
+# Azure Resource Manager allows 50 tags per resource, values of at most 256 characters
+# (learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations).
+# The endpoint's history of defaults (entities.DefaultHistory) takes one tag per
+# deployment name (ARM_NAME_MAX = 255 characters fits) and at most this many tags,
+# leaving the rest to the endpoint's own.
+ENDPOINT_TAGS_MAX = 50
+HISTORY_TAGS_MAX = 20
+
 # What Azure ML applies to a batch deployment setting that deployment.yml leaves out (the
 # SDK then sends none): the "defaults to" of the BatchDeployment and BatchRetrySettings
 # docs (entities/_deployment/batch_deployment.py, deployment_settings.py; timeout in

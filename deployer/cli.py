@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from deployer.azureml_rules import HISTORY_TAGS_MAX
 from workspace.cli_support import ProjectGroup, checked, target_option
 from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
 from workspace.output import output_option, print_json
@@ -121,13 +122,15 @@ def cli():
               show_default=True, envvar=MIN_TEST_ROWS_ENV, show_envvar=True,
               help="Quality gate: refuse a model whose test_accuracy was measured on fewer test "
               "rows (on 3 rows, 1.000 says little; see docs/architecture.md).")
-@click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate.")
+@click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate "
+              "or is worse than the model serving the endpoint (exit 5 otherwise).")
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
               "before it becomes the default; --no-smoke switches without a test.")
-@click.option("--keep", type=click.IntRange(0), default=1, show_default=True,
-              help="Earlier deployments kept as rollback candidates; older ones are deleted "
-              "(never the default, never one a running job uses).")
+@click.option("--keep", type=click.IntRange(0, HISTORY_TAGS_MAX), default=1, show_default=True,
+              help="How many of the most recent previous defaults (that passed their smoke "
+              "test and were not rolled back from) stay as rollback candidates; the other "
+              "deployments are deleted (never the default, never one a running job uses).")
 @click.option("--cleanup-failed", is_flag=True,
               help="Delete the new deployment if its smoke test fails (default: keep it for "
               "inspection).")
@@ -142,13 +145,16 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
     1. finds the newest run published by the trainer (manifest.json) unless --model or
        --run-id says which, and verifies every file hash of its manifest;
     2. quality gate: test_accuracy must reach --min-accuracy, measured on at least
-       --min-test-rows test rows (or --force);
+       --min-test-rows test rows, and must not be worse than the serving model's beyond
+       the sampling uncertainty of the two test sets (or --force; docs/architecture.md);
     3. registers it with lineage tags; the same content again makes no new version;
     4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
        version (<deployment name>-v<version>);
     5. smoke-tests that deployment (not the default): the job must complete, score every
        row and reach the quality gate; otherwise the default stays and the exit code is 6;
-    6. makes it the default and deletes earlier deployments beyond --keep.
+    6. makes it the default, recording the one it replaces in the endpoint's history of
+       defaults, and deletes the deployments beyond the --keep most recent previous
+       defaults.
     A second run with the same model changes nothing.
 
     \b
@@ -159,6 +165,7 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
       python -m deployer register-and-deploy --sweep latest
       python -m deployer register-and-deploy --min-test-rows 50
+      python -m deployer register-and-deploy --run-id 4f2c... --force   # even if worse than the serving model
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
     deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
@@ -194,9 +201,13 @@ def _print_deploy(result, settings) -> None:
                    f"register-and-deploy on the {settings.target} target")
     accuracy = result.metrics.get("test_accuracy")
     version = result.model.version if result.model else "(new version)"
+    rows = result.metrics.get("test_rows")
     console.print(f"model     {result.changes[0].name} version {version}  "
                   f"(run {result.run_id}, test_accuracy "
-                  f"{accuracy if accuracy is None else f'{accuracy:.3f}'})")
+                  f"{accuracy if accuracy is None else f'{accuracy:.3f}'}"
+                  + (f" on {int(rows)} test rows" if rows is not None else "") + ")")
+    if result.serving is not None:
+        console.print(f"serving   {result.serving.text}")
     console.print(f"endpoint  {result.endpoint}  default deployment {result.deployment}")
     if result.smoke:
         console.print(f"smoke     job {result.smoke.job.name}: {result.smoke.rows} rows scored "
@@ -683,10 +694,11 @@ def rollback(to, to_version, dry_run, target, spec_dir):
     """Make the previous deployment (or the named one) the endpoint's default again.
 
     \b
-    The previous one is the newest deployment of an earlier model version that passed its
-    smoke test or served as the default before (`status` marks it "rollback candidate",
-    and says why others are none). A deployment that does not exist, or whose last smoke
-    test failed, is refused.
+    The previous one is the most recent previous default (the endpoint keeps the history)
+    that passed its smoke test; the default a rollback moves away from is recorded as
+    rolled back from and is never the candidate again unless named with --to (`status`
+    marks the candidate "rollback candidate" and says why others are none). A deployment
+    that does not exist, or whose last smoke test failed, is refused.
 
     \b
     Examples:

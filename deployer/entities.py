@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployer.azureml_rules import DEPLOYMENT_DEFAULTS
+from deployer.azureml_rules import DEPLOYMENT_DEFAULTS, HISTORY_TAGS_MAX
 
 CREATE, UPDATE, NO_OP, DELETE = "create", "update", "no-op", "delete"
 
@@ -184,7 +184,64 @@ class JobUpdate:
         return self.status in JOB_ENDED
 
 
-SERVED_TAG = "served"  # "default": the deployment has been the endpoint's default
+# The history of an endpoint's defaults, kept in the endpoint's own tags on both targets
+# (why tags, and their limits: azureml_rules.HISTORY_TAGS_MAX).
+HISTORY_PREFIX = "rollout."
+PREVIOUS_TAG = HISTORY_PREFIX + "previous."  # .1 the newest previous default
+ROLLED_BACK_TAG = HISTORY_PREFIX + "rolled_back."  # .1 the newest a rollback moved away from
+HISTORY_MAX = HISTORY_TAGS_MAX
+
+
+@dataclass(frozen=True)
+class DefaultHistory:
+    """Which deployments were the endpoint's default before, newest first (`previous`), and
+    which a `rollback` moved the default away from (`rolled_back`). A name is in one list
+    at most, never the current default's."""
+
+    previous: tuple[str, ...] = ()
+    rolled_back: tuple[str, ...] = ()
+
+    @classmethod
+    def from_tags(cls, tags: dict | None) -> "DefaultHistory":
+        def numbered(prefix: str) -> tuple[str, ...]:
+            found = {int(k[len(prefix):]): str(v) for k, v in (tags or {}).items()
+                     if k.startswith(prefix) and k[len(prefix):].isdigit() and v}
+            return tuple(found[n] for n in sorted(found))
+
+        return cls(numbered(PREVIOUS_TAG), numbered(ROLLED_BACK_TAG))
+
+    def to_tags(self) -> dict[str, str]:
+        """The history as tags: the newest HISTORY_MAX entries, previous defaults first."""
+        previous = self.previous[:HISTORY_MAX]
+        rolled_back = self.rolled_back[:HISTORY_MAX - len(previous)]
+        return {**{f"{PREVIOUS_TAG}{n}": name for n, name in enumerate(previous, 1)},
+                **{f"{ROLLED_BACK_TAG}{n}": name for n, name in enumerate(rolled_back, 1)}}
+
+    def switched(self, old: str | None, new: str, *, rollback: bool) -> "DefaultHistory":
+        """The history once the default moves from `old` to `new`: `old` becomes the newest
+        previous default, or, moved away from by a rollback, the newest rolled back from."""
+        previous = [n for n in self.previous if n not in (old, new)]
+        rolled_back = [n for n in self.rolled_back if n not in (old, new)]
+        if old and old != new:
+            (rolled_back if rollback else previous).insert(0, old)
+        return DefaultHistory(tuple(previous), tuple(rolled_back))
+
+    def only(self, names) -> "DefaultHistory":
+        """The entries of deployments in `names` (a deleted one leaves the history)."""
+        names = set(names)
+        return DefaultHistory(tuple(n for n in self.previous if n in names),
+                              tuple(n for n in self.rolled_back if n in names))
+
+
+def with_history(tags: dict | None, history: DefaultHistory) -> dict[str, str]:
+    """An endpoint's tags with its default history replaced by `history`."""
+    kept = {str(k): str(v) for k, v in (tags or {}).items() if not str(k).startswith(HISTORY_PREFIX)}
+    return {**kept, **history.to_tags()}
+
+
+def history_tags(tags: dict | None) -> dict[str, str]:
+    """The default history among an endpoint's tags."""
+    return {str(k): str(v) for k, v in (tags or {}).items() if str(k).startswith(HISTORY_PREFIX)}
 
 
 @dataclass(frozen=True)
@@ -207,12 +264,6 @@ class Deployment:
     def smoke(self) -> str:
         """passed | failed | skipped | '' (never smoke-tested, e.g. made before rollouts)."""
         return str(self.tags.get("smoke", ""))
-
-    @property
-    def served(self) -> bool:
-        """Whether it has been the endpoint's default (tag `served`, written on it when the
-        default moves away from it)."""
-        return self.tags.get(SERVED_TAG) == "default"
 
 
 @dataclass(frozen=True)
@@ -242,6 +293,7 @@ class EndpointStatus:
     provisioning_state: str = "Succeeded"
     description: str = ""
     scoring_uri: str | None = None  # Azure only: local jobs start through the CLI, no URI
+    tags: dict = field(default_factory=dict)  # with the history of defaults (DefaultHistory)
 
 
 @dataclass(frozen=True)

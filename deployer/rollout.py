@@ -3,8 +3,11 @@
 A model version gets a deployment of its own (`<deployment spec name>-v<version>`). The
 new deployment is smoke-tested by a job routed to it (not to the endpoint's default) on
 `deployer/smoke/smoke.csv`, whose labels are known; only then does it become the default.
-Earlier deployments stay as rollback candidates (`keep`); batch deployments cost nothing
-while idle, the cluster scales to zero. Backends only list, create, tag, route and delete.
+The endpoint keeps the history of its defaults (DefaultHistory, in its tags): `rollback`
+goes back to the most recent previous default that passed its smoke test, never to one a
+rollback moved away from; the `keep` most recent such ones stay (batch deployments cost
+nothing while idle, the cluster scales to zero). Backends only list, create, tag, route
+and delete.
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from typing import Callable
 
 from deployer import plan
 from deployer.azureml_rules import ARM_NAME_MAX, MINIMUM
-from deployer.entities import NO_OP, SERVED_TAG, Change, Deployment, JobOverrides, JobSummary
+from deployer.entities import (NO_OP, Change, DefaultHistory, Deployment, JobOverrides,
+                               JobSummary)
 from deployer.plan import plan_line
 from deployer.spec import Spec
 from workspace.errors import ConfigError, ExitCode, NotFound, ProjectError
@@ -106,8 +110,9 @@ class Rollout:
     def deploy(self, spec: Spec, model, *, dry_run: bool, smoke: bool = True, keep: int = 1,
                cleanup_failed: bool = False, min_accuracy: float = 0.9,
                check_accuracy: bool = True) -> tuple[list[Change], SmokeResult | None]:
-        """The model's deployment, made the default only after its smoke test; then
-        earlier deployments beyond `keep` are deleted. Returns the changes (the plan)."""
+        """The model's deployment, made the default only after its smoke test; then the
+        deployments beyond the `keep` most recent previous defaults are deleted. Returns
+        the changes (the plan)."""
         # A dry run of a new model does not know the number the registry will give it.
         name = deployment_name(spec.name, model.version if model else "next")
         before = {d.name: d for d in self.backend.list_deployments(self.endpoint)}
@@ -128,29 +133,25 @@ class Rollout:
         else:
             result = self.smoke_test(name, min_accuracy, check_accuracy, cleanup_failed)
             changes.append(Change("smoke", name, "passed", _smoke_detail(result)))
-        changes.append(self._switch(name, before, dry_run))
+        current = next((d for d in before.values() if d.is_default), None)
+        history = self.history().switched(current.name if current else None, name, rollback=False)
+        # What goes is planned before the switch, so the history written with it names
+        # only deployments that stay.
+        listed = self.backend.list_deployments(self.endpoint) if not dry_run else list(before.values())
+        doomed = self._to_delete(listed, name, keep, history)
+        if dry_run:
+            changes.append(plan.default_change(self.endpoint, current.name if current else "", name))
+        else:
+            gone = {d.name for d, busy in doomed if not busy}
+            changes.append(self.backend.set_default_deployment(
+                self.endpoint, name, progress=self.progress,
+                history=history.only({d.name for d in listed} - gone)))
         self.progress(plan_line(changes[-1], dry_run))
-        changes += self.prune(name, keep, dry_run=dry_run)
+        changes += self._delete(doomed, dry_run)
         return changes, result
 
-    def _switch(self, name: str, before: dict[str, Deployment], dry_run: bool) -> Change:
-        """Make `name` the default; a dry run plans it from what exists (the deployment,
-        even the endpoint, may not exist yet)."""
-        current = next((d for d in before.values() if d.is_default), None)
-        if dry_run:
-            return plan.default_change(self.endpoint, current.name if current else "", name)
-        return self._set_default(name, current)
-
-    def _set_default(self, name: str, current: Deployment | None, dry_run: bool = False) -> Change:
-        """Route the endpoint to `name`. The default it moves away from is first tagged as
-        having served (a rollback candidate from then on, even if it was never smoke-tested);
-        tagged before the switch, so an interrupted run never marks one that did not serve."""
-        if (not dry_run and current is not None and current.name != name
-                and not current.served and current.smoke != "passed"):
-            self.backend.tag_deployment(self.endpoint, current.name, {SERVED_TAG: "default"},
-                                        progress=self.progress)
-        return self.backend.set_default_deployment(self.endpoint, name, dry_run=dry_run,
-                                                   progress=self.progress)
+    def history(self) -> DefaultHistory:
+        return self.backend.default_history(self.endpoint)
 
     def smoke_test(self, name: str, min_accuracy: float, check_accuracy: bool = True,
                    cleanup_failed: bool = False) -> SmokeResult:
@@ -171,24 +172,26 @@ class Rollout:
             "smoke": "passed", "smoke_job": result.job.name, "smoke_detail": _smoke_detail(result)})
         return result
 
-    def prune(self, default: str, keep: int, *, dry_run: bool) -> list[Change]:
-        """Delete earlier deployments beyond the newest `keep` rollback candidates (one that
-        is no candidate is not kept): never the default, never one that a queued or running
-        job uses. `default` is the default after the switch: in a dry run the one still
-        listed as the default is the one it moves away from, a candidate as in the run."""
-        others = [d for d in self.backend.list_deployments(self.endpoint) if d.name != default]
-        others.sort(key=lambda d: (d.model_version, d.created), reverse=True)
-        busy, changes, kept = None, [], 0
-        for dep in others:
-            if (dep.is_default or not not_a_candidate(dep)) and kept < keep:
-                kept += 1
-                continue
-            if busy is None:
-                busy = self._busy()
-            if dep.name in busy:
-                changes.append(Change("deployment", dep.name, NO_OP,
-                                      f"kept: job {busy[dep.name]} is using it"))
-            elif dry_run:  # planned from the listing: the backend would refuse the current default
+    def _to_delete(self, deployments: list[Deployment], default: str, keep: int,
+                   history: DefaultHistory) -> list[tuple[Deployment, str]]:
+        """(deployment, the queued or running job using it, '' if none) for each one to
+        delete: all but `default` and the `keep` most recent previous defaults that are
+        rollback candidates (`history` is the one after the switch to `default`)."""
+        kept = {d.name for d in candidates(deployments, history, default)[:keep]}
+        doomed = [d for d in deployments if d.name != default and d.name not in kept]
+        doomed.sort(key=lambda d: (d.model_version, d.created), reverse=True)
+        busy = self._busy() if doomed else {}
+        return [(d, busy.get(d.name, "")) for d in doomed]
+
+    def _delete(self, doomed: list[tuple[Deployment, str]], dry_run: bool) -> list[Change]:
+        """Delete the deployments `_to_delete` chose, never one a job is using. A dry run
+        plans it from the listing (the backend would refuse the current default, which
+        the run has switched away from by then)."""
+        changes = []
+        for dep, job in doomed:
+            if job:
+                changes.append(Change("deployment", dep.name, NO_OP, f"kept: job {job} is using it"))
+            elif dry_run:
                 changes.append(plan.delete_change("deployment", dep.name, True, f"model {dep.model}"))
             else:
                 changes.append(self.backend.delete_deployment(self.endpoint, dep.name,
@@ -206,8 +209,11 @@ class Rollout:
 
     def rollback(self, *, to: str | None = None, to_version: int | None = None,
                  dry_run: bool = False) -> list[Change]:
+        """Make the rollback candidate (or the deployment named) the default. The default
+        it moves away from is recorded as rolled back from: no candidate from then on."""
         deployments = self.backend.list_deployments(self.endpoint)
-        target = self.choose(deployments, to=to, to_version=to_version)
+        history = self.history()
+        target = self.choose(deployments, history, to=to, to_version=to_version)
         if target.smoke == "failed":
             raise RollbackRefused(
                 f"Deployment '{target.name}' (model {target.model}) failed its last smoke test"
@@ -215,10 +221,13 @@ class Rollout:
                 + "; it is not made the default.",
                 "Pick another with --to, or deploy a model that passes (register-and-deploy).")
         current = next((d for d in deployments if d.is_default), None)
-        return [self._set_default(target.name, current, dry_run)]
+        after = history.switched(current.name if current else None, target.name, rollback=True)
+        return [self.backend.set_default_deployment(
+            self.endpoint, target.name, dry_run=dry_run, progress=self.progress,
+            history=after.only(d.name for d in deployments))]
 
-    def choose(self, deployments: list[Deployment], *, to: str | None = None,
-               to_version: int | None = None) -> Deployment:
+    def choose(self, deployments: list[Deployment], history: DefaultHistory, *,
+               to: str | None = None, to_version: int | None = None) -> Deployment:
         """The deployment asked for, else the rollback candidate."""
         if not deployments:
             raise NotFound(f"Endpoint '{self.endpoint}' has no deployments.",
@@ -237,10 +246,10 @@ class Rollout:
                 raise NotFound(f"No deployment of endpoint '{self.endpoint}' serves model version "
                                f"{to_version} (it has {names}).", "See `python -m deployer status`.")
             return found[0]
-        candidate = rollback_candidate(deployments)
+        candidate = rollback_candidate(deployments, history)
         if candidate is None:
-            why = "; ".join(f"{d.name}: {not_a_candidate(d)}" for d in deployments
-                            if not d.is_default and not_a_candidate(d))
+            why = "; ".join(f"{d.name}: {not_a_candidate(d, history)}" for d in deployments
+                            if not d.is_default and not_a_candidate(d, history))
             raise NotFound(f"Endpoint '{self.endpoint}' has no earlier deployment to roll back to "
                            f"(it has {names}" + (f"; no candidate: {why}" if why else "") + ").",
                            "Deploy with --keep 1 or more to keep one, or name one with --to "
@@ -248,32 +257,37 @@ class Rollout:
         return candidate
 
 
-def not_a_candidate(dep: Deployment) -> str:
-    """Why `dep` may not become the default by `rollback` without --to ('' when it may).
-    Only a deployment that passed its smoke test, or that served as the default before,
-    may: one whose run was interrupted before its smoke test ended (or that --no-smoke
-    created and no switch reached) has never scored a known input."""
+def not_a_candidate(dep: Deployment, history: DefaultHistory) -> str:
+    """Why `dep`, were it not the default, may not become the default by `rollback` without
+    --to ('' when it may). Only a previous default that passed its smoke test may, and not
+    one a rollback moved the default away from: one never the default has not served, one
+    never tested (a run killed during its smoke test, --no-smoke) never scored a known input."""
     if dep.smoke == "failed":
         return "smoke test failed"
-    if dep.smoke == "passed" or dep.served:
-        return ""
-    if dep.smoke == "skipped":
-        return "deployed with --no-smoke, never the default"
-    return "untested, never the default"
+    if dep.name in history.rolled_back:
+        return "rolled back from"
+    untested = {"passed": "", "skipped": "deployed with --no-smoke"}.get(dep.smoke, "untested")
+    if dep.name not in history.previous:
+        return ", ".join(part for part in (untested, "never the default") if part)
+    return f"served without a smoke test ({untested})" if untested else ""
 
 
-def rollback_candidate(deployments: list[Deployment]) -> Deployment | None:
-    """What `rollback` without --to picks: the newest earlier deployment (a lower model
-    version than the default's) that passed its smoke test or served as the default
-    before (`not_a_candidate`); else the newest other such one."""
-    default = next((d for d in deployments if d.is_default), None)
-    others = sorted((d for d in deployments if not d.is_default and not not_a_candidate(d)),
-                    key=lambda d: (d.model_version, d.created), reverse=True)
-    if default is not None:
-        earlier = [d for d in others if d.model_version < default.model_version]
-        if earlier:
-            return earlier[0]
-    return others[0] if others else None
+def rollback_candidate(deployments: list[Deployment],
+                       history: DefaultHistory) -> Deployment | None:
+    """What `rollback` without --to picks: the most recent previous default that passed its
+    smoke test and was not rolled back from (`not_a_candidate`)."""
+    return next(iter(candidates(deployments, history)), None)
+
+
+def candidates(deployments: list[Deployment], history: DefaultHistory,
+               default: str | None = None) -> list[Deployment]:
+    """The rollback candidates, most recent previous default first; `default` (else the
+    one listed as the default) is none."""
+    by_name = {d.name: d for d in deployments}
+    default = default if default is not None else next(
+        (d.name for d in deployments if d.is_default), "")
+    return [by_name[n] for n in history.previous
+            if n in by_name and n != default and not not_a_candidate(by_name[n], history)]
 
 
 # ---------------------------------------------------------------------- the smoke test

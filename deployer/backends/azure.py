@@ -24,8 +24,9 @@ from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_nam
                                     validate_deployment_settings, validate_endpoint_name)
 from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
                                     job_timeout, minutes, newest, tell_job)
-from deployer.entities import (DEFAULT_OUTPUT_FILE, NO_OP, Change,
-                               ComputeStatus, Deployment, DeploymentStatus, EndpointStatus,
+from deployer.entities import (DEFAULT_OUTPUT_FILE, NO_OP, Change, ComputeStatus, DefaultHistory,
+                               Deployment, DeploymentStatus, EndpointStatus, history_tags,
+                               with_history,
                                JobOverrides, JobSummary, JobUpdate, ModelSource, RegisteredModel,
                                TargetStatus, job_output_dir, predictions_target)
 from workspace.azure_errors import (AzureAuthError, AzureError, AzureHints, AzureNotFound,  # noqa: F401
@@ -252,8 +253,9 @@ class AzureBackend(Backend):
             existing = self._get_or_none(self.ml_client.batch_endpoints.get, desired.name)
             change = plan.endpoint_change(desired.name, _endpoint_state(existing),
                                           _endpoint_state(desired), stale=_failed(existing))
-            if existing is not None:
-                desired.defaults = existing.defaults  # keep the default deployment
+            if existing is not None:  # keep the default deployment and the history of defaults
+                desired.defaults = existing.defaults
+                desired.tags = {**history_tags(existing.tags), **dict(desired.tags or {})}
             if not dry_run and change.action != NO_OP:
                 self._wait(self.ml_client.batch_endpoints.begin_create_or_update(desired),
                            f"{change.action} endpoint {desired.name}", progress)
@@ -307,8 +309,16 @@ class AzureBackend(Backend):
             found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
             return [] if found is None else list(self._deployment_statuses(found))
 
+    def default_history(self, endpoint: str) -> DefaultHistory:
+        validate_endpoint_name(endpoint)
+        with self._errors(f"reading endpoint '{endpoint}'"):
+            found = self._get_or_none(self.ml_client.batch_endpoints.get, endpoint)
+        return DefaultHistory.from_tags(None if found is None else found.tags)
+
     def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
-                               progress: Progress | None = None) -> Change:
+                               progress: Progress | None = None,
+                               history: DefaultHistory | None = None) -> Change:
+        """One PUT of the endpoint sets the default and its history of defaults (tags)."""
         validate_endpoint_name(endpoint)
         with self._errors(f"setting the default deployment of endpoint '{endpoint}'"):
             found = self.ml_client.batch_endpoints.get(endpoint)
@@ -316,8 +326,10 @@ class AzureBackend(Backend):
                 raise AzureNotFound(f"Deployment '{name}' does not exist on endpoint '{endpoint}'.",
                                     "See `python -m deployer status` for the deployments.")
             change = plan.default_change(endpoint, _default_deployment(found), name)
-            if not dry_run and change.action != NO_OP:
+            tags = dict(found.tags or {}) if history is None else with_history(found.tags, history)
+            if not dry_run and (change.action != NO_OP or tags != dict(found.tags or {})):
                 found.defaults = {"deployment_name": name}
+                found.tags = tags
                 self._wait(self.ml_client.batch_endpoints.begin_create_or_update(found),
                            f"set default deployment of {endpoint} to {name}", progress)
         return change
@@ -612,7 +624,8 @@ class AzureBackend(Backend):
             endpoint=None if found is None else EndpointStatus(
                 name=found.name, default_deployment=_default_deployment(found),
                 provisioning_state=_status(found.provisioning_state),
-                description=found.description or "", scoring_uri=found.scoring_uri),
+                description=found.description or "", scoring_uri=found.scoring_uri,
+                tags=dict(found.tags or {})),
             deployments=deployments,
             models=tuple(sorted(models, key=lambda m: (m.name, _version_order(m.version)))),
             computes=tuple(_compute_status(c) for c in computes if c is not None))

@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable
 
-from deployer.entities import (Change, Deployment, JobOverrides, JobSummary, JobUpdate,
-                               ModelSource, RegisteredModel, TargetStatus)
+from deployer.entities import (Change, DefaultHistory, Deployment, JobOverrides, JobSummary,
+                               JobUpdate, ModelSource, RegisteredModel, TargetStatus)
 from workspace.errors import OperationFailed
 
 Progress = Callable[[str], None]
@@ -84,9 +84,17 @@ class Backend(ABC):
         """Every deployment of the endpoint ([] if the endpoint does not exist)."""
 
     @abstractmethod
+    def default_history(self, endpoint: str) -> DefaultHistory:
+        """The history of the endpoint's defaults, from its tags (empty if it has none or
+        the endpoint does not exist)."""
+
+    @abstractmethod
     def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
-                               progress: Progress | None = None) -> Change:
-        """Route the endpoint's jobs to deployment `name` (no-op if it already is)."""
+                               progress: Progress | None = None,
+                               history: DefaultHistory | None = None) -> Change:
+        """Route the endpoint's jobs to deployment `name` (no-op if it already is); with
+        `history`, write it to the endpoint's tags in the same update (also when the
+        default stays)."""
 
     @abstractmethod
     def delete_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,

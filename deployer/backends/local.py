@@ -32,8 +32,9 @@ from deployer.azureml_rules import (DEPLOYMENT_DEFAULTS, validate_deployment_nam
                                     validate_deployment_settings, validate_endpoint_name)
 from deployer.backends.base import (DEFAULT_TIMEOUT_SECONDS, Backend, JobProgress, Progress,
                                     job_timeout, newest, tell_job)
-from deployer.entities import (NO_OP, Change, ComputeStatus, Deployment,
+from deployer.entities import (NO_OP, Change, ComputeStatus, DefaultHistory, Deployment,
                                DeploymentStatus, EndpointStatus, JobOverrides, JobSummary,
+                               with_history,
                                JobUpdate, ModelSource, RegisteredModel, TargetStatus,
                                job_output_dir, predictions_target)
 from deployer.backends.local_registry import RegistryReader, RegistryUnreadable, RegistryVersion
@@ -344,8 +345,13 @@ class LocalBackend(Backend):
     def list_deployments(self, endpoint: str) -> list[Deployment]:
         return list(_deployment_statuses(self._read_state(), endpoint))
 
+    def default_history(self, endpoint: str) -> DefaultHistory:
+        return DefaultHistory.from_tags(
+            (self._read_state()["endpoints"].get(endpoint) or {}).get("tags"))
+
     def set_default_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
-                               progress: Progress | None = None) -> Change:
+                               progress: Progress | None = None,
+                               history: DefaultHistory | None = None) -> Change:
         with self._state(write=not dry_run) as state:
             ep = state["endpoints"].get(endpoint)
             if ep is None:
@@ -357,6 +363,8 @@ class LocalBackend(Backend):
             change = plan.default_change(endpoint, ep.get("default_deployment") or "", name)
             if not dry_run:
                 ep["default_deployment"] = name
+                if history is not None:
+                    ep["tags"] = with_history(ep.get("tags"), history)
         return change
 
     def delete_deployment(self, endpoint: str, name: str, *, dry_run: bool = False,
@@ -634,7 +642,7 @@ class LocalBackend(Backend):
             backend=self.name, endpoint_name=endpoint, registry=self.registry_uri,
             endpoint=None if ep is None else EndpointStatus(
                 name=endpoint, default_deployment=ep.get("default_deployment", ""),
-                description=ep.get("description", "")),
+                description=ep.get("description", ""), tags=dict(ep.get("tags") or {})),
             deployments=deployments, models=self._model_versions(models - {None, ""}),
             computes=tuple(_compute_status(name, state["computes"][name]) for name in clusters))
 

@@ -14,7 +14,7 @@ import pytest
 from deployer.azureml_rules import validate_endpoint_name
 from deployer.backends.azure import (AzureAuthError, AzureBackend, AzureError, AzureNotFound,
                                      AzureQuotaError)
-from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, ModelSource
+from deployer.entities import CREATE, DELETE, NO_OP, UPDATE, DefaultHistory, ModelSource
 from deployer.spec import SPEC_DIR, load_specs
 from tests.support.fake_azureml import FakeAzureML
 from tests.support.status import assert_deployment_follows_the_spec
@@ -642,7 +642,11 @@ def test_status_gives_each_deployment_its_role_newest_model_first(deployed, spec
     # switched outside a rollout: iris-mlflow carries no smoke test, no record of serving
     assert [(d.name, d.role) for d in deployer.status(jobs=0).target.deployments] == [
         ("iris-mlflow-v2", "default"), ("iris-mlflow", "no candidate: untested, never the default")]
-    deployed.tag_deployment("iris-batch", "iris-mlflow", {"served": "default"})
+    deployed.set_default_deployment("iris-batch", "iris-mlflow-v2",
+                                    history=DefaultHistory(previous=("iris-mlflow",)))
+    assert [(d.name, d.role) for d in deployer.status(jobs=0).target.deployments][1] == (
+        "iris-mlflow", "no candidate: served without a smoke test (untested)")
+    deployed.tag_deployment("iris-batch", "iris-mlflow", {"smoke": "passed"})
 
     report = deployer.status(jobs=3)
 

@@ -267,3 +267,27 @@ def test_a_cluster_without_max_instances_allows_the_sdks_default():
     specs.deployment.data["resources"]["instance_count"] = 5
     with pytest.raises(ConfigError, match="more than max_instances 4"):
         validate_specs(specs)
+
+
+def test_the_history_of_defaults_goes_where_azure_lets_it_change():
+    """Endpoint tags are writable strings (REST type TrackedResourceTags) that the SDK sends
+    with the endpoint; its `properties` may only be added to. One deployment name per tag
+    fits the 256 characters of a tag value."""
+    from azure.ai.ml._restclient.arm_ml_service.models import _models
+    from azure.ai.ml.entities import BatchEndpoint
+    from bicep.schema_check import Schema
+
+    schema = Schema.load()
+    body = schema.body("Microsoft.MachineLearningServices/workspaces/batchEndpoints@2024-10-01")
+    tags = body["properties"]["tags"]
+    assert not tags.get("flags", 0) & 2  # not ReadOnly
+    tag_type = schema.get(tags["type"])
+    assert tag_type["name"] == "TrackedResourceTags"
+    assert schema.get(tag_type["additionalProperties"])["$type"] == "StringType"
+    assert "Properties can be added, but not removed or altered" in \
+        _models.EndpointPropertiesBase.__doc__
+    sent = BatchEndpoint(name="iris-batch", tags={"rollout.previous.1": "iris-mlflow-v1"},
+                         defaults={"deployment_name": "iris-mlflow-v2"})
+    rest = sent._to_rest_batch_endpoint("westeurope").as_dict()
+    assert rest["tags"] == {"rollout.previous.1": "iris-mlflow-v1"}
+    assert rules.ARM_NAME_MAX <= 256 and rules.HISTORY_TAGS_MAX < rules.ENDPOINT_TAGS_MAX

@@ -1,10 +1,14 @@
-"""The quality gate on a real training run that held out only 3 rows (test_size 0.001)."""
+"""The quality gate on real training runs: one that held out only 3 rows (test_size
+0.001), and a model worse than the one serving the endpoint."""
 from __future__ import annotations
+
+import re
 
 import pytest
 
 from tests.conftest import container_datastore, isolated_settings, train_iris
-from tests.deployer.test_local_cli import Cli
+from tests.deployer.test_local_cli import Cli, ok, trained  # noqa: F401
+from tests.deployer.test_rollout_local import publish_retrained
 from workspace.errors import ExitCode
 from workspace.published import find_published_run
 
@@ -31,3 +35,43 @@ def test_a_perfect_score_on_three_test_rows_does_not_pass_the_gate(azurite, tmp_
     assert lowered.returncode == 0, lowered.stdout + lowered.stderr
     forced = cli("register-and-deploy", "--dry-run", "--force")
     assert forced.returncode == 0 and "(deployed anyway: --force)" in forced.stdout + forced.stderr
+
+
+def test_a_model_worse_than_the_serving_one_is_refused_unless_forced(trained, tmp_path):
+    """The session's trained model serves; a retrained copy whose manifest reports test
+    accuracy 0.700 on 150 rows is worse beyond the sampling uncertainty of both test sets:
+    exit 5, nothing changes; one within it (one error more on 30 rows) is deployed, and
+    the plan shows both models' accuracy."""
+    settings, store, run, _ = trained
+    cli = Cli(settings, tmp_path / "work")
+    ok(cli("register-and-deploy", "--no-smoke"))
+    serving = f"{run.metrics['test_accuracy']:.3f} on {int(run.metrics['test_rows'])}"
+    before = (cli.local_dir / "deployer" / "state.json").read_bytes()
+
+    worse = publish_retrained(store, run, "models-worse", metrics={
+        **run.metrics, "test_accuracy": 0.7, "test_rows": 150.0})
+    for extra in (["--dry-run"], []):
+        refused = cli("register-and-deploy", "--model", worse, "--min-accuracy", "0.5", *extra)
+        assert refused.returncode == ExitCode.QUALITY_GATE, refused.stdout + refused.stderr
+        error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert error == [f"error: Run {worse.split('/')[-3]} is worse than the model serving "
+                         "endpoint 'iris-batch': iris-classifier:1 (deployment iris-mlflow-v1) "
+                         f"serving; test_accuracy 0.700 on 150 test rows vs {serving} serving: "
+                         "worse beyond the sampling uncertainty (95 % interval of the "
+                         + error[0].split("interval of the ", 1)[1]], refused.stderr
+        assert "--force" in refused.stderr
+    assert (cli.local_dir / "deployer" / "state.json").read_bytes() == before
+    forced = ok(cli("register-and-deploy", "--model", worse, "--min-accuracy", "0.5", "--force",
+                    "--dry-run"))
+    assert "(deployed anyway: --force)" in forced
+
+    rows = int(run.metrics["test_rows"])
+    close = publish_retrained(store, run, "models-close", metrics={
+        **run.metrics, "test_accuracy": run.metrics["test_accuracy"] - 1 / rows})
+    plan = ok(cli("register-and-deploy", "--model", close, "--dry-run"))
+    assert re.search(r"serving\s+iris-classifier:1 \(deployment iris-mlflow-v1\) serving; "
+                     rf"test_accuracy {run.metrics['test_accuracy'] - 1 / rows:.3f} on {rows} "
+                     rf"test rows vs {re.escape(serving)} serving: not worse beyond the sampling "
+                     r"uncertainty", plan), plan
+    assert re.search(rf"model\s+iris-classifier version \(new version\)\s+\(run \S+, "
+                     rf"test_accuracy \S+ on {rows} test rows\)", plan), plan

@@ -14,7 +14,7 @@ from deployer.spec import load_specs
 from tests.support.fake_azureml import FakeJob
 from tests.deployer.test_azure_backend import (WS_PATH, azure_settings, backend, blob_store,  # noqa: F401
                                        fake, sleeps, source, specs)
-from workspace.errors import ConfigError
+from workspace.errors import ConfigError, NotFound
 from workspace.settings import Settings
 
 EXPECTED = SMOKE_LABELS.read_text().split()
@@ -123,6 +123,41 @@ def test_a_failing_smoke_test_leaves_the_default_and_the_next_good_release_prune
     assert default(fake) == "iris-mlflow-v1"
     assert fake.find("PUT", "/batchEndpoints/iris-batch")[-1].body["properties"]["defaults"] == {
         "deploymentName": "iris-mlflow-v1"}
+
+
+def test_rollback_goes_to_what_served_before_and_the_endpoint_carries_the_history(
+        azure, fake, specs):
+    """v1, v2, rollback (v2 → v1), v3: v3 serves, v1 (restored by the rollback) is kept as
+    the candidate and v2 (rolled back from) is deleted; the history of defaults travels
+    in the endpoint's tags, in the same PUT that moves the default."""
+    release(azure, specs, "a", "run1")
+    release(azure, specs, "b", "run2")
+    put = fake.find("PUT", "/batchEndpoints/iris-batch")[-1].body
+    assert put["properties"]["defaults"] == {"deploymentName": "iris-mlflow-v2"}
+    assert put["tags"] == {"rollout.previous.1": "iris-mlflow-v1"}
+
+    Rollout(azure, "iris-batch").rollback()
+    put = fake.find("PUT", "/batchEndpoints/iris-batch")[-1].body
+    assert put["properties"]["defaults"] == {"deploymentName": "iris-mlflow-v1"}
+    assert put["tags"] == {"rollout.rolled_back.1": "iris-mlflow-v2"}
+    with pytest.raises(NotFound, match="iris-mlflow-v2: rolled back from"):
+        Rollout(azure, "iris-batch").rollback(dry_run=True)
+
+    changes, _ = release(azure, specs, "c", "run3")
+    assert [(c.kind, c.name, c.action) for c in changes][2:] == [
+        ("default-deployment", "iris-batch", "update"), ("deployment", "iris-mlflow-v2", "delete")]
+    put = fake.find("PUT", "/batchEndpoints/iris-batch")[-1].body
+    assert put["properties"]["defaults"] == {"deploymentName": "iris-mlflow-v3"}
+    assert put["tags"] == {"rollout.previous.1": "iris-mlflow-v1"}  # v2 goes: not named
+    assert sorted(n for _, n in fake.deployments) == ["iris-mlflow-v1", "iris-mlflow-v3"]
+
+    Rollout(azure, "iris-batch").rollback()
+    assert default(fake) == "iris-mlflow-v1"
+    with pytest.raises(NotFound, match="iris-mlflow-v3: rolled back from"):
+        Rollout(azure, "iris-batch").rollback()
+    # an endpoint.yml change keeps the history
+    azure.ensure_endpoint(load_specs(overrides={"endpoint": {"description": "Iris, batch."}}).endpoint)
+    assert fake.endpoints["iris-batch"]["tags"] == {"rollout.rolled_back.1": "iris-mlflow-v3"}
 
 
 def test_cleanup_failed_deletes_the_new_deployment(azure, fake, specs):
@@ -236,9 +271,11 @@ def test_both_targets_print_the_same_plan(backend, fake, local, specs):
         + " → Iris, batch.)",
         "deployment iris-mlflow-v1: would update (mini_batch_size: 10 → 5, "
         "environment_variables: {} → {'LOG': '1'})"]
-    assert plans["version 3"][-1] == "deployment iris-mlflow-v1: delete (model iris-classifier:1)"
+    # --no-smoke: v2 served untested, so it is no rollback candidate that --keep 1 keeps
+    assert plans["version 2"][-1] == "deployment iris-mlflow-v1: delete (model iris-classifier:1)"
+    assert plans["version 3"][-1] == "deployment iris-mlflow-v2: delete (model iris-classifier:2)"
     assert plans["teardown"] == [
-        "deployment iris-mlflow-v2: delete", "deployment iris-mlflow-v3: delete (with the endpoint)",
+        "deployment iris-mlflow-v3: delete (with the endpoint)",
         "endpoint iris-batch: delete", "compute cpu-cluster: delete"]
     assert plans["teardown again"] == ["endpoint iris-batch: no-op (does not exist)",
                                        "compute cpu-cluster: no-op (does not exist)"]

@@ -4,6 +4,7 @@ default; a broken model leaves the previous default serving; rollback; --keep; a
 `invoke` overrides of `az ml batch-endpoint invoke`."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,6 +38,30 @@ def deployments(cli: Cli) -> dict:
 def rows(stdout: str) -> list[tuple[str, str, str]]:
     """(resource, name, action) rows of a change table."""
     return re.findall(r"│ ([\w-]+)\s+│ ([\w<>-]+)\s+│ (would [\w-]+|[\w-]+)", stdout)
+
+
+def publish_retrained(store, run, prefix: str, **manifest) -> str:
+    """A retrained copy of the run (publish_changed_copy) whose model's content is its own
+    (a comment naming `prefix` in conda.yaml) and whose manifest has `manifest`'s entries
+    (e.g. other metrics); returns the model's datastore path."""
+    model = publish_changed_copy(store, run, prefix)
+    run_prefix = model.removesuffix("/artifacts/model")
+    found = store.read_json(f"{run_prefix}/manifest.json")
+    key = next(rel for rel in found["files"] if rel.endswith("model/conda.yaml"))
+    conda = store.read_bytes(f"{run_prefix}/{key}") + f"# {prefix}\n".encode()
+    store.upload_bytes(conda, f"{run_prefix}/{key}", overwrite=True)
+    found["files"][key] = {
+        "sha256": hashlib.sha256(conda).hexdigest(), "size": len(conda)}
+    store.upload_bytes(json.dumps({**found, **manifest}).encode(), f"{run_prefix}/manifest.json",
+                       overwrite=True)
+    return model
+
+
+def publish_sweep_copy(store, run, prefix: str) -> str:
+    """A retrained copy of the run published as line 1 of a new sweep (its manifest says
+    so, as a sweep's runner writes it)."""
+    return publish_retrained(store, run, prefix, sweep={"id": "20261206T231500-rollback",
+                                                        "line": 1})
 
 
 @pytest.fixture
@@ -122,28 +147,52 @@ def test_a_broken_model_leaves_the_default_then_rollback_keep_and_cleanup(traine
     ok(cli("rollback"))
     assert default_of(cli) == "iris-mlflow-v1"
     assert "iris-batch / iris-mlflow-v1" in ok(cli("invoke", "--input", str(IRIS_CSV)))
-    ok(cli("rollback", "--to-version", "3"))
-    assert default_of(cli) == "iris-mlflow-v3"
+    # v3, rolled back from, is no candidate: a second rollback does not toggle back to it.
+    toggle = cli("rollback", "--dry-run")
+    assert toggle.returncode == 4 and "iris-mlflow-v3: rolled back from" in toggle.stderr
+    assert re.search(r"iris-mlflow-v3\s+│ iris-classifier:3\s+│ no candidate: rolled back from",
+                     ok(cli("status")))
+
+    # After the rollback the best run of the newest sweep is deployed: it serves, v1 (what
+    # served before it) stays as the candidate, v3 (rolled back from) goes.
+    swept = publish_sweep_copy(store, run, settings.model_prefix)
+    fourth = ok(cli("register-and-deploy", "--sweep", "latest"))
+    assert rows(fourth)[3:] == [("deployment", "iris-mlflow-v4", "create"),
+                                ("smoke", "iris-mlflow-v4", "passed"),
+                                ("default-deployment", "iris-batch", "update"),
+                                ("deployment", "iris-mlflow-v3", "delete")]
+    assert "iris-mlflow-v1 → iris-mlflow-v4" in fourth
+    assert sorted(deployments(cli)) == ["iris-mlflow-v1", "iris-mlflow-v4"]
+    assert state(cli)["endpoints"]["iris-batch"]["tags"] == {"rollout.previous.1": "iris-mlflow-v1"}
+    assert re.search(r"iris-mlflow-v1\s+│ iris-classifier:1\s+│ rollback candidate", ok(cli("status")))
+    ok(cli("rollback"))
+    assert default_of(cli) == "iris-mlflow-v1"
+    toggle = cli("rollback")
+    assert toggle.returncode == 4 and "iris-mlflow-v4: rolled back from" in toggle.stderr
+    assert default_of(cli) == "iris-mlflow-v1"
+    # named with --to (or --to-version), a deployment rolled back from serves again
+    ok(cli("rollback", "--to-version", "4"))
+    assert default_of(cli) == "iris-mlflow-v4"
     ok(cli("rollback", "--to", "iris-mlflow-v1"))
     assert default_of(cli) == "iris-mlflow-v1"
 
-    # --keep 0 after a rollback: v3 is tested again and made the default, and v1, the
+    # --keep 0 after a rollback: v4 is tested again and made the default, and v1, the
     # default it moves away from, goes. The plan says so and changes nothing; the run
     # does what it planned. Then nothing is left to do.
     before = (cli.local_dir / "deployer" / "state.json").read_bytes()
-    plan = ok(cli("register-and-deploy", "--model", good, "--keep", "0", "--dry-run"))
-    assert rows(plan)[3:] == [("deployment", "iris-mlflow-v3", "no-op"),
-                              ("smoke", "iris-mlflow-v3", "would run"),
+    plan = ok(cli("register-and-deploy", "--model", swept, "--keep", "0", "--dry-run"))
+    assert rows(plan)[3:] == [("deployment", "iris-mlflow-v4", "no-op"),
+                              ("smoke", "iris-mlflow-v4", "would run"),
                               ("default-deployment", "iris-batch", "would update"),
                               ("deployment", "iris-mlflow-v1", "would delete")]
     assert (cli.local_dir / "deployer" / "state.json").read_bytes() == before
-    pruned = ok(cli("register-and-deploy", "--model", good, "--keep", "0"))
-    assert rows(pruned)[3:] == [("deployment", "iris-mlflow-v3", "no-op"),
-                                ("smoke", "iris-mlflow-v3", "passed"),
+    pruned = ok(cli("register-and-deploy", "--model", swept, "--keep", "0"))
+    assert rows(pruned)[3:] == [("deployment", "iris-mlflow-v4", "no-op"),
+                                ("smoke", "iris-mlflow-v4", "passed"),
                                 ("default-deployment", "iris-batch", "update"),
                                 ("deployment", "iris-mlflow-v1", "delete")]
-    assert sorted(deployments(cli)) == ["iris-mlflow-v3"]
-    assert {a for _, _, a in rows(ok(cli("register-and-deploy", "--model", good, "--keep", "0")))} \
+    assert sorted(deployments(cli)) == ["iris-mlflow-v4"]
+    assert {a for _, _, a in rows(ok(cli("register-and-deploy", "--model", swept, "--keep", "0")))} \
         == {"no-op"}
     nothing = cli("rollback")
     assert nothing.returncode == 4 and "no earlier deployment to roll back to" in nothing.stderr
@@ -153,7 +202,7 @@ def test_a_broken_model_leaves_the_default_then_rollback_keep_and_cleanup(traine
     cleaned = cli("register-and-deploy", "--model", broken_model, "--cleanup-failed")
     assert cleaned.returncode == 6
     assert "deployment iris-mlflow-v2: delete" in cleaned.stderr
-    assert sorted(deployments(cli)) == ["iris-mlflow-v3"] and default_of(cli) == "iris-mlflow-v3"
+    assert sorted(deployments(cli)) == ["iris-mlflow-v4"] and default_of(cli) == "iris-mlflow-v4"
     unchecked = ok(cli("register-and-deploy", "--model", broken_model, "--no-smoke"))
     assert ("smoke", "iris-mlflow-v2", "skip") in rows(unchecked)
     assert "--no-smoke: switching without a test" in unchecked

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.entities import Deployment, JobOverrides
+from deployer.entities import HISTORY_MAX, DefaultHistory, Deployment, JobOverrides, with_history
 from deployer.rollout import (deployment_name, not_a_candidate, rollback_candidate,
                               validate_overrides)
 from tests.support.fake_azureml import rest_name_pattern
@@ -29,28 +29,79 @@ def dep(name, version, default=False, smoke="passed", created="2026-01-01"):
                       is_default=default, tags={"smoke": smoke} if smoke else {})
 
 
-def test_the_rollback_candidate_is_the_newest_earlier_version_that_passed():
+def test_the_rollback_candidate_is_the_most_recent_previous_default_that_passed():
+    history = DefaultHistory(previous=("v1", "v0"))
     assert rollback_candidate([dep("v3", 3, default=True), dep("v2", 2, smoke="failed"),
-                               dep("v1", 1)]).name == "v1"
-    # a rollback to v1 made v1 the default: the candidate is then the newest other one
-    assert rollback_candidate([dep("v3", 3), dep("v1", 1, default=True)]).name == "v3"
-    assert rollback_candidate([dep("v1", 1, default=True), dep("v2", 2, smoke="failed")]) is None
+                               dep("v1", 1), dep("v0", 0)], history).name == "v1"
+    # what served before, not the newest model version: v3 never was the default
+    assert rollback_candidate([dep("v3", 3), dep("v1", 1, default=True), dep("v0", 0)],
+                              DefaultHistory(previous=("v0",))).name == "v0"
+    assert rollback_candidate([dep("v1", 1, default=True), dep("v2", 2, smoke="failed")],
+                              DefaultHistory(previous=("v2",))) is None
 
 
-def test_only_a_tested_deployment_or_an_earlier_default_is_a_candidate():
+def test_a_deployment_rolled_back_from_is_never_the_candidate():
+    """rollback v2 → v1, then v3 deployed: the candidate is v1 (what served before v3),
+    not v2; a second rollback does not toggle back to v2."""
+    deployed_v2 = DefaultHistory().switched("v1", "v2", rollback=False)
+    assert deployed_v2 == DefaultHistory(previous=("v1",))
+    rolled = deployed_v2.switched("v2", "v1", rollback=True)
+    assert rolled == DefaultHistory(previous=(), rolled_back=("v2",))
+    listing = [dep("v1", 1, default=True), dep("v2", 2)]
+    assert rollback_candidate(listing, rolled) is None
+    assert not_a_candidate(dep("v2", 2), rolled) == "rolled back from"
+    deployed_v3 = rolled.switched("v1", "v3", rollback=False)
+    assert deployed_v3 == DefaultHistory(previous=("v1",), rolled_back=("v2",))
+    listing = [dep("v3", 3, default=True), dep("v2", 2), dep("v1", 1)]
+    assert rollback_candidate(listing, deployed_v3).name == "v1"
+    again = deployed_v3.switched("v3", "v1", rollback=True)
+    assert rollback_candidate([dep("v1", 1, default=True), dep("v2", 2), dep("v3", 3)],
+                              again) is None
+    # named with --to it serves again, and is a previous default like any other after that
+    named = again.switched("v1", "v2", rollback=True).switched("v2", "v4", rollback=False)
+    assert named.previous == ("v2",) and "v2" not in named.rolled_back
+
+
+def test_keep_keeps_the_most_recent_previous_defaults_that_are_candidates():
+    from deployer.rollout import candidates
+
+    history = DefaultHistory(previous=("v4", "v3", "v2", "v1"), rolled_back=("v5",))
+    listing = [dep("v6", 6, default=True), dep("v5", 5), dep("v4", 4, smoke="skipped"),
+               dep("v3", 3), dep("v2", 2), dep("v1", 1)]
+    assert [d.name for d in candidates(listing, history)] == ["v3", "v2", "v1"]
+    assert not_a_candidate(dep("v4", 4, smoke="skipped"), history) == (
+        "served without a smoke test (deployed with --no-smoke)")
+
+
+def test_the_history_is_kept_in_tags_azure_allows():
+    """One deployment name per tag (Azure: at most 256 characters a value, 50 tags a
+    resource); other tags of the endpoint stay as they are."""
+    long = "d" * 251 + "-v12"
+    history = DefaultHistory(previous=tuple(f"p{n}" for n in range(30)) + (long,),
+                             rolled_back=("r1",))
+    tags = with_history({"team": "iris", "rollout.previous.40": "old"}, history)
+    assert tags["team"] == "iris" and "rollout.previous.40" not in tags
+    assert len(tags) == 1 + HISTORY_MAX and max(len(v) for v in tags.values()) <= 256
+    assert DefaultHistory.from_tags(tags).previous == history.previous[:HISTORY_MAX]
+    assert DefaultHistory.from_tags({**tags, "rollout.previous.x": "y"}) == \
+        DefaultHistory.from_tags(tags)
+    assert DefaultHistory.from_tags(with_history({}, DefaultHistory(("a",), ("b", "c")))) == \
+        DefaultHistory(("a",), ("b", "c"))
+
+
+def test_only_a_tested_previous_default_is_a_candidate():
     """A deployment whose smoke test never ended (the run was killed during it), or one
-    --no-smoke created that never became the default, has never scored a known input."""
+    --no-smoke created, has never scored a known input; one never the default never served."""
     untested, skipped = dep("v3", 3, smoke=""), dep("v3", 3, smoke="skipped")
-    assert rollback_candidate([dep("v2", 2, default=True), untested]) is None
-    assert rollback_candidate([dep("v2", 2, default=True), skipped]) is None
-    assert rollback_candidate([dep("v3", 3, default=True), untested, dep("v1", 1)]).name == "v1"
-    assert not_a_candidate(untested) == "untested, never the default"
-    assert not_a_candidate(skipped) == "deployed with --no-smoke, never the default"
-    assert not_a_candidate(dep("v2", 2, smoke="failed")) == "smoke test failed"
-    # one that served as the default before (tagged when the default moved away from it)
-    served = Deployment(name="v1", model="iris-classifier:1", tags={"served": "default"})
-    assert not_a_candidate(served) == ""
-    assert rollback_candidate([dep("v2", 2, default=True), served]).name == "v1"
+    none = DefaultHistory()
+    assert rollback_candidate([dep("v2", 2, default=True), untested], none) is None
+    assert rollback_candidate([dep("v2", 2, default=True), skipped], none) is None
+    assert not_a_candidate(untested, none) == "untested, never the default"
+    assert not_a_candidate(skipped, none) == "deployed with --no-smoke, never the default"
+    assert not_a_candidate(dep("v1", 1), none) == "never the default"
+    assert not_a_candidate(dep("v2", 2, smoke="failed"), none) == "smoke test failed"
+    assert not_a_candidate(untested, DefaultHistory(previous=("v3",))) == \
+        "served without a smoke test (untested)"
 
 
 @pytest.mark.parametrize("overrides", [

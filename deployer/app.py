@@ -46,7 +46,7 @@ class QualityGateError(ProjectError):
 
 
 class DowngradeRefused(QualityGateError):
-    """The candidate is worse than the model serving the endpoint."""
+    """The candidate measured lower than the model serving the endpoint."""
 
 
 @dataclass(frozen=True)

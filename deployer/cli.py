@@ -123,7 +123,7 @@ def cli():
               help="Quality gate: refuse a model whose test_accuracy was measured on fewer test "
               "rows (on 3 rows, 1.000 says little; see docs/architecture.md).")
 @click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate "
-              "or is worse than the model serving the endpoint (exit 5 otherwise).")
+              "or measured lower than the model serving the endpoint (exit 5 otherwise).")
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
               "before it becomes the default; --no-smoke switches without a test.")

@@ -44,18 +44,20 @@ def rank_key(metrics: dict, line: int) -> tuple:
 
 # ---------------------------------------------------------------------- a worse model
 #
-# `register-and-deploy` refuses a model worse than the one serving (exit 5, unless --force).
-# Two test accuracies are two estimates from test sets of different sizes and, in general,
+# `register-and-deploy` refuses a model that measured lower than the one serving (exit 5,
+# unless --force): a release does not lower the measured quality unless the operator says
+# so. The two accuracies are estimates from test sets of different sizes and, in general,
 # different splits (another seed, another --test-size, other data): 0.967 on 30 rows (one
-# error) and 1.000 on 30 rows do not show that the first model is worse; each moves by a
-# step of 1/30 with one row more or less right. So "worse" means: the 95 % confidence
-# interval of the difference (serving - candidate) lies entirely above 0. The interval is
-# Newcombe's hybrid score interval (Newcombe 1998, "Interval estimation for the difference
-# between independent proportions", method 10), built from the two Wilson score intervals:
-# unlike the textbook normal interval it stays sound at an accuracy of 1.000 and on small
-# test sets, which is where these runs live (a perfect score on n rows is the "rule of
-# three" case above). On 30 test rows each, a serving 1.000 refuses 0.833 and below
-# (5 errors), not 0.867; on 150 rows each, 0.967 and below.
+# error) after 1.000 on 30 rows may be noise, as each moves by 1/30 with one row more or
+# less right. The refusal says which it is, so the operator can weigh --force: the 95 %
+# confidence interval of the difference (serving - candidate), and whether it lies entirely
+# above 0 ("beyond the sampling uncertainty"). The interval is Newcombe's hybrid score
+# interval (Newcombe 1998, "Interval estimation for the difference between independent
+# proportions", method 10), built from the two Wilson score intervals: unlike the textbook
+# normal interval it stays sound at an accuracy of 1.000 and on small test sets, which is
+# where these runs live (a perfect score on n rows is the "rule of three" case above). On
+# 30 test rows each, against a serving 1.000, the difference is beyond noise at 0.833 and
+# below (5 errors); on 150 rows each, at 0.967 and below.
 
 Z_95 = 1.959963984540054  # two-sided 95 %
 
@@ -83,16 +85,28 @@ class AccuracyComparison:
 
     @property
     def worse(self) -> bool:
-        """The candidate is worse beyond the sampling uncertainty of the two estimates."""
+        """The candidate measured lower than the serving model: a release never lowers the
+        measured quality unless the operator says so (--force), noise or not."""
+        return self.candidate < self.serving - 1e-9
+
+    @property
+    def beyond_noise(self) -> bool:
+        """Lower beyond the sampling uncertainty of the two estimates (the 95 % interval of
+        serving - candidate lies above 0): what the operator weighs before --force."""
         return self.low > 0
 
     @property
     def text(self) -> str:
-        verdict = ("worse beyond" if self.worse else "not worse beyond" if
-                   self.candidate < self.serving else "not worse than")
+        if not self.worse:
+            verdict = "not lower than the serving model's"
+        elif self.beyond_noise:
+            verdict = "lower, beyond the sampling uncertainty of the two test sets"
+        else:
+            verdict = ("lower, within the sampling uncertainty of the two test sets "
+                       "(it may be noise)")
         return (f"{QUALITY_METRIC} {self.candidate:.3f} on {self.candidate_rows} test rows vs "
-                f"{self.serving:.3f} on {self.serving_rows} serving: {verdict} the sampling "
-                f"uncertainty (95 % interval of the difference {self.low:+.3f} to {self.high:+.3f})")
+                f"{self.serving:.3f} on {self.serving_rows} serving: {verdict} (95 % interval "
+                f"of the difference {self.low:+.3f} to {self.high:+.3f})")
 
 
 def compare_accuracy(candidate: dict, serving: dict) -> AccuracyComparison | str:

@@ -40,8 +40,9 @@ def test_a_perfect_score_on_three_test_rows_does_not_pass_the_gate(azurite, tmp_
 def test_a_model_worse_than_the_serving_one_is_refused_unless_forced(trained, tmp_path):
     """The session's trained model serves; a retrained copy whose manifest reports test
     accuracy 0.700 on 150 rows is worse beyond the sampling uncertainty of both test sets:
-    exit 5, nothing changes; one within it (one error more on 30 rows) is deployed, and
-    the plan shows both models' accuracy."""
+    exit 5, nothing changes; one error more on the same number of rows is lower too, and
+    refused as such, saying it may be noise (the issue's 1.000 -> 0.967 second `make demo`);
+    one as good is deployed, and the plan shows both models' accuracy."""
     settings, store, run, _ = trained
     cli = Cli(settings, tmp_path / "work")
     ok(cli("register-and-deploy", "--no-smoke"))
@@ -57,7 +58,8 @@ def test_a_model_worse_than_the_serving_one_is_refused_unless_forced(trained, tm
         assert error == [f"error: Run {worse.split('/')[-3]} is worse than the model serving "
                          "endpoint 'iris-batch': iris-classifier:1 (deployment iris-mlflow-v1) "
                          f"serving; test_accuracy 0.700 on 150 test rows vs {serving} serving: "
-                         "worse beyond the sampling uncertainty (95 % interval of the "
+                         "lower, beyond the sampling uncertainty of the two test sets (95 % "
+                         "interval of the "
                          + error[0].split("interval of the ", 1)[1]], refused.stderr
         assert "--force" in refused.stderr
     assert (cli.local_dir / "deployer" / "state.json").read_bytes() == before
@@ -68,10 +70,16 @@ def test_a_model_worse_than_the_serving_one_is_refused_unless_forced(trained, tm
     rows = int(run.metrics["test_rows"])
     close = publish_retrained(store, run, "models-close", metrics={
         **run.metrics, "test_accuracy": run.metrics["test_accuracy"] - 1 / rows})
-    plan = ok(cli("register-and-deploy", "--model", close, "--dry-run"))
+    refused = cli("register-and-deploy", "--model", close, "--dry-run")
+    assert refused.returncode == ExitCode.QUALITY_GATE, refused.stdout + refused.stderr
+    assert re.search(rf"test_accuracy {run.metrics['test_accuracy'] - 1 / rows:.3f} on {rows} "
+                     rf"test rows vs {re.escape(serving)} serving: lower, within the sampling "
+                     r"uncertainty of the two test sets \(it may be noise\)", refused.stderr)
+    as_good = publish_retrained(store, run, "models-as-good", metrics=dict(run.metrics))
+    plan = ok(cli("register-and-deploy", "--model", as_good, "--dry-run"))
     assert re.search(r"serving\s+iris-classifier:1 \(deployment iris-mlflow-v1\) serving; "
-                     rf"test_accuracy {run.metrics['test_accuracy'] - 1 / rows:.3f} on {rows} "
-                     rf"test rows vs {re.escape(serving)} serving: not worse beyond the sampling "
-                     r"uncertainty", plan), plan
+                     rf"test_accuracy {run.metrics['test_accuracy']:.3f} on {rows} "
+                     rf"test rows vs {re.escape(serving)} serving: not lower than the serving "
+                     r"model's", plan), plan
     assert re.search(rf"model\s+iris-classifier version \(new version\)\s+\(run \S+, "
                      rf"test_accuracy \S+ on {rows} test rows\)", plan), plan

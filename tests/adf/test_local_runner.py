@@ -132,6 +132,20 @@ def test_failing_task_fails_the_run_and_shows_stderr(settings, datastore, tmp_pa
         find_published_run(datastore, settings.model_prefix)
 
 
+def test_a_missing_container_fails_the_run_on_its_first_attempt_with_its_exit_code(
+        settings, datastore):
+    """A failure that cannot succeed is not retried: the pipeline as committed (no copy)
+    runs one attempt, and the trainer's exit code says what is missing."""
+    result = adf(settings, "trigger", "--param", "containerPath=no-such-container/models")
+    assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
+    run_id = run_id_of(result.stdout)
+    shown = json.loads(adf(settings, "status", run_id, "-o", "json").stdout)
+    attempts = shown["run"]["activities"]
+    assert [(a["status"], a["output"]["exitcode"]) for a in attempts] == \
+        [("Failed", ExitCode.NOT_FOUND)], attempts
+    assert "Storage container 'no-such-container' does not exist" in result.stdout
+
+
 def test_no_wait_returns_and_status_follows_from_another_process(settings, datastore, tmp_path):
     definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
     started = adf(settings, "trigger", "--no-wait", "--param", "learningRate=0.05",

@@ -33,7 +33,7 @@ def cli():
     \b
     Examples:
       python -m adf trigger                          # stage, run, follow, show the result
-      python -m adf trigger --param epochs=20 --param learningRate=0.05
+      python -m adf trigger --param epochs=20 --param lr=0.05
       python -m adf trigger --no-wait                # start and return; follow with `status`
       python -m adf status                           # the last run started from this machine
       python -m adf logs RUN_ID                      # the task's full stdout and stderr
@@ -73,7 +73,8 @@ def _stage(backend) -> None:
 
 @cli.command()
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="A pipeline parameter (repeatable): epochs, learningRate, containerPath, ...")
+              help="A pipeline parameter (repeatable): epochs, lr, containerPath "
+              "(learningRate: the former name of lr).")
 @click.option("--no-stage", is_flag=True, help="Do not upload the trainer and data first.")
 @click.option("--no-wait", is_flag=True, help="Start the run and return its id.")
 @click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
@@ -89,7 +90,7 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
     \b
     Examples:
       python -m adf trigger
-      python -m adf trigger --param epochs=100 --param learningRate=0.05
+      python -m adf trigger --param epochs=100 --param lr=0.05
       python -m adf trigger --target azure --no-stage --no-wait
     """
     from adf.definitions import coerce_parameters, effective_parameters, parse_param_options
@@ -97,7 +98,8 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
 
     backend = make_backend(target, definitions_dir)
     definitions = backend.definitions()
-    typed = coerce_parameters(definitions, parse_param_options(params))
+    typed = coerce_parameters(definitions, parse_param_options(params),
+                              note=lambda text: click.echo(text, err=True))
     check_parameters(definitions, effective_parameters(definitions, typed), names=list(typed))
     backend.prepare(lambda line: click.echo(line))
     if not no_stage:

@@ -264,9 +264,9 @@ def test_cancel_calls_data_factory_cancel_recursively_and_follows_to_cancelled(i
 
 
 def test_bad_parameter_is_refused_before_anything_is_published(invoke, fake):
-    result = invoke("trigger", "--no-stage", "--param", "learningRate=0.1 --evil")
+    result = invoke("trigger", "--no-stage", "--param", "lr=0.1 --evil")
     assert result.exit_code == 2
-    assert "--param learningRate=0.1 --evil: passed to the trainer as --lr" in result.output
+    assert "--param lr=0.1 --evil: passed to the trainer as --lr" in result.output
     assert fake.requests == []
 
 

@@ -151,6 +151,8 @@ def test_no_wait_returns_and_status_follows_from_another_process(settings, datas
     started = adf(settings, "trigger", "--no-wait", "--param", "learningRate=0.05",
                   "--definitions", str(definitions))
     assert started.returncode == 0, started.stderr
+    assert started.stderr.count("note: --param learningRate is now --param lr") == 1  # the alias
+    assert "parameters: lr=0.05)" in started.stdout
     run_id = run_id_of(started.stdout)
     assert f"python -m adf status {run_id}" in started.stdout
     status = adf(settings, "status", run_id, "--wait", "--definitions", str(definitions))
@@ -319,12 +321,12 @@ def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, data
     ("epochs=-1", "--param epochs=-1: passed to the trainer as --epochs, which must be between 1"),
     ("epochs=0", "--param epochs=0: passed to the trainer as --epochs, which must be between 1"),
     (f"epochs={2**63}", f"--param epochs={2**63}: passed to the trainer as --epochs, which must"),
-    ("learningRate=abc", "--param learningRate=abc: passed to the trainer as --lr, which must be a number"),
-    ("learningRate=-1", "--param learningRate=-1: passed to the trainer as --lr, which must be greater than 0"),
-    ("learningRate=0", "--param learningRate=0: passed to the trainer as --lr, which must be greater than 0"),
-    ("learningRate=nan", "--param learningRate=nan: passed to the trainer as --lr, which must be a finite"),
-    ("learningRate=inf", "--param learningRate=inf: passed to the trainer as --lr, which must be a finite"),
-    ("learningRate=0.1 --evil", "--param learningRate=0.1 --evil: passed to the trainer as --lr"),
+    ("lr=abc", "--param lr=abc: passed to the trainer as --lr, which must be a number"),
+    ("lr=-1", "--param lr=-1: passed to the trainer as --lr, which must be greater than 0"),
+    ("lr=0", "--param lr=0: passed to the trainer as --lr, which must be greater than 0"),
+    ("lr=nan", "--param lr=nan: passed to the trainer as --lr, which must be a finite"),
+    ("lr=inf", "--param lr=inf: passed to the trainer as --lr, which must be a finite"),
+    ("lr=0.1 --evil", "--param lr=0.1 --evil: passed to the trainer as --lr"),
     ('containerPath=models/a" --evil "b', "quotes, backslashes"),
 ])
 def test_bad_parameter_value_is_refused_before_anything_runs(settings, param, message):

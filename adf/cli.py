@@ -38,6 +38,8 @@ def cli():
       python -m adf status                           # the last run started from this machine
       python -m adf logs RUN_ID                      # the task's full stdout and stderr
       python -m adf cancel RUN_ID                    # stop the run and its task
+
+    {exit_codes}
     """
 
 
@@ -85,7 +87,8 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
     """"Trigger now": stage, start a run of the pipeline, follow it to the end, then show
     the run id, the activity's customOutput and the tail of the task's stdout/stderr.
 
-    Exits 0 only if the run Succeeded; on failure the task's stderr is shown.
+    Ends with {exit:OK} only if the run Succeeded; otherwise with {exit:RUN_FAILED},
+    showing the task's stderr.
 
     \b
     Examples:
@@ -122,7 +125,9 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
 @definitions_option
 @output_option
 def status(run_id, wait, target, definitions_dir, output_format):
-    """Show a run: status, activity attempts, customOutput or error (exit 1 if Failed).
+    """Show a run: status, activity attempts, customOutput or error.
+
+    Ends with {exit:RUN_FAILED} if the run Failed or was Cancelled.
 
     Without RUN_ID: the last run started from this machine.
 
@@ -150,7 +155,7 @@ def status(run_id, wait, target, definitions_dir, output_format):
 @target_option
 @definitions_option
 def cancel(run_id, target, definitions_dir):
-    """Cancel a run: its task is stopped and the run ends Cancelled (exit 0 once it is).
+    """Cancel a run: its task is stopped and the run ends Cancelled; {exit:OK} once it is.
 
     Without RUN_ID: the last run started from this machine. Local: the runner stops the
     task (SIGTERM, then SIGKILL after a grace period). Azure: Data Factory's cancel, with
@@ -271,7 +276,7 @@ def _summarize(backend, run, *, show_logs: bool) -> None:
 
 
 def _check_ended_well(run) -> None:
-    """A run that failed or was cancelled is an error (exit 1)."""
+    """A run that failed or was cancelled is an error (RunFailed, its exit code)."""
     from adf.runs import RunFailed
 
     if run.status in ("Failed", "Cancelled"):

@@ -31,7 +31,8 @@ timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
     show_default=True, metavar="MINUTES",
     help="How long to wait for a scoring job or an Azure operation; then stop waiting (the "
-    "work goes on, locally in the job's runner) and say what it was waiting on (exit 7).")
+    "work goes on, locally in the job's runner) and say what it was waiting on: "
+    "{exit:RUN_FAILED}.")
 
 
 def _console(stderr: bool = False):
@@ -79,9 +80,7 @@ def cli():
       python -m deployer jobs show batchjob-...
       python -m deployer teardown --yes
 
-    \b
-    Exit codes: 0 ok, 2 bad setting/spec, 3 datastore unreachable, 4 not found or
-    model fails verification, 5 quality gate, 6 smoke test, 7 scoring job failed.
+    {exit_codes}
     """
 
 
@@ -133,7 +132,7 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
     4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
        version (<deployment name>-v<version>);
     5. smoke-tests that deployment (not the default): the job must complete, score every
-       row and reach the quality gate; otherwise the default stays and the exit code is 6;
+       row and reach the quality gate; otherwise the default stays: {exit:SMOKE_TEST};
     6. makes it the default and deletes earlier deployments beyond --keep.
     A second run with the same model changes nothing.
 
@@ -230,8 +229,8 @@ def invoke(input_path, deployment, output_dir, no_wait, report, mini_batch_size,
 
     \b
     predictions.csv is Azure ML's format: no header, one line per input row,
-    `row,prediction,file_name`, rows of a file in input order. Exit code 7 if the job fails
-    (the failing files and why are in its logs/user/error.txt).
+    `row,prediction,file_name`, rows of a file in input order. If the job fails:
+    {exit:RUN_FAILED}; the failing files and why are in its logs/user/error.txt.
 
     \b
     The overrides (--mini-batch-size ... --experiment-name) are those of
@@ -523,7 +522,14 @@ def _cell(value) -> str:
 
 @cli.group(cls=ProjectGroup)
 def jobs():
-    """Inspect batch scoring jobs."""
+    """Inspect batch scoring jobs: show, cancel, download, list.
+
+    \b
+    Examples:
+      python -m deployer jobs list
+      python -m deployer jobs show batchjob-0b9c...
+      python -m deployer jobs download batchjob-0b9c... --output-dir results/
+    """
 
 
 @jobs.command("show")

@@ -1,15 +1,56 @@
 """What every CLI shares: ProjectError → one red line + exit code, and the --target option."""
 from __future__ import annotations
 
+import inspect
+import re
 import sys
 
 import click
 
-from workspace.errors import ProjectError
+from workspace.errors import EXIT_CODES_HELP, ExitCode, ProjectError, exit_help
+
+
+# Placeholders of help texts, filled from the exit-code table (workspace/errors.py) so no
+# help text writes a code by hand: `{exit:RUN_FAILED}` → "exit 7 (run or job failed, ...)",
+# `{exit_codes}` → the whole table on one line.
+_EXIT_PLACEHOLDER = re.compile(r"\{exit:([A-Z_]+)\}")
+HELP_OPTION_NAMES = ["-h", "--help"]
+
+
+def expand_help(text: str | None) -> str | None:
+    if not text:
+        return text
+    text = inspect.cleandoc(text).replace("{exit_codes}", EXIT_CODES_HELP)
+    return _EXIT_PLACEHOLDER.sub(lambda m: exit_help(ExitCode[m.group(1)]), text)
+
+
+def _expand_helps(command: click.Command) -> None:
+    command.help = expand_help(command.help)
+    for param in command.params:
+        if isinstance(param, click.Option):
+            param.help = expand_help(param.help)
+
+
+class ProjectCommand(click.Command):
+    """A command whose help texts (its own and its options') may name exit codes by
+    placeholder; -h works as --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", {}).setdefault("help_option_names", HELP_OPTION_NAMES)
+        super().__init__(*args, **kwargs)
+        _expand_helps(self)
 
 
 class ProjectGroup(click.Group):
-    """A click group that prints ProjectError as one actionable line and exits non-zero."""
+    """A click group that prints ProjectError as one actionable line and exits non-zero.
+    Its commands and subgroups are ProjectCommand and ProjectGroup."""
+
+    command_class = ProjectCommand
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", {}).setdefault("help_option_names", HELP_OPTION_NAMES)
+        super().__init__(*args, **kwargs)
+        _expand_helps(self)
 
     def invoke(self, ctx):
         try:
@@ -38,3 +79,6 @@ def checked(rule, *, also: tuple[str, ...] = ()):
         return rule.check(value, where)
 
     return callback
+
+
+ProjectGroup.group_class = ProjectGroup

@@ -21,8 +21,26 @@ class ExitCode(IntEnum):
     ACCESS_DENIED = 8  # no Azure sign-in, or the identity lacks a role
 
 
-EXIT_CODES_DOC = "\n".join(f"{code.value} {code.name.lower().replace('_', ' ')}"
-                           for code in ExitCode)
+# What each code means, in the words help texts use (`exit_help`, `EXIT_CODES_HELP`).
+EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.FAILED: "any other failure",
+    ExitCode.USAGE: "bad setting, spec, option or input",
+    ExitCode.UNREACHABLE: "service unreachable or failing",
+    ExitCode.NOT_FOUND: "not found, or fails its verification",
+    ExitCode.QUALITY_GATE: "below the quality gate",
+    ExitCode.SMOKE_TEST: "smoke test failed",
+    ExitCode.RUN_FAILED: "run or job failed, canceled or timed out",
+    ExitCode.ACCESS_DENIED: "no sign-in, or a role missing",
+}
+
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code.value}  {EXIT_CODE_MEANINGS[code]}"
+                                                  for code in ExitCode)
+
+
+def exit_help(code: ExitCode) -> str:
+    """How a help text names an exit code: `exit 7 (run or job failed, ...)`."""
+    return f"exit {code.value} ({EXIT_CODE_MEANINGS[code]})"
 
 
 class ProjectError(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import ProjectGroup, checked, target_option
+from workspace.cli_support import ProjectGroup, checked, name_argument, target_option
 from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
 from workspace.output import output_option, print_json
 from workspace.quality import MIN_TEST_ROWS
@@ -25,7 +25,9 @@ spec_dir_option = click.option(
     "(default: deployer/specs/).")
 
 
-job_name_argument = click.argument("name", callback=checked(JOB_NAME))
+# The job's name: an argument, or -n/--name as `az ml job show|download|cancel` take it
+# (https://learn.microsoft.com/cli/azure/ml/job: `--name -n`).
+job_name_argument = name_argument(JOB_NAME, "JOB_NAME")
 
 timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
@@ -199,7 +201,11 @@ def _print_deploy(result, settings) -> None:
 @click.option("--input", "input_path", required=True, metavar="PATH|azureml://...",
               help="A .csv/.parquet file, a folder of them (top-level files only), or a "
               "datastore path azureml://datastores/<ds>/paths/<file or folder>.")
-@click.option("--deployment", default=None, help="Deployment to use (default: the endpoint's default).")
+# --deployment-name/-d: `az ml batch-endpoint invoke`'s names for it ("Use the argument
+# --deployment-name or -d to indicate the name of the deployment",
+# https://learn.microsoft.com/azure/machine-learning/how-to-access-data-batch-endpoints-jobs).
+@click.option("--deployment", "--deployment-name", "-d", "deployment", default=None,
+              help="Deployment to use (default: the endpoint's default).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to download predictions.csv (default: outputs/<job name>/).")
 @click.option("--no-wait", is_flag=True, help="Start the job and return; follow it with "
@@ -572,7 +578,10 @@ def jobs_cancel(name, target, spec_dir):
 
 @jobs.command("download")
 @job_name_argument
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+# --download-path/-p: `az ml job download`'s name for it
+# (https://learn.microsoft.com/cli/azure/ml/job#az-ml-job-download).
+@click.option("--output-dir", "--download-path", "-p", "output_dir",
+              type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to put predictions.csv (default: outputs/<job name>/).")
 @target_option
 @spec_dir_option

@@ -69,3 +69,41 @@ def test_the_top_level_helps_list_every_exit_code():
         text = " ".join(_help(prog, ()).split())
         assert "Exit codes: " + " ".join(f"{c.value} {EXIT_CODE_MEANINGS[c]}"
                                          for c in ExitCode) in text, prog
+
+
+# ------------------------------------------------------------------ az ml's flag names
+
+@pytest.mark.parametrize("path, args, param, value", [
+    # `az ml batch-endpoint invoke --deployment-name/-d`
+    (("invoke",), ["--input", "x.csv", "--deployment-name", "iris-v2"], "deployment", "iris-v2"),
+    (("invoke",), ["--input", "x.csv", "-d", "iris-v2"], "deployment", "iris-v2"),
+    (("invoke",), ["--input", "x.csv", "--deployment", "iris-v2"], "deployment", "iris-v2"),
+    # `az ml job download --download-path/-p`
+    (("jobs", "download"), ["batchjob-1", "--download-path", "out"], "output_dir", "out"),
+    (("jobs", "download"), ["batchjob-1", "-p", "out"], "output_dir", "out"),
+    # `az ml job show|download|cancel --name/-n`
+    (("jobs", "show"), ["-n", "batchjob-1"], "name_option", "batchjob-1"),
+    (("jobs", "cancel"), ["--name", "batchjob-1"], "name_option", "batchjob-1"),
+    (("jobs", "download"), ["-n", "batchjob-1"], "name_option", "batchjob-1"),
+])
+def test_az_ml_flag_names_are_aliases(path, args, param, value):
+    command = _roots()["python -m deployer"]
+    for name in path:
+        command = command.commands[name]
+    ctx = command.make_context(" ".join(path), list(args))
+    assert str(ctx.params[param]) == value
+
+
+def test_a_job_named_with_minus_n_is_the_job_named_as_the_argument(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCAL_DIR", str(tmp_path))
+    monkeypatch.setenv("TARGET", "local")
+    run = CliRunner().invoke
+    deployer = _roots()["python -m deployer"]
+    by_argument = run(deployer, ["jobs", "show", "batchjob-nope"])
+    by_name = run(deployer, ["jobs", "show", "-n", "batchjob-nope"])
+    assert by_argument.exit_code == by_name.exit_code == ExitCode.NOT_FOUND, by_name.output
+    assert "Job 'batchjob-nope' does not exist" in by_name.output
+    both = run(deployer, ["jobs", "show", "batchjob-a", "--name", "batchjob-b"])
+    neither = run(deployer, ["jobs", "show"])
+    assert both.exit_code == neither.exit_code == ExitCode.USAGE
+    assert "differ" in both.output and "Missing JOB_NAME (or -n/--name JOB_NAME)" in neither.output

@@ -1,6 +1,7 @@
 """What every CLI shares: ProjectError → one red line + exit code, and the --target option."""
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import sys
@@ -79,6 +80,30 @@ def checked(rule, *, also: tuple[str, ...] = ()):
         return rule.check(value, where)
 
     return callback
+
+
+def name_argument(rule, what: str = "NAME"):
+    """A command's NAME, given as its argument or as `-n/--name NAME`, as `az ml` spells it
+    (`az ml job show|download|cancel --name`); both at once must agree. Checked with `rule`
+    (workspace/names.py); the command receives it as `name`."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def with_name(*args, name=None, name_option=None, **kwargs):
+            if name and name_option and name != name_option:
+                raise click.UsageError(f"{what} '{name}' and --name '{name_option}' differ; "
+                                       "give one.")
+            if not (name or name_option):
+                raise click.UsageError(f"Missing {what} (or -n/--name {what}).")
+            return command(*args, name=name or name_option, **kwargs)
+
+        with_name = click.option("--name", "-n", "name_option", metavar=what, default=None,
+                                 callback=checked(rule),
+                                 help=f"The {what} (as `az ml` takes it), instead of the argument.")(with_name)
+        return click.argument("name", required=False, metavar=f"[{what}]",
+                              callback=checked(rule))(with_name)
+
+    return decorate
 
 
 ProjectGroup.group_class = ProjectGroup

@@ -213,6 +213,49 @@ def logs(run_id, tail_lines, target, definitions_dir):
         click.echo(f"(not available: {missing})", err=True)
 
 
+@cli.group()
+def runs():
+    """Pipeline runs of the factory (local: of this machine's runner).
+
+    \b
+    Examples:
+      python -m adf runs list
+      python -m adf runs list --target azure --limit 50
+    """
+
+
+@runs.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="At most this many runs, newest first.")
+@target_option
+@definitions_option
+@output_option
+def runs_list(limit, target, definitions_dir, output_format):
+    """Recent runs of every pipeline (training and sweeps), newest first: run id, status,
+    start, duration, pipeline and the parameters it was given. Azure: Data Factory keeps
+    runs 45 days.
+
+    \b
+    Examples:
+      python -m adf runs list
+      python -m adf runs list -o json | jq -r '.runs[] | select(.status == "Failed") | .run_id'
+    """
+    from adf.definitions import NOT_CALLER_PARAMETERS
+
+    backend = make_backend(target, definitions_dir)
+    found = backend.list_runs(limit)
+    if output_format == "json":
+        return print_json("adf.runs", {"target": backend.target, "runs": found})
+    if not found:
+        click.echo(f"No pipeline runs ({backend.target}); start one with `python -m adf trigger`.")
+    for run in found:
+        seconds = "" if run.duration_ms is None else f"{run.duration_ms / 1000:.1f} s"
+        params = " ".join(f"{k}={v}" for k, v in sorted(run.parameters.items())
+                          if k not in NOT_CALLER_PARAMETERS)
+        click.echo(f"{run.run_id}  {run.status:<10}  {run.start:<27}  {seconds:>8}  "
+                   f"{run.pipeline}  {params}".rstrip())
+
+
 # ------------------------------------------------------------------ output
 
 

@@ -146,6 +146,25 @@ def test_a_missing_container_fails_the_run_on_its_first_attempt_with_its_exit_co
     assert "Storage container 'no-such-container' does not exist" in result.stdout
 
 
+def test_runs_list_lists_the_runs_of_this_machine_newest_first(settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
+    started = [run_id_of(adf(settings, "trigger", "--no-wait", "--param", f"epochs={epochs}",
+                             "--definitions", str(definitions)).stdout) for epochs in (3, 4)]
+    adf(settings, "status", started[-1], "--wait", "--definitions", str(definitions))
+
+    listed = adf(settings, "runs", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    shown = json.loads(listed.stdout)
+    assert (shown["kind"], shown["target"]) == ("adf.runs", "local")
+    assert [run["run_id"] for run in shown["runs"]] == started[::-1]
+    assert shown["runs"][0]["parameters"]["epochs"] == 4 and shown["runs"][0]["status"] == "Failed"
+    table = adf(settings, "runs", "list", "--limit", "1").stdout.splitlines()
+    assert len(table) == 1 and table[0].startswith(f"{started[1]}  Failed")
+    assert "train-iris" in table[0] and "epochs=4" in table[0] and "python=" not in table[0]
+    unknown = adf(settings, "status", str(uuid.uuid4()))
+    assert "python -m adf runs list" in unknown.stderr and "`ls`" not in unknown.stderr
+
+
 def test_no_wait_returns_and_status_follows_from_another_process(settings, datastore, tmp_path):
     definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
     started = adf(settings, "trigger", "--no-wait", "--param", "learningRate=0.05",

@@ -27,7 +27,7 @@ spec_dir_option = click.option(
 
 # The job's name: an argument, or -n/--name as `az ml job show|download|cancel` take it
 # (https://learn.microsoft.com/cli/azure/ml/job: `--name -n`).
-job_name_argument = name_argument(JOB_NAME, "JOB_NAME")
+job_name_argument = name_argument(JOB_NAME)
 
 timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,

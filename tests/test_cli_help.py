@@ -106,4 +106,4 @@ def test_a_job_named_with_minus_n_is_the_job_named_as_the_argument(tmp_path, mon
     both = run(deployer, ["jobs", "show", "batchjob-a", "--name", "batchjob-b"])
     neither = run(deployer, ["jobs", "show"])
     assert both.exit_code == neither.exit_code == ExitCode.USAGE
-    assert "differ" in both.output and "Missing JOB_NAME (or -n/--name JOB_NAME)" in neither.output
+    assert "differ" in both.output and "Missing NAME (or -n/--name NAME)" in neither.output

@@ -97,11 +97,10 @@ def name_argument(rule, what: str = "NAME"):
                 raise click.UsageError(f"Missing {what} (or -n/--name {what}).")
             return command(*args, name=name or name_option, **kwargs)
 
-        with_name = click.option("--name", "-n", "name_option", metavar=what, default=None,
-                                 callback=checked(rule),
-                                 help=f"The {what} (as `az ml` takes it), instead of the argument.")(with_name)
-        return click.argument("name", required=False, metavar=f"[{what}]",
-                              callback=checked(rule))(with_name)
+        with_name = click.option(
+            "--name", "-n", "name_option", metavar=what, default=None, callback=checked(rule),
+            help=f"The {what} (as `az ml` takes it), instead of the argument.")(with_name)
+        return click.argument("name", required=False, callback=checked(rule))(with_name)
 
     return decorate
 

@@ -355,3 +355,8 @@ def test_the_trainer_repeats_the_projects_exit_codes():
     assert (trainer.EXIT_BAD_INPUT, trainer.EXIT_STORAGE, trainer.EXIT_NOT_FOUND,
             trainer.EXIT_ACCESS_DENIED) == \
         (ExitCode.USAGE, ExitCode.UNREACHABLE, ExitCode.NOT_FOUND, ExitCode.ACCESS_DENIED)
+    # and its --help names exactly those
+    codes_text = " ".join(trainer.EPILOG.split("exit codes:")[1].split())
+    listed = re.findall(r"(?:^|,)\s*(\d+) ", codes_text)
+    assert sorted(map(int, listed)) == [0, ExitCode.USAGE, ExitCode.UNREACHABLE,
+                                        ExitCode.NOT_FOUND, ExitCode.ACCESS_DENIED], listed

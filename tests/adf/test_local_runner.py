@@ -203,8 +203,8 @@ def test_status_as_json_is_one_document_for_scripts_with_the_same_exit_code(
         "TrainIrisModel", "Failed", 2)
     again = adf(settings, "status", "--output", "json")  # the last run of this machine
     assert json.loads(again.stdout)["run"] == run
-    missing = adf(settings, "status", "no-such-run", "-o", "json")
-    assert missing.returncode == 4 and missing.stdout == ""
+    missing = adf(settings, "status", str(uuid.uuid4()), "-o", "json")  # well-formed, unknown
+    assert missing.returncode == ExitCode.NOT_FOUND and missing.stdout == ""
 
 
 def test_unknown_parameter_is_refused_before_anything_runs(settings, datastore):

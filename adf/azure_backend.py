@@ -13,6 +13,7 @@ extra keyword arguments (retry settings, a transport), so tests plug a fake in a
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +31,9 @@ from workspace.settings import Settings
 RETRY = {"retry_total": 4, "retry_backoff_factor": 1.0, "retry_backoff_max": 30}
 START_TASK_STDERR = "startup/stderr.txt"
 STDERR_TAIL_LINES = 15
+# Data Factory keeps pipeline runs 45 days ("Data Factory stores pipeline-run data for only
+# 45 days", https://learn.microsoft.com/azure/data-factory/monitor-data-factory).
+RUN_RETENTION_DAYS = 45
 REQUIRED_SETTINGS = ("subscription_id", "resource_group", "data_factory", "storage_blob_url",
                      "batch_account_url", "batch_pool_id")
 
@@ -159,7 +163,7 @@ class AzureBackend(Backend):
                 run = client.pipeline_runs.get(rg, factory, run_id)
             except ResourceNotFoundError:
                 raise RunNotFound(f"Factory '{factory}' has no pipeline run '{run_id}'.",
-                                  "Check the id (runs are kept 45 days).") from None
+                                  f"Check the id (runs are kept {RUN_RETENTION_DAYS} days).") from None
         started = run.run_start or datetime.now(timezone.utc)
         window = RunFilterParameters(last_updated_after=started - timedelta(hours=1),
                                      last_updated_before=datetime.now(timezone.utc) + timedelta(days=1))
@@ -172,11 +176,29 @@ class AzureBackend(Backend):
                     break
                 window.continuation_token = page.continuation_token
         activities.sort(key=lambda a: a.start or "")
-        return PipelineRun(run_id=run.run_id, pipeline=run.pipeline_name or "",
-                           status=run.status or "Unknown", message=run.message or "",
-                           start=_iso(run.run_start), end=_iso(run.run_end),
-                           duration_ms=run.duration_in_ms, parameters=dict(run.parameters or {}),
-                           activities=activities)
+        return replace(_run(run), activities=activities)
+
+    def list_runs(self, limit: int) -> list[PipelineRun]:
+        """Data Factory's pipeline_runs.query_by_factory (POST .../queryPipelineRuns) over the
+        45 days it keeps runs, newest first (orderBy RunStart DESC), page by page
+        (continuationToken) until `limit`."""
+        from azure.mgmt.datafactory.models import RunFilterParameters, RunQueryOrderBy
+
+        rg, factory = self._scope
+        now = datetime.now(timezone.utc)
+        query = RunFilterParameters(
+            last_updated_after=now - timedelta(days=RUN_RETENTION_DAYS),
+            last_updated_before=now + timedelta(days=1),
+            order_by=[RunQueryOrderBy(order_by="RunStart", order="DESC")])
+        runs: list[PipelineRun] = []
+        with self._errors("listing pipeline runs"):
+            while len(runs) < limit:
+                page = self.factory_client.pipeline_runs.query_by_factory(rg, factory, query)
+                runs += [_run(run) for run in page.value or []]
+                if not page.continuation_token:
+                    break
+                query.continuation_token = page.continuation_token
+        return runs[:limit]
 
     def cancel(self, run_id: str) -> PipelineRun:
         """pipeline_runs.cancel with isRecursive (also its child runs); ADF moves the run to
@@ -189,7 +211,7 @@ class AzureBackend(Backend):
                 self.factory_client.pipeline_runs.cancel(rg, factory, run_id, is_recursive=True)
             except ResourceNotFoundError:
                 raise RunNotFound(f"Factory '{factory}' has no pipeline run '{run_id}'.",
-                                  "Check the id (runs are kept 45 days).") from None
+                                  f"Check the id (runs are kept {RUN_RETENTION_DAYS} days).") from None
         return self.get_run(run_id)
 
     def task_slots(self) -> tuple[int | None, str]:
@@ -273,6 +295,14 @@ class AzureBackend(Backend):
             return []
         return [f"  start task stderr (last {len(tail_lines)} lines):",
                 *(f"    {line}" for line in tail_lines)]
+
+
+def _run(model) -> PipelineRun:
+    """A PipelineRun of the SDK's model, without its activity runs."""
+    return PipelineRun(run_id=model.run_id, pipeline=model.pipeline_name or "",
+                       status=model.status or "Unknown", message=model.message or "",
+                       start=_iso(model.run_start), end=_iso(model.run_end),
+                       duration_ms=model.duration_in_ms, parameters=dict(model.parameters or {}))
 
 
 def _activity(model) -> ActivityRun:

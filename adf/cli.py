@@ -33,11 +33,13 @@ def cli():
     \b
     Examples:
       python -m adf trigger                          # stage, run, follow, show the result
-      python -m adf trigger --param epochs=20 --param learningRate=0.05
+      python -m adf trigger --param epochs=20 --param lr=0.05
       python -m adf trigger --no-wait                # start and return; follow with `status`
       python -m adf status                           # the last run started from this machine
       python -m adf logs RUN_ID                      # the task's full stdout and stderr
       python -m adf cancel RUN_ID                    # stop the run and its task
+
+    {exit_codes}
     """
 
 
@@ -73,7 +75,8 @@ def _stage(backend) -> None:
 
 @cli.command()
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="A pipeline parameter (repeatable): epochs, learningRate, containerPath, ...")
+              help="A pipeline parameter (repeatable): epochs, lr, containerPath "
+              "(learningRate: the former name of lr).")
 @click.option("--no-stage", is_flag=True, help="Do not upload the trainer and data first.")
 @click.option("--no-wait", is_flag=True, help="Start the run and return its id.")
 @click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
@@ -84,12 +87,13 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
     """"Trigger now": stage, start a run of the pipeline, follow it to the end, then show
     the run id, the activity's customOutput and the tail of the task's stdout/stderr.
 
-    Exits 0 only if the run Succeeded; on failure the task's stderr is shown.
+    Ends with {exit:OK} only if the run Succeeded; otherwise with {exit:RUN_FAILED},
+    showing the task's stderr.
 
     \b
     Examples:
       python -m adf trigger
-      python -m adf trigger --param epochs=100 --param learningRate=0.05
+      python -m adf trigger --param epochs=100 --param lr=0.05
       python -m adf trigger --target azure --no-stage --no-wait
     """
     from adf.definitions import coerce_parameters, effective_parameters, parse_param_options
@@ -97,7 +101,8 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
 
     backend = make_backend(target, definitions_dir)
     definitions = backend.definitions()
-    typed = coerce_parameters(definitions, parse_param_options(params))
+    typed = coerce_parameters(definitions, parse_param_options(params),
+                              note=lambda text: click.echo(text, err=True))
     check_parameters(definitions, effective_parameters(definitions, typed), names=list(typed))
     backend.prepare(lambda line: click.echo(line))
     if not no_stage:
@@ -120,7 +125,9 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
 @definitions_option
 @output_option
 def status(run_id, wait, target, definitions_dir, output_format):
-    """Show a run: status, activity attempts, customOutput or error (exit 1 if Failed).
+    """Show a run: status, activity attempts, customOutput or error.
+
+    Ends with {exit:RUN_FAILED} if the run Failed or was Cancelled.
 
     Without RUN_ID: the last run started from this machine.
 
@@ -148,7 +155,7 @@ def status(run_id, wait, target, definitions_dir, output_format):
 @target_option
 @definitions_option
 def cancel(run_id, target, definitions_dir):
-    """Cancel a run: its task is stopped and the run ends Cancelled (exit 0 once it is).
+    """Cancel a run: its task is stopped and the run ends Cancelled; {exit:OK} once it is.
 
     Without RUN_ID: the last run started from this machine. Local: the runner stops the
     task (SIGTERM, then SIGKILL after a grace period). Azure: Data Factory's cancel, with
@@ -204,6 +211,49 @@ def logs(run_id, tail_lines, target, definitions_dir):
         click.echo(tail(getattr(task_logs, stream), tail_lines))
     for missing in task_logs.missing:
         click.echo(f"(not available: {missing})", err=True)
+
+
+@cli.group()
+def runs():
+    """Pipeline runs of the factory (local: of this machine's runner).
+
+    \b
+    Examples:
+      python -m adf runs list
+      python -m adf runs list --target azure --limit 50
+    """
+
+
+@runs.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="At most this many runs, newest first.")
+@target_option
+@definitions_option
+@output_option
+def runs_list(limit, target, definitions_dir, output_format):
+    """Recent runs of every pipeline (training and sweeps), newest first: run id, status,
+    start, duration, pipeline and the parameters it was given. Azure: Data Factory keeps
+    runs 45 days.
+
+    \b
+    Examples:
+      python -m adf runs list
+      python -m adf runs list -o json | jq -r '.runs[] | select(.status == "Failed") | .run_id'
+    """
+    from adf.definitions import NOT_CALLER_PARAMETERS
+
+    backend = make_backend(target, definitions_dir)
+    found = backend.list_runs(limit)
+    if output_format == "json":
+        return print_json("adf.runs", {"target": backend.target, "runs": found})
+    if not found:
+        click.echo(f"No pipeline runs ({backend.target}); start one with `python -m adf trigger`.")
+    for run in found:
+        seconds = "" if run.duration_ms is None else f"{run.duration_ms / 1000:.1f} s"
+        params = " ".join(f"{k}={v}" for k, v in sorted(run.parameters.items())
+                          if k not in NOT_CALLER_PARAMETERS)
+        click.echo(f"{run.run_id}  {run.status:<10}  {run.start:<27}  {seconds:>8}  "
+                   f"{run.pipeline}  {params}".rstrip())
 
 
 # ------------------------------------------------------------------ output
@@ -269,7 +319,7 @@ def _summarize(backend, run, *, show_logs: bool) -> None:
 
 
 def _check_ended_well(run) -> None:
-    """A run that failed or was cancelled is an error (exit 1)."""
+    """A run that failed or was cancelled is an error (RunFailed, its exit code)."""
     from adf.runs import RunFailed
 
     if run.status in ("Failed", "Cancelled"):

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from workspace.errors import ConfigError
 from workspace.names import CONTAINER_PATH
@@ -222,7 +222,7 @@ def parse_param_options(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"--param '{pair}' is not name=value.",
-                              "Example: --param epochs=20 --param learningRate=0.05")
+                              "Example: --param epochs=20 --param lr=0.05")
         parsed[name.strip()] = value
     return parsed
 
@@ -240,6 +240,9 @@ NOT_CALLER_PARAMETERS = {
     "workers": "set by `python -m adf sweep start` from --workers",
     "queueAccountUrl": "set by `python -m adf sweep start` (the account's queue service)",
 }
+# Former names of run parameters, still accepted by --param: each → the name it now has.
+# `lr` is the trainer's option (--lr), the sweep grid's column and the MLflow param.
+PARAMETER_ALIASES = {"learningRate": "lr"}
 # Parameters whose value names blobs: the name rule (workspace/names.py) the value follows.
 NAMED_PARAMETERS = {"containerPath": CONTAINER_PATH}
 
@@ -249,15 +252,17 @@ def caller_parameters(definitions: Definitions) -> list[str]:
     return [n for n in definitions.parameters if n not in NOT_CALLER_PARAMETERS]
 
 
-def coerce_parameters(definitions: Definitions, given: dict[str, str]) -> dict[str, Any]:
+def coerce_parameters(definitions: Definitions, given: dict[str, str],
+                      note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Given values typed as the pipeline declares them (only the given ones); a parameter
     that is not the caller's, or a blob path that breaks the Storage naming rules, is
-    refused before anything runs."""
+    refused before anything runs. A former name (PARAMETER_ALIASES) stands for its new one,
+    with one `note` per name used."""
     declared = definitions.parameters
     where = definitions.pipeline.display_path
     accepted = ", ".join(caller_parameters(definitions))
     typed: dict[str, Any] = {}
-    for name, text in given.items():
+    for name, text in _resolve_aliases(declared, given, note).items():
         if name in declared and name in NOT_CALLER_PARAMETERS:
             raise ConfigError(f"--param {name}: '{name}' is not a run's parameter; it is "
                               f"{NOT_CALLER_PARAMETERS[name]}.",
@@ -270,6 +275,23 @@ def coerce_parameters(definitions: Definitions, given: dict[str, str]) -> dict[s
         if name in NAMED_PARAMETERS:
             NAMED_PARAMETERS[name].check(text, f"--param {name}")
     return typed
+
+
+def _resolve_aliases(declared: dict, given: dict[str, str],
+                     note: Callable[[str], None] | None) -> dict[str, str]:
+    resolved: dict[str, str] = {}
+    for name, text in given.items():
+        new = PARAMETER_ALIASES.get(name)
+        if new in declared and name not in declared:
+            if new in given:
+                raise ConfigError(f"--param {name} and --param {new} are the same parameter.",
+                                  f"Pass only --param {new}.")
+            if note is not None:
+                note(f"note: --param {name} is now --param {new}, the trainer's and the sweep "
+                     f"grid's name; {name} is still accepted.")
+            name = new
+        resolved[name] = text
+    return resolved
 
 
 def effective_parameters(definitions: Definitions, typed: dict[str, Any]) -> dict[str, Any]:

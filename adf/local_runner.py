@@ -243,12 +243,25 @@ class LocalBackend(Backend):
             data = json.loads((run_dir / RUN_FILE).read_text())
         except FileNotFoundError:
             raise RunNotFound(f"No local run '{run_id}' (looked in {self.runs_dir}).",
-                              "List runs with `ls` there, or start one with "
-                              "`python -m adf trigger`.") from None
+                              "List runs with `python -m adf runs list`, or start one "
+                              "with `python -m adf trigger`.") from None
         run = _run_from_dict(data)
         if not run.is_terminal and not self._worker_alive(run_id, run_dir):
             self._bury(run, run_dir)
         return run
+
+    def list_runs(self, limit: int) -> list[PipelineRun]:
+        """Every run under runs_dir, newest first; a run whose runner died is recorded as
+        Failed on the way (as `get_run` does)."""
+        found = []
+        for run_file in self.runs_dir.glob(f"*/{RUN_FILE}") if self.runs_dir.is_dir() else ():
+            try:
+                found.append(_run_from_dict(json.loads(run_file.read_text())))
+            except (OSError, ValueError, TypeError):
+                continue  # a run being created, or not a run folder
+        found.sort(key=lambda run: run.start, reverse=True)
+        return [self.get_run(run.run_id) if not run.is_terminal else run
+                for run in found[:limit]]
 
     def _bury(self, run: PipelineRun, run_dir: Path) -> None:
         """The runner died without recording an end: stop what is left of its task, clean the

@@ -2,7 +2,7 @@
 target.
 
 The activity's command passes parameters to options of a script of trainer/: main.py
-(`--lr "@{pipeline().parameters.learningRate}"`) or, for a sweep, node_runner.py
+(`--lr "@{pipeline().parameters.lr}"`) or, for a sweep, node_runner.py
 (`--visibility-timeout "@{pipeline().parameters.visibilityTimeoutSeconds}"`). A value is
 checked with that script's own type for that option: its argparse parser is the one table
 of its options, so this check and the script never disagree. And no value may change how

@@ -120,6 +120,11 @@ class Backend(ABC):
         """The run and its activity runs (RunNotFound if unknown)."""
 
     @abstractmethod
+    def list_runs(self, limit: int) -> list[PipelineRun]:
+        """The most recent runs of every pipeline, newest first, at most `limit` (their
+        activity runs are not read: `get_run` has them)."""
+
+    @abstractmethod
     def cancel(self, run_id: str) -> PipelineRun:
         """Stop the run and its task; returns the run as it stands after the request."""
 

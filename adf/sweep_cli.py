@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from workspace.cli_support import checked, target_option
+from workspace.cli_support import ProjectGroup, checked, target_option
 from workspace.names import SWEEP_ID
 from workspace.output import output_option, print_json
 
@@ -31,7 +31,7 @@ definitions_option = click.option(
     default=None, help="Directory holding sweep-pipeline.json and linkedServices/ (default: adf/).")
 
 
-@click.group()
+@click.group(cls=ProjectGroup)
 def sweep():
     """Hyperparameter sweeps: one queue message per grid line, runners on the pool.
 
@@ -67,8 +67,14 @@ def start(grid, workers, params, no_wait, poll_seconds, target, definitions_dir)
     """Validate the grid, queue its lines, start the runners and follow them to the end.
 
     Returns once every line is accounted for (done or failed); the runners stop then too.
-    Exits 0 only if every line succeeded; otherwise lists the failed lines and why.
-    Ctrl-C or SIGTERM while the lines are being queued cancels the sweep.
+    Ends with {exit:OK} only if every line succeeded; otherwise lists the failed lines
+    and why, with {exit:RUN_FAILED}. Ctrl-C or SIGTERM while the lines are being queued
+    cancels the sweep.
+
+    \b
+    Examples:
+      python -m adf sweep start --grid data/sweep.csv --workers 2
+      python -m adf sweep start --grid data/sweep.csv --param maxAttempts=2 --no-wait
     """
     from adf.definitions import parse_param_options
     from adf.sweep import TERMINAL, check_complete
@@ -104,8 +110,8 @@ def status(sweep_id, target, definitions_dir, output_format):
       python -m adf sweep status sw-20250101-120000-ab12
       python -m adf sweep status -o json | jq '.leaderboard[0]'
 
-    Exits non-zero when the sweep can account for no more lines (its run ended, or it was
-    canceled or stranded) and some are not accounted for.
+    Ends with {exit:RUN_FAILED} when the sweep can account for no more lines (its run
+    ended, or it was canceled or stranded) and some are not accounted for.
     """
     from adf.sweep import check_status
 

@@ -9,7 +9,7 @@ targetScope = 'subscription'
 param location string = deployment().location
 
 // bicep/azure.sh refuses any other prefix before deploying: Bicep has no pattern check, and
-// the Data Factory and Key Vault name rules (tests/test_bicep_schema.py) need it.
+// the Data Factory and Key Vault name rules (tests/bicep/test_templates.py) need it.
 @description('Short name prefix (3-10 lowercase letters or digits, starting with a letter); resource names add a suffix unique to the subscription, prefix and region.')
 @minLength(3)
 @maxLength(10)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from deployer.azureml_rules import HISTORY_TAGS_MAX
-from workspace.cli_support import ProjectGroup, checked, target_option
+from workspace.cli_support import ProjectGroup, checked, name_argument, target_option
 from workspace.names import DEPLOYMENT_NAME, JOB_NAME, SWEEP_ID
 from workspace.output import output_option, print_json
 from workspace.quality import MIN_TEST_ROWS
@@ -26,13 +26,16 @@ spec_dir_option = click.option(
     "(default: deployer/specs/).")
 
 
-job_name_argument = click.argument("name", callback=checked(JOB_NAME))
+# The job's name: an argument, or -n/--name as `az ml job show|download|cancel` take it
+# (https://learn.microsoft.com/cli/azure/ml/job: `--name -n`).
+job_name_argument = name_argument(JOB_NAME)
 
 timeout_option = click.option(
     "--timeout", "timeout_minutes", type=click.FloatRange(min=0, min_open=True), default=60,
     show_default=True, metavar="MINUTES",
     help="How long to wait for a scoring job or an Azure operation; then stop waiting (the "
-    "work goes on, locally in the job's runner) and say what it was waiting on (exit 7).")
+    "work goes on, locally in the job's runner) and say what it was waiting on: "
+    "{exit:RUN_FAILED}.")
 
 
 report_option = click.option(
@@ -93,10 +96,7 @@ def cli():
       python -m deployer jobs download batchjob-... --report
       python -m deployer teardown --yes
 
-    \b
-    Exit codes: 0 ok, 2 bad setting/spec, 3 datastore unreachable, 4 not found or
-    model fails verification, 5 quality gate, 6 smoke test, 7 scoring job failed,
-    9 job not ended yet (download of a running job).
+    {exit_codes}
     """
 
 
@@ -151,7 +151,7 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
     4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
        version (<deployment name>-v<version>);
     5. smoke-tests that deployment (not the default): the job must complete, score every
-       row and reach the quality gate; otherwise the default stays and the exit code is 6;
+       row and reach the quality gate; otherwise the default stays: {exit:SMOKE_TEST};
     6. makes it the default, recording the one it replaces in the endpoint's history of
        defaults, and deletes the deployments beyond the --keep most recent previous
        defaults.
@@ -225,7 +225,11 @@ def _print_deploy(result, settings) -> None:
 @click.option("--input", "input_path", required=True, metavar="PATH|azureml://...",
               help="A .csv/.parquet file, a folder of them (top-level files only), or a "
               "datastore path azureml://datastores/<ds>/paths/<file or folder>.")
-@click.option("--deployment", default=None, help="Deployment to use (default: the endpoint's default).")
+# --deployment-name/-d: `az ml batch-endpoint invoke`'s names for it ("Use the argument
+# --deployment-name or -d to indicate the name of the deployment",
+# https://learn.microsoft.com/azure/machine-learning/how-to-access-data-batch-endpoints-jobs).
+@click.option("--deployment", "--deployment-name", "-d", "deployment", default=None,
+              help="Deployment to use (default: the endpoint's default).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to download predictions.csv (default: outputs/<job name>/).")
 @click.option("--no-wait", is_flag=True, help="Start the job and return; follow it with "
@@ -255,9 +259,9 @@ def invoke(input_path, deployment, output_dir, no_wait, report, label_column, mi
 
     \b
     predictions.csv is Azure ML's format: no header, one line per input row,
-    `row,prediction,file_name`, rows of a file in input order. Exit code 7 if the job fails
-    (the failing files and why are in its logs/user/error.txt; --report writes them to
-    report.html in the output folder too).
+    `row,prediction,file_name`, rows of a file in input order. If the job fails:
+    {exit:RUN_FAILED}; the failing files and why are in its logs/user/error.txt (--report
+    writes them to report.html in the output folder too).
 
     \b
     The overrides (--mini-batch-size ... --experiment-name) are those of
@@ -572,7 +576,14 @@ def _cell(value) -> str:
 
 @cli.group(cls=ProjectGroup)
 def jobs():
-    """Inspect batch scoring jobs."""
+    """Inspect batch scoring jobs: show, cancel, download, list.
+
+    \b
+    Examples:
+      python -m deployer jobs list
+      python -m deployer jobs show batchjob-0b9c...
+      python -m deployer jobs download batchjob-0b9c... --output-dir results/
+    """
 
 
 @jobs.command("show")
@@ -626,7 +637,10 @@ def jobs_cancel(name, target, spec_dir):
 
 @jobs.command("download")
 @job_name_argument
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+# --download-path/-p: `az ml job download`'s name for it
+# (https://learn.microsoft.com/cli/azure/ml/job#az-ml-job-download).
+@click.option("--output-dir", "--download-path", "-p", "output_dir",
+              type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to put predictions.csv (default: outputs/<job name>/).")
 @report_option
 @label_column_option

@@ -137,7 +137,7 @@ def test_trigger_refuses_a_blob_path_outside_the_rules_and_the_runners_interpret
     result = cli("adf", tmp_path / "local", "trigger", "--no-stage", "--param", param)
     assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
     assert result.stderr.startswith(message), result.stderr
-    assert "epochs, learningRate, containerPath" in result.stderr or "Storage" in result.stderr
+    assert "epochs, lr, containerPath" in result.stderr or "Storage" in result.stderr
     assert not (tmp_path / "local" / "adf" / "runs").exists()
 
 

@@ -35,6 +35,7 @@ SKOPS_TRUSTED_TYPES = ["sklearn.neural_network._stochastic_optimizers.SGDOptimiz
 # alone onto the node and imports no project package.
 EXIT_BAD_INPUT = 2
 EXIT_STORAGE = 3
+EXIT_NOT_FOUND = 4
 EXIT_ACCESS_DENIED = 8
 
 EPILOG = """\
@@ -52,7 +53,8 @@ examples:
 The model is published as <prefix>/<experiment_id>/<run_id>/artifacts/model/ (MLflow's
 layout) with <prefix>/<experiment_id>/<run_id>/manifest.json written last; outputs.json in
 the working directory becomes the ADF activity's customOutput.
-exit codes: 0 success, 2 bad input or arguments, 3 storage unreachable or failing,
+exit codes: 0 success, 2 bad input or arguments, 3 storage unreachable or failing (after
+  --storage-retries retries of transient errors), 4 the storage container does not exist,
   8 access denied (identity without a token or without a role on the storage account).
 """
 
@@ -430,7 +432,7 @@ def connect_container(args):
                            EXIT_STORAGE)
     if not exists:
         raise TrainerError(f"Storage container '{container}' does not exist at {where}; create "
-                           "it or pass the right --containerName.", EXIT_STORAGE)
+                           "it or pass the right --containerName.", EXIT_NOT_FOUND)
     return client
 
 

@@ -6,17 +6,32 @@ from __future__ import annotations
 import click
 
 from workspace.cli_support import ProjectGroup
+from workspace.errors import ExitCode
 from workspace.settings import Settings
 
 
 @click.group(cls=ProjectGroup)
 def cli():
-    """Local services of the embedded default target (Azurite on 127.0.0.1)."""
+    """Local services of the embedded default target (Azurite on 127.0.0.1).
+
+    \b
+    Examples:
+      python -m workspace up        # what `make local-up` runs
+      python -m workspace status    # does the local datastore answer? (`make local-status`)
+      python -m workspace down      # what `make local-down` runs
+
+    {exit_codes}
+    """
 
 
 @cli.command()
 def up():
-    """Start Azurite in the background (idempotent) and create the datastore container."""
+    """Start Azurite in the background (idempotent) and create the datastore container.
+
+    \b
+    Example:
+      python -m workspace up
+    """
     from workspace import azurite
     from workspace.datastore import Datastore
 
@@ -42,7 +57,12 @@ def _queue_up(settings) -> None:
 
 @cli.command()
 def down():
-    """Stop the background Azurite (its data stays under .local/)."""
+    """Stop the background Azurite (its data stays under .local/).
+
+    \b
+    Example:
+      python -m workspace down
+    """
     from workspace import azurite
 
     settings = Settings.load().with_target("local")
@@ -59,7 +79,14 @@ def down():
 
 @cli.command()
 def status():
-    """Say whether the local datastore answers; exit 1 if not."""
+    """Say whether the local datastore answers.
+
+    Ends with {exit:UNREACHABLE} if it does not.
+
+    \b
+    Example:
+      python -m workspace status || make local-up
+    """
     from workspace import azurite
 
     settings = Settings.load().with_target("local")
@@ -70,4 +97,4 @@ def status():
     else:
         click.echo(f"Azurite is not running on {settings.azurite_blob_endpoint}; "
                    "start it with `make local-up`.")
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.UNREACHABLE)

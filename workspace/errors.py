@@ -22,8 +22,27 @@ class ExitCode(IntEnum):
     NOT_ENDED = 9  # a scoring job has not ended yet, so it has no output to give: wait for it
 
 
-EXIT_CODES_DOC = "\n".join(f"{code.value} {code.name.lower().replace('_', ' ')}"
-                           for code in ExitCode)
+# What each code means, in the words help texts use (`exit_help`, `EXIT_CODES_HELP`).
+EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "ok",
+    ExitCode.FAILED: "any other failure",
+    ExitCode.USAGE: "bad setting, spec, option or input",
+    ExitCode.UNREACHABLE: "service unreachable or failing",
+    ExitCode.NOT_FOUND: "not found, or fails its verification",
+    ExitCode.QUALITY_GATE: "below the quality gate, or lower than the serving model",
+    ExitCode.SMOKE_TEST: "smoke test failed",
+    ExitCode.RUN_FAILED: "run or job failed, canceled or timed out",
+    ExitCode.ACCESS_DENIED: "no sign-in, or a role missing",
+    ExitCode.NOT_ENDED: "the job has not ended yet: wait for it (jobs show --wait)",
+}
+
+EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code.value}  {EXIT_CODE_MEANINGS[code]}"
+                                                  for code in ExitCode)
+
+
+def exit_help(code: ExitCode) -> str:
+    """How a help text names an exit code: `exit 7 (run or job failed, ...)`."""
+    return f"exit {code.value} ({EXIT_CODE_MEANINGS[code]})"
 
 
 class ProjectError(Exception):

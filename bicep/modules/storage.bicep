@@ -33,7 +33,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_206: LRS is enough for a training datastore that can be rebuilt from the repo; geo-replication doubles the cost.
   // checkov:skip=CKV_AZURE_59: Public network access is required by ADF's Azure IR and the Batch nodes in the default mode; privateNetworking=true denies it except the allowed IP, trusted services and the factory.
   // checkov:skip=CKV_AZURE_35: The default mode allows public networks (HTTPS and TLS 1.2 only, no anonymous blob access); privateNetworking=true sets the default action to Deny.
-  // checkov:skip=CKV_AZURE_43: The name is a parameter checkov cannot resolve; main.bicep builds it from lowercase letters and digits, at most 24 characters (tests/test_bicep.py checks it).
+  // checkov:skip=CKV_AZURE_43: The name is a parameter checkov cannot resolve; main.bicep builds it from lowercase letters and digits, at most 24 characters (tests/bicep/test_templates.py checks it).
   name: storageAccountName
   location: location
   tags: tags

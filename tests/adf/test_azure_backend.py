@@ -210,6 +210,37 @@ def test_unknown_run_id(invoke):
     assert "Factory 'adf-iris' has no pipeline run '00000000-0000-0000-0000-00000000dead'" in result.output
 
 
+def test_runs_list_queries_the_factory_newest_first_page_by_page(invoke, fake):
+    from tests.support.fake_datafactory import FakeRun
+
+    for index, status in enumerate(["Succeeded", "Failed", "InProgress"]):
+        run = FakeRun(f"0000000{index}-0000-0000-0000-000000000000", "train-iris",
+                      {"epochs": 10 + index}, RunPlan(statuses=[status]),
+                      start=f"2026-01-0{index + 1}T10:00:00.000000Z")
+        fake.runs[run.run_id] = run
+    fake.runs_page_size = 2
+
+    result = invoke("runs", "list", "-o", "json")
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert (shown["kind"], shown["target"]) == ("adf.runs", "azure")
+    assert [(r["run_id"][:8], r["status"], r["parameters"]) for r in shown["runs"]] == [
+        ("00000002", "InProgress", {"epochs": "12"}), ("00000001", "Failed", {"epochs": "11"}),
+        ("00000000", "Succeeded", {"epochs": "10"})]
+    queries = fake.find("POST", r"/factories/adf-iris/queryPipelineRuns$")
+    assert len(queries) == 2 and queries[1].body["continuationToken"] == "2"  # two pages
+    body = queries[0].body
+    assert body["orderBy"] == [{"orderBy": "RunStart", "order": "DESC"}]
+    assert body["lastUpdatedAfter"] < body["lastUpdatedBefore"]
+    assert all(q.api_version == FACTORY_API for q in queries)
+
+    one = invoke("runs", "list", "--limit", "1")
+    assert one.exit_code == 0 and one.output.startswith("00000002-0000-0000-0000-000000000000  "
+                                                        "InProgress")
+    assert len(fake.find("POST", r"/queryPipelineRuns$")) == 3  # a page was enough
+
+
 def test_missing_azure_settings_are_named(azure_settings):
     with pytest.raises(ConfigError, match=r"ADF_FACTORY, BATCH_ACCOUNT_URL"):
         AzureBackend(replace(azure_settings, data_factory="", batch_account_url=""))
@@ -264,9 +295,9 @@ def test_cancel_calls_data_factory_cancel_recursively_and_follows_to_cancelled(i
 
 
 def test_bad_parameter_is_refused_before_anything_is_published(invoke, fake):
-    result = invoke("trigger", "--no-stage", "--param", "learningRate=0.1 --evil")
+    result = invoke("trigger", "--no-stage", "--param", "lr=0.1 --evil")
     assert result.exit_code == 2
-    assert "--param learningRate=0.1 --evil: passed to the trainer as --lr" in result.output
+    assert "--param lr=0.1 --evil: passed to the trainer as --lr" in result.output
     assert fake.requests == []
 
 

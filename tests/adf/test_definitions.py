@@ -92,7 +92,7 @@ def test_pipeline_deserializes_with_the_data_factory_models(raw):
     assert _unknown_keys(activity, activity_body, "activity") == []
     assert activity.type_properties.command["type"] == "Expression"
     assert activity.type_properties.folder_path == "__DATASTORE_CONTAINER__/__STAGING_PREFIX__"
-    assert activity.policy.retry == 1 and parse_timespan(activity.policy.timeout, "t") == 3600
+    assert activity.policy.retry == 0 and parse_timespan(activity.policy.timeout, "t") == 3600
 
 
 def test_sdk_models_would_lose_the_custom_type_so_dicts_are_sent(raw):
@@ -225,7 +225,7 @@ def test_azure_command_parses_with_the_trainers_parser(raw, azure_settings):
 def test_local_command_uses_this_interpreter_and_no_storage_url(raw, tmp_path):
     settings = Settings.load(env_file=tmp_path / "no.env", environ={})
     definitions = filled(raw, settings, pipeline_only=True, allow_empty=LOCAL_ONLY_EMPTY)
-    typed = coerce_parameters(definitions, parse_param_options(["epochs=7", "learningRate=0.05"]))
+    typed = coerce_parameters(definitions, parse_param_options(["epochs=7", "lr=0.05"]))
     argv = _command(definitions, {**LOCAL_PARAMETERS, **typed}, settings)
     assert argv[0] == LOCAL_PARAMETERS["python"]
     args = _trainer_parser().parse_args(argv[2:])
@@ -248,7 +248,7 @@ def test_activity_json_carries_the_run_id_and_evaluated_properties(raw, azure_se
     assert plan.activity["type"] == "Custom"
     assert plan.activity["typeProperties"]["extendedProperties"] == {"runId": "run-42"}
     assert plan.activity["typeProperties"]["command"] == plan.command
-    assert (plan.timeout_seconds, plan.retry, plan.retry_interval_seconds) == (3600, 1, 60)
+    assert (plan.timeout_seconds, plan.retry, plan.retry_interval_seconds) == (3600, 0, 30)
 
 
 # ------------------------------------------------------------------ no secrets
@@ -288,11 +288,11 @@ def test_no_secret_in_the_evaluated_local_command(raw, tmp_path):
 
 @pytest.mark.parametrize("pair, message", [
     ("epochs=x", r"'epochs' is an Int parameter; pass a whole number"),
-    ("nope=1", r"has no parameter 'nope' \(adf/pipeline.json accepts: epochs, learningRate, "
+    ("nope=1", r"has no parameter 'nope' \(adf/pipeline.json accepts: epochs, lr, "
                r"containerPath\)"),
     # the runner's interpreter and the deployment's account are not a run's to choose
     ("python=/bin/sh", r"--param python: 'python' is not a run's parameter; it is the runner's "
-                       r"interpreter .* Parameters you can pass: epochs, learningRate, "
+                       r"interpreter .* Parameters you can pass: epochs, lr, "
                        r"containerPath\.$"),
     ("storageAccountUrl=https://elsewhere", r"'storageAccountUrl' is not a run's parameter"),
     ("datastoreName=x", r"'datastoreName' is not a run's parameter"),
@@ -309,9 +309,31 @@ def test_bad_parameters_are_one_clear_error(raw, pair, message):
 
 
 def test_parameters_are_typed_as_declared(raw):
-    typed = coerce_parameters(raw, parse_param_options(["epochs=12", "learningRate=0.2",
+    typed = coerce_parameters(raw, parse_param_options(["epochs=12", "lr=0.2",
                                                         "containerPath=cont/p=q"]))
-    assert typed == {"epochs": 12, "learningRate": "0.2", "containerPath": "cont/p=q"}
+    assert typed == {"epochs": 12, "lr": "0.2", "containerPath": "cont/p=q"}
+
+
+def test_a_trainer_option_has_one_name_in_the_pipeline_the_grid_and_the_trainer(raw):
+    """A pipeline parameter that feeds a trainer option a sweep's grid also sets is named as
+    the grid's column (the trainer's option without its dashes, the MLflow param)."""
+    from adf.parameters import command_template, trainer_options
+    from adf.sweep_grid import COLUMNS
+
+    fed = trainer_options(command_template(raw))
+    shared = {name: option for name, option in fed.items() if option in COLUMNS.values()}
+    assert shared and all(option == COLUMNS.get(name) for name, option in shared.items()), shared
+
+
+def test_the_former_name_of_a_parameter_is_an_alias_with_one_note(raw):
+    notes: list[str] = []
+    typed = coerce_parameters(raw, parse_param_options(["learningRate=0.2", "epochs=3"]),
+                              note=notes.append)
+    assert typed == {"lr": "0.2", "epochs": 3}
+    assert notes == ["note: --param learningRate is now --param lr, the trainer's and the "
+                     "sweep grid's name; learningRate is still accepted."]
+    with pytest.raises(ConfigError, match="--param learningRate and --param lr are the same"):
+        coerce_parameters(raw, parse_param_options(["learningRate=0.2", "lr=0.3"]))
 
 
 def test_timespans():

@@ -132,11 +132,46 @@ def test_failing_task_fails_the_run_and_shows_stderr(settings, datastore, tmp_pa
         find_published_run(datastore, settings.model_prefix)
 
 
+def test_a_missing_container_fails_the_run_on_its_first_attempt_with_its_exit_code(
+        settings, datastore):
+    """A failure that cannot succeed is not retried: the pipeline as committed (no copy)
+    runs one attempt, and the trainer's exit code says what is missing."""
+    result = adf(settings, "trigger", "--param", "containerPath=no-such-container/models")
+    assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
+    run_id = run_id_of(result.stdout)
+    shown = json.loads(adf(settings, "status", run_id, "-o", "json").stdout)
+    attempts = shown["run"]["activities"]
+    assert [(a["status"], a["output"]["exitcode"]) for a in attempts] == \
+        [("Failed", ExitCode.NOT_FOUND)], attempts
+    assert "Storage container 'no-such-container' does not exist" in result.stdout
+
+
+def test_runs_list_lists_the_runs_of_this_machine_newest_first(settings, datastore, tmp_path):
+    definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
+    started = [run_id_of(adf(settings, "trigger", "--no-wait", "--param", f"epochs={epochs}",
+                             "--definitions", str(definitions)).stdout) for epochs in (3, 4)]
+    adf(settings, "status", started[-1], "--wait", "--definitions", str(definitions))
+
+    listed = adf(settings, "runs", "list", "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    shown = json.loads(listed.stdout)
+    assert (shown["kind"], shown["target"]) == ("adf.runs", "local")
+    assert [run["run_id"] for run in shown["runs"]] == started[::-1]
+    assert shown["runs"][0]["parameters"]["epochs"] == 4 and shown["runs"][0]["status"] == "Failed"
+    table = adf(settings, "runs", "list", "--limit", "1").stdout.splitlines()
+    assert len(table) == 1 and table[0].startswith(f"{started[1]}  Failed")
+    assert "train-iris" in table[0] and "epochs=4" in table[0] and "python=" not in table[0]
+    unknown = adf(settings, "status", str(uuid.uuid4()))
+    assert "python -m adf runs list" in unknown.stderr and "`ls`" not in unknown.stderr
+
+
 def test_no_wait_returns_and_status_follows_from_another_process(settings, datastore, tmp_path):
     definitions = definitions_copy(tmp_path, command=_missing_csv_command(), policy={"retry": 0})
     started = adf(settings, "trigger", "--no-wait", "--param", "learningRate=0.05",
                   "--definitions", str(definitions))
     assert started.returncode == 0, started.stderr
+    assert started.stderr.count("note: --param learningRate is now --param lr") == 1  # the alias
+    assert "parameters: lr=0.05)" in started.stdout
     run_id = run_id_of(started.stdout)
     assert f"python -m adf status {run_id}" in started.stdout
     status = adf(settings, "status", run_id, "--wait", "--definitions", str(definitions))
@@ -168,8 +203,8 @@ def test_status_as_json_is_one_document_for_scripts_with_the_same_exit_code(
         "TrainIrisModel", "Failed", 2)
     again = adf(settings, "status", "--output", "json")  # the last run of this machine
     assert json.loads(again.stdout)["run"] == run
-    missing = adf(settings, "status", "no-such-run", "-o", "json")
-    assert missing.returncode == 4 and missing.stdout == ""
+    missing = adf(settings, "status", str(uuid.uuid4()), "-o", "json")  # well-formed, unknown
+    assert missing.returncode == ExitCode.NOT_FOUND and missing.stdout == ""
 
 
 def test_unknown_parameter_is_refused_before_anything_runs(settings, datastore):
@@ -305,12 +340,12 @@ def test_a_runner_that_dies_leaves_a_failed_run_not_a_hanging_one(settings, data
     ("epochs=-1", "--param epochs=-1: passed to the trainer as --epochs, which must be between 1"),
     ("epochs=0", "--param epochs=0: passed to the trainer as --epochs, which must be between 1"),
     (f"epochs={2**63}", f"--param epochs={2**63}: passed to the trainer as --epochs, which must"),
-    ("learningRate=abc", "--param learningRate=abc: passed to the trainer as --lr, which must be a number"),
-    ("learningRate=-1", "--param learningRate=-1: passed to the trainer as --lr, which must be greater than 0"),
-    ("learningRate=0", "--param learningRate=0: passed to the trainer as --lr, which must be greater than 0"),
-    ("learningRate=nan", "--param learningRate=nan: passed to the trainer as --lr, which must be a finite"),
-    ("learningRate=inf", "--param learningRate=inf: passed to the trainer as --lr, which must be a finite"),
-    ("learningRate=0.1 --evil", "--param learningRate=0.1 --evil: passed to the trainer as --lr"),
+    ("lr=abc", "--param lr=abc: passed to the trainer as --lr, which must be a number"),
+    ("lr=-1", "--param lr=-1: passed to the trainer as --lr, which must be greater than 0"),
+    ("lr=0", "--param lr=0: passed to the trainer as --lr, which must be greater than 0"),
+    ("lr=nan", "--param lr=nan: passed to the trainer as --lr, which must be a finite"),
+    ("lr=inf", "--param lr=inf: passed to the trainer as --lr, which must be a finite"),
+    ("lr=0.1 --evil", "--param lr=0.1 --evil: passed to the trainer as --lr"),
     ('containerPath=models/a" --evil "b', "quotes, backslashes"),
 ])
 def test_bad_parameter_value_is_refused_before_anything_runs(settings, param, message):

@@ -65,6 +65,7 @@ class FakeAzure(RecordingTransport):
         self.published: dict[tuple[str, str], dict] = {}
         self.runs: dict[str, FakeRun] = {}
         self.next_plan = RunPlan()
+        self.runs_page_size = 100  # runs per page of queryPipelineRuns
         self.blobs: dict[str, bytes] = {}  # "<container>/<name>" → content
         self.blob_metadata: dict[str, dict] = {}
         self.containers = {"adfjobs", "azureml"}
@@ -117,22 +118,24 @@ class FakeAzure(RecordingTransport):
             run = FakeRun(str(uuid.uuid4()), parts[1], r.body or {}, self.next_plan, start=_now())
             self.runs[run.run_id] = run
             return 200, {"runId": run.run_id}, {}
+        if kind == "querypipelineruns" and len(parts) == 1 and r.method == "POST":
+            # POST .../queryPipelineRuns with RunFilterParameters; answers
+            # PipelineRunsQueryResponse {value, continuationToken} (azure-mgmt-datafactory).
+            order = (r.body.get("orderBy") or [{}])[0]
+            ordered = sorted(self.runs.values(), key=lambda run: run.start,
+                             reverse=order.get("order") == "DESC")
+            first = int(r.body.get("continuationToken") or 0)
+            page = ordered[first:first + self.runs_page_size]
+            after = first + len(page)
+            return 200, {"value": [self._run_body(run) for run in page],
+                         "continuationToken": str(after) if after < len(ordered) else None}, {}
         if kind == "pipelineruns" and len(parts) == 2 and r.method == "GET":
             run = self.runs.get(parts[1])
             if run is None:
                 return 404, {"error": {"code": "PipelineRunNotFound",
                                        "message": f"Pipeline run {parts[1]} does not exist"}}, {}
             run.polls += 1
-            terminal = run.status in ("Succeeded", "Failed", "Cancelled")
-            return 200, {
-                "runId": run.run_id, "pipelineName": run.pipeline, "parameters": {
-                    k: str(v) for k, v in run.parameters.items()},
-                "runStart": run.start, "runEnd": _now() if terminal else None,
-                "durationInMs": 1234 if terminal else None, "status": run.status,
-                "message": (f"Operation on target TrainIrisModel failed: {run.plan.error_message}"
-                            if run.status == "Failed" else ""),
-                "invokedBy": {"name": "Manual", "invokedByType": "Manual"},
-                "lastUpdated": _now()}, {}
+            return 200, self._run_body(run), {}
         if kind == "pipelineruns" and len(parts) == 3 and parts[2] == "cancel" \
                 and r.method == "POST":
             # POST .../pipelineruns/{runId}/cancel[?isRecursive=]: 200 without a body, 404 for
@@ -153,6 +156,19 @@ class FakeAzure(RecordingTransport):
                 return 404, {"error": {"code": "PipelineRunNotFound", "message": "no run"}}, {}
             return 200, {"value": self._activity_runs(run)}, {}
         return missing(r)
+
+    def _run_body(self, run: FakeRun) -> dict:
+        """A PipelineRun as Data Factory answers it."""
+        terminal = run.status in ("Succeeded", "Failed", "Cancelled")
+        return {
+            "runId": run.run_id, "pipelineName": run.pipeline, "parameters": {
+                k: str(v) for k, v in run.parameters.items()},
+            "runStart": run.start, "runEnd": _now() if terminal else None,
+            "durationInMs": 1234 if terminal else None, "status": run.status,
+            "message": (f"Operation on target TrainIrisModel failed: {run.plan.error_message}"
+                        if run.status == "Failed" else ""),
+            "invokedBy": {"name": "Manual", "invokedByType": "Manual"},
+            "lastUpdated": _now()}
 
     def _activity_runs(self, run: FakeRun) -> list[dict]:
         if run.status == "Queued":

@@ -130,7 +130,7 @@ def test_bad_input_is_one_clear_line_and_publishes_nothing(case, tmp_path, setti
 
 def test_unknown_container_is_named(tmp_path, settings, datastore, azurite):
     result = _train(tmp_path, settings, azurite, container="no-such-container")
-    assert result.returncode == 3
+    assert result.returncode == 4
     assert "Storage container 'no-such-container' does not exist" in result.stderr
     assert list(datastore.list()) == []
     assert not (tmp_path / "node" / "outputs.json").exists()
@@ -352,5 +352,11 @@ def test_the_trainer_repeats_the_projects_exit_codes():
     spec = importlib.util.spec_from_file_location("trainer_main", TRAINER)
     trainer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(trainer)
-    assert (trainer.EXIT_BAD_INPUT, trainer.EXIT_STORAGE, trainer.EXIT_ACCESS_DENIED) == \
-        (ExitCode.USAGE, ExitCode.UNREACHABLE, ExitCode.ACCESS_DENIED)
+    assert (trainer.EXIT_BAD_INPUT, trainer.EXIT_STORAGE, trainer.EXIT_NOT_FOUND,
+            trainer.EXIT_ACCESS_DENIED) == \
+        (ExitCode.USAGE, ExitCode.UNREACHABLE, ExitCode.NOT_FOUND, ExitCode.ACCESS_DENIED)
+    # and its --help names exactly those
+    codes_text = " ".join(trainer.EPILOG.split("exit codes:")[1].split())
+    listed = re.findall(r"(?:^|,)\s*(\d+) ", codes_text)
+    assert sorted(map(int, listed)) == [0, ExitCode.USAGE, ExitCode.UNREACHABLE,
+                                        ExitCode.NOT_FOUND, ExitCode.ACCESS_DENIED], listed

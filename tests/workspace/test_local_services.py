@@ -9,7 +9,7 @@ import pytest
 
 from workspace.azurite import free_port, is_listening
 from workspace.datastore import Datastore
-from workspace.errors import DatastoreUnavailable
+from workspace.errors import DatastoreUnavailable, ExitCode
 from workspace.settings import REPO_ROOT, Settings
 
 
@@ -42,7 +42,7 @@ def test_up_is_idempotent_persists_and_down_stops(tmp_path):
     assert down.returncode == 0 and "stopped" in down.stdout
     assert not is_listening(port) and not is_listening(queue_port)
     status = _cli("status", env=env)
-    assert status.returncode == 1 and "make local-up" in status.stdout
+    assert status.returncode == ExitCode.UNREACHABLE and "make local-up" in status.stdout
 
     # Data persisted under LOCAL_DIR survives a restart.
     try:

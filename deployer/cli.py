@@ -123,7 +123,8 @@ def cli():
               help="Quality gate: refuse a model whose test_accuracy was measured on fewer test "
               "rows (on 3 rows, 1.000 says little; see docs/architecture.md).")
 @click.option("--force", is_flag=True, help="Deploy even if the model fails the quality gate "
-              "or measured lower than the model serving the endpoint (exit 5 otherwise).")
+              "or measured lower than the model serving the endpoint ({exit:QUALITY_GATE} "
+              "otherwise).")
 @click.option("--smoke/--no-smoke", default=True, show_default=True,
               help="Smoke-test the new deployment (deployer/smoke/smoke.csv, known labels) "
               "before it becomes the default; --no-smoke switches without a test.")
@@ -145,8 +146,8 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
     1. finds the newest run published by the trainer (manifest.json) unless --model or
        --run-id says which, and verifies every file hash of its manifest;
     2. quality gate: test_accuracy must reach --min-accuracy, measured on at least
-       --min-test-rows test rows, and must not be worse than the serving model's beyond
-       the sampling uncertainty of the two test sets (or --force; docs/architecture.md);
+       --min-test-rows test rows, and must not be lower than the serving model's (the
+       refusal says whether the drop may be noise; or --force; docs/architecture.md);
     3. registers it with lineage tags; the same content again makes no new version;
     4. ensures the CPU cluster and the batch endpoint, and a deployment of this model
        version (<deployment name>-v<version>);
@@ -165,7 +166,7 @@ def register_and_deploy(model_path, run_id, sweep_id, dry_run, min_accuracy, min
       python -m deployer register-and-deploy --model models/1/<run>/artifacts/model
       python -m deployer register-and-deploy --sweep latest
       python -m deployer register-and-deploy --min-test-rows 50
-      python -m deployer register-and-deploy --run-id 4f2c... --force   # even if worse than the serving model
+      python -m deployer register-and-deploy --run-id 4f2c... --force   # even if lower than the serving model
       DEPLOYER_MIN_ACCURACY=0.95 python -m deployer register-and-deploy
     """
     deployer, settings = _make(target, spec_dir, timeout_minutes=timeout_minutes)
@@ -652,9 +653,9 @@ def jobs_download(name, output_dir, report, label_column, target, spec_dir):
     \b
     The folder gets the job's predictions file and job.json, which records the job: a
     second download of the same job there does nothing and says so; another job's
-    download there is refused (exit 2). A job still queued or running has no predictions
-    yet: exit 9 (wait for it with `jobs show NAME --wait`). A failed or canceled job has
-    none either: exit 7, after its report with --report.
+    download there is refused: {exit:USAGE}. A job still queued or running has no
+    predictions yet: {exit:NOT_ENDED}. A failed or canceled job has none either:
+    {exit:RUN_FAILED}, after its report with --report.
 
     \b
     Examples:

@@ -33,7 +33,7 @@ EXIT_CODE_MEANINGS = {
     ExitCode.SMOKE_TEST: "smoke test failed",
     ExitCode.RUN_FAILED: "run or job failed, canceled or timed out",
     ExitCode.ACCESS_DENIED: "no sign-in, or a role missing",
-    ExitCode.NOT_ENDED: "the job has not ended yet: wait for it (jobs show --wait)",
+    ExitCode.NOT_ENDED: "the job has not ended yet: wait for it with jobs show --wait",
 }
 
 EXIT_CODES_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code.value}  {EXIT_CODE_MEANINGS[code]}"

@@ -2,22 +2,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import isolated_settings, published_copy
-from workspace.published import find_published_run
 from workspace.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG,
                                 TrackingStore, known_runs, sweep_run_id)
 
 pytestmark = pytest.mark.azurite
-
-
-@pytest.fixture
-def published(trained_source, azurite, tmp_path):
-    settings = isolated_settings(azurite, tmp_path)
-    store = published_copy(trained_source, settings)
-    return settings, store, find_published_run(store, settings.model_prefix)
 
 
 def _client(tracking: TrackingStore):
@@ -27,8 +19,8 @@ def _client(tracking: TrackingStore):
 
 
 def test_a_published_run_is_imported_under_its_own_id_with_params_metrics_and_artifacts(
-        published):
-    settings, store, run = published
+        published_run):
+    settings, store, run = published_run
     tracking = TrackingStore(settings.local_path)
     result = tracking.sync(store, settings.model_prefix)
     assert result.imported == [run.run_id]
@@ -52,8 +44,8 @@ def test_a_published_run_is_imported_under_its_own_id_with_params_metrics_and_ar
     assert top == {"confusion_matrix.png", "model"}
     model = {a.path for a in client.list_artifacts(run.run_id, "model")}
     assert "model/MLmodel" in model
-    local = tracking.artifact_uri(run.run_id).removeprefix("file://")
-    assert (tmp := __import__("pathlib").Path(local) / "model" / "MLmodel").is_file(), tmp
+    local = Path(tracking.artifact_uri(run.run_id).removeprefix("file://"))
+    assert (local / "model" / "MLmodel").is_file()
 
     # Once there, a run is never imported again; reading that needs no MLflow.
     assert known_runs(tracking.db_path) == {run.run_id}
@@ -62,8 +54,8 @@ def test_a_published_run_is_imported_under_its_own_id_with_params_metrics_and_ar
     assert len(client.search_runs([got.info.experiment_id])) == 1
 
 
-def test_a_sweeps_lines_are_child_runs_of_one_run_per_sweep(published):
-    settings, store, run = published
+def test_a_sweeps_lines_are_child_runs_of_one_run_per_sweep(published_run):
+    settings, store, run = published_run
     # Two lines of one sweep: the published run's manifest, rewritten as a sweep's.
     manifest = store.read_json(run.manifest_path)
     for line, run_id in ((1, "a" * 32), (2, "b" * 32)):

@@ -1,7 +1,11 @@
 """Local services: `up` starts Azurite (data under .local/) and creates the datastore
 container, `down` stops it and runs the clean-ups registered in workspace/cleanups.py (the
-deployer's: settle scoring jobs whose runner had died), `status` tells whether it answers."""
+deployer's: settle scoring jobs whose runner had died), `status` tells whether it answers,
+`ui` imports the published training runs into the local tracking store and serves MLflow's
+UI over it (`make ui`)."""
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -71,3 +75,64 @@ def status():
         click.echo(f"Azurite is not running on {settings.azurite_blob_endpoint}; "
                    "start it with `make local-up`.")
         raise SystemExit(1)
+
+
+# One server process for one local user: mlflow's defaults (4 uvicorn workers, --workers in
+# mlflow/utils/cli_args.py; a job runner with its huey consumers, MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+# in mlflow/environment_variables.py, for GenAI jobs this project has none of) start ten
+# processes that each import the MLflow server. `mlflow demo` runs one worker too.
+# MLflow 3's UI opens on its GenAI view unless the URL says `workflowType=machine_learning`
+# (its workflow switch, kept in the browser's local storage; mlflow/server/js, the
+# `mlflow.workflowType` key): the address printed opens the experiment's runs table.
+UI_VIEW = "#/experiments/{experiment}?workflowType=machine_learning"
+
+
+@cli.command()
+@click.option("--port", default=None, help="Port on 127.0.0.1 (default: UI_PORT, 5000).")
+@click.option("--no-sync", is_flag=True,
+              help="Serve the store as it is, without importing the published runs first.")
+def ui(port, no_sync):
+    """Import every published training run into the local tracking store, then serve
+    MLflow's UI over it on 127.0.0.1 (runs, sweeps with their lines, registered models).
+
+    \b
+    examples:
+      python -m workspace ui              # http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning
+      python -m workspace ui --port 5050  # or UI_PORT=5050 in .env
+      make ui UI_PORT=5050
+    """
+    import os
+
+    settings = Settings.load()
+    if port is not None:
+        settings = Settings.load(ui_port=str(port))
+    from workspace.tracking import DEFAULT_EXPERIMENT, TrackingStore
+
+    tracking = TrackingStore(settings.local_path)
+    if not no_sync:
+        _sync_runs(settings, tracking)
+    experiment = tracking.experiment_id(DEFAULT_EXPERIMENT)
+    url = f"http://127.0.0.1:{settings.ui_port}/" + UI_VIEW.format(experiment=experiment)
+    click.echo(f"MLflow UI over {tracking.db_path}: open {url}", err=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--workers", "1",
+               "--backend-store-uri", tracking.uri, "--host", "127.0.0.1",
+               "--port", settings.ui_port]
+    os.execve(sys.executable, command,
+              {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+
+
+def _sync_runs(settings: Settings, tracking) -> None:
+    """Import the runs published in the datastore; an unreachable datastore is a warning
+    (the UI still shows what the store holds)."""
+    from workspace.datastore import Datastore
+    from workspace.errors import ProjectError
+
+    try:
+        result = tracking.sync(Datastore.from_settings(settings), settings.model_prefix,
+                               progress=lambda line: click.echo(line, err=True))
+    except ProjectError as exc:
+        click.secho(f"warning: the published runs were not imported: {exc.message}",
+                    fg="yellow", err=True)
+        return
+    click.echo(f"tracking store: {len(result.imported)} run(s) imported, "
+               f"{result.present} already there", err=True)

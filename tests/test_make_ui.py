@@ -56,3 +56,29 @@ def test_a_bad_ui_port_is_refused_naming_the_setting(tmp_path):
                           env={**os.environ, "UI_PORT": "http", "LOCAL_DIR": str(tmp_path)},
                           capture_output=True, text=True)
     assert done.returncode == 2 and "UI_PORT is 'http'" in done.stderr, done.stderr
+
+
+@pytest.mark.azurite
+def test_a_run_published_while_the_ui_serves_is_imported(published_run, tmp_path):
+    import sys
+    import time
+    from dataclasses import replace
+
+    from tests.conftest import container_datastore
+    from workspace.settings import REPO_ROOT
+    from workspace.tracking import known_runs
+
+    settings, store, run = published_run
+    serving = replace(settings, container=f"{settings.container}ui")
+    empty = container_datastore(serving)
+    env = {**os.environ, **serving.as_environ()}
+    command = (sys.executable, "-m", "workspace", "ui", "--sync-every", "0.5")
+    with make_ui({**env, "PYTHONPATH": str(REPO_ROOT)}, free_port(), command) as (server, url):
+        assert "tracking store: 0 run(s) imported" in server.said
+        for blob in store.list():  # the trainer publishes while the UI serves
+            empty.upload_bytes(store.read_bytes(blob.name), blob.name)
+        deadline = time.monotonic() + 60
+        while run.run_id not in known_runs(serving.local_path / "mlflow.db"):
+            assert server.poll() is None and time.monotonic() < deadline, \
+                "the run was not imported within 60 s"
+            time.sleep(0.5)

@@ -13,10 +13,11 @@ from workspace.settings import REPO_ROOT
 
 
 @contextmanager
-def make_ui(env: dict, port: int):
+def make_ui(env: dict, port: int, command: tuple[str, ...] = ()):
     """Run `make ui` (its `setup` prerequisite taken as done: installing is `make test`'s own
-    first step) until it answers; yields (process, the URL it says to open)."""
-    server = subprocess.Popen(["make", "--no-print-directory", "-o", "setup", "ui"],
+    first step), or `command`, until it answers; yields (process, the URL it says to open)."""
+    command = command or ("make", "--no-print-directory", "-o", "setup", "ui")
+    server = subprocess.Popen(list(command),
                               cwd=REPO_ROOT, env={**env, "UI_PORT": str(port)},
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True, text=True)

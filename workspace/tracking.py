@@ -148,7 +148,8 @@ class TrackingStore:
             parent = self._sweep_parent(experiment_id, str(run.sweep.get("id", "")), start, end)
             tags.update({PARENT_RUN_TAG: parent, "sweep_id": str(run.sweep.get("id", "")),
                          "sweep_line": str(run.sweep.get("line", ""))})
-        self._add_run(run.run_id, experiment_id, name, start, artifact_dir.as_uri())
+        if not self._add_run(run.run_id, experiment_id, name, start, artifact_dir.as_uri()):
+            return False
         self._log(run.run_id, params=run.params, metrics=run.metrics, tags=tags, timestamp=end)
         self._finish(run.run_id, name, end)
         return True
@@ -168,17 +169,20 @@ class TrackingStore:
         return run_id
 
     def _add_run(self, run_id: str, experiment_id: str, name: str, start: int,
-                 artifact_uri: str) -> None:
+                 artifact_uri: str) -> bool:
         """The run's row with the given id, as SqlAlchemyStore.create_run adds one; a row
-        left RUNNING by an interrupted import is replaced."""
+        left RUNNING by an interrupted import is replaced. False if another process added
+        it meanwhile (`make ui` and `register-and-deploy` importing the same run): that
+        one finishes it."""
         from mlflow.entities import LifecycleStage, RunStatus, SourceType
+        from mlflow.exceptions import MlflowException
         from mlflow.store.tracking.dbmodels.models import SqlRun
 
         store = self.store
         if self.run_status(run_id) is not None:
             store._hard_delete_run(run_id)  # an interrupted import's row: start again
-        with store.ManagedSessionMaker(read_only=False) as session:
-            session.add(SqlRun(
+        try:
+            self._insert(SqlRun(
                 name=name, artifact_uri=artifact_uri, run_uuid=run_id,
                 experiment_id=int(experiment_id),
                 source_type=SourceType.to_string(SourceType.JOB), source_name="",
@@ -186,6 +190,15 @@ class TrackingStore:
                 status=RunStatus.to_string(RunStatus.RUNNING), start_time=start,
                 end_time=None, deleted_time=None, source_version="",
                 lifecycle_stage=LifecycleStage.ACTIVE))
+        except MlflowException:
+            if self.run_status(run_id) is None:
+                raise
+            return False
+        return True
+
+    def _insert(self, row) -> None:
+        with self.store.ManagedSessionMaker(read_only=False) as session:
+            session.add(row)
 
     def _log(self, run_id: str, *, params: dict, metrics: dict, tags: dict,
              timestamp: int) -> None:

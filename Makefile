@@ -13,7 +13,6 @@ SCAN_STAMP := $(SCAN_VENV)/.installed
 # in one process so its module-scoped fixtures are built once; the longest modules start
 # first (tests/conftest.py, docs/performance.md). PYTEST_ARGS= runs serially.
 PYTEST_ARGS ?= -n auto --dist loadfile
-UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
 
@@ -47,14 +46,8 @@ demo: setup local-up ## Run the whole loop on the local default target: train, d
 	$(PY) -m deployer register-and-deploy
 	$(PY) -m deployer invoke --input data/iris_csv.csv
 
-# One server process for one local user: mlflow's defaults (4 uvicorn workers, --workers in
-# mlflow/utils/cli_args.py; a job runner with its huey consumers, MLFLOW_SERVER_ENABLE_JOB_EXECUTION
-# in mlflow/environment_variables.py, for GenAI jobs this project has none of) start ten
-# processes that each import the MLflow server. `mlflow demo` runs one worker too.
-ui: setup ## MLflow UI on 127.0.0.1 over the local registry (UI_PORT=5000)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(PY) -m mlflow ui --workers 1 \
-	  --backend-store-uri "sqlite:///$$($(PY) -c 'from workspace.settings import Settings; print(Settings.load().local_path)')/mlflow.db" \
-	  --host 127.0.0.1 --port $(UI_PORT)
+ui: setup ## Import the published training runs, then serve the MLflow UI on 127.0.0.1 (UI_PORT, 5000)
+	$(PY) -m workspace ui
 
 local-up: setup ## Start Azurite on 127.0.0.1 (data in .local/) and create the datastore container
 	$(PY) -m workspace up

@@ -261,15 +261,6 @@ class Deployer:
         self.progress(f"downloading {run.model_path} and verifying {len(run.model_files)} "
                       "file hashes")
         model_dir = download_model(self.datastore, run, Path(workdir) / "model")
-        extras = Path(workdir) / "extra-artifacts"
-        for rel, entry in run.files.items():  # the confusion matrix etc., also verified
-            if rel.startswith("artifacts/") and not rel.startswith("artifacts/model/"):
-                from workspace.datastore import sha256_file
-
-                local = self.datastore.download_file(f"{run.run_prefix}/{rel}",
-                                                     extras / rel.removeprefix("artifacts/"))
-                if sha256_file(local) != entry["sha256"]:
-                    local.unlink()
         tags = {"run_id": run.run_id, "experiment_id": run.experiment_id,
                 "training_created": run.created, "model_path": run.model_path,
                 "model_uri": self.settings.datastore_uri(run.model_path),
@@ -287,8 +278,7 @@ class Deployer:
         return ModelSource(name=self.specs.model.name, datastore_path=run.model_path,
                            local_dir=model_dir, tags={k: v for k, v in tags.items() if v != ""},
                            content_sha256=content_digest(run.model_files),
-                           metrics=dict(run.metrics), params=dict(run.params),
-                           description=spec.get("description", "") or "")
+                           description=spec.get("description", "") or "", run=run)
 
     @staticmethod
     def quality_gate(run, min_accuracy: float, force: bool,

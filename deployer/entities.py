@@ -25,13 +25,13 @@ class ModelSource:
 
     name: str
     datastore_path: str  # <prefix>/<experiment>/<run>/artifacts/model
-    local_dir: Path | None  # downloaded, hash-verified copy (local backend registers from it)
+    local_dir: Path | None  # downloaded, hash-verified copy
     tags: dict = field(default_factory=dict)  # run_id, data_sha256, metrics, git_commit
     content_sha256: str = ""  # digest over the manifest's file hashes: same content, same model
-    # Optional lineage a registry can log beside the model (the local MLflow run shows them).
-    metrics: dict = field(default_factory=dict)
-    params: dict = field(default_factory=dict)
     description: str = ""
+    # The published run (workspace.published.PublishedRun): the local backend imports it into
+    # its tracking store and links the model version to it.
+    run: object | None = None
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,17 @@ def published_copy(trained_source, settings: Settings) -> Datastore:
 
 
 @pytest.fixture
+def published_run(trained_source, azurite, tmp_path):
+    """(settings, datastore, PublishedRun): a copy of the session's run in a fresh container,
+    with a LOCAL_DIR of its own."""
+    from workspace.published import find_published_run
+
+    settings = isolated_settings(azurite, tmp_path)
+    store = published_copy(trained_source, settings)
+    return settings, store, find_published_run(store, settings.model_prefix)
+
+
+@pytest.fixture
 def settings(azurite, tmp_path) -> Settings:
     return isolated_settings(azurite, tmp_path)
 

@@ -343,7 +343,8 @@ def model_requirements() -> list[str]:
 def log_run(model, x_train, metrics, png: Path, args, data_sha256: str, workdir: Path):
     """Log params, metrics and the model to a throw-away local MLflow store.
 
-    Returns (experiment_id, run_id, local artifacts directory).
+    Returns (experiment_id, run_id, local artifacts directory, {run_name, start_time,
+    end_time} as MLflow logged them).
     """
     import logging
 
@@ -366,15 +367,27 @@ def log_run(model, x_train, metrics, png: Path, args, data_sha256: str, workdir:
     mlflow.sklearn.save_model(model, str(model_dir), signature=signature, input_example=example,
                               pip_requirements=model_requirements(),
                               skops_trusted_types=SKOPS_TRUSTED_TYPES)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params({"epochs": args.epochs, "lr": args.lr, "test_size": args.test_size,
-                           "seed": args.seed, "learner": "MLPClassifier(16, sgd)"})
+    # A sweep's runner names each line's run (node_runner.py); otherwise MLflow picks a name.
+    with mlflow.start_run(experiment_id=experiment_id,
+                          run_name=getattr(args, "run_name", None)) as run:
+        mlflow.log_params(run_params(args))
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"data_sha256": data_sha256, "data_file": Path(args.iris_csv).name})
         mlflow.log_artifact(str(png))
         mlflow.log_artifacts(str(model_dir), "model")
         artifacts = Path(mlflow.get_artifact_uri().removeprefix("file://"))
-    return experiment_id, run.info.run_id, artifacts
+    finished = mlflow.get_run(run.info.run_id).info
+    # What the manifest says of the run beyond its files, so that a tracking store elsewhere
+    # can show it as it was logged (workspace/tracking.py imports it under this run id).
+    logged = {"run_name": finished.run_name, "start_time": finished.start_time,
+              "end_time": finished.end_time}
+    return experiment_id, run.info.run_id, artifacts, logged
+
+
+def run_params(args) -> dict:
+    """The params the run logs, and the manifest records: one dict for both."""
+    return {"epochs": args.epochs, "lr": args.lr, "test_size": args.test_size,
+            "seed": args.seed, "learner": "MLPClassifier(16, sgd)"}
 
 
 # ----------------------------------------------------------------------------- storage
@@ -575,7 +588,7 @@ def run(args) -> dict:
             phase.detail = (f"accuracy {metrics['test_accuracy']:.3f}, "
                             f"macro-F1 {metrics['test_f1_macro']:.3f} on {int(metrics['test_rows'])} rows")
         with progress.phase("save") as phase:
-            experiment_id, run_id, artifacts = log_run(model, x_train, metrics, png, args,
+            experiment_id, run_id, artifacts, logged = log_run(model, x_train, metrics, png, args,
                                                        data_sha256, workdir)
             phase.detail = f"MLflow run {run_id} (experiment {experiment_id})"
         run_prefix = "/".join(p for p in (prefix, experiment_id, run_id) if p)
@@ -587,8 +600,8 @@ def run(args) -> dict:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "model_path": f"{run_prefix}/artifacts/model",
             "metrics": metrics,
-            "params": {"epochs": args.epochs, "lr": args.lr, "test_size": args.test_size,
-                       "seed": args.seed},
+            "params": run_params(args),
+            **logged,
             "data": {"file": Path(args.iris_csv).name, "sha256": data_sha256,
                      "rows": int(len(labels))},
             "adf": adf_provenance(),

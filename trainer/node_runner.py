@@ -236,6 +236,7 @@ def train_line(args, body: dict, workdir: Path) -> dict:
         said = captured.getvalue().strip().splitlines()
         raise trainer.TrainerError(said[-1] if said else f"bad trainer options: {argv}")
     line_args.manifest_extra = {"sweep": {"id": args.sweep_id, "line": body["line"]}}
+    line_args.run_name = f"line-{body['line']}"  # a child of the sweep's run (workspace/tracking.py)
     line_args.mlflow_dir = workdir
     return trainer.run(line_args)
 

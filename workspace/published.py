@@ -17,6 +17,7 @@ from workspace.errors import NotFound, ProjectError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "iris-mlflow-run-manifest/v1"
+LOGGED_KEYS = ("run_name", "start_time", "end_time")
 
 
 class ModelNotFound(NotFound):
@@ -50,6 +51,10 @@ class PublishedRun:
     data: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     adf: dict = field(default_factory=dict)
+    sweep: dict = field(default_factory=dict)  # {"id", "line"} of a sweep's run
+    # {run_name, start_time, end_time} as MLflow logged the run (absent in older manifests)
+    logged: dict = field(default_factory=dict)
+    experiment_name: str = ""
 
     @classmethod
     def from_manifest(cls, manifest_path: str, manifest) -> "PublishedRun":
@@ -64,7 +69,10 @@ class PublishedRun:
                   experiment_id=str(manifest["experiment_id"]), created=str(manifest["created"]),
                   model_path=str(manifest["model_path"]), metrics=manifest.get("metrics") or {},
                   params=manifest.get("params") or {}, data=manifest.get("data") or {},
-                  files=manifest["files"], adf=manifest.get("adf") or {})
+                  files=manifest["files"], adf=manifest.get("adf") or {},
+                  sweep=manifest["sweep"] if isinstance(manifest.get("sweep"), dict) else {},
+                  logged={k: manifest[k] for k in LOGGED_KEYS if manifest.get(k) is not None},
+                  experiment_name=str(manifest.get("experiment_name") or ""))
         run.check_paths()
         return run
 
@@ -168,11 +176,17 @@ def download_model(datastore: Datastore, run: PublishedRun, dest: Path) -> Path:
         raise ModelIntegrityError(f"Manifest '{run.manifest_path}' lists no MLmodel under "
                                   f"'{run.model_path}'.")
     for rel, entry in sorted(files.items()):
-        local = datastore.download_file(f"{run.model_path}/{rel}", dest / rel)
-        actual = sha256_file(local)
-        if actual != entry["sha256"]:
-            raise ModelIntegrityError(
-                f"'{run.model_path}/{rel}' does not match its manifest (sha256 {actual[:12]}… "
-                f"expected {entry['sha256'][:12]}…).",
-                "The model was changed after publishing; re-run the trainer.")
+        download_verified(datastore, f"{run.model_path}/{rel}", entry, dest / rel)
     return dest
+
+
+def download_verified(datastore: Datastore, blob: str, entry: dict, dest: Path) -> Path:
+    """Download one file of a run and check it against its manifest entry."""
+    local = datastore.download_file(blob, dest)
+    actual = sha256_file(local)
+    if actual != entry["sha256"]:
+        raise ModelIntegrityError(
+            f"'{blob}' does not match its manifest (sha256 {actual[:12]}… "
+            f"expected {entry['sha256'][:12]}…).",
+            "The model was changed after publishing; re-run the trainer.")
+    return local

@@ -50,6 +50,7 @@ class Settings:
     azurite_port: str = _key("AZURITE_BLOB_PORT", "Port of the local Azurite blob service.", "10000")
     azurite_queue_port: str = _key("AZURITE_QUEUE_PORT",
                                    "Port of the local Azurite queue service (sweeps).", "10001")
+    ui_port: str = _key("UI_PORT", "Port of the MLflow UI (`make ui`) on 127.0.0.1.", "5000")
     # Azure target (written by make deploy-infra)
     subscription_id: str = _key("AZURE_SUBSCRIPTION_ID", "Subscription of the deployment.")
     resource_group: str = _key("AZURE_RESOURCE_GROUP", "Resource group holding everything.")
@@ -138,6 +139,8 @@ class Settings:
         if not self.azurite_queue_port.isdigit():
             raise ConfigError(f"AZURITE_QUEUE_PORT is '{self.azurite_queue_port}'.",
                               "Set a port number.")
+        if not (self.ui_port.isdigit() and 0 < int(self.ui_port) < 65536):
+            raise ConfigError(f"UI_PORT is '{self.ui_port}'.", "Set a port number (1-65535).")
         if self.batch_pool_max_nodes and not (self.batch_pool_max_nodes.isdigit()
                                               and int(self.batch_pool_max_nodes) > 0):
             raise ConfigError(f"BATCH_POOL_MAX_NODES is '{self.batch_pool_max_nodes}'.",

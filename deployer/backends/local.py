@@ -2,8 +2,9 @@
 cluster / endpoint / deployments, and the local batch engine (`deployer.engine`) for jobs.
 
 Layout under LOCAL_DIR (default `.local/`):
-- `mlflow.db` (tracking + registry), `mlartifacts/` (run artifacts): `mlflow ui
-  --backend-store-uri sqlite:///.local/mlflow.db` shows the runs and registered models;
+- `mlflow.db` (tracking + registry), `mlartifacts/` (run artifacts): the training runs,
+  imported under their own run ids (workspace/tracking.py), and the registered versions,
+  each linked to its run; `make ui` shows them;
 - `deployer/state.json`: computes, endpoints (with their default deployment), deployments;
 - `deployer/jobs/<job>/`: `job.json`, `logs/` (Azure ML's layout), `outputs/`;
 - in the datastore (Azurite): `batch-jobs/<job>/named-outputs/score/predictions.csv` and
@@ -44,9 +45,9 @@ from workspace.cleanups import register_cleanup
 from workspace.errors import ConfigError, NotFound, ProjectError
 from workspace.names import JOB_NAME
 from workspace.settings import REPO_ROOT, Settings
+from workspace.tracking import TrackingStore
 
 CONTENT_TAG = "content_sha256"
-REGISTRY_EXPERIMENT = "deployer-registrations"
 
 
 class LocalError(ProjectError):
@@ -202,31 +203,16 @@ class LocalBackend(Backend):
         uri = self.settings.datastore_uri(source.datastore_path)
         if dry_run:
             return None, plan.model_change(source.name, source=uri)
-        if source.local_dir is None or not (Path(source.local_dir) / "MLmodel").is_file():
-            raise ConfigError(f"Model '{source.name}' has no downloaded, verified copy to register.",
+        if source.run is None:
+            raise ConfigError(f"Model '{source.name}' has no published run to register from.",
                               "Register through `python -m deployer register-and-deploy`.")
-        client = self.client
-        experiment = client.get_experiment_by_name(REGISTRY_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            REGISTRY_EXPERIMENT, artifact_location=str(self.artifacts_dir))
+        # The version's run is the training run itself, imported under its own run id
+        # (workspace/tracking.py): the registry links to it, `make ui` shows both.
+        tracking = TrackingStore(self.root)
+        tracking.import_run(self.datastore, source.run)
+        run_id = source.run.run_id
         tags = {str(k): str(v) for k, v in (source.tags or {}).items()}
-        run_name = f"train-{tags.get('run_id', source.content_sha256)[:12]}"
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-        run_id = run.info.run_id
-        try:
-            for key, value in (source.params or {}).items():
-                client.log_param(run_id, key, value)
-            for key, value in (source.metrics or {}).items():
-                if isinstance(value, (int, float)):
-                    client.log_metric(run_id, key, float(value))
-            client.log_artifacts(run_id, str(source.local_dir), "model")
-            extras = Path(source.local_dir).parent / "extra-artifacts"
-            if extras.is_dir():
-                client.log_artifacts(run_id, str(extras))
-        except Exception:
-            client.set_terminated(run_id, "FAILED")
-            raise
-        client.set_terminated(run_id)
+        client = self.client
         description = source.description or ((spec.data.get("description") if spec else "") or "")
         from mlflow.exceptions import MlflowException
 
@@ -235,7 +221,7 @@ class LocalBackend(Backend):
         except MlflowException as exc:
             if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
                 raise
-        artifact = f"{client.get_run(run_id).info.artifact_uri}/model"
+        artifact = f"{tracking.artifact_uri(run_id)}/model"
         # Only now, with every file in place, does the version become visible.
         version = client.create_model_version(source.name, artifact, run_id=run_id,
                                               tags={**tags, CONTENT_TAG: source.content_sha256},

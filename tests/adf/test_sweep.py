@@ -205,6 +205,40 @@ def test_status_list_and_deploying_the_best_run_of_the_latest_sweep(finished_swe
 
 
 @pytest.mark.slow
+def test_make_ui_lists_the_sweeps_lines_under_its_run_in_a_real_browser(finished_sweep,
+                                                                          tmp_path):
+    """What a user sees: `make ui` imports the sweep's runs (under the trainer's run ids)
+    and the address it prints opens the runs table, where the sweep's run expands to its
+    lines. A screenshot of it is kept in the test's tmp folder (mlflow-ui.png)."""
+    from tests.support.browser import Page, locate_chromium
+    from tests.support.mlflow_ui import make_ui
+    from workspace.azurite import free_port
+    from workspace.tracking import known_runs, sweep_run_id
+
+    chromium = locate_chromium()
+    settings, result = finished_sweep
+    sweep_id = re.search(r"Started sweep ([\w-]+):", result.stdout).group(1)
+    board = set(re.findall(r"^\s+\d+\s+\d\s+([0-9a-f]{32})", result.stdout, re.M))
+    with make_ui(sweep_env(settings), free_port()) as (server, url):
+        assert "tracking store: 3 run(s) imported" in server.said, server.said
+        assert board | {sweep_run_id(sweep_id)} <= known_runs(settings.local_path / "mlflow.db")
+        with Page(chromium, tmp_path / "browser") as page:
+            page.navigate(url)
+            page.wait_for(f"document.body.innerText.includes({sweep_id!r})", "the sweep's run")
+            assert "Run Name" in page.evaluate("document.body.innerText")  # the runs table, not GenAI
+            # The lines are the sweep run's children: listed once its row is expanded.
+            expanders = page.evaluate("""[...document.querySelectorAll(
+                '[data-component-id$="runnamecellrenderer.tsx_46"]')].map(b => (b.click(), 1))
+                .length""")
+            assert expanders == 1
+            shown = "['line-2', 'line-3', 'line-4'].every(n => document.body.innerText.includes(n))"
+            page.wait_for(shown, "the sweep's lines line-2, line-3 and line-4")
+            shot = page.screenshot(tmp_path / "mlflow-ui.png")
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+
+@pytest.mark.slow
 def test_sweep_status_and_list_as_json_for_scripts(finished_sweep):
     settings, result = finished_sweep
     sweep_id = re.search(r"Started sweep ([\w-]+):", result.stdout).group(1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import html
-import os
 import shutil
 import stat
 import subprocess
@@ -22,6 +21,7 @@ from deployer.entities import JobSummary
 from deployer.report import (LabelCheck, PredictionStats, ReportError, check_labels,
                              class_summary_rows, failed_files_of, format_class_summary,
                              render_report, summarize_predictions, write_report)
+from tests.support.browser import locate_chromium, run_chromium
 from workspace.settings import REPO_ROOT
 
 ENSURE_CHROMIUM = REPO_ROOT / "scripts" / "ensure-chromium.sh"
@@ -219,29 +219,6 @@ def test_write_report_replaces_atomically(tmp_path):
 
 
 # ------------------------------------------------------------------------ Chromium
-
-def locate_chromium() -> str:
-    """chromium's path; a missing browser fails the test unless SKIP_BROWSER_TESTS=1."""
-    path = shutil.which("chromium")
-    if path:
-        return path
-    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
-        pytest.skip("SKIP_BROWSER_TESTS=1: the browser tests are skipped")
-    pytest.fail("chromium is not installed: run scripts/ensure-chromium.sh "
-                "(or set SKIP_BROWSER_TESTS=1 to skip the browser tests)", pytrace=False)
-
-
-def run_chromium(chromium: str, workdir: Path, url: str, *args: str) -> subprocess.CompletedProcess:
-    workdir.mkdir(parents=True, exist_ok=True)
-    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", f"--user-data-dir={workdir / 'profile'}", *args, url]
-    # Its own HOME: chromium also writes outside the profile (~/.pki, crash reports).
-    env = {**os.environ, "HOME": str(workdir)}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, f"chromium exited {done.returncode}:\n{done.stderr[-3000:]}"
-    return done
-
 
 class Node:
     def __init__(self, tag: str, attrs: dict):

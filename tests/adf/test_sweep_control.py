@@ -38,14 +38,15 @@ def start_process(settings, *args: str) -> subprocess.Popen:
 
 
 def new_work_queue(settings, before: set[str], timeout: float = 120) -> str:
-    """The work queue a `sweep start` is filling, once it holds a message."""
+    """The work queue a `sweep start` is filling, once it holds two messages (so that its
+    count of lines sent, which follows each send's answer, is above 0)."""
     service = queue_service(settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name in queue_names(settings) - before:
             if name.endswith("-work") and \
                     service.get_queue_client(name).get_queue_properties() \
-                    .approximate_message_count > 0:
+                    .approximate_message_count > 1:
                 return name
         time.sleep(0.05)
     raise AssertionError("`sweep start` queued nothing")

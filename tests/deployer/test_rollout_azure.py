@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import uuid
+
 import pytest
 
 from deployer.entities import JobOverrides
@@ -15,6 +17,7 @@ from tests.support.fake_azureml import FakeJob
 from tests.deployer.test_azure_backend import (WS_PATH, azure_settings, backend, blob_store,  # noqa: F401
                                        fake, sleeps, source, specs)
 from workspace.errors import ConfigError, NotFound
+from workspace.published import PublishedRun
 from workspace.settings import Settings
 
 EXPECTED = SMOKE_LABELS.read_text().split()
@@ -199,13 +202,16 @@ def test_keep_never_deletes_a_deployment_a_running_job_uses(azure, fake, specs):
 
 
 @pytest.fixture
-def local(tmp_path):
+def local(tmp_path, azurite):
     """The local target on a registry and state of its own, with a model folder to register
-    (nothing here runs a job, so no Azurite)."""
+    (nothing here runs a job; the session's Azurite is the datastore registration reads
+    the run from)."""
     from deployer.backends.local import LocalBackend
 
     settings = Settings.load(env_file=tmp_path / "no.env", environ={}, target="local",
-                             local_dir=str(tmp_path / "local"), datastore_name="irisdata")
+                             local_dir=str(tmp_path / "local"), datastore_name="irisdata",
+                             azurite_port=str(azurite.port),
+                             container=f"t{uuid.uuid4().hex[:16]}")
     model = tmp_path / "model"
     model.mkdir()
     (model / "MLmodel").write_text("flavors: {}\n")
@@ -247,6 +253,10 @@ def test_both_targets_print_the_same_plan(backend, fake, local, specs):
         for step, step_specs, digest, dry_run in steps:
             before = writes()
             src = replace(source(digest * 64, f"run-{digest}"), local_dir=model_dir)
+            if name == "local":  # the local registry links a version to its imported run
+                src = replace(src, run=PublishedRun(
+                    f"models/iris/run-{digest}/manifest.json", digest * 32, "0",
+                    "2026-01-01T00:00:00Z", f"models/iris/run-{digest}/artifacts/model"))
             lines.append((step, plan_lines(target, step_specs, src, dry_run=dry_run)))
             assert not dry_run or writes() == before, (name, step)
         lines.append(("teardown plan", teardown_lines(target, changed, dry_run=True)))

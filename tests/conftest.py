@@ -27,6 +27,9 @@ IRIS_CSV = REPO_ROOT / "data" / "iris_csv.csv"
 LONGEST_FILES = (
     "tests/deployer/test_rollout_local.py",  # ~90 s
     "tests/adf/test_sweep.py",  # ~90 s
+    "tests/deployer/test_quality_gate.py",  # two trainings of their own
+    "tests/adf/test_sweep_checks.py",  # two real sweeps
+    "tests/adf/test_sweep_control.py",
     "tests/deployer/engine/test_job.py",  # ~85 s
     "tests/adf/test_local_runner.py",  # ~55 s
     "tests/deployer/test_local_cli.py",  # ~50 s

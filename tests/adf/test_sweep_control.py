@@ -4,7 +4,6 @@ a queue service that goes away while `start` follows the sweep."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -15,10 +14,10 @@ from dataclasses import replace
 
 import pytest
 
-from adf.sweep import LEDGER_NAME, RECORD_NAME, Ledger, SweepRecord, Sweeps
+from adf.sweep import LEDGER_NAME, RECORD_NAME, START_LOCK, SWEEPS_PREFIX, Ledger, SweepRecord, Sweeps
 from tests.adf.test_sweep import cli, queue_names, start_runner, sweep_env, sweep_settings  # noqa: F401
 from tests.conftest import container_datastore, isolated_settings
-from workspace.datastore import LEASE_SECONDS, Datastore
+from workspace.datastore import Datastore
 from workspace.errors import ExitCode
 from workspace.queues import SweepQueues, queue_service
 from workspace.settings import REPO_ROOT
@@ -164,13 +163,17 @@ def test_a_killed_start_leaves_a_stranded_sweep_that_cancel_cleans_up(sweep_sett
     busy = cli(sweep_settings, "adf", "sweep", "cancel", sweep_id)
     assert busy.returncode == ExitCode.FAILED, busy.stdout + busy.stderr
     assert "is being queued by a `sweep start` that is still running" in busy.stderr
-    deadline = time.monotonic() + LEASE_SECONDS + 60
-    while True:
-        status = cli(sweep_settings, "adf", "sweep", "status", sweep_id)
-        if "Stranded" in status.stdout or time.monotonic() > deadline:
-            break
-        assert status.returncode == 0 and "Queueing:" in status.stdout, status.stdout
-        time.sleep(2)
+    status = cli(sweep_settings, "adf", "sweep", "status", sweep_id)
+    assert status.returncode == 0 and "Queueing:" in status.stdout, status.stdout
+    # The lease ends as it would LEASE_SECONDS after the kill: broken with no break period
+    # (Lease Blob, action=break, x-ms-lease-break-period: 0), not waited for.
+    from azure.storage.blob import BlobLeaseClient
+
+    lock = Datastore.from_settings(sweep_settings).client.get_blob_client(
+        f"{SWEEPS_PREFIX}/{sweep_id}/{START_LOCK}")
+    BlobLeaseClient(lock).break_lease(lease_break_period=0)
+    status = cli(sweep_settings, "adf", "sweep", "status", sweep_id)
+    assert "Stranded" in status.stdout, status.stdout
     assert status.returncode == ExitCode.RUN_FAILED, status.stdout + status.stderr
     assert f"Sweep {sweep_id} is stranded" in status.stderr
     assert f"python -m adf sweep cancel {sweep_id}" in status.stderr

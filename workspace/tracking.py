@@ -22,6 +22,7 @@ which runs are there needs no MLflow (`known_runs`), so a sync with nothing new 
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +30,12 @@ from pathlib import Path
 from typing import Callable
 
 from workspace.datastore import Datastore
-from workspace.published import PublishedRun, download_verified, list_published_runs
+from workspace.published import (ManifestError, PublishedRun, download_verified,
+                                 list_published_runs)
+
+# MLflow's run ids (uuid4().hex, mlflow/store/tracking/sqlalchemy_store.py create_run): a
+# manifest's run id names a folder of the store, so nothing else is taken from one.
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 TRACKING_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -129,6 +135,10 @@ class TrackingStore:
     def import_run(self, datastore: Datastore, run: PublishedRun) -> bool:
         """Copy a published run into the store under its run id (its sweep's parent run
         too). False if it was there already."""
+        if not RUN_ID.fullmatch(run.run_id):
+            raise ManifestError(f"Manifest '{run.manifest_path}': run id {run.run_id!r} is not "
+                                "an MLflow run id (32 hexadecimal digits); it is not imported.",
+                                "Re-run the trainer; do not edit manifests by hand.")
         if self.run_status(run.run_id) == "FINISHED":
             return False
         experiment_id = self.experiment_id(run.experiment_name or DEFAULT_EXPERIMENT)

@@ -78,3 +78,19 @@ def test_a_sweeps_lines_are_child_runs_of_one_run_per_sweep(published_run):
     assert sorted(c.info.run_name for c in children) == ["line-1", "line-2"]
     assert {c.data.tags["sweep_line"] for c in children} == {"1", "2"}
     assert parent.info.start_time <= min(c.info.start_time for c in children)
+
+
+def test_a_manifests_run_id_that_would_leave_the_store_is_refused(published_run, tmp_path):
+    """The run id names the run's artifact folder: a manifest edited to '../..' is refused
+    before any path is built from it, and nothing is written outside the store."""
+    from dataclasses import replace
+
+    from workspace.published import ManifestError
+
+    settings, store, run = published_run
+    tracking = TrackingStore(tmp_path / "store")
+    for bad in ("../../../escaped", run.run_id.upper(), run.run_id + "0"):
+        with pytest.raises(ManifestError, match="is not an MLflow run id"):
+            tracking.import_run(store, replace(run, run_id=bad))
+    assert not (tmp_path / "escaped").exists()
+    assert tracking.import_run(store, run)

@@ -1,0 +1,221 @@
+"""What the Terraform stack deploys, read from its parsed files: the Azure resource kinds
+per mode, the role assignments, the outputs, the pool settings and the ADF documents after
+placeholder filling, in the terms bicep/ is compared in (tests/terraform/test_parity.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from terraform.hcl import TERRAFORM_DIR, labelled, parse, resources, unquote
+
+# The Azure resource kinds (ARM types) each Terraform resource type deploys. A type missing
+# here is an error: add it with the kinds it creates, so the parity test sees it.
+ARM_KINDS: dict[str, tuple[str, ...]] = {
+    "azurerm_resource_group": ("Microsoft.Resources/resourceGroups",),
+    "azurerm_user_assigned_identity": ("Microsoft.ManagedIdentity/userAssignedIdentities",),
+    "azurerm_log_analytics_workspace": ("Microsoft.OperationalInsights/workspaces",),
+    "azurerm_application_insights": ("Microsoft.Insights/components",),
+    # blob_properties is the account's blob service (Bicep declares it apart).
+    "azurerm_storage_account": ("Microsoft.Storage/storageAccounts", "Microsoft.Storage/storageAccounts/blobServices"),
+    "azurerm_storage_container": ("Microsoft.Storage/storageAccounts/blobServices/containers",),
+    "azurerm_key_vault": ("Microsoft.KeyVault/vaults",),
+    "azurerm_container_registry": ("Microsoft.ContainerRegistry/registries",),
+    "azurerm_machine_learning_workspace": ("Microsoft.MachineLearningServices/workspaces",),
+    "azurerm_machine_learning_datastore_blobstorage": ("Microsoft.MachineLearningServices/workspaces/datastores",),
+    "azurerm_batch_account": ("Microsoft.Batch/batchAccounts",),
+    "azurerm_batch_pool": ("Microsoft.Batch/batchAccounts/pools",),
+    "azurerm_data_factory": ("Microsoft.DataFactory/factories",),
+    "azurerm_data_factory_credential_user_managed_identity": ("Microsoft.DataFactory/factories/credentials",),
+    "azurerm_data_factory_linked_custom_service": ("Microsoft.DataFactory/factories/linkedservices",),
+    "azurerm_role_assignment": ("Microsoft.Authorization/roleAssignments",),
+    "azurerm_public_ip": ("Microsoft.Network/publicIPAddresses",),
+    "azurerm_nat_gateway": ("Microsoft.Network/natGateways",),
+    "azurerm_network_security_group": ("Microsoft.Network/networkSecurityGroups",),
+    "azurerm_virtual_network": ("Microsoft.Network/virtualNetworks",),
+    "azurerm_private_dns_zone": ("Microsoft.Network/privateDnsZones",),
+    "azurerm_private_dns_zone_virtual_network_link": ("Microsoft.Network/privateDnsZones/virtualNetworkLinks",),
+    # The DNS zone group is a block of the endpoint (Bicep declares it apart).
+    "azurerm_private_endpoint": ("Microsoft.Network/privateEndpoints", "Microsoft.Network/privateEndpoints/privateDnsZoneGroups"),
+    # Parts of resources Bicep declares inline: subnets are in the VNet's body, and the
+    # associations are properties of the subnet and of the NAT gateway.
+    "azurerm_subnet": (),
+    "azurerm_subnet_network_security_group_association": (),
+    "azurerm_subnet_nat_gateway_association": (),
+    "azurerm_nat_gateway_public_ip_association": (),
+    # An action (listKeys), not a resource.
+    "azapi_resource_action": (),
+}
+PRIVATE_CONDITION = "var.private_networking ? 1 : 0"
+EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.S)
+ADF_ROOT = "../../../adf"
+
+
+class StackError(Exception):
+    """Something the comparison cannot read (message says what and where)."""
+
+
+def expression(value) -> str:
+    """'${a.b}' -> 'a.b'; a literal '"x"' -> '"x"'."""
+    if isinstance(value, str):
+        match = EXPRESSION.match(value)
+        return match.group(1) if match else value
+    return json.dumps(value)
+
+
+@dataclass
+class Module:
+    directory: Path
+    variables: dict
+    outputs: dict
+    locals: dict
+    resources: list[tuple[str, str, dict]]
+    calls: dict  # module name -> body (with source)
+
+
+def read_module(directory: Path) -> Module:
+    variables, outputs, local_values, found, calls = {}, {}, {}, [], {}
+    for path in sorted(directory.glob("*.tf")):
+        document = parse(path)
+        variables.update({labels[0]: body for labels, body in labelled(document, "variable")})
+        outputs.update({labels[0]: body for labels, body in labelled(document, "output")})
+        calls.update({labels[0]: body for labels, body in labelled(document, "module")})
+        for block in document.get("locals", []):
+            local_values.update({k: v for k, v in block.items() if not k.startswith("__")})
+    for path, kind, name, body in resources(directory):
+        if path.parent == directory:
+            found.append((kind, name, body))
+    return Module(directory, variables, outputs, local_values, found, calls)
+
+
+class Stack:
+    """The root module and the modules it calls (one level, as terraform/ is laid out)."""
+
+    def __init__(self, directory: Path = TERRAFORM_DIR):
+        self.directory = directory
+        self.root = read_module(directory)
+        self.modules = {}
+        for name, call in self.root.calls.items():
+            source = unquote(call["source"])
+            self.modules[name] = read_module((directory / source).resolve())
+
+    # ---------------------------------------------------------------- resource kinds
+    def kinds(self, private: bool) -> set[str]:
+        """The ARM types deployed with private_networking = private."""
+        found = set()
+        groups = [(None, self.root)] + list(self.modules.items())
+        for name, module in groups:
+            if name is not None and not private:
+                if expression(self.root.calls[name].get("count", "")) == PRIVATE_CONDITION:
+                    continue
+            for kind, symbol, _ in module.resources:
+                found |= set(self.arm_kinds(kind, symbol, module))
+        return found
+
+    @staticmethod
+    def arm_kinds(kind: str, symbol: str, module: Module) -> tuple[str, ...]:
+        if kind == "azapi_resource":
+            body = next(b for k, s, b in module.resources if (k, s) == (kind, symbol))
+            return (unquote(body["type"]).split("@")[0],)
+        if kind not in ARM_KINDS:
+            raise StackError(f"{module.directory}: {kind}.{symbol}: no Azure resource kind for {kind}; "
+                             "add it to terraform/stack.py ARM_KINDS (and its twin to bicep/).")
+        return ARM_KINDS[kind]
+
+    # ---------------------------------------------------------------- tracing references
+    def trace(self, text: str, module_name: str | None = None) -> tuple[str, str]:
+        """Follow `var.x` / `module.m.o` / `local.x` to the resource it reads: (its Azure
+        resource kind, its Terraform name)."""
+        module = self.root if module_name is None else self.modules[module_name]
+        text = expression(text)
+        for _ in range(10):
+            if match := re.fullmatch(r"var\.(\w+)", text):
+                if module_name is None:
+                    raise StackError(f"root variable {match.group(1)} is not a resource")
+                text = expression(self.root.calls[module_name][match.group(1)])
+                module_name, module = None, self.root
+            elif match := re.fullmatch(r"module\.(\w+)(?:\[0\])?\.(\w+)", text):
+                module_name = match.group(1)
+                module = self.modules[module_name]
+                text = expression(module.outputs[match.group(2)]["value"])
+            elif match := re.fullmatch(r'local\.(\w+)\["(\w+)"\]', text):
+                text = expression(module.locals[match.group(1)][match.group(2)])
+            elif match := re.match(r"((?:azurerm|azapi)_\w+)\.(\w+)", text):
+                return self.arm_kinds(match.group(1), match.group(2), module)[0], match.group(2)
+            else:
+                break
+        raise StackError(f"cannot follow {text!r} to a resource")
+
+    # ---------------------------------------------------------------- role assignments
+    def role_assignments(self) -> dict[str, tuple[str, tuple[str, str], str]]:
+        """name -> (role key, principal (kind, name) or ('deployer', ''), scope's Azure resource kind)."""
+        roles = self.modules["roles"]
+        found = {}
+        groups = [(roles.locals["service_assignments"], False), (roles.locals["deployer_roles"], True)]
+        for assignments, deployer in groups:
+            for name, item in assignments.items():
+                if name.startswith("__"):
+                    continue
+                role = expression(item["role"])
+                match = re.fullmatch(r"local\.roles(?:\.(\w+)|\[var\.(\w+)\])", role)
+                if not match:
+                    raise StackError(f"roles: {name}: role {role!r} is not local.roles.<key>")
+                role_key = match.group(1) or f"[{match.group(2)}]"
+                principal = ("deployer", "") if deployer else self.trace(item["principal_id"], "roles")
+                scope = self.trace(item["scope"], "roles")[0]
+                found[name] = (role_key, principal, scope)
+        return found
+
+    def role_ids(self) -> dict[str, str]:
+        return {k: unquote(v) for k, v in self.modules["roles"].locals["roles"].items() if not k.startswith("__")}
+
+    # ---------------------------------------------------------------- outputs and ADF
+    def outputs(self) -> dict[str, str]:
+        return {name: expression(body["value"]) for name, body in self.root.outputs.items()}
+
+    def adf_files(self) -> list[str]:
+        """The adf/ files the data-factory module reads (its fileset patterns, resolved)."""
+        module = self.modules["data_factory"]
+        patterns = re.findall(r'fileset\(local\.adf_dir, "([^"]+)"\)', expression(module.locals["files"]))
+        adf = (module.directory / ADF_ROOT).resolve()
+        return sorted({p.relative_to(adf).as_posix() for pattern in patterns for p in adf.glob(pattern)})
+
+    def fill(self, relative: str, values: dict[str, str]) -> dict:
+        """An adf/ file with its placeholders filled as the module's `documents` local does."""
+        module = self.modules["data_factory"]
+        pattern = re.search(r'replace\(text, "/(.+?)/"', expression(module.locals["documents"])).group(1)
+        text = ((module.directory / ADF_ROOT) / relative).read_text()
+        return json.loads(re.sub(pattern, lambda m: values[m.group(1)], text))
+
+    def placeholder_source(self) -> str:
+        """What the root passes as the data-factory module's placeholders."""
+        return expression(self.root.calls["data_factory"]["placeholders"])
+
+    # ---------------------------------------------------------------- pool
+    def pool(self) -> dict:
+        batch = self.modules["batch"]
+        pool = next(body for kind, _, body in batch.resources if kind == "azurerm_batch_pool")
+        start = pool["start_task"][0]
+        formula = expression(batch.locals["auto_scale_formula"])
+        lines = [json.loads(f'"{s}"') for s in re.findall(r'"((?:[^"\\]|\\.)*)"', formula.split(",", 1)[1])]
+        files = {}
+        for name, value in start["common_environment_properties"].items():
+            path = re.search(r'file\("\$\{path\.module\}/([^"]+)"\)', value).group(1)
+            files[name] = (batch.directory / path).resolve()
+        identity = start["user_identity"][0]["auto_user"][0]
+        return {
+            "image": {k: unquote(v) for k, v in batch.locals["image_reference"].items() if not k.startswith("__")},
+            "node_agent_sku_id": unquote(batch.locals["node_agent_sku_id"]),
+            "formula": [line.replace("${var.max_nodes}", "{maxNodes}") for line in lines],
+            "evaluation_interval": unquote(pool["auto_scale"][0]["evaluation_interval"]),
+            "command_line": unquote(start["command_line"]),
+            "environment_files": files,
+            "auto_user": {"scope": unquote(identity["scope"]), "elevationLevel": unquote(identity["elevation_level"])},
+            "max_task_retry_count": start["task_retry_maximum"],
+            "wait_for_success": start["wait_for_success"],
+            "task_slots_per_node": pool["max_tasks_per_node"],
+            "inter_node_communication": unquote(pool["inter_node_communication"]),
+            "target_node_communication_mode": unquote(pool["target_node_communication_mode"]),
+        }

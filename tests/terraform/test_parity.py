@@ -1,0 +1,236 @@
+"""Parity of terraform/ with bicep/, both read offline (python-hcl2 and pycep): the same
+Azure resource kinds in each mode, the same role assignments (role id, principal, scope
+kind), the same output names, the same pool settings and the same ADF documents after
+placeholder filling. A resource added to one stack only fails it (the planted tests)."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from pycep import BicepParser
+
+from bicep import env_writer
+from terraform.stack import Stack, StackError
+from tests.bicep.test_templates import BICEP, PLACEHOLDER, config, functions, main, module, ref, replace_chain
+from workspace.settings import REPO_ROOT
+
+TERRAFORM = REPO_ROOT / "terraform"
+MODES = {"public": False, "private": True}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Stack:
+    return Stack(TERRAFORM)
+
+
+def copy_stack(tmp_path: Path) -> Path:
+    """A copy of terraform/ beside links to the adf/, bicep/ and trainer/ files it reads."""
+    copy = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM, copy, ignore=shutil.ignore_patterns(".terraform*"))
+    for name in ("adf", "bicep", "trainer"):
+        (tmp_path / name).symlink_to(REPO_ROOT / name)
+    return copy
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+# ------------------------------------------------------------------ Bicep, read as the Terraform is
+
+def bicep_kinds(directory: Path, private: bool) -> set[str]:
+    """ARM types of every non-`existing` resource main.bicep deploys with privateNetworking=private."""
+    template = BicepParser().parse(text=(directory / "main.bicep").read_text())
+    kinds = {r["type"] for r in template.get("resources", {}).values() if not r.get("existing")}
+    for statement in template.get("modules", {}).values():
+        if not private and statement["config"].get("condition") == "privateNetworking":
+            continue
+        body = BicepParser().parse(text=(directory / statement["detail"]["path"]).read_text())
+        kinds |= {r["type"] for r in body.get("resources", {}).values() if not r.get("existing")}
+    return kinds
+
+
+def bicep_role_assignments() -> dict[str, tuple[str, tuple[str, str], str]]:
+    """name -> (role key, principal (kind, snake_case symbol) or ('deployer', ''), scope kind)."""
+    _, roles = module("roles")
+    resources = roles["resources"]
+    found = {}
+    for symbol, statement in resources.items():
+        if statement["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        body = config(statement)
+        role = ref(body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"])
+        role_key = role[len("roles."):] if role.startswith("roles.") else f"[{snake(role[len('roles['):-1])}]"
+        principal = ref(body["properties"]["principalId"]).split(".")[0]
+        who = ("deployer", "") if principal == "deployerPrincipalId" else (resources[principal]["type"], snake(principal))
+        found[symbol] = (role_key, who, resources[body["scope"]]["type"])
+    return found
+
+
+# ------------------------------------------------------------------ resource kinds
+
+@pytest.mark.parametrize("mode", MODES)
+def test_both_stacks_deploy_the_same_resource_kinds(stack, mode):
+    terraform, bicep = stack.kinds(MODES[mode]), bicep_kinds(BICEP, MODES[mode])
+    assert terraform == bicep, (f"only in terraform/: {sorted(terraform - bicep)}; "
+                                f"only in bicep/: {sorted(bicep - terraform)}")
+
+
+def test_private_mode_adds_the_network_in_both(stack):
+    added = stack.kinds(True) - stack.kinds(False)
+    assert "Microsoft.Network/virtualNetworks" in added and "Microsoft.Network/privateEndpoints" in added
+    assert added == bicep_kinds(BICEP, True) - bicep_kinds(BICEP, False)
+
+
+def test_a_resource_added_to_terraform_only_fails_the_parity(tmp_path):
+    copy = copy_stack(tmp_path)
+    (copy / "modules" / "storage" / "queue.tf").write_text(
+        'resource "azurerm_storage_queue" "extra" {\n  name = "extra"\n'
+        '  storage_account_id = azurerm_storage_account.storage.id\n}\n')
+    with pytest.raises(StackError, match="azurerm_storage_queue"):
+        Stack(copy).kinds(False)
+    # Known to the kind table, it is a kind Bicep does not deploy.
+    (copy / "modules" / "storage" / "queue.tf").write_text(
+        'resource "azurerm_key_vault" "extra" {\n  name = "extra"\n}\n')
+    assert Stack(copy).kinds(False) == bicep_kinds(BICEP, False)  # same kind as the vault: no change
+    (copy / "modules" / "storage" / "queue.tf").write_text(
+        'resource "azurerm_nat_gateway" "extra" {\n  name = "extra"\n}\n')
+    assert Stack(copy).kinds(False) - bicep_kinds(BICEP, False) == {"Microsoft.Network/natGateways"}
+
+
+def test_a_resource_added_to_bicep_only_fails_the_parity(stack, tmp_path):
+    copy = tmp_path / "bicep"
+    shutil.copytree(BICEP, copy)
+    with (copy / "modules" / "storage.bicep").open("a") as handle:
+        handle.write("\nresource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {\n"
+                     "  parent: storage\n  name: 'default'\n}\n")
+    assert bicep_kinds(copy, False) - stack.kinds(False) == {"Microsoft.Storage/storageAccounts/queueServices"}
+
+
+# ------------------------------------------------------------------ role assignments
+
+def test_the_role_assignments_are_the_same(stack):
+    terraform, bicep = stack.role_assignments(), bicep_role_assignments()
+    assert set(terraform) == set(bicep)
+    for name, (role, principal, scope) in bicep.items():
+        assert terraform[name] == (role, principal, scope), name
+
+
+def test_the_role_ids_are_the_same(stack):
+    _, roles = module("roles")
+    assert stack.role_ids() == roles["variables"]["roles"]["value"]
+
+
+def test_an_assignment_given_another_scope_fails_the_parity(stack, tmp_path):
+    copy = copy_stack(tmp_path)
+    path = copy / "modules" / "roles" / "main.tf"
+    text = path.read_text()
+    path.write_text(text.replace("poolWritesModels             = { scope = var.container_id",
+                                 "poolWritesModels             = { scope = var.storage_account_id", 1))
+    changed = Stack(copy).role_assignments()["poolWritesModels"]
+    assert changed != bicep_role_assignments()["poolWritesModels"]
+    assert changed[2] == "Microsoft.Storage/storageAccounts"
+
+
+# ------------------------------------------------------------------ outputs
+
+def test_the_outputs_have_the_same_names(stack):
+    assert set(stack.outputs()) == set(main()["outputs"])
+
+
+def test_each_env_output_is_the_value_the_factory_receives(stack):
+    """An output the .env writer reads is local.env[KEY] (or a factory output), and the factory's
+    placeholders are local.env: __KEY__ is filled with what .env gets for KEY, as in Bicep."""
+    outputs = stack.outputs()
+    assert stack.placeholder_source() == "local.env"
+    for key, name in env_writer.OUTPUTS.items():
+        if key in ("ADF_FACTORY", "ADF_PIPELINE"):
+            assert outputs[name].startswith("module.data_factory."), name
+        else:
+            assert outputs[name] == f'local.env["{key}"]', name
+            assert key in stack.root.locals["env"], key
+
+
+# ------------------------------------------------------------------ pool
+
+def test_the_pool_settings_are_the_same(stack):
+    _, batch = module("batch")
+    pool = batch["resources"]["pool"]["config"]["properties"]
+    start = pool["startTask"]
+    settings = {s["name"]: functions(s["value"], "load_text_content")[0]["file_path"]
+                for s in start["environmentSettings"]}
+    formula = batch["variables"]["autoScaleFormula"]["value"]["function"]["parameters"]["input_array"]
+    terraform = stack.pool()
+    assert terraform["image"] == batch["variables"]["imageReference"]["value"]
+    assert terraform["node_agent_sku_id"] == batch["variables"]["nodeAgentSkuId"]["value"]
+    assert terraform["formula"] == [line.replace("${maxNodes}", "{maxNodes}") for line in formula]
+    assert terraform["evaluation_interval"] == pool["scaleSettings"]["autoScale"]["evaluationInterval"]
+    assert terraform["command_line"] == start["commandLine"]
+    assert terraform["environment_files"] == {k: (BICEP / "modules" / v).resolve() for k, v in settings.items()}
+    assert terraform["auto_user"] == start["userIdentity"]["autoUser"]
+    assert terraform["max_task_retry_count"] == start["maxTaskRetryCount"]
+    assert terraform["wait_for_success"] == start["waitForSuccess"]
+    assert terraform["task_slots_per_node"] == pool["taskSlotsPerNode"]
+    assert terraform["inter_node_communication"] == pool["interNodeCommunication"]
+    assert terraform["target_node_communication_mode"] == pool["targetNodeCommunicationMode"]
+
+
+# ------------------------------------------------------------------ ADF documents
+
+def bicep_adf() -> dict[str, dict]:
+    """Each adf/ file data-factory.bicep loads, filled with '<output name>' for each placeholder:
+    the placeholder's module parameter, followed to the main.bicep output of the same value."""
+    statement, factory = module("dataFactory")
+    outputs = {ref(o["value"]): name for name, o in main()["outputs"].items()}
+    documents = {}
+    for variable in factory["variables"].values():
+        if not functions(variable["value"], "load_text_content"):
+            continue
+        path, pairs = replace_chain(variable["value"])
+        text = (BICEP / "modules" / path).read_text()
+        for old, param in pairs:
+            text = text.replace(old, f"<{outputs[ref(statement['config']['params'][param])]}>")
+        relative = (BICEP / "modules" / path).resolve().relative_to((REPO_ROOT / "adf").resolve()).as_posix()
+        documents[relative] = json.loads(text)
+    return documents
+
+
+def terraform_adf(stack: Stack) -> dict[str, dict]:
+    """The same, filled as the data-factory module fills them (local.env[KEY] is output camel(KEY))."""
+    outputs = {value: name for name, value in stack.outputs().items()}
+    values = {key: f'<{outputs[f"local.env[{json.dumps(key)}]"]}>' for key in stack.root.locals["env"]
+              if not key.startswith("__")}
+    return {relative: stack.fill(relative, values) for relative in stack.adf_files()}
+
+
+def test_the_adf_documents_are_the_same_after_filling(stack):
+    bicep, terraform = bicep_adf(), terraform_adf(stack)
+    assert set(terraform) == set(bicep)
+    for relative, document in bicep.items():
+        assert terraform[relative] == document, relative
+        assert not PLACEHOLDER.search(json.dumps(terraform[relative])), relative
+
+
+def test_a_file_left_out_or_filled_differently_fails_the_parity(tmp_path):
+    copy = copy_stack(tmp_path)
+    path = copy / "modules" / "data-factory" / "main.tf"
+    text = path.read_text()
+    left_out = text.replace('fileset(local.adf_dir, "credentials/*.json")', "[]", 1)
+    assert left_out != text
+    path.write_text(left_out)
+    planted = Stack(copy)
+    assert "credentials/BatchIdentityCredential.json" not in planted.adf_files()
+    assert set(terraform_adf(planted)) != set(bicep_adf())
+    # A placeholder pattern that misses the keys with digits and underscores.
+    path.write_text(text.replace("__([A-Z][A-Z0-9_]*?)__", "__([A-Z]+)__", 1))
+    missed = terraform_adf(Stack(copy))
+    assert missed != bicep_adf() and "__BATCH_POOL_ID__" in json.dumps(missed)
+
+
+def test_every_pipeline_in_adf_is_deployed(stack):
+    """New adf/*.json pipelines are picked up by the module's fileset without an edit."""
+    on_disk = sorted(p.relative_to(REPO_ROOT / "adf").as_posix() for p in (REPO_ROOT / "adf").rglob("*.json"))
+    assert stack.adf_files() == on_disk

@@ -97,8 +97,9 @@ $(SCAN_STAMP): bicep/requirements-scan.txt
 	$(SCAN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bicep/requirements-scan.txt
 	@touch $@
 
-scan: $(SCAN_STAMP) ## Scan bicep/ with checkov: fails on any parsing error or failed check
+scan: $(SCAN_STAMP) ## Scan bicep/ and terraform/ with checkov: fails on any parsing error or failed check
 	$(PYTHON) bicep/scan.py --checkov $(SCAN_VENV)/bin/checkov
+	$(PYTHON) bicep/scan.py --framework terraform --checkov $(SCAN_VENV)/bin/checkov
 
 .PHONY: deploy-infra what-if destroy scan
 

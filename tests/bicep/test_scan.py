@@ -1,5 +1,5 @@
-"""checkov's Bicep scan (`make scan`, its own virtualenv .venv-scan): zero parsing errors and
-zero failed checks on bicep/, and the gate really fails on either."""
+"""checkov's scan (`make scan`, its own virtualenv .venv-scan) of bicep/ and terraform/: zero
+parsing errors and zero failed checks, and the gate really fails on either."""
 from __future__ import annotations
 
 import importlib.util
@@ -50,9 +50,10 @@ def checkov() -> Path:
     return CHECKOV
 
 
-def _scan(checkov: Path, directory: Path):
+def _scan(checkov: Path, directory: Path, framework: str = "bicep"):
     return subprocess.run([sys.executable, str(REPO_ROOT / "bicep" / "scan.py"), "--checkov", str(checkov),
-                           "--dir", str(directory)], capture_output=True, text=True, timeout=600)
+                           "--framework", framework, "--dir", str(directory)],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -88,5 +89,28 @@ def test_scan_fails_on_a_failed_check(checkov, tmp_path):
         "  sku: {\n    name: 'Standard_LRS'\n  }\n"
         "  properties: {\n    supportsHttpsTrafficOnly: false\n    minimumTlsVersion: 'TLS1_0'\n  }\n}\n")
     result = _scan(checkov, directory)
+    assert result.returncode == 1
+    assert "failed:" in result.stderr
+
+
+@pytest.mark.slow
+def test_terraform_passes_the_checkov_scan(checkov):
+    result = _scan(checkov, REPO_ROOT / "terraform", "terraform")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert "failed 0" in summary and "parsing errors 0" in summary
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped ")]
+    assert skipped and all(len(line.split(": ", 1)[1].strip()) > 30 for line in skipped)
+
+
+@pytest.mark.slow
+def test_terraform_scan_fails_on_a_failed_check(checkov, tmp_path):
+    directory = tmp_path / "terraform"
+    directory.mkdir()
+    (directory / "insecure.tf").write_text(
+        'resource "azurerm_storage_account" "s" {\n  name = "insecurestorage"\n  resource_group_name = "rg"\n'
+        '  location = "westeurope"\n  account_tier = "Standard"\n  account_replication_type = "LRS"\n'
+        '  https_traffic_only_enabled = false\n  min_tls_version = "TLS1_0"\n}\n')
+    result = _scan(checkov, directory, "terraform")
     assert result.returncode == 1
     assert "failed:" in result.stderr

@@ -77,7 +77,6 @@ locals {
 
 resource "azurerm_batch_account" "batch_account" {
   # checkov:skip=CKV_AZURE_76: Microsoft-managed keys; customer-managed keys need a key-rotation process this project does not run.
-  # checkov:skip=CKV2_AZURE_59: Data Factory and the CLIs reach the account over its public endpoint with Entra ID only (no shared key); the pool itself joins the VNet in private mode.
   name                                = var.batch_account_name
   resource_group_name                 = var.resource_group_name
   location                            = var.location

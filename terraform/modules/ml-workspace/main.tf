@@ -54,8 +54,7 @@ variable "tags" {
 
 resource "azurerm_machine_learning_workspace" "workspace" {
   # checkov:skip=CKV_AZURE_144: The workspace stays reachable from public networks (Entra ID only) so the deployer CLI and the batch endpoint work from a laptop; private_networking = true restricts the datastore, vault and registry it uses.
-  # checkov:skip=CKV_AZURE_243: The same: public network access is kept for the deployer CLI (Entra ID only).
-  # checkov:skip=CKV2_AZURE_52: Microsoft-managed keys; customer-managed keys need a key-rotation process this project does not run.
+  # checkov:skip=CKV2_AZURE_49: The same: public network access is kept for the deployer CLI and the batch endpoint (Entra ID only); private_networking = true restricts what the workspace reaches.
   name                          = var.workspace_name
   resource_group_name           = var.resource_group_name
   location                      = var.location

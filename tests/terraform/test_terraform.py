@@ -1,0 +1,154 @@
+"""terraform/ read offline: every file parses (python-hcl2), every azurerm resource, argument
+and block is one hashicorp/azurerm 4.55 declares (tests/fixtures/azurerm_schema.json, from the
+provider's jsii assembly), azapi bodies fit the Bicep type fixture, and a planted misspelling
+fails the check. Also the fixture extractor on a small assembly, and the resource names."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from bicep import schema_check as azure_types
+from terraform import hcl, schema_check
+from tests.bicep.test_templates import NAME_RULES, PREFIXES
+from tests.terraform.test_parity import copy_stack
+from workspace.settings import REPO_ROOT
+
+TERRAFORM = REPO_ROOT / "terraform"
+FILES = hcl.tf_files(TERRAFORM)
+
+
+@pytest.fixture(scope="module")
+def schemas():
+    return schema_check.ProviderSchema.load(), azure_types.Schema.load()
+
+
+def test_there_are_a_root_and_a_module_per_bicep_module():
+    modules = {p.name for p in (TERRAFORM / "modules").iterdir() if p.is_dir()}
+    assert modules == {p.stem for p in (REPO_ROOT / "bicep" / "modules").glob("*.bicep")}
+    assert {"main.tf", "variables.tf", "outputs.tf", "versions.tf", "providers.tf"} <= {p.name for p in FILES}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(TERRAFORM).as_posix())
+def test_every_file_parses(path):
+    assert hcl.parse(path)
+
+
+def test_the_provider_is_pinned_to_the_checked_schema(schemas):
+    versions = hcl.parse(TERRAFORM / "versions.tf")["terraform"][0]["required_providers"][0]
+    assert hcl.unquote(versions["azurerm"]["source"]) == "hashicorp/azurerm"
+    assert hcl.unquote(versions["azurerm"]["version"]) == "~> 4.55.0"
+    assert schemas[0].source["provider"] == "hashicorp/azurerm 4.55.0"
+
+
+def test_the_stack_passes_the_schema_check(schemas):
+    problems = schema_check.check_all(*schemas, TERRAFORM)
+    assert not problems, "\n".join(map(str, problems))
+
+
+def test_the_fixture_holds_exactly_the_resources_declared(schemas):
+    assert sorted(schemas[0].resources) == schema_check.declared_resource_types(TERRAFORM)
+
+
+PLANTS = [  # (file, original, planted, expected message)
+    ("modules/storage/main.tf", "  min_tls_version ", "  min_tls_versoin ",
+     "min_tls_versoin: unknown argument (did you mean 'min_tls_version'?)"),
+    ("modules/batch/main.tf", "  auto_scale {", "  autoscale {", "autoscale: unknown block"),
+    ("modules/batch/main.tf", "      auto_user {", "      auto_usr {", "start_task.user_identity.auto_usr: unknown block"),
+    ("modules/batch/main.tf", "  node_agent_sku_id              = local.node_agent_sku_id\n", "",
+     "node_agent_sku_id: required argument is missing"),
+    ("modules/private-endpoints/main.tf", '    is_manual_connection           = false\n', "",
+     "private_service_connection.is_manual_connection: required argument is missing"),
+    ("modules/registry/main.tf", '          ip_range = ', '          ip_ranges = ', "network_rule_set.ip_rule.ip_ranges: unknown argument"),
+    ("modules/keyvault/main.tf", 'resource "azurerm_key_vault" "vault"', 'resource "azurerm_keyvault" "vault"',
+     "azurerm_keyvault is not a resource of hashicorp/azurerm 4.55.0 (did you mean 'azurerm_key_vault'?)"),
+    ("modules/storage-key-secret/main.tf", "      contentType = ", "      contentTyp = ",
+     "body.properties.contentTyp: unknown property"),
+    ("modules/storage-key-secret/main.tf", '"Microsoft.KeyVault/vaults/secrets@2023-07-01"',
+     '"Microsoft.KeyVault/vaults/secrets@2019-09-01"', "is not in the fixture"),
+]
+
+
+@pytest.mark.parametrize("relative, original, planted, message", PLANTS, ids=[p[3][:40] for p in PLANTS])
+def test_a_planted_mistake_fails_the_check(schemas, tmp_path, relative, original, planted, message):
+    copy = copy_stack(tmp_path)
+    path = copy / relative
+    text = path.read_text()
+    assert original in text
+    path.write_text(text.replace(original, planted, 1))
+    problems = [str(p) for p in schema_check.check_all(*schemas, copy)]
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_the_cli_exits_1_on_a_problem_and_2_on_a_file_that_does_not_parse(tmp_path):
+    copy = copy_stack(tmp_path)
+    run = [sys.executable, "-m", "terraform.schema_check", "--dir", str(copy)]
+    ok = subprocess.run(run, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert ok.returncode == 0 and "no problems" in ok.stdout, ok.stdout + ok.stderr
+    path = copy / "modules" / "storage" / "main.tf"
+    path.write_text(path.read_text().replace("  min_tls_version ", "  min_tls_versoin ", 1))
+    bad = subprocess.run(run, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert bad.returncode == 1 and "min_tls_versoin: unknown argument" in bad.stdout
+    path.write_text("resource \"azurerm_resource_group\" \"x\" {\n  name = \n")
+    broken = subprocess.run(run, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert broken.returncode == 2 and "does not parse as HCL" in broken.stderr and "Traceback" not in broken.stderr
+
+
+# ------------------------------------------------------------------ the fixture extractor
+
+def _property(name, hcl_name, resource, typ, optional=True, block=False):
+    link = f"{{@link https://registry.terraform.io/providers/hashicorp/azurerm/4.55.0/docs/resources/{resource}#{hcl_name} X#{hcl_name}}}"
+    docs = {"summary": f"{hcl_name} block.", "remarks": f"Docs at Terraform Registry: {link}"} if block else \
+        {"summary": f"Docs at Terraform Registry: {link}."}
+    return {"name": name, "docs": docs, "type": typ, **({"optional": True} if optional else {})}
+
+
+def test_the_extractor_reads_arguments_blocks_and_required_from_an_assembly(tmp_path):
+    """A two-resource assembly in the shape of @cdktf/provider-azurerm's .jsii."""
+    p = "@cdktf/provider-azurerm.thing"
+    link = "{@link https://registry.terraform.io/providers/hashicorp/azurerm/4.55.0/docs/resources/thing azurerm_thing}"
+    assembly = {"name": "@cdktf/provider-azurerm", "version": "14.23.1", "types": {
+        f"{p}.Thing": {"kind": "class", "docs": {"summary": f"Represents a {link}."}},
+        f"{p}.ThingConfig": {"kind": "interface", "datatype": True, "properties": [
+            _property("name", "name", "thing", {"primitive": "string"}, optional=False),
+            _property("tags", "tags", "thing", {"collection": {"kind": "map", "elementtype": {"primitive": "string"}}}),
+            _property("startTask", "start_task", "thing", {"fqn": f"{p}.ThingStartTask"}, optional=False, block=True),
+            _property("rules", "rules", "thing", {"union": {"types": [{"fqn": "cdktf.IResolvable"}, {
+                "collection": {"kind": "array", "elementtype": {"fqn": f"{p}.ThingRules"}}}]}}),
+        ]},
+        f"{p}.ThingStartTask": {"kind": "interface", "datatype": True, "properties": [
+            _property("commandLine", "command_line", "thing", {"primitive": "string"}, optional=False)]},
+        f"{p}.ThingRules": {"kind": "interface", "datatype": True, "properties": [
+            _property("ipRange", "ip_range", "thing", {"primitive": "string"})]},
+    }}
+    (tmp_path / ".jsii").write_text(json.dumps(assembly))
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    try:
+        import extract_azurerm_schema as extractor
+    finally:
+        sys.path.remove(str(REPO_ROOT / "scripts"))
+    parsed = extractor.Assembly(tmp_path / ".jsii")
+    assert parsed.classes == {"azurerm_thing": f"{p}.Thing"} and parsed.provider_version == "4.55.0"
+    fixture = extractor.build(parsed, ["azurerm_thing"])
+    assert fixture["resources"]["azurerm_thing"] == {
+        "arguments": {"name": True, "tags": False},
+        "blocks": {"rules": {"arguments": {"ip_range": False}, "blocks": {}, "required": False, "attribute": True},
+                   "start_task": {"arguments": {"command_line": True}, "blocks": {}, "required": True}}}
+    assert json.loads(extractor.render(fixture)) == fixture
+    with pytest.raises(SystemExit, match="no such resource"):
+        parsed.resource("azurerm_other")
+
+
+# ------------------------------------------------------------------ names
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_resource_names_follow_azure_naming_rules(prefix):
+    names = hcl.parse(TERRAFORM / "main.tf")["locals"][0]["names"]
+    for kind, rule in NAME_RULES.items():
+        key = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
+        name = hcl.unquote(names[key]).replace("${local.compact_prefix}", prefix) \
+            .replace("${var.prefix}", prefix).replace("${local.suffix}", "z9y8x7")
+        assert "$" not in name and re.match(rule, name), (kind, name)

@@ -73,23 +73,24 @@ clean: local-down ## Remove the virtualenv, node_modules and local state
 
 .PHONY: help setup browser test test-fast demo ui local-up local-down local-status lock env-example clean
 
-# ---------------------------------------------------------------- Azure infrastructure (bicep/)
-# make deploy-infra [LOCATION=westeurope PREFIX=irisops PRIVATE_NETWORKING=false ALLOWED_IP=]
+# ---------------------------------------------------------------- Azure infrastructure (bicep/, terraform/)
+# make deploy-infra [IAC=bicep|terraform LOCATION=westeurope PREFIX=irisops PRIVATE_NETWORKING=false ALLOWED_IP=]
 # See docs/azure.md. The scan runs checkov in its own virtualenv (its pins clash with .venv).
+IAC ?= bicep
 LOCATION ?= westeurope
 PREFIX ?= irisops
 PRIVATE_NETWORKING ?= false
 ALLOWED_IP ?=
-AZURE_SH = LOCATION="$(LOCATION)" PREFIX="$(PREFIX)" PRIVATE_NETWORKING="$(PRIVATE_NETWORKING)" \
+AZURE_SH = IAC="$(IAC)" LOCATION="$(LOCATION)" PREFIX="$(PREFIX)" PRIVATE_NETWORKING="$(PRIVATE_NETWORKING)" \
   ALLOWED_IP="$(ALLOWED_IP)" PYTHON="$(PYTHON)" bash bicep/azure.sh
 
-deploy-infra: ## Deploy bicep/main.bicep to Azure (az login first), then write .env from its outputs
+deploy-infra: ## Deploy bicep/main.bicep (IAC=terraform: terraform/) to Azure (az login first), then write .env
 	$(AZURE_SH) deploy
 
-what-if: ## Show what deploy-infra would change in Azure, changing nothing
+what-if: ## Show what deploy-infra would change in Azure, changing nothing (IAC=terraform: plan)
 	$(AZURE_SH) what-if
 
-destroy: ## Delete the Azure resource group (asks first; YES=1 skips the question)
+destroy: ## Delete the Azure resource group (IAC=terraform: terraform destroy; asks first, YES=1 skips)
 	$(AZURE_SH) destroy
 
 $(SCAN_STAMP): bicep/requirements-scan.txt

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# make deploy-infra | what-if | destroy: the Bicep deployment with the Azure CLI.
+# make deploy-infra | what-if | destroy: the Bicep deployment with the Azure CLI, or with
+# IAC=terraform the Terraform stack of terraform/ (same checks, same .env).
 #
-#   bicep/azure.sh deploy [name=value ...]    az deployment sub create, then .env from its outputs
-#   bicep/azure.sh what-if [name=value ...]   what a deployment would change, changing nothing
-#   bicep/azure.sh destroy                    deletes the resource group after asking
+#   bicep/azure.sh deploy [name=value ...]    az deployment sub create (terraform apply), then .env from its outputs
+#   bicep/azure.sh what-if [name=value ...]   what a deployment would change, changing nothing (terraform plan)
+#   bicep/azure.sh destroy                    deletes the resource group after asking (terraform destroy)
 #
-# Settings (environment; the Makefile passes them): LOCATION, PREFIX, PRIVATE_NETWORKING
-# (only false for now), ALLOWED_IP, ENV_FILE (.env), STATE_DIR (.local, where the
-# deployment's JSON is kept), PYTHON, PARAMS (more template parameters, "name=value ..."),
-# YES=1 (destroy without asking, for automation). Nothing secret is passed on a command
-# line: the CLI uses your `az login`, the template reads the storage key itself.
+# Settings (environment; the Makefile passes them): IAC (bicep or terraform), LOCATION,
+# PREFIX, PRIVATE_NETWORKING (only false for now), ALLOWED_IP, ENV_FILE (.env), STATE_DIR
+# (.local, where the deployment's JSON is kept), PYTHON, PARAMS (more template parameters or
+# Terraform variables, "name=value ..."), YES=1 (destroy without asking, for automation),
+# TF_BACKEND_CONFIG (Terraform: a backend settings file for terraform/backend.tf; local state
+# without it). Nothing secret is passed on a command line: the CLI uses your `az login`, the
+# template reads the storage key itself.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,8 +24,10 @@ ALLOWED_IP="${ALLOWED_IP:-}"
 ENV_FILE="${ENV_FILE:-.env}"
 STATE_DIR="${STATE_DIR:-.local}"
 PYTHON="${PYTHON:-python3}"
+IAC="${IAC:-bicep}"
 DEPLOYMENT_NAME="iris-infra-${PREFIX}"
 TEMPLATE="bicep/main.bicep"
+TF_DIR="terraform"
 
 die() {
   echo "error: $1" >&2
@@ -51,25 +56,78 @@ check_private_networking() {
   esac
 }
 
+check_iac() {
+  case "$IAC" in
+    bicep|terraform) ;;
+    *) die "IAC must be bicep or terraform, not '$IAC'." "Bicep is the default; IAC=terraform deploys terraform/ (docs/azure.md, 'Bicep or Terraform')." ;;
+  esac
+}
+
 # Extra template parameters (arguments and PARAMS): name=value, a parameter main.bicep
-# declares, and not one this script sets from its own settings.
+# (a variable terraform/variables.tf) declares, and not one this script sets from its own settings.
 EXTRA=()
 extra_parameters() {
-  local item name declared items=()
-  declared=" $(sed -n 's/^param \([A-Za-z0-9_]*\) .*/\1/p' "$TEMPLATE" | tr '\n' ' ')"
+  local item name declared items=() source own example
+  if [ "$IAC" = terraform ]; then
+    source="$TF_DIR/variables.tf"
+    declared=" $(sed -n 's/^variable "\([A-Za-z0-9_]*\)".*/\1/p' "$source" | tr '\n' ' ')"
+    own=" location prefix private_networking allowed_ip_address deployer_principal_id deployer_principal_type "
+    example="factory_batch_role=dataContributor"
+  else
+    source="$TEMPLATE"
+    declared=" $(sed -n 's/^param \([A-Za-z0-9_]*\) .*/\1/p' "$source" | tr '\n' ' ')"
+    own=" location prefix privateNetworking allowedIpAddress deployerPrincipalId deployerPrincipalType keyVaultCreateMode "
+    example="factoryBatchRole=dataContributor"
+  fi
   read -r -a items <<<"${PARAMS:-}"
   items+=("$@")
   for item in ${items[@]+"${items[@]}"}; do
     [[ "$item" =~ ^([A-Za-z][A-Za-z0-9_]*)=(.*)$ ]] ||
-      die "template parameter '$item' is not name=value." "Example: bicep/azure.sh deploy factoryBatchRole=dataContributor"
+      die "template parameter '$item' is not name=value." "Example: bicep/azure.sh deploy $example"
     name="${BASH_REMATCH[1]}"
-    case "$name" in
-      location|prefix|privateNetworking|allowedIpAddress|deployerPrincipalId|deployerPrincipalType|keyVaultCreateMode)
-        die "parameter '$name' is set by this script." "Use LOCATION, PREFIX, PRIVATE_NETWORKING or ALLOWED_IP instead; the others are found out." ;;
-    esac
+    [[ "$own" == *" $name "* ]] &&
+      die "parameter '$name' is set by this script." "Use LOCATION, PREFIX, PRIVATE_NETWORKING or ALLOWED_IP instead; the others are found out."
     [[ "$declared" == *" $name "* ]] ||
-      die "bicep/main.bicep has no parameter '$name'." "Its parameters:$declared"
+      die "$source has no parameter '$name'." "Its parameters:$declared"
     EXTRA+=("$item")
+  done
+}
+
+# Terraform: on PATH, initialised in terraform/ (local state, or the backend of
+# terraform/backend.tf configured by TF_BACKEND_CONFIG), and told the subscription of `az login`.
+require_terraform() {
+  command -v terraform >/dev/null 2>&1 ||
+    die "Terraform ('terraform') is not installed or not on PATH." \
+        "Install Terraform 1.6 or newer (see docs/azure.md, 'Bicep or Terraform'), or deploy with Bicep: make deploy-infra (without IAC=terraform)."
+}
+
+terraform_init() {
+  local backend=()
+  if [ -n "${TF_BACKEND_CONFIG:-}" ]; then
+    [ -f "$TF_DIR/backend.tf" ] ||
+      die "TF_BACKEND_CONFIG is set but $TF_DIR/backend.tf does not exist." "Copy $TF_DIR/backend.tf.example to $TF_DIR/backend.tf (docs/azure.md, 'Terraform state')."
+    [ -f "$TF_BACKEND_CONFIG" ] || die "TF_BACKEND_CONFIG names '$TF_BACKEND_CONFIG', which is not a file."
+    backend=("-backend-config=$(cd "$(dirname "$TF_BACKEND_CONFIG")" && pwd)/$(basename "$TF_BACKEND_CONFIG")")
+  fi
+  if [ -z "${ARM_SUBSCRIPTION_ID:-}" ]; then  # azurerm 4 needs it; the one `az login` selected
+    ARM_SUBSCRIPTION_ID="$(az account show --query id -o tsv)" || die "cannot read the subscription of 'az login'."
+    export ARM_SUBSCRIPTION_ID
+  fi
+  terraform -chdir="$TF_DIR" init -input=false ${backend[@]+"${backend[@]}"}
+}
+
+terraform_variables() {
+  local item
+  TF_VARS=(
+    -var "location=$LOCATION"
+    -var "prefix=$PREFIX"
+    -var "private_networking=$PRIVATE_NETWORKING"
+    -var "allowed_ip_address=$ALLOWED_IP"
+    -var "deployer_principal_id=${DEPLOYER_ID:-}"
+    -var "deployer_principal_type=${DEPLOYER_TYPE:-User}"
+  )
+  for item in ${EXTRA[@]+"${EXTRA[@]}"}; do
+    TF_VARS+=(-var "$item")
   done
 }
 
@@ -150,6 +208,7 @@ reset_target() {
   sed 's/^TARGET=azure$/TARGET=local/' "$ENV_FILE" >"$tmp" && mv "$tmp" "$ENV_FILE"
 }
 
+check_iac
 case "$action" in
   deploy|what-if)
     shift
@@ -159,6 +218,54 @@ case "$action" in
     ;;
   destroy) check_prefix ;;
 esac
+
+# Terraform: the same checks above, then terraform instead of az deployment.
+if [ "$IAC" = terraform ]; then
+  case "$action" in
+    deploy|what-if|destroy) require_terraform; require_az ;;
+  esac
+  case "$action" in
+    deploy)
+      deployer_principal
+      terraform_variables
+      terraform_init
+      mkdir -p "$STATE_DIR"
+      out="$STATE_DIR/terraform-outputs-${PREFIX}.json"
+      echo "Applying $TF_DIR/ in $LOCATION (prefix $PREFIX, private networking $PRIVATE_NETWORKING); this takes 10-20 minutes..."
+      terraform -chdir="$TF_DIR" apply -input=false -auto-approve "${TF_VARS[@]}"
+      terraform -chdir="$TF_DIR" output -json >"$out"
+      "$PYTHON" -m bicep.env_writer "$out" --env-file "$ENV_FILE"
+      echo "Done. Next: python -m adf trigger (trains on the pool; the first node takes a few minutes to start)."
+      ;;
+    what-if)
+      deployer_principal
+      terraform_variables
+      terraform_init
+      terraform -chdir="$TF_DIR" plan -input=false "${TF_VARS[@]}"
+      ;;
+    destroy)
+      terraform_variables
+      echo "This destroys everything terraform/ deployed for prefix $PREFIX (data, models, pool, factory, workspace)."
+      if [ "${YES:-}" != "1" ]; then
+        [ -t 0 ] || die "refusing to destroy without confirmation." "Run it in a terminal, or set YES=1."
+        read -r -p "Type the prefix to confirm: " answer
+        [ "$answer" = "$PREFIX" ] || die "not confirmed; nothing destroyed."
+      fi
+      terraform_init
+      terraform -chdir="$TF_DIR" destroy -input=false -auto-approve "${TF_VARS[@]}"
+      echo "Destroyed. The Key Vault stays soft-deleted (purge protection) for 7 days; the next deploy recovers it."
+      if [ -f "$ENV_FILE" ] && grep -q '^TARGET=azure' "$ENV_FILE"; then
+        reset_target
+        echo "Set TARGET=local in $ENV_FILE."
+      fi
+      ;;
+    *)
+      echo "usage: $0 deploy|what-if [name=value ...] | destroy" >&2
+      exit 2
+      ;;
+  esac
+  exit 0
+fi
 
 case "$action" in
   deploy)

@@ -82,16 +82,16 @@ module "monitoring" {
 }
 
 module "network" {
-  source                 = "./modules/network"
-  count                  = var.private_networking ? 1 : 0
-  resource_group_name    = azurerm_resource_group.rg.name
-  location               = var.location
-  name_prefix            = local.names.network
-  storage_suffix         = module.storage.storage_suffix
-  key_vault_dns_suffix   = module.keyvault.key_vault_dns_suffix
-  registry_login_server  = module.registry.login_server
-  registry_name          = module.registry.registry_name
-  tags                   = var.tags
+  source                = "./modules/network"
+  count                 = var.private_networking ? 1 : 0
+  resource_group_name   = azurerm_resource_group.rg.name
+  location              = var.location
+  name_prefix           = local.names.network
+  storage_suffix        = module.storage.storage_suffix
+  key_vault_dns_suffix  = module.keyvault.key_vault_dns_suffix
+  registry_login_server = module.registry.login_server
+  registry_name         = module.registry.registry_name
+  tags                  = var.tags
 }
 
 module "storage" {
@@ -136,19 +136,19 @@ module "registry" {
 }
 
 module "private_endpoints" {
-  source              = "./modules/private-endpoints"
-  count               = var.private_networking ? 1 : 0
-  resource_group_name = azurerm_resource_group.rg.name
-  location            = var.location
-  name_prefix         = local.names.network
-  subnet_id           = module.network[0].private_endpoints_subnet_id
-  storage_account_id  = module.storage.storage_account_id
-  key_vault_id        = module.keyvault.key_vault_id
-  registry_id         = module.registry.registry_id
-  blob_dns_zone_id    = module.network[0].blob_dns_zone_id
-  vault_dns_zone_id   = module.network[0].vault_dns_zone_id
+  source               = "./modules/private-endpoints"
+  count                = var.private_networking ? 1 : 0
+  resource_group_name  = azurerm_resource_group.rg.name
+  location             = var.location
+  name_prefix          = local.names.network
+  subnet_id            = module.network[0].private_endpoints_subnet_id
+  storage_account_id   = module.storage.storage_account_id
+  key_vault_id         = module.keyvault.key_vault_id
+  registry_id          = module.registry.registry_id
+  blob_dns_zone_id     = module.network[0].blob_dns_zone_id
+  vault_dns_zone_id    = module.network[0].vault_dns_zone_id
   registry_dns_zone_id = module.network[0].registry_dns_zone_id
-  tags                = var.tags
+  tags                 = var.tags
 }
 
 module "ml_workspace" {
@@ -192,21 +192,21 @@ module "data_factory" {
 }
 
 module "roles" {
-  source                              = "./modules/roles"
-  storage_account_id                  = module.storage.storage_account_id
-  container_id                        = module.storage.container_id
-  storage_key_secret_id               = module.storage_key_secret.secret_id
-  batch_account_id                    = module.batch.batch_account_id
-  workspace_id                        = module.ml_workspace.workspace_id
-  registry_id                         = module.registry.registry_id
-  aml_compute_identity_id             = module.identities.aml_compute_identity_id
-  pool_identity_principal_id          = module.identities.pool_identity_principal_id
-  factory_identity_principal_id       = module.identities.factory_identity_principal_id
-  aml_compute_identity_principal_id   = module.identities.aml_compute_identity_principal_id
-  factory_principal_id                = module.data_factory.factory_principal_id
-  workspace_principal_id              = module.ml_workspace.workspace_principal_id
-  batch_account_principal_id          = module.batch.batch_principal_id
-  factory_batch_role                  = var.factory_batch_role
-  deployer_principal_id               = var.deployer_principal_id
-  deployer_principal_type             = var.deployer_principal_type
+  source                            = "./modules/roles"
+  storage_account_id                = module.storage.storage_account_id
+  container_id                      = module.storage.container_id
+  storage_key_secret_id             = module.storage_key_secret.secret_id
+  batch_account_id                  = module.batch.batch_account_id
+  workspace_id                      = module.ml_workspace.workspace_id
+  registry_id                       = module.registry.registry_id
+  aml_compute_identity_id           = module.identities.aml_compute_identity_id
+  pool_identity_principal_id        = module.identities.pool_identity_principal_id
+  factory_identity_principal_id     = module.identities.factory_identity_principal_id
+  aml_compute_identity_principal_id = module.identities.aml_compute_identity_principal_id
+  factory_principal_id              = module.data_factory.factory_principal_id
+  workspace_principal_id            = module.ml_workspace.workspace_principal_id
+  batch_account_principal_id        = module.batch.batch_principal_id
+  factory_batch_role                = var.factory_batch_role
+  deployer_principal_id             = var.deployer_principal_id
+  deployer_principal_type           = var.deployer_principal_type
 }

@@ -48,11 +48,11 @@ locals {
       i % 2 == 1 ? var.placeholders[piece] : piece
     ]))
   }
-  pipelines        = { for f, doc in local.documents : f => doc if !strcontains(f, "/") }
-  credential       = local.documents["credentials/BatchIdentityCredential.json"]
-  key_vault_ls     = local.documents["linkedServices/KeyVaultLinkedService.json"]
-  storage_ls       = local.documents["linkedServices/AzureBlobStorageLinkedService.json"]
-  batch_ls         = local.documents["linkedServices/AzureBatchLinkedService.json"]
+  pipelines    = { for f, doc in local.documents : f => doc if !strcontains(f, "/") }
+  credential   = local.documents["credentials/BatchIdentityCredential.json"]
+  key_vault_ls = local.documents["linkedServices/KeyVaultLinkedService.json"]
+  storage_ls   = local.documents["linkedServices/AzureBlobStorageLinkedService.json"]
+  batch_ls     = local.documents["linkedServices/AzureBatchLinkedService.json"]
 }
 
 resource "azurerm_data_factory" "factory" {

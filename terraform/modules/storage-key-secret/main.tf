@@ -24,10 +24,10 @@ variable "secret_name" {
 }
 
 resource "azapi_resource_action" "storage_keys" {
-  type                   = "Microsoft.Storage/storageAccounts@2023-05-01"
-  resource_id            = var.storage_account_id
-  action                 = "listKeys"
-  method                 = "POST"
+  type                             = "Microsoft.Storage/storageAccounts@2023-05-01"
+  resource_id                      = var.storage_account_id
+  action                           = "listKeys"
+  method                           = "POST"
   sensitive_response_export_values = ["keys"]
 }
 

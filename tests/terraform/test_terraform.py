@@ -152,3 +152,36 @@ def test_resource_names_follow_azure_naming_rules(prefix):
         name = hcl.unquote(names[key]).replace("${local.compact_prefix}", prefix) \
             .replace("${var.prefix}", prefix).replace("${local.suffix}", "z9y8x7")
         assert "$" not in name and re.match(rule, name), (kind, name)
+
+
+# ------------------------------------------------------------------ CI and deploy workflows
+
+def _workflow(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((REPO_ROOT / ".github" / "workflows" / name).read_text())
+
+
+def test_ci_formats_initialises_and_validates_terraform():
+    job = _workflow("ci.yml")["jobs"]["terraform"]
+    runs = [step.get("run", "") for step in job["steps"]]
+    assert any(s.get("uses", "").startswith("hashicorp/setup-terraform@") for s in job["steps"])
+    assert "terraform -chdir=terraform fmt -check -recursive -diff" in runs
+    assert "terraform -chdir=terraform init -backend=false -input=false" in runs
+    assert "terraform -chdir=terraform validate" in runs
+    assert runs.index("terraform -chdir=terraform validate") > runs.index(
+        "terraform -chdir=terraform init -backend=false -input=false")
+
+
+def test_deploy_has_a_terraform_path_with_openid_connect():
+    workflow = _workflow("deploy.yml")
+    job = workflow["jobs"]["deploy"]
+    assert job["env"]["ARM_USE_OIDC"] == "true"
+    assert {"ARM_CLIENT_ID", "ARM_TENANT_ID", "ARM_SUBSCRIPTION_ID"} <= set(job["env"])
+    assert "bicep" in job["env"]["IAC"] and workflow[True]["workflow_dispatch"]["inputs"]["iac"]["default"] == "bicep"
+    setup = next(s for s in job["steps"] if s.get("uses", "").startswith("hashicorp/setup-terraform@"))
+    assert setup["if"] == "env.IAC == 'terraform'" and setup["with"]["terraform_wrapper"] is False
+    deploy = next(s["run"] for s in job["steps"] if "make deploy-infra" in s.get("run", ""))
+    assert 'IAC="$IAC"' in deploy
+    backend = next(s["run"] for s in job["steps"] if "backend.tf.example" in s.get("run", ""))
+    assert "TF_BACKEND_CONFIG=" in backend and "use_oidc" in backend

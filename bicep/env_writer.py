@@ -1,10 +1,12 @@
-"""Write the Azure keys of `.env` from the outputs of the Bicep deployment.
+"""Write the Azure keys of `.env` from the outputs of the Bicep (or Terraform) deployment.
 
     az deployment sub create ... -o json > deployment.json
     python -m bicep.env_writer deployment.json [--env-file .env]
+    terraform -chdir=terraform output -json > outputs.json
+    python -m bicep.env_writer outputs.json [--env-file .env]
 
 Reads the JSON of `az deployment sub create|show -o json` (or just its
-`properties.outputs`), sets TARGET=azure and every key below, keeps every other line
+`properties.outputs`, or `terraform output -json`: the same output names), sets TARGET=azure and every key below, keeps every other line
 of `.env` (comments, local keys, your own additions) as it was, and prints what it wrote.
 Standard library only: it runs before the project's virtualenv exists. The outputs hold
 names, URLs and ids, never a key (main.bicep has no such output; tests check it).
@@ -84,7 +86,7 @@ def env_values(outputs: dict[str, str]) -> dict[str, str]:
     missing = [f"{name} (for {key})" for key, name in OUTPUTS.items() if not outputs.get(name)]
     if missing:
         raise EnvWriterError(f"The deployment has no value for output(s): {', '.join(missing)}. "
-                             "Deploy the current bicep/main.bicep (make deploy-infra).")
+                             "Deploy the current bicep/main.bicep or terraform/ (make deploy-infra [IAC=terraform]).")
     return {"TARGET": "azure", **{key: outputs[name] for key, name in OUTPUTS.items()}}
 
 
@@ -129,7 +131,8 @@ def write_env(deployment: dict, env_file: Path, echo=print) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bicep.env_writer", description=__doc__.split("\n\n")[0])
-    parser.add_argument("deployment", help="JSON of `az deployment sub create|show -o json` ('-' for stdin)")
+    parser.add_argument("deployment", help="JSON of `az deployment sub create|show -o json` or of "
+                                           "`terraform output -json` ('-' for stdin)")
     parser.add_argument("--env-file", default=".env", help=".env to update (default: .env)")
     args = parser.parse_args(argv)
     try:

@@ -44,7 +44,7 @@ LONGEST_FILES = (
 
 
 # The packages whose modules the tests' processes import.
-SOURCE_DIRS = ("adf", "bench", "bicep", "deployer", "scripts", "tests", "trainer", "workspace")
+SOURCE_DIRS = ("adf", "bench", "bicep", "deployer", "scripts", "terraform", "tests", "trainer", "workspace")
 
 
 def pytest_configure(config):

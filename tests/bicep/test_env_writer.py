@@ -140,3 +140,15 @@ def test_command_line_errors_are_one_clear_line(tmp_path):
     missing = _cli(str(tmp_path / "nope.json"), "--env-file", str(tmp_path / ".env"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert not (tmp_path / ".env").exists()
+
+
+def test_terraform_output_json_gives_the_same_values(deployment):
+    """`terraform output -json` ({name: {sensitive, type, value}}, terraform/outputs.tf has
+    Bicep's output names) is read like Bicep's outputs; a null output counts as missing."""
+    terraform = json.loads((REPO_ROOT / "tests" / "fixtures" / "terraform_output.json").read_text())
+    assert all(set(o) == {"sensitive", "type", "value"} for o in terraform.values())
+    assert env_writer.env_values(env_writer.read_outputs(terraform)) == \
+        env_writer.env_values(env_writer.read_outputs(deployment))
+    terraform["amlWorkspace"]["value"] = None
+    with pytest.raises(EnvWriterError, match=r"amlWorkspace \(for AML_WORKSPACE\).*IAC=terraform"):
+        env_writer.env_values(env_writer.read_outputs(terraform))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -41,14 +42,19 @@ def snake(name: str) -> str:
 
 # ------------------------------------------------------------------ Bicep, read as the Terraform is
 
+@lru_cache(maxsize=None)
+def _parse_bicep(text: str) -> dict:
+    return BicepParser().parse(text=text)
+
+
 def bicep_kinds(directory: Path, private: bool) -> set[str]:
     """ARM types of every non-`existing` resource main.bicep deploys with privateNetworking=private."""
-    template = BicepParser().parse(text=(directory / "main.bicep").read_text())
+    template = _parse_bicep((directory / "main.bicep").read_text())
     kinds = {r["type"] for r in template.get("resources", {}).values() if not r.get("existing")}
     for statement in template.get("modules", {}).values():
         if not private and statement["config"].get("condition") == "privateNetworking":
             continue
-        body = BicepParser().parse(text=(directory / statement["detail"]["path"]).read_text())
+        body = _parse_bicep((directory / statement["detail"]["path"]).read_text())
         kinds |= {r["type"] for r in body.get("resources", {}).values() if not r.get("existing")}
     return kinds
 

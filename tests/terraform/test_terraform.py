@@ -83,6 +83,7 @@ def test_a_planted_mistake_fails_the_check(schemas, tmp_path, relative, original
     assert len(problems) == 1 and message in problems[0], problems
 
 
+@pytest.mark.slow
 def test_the_cli_exits_1_on_a_problem_and_2_on_a_file_that_does_not_parse(tmp_path):
     copy = copy_stack(tmp_path)
     run = [sys.executable, "-m", "terraform.schema_check", "--dir", str(copy)]

@@ -202,6 +202,29 @@ parameters() {
   )
 }
 
+# destroy: asks unless YES=1. confirm <prompt> <expected answer> <verb> <past participle>
+confirm() {
+  local answer
+  if [ "${YES:-}" != "1" ]; then
+    [ -t 0 ] || die "refusing to $3 without confirmation." "Run it in a terminal, or set YES=1."
+    read -r -p "$1" answer
+    [ "$answer" = "$2" ] || die "not confirmed; nothing $4."
+  fi
+}
+
+# After a destroy, .env points back at the local target.
+back_to_local() {
+  if [ -f "$ENV_FILE" ] && grep -q '^TARGET=azure' "$ENV_FILE"; then
+    reset_target
+    echo "Set TARGET=local in $ENV_FILE."
+  fi
+}
+
+usage() {
+  echo "usage: $0 deploy|what-if [name=value ...] | destroy" >&2
+  exit 2
+}
+
 # `sed -i` differs between GNU and BSD (macOS): rewrite through a temporary file instead.
 reset_target() {
   local tmp="$ENV_FILE.tmp.$$"
@@ -246,23 +269,13 @@ if [ "$IAC" = terraform ]; then
     destroy)
       terraform_variables
       echo "This destroys everything terraform/ deployed for prefix $PREFIX (data, models, pool, factory, workspace)."
-      if [ "${YES:-}" != "1" ]; then
-        [ -t 0 ] || die "refusing to destroy without confirmation." "Run it in a terminal, or set YES=1."
-        read -r -p "Type the prefix to confirm: " answer
-        [ "$answer" = "$PREFIX" ] || die "not confirmed; nothing destroyed."
-      fi
+      confirm "Type the prefix to confirm: " "$PREFIX" destroy destroyed
       terraform_init
       terraform -chdir="$TF_DIR" destroy -input=false -auto-approve "${TF_VARS[@]}"
       echo "Destroyed. The Key Vault stays soft-deleted (purge protection) for 7 days; the next deploy recovers it."
-      if [ -f "$ENV_FILE" ] && grep -q '^TARGET=azure' "$ENV_FILE"; then
-        reset_target
-        echo "Set TARGET=local in $ENV_FILE."
-      fi
+      back_to_local
       ;;
-    *)
-      echo "usage: $0 deploy|what-if [name=value ...] | destroy" >&2
-      exit 2
-      ;;
+    *) usage ;;
   esac
   exit 0
 fi
@@ -299,20 +312,10 @@ case "$action" in
       exit 0
     fi
     echo "This deletes resource group '$group' and everything in it (data, models, pool, factory, workspace)."
-    if [ "${YES:-}" != "1" ]; then
-      [ -t 0 ] || die "refusing to delete without confirmation." "Run it in a terminal, or set YES=1."
-      read -r -p "Type the resource group name to confirm: " answer
-      [ "$answer" = "$group" ] || die "not confirmed; nothing deleted."
-    fi
+    confirm "Type the resource group name to confirm: " "$group" delete deleted
     az group delete --name "$group" --yes
     echo "Deleted '$group'. The Key Vault stays soft-deleted (purge protection) for 7 days; see docs/azure.md, 'Tear down'."
-    if [ -f "$ENV_FILE" ] && grep -q '^TARGET=azure' "$ENV_FILE"; then
-      reset_target
-      echo "Set TARGET=local in $ENV_FILE."
-    fi
+    back_to_local
     ;;
-  *)
-    echo "usage: $0 deploy|what-if [name=value ...] | destroy" >&2
-    exit 2
-    ;;
+  *) usage ;;
 esac

@@ -346,10 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaError as exc:
         print(f"schema check: {exc}", file=sys.stderr)
         return 2
+    return report(problems, f"Azure/bicep-types-az@{schema.commit[:12]}")
+
+
+def report(problems: list, against: str) -> int:
+    """Print each problem and a verdict line; the exit code (1: problems, 0: none)."""
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} problem(s)" if problems else "no problems"
-    print(f"schema check against Azure/bicep-types-az@{schema.commit[:12]}: {verdict}")
+    print(f"schema check against {against}: {verdict}")
     return 1 if problems else 0
 
 

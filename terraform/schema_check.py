@@ -178,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SchemaError, azure_types.SchemaError, HclError) as exc:
         print(f"schema check: {exc}", file=sys.stderr)
         return 2
-    for problem in problems:
-        print(problem)
-    verdict = f"{len(problems)} problem(s)" if problems else "no problems"
-    print(f"schema check against {schema.source['provider']} ({schema.source['package']}): {verdict}")
-    return 1 if problems else 0
+    return azure_types.report(problems, f"{schema.source['provider']} ({schema.source['package']})")
 
 
 if __name__ == "__main__":

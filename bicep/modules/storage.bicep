@@ -57,7 +57,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       bypass: 'AzureServices'
       ipRules: privateNetworking ? ipRules : []
       virtualNetworkRules: []
-      resourceAccessRules: privateNetworking && !empty(trustedResourceId) ? [
+      resourceAccessRules: (privateNetworking && !empty(trustedResourceId)) ? [
         {
           tenantId: subscription().tenantId
           resourceId: trustedResourceId

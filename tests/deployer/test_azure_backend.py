@@ -301,6 +301,32 @@ def test_deploy_infra_settings_name_the_endpoint_and_the_cluster_identity(azure_
     assert [r for r in fake.requests[before:] if r.method != "GET"] == []
 
 
+def test_private_mode_creates_the_cluster_in_the_subnet_without_public_node_ips(azure_settings, backend, fake):
+    """AML_COMPUTE_SUBNET_ID (.env, from the Bicep output amlComputeSubnetId) reaches the PUT
+    the real SDK sends: properties.properties.subnet.id and enableNodePublicIp false."""
+    from dataclasses import replace
+
+    from deployer.app import spec_overrides
+
+    # A real id (the SDK's validate_arm_str wants a GUID subscription; anything else it
+    # rewrites as a subnet *name* under the workspace's group).
+    subnet = ("/subscriptions/6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f/resourceGroups/rg-irisops/providers/"
+              "Microsoft.Network/virtualNetworks/irisops-x7k2qm-vnet/subnets/snet-aml-compute")
+    specs = load_specs(overrides=spec_overrides(replace(azure_settings, aml_compute_subnet_id=subnet)))
+    deploy(backend, specs)
+    aml = puts(fake, "/computes/cpu-cluster")[0].body["properties"]["properties"]
+    assert aml["subnet"] == {"id": subnet}
+    assert aml["enableNodePublicIp"] is False
+
+
+def test_without_a_subnet_the_cluster_keeps_azure_mls_default_network(azure_settings, backend, fake):
+    from deployer.app import spec_overrides
+
+    deploy(backend, load_specs(overrides=spec_overrides(azure_settings)))
+    aml = puts(fake, "/computes/cpu-cluster")[0].body["properties"]["properties"]
+    assert aml.get("subnet") is None and aml.get("enableNodePublicIp", True) is True
+
+
 def test_a_cluster_cannot_be_resized(backend, specs):
     backend.ensure_compute(specs.compute)
     bigger = load_specs(overrides={"compute": {"size": "Standard_DS4_v2"}})

@@ -23,6 +23,7 @@ Only what the templates say is evaluated: parameters, variables, conditionals, `
 """
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -64,7 +65,10 @@ class FlowError(Exception):
 
 
 def ref(expr) -> str:
-    """A reference expression as text: 'network.outputs.batchSubnetId', 'privateDnsZones[0].id'."""
+    """A reference expression as text: 'network.outputs.batchSubnetId', 'privateDnsZones[0].id'
+    (any other expression as its JSON)."""
+    if isinstance(expr, str):
+        return expr
     if isinstance(expr, dict) and "operator" in expr:
         op = expr["operator"]
         a, b = op["operands"].get("operand_1"), op["operands"].get("operand_2")
@@ -72,7 +76,7 @@ def ref(expr) -> str:
             return f"{ref(a)}.{ref(b)}"
         if op["type"] == "index_accessor":
             return f"{ref(a)}[{ref(b)}]"
-    return str(expr)
+    return json.dumps(expr, sort_keys=True)
 
 
 class Template:
@@ -228,8 +232,7 @@ class Network:
             return []
         template = self.template("privateEndpoints")
         params = self.params("privateEndpoints")
-        in_vnet = ref(params.get("subnetId")) in self.subnets or \
-            ref(params.get("subnetId")) == "network.outputs.privateEndpointsSubnetId"
+        in_vnet = ref(params.get("subnetId")) in self.subnets  # a subnet of the VNet the zones link
         found = []
         for endpoint in template.variables.get("endpoints", []):
             resource = ref(params.get(str(endpoint["resourceId"]))).split(".")[0]

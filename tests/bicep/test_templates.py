@@ -12,6 +12,7 @@ import pytest
 from pycep import BicepParser
 
 from bicep import env_writer, schema_check
+from bicep.flows import ref
 from workspace.settings import REPO_ROOT, documented_keys
 
 BICEP = REPO_ROOT / "bicep"
@@ -39,20 +40,6 @@ def config(statement: dict) -> dict:
     """The body of a module or resource statement, also when it is conditional (`if`)."""
     body = statement["config"]
     return body["config"] if "condition" in body else body
-
-
-def ref(expr) -> str:
-    """A reference expression as text: 'batch.outputs.poolId', 'roles[factoryBatchRole]'."""
-    if isinstance(expr, str):
-        return expr
-    if isinstance(expr, dict) and "operator" in expr:
-        op = expr["operator"]
-        a, b = op["operands"].get("operand_1"), op["operands"].get("operand_2")
-        if op["type"] == "property_accessor":
-            return f"{ref(a)}.{ref(b)}"
-        if op["type"] == "index_accessor":
-            return f"{ref(a)}[{ref(b)}]"
-    return json.dumps(expr, sort_keys=True)
 
 
 def camel(key: str) -> str:

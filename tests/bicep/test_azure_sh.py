@@ -197,6 +197,15 @@ def test_make_deploy_infra_passes_params(bin_dir, fake_az, tmp_path):
     assert "factoryBatchRole=dataContributor" in _call(fake_az, "deployment sub what-if ").split()
 
 
+@pytest.mark.parametrize("target", ["what-if", "deploy-infra"])
+def test_make_runs_private_networking_like_the_default_mode(target, bin_dir, fake_az, tmp_path):
+    result = _run(["make", "--no-print-directory", target, f"PYTHON={sys.executable}",
+                   "PRIVATE_NETWORKING=true", "ALLOWED_IP=203.0.113.7"], bin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    call = _call(fake_az, "deployment sub what-if " if target == "what-if" else "deployment sub create ").split()
+    assert "privateNetworking=true" in call and "allowedIpAddress=203.0.113.7" in call
+
+
 @pytest.mark.parametrize("argument, message", [
     ("factoryBatchRole", "template parameter 'factoryBatchRole' is not name=value."),
     ("poolSize=3", "bicep/main.bicep has no parameter 'poolSize'."),

@@ -75,6 +75,7 @@ clean: local-down ## Remove the virtualenv, node_modules and local state
 
 # ---------------------------------------------------------------- Azure infrastructure (bicep/, terraform/)
 # make deploy-infra [IAC=bicep|terraform LOCATION=westeurope PREFIX=irisops PRIVATE_NETWORKING=false ALLOWED_IP=]
+# (PRIVATE_NETWORKING=true needs ALLOWED_IP, your public IPv4 address: docs/azure.md, "Private networking").
 # See docs/azure.md. The scan runs checkov in its own virtualenv (its pins clash with .venv).
 IAC ?= bicep
 LOCATION ?= westeurope

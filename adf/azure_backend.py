@@ -80,12 +80,12 @@ class AzureBackend(Backend):
     def _container(self, name: str) -> Datastore:
         from azure.storage.blob import ContainerClient
 
-        client = ContainerClient(self.settings.blob_endpoint, name, credential=self.credential,
-                                 **self.client_options)
+        # The staging folder and the task logs: the staging account in private mode.
+        endpoint = self.settings.staging_blob_endpoint
+        client = ContainerClient(endpoint, name, credential=self.credential, **self.client_options)
         return Datastore(client, name=self.settings.datastore_name, unreachable_hint=(
-            f"Storage at {self.settings.blob_endpoint} is not reachable; check "
-            "AZURE_STORAGE_BLOB_URL in .env and your network (private networking allows only "
-            "the set-up IP)."))
+            f"Storage at {endpoint} is not reachable; check STAGING_STORAGE_BLOB_URL and "
+            "AZURE_STORAGE_BLOB_URL in .env and your network."))
 
     @property
     def _scope(self) -> tuple[str, str]:

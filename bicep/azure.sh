@@ -7,7 +7,7 @@
 #   bicep/azure.sh destroy                    deletes the resource group after asking (terraform destroy)
 #
 # Settings (environment; the Makefile passes them): IAC (bicep or terraform), LOCATION,
-# PREFIX, PRIVATE_NETWORKING (only false for now), ALLOWED_IP, ENV_FILE (.env), STATE_DIR
+# PREFIX, PRIVATE_NETWORKING (true needs ALLOWED_IP), ALLOWED_IP, ENV_FILE (.env), STATE_DIR
 # (.local, where the deployment's JSON is kept), PYTHON, PARAMS (more template parameters or
 # Terraform variables, "name=value ..."), YES=1 (destroy without asking, for automation),
 # TF_BACKEND_CONFIG (Terraform: a backend settings file for terraform/backend.tf; local state
@@ -44,14 +44,17 @@ check_prefix() {
         "Resource names (storage, Key Vault, Data Factory, Batch, registry) are built from it; pick e.g. PREFIX=irisops."
 }
 
-# Private mode is refused until Data Factory gets a managed virtual network integration
-# runtime: its shared runtime stages the Custom activity with the account key from outside
-# the VNet, and the storage firewall (Deny) refuses it.
+# Private mode (docs/azure.md, "Private networking") denies the datastore, Key Vault and
+# registry to every public address but ALLOWED_IP: without it `invoke`, `jobs download` and the
+# set-up from this machine would be refused, so it is required (one public IPv4 address).
 check_private_networking() {
   case "$PRIVATE_NETWORKING" in
     false) ;;
-    true) die "PRIVATE_NETWORKING=true is not supported yet." \
-              "With the storage firewall on Deny, Data Factory's shared integration runtime cannot stage the training job (it writes with the account key from outside the VNet). Deploy with PRIVATE_NETWORKING=false; see docs/azure.md, 'Private networking'." ;;
+    true)
+      [[ "$ALLOWED_IP" =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] &&
+        (( BASH_REMATCH[1] <= 255 && BASH_REMATCH[2] <= 255 && BASH_REMATCH[3] <= 255 && BASH_REMATCH[4] <= 255 )) ||
+        die "PRIVATE_NETWORKING=true needs ALLOWED_IP, your public IPv4 address${ALLOWED_IP:+ (not '$ALLOWED_IP')}." \
+            "The firewalls deny every other public address; find yours with e.g. 'curl -s https://ifconfig.me' and pass ALLOWED_IP=<address>." ;;
     *) die "PRIVATE_NETWORKING must be true or false, not '$PRIVATE_NETWORKING'." ;;
   esac
 }

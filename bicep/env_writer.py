@@ -27,6 +27,8 @@ OUTPUTS: dict[str, str] = {
     "AZURE_STORAGE_ACCOUNT": "azureStorageAccount",
     "AZURE_STORAGE_BLOB_URL": "azureStorageBlobUrl",
     "AZURE_KEY_VAULT": "azureKeyVault",
+    "STAGING_STORAGE_ACCOUNT": "stagingStorageAccount",
+    "STAGING_STORAGE_BLOB_URL": "stagingStorageBlobUrl",
     "AZURE_STORAGE_SUFFIX": "azureStorageSuffix",
     "AZURE_KEY_VAULT_DNS_SUFFIX": "azureKeyVaultDnsSuffix",
     "AML_WORKSPACE": "amlWorkspace",
@@ -44,7 +46,10 @@ OUTPUTS: dict[str, str] = {
     "STAGING_PREFIX": "stagingPrefix",
     "BATCH_ENDPOINT_NAME": "batchEndpointName",
     "AML_COMPUTE_IDENTITY_ID": "amlComputeIdentityId",
+    "AML_COMPUTE_SUBNET_ID": "amlComputeSubnetId",
 }
+# Outputs that are empty in the default mode (written empty, clearing an earlier value).
+OPTIONAL = {"AML_COMPUTE_SUBNET_ID"}
 HEADER = "# --- Azure target (written by make deploy-infra) ---"
 _LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 # A value is written unquoted only if a dotenv reader cannot misread it.
@@ -83,7 +88,8 @@ def read_outputs(deployment: dict) -> dict[str, str]:
 
 def env_values(outputs: dict[str, str]) -> dict[str, str]:
     """TARGET=azure plus every key of OUTPUTS; names every missing output at once."""
-    missing = [f"{name} (for {key})" for key, name in OUTPUTS.items() if not outputs.get(name)]
+    missing = [f"{name} (for {key})" for key, name in OUTPUTS.items()
+               if not outputs.get(name) and not (key in OPTIONAL and name in outputs)]
     if missing:
         raise EnvWriterError(f"The deployment has no value for output(s): {', '.join(missing)}. "
                              "Deploy the current bicep/main.bicep or terraform/ (make deploy-infra [IAC=terraform]).")

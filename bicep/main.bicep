@@ -25,14 +25,11 @@ param keyVaultCreateMode string = 'default'
 @description('Resource group name; rg-<prefix> when empty.')
 param resourceGroupName string = ''
 
-// Refused for now: with the storage firewall on Deny, Data Factory's shared integration
-// runtime stages the Custom activity with the account key from outside the VNet and is
-// refused; it needs a managed virtual network integration runtime with a managed private
-// endpoint to storage, which this template does not create yet (docs/azure.md).
-@description('Private networking: VNet, private endpoints and DNS zones for storage, Key Vault and ACR. Not supported yet: only false is allowed (see docs/azure.md, "Private networking").')
-@allowed([
-  false
-])
+// Private mode (docs/azure.md, "Private networking"): the datastore account, Key Vault,
+// registry and workspace get private endpoints in the VNet and firewalls on Deny (the allowed
+// IP excepted); Data Factory's Azure integration runtime stages the Custom activity into a
+// separate staging account that holds only the trainer's files and the task logs.
+@description('Private networking: VNet, private endpoints and DNS zones for blob, queue, Key Vault, the registry and the workspace; the pool and Azure ML compute in their subnets; a separate staging account for Data Factory (see docs/azure.md, "Private networking").')
 param privateNetworking bool = false
 
 @description('Your public IP address, allowed through the firewalls in private mode so set-up and staging work from your machine.')
@@ -89,6 +86,8 @@ var compactPrefix = toLower(replace(prefix, '-', ''))
 var names = {
   resourceGroup: empty(resourceGroupName) ? 'rg-${prefix}' : resourceGroupName
   storage: '${compactPrefix}st${suffix}'
+  // Private mode only: the Custom activity's staging folder and task logs (no data, no models).
+  stagingStorage: '${compactPrefix}stg${suffix}'
   keyVault: '${prefix}-kv-${suffix}'
   registry: '${compactPrefix}acr${suffix}'
   logAnalytics: '${prefix}-log-${suffix}'
@@ -153,10 +152,32 @@ module storage 'modules/storage.bicep' = {
     datastoreContainer: datastoreContainer
     privateNetworking: privateNetworking
     allowedIpAddress: allowedIpAddress
-    factoryResourceId: '${rg.id}/providers/Microsoft.DataFactory/factories/${names.factory}'
+    // The workspace reads the datastore as a resource instance (Azure ML's storage firewall guidance).
+    trustedResourceId: '${rg.id}/providers/Microsoft.MachineLearningServices/workspaces/${names.workspace}'
     tags: tags
   }
 }
+
+// Private mode: the account Data Factory stages the Custom activity into with its Azure
+// integration runtime (public endpoint, HTTPS, no anonymous access). It holds the staged
+// trainer files and the `adfjobs` task logs only; models, sweep queues and results stay in
+// the private datastore account. In the default mode the datastore account stages too.
+module stagingStorage 'modules/storage.bicep' = if (privateNetworking) {
+  name: 'staging-storage'
+  scope: rg
+  params: {
+    location: location
+    storageAccountName: names.stagingStorage
+    datastoreContainer: datastoreContainer
+    privateNetworking: false
+    allowedIpAddress: ''
+    trustedResourceId: ''
+    tags: tags
+  }
+}
+
+var stagingAccountName = privateNetworking ? stagingStorage.outputs.storageAccountName : storage.outputs.storageAccountName
+var stagingBlobUrl = privateNetworking ? stagingStorage.outputs.blobEndpoint : storage.outputs.blobEndpoint
 
 module keyVault 'modules/keyvault.bicep' = {
   name: 'keyvault'
@@ -175,7 +196,8 @@ module storageKeySecret 'modules/storage-key-secret.bicep' = {
   name: 'storage-key-secret'
   scope: rg
   params: {
-    storageAccountName: storage.outputs.storageAccountName
+    // The key of the account the factory stages into (the staging account in private mode).
+    storageAccountName: stagingAccountName
     keyVaultName: keyVault.outputs.keyVaultName
     secretName: storageKeySecretName
   }
@@ -203,9 +225,12 @@ module privateEndpoints 'modules/private-endpoints.bicep' = if (privateNetworkin
     storageAccountId: storage.outputs.storageAccountId
     keyVaultId: keyVault.outputs.keyVaultId
     registryId: registry.outputs.registryId
+    workspaceId: workspace.outputs.workspaceId
     blobDnsZoneId: privateNetworking ? network.outputs.blobDnsZoneId : ''
+    queueDnsZoneId: privateNetworking ? network.outputs.queueDnsZoneId : ''
     vaultDnsZoneId: privateNetworking ? network.outputs.vaultDnsZoneId : ''
     registryDnsZoneId: privateNetworking ? network.outputs.registryDnsZoneId : ''
+    workspaceDnsZoneIds: privateNetworking ? network.outputs.workspaceDnsZoneIds : []
     tags: tags
   }
 }
@@ -253,7 +278,7 @@ module dataFactory 'modules/data-factory.bicep' = {
     batchAccount: batch.outputs.batchAccountName
     batchAccountUrl: batch.outputs.batchAccountUrl
     batchPoolId: batch.outputs.poolId
-    azureStorageAccount: storage.outputs.storageAccountName
+    stagingStorageAccount: stagingAccountName
     azureStorageBlobUrl: storage.outputs.blobEndpoint
     azureKeyVault: keyVault.outputs.keyVaultName
     azureStorageSuffix: environment().suffixes.storage
@@ -294,12 +319,26 @@ module roles 'modules/roles.bicep' = {
   ]
 }
 
+module stagingRoles 'modules/staging-roles.bicep' = if (privateNetworking) {
+  name: 'staging-roles'
+  scope: rg
+  params: {
+    stagingStorageAccountName: stagingAccountName
+    deployerPrincipalId: deployerPrincipalId
+    deployerPrincipalType: deployerPrincipalType
+  }
+}
+
 // ---- Outputs read by bicep/env_writer.py (one per .env key, named after it in camelCase).
 output azureSubscriptionId string = subscription().subscriptionId
 output azureResourceGroup string = rg.name
 output azureLocation string = location
 output azureStorageAccount string = storage.outputs.storageAccountName
 output azureStorageBlobUrl string = storage.outputs.blobEndpoint
+// Where `python -m adf` stages the trainer and reads task logs: the datastore account in the
+// default mode, the staging account in private mode.
+output stagingStorageAccount string = stagingAccountName
+output stagingStorageBlobUrl string = stagingBlobUrl
 output azureKeyVault string = keyVault.outputs.keyVaultName
 // The cloud's host suffixes: the linked services of adf/ name the account and the vault with
 // them, here (the dataFactory module) and when `python -m adf` publishes them from .env.
@@ -320,6 +359,8 @@ output modelPrefix string = modelPrefix
 output stagingPrefix string = stagingPrefix
 output batchEndpointName string = names.batchEndpoint
 output amlComputeIdentityId string = identities.outputs.amlComputeIdentityId
+// Private mode: the subnet the deployer creates the scoring cluster in (empty: no VNet).
+output amlComputeSubnetId string = privateNetworking ? network.outputs.amlComputeSubnetId : ''
 
 // ---- Further ids for scripts and the portal (no keys).
 output keyVaultUri string = keyVault.outputs.keyVaultUri
@@ -331,4 +372,3 @@ output adfFactoryId string = dataFactory.outputs.factoryId
 output poolIdentityId string = identities.outputs.poolIdentityId
 // The scoring cluster's identity (its resource id is AML_COMPUTE_IDENTITY_ID above).
 output amlComputeIdentityClientId string = identities.outputs.amlComputeIdentityClientId
-output amlComputeSubnetId string = privateNetworking ? network.outputs.amlComputeSubnetId : ''

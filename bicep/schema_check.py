@@ -238,7 +238,8 @@ def declared_resource_types(directory: Path = BICEP_DIR) -> list[str]:
 class BicepResolver:
     """pycep gives an identifier as a `BicepElement` (a str subclass) and a quoted literal as
     a plain str: a variable is followed to its value, an `@allowed` parameter stands for each
-    allowed value, any other identifier is an expression."""
+    allowed value, any other identifier is an expression; a `[for ...]` property value is an
+    array of its body."""
 
     def __init__(self, template: dict):
         from pycep.models import BicepElement
@@ -263,6 +264,8 @@ class BicepResolver:
             return []
         if isinstance(value, dict) and set(value) == {"function"}:
             return []
+        if isinstance(value, dict) and "loop_type" in value and "config" in value:
+            return [[value["config"]]]  # a `[for ...]` array: its item is the loop's body
         return [value]
 
 

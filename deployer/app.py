@@ -137,16 +137,26 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
 
 
 def spec_overrides(settings) -> dict[str, dict]:
-    """Spec values that come from settings: the region-unique endpoint name, and the
-    identity the scoring cluster runs as (written by make deploy-infra)."""
+    """Spec values that come from settings: the region-unique endpoint name, the identity
+    the scoring cluster runs as, and in private mode the subnet it runs in without public
+    node IPs (all written by make deploy-infra)."""
     overrides: dict[str, dict] = {}
     if settings.batch_endpoint_name:
         overrides["endpoint"] = {"name": settings.batch_endpoint_name}
         overrides["deployment"] = {"endpoint_name": settings.batch_endpoint_name}
+    compute: dict = {}
     if settings.aml_compute_identity_id:
-        overrides["compute"] = {"identity": {
+        compute["identity"] = {
             "type": "user_assigned",
-            "user_assigned_identities": [{"resource_id": settings.aml_compute_identity_id}]}}
+            "user_assigned_identities": [{"resource_id": settings.aml_compute_identity_id}]}
+    if settings.aml_compute_subnet_id:
+        # The `az ml compute` YAML keys of AmlCompute (azure/ai/ml/_schema/compute/aml_compute.py);
+        # a full subnet id passes get_subnet_str unchanged. Azure ML allows no public IP with a
+        # workspace private endpoint, which private mode deploys (docs/azure.md).
+        compute["network_settings"] = {"subnet": settings.aml_compute_subnet_id}
+        compute["enable_node_public_ip"] = False
+    if compute:
+        overrides["compute"] = compute
     return overrides
 
 

@@ -548,13 +548,13 @@ def _computes_table(target):
     from rich.table import Table
 
     computes = Table(title="clusters", title_justify="left")
-    for column in ("name", "size", "nodes", "idle before scale-down", "tier", "state"):
+    for column in ("name", "size", "nodes", "idle before scale-down", "tier", "network", "state"):
         computes.add_column(column)
     for compute in target.computes:
         computes.add_row(compute.name, compute.size,
                          f"{_cell(compute.min_instances)}-{_cell(compute.max_instances)}",
                          f"{_cell(compute.idle_time_before_scale_down)}s", compute.tier,
-                         compute.provisioning_state)
+                         compute.network, compute.provisioning_state)
     return computes
 
 

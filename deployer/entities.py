@@ -307,6 +307,17 @@ class ComputeStatus:
     idle_time_before_scale_down: int | None = None  # seconds
     tier: str = ""
     provisioning_state: str = "Succeeded"
+    subnet: str = ""  # resource id of its subnet (private networking); '' outside a VNet
+    node_public_ip: bool = True  # whether its nodes get public IP addresses
+
+    @property
+    def network(self) -> str:
+        """'private (subnet <vnet>/<subnet>, no public IP)' or 'public'."""
+        if not self.subnet:
+            return "public" if self.node_public_ip else "public (no public IP)"
+        parts = self.subnet.rstrip("/").split("/")
+        where = "/".join(parts[-3::2]) if len(parts) >= 4 else self.subnet
+        return f"private (subnet {where}" + (")" if self.node_public_ip else ", no public IP)")
 
 
 @dataclass(frozen=True)

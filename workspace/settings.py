@@ -59,6 +59,14 @@ class Settings:
     storage_blob_url: str = _key("AZURE_STORAGE_BLOB_URL",
                                  "Blob endpoint, https://<account>.blob.core.windows.net.")
     key_vault: str = _key("AZURE_KEY_VAULT", "Key Vault name.")
+    # Private networking stages the Custom activity into a separate account (docs/azure.md).
+    staging_storage_account: str = _key("STAGING_STORAGE_ACCOUNT",
+                                        "Storage account the Custom activity is staged into and "
+                                        "its task logs are read from: the datastore account, or "
+                                        "the staging account in private mode.")
+    staging_storage_blob_url: str = _key("STAGING_STORAGE_BLOB_URL",
+                                         "Blob endpoint of that account (empty: "
+                                         "AZURE_STORAGE_BLOB_URL).")
     # The cloud's host suffixes, as ARM's environment() gives them where Bicep deploys: the
     # linked services adf/ publishes name the account and the vault with them.
     storage_suffix: str = _key("AZURE_STORAGE_SUFFIX",
@@ -89,6 +97,10 @@ class Settings:
     aml_compute_identity_id: str = _key("AML_COMPUTE_IDENTITY_ID",
                                         "Resource id of the identity the scoring cluster runs "
                                         "as (reads the datastore).")
+    aml_compute_subnet_id: str = _key("AML_COMPUTE_SUBNET_ID",
+                                      "Private mode: resource id of the subnet the scoring "
+                                      "cluster is created in, without public node IPs (empty: "
+                                      "no VNet).")
 
     def __post_init__(self):
         # Local-only defaults fill in on the local target; which ones did is remembered so
@@ -99,6 +111,12 @@ class Settings:
         for name in filled:
             object.__setattr__(self, name, _field(name).metadata["local_default"])
         object.__setattr__(self, "_local_defaults", filled)
+        # Without a separate staging account (the default mode, a .env written before private
+        # networking), the datastore account stages the Custom activity.
+        for staging, datastore in (("staging_storage_account", "storage_account"),
+                                   ("staging_storage_blob_url", "storage_blob_url")):
+            if not getattr(self, staging):
+                object.__setattr__(self, staging, getattr(self, datastore))
 
     # ------------------------------------------------------------------ loading
 
@@ -187,6 +205,14 @@ class Settings:
             return self.azurite_blob_endpoint
         self.require("storage_blob_url")
         return self.storage_blob_url.rstrip("/")
+
+    @property
+    def staging_blob_endpoint(self) -> str:
+        """Where the Custom activity is staged and its logs are written: the datastore's
+        endpoint unless a separate staging account is set (private mode)."""
+        if self.is_local or self.staging_storage_blob_url == self.storage_blob_url:
+            return self.blob_endpoint
+        return self.staging_storage_blob_url.rstrip("/")
 
     @property
     def queue_endpoint(self) -> str:

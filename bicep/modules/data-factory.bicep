@@ -20,8 +20,8 @@ param batchAccountUrl string
 @description('Batch pool id (BATCH_POOL_ID).')
 param batchPoolId string
 
-@description('Storage account name (AZURE_STORAGE_ACCOUNT).')
-param azureStorageAccount string
+@description('Storage account the Custom activity is staged into (STAGING_STORAGE_ACCOUNT): the datastore account, or the staging account in private mode.')
+param stagingStorageAccount string
 
 @description('Blob endpoint (AZURE_STORAGE_BLOB_URL).')
 param azureStorageBlobUrl string
@@ -57,7 +57,7 @@ var credentialJson = json(replace(loadTextContent('../../adf/credentials/BatchId
 
 var keyVaultLinkedServiceJson = json(replace(replace(loadTextContent('../../adf/linkedServices/KeyVaultLinkedService.json'), '__AZURE_KEY_VAULT__', azureKeyVault), '__AZURE_KEY_VAULT_DNS_SUFFIX__', azureKeyVaultDnsSuffix))
 
-var storageLinkedServiceJson = json(replace(replace(loadTextContent('../../adf/linkedServices/AzureBlobStorageLinkedService.json'), '__AZURE_STORAGE_ACCOUNT__', azureStorageAccount), '__AZURE_STORAGE_SUFFIX__', azureStorageSuffix))
+var storageLinkedServiceJson = json(replace(replace(loadTextContent('../../adf/linkedServices/AzureBlobStorageLinkedService.json'), '__STAGING_STORAGE_ACCOUNT__', stagingStorageAccount), '__AZURE_STORAGE_SUFFIX__', azureStorageSuffix))
 
 var batchLinkedServiceJson = json(replace(replace(replace(loadTextContent('../../adf/linkedServices/AzureBatchLinkedService.json'), '__BATCH_ACCOUNT__', batchAccount), '__BATCH_ACCOUNT_URL__', batchAccountUrl), '__BATCH_POOL_ID__', batchPoolId))
 

@@ -47,7 +47,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     networkAcls: {
       defaultAction: privateNetworking ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
-      ipRules: privateNetworking && !empty(allowedIpAddress) ? [
+      ipRules: (privateNetworking && !empty(allowedIpAddress)) ? [
         {
           value: allowedIpAddress
         }

@@ -23,14 +23,19 @@ param batchSubnetPrefix string = '10.40.3.0/24'
 @description('Tags applied to every resource.')
 param tags object
 
-// Zones of the private endpoints (storage blob, Key Vault, Container Registry), in the cloud
-// deployed to: keyvaultDns is '.vault.<suffix>' (zone privatelink.vaultcore.<suffix>),
-// acrLoginServer '.azurecr.<tld>'.
+// Zones of the private endpoints (storage blob and queue, Key Vault, Container Registry, the
+// Azure ML workspace), in the cloud deployed to: keyvaultDns is '.vault.<suffix>' (zone
+// privatelink.vaultcore.<suffix>), acrLoginServer '.azurecr.<tld>'. The workspace's two zones
+// (groupId amlworkspace) are the public cloud's: ARM's environment() has no suffix for them
+// (Microsoft's "Azure Private Endpoint private DNS zone values", AI + Machine Learning).
 var vaultDomain = replace(environment().suffixes.keyvaultDns, '.vault', '')
 var privateDnsZoneNames = [
   'privatelink.blob.${environment().suffixes.storage}'
+  'privatelink.queue.${environment().suffixes.storage}'
   'privatelink.vaultcore${vaultDomain}'
   'privatelink${environment().suffixes.acrLoginServer}'
+  'privatelink.api.azureml.ms'
+  'privatelink.notebooks.azure.net'
 ]
 
 resource natIp 'Microsoft.Network/publicIPAddresses@2023-11-01' = {
@@ -166,5 +171,10 @@ output privateEndpointsSubnetId string = vnet.properties.subnets[0].id
 output amlComputeSubnetId string = vnet.properties.subnets[1].id
 output batchSubnetId string = vnet.properties.subnets[2].id
 output blobDnsZoneId string = privateDnsZones[0].id
-output vaultDnsZoneId string = privateDnsZones[1].id
-output registryDnsZoneId string = privateDnsZones[2].id
+output queueDnsZoneId string = privateDnsZones[1].id
+output vaultDnsZoneId string = privateDnsZones[2].id
+output registryDnsZoneId string = privateDnsZones[3].id
+output workspaceDnsZoneIds array = [
+  privateDnsZones[4].id
+  privateDnsZones[5].id
+]

@@ -1,5 +1,8 @@
-// Private endpoints (with DNS zone groups) for the storage blob service, Key Vault and the
-// container registry, in the private-endpoints subnet (privateNetworking=true).
+// Private endpoints (with DNS zone groups) in the private-endpoints subnet (privateNetworking=true):
+// the datastore account's blob and queue services (the trainer, the sweep runners and the
+// scoring cluster), Key Vault, the container registry, and the Azure ML workspace (Azure ML
+// requires it for compute without public IP addresses). Each zone is linked to the VNet in
+// network.bicep, so the services' public host names resolve to these private addresses there.
 
 @description('Azure region.')
 param location string
@@ -10,7 +13,7 @@ param namePrefix string
 @description('Subnet of the private endpoints.')
 param subnetId string
 
-@description('Resource id of the storage account.')
+@description('Resource id of the datastore storage account.')
 param storageAccountId string
 
 @description('Resource id of the Key Vault.')
@@ -19,8 +22,14 @@ param keyVaultId string
 @description('Resource id of the container registry.')
 param registryId string
 
+@description('Resource id of the Azure ML workspace.')
+param workspaceId string
+
 @description('Private DNS zone of blob endpoints.')
 param blobDnsZoneId string
+
+@description('Private DNS zone of queue endpoints.')
+param queueDnsZoneId string
 
 @description('Private DNS zone of Key Vault.')
 param vaultDnsZoneId string
@@ -28,27 +37,51 @@ param vaultDnsZoneId string
 @description('Private DNS zone of the registry.')
 param registryDnsZoneId string
 
+@description('Private DNS zones of the workspace (api and notebooks).')
+param workspaceDnsZoneIds array
+
 @description('Tags applied to every resource.')
 param tags object
 
+// groupId: the private-link sub-resource (Microsoft's "What is a private endpoint?", Private-link resource).
 var endpoints = [
   {
     name: 'blob'
     resourceId: storageAccountId
     groupId: 'blob'
-    zoneId: blobDnsZoneId
+    zoneIds: [
+      blobDnsZoneId
+    ]
+  }
+  {
+    name: 'queue'
+    resourceId: storageAccountId
+    groupId: 'queue'
+    zoneIds: [
+      queueDnsZoneId
+    ]
   }
   {
     name: 'vault'
     resourceId: keyVaultId
     groupId: 'vault'
-    zoneId: vaultDnsZoneId
+    zoneIds: [
+      vaultDnsZoneId
+    ]
   }
   {
     name: 'registry'
     resourceId: registryId
     groupId: 'registry'
-    zoneId: registryDnsZoneId
+    zoneIds: [
+      registryDnsZoneId
+    ]
+  }
+  {
+    name: 'workspace'
+    resourceId: workspaceId
+    groupId: 'amlworkspace'
+    zoneIds: workspaceDnsZoneIds
   }
 ]
 
@@ -78,13 +111,11 @@ resource zoneGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@202
   parent: privateEndpoints[i]
   name: 'default'
   properties: {
-    privateDnsZoneConfigs: [
-      {
-        name: endpoint.name
-        properties: {
-          privateDnsZoneId: endpoint.zoneId
-        }
+    privateDnsZoneConfigs: [for (zoneId, j) in endpoint.zoneIds: {
+      name: '${endpoint.name}-${j}'
+      properties: {
+        privateDnsZoneId: zoneId
       }
-    ]
+    }]
   }
 }]

@@ -10,14 +10,14 @@ param storageAccountName string
 @description('Blob container of the datastore.')
 param datastoreContainer string
 
-@description('Deny public network access except the allowed IP and the factory (private endpoints serve the VNet).')
+@description('Deny public network access except the allowed IP and the trusted resource (private endpoints serve the VNet).')
 param privateNetworking bool
 
 @description('Public IP address allowed through the firewall in private mode (for set-up from your machine).')
 param allowedIpAddress string
 
-@description('Resource id of the Data Factory, allowed through the firewall in private mode.')
-param factoryResourceId string
+@description('Resource id of the one resource instance allowed through the firewall in private mode (the Azure ML workspace); empty for none.')
+param trustedResourceId string
 
 @description('Tags applied to every resource.')
 param tags object
@@ -31,7 +31,7 @@ var ipRules = empty(allowedIpAddress) ? [] : [
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_206: LRS is enough for a training datastore that can be rebuilt from the repo; geo-replication doubles the cost.
-  // checkov:skip=CKV_AZURE_59: Public network access is required by ADF's Azure IR and the Batch nodes in the default mode; privateNetworking=true denies it except the allowed IP, trusted services and the factory.
+  // checkov:skip=CKV_AZURE_59: Public network access is required by ADF's Azure IR and the Batch nodes in the default mode and on the staging account of private mode (trainer files and task logs only); privateNetworking=true denies it on the datastore except the allowed IP, trusted services and the workspace.
   // checkov:skip=CKV_AZURE_35: The default mode allows public networks (HTTPS and TLS 1.2 only, no anonymous blob access); privateNetworking=true sets the default action to Deny.
   // checkov:skip=CKV_AZURE_43: The name is a parameter checkov cannot resolve; main.bicep builds it from lowercase letters and digits, at most 24 characters (tests/bicep/test_templates.py checks it).
   name: storageAccountName
@@ -57,10 +57,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       bypass: 'AzureServices'
       ipRules: privateNetworking ? ipRules : []
       virtualNetworkRules: []
-      resourceAccessRules: privateNetworking ? [
+      resourceAccessRules: (privateNetworking && !empty(trustedResourceId)) ? [
         {
           tenantId: subscription().tenantId
-          resourceId: factoryResourceId
+          resourceId: trustedResourceId
         }
       ] : []
     }

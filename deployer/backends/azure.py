@@ -736,8 +736,9 @@ def _failed(resource) -> str:
 
 
 def _check_replaceable(existing, desired) -> None:
-    """Type, size and tier of a cluster are fixed at creation: a compute of that name that
-    differs in one of them is a conflict the user resolves, not an update to send."""
+    """Type, size, tier and network of a cluster are fixed at creation (an update carries
+    scale settings only: ClusterUpdateProperties in the SDK's REST models): a compute of that
+    name that differs in one of them is a conflict the user resolves, not an update to send."""
     name = desired.name
     fix = "Run `python -m deployer teardown` first, or give the cluster another name in compute.yml."
     kind = str(getattr(existing, "type", "") or "").lower()
@@ -750,6 +751,24 @@ def _check_replaceable(existing, desired) -> None:
             raise ConfigError(f"Compute '{name}' exists with {key} {getattr(existing, key)}, the spec "
                               f"asks for {getattr(desired, key)}; Azure ML cannot change a "
                               f"cluster's {key}.", fix)
+    have_net, want_net = compute_network(existing), compute_network(desired)
+    if (have_net[0].lower(), have_net[1]) != (want_net[0].lower(), want_net[1]):
+        raise ConfigError(f"Compute '{name}' exists {_network_text(*have_net)}; the settings ask for "
+                          f"{_network_text(*want_net)} (AML_COMPUTE_SUBNET_ID in .env); Azure ML "
+                          "cannot move a cluster into or out of a subnet.", fix)
+
+
+def compute_network(compute) -> tuple[str, bool]:
+    """(subnet resource id or '', whether nodes get public IPs) of an AmlCompute entity."""
+    settings = getattr(compute, "network_settings", None)
+    subnet = str(getattr(settings, "subnet", None) or "")
+    public = getattr(compute, "enable_node_public_ip", True)
+    return subnet, True if public is None else bool(public)
+
+
+def _network_text(subnet: str, public_ip: bool) -> str:
+    where = f"in subnet {subnet}" if subnet else "outside any VNet"
+    return where + ("" if public_ip else ", without public node IPs")
 
 
 def _compute_state(compute) -> dict | None:
@@ -844,11 +863,13 @@ def _deployment_status(dep, default: str) -> DeploymentStatus:
 
 def _compute_status(compute) -> ComputeStatus:
     state = _compute_state(compute)
+    subnet, public_ip = compute_network(compute)
     return ComputeStatus(name=compute.name, size=str(compute.size or ""),
                          min_instances=state["min_instances"], max_instances=state["max_instances"],
                          idle_time_before_scale_down=state["idle_time_before_scale_down"],
                          tier=str(compute.tier or ""),
-                         provisioning_state=_status(compute.provisioning_state))
+                         provisioning_state=_status(compute.provisioning_state),
+                         subnet=subnet, node_public_ip=public_ip)
 
 
 def _job_summary(name: str, raw_status: str, tags, properties, created,

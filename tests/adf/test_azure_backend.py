@@ -342,3 +342,32 @@ def test_the_linked_services_carry_the_suffixes_of_the_cloud_deployed_to(tmp_pat
         f"EndpointSuffix={US_GOVERNMENT['storage']};")
     text = json.dumps(published)
     assert not [suffix for suffix in PUBLIC_CLOUD if suffix in text], text
+
+
+def test_private_mode_stages_into_and_reads_logs_from_the_staging_account(tmp_path, credential, monkeypatch):
+    """With STAGING_STORAGE_ACCOUNT/_BLOB_URL (private networking), the staged trainer, the task
+    logs and the published staging linked service are the staging account's; the fake answers
+    blob calls on that host only, so a call to the datastore account fails the run."""
+    settings = Settings.load(env_file=tmp_path / "no.env", environ={}, local_dir=str(tmp_path / "local"),
+                             **AZURE_VALUES, staging_storage_account="stgiris",
+                             staging_storage_blob_url="https://stgiris.blob.core.windows.net")
+    fake = FakeAzure(settings.subscription_id, settings.resource_group, settings.data_factory,
+                     settings.batch_account_url, settings.staging_storage_blob_url, pool_id=settings.batch_pool_id)
+    _idle_pool(fake)
+    fake.next_plan = RunPlan(stdout=b"[trainer] published run mlflow-run-1\n")
+    backend = AzureBackend(settings, credential=credential, transport=fake, retry_backoff_factor=0)
+    monkeypatch.setattr("adf.cli.make_backend", lambda target, definitions_dir: backend)
+
+    result = CliRunner().invoke(cli, ["trigger", "--poll", "0"], prog_name="python -m adf")
+
+    assert result.exit_code == 0, result.output
+    assert fake.missing_routes() == []
+    assert all(r.host == "stgiris.blob.core.windows.net"
+               for r in fake.requests if r.host.endswith(".blob.core.windows.net"))
+    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 3
+    assert "[trainer] published run mlflow-run-1" in result.output  # read from the staging adfjobs
+    linked = fake.published[("linkedservices", "AzureBlobStorageLinkedService")]
+    assert "AccountName=stgiris;" in linked["properties"]["typeProperties"]["connectionString"]
+    # The pipeline still names the datastore account for the model the trainer publishes.
+    pipeline = fake.published[("pipelines", "train-iris")]
+    assert pipeline["properties"]["parameters"]["storageAccountUrl"]["defaultValue"] == settings.storage_blob_url

@@ -149,11 +149,20 @@ def test_allowed_ip_reaches_the_template(bin_dir, fake_az, tmp_path):
 
 
 @pytest.mark.parametrize("action", ["deploy", "what-if"])
-def test_private_networking_is_refused_with_the_reason(action, bin_dir, fake_az, tmp_path):
+def test_private_networking_runs_the_same_path_with_the_allowed_ip(action, bin_dir, fake_az, tmp_path):
     result = _script(action, bin_dir, tmp_path, env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": "203.0.113.7"})
+    assert result.returncode == 0, result.stderr
+    call = _call(fake_az, "deployment sub create " if action == "deploy" else "deployment sub what-if ").split()
+    assert "privateNetworking=true" in call and "allowedIpAddress=203.0.113.7" in call
+
+
+@pytest.mark.parametrize("allowed_ip", ["", "203.0.113", "203.0.113.256", "10.0.0.0/8", "myhost"])
+def test_private_networking_without_a_valid_allowed_ip_is_refused_before_azure(allowed_ip, bin_dir, fake_az,
+                                                                                tmp_path):
+    result = _script("what-if", bin_dir, tmp_path, env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": allowed_ip})
     assert result.returncode == 2
-    assert "error: PRIVATE_NETWORKING=true is not supported yet." in result.stderr
-    assert "shared integration runtime" in result.stderr and "docs/azure.md" in result.stderr
+    assert "error: PRIVATE_NETWORKING=true needs ALLOWED_IP, your public IPv4 address" in result.stderr
+    assert "ALLOWED_IP=<address>" in result.stderr
     assert not fake_az.exists(), "nothing may reach Azure"
 
 
@@ -186,6 +195,15 @@ def test_make_deploy_infra_passes_params(bin_dir, fake_az, tmp_path):
                    "PARAMS=factoryBatchRole=dataContributor"], bin_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "factoryBatchRole=dataContributor" in _call(fake_az, "deployment sub what-if ").split()
+
+
+@pytest.mark.parametrize("target", ["what-if", "deploy-infra"])
+def test_make_runs_private_networking_like_the_default_mode(target, bin_dir, fake_az, tmp_path):
+    result = _run(["make", "--no-print-directory", target, f"PYTHON={sys.executable}",
+                   "PRIVATE_NETWORKING=true", "ALLOWED_IP=203.0.113.7"], bin_dir, tmp_path)
+    assert result.returncode == 0, result.stderr
+    call = _call(fake_az, "deployment sub what-if " if target == "what-if" else "deployment sub create ").split()
+    assert "privateNetworking=true" in call and "allowedIpAddress=203.0.113.7" in call
 
 
 @pytest.mark.parametrize("argument, message", [

@@ -87,6 +87,13 @@ def test_an_unknown_property_in_a_variable_the_body_uses_is_caught(tmp_path, sch
                         "sharedGalleryImageId, sku, version)"]
 
 
+def test_an_unknown_property_in_the_body_of_a_for_expression_is_caught(tmp_path, schema):
+    problems = planted(tmp_path, schema, "modules/private-endpoints.bicep",
+                       "        privateDnsZoneId: zoneId\n", "        privateDnsZoneIds: zoneId\n")
+    assert problems == ["properties.privateDnsZoneConfigs[0].properties.privateDnsZoneIds: unknown property "
+                        "(known: privateDnsZoneId)"]
+
+
 def test_a_removed_required_property_is_caught(tmp_path, schema):
     problems = planted(tmp_path, schema, "modules/keyvault.bicep", "    tenantId: subscription().tenantId\n", "")
     assert problems == ["properties.tenantId: required property is missing"]

@@ -12,6 +12,7 @@ import pytest
 from pycep import BicepParser
 
 from bicep import env_writer, schema_check
+from bicep.flows import ref
 from workspace.settings import REPO_ROOT, documented_keys
 
 BICEP = REPO_ROOT / "bicep"
@@ -39,20 +40,6 @@ def config(statement: dict) -> dict:
     """The body of a module or resource statement, also when it is conditional (`if`)."""
     body = statement["config"]
     return body["config"] if "condition" in body else body
-
-
-def ref(expr) -> str:
-    """A reference expression as text: 'batch.outputs.poolId', 'roles[factoryBatchRole]'."""
-    if isinstance(expr, str):
-        return expr
-    if isinstance(expr, dict) and "operator" in expr:
-        op = expr["operator"]
-        a, b = op["operands"].get("operand_1"), op["operands"].get("operand_2")
-        if op["type"] == "property_accessor":
-            return f"{ref(a)}.{ref(b)}"
-        if op["type"] == "index_accessor":
-            return f"{ref(a)}[{ref(b)}]"
-    return json.dumps(expr, sort_keys=True)
 
 
 def camel(key: str) -> str:
@@ -523,13 +510,15 @@ def test_private_networking_adds_the_network_and_private_endpoints():
         assert template["modules"][symbol]["config"]["condition"] == "privateNetworking"
     _, endpoints = module("privateEndpoints")
     groups = {e["groupId"] for e in endpoints["variables"]["endpoints"]["value"]}
-    assert groups == {"blob", "vault", "registry"}
+    assert groups == {"blob", "queue", "vault", "registry", "amlworkspace"}
     _, network = module("network")
     subnets = {s["name"] for s in network["resources"]["vnet"]["config"]["properties"]["subnets"]}
     assert subnets == {"snet-private-endpoints", "snet-aml-compute", "snet-batch"}
     zones = network["variables"]["privateDnsZoneNames"]["value"]
-    assert zones == ["privatelink.blob.${environment().suffixes.storage}", "privatelink.vaultcore${vaultDomain}",
-                     "privatelink${environment().suffixes.acrLoginServer}"]
+    assert zones == ["privatelink.blob.${environment().suffixes.storage}",
+                     "privatelink.queue.${environment().suffixes.storage}", "privatelink.vaultcore${vaultDomain}",
+                     "privatelink${environment().suffixes.acrLoginServer}", "privatelink.api.azureml.ms",
+                     "privatelink.notebooks.azure.net"]
     assert functions(network["variables"]["vaultDomain"]["value"], "replace")
     statement, _ = module("batch")
     subnet = statement["config"]["params"]["subnetId"]["operator"]["operands"]
@@ -553,6 +542,7 @@ def test_parameter_defaults_match_the_settings_defaults():
 
 NAME_RULES = {  # Azure naming rules of each resource (Microsoft's naming-rules page)
     "storage": r"^[a-z0-9]{3,24}$",
+    "stagingStorage": r"^[a-z0-9]{3,24}$",
     "keyVault": r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$",
     "registry": r"^[a-zA-Z0-9]{5,50}$",
     "batch": r"^[a-z0-9]{3,24}$",
@@ -563,6 +553,7 @@ NAME_RULES = {  # Azure naming rules of each resource (Microsoft's naming-rules 
 # The resource each name is for, whose published name type (pattern, length) it must fit.
 NAMED_RESOURCES = {
     "storage": "Microsoft.Storage/storageAccounts@2023-05-01",
+    "stagingStorage": "Microsoft.Storage/storageAccounts@2023-05-01",
     "keyVault": "Microsoft.KeyVault/vaults@2023-07-01",
     "registry": "Microsoft.ContainerRegistry/registries@2023-07-01",
     "batch": "Microsoft.Batch/batchAccounts@2024-07-01",
@@ -613,10 +604,28 @@ def test_a_prefix_the_script_refuses_would_break_a_published_name_type():
         assert schema_check.scalar_problem(schema, _name(kind, prefix), name_type), (prefix, kind)
 
 
-def test_private_networking_is_refused_by_the_template_until_supported():
+def test_private_networking_is_a_choice_off_by_default():
     param = main()["parameters"]["privateNetworking"]
-    allowed = next(d["argument"] for d in param["decorators"] if d["type"] == "allowed")
-    assert allowed == [False] and param["default"] is False
+    assert param["type"] == "bool" and param["default"] is False
+    assert not [d for d in param.get("decorators", []) if d["type"] == "allowed"]
+
+
+def test_private_mode_stages_into_a_separate_account_the_factory_reaches():
+    """The staging account (the storage module again, public) gets the staged trainer, the
+    task logs and the key the factory's linked service reads; the datastore stays private."""
+    template = main()
+    staging = template["modules"]["stagingStorage"]
+    assert staging["config"]["condition"] == "privateNetworking"
+    assert staging["detail"]["path"] == "modules/storage.bicep"
+    params = config(staging)["params"]
+    assert params["privateNetworking"] is False and ref(params["storageAccountName"]) == "names.stagingStorage"
+    account = template["variables"]["stagingAccountName"]["value"]["operator"]["operands"]
+    assert (account["condition"], ref(account["true_value"]), ref(account["false_value"])) == \
+        ("privateNetworking", "stagingStorage.outputs.storageAccountName", "storage.outputs.storageAccountName")
+    assert module("storageKeySecret")[0]["config"]["params"]["storageAccountName"] == "stagingAccountName"
+    assert module("dataFactory")[0]["config"]["params"]["stagingStorageAccount"] == "stagingAccountName"
+    assert template["outputs"]["stagingStorageAccount"]["value"] == "stagingAccountName"
+    assert config(template["modules"]["stagingRoles"])["params"]["stagingStorageAccountName"] == "stagingAccountName"
 
 
 def test_the_key_vault_create_mode_reaches_the_vault():

@@ -301,6 +301,62 @@ def test_deploy_infra_settings_name_the_endpoint_and_the_cluster_identity(azure_
     assert [r for r in fake.requests[before:] if r.method != "GET"] == []
 
 
+def test_private_mode_creates_the_cluster_in_the_subnet_without_public_node_ips(azure_settings, backend, fake):
+    """AML_COMPUTE_SUBNET_ID (.env, from the Bicep output amlComputeSubnetId) reaches the PUT
+    the real SDK sends: properties.properties.subnet.id and enableNodePublicIp false."""
+    from dataclasses import replace
+
+    from deployer.app import spec_overrides
+
+    # A real id (the SDK's validate_arm_str wants a GUID subscription; anything else it
+    # rewrites as a subnet *name* under the workspace's group).
+    subnet = ("/subscriptions/6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f/resourceGroups/rg-irisops/providers/"
+              "Microsoft.Network/virtualNetworks/irisops-x7k2qm-vnet/subnets/snet-aml-compute")
+    specs = load_specs(overrides=spec_overrides(replace(azure_settings, aml_compute_subnet_id=subnet)))
+    deploy(backend, specs)
+    aml = puts(fake, "/computes/cpu-cluster")[0].body["properties"]["properties"]
+    assert aml["subnet"] == {"id": subnet}
+    assert aml["enableNodePublicIp"] is False
+
+
+PRIVATE_SUBNET = ("/subscriptions/6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f/resourceGroups/rg-irisops/providers/"
+                  "Microsoft.Network/virtualNetworks/irisops-x7k2qm-vnet/subnets/snet-aml-compute")
+
+
+def private_specs(azure_settings):
+    from dataclasses import replace
+
+    from deployer.app import spec_overrides
+
+    return load_specs(overrides=spec_overrides(replace(azure_settings, aml_compute_subnet_id=PRIVATE_SUBNET)))
+
+
+def test_status_shows_the_clusters_subnet_and_that_it_has_no_public_ip(azure_settings, backend):
+    deploy(backend, private_specs(azure_settings))
+    (cluster,) = backend.describe("iris-batch", compute="cpu-cluster", model="iris-classifier").computes
+    assert (cluster.subnet, cluster.node_public_ip) == (PRIVATE_SUBNET, False)
+    assert cluster.network == "private (subnet irisops-x7k2qm-vnet/snet-aml-compute, no public IP)"
+    # Deploying again changes nothing: the network read back is the one asked for.
+    assert [c.action for c in deploy(backend, private_specs(azure_settings))[1]] == [NO_OP] * 4
+
+
+def test_a_cluster_outside_the_subnet_is_not_moved_into_it(azure_settings, backend, fake, specs):
+    backend.ensure_compute(specs.compute)
+    before = len(fake.requests)
+    with pytest.raises(ConfigError, match="exists outside any VNet; the settings ask for in subnet "
+                                          ".*snet-aml-compute, without public node IPs.*cannot move"):
+        backend.ensure_compute(private_specs(azure_settings).compute)
+    assert [r for r in fake.requests[before:] if r.method != "GET"] == []
+
+
+def test_without_a_subnet_the_cluster_keeps_azure_mls_default_network(azure_settings, backend, fake):
+    from deployer.app import spec_overrides
+
+    deploy(backend, load_specs(overrides=spec_overrides(azure_settings)))
+    aml = puts(fake, "/computes/cpu-cluster")[0].body["properties"]["properties"]
+    assert aml.get("subnet") is None and aml.get("enableNodePublicIp", True) is True
+
+
 def test_a_cluster_cannot_be_resized(backend, specs):
     backend.ensure_compute(specs.compute)
     bigger = load_specs(overrides={"compute": {"size": "Standard_DS4_v2"}})
@@ -674,7 +730,15 @@ def test_the_status_command_shows_the_workspace_deployments_and_cluster(
     assert re.search(r"│ iris-mlflow\s+│ iris-classifier:1\s+│ default\s+│ -", result.output)
     assert re.search(r"│ iris-mlflow\s+│ cpu-cluster\s+│ 2\s+│ 10\s+│ 2\s+│ 3/300s\s+│ -1\s+│ "
                      r"predictions\.csv", result.output)
-    assert re.search(r"│ cpu-cluster\s+│ Standard_DS3_v2\s+│ 0-2\s+│ 120s", result.output)
+    assert re.search(r"│ cpu-cluster\s+│ Standard_DS3_v2\s+│ 0-2\s+│ 120s\s+│[^│]*│ public\s+│", result.output)
+
+
+def test_the_status_command_shows_a_private_clusters_subnet(azure_settings, backend, monkeypatch, tmp_path):
+    deploy(backend, private_specs(azure_settings))
+    result = run_cli(backend, monkeypatch, tmp_path, "status")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"│ cpu-cluster\s+│ .*│ private \(subnet irisops-x7k2qm-vnet/snet-aml-compute, no public IP\)",
+                     result.output), result.output
 
 
 # ---------------------------------------------------------------------- teardown

@@ -10,8 +10,11 @@ locals {
   suffix         = substr(sha256("${data.azurerm_client_config.current.subscription_id}/${var.prefix}/${var.location}"), 0, 6)
   compact_prefix = lower(replace(var.prefix, "-", ""))
   names = {
-    resource_group       = var.resource_group_name == "" ? "rg-${var.prefix}" : var.resource_group_name
-    storage              = "${local.compact_prefix}st${local.suffix}"
+    resource_group = var.resource_group_name == "" ? "rg-${var.prefix}" : var.resource_group_name
+    storage        = "${local.compact_prefix}st${local.suffix}"
+
+    # Private mode only: the Custom activity's staging folder and task logs (no data, no models).
+    staging_storage      = "${local.compact_prefix}stg${local.suffix}"
     key_vault            = "${var.prefix}-kv-${local.suffix}"
     registry             = "${local.compact_prefix}acr${local.suffix}"
     log_analytics        = "${var.prefix}-log-${local.suffix}"
@@ -23,10 +26,17 @@ locals {
     factory_identity     = "${var.prefix}-adf-id"
     aml_compute_identity = "${var.prefix}-aml-compute-id"
     network              = "${var.prefix}-${local.suffix}"
+
     # Batch endpoint names are unique per region: prefix + suffix, at most 32 characters.
     batch_endpoint = substr("${var.prefix}-iris-${local.suffix}", 0, 32)
   }
   storage_key_secret_name = "storage-account-key"
+
+  # Where the factory stages the Custom activity: the datastore account in the default mode,
+  # the staging account in private mode.
+  staging_account_name = var.private_networking ? module.staging_storage[0].storage_account_name : module.storage.storage_account_name
+  staging_account_id   = var.private_networking ? module.staging_storage[0].storage_account_id : module.storage.storage_account_id
+  staging_blob_url     = var.private_networking ? module.staging_storage[0].blob_endpoint : module.storage.blob_endpoint
 
   # The .env values known before the factory exists (all but ADF_FACTORY and ADF_PIPELINE,
   # which come from the data-factory module): each is the output of its key in outputs.tf,
@@ -38,6 +48,8 @@ locals {
     AZURE_STORAGE_ACCOUNT      = module.storage.storage_account_name
     AZURE_STORAGE_BLOB_URL     = module.storage.blob_endpoint
     AZURE_KEY_VAULT            = module.keyvault.key_vault_name
+    STAGING_STORAGE_ACCOUNT    = local.staging_account_name
+    STAGING_STORAGE_BLOB_URL   = local.staging_blob_url
     AZURE_STORAGE_SUFFIX       = module.storage.storage_suffix
     AZURE_KEY_VAULT_DNS_SUFFIX = module.keyvault.key_vault_dns_suffix
     AML_WORKSPACE              = module.ml_workspace.workspace_name
@@ -53,6 +65,9 @@ locals {
     STAGING_PREFIX             = var.staging_prefix
     BATCH_ENDPOINT_NAME        = local.names.batch_endpoint
     AML_COMPUTE_IDENTITY_ID    = module.identities.aml_compute_identity_id
+
+    # Private mode: the subnet the deployer creates the scoring cluster in (empty: no VNet).
+    AML_COMPUTE_SUBNET_ID = var.private_networking ? module.network[0].aml_compute_subnet_id : ""
   }
 }
 
@@ -102,7 +117,27 @@ module "storage" {
   datastore_container  = var.datastore_container
   private_networking   = var.private_networking
   allowed_ip_address   = var.allowed_ip_address
-  factory_resource_id  = "${azurerm_resource_group.rg.id}/providers/Microsoft.DataFactory/factories/${local.names.factory}"
+
+  # The workspace reads the datastore as a resource instance (Azure ML's storage firewall guidance).
+  trusted_resource_id = "${azurerm_resource_group.rg.id}/providers/Microsoft.MachineLearningServices/workspaces/${local.names.workspace}"
+  tenant_id           = data.azurerm_client_config.current.tenant_id
+  tags                = var.tags
+}
+
+# Private mode: the account Data Factory stages the Custom activity into with its Azure
+# integration runtime (public endpoint, HTTPS, no anonymous access). It holds the staged
+# trainer files and the `adfjobs` task logs only; models, sweep queues and results stay in
+# the private datastore account. In the default mode the datastore account stages too.
+module "staging_storage" {
+  source               = "./modules/storage"
+  count                = var.private_networking ? 1 : 0
+  resource_group_name  = azurerm_resource_group.rg.name
+  location             = var.location
+  storage_account_name = local.names.staging_storage
+  datastore_container  = var.datastore_container
+  private_networking   = false
+  allowed_ip_address   = ""
+  trusted_resource_id  = ""
   tenant_id            = data.azurerm_client_config.current.tenant_id
   tags                 = var.tags
 }
@@ -119,8 +154,10 @@ module "keyvault" {
 }
 
 module "storage_key_secret" {
-  source             = "./modules/storage-key-secret"
-  storage_account_id = module.storage.storage_account_id
+  source = "./modules/storage-key-secret"
+
+  # The key of the account the factory stages into (the staging account in private mode).
+  storage_account_id = local.staging_account_id
   key_vault_id       = module.keyvault.key_vault_id
   secret_name        = local.storage_key_secret_name
 }
@@ -136,19 +173,22 @@ module "registry" {
 }
 
 module "private_endpoints" {
-  source               = "./modules/private-endpoints"
-  count                = var.private_networking ? 1 : 0
-  resource_group_name  = azurerm_resource_group.rg.name
-  location             = var.location
-  name_prefix          = local.names.network
-  subnet_id            = module.network[0].private_endpoints_subnet_id
-  storage_account_id   = module.storage.storage_account_id
-  key_vault_id         = module.keyvault.key_vault_id
-  registry_id          = module.registry.registry_id
-  blob_dns_zone_id     = module.network[0].blob_dns_zone_id
-  vault_dns_zone_id    = module.network[0].vault_dns_zone_id
-  registry_dns_zone_id = module.network[0].registry_dns_zone_id
-  tags                 = var.tags
+  source                 = "./modules/private-endpoints"
+  count                  = var.private_networking ? 1 : 0
+  resource_group_name    = azurerm_resource_group.rg.name
+  location               = var.location
+  name_prefix            = local.names.network
+  subnet_id              = module.network[0].private_endpoints_subnet_id
+  storage_account_id     = module.storage.storage_account_id
+  key_vault_id           = module.keyvault.key_vault_id
+  registry_id            = module.registry.registry_id
+  workspace_id           = module.ml_workspace.workspace_id
+  blob_dns_zone_id       = module.network[0].blob_dns_zone_id
+  queue_dns_zone_id      = module.network[0].queue_dns_zone_id
+  vault_dns_zone_id      = module.network[0].vault_dns_zone_id
+  registry_dns_zone_id   = module.network[0].registry_dns_zone_id
+  workspace_dns_zone_ids = module.network[0].workspace_dns_zone_ids
+  tags                   = var.tags
 }
 
 module "ml_workspace" {
@@ -187,6 +227,7 @@ module "data_factory" {
   factory_identity_id = module.identities.factory_identity_id
   placeholders        = local.env
   tags                = var.tags
+
   # The storage linked service reads the key secret when a pipeline runs.
   depends_on = [module.storage_key_secret]
 }
@@ -209,4 +250,12 @@ module "roles" {
   factory_batch_role                = var.factory_batch_role
   deployer_principal_id             = var.deployer_principal_id
   deployer_principal_type           = var.deployer_principal_type
+}
+
+module "staging_roles" {
+  source                     = "./modules/staging-roles"
+  count                      = var.private_networking ? 1 : 0
+  staging_storage_account_id = module.staging_storage[0].storage_account_id
+  deployer_principal_id      = var.deployer_principal_id
+  deployer_principal_type    = var.deployer_principal_type
 }

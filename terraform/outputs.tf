@@ -5,6 +5,10 @@ output "azureResourceGroup" { value = local.env["AZURE_RESOURCE_GROUP"] }
 output "azureLocation" { value = local.env["AZURE_LOCATION"] }
 output "azureStorageAccount" { value = local.env["AZURE_STORAGE_ACCOUNT"] }
 output "azureStorageBlobUrl" { value = local.env["AZURE_STORAGE_BLOB_URL"] }
+# Where `python -m adf` stages the trainer and reads task logs: the datastore account in the
+# default mode, the staging account in private mode.
+output "stagingStorageAccount" { value = local.env["STAGING_STORAGE_ACCOUNT"] }
+output "stagingStorageBlobUrl" { value = local.env["STAGING_STORAGE_BLOB_URL"] }
 output "azureKeyVault" { value = local.env["AZURE_KEY_VAULT"] }
 output "azureStorageSuffix" { value = local.env["AZURE_STORAGE_SUFFIX"] }
 output "azureKeyVaultDnsSuffix" { value = local.env["AZURE_KEY_VAULT_DNS_SUFFIX"] }
@@ -23,6 +27,7 @@ output "modelPrefix" { value = local.env["MODEL_PREFIX"] }
 output "stagingPrefix" { value = local.env["STAGING_PREFIX"] }
 output "batchEndpointName" { value = local.env["BATCH_ENDPOINT_NAME"] }
 output "amlComputeIdentityId" { value = local.env["AML_COMPUTE_IDENTITY_ID"] }
+output "amlComputeSubnetId" { value = local.env["AML_COMPUTE_SUBNET_ID"] }
 
 # ---- Further ids for scripts and the portal (no keys).
 output "keyVaultUri" { value = module.keyvault.key_vault_uri }
@@ -34,4 +39,3 @@ output "adfFactoryId" { value = module.data_factory.factory_id }
 output "poolIdentityId" { value = module.identities.pool_identity_id }
 # The scoring cluster's identity (its resource id is amlComputeIdentityId above).
 output "amlComputeIdentityClientId" { value = module.identities.aml_compute_identity_client_id }
-output "amlComputeSubnetId" { value = var.private_networking ? module.network[0].aml_compute_subnet_id : "" }

@@ -150,26 +150,35 @@ class Stack:
 
     # ---------------------------------------------------------------- role assignments
     def role_assignments(self) -> dict[str, tuple[str, tuple[str, str], str]]:
-        """name -> (role key, principal (kind, name) or ('deployer', ''), scope's Azure resource kind)."""
-        roles = self.modules["roles"]
+        """name -> (role key, principal (kind, name) or ('deployer', ''), scope's Azure resource
+        kind), from every module's `service_assignments` and `deployer_roles` locals."""
         found = {}
-        groups = [(roles.locals["service_assignments"], False), (roles.locals["deployer_roles"], True)]
-        for assignments, deployer in groups:
-            for name, item in assignments.items():
-                if name.startswith("__"):
-                    continue
-                role = expression(item["role"])
-                match = re.fullmatch(r"local\.roles(?:\.(\w+)|\[var\.(\w+)\])", role)
-                if not match:
-                    raise StackError(f"roles: {name}: role {role!r} is not local.roles.<key>")
-                role_key = match.group(1) or f"[{match.group(2)}]"
-                principal = ("deployer", "") if deployer else self.trace(item["principal_id"], "roles")
-                scope = self.trace(item["scope"], "roles")[0]
-                found[name] = (role_key, principal, scope)
+        for module_name, module in self.modules.items():
+            groups = [(module.locals.get("service_assignments", {}), False),
+                      (module.locals.get("deployer_roles", {}), True)]
+            for assignments, deployer in groups:
+                for name, item in assignments.items():
+                    if name.startswith("__"):
+                        continue
+                    role = expression(item["role"])
+                    match = re.fullmatch(r"local\.roles(?:\.(\w+)|\[var\.(\w+)\])", role)
+                    if not match:
+                        raise StackError(f"{module_name}: {name}: role {role!r} is not local.roles.<key>")
+                    role_key = match.group(1) or f"[{match.group(2)}]"
+                    principal = ("deployer", "") if deployer else self.trace(item["principal_id"], module_name)
+                    found[name] = (role_key, principal, self.trace(item["scope"], module_name)[0])
         return found
 
     def role_ids(self) -> dict[str, str]:
-        return {k: unquote(v) for k, v in self.modules["roles"].locals["roles"].items() if not k.startswith("__")}
+        """Every module's `roles` local (key -> built-in role id); a key has one id everywhere."""
+        ids: dict[str, str] = {}
+        for module_name, module in self.modules.items():
+            for key, value in module.locals.get("roles", {}).items():
+                if key.startswith("__"):
+                    continue
+                if ids.setdefault(key, unquote(value)) != unquote(value):
+                    raise StackError(f"{module_name}: roles.{key} is {unquote(value)}, elsewhere {ids[key]}")
+        return ids
 
     # ---------------------------------------------------------------- outputs and ADF
     def outputs(self) -> dict[str, str]:

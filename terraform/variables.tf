@@ -23,23 +23,24 @@ variable "resource_group_name" {
   default     = ""
 }
 
-# Refused for now, as in bicep/main.bicep: with the storage firewall on Deny, Data Factory's
-# shared integration runtime stages the Custom activity with the account key from outside
-# the VNet and is refused (docs/azure.md, "Private networking").
+# Private mode (docs/azure.md, "Private networking"): the datastore account, Key Vault,
+# registry and workspace get private endpoints in the VNet and firewalls on Deny (the allowed
+# IP excepted); Data Factory's Azure integration runtime stages the Custom activity into a
+# separate staging account that holds only the trainer's files and the task logs.
 variable "private_networking" {
-  description = "Private networking: VNet, private endpoints and DNS zones for storage, Key Vault and ACR. Not supported yet: only false is allowed."
+  description = "Private networking: VNet, private endpoints and DNS zones for blob, queue, Key Vault, the registry and the workspace; the pool and Azure ML compute in their subnets; a separate staging account for Data Factory."
   type        = bool
   default     = false
-  validation {
-    condition     = !var.private_networking
-    error_message = "private_networking = true is not supported yet: Data Factory's shared integration runtime cannot stage the training job behind the storage firewall (docs/azure.md, \"Private networking\")."
-  }
 }
 
 variable "allowed_ip_address" {
   description = "Your public IP address, allowed through the firewalls in private mode so set-up and staging work from your machine."
   type        = string
   default     = ""
+  validation {
+    condition     = !var.private_networking || can(cidrhost("${var.allowed_ip_address}/32", 0))
+    error_message = "private_networking = true needs allowed_ip_address, your public IPv4 address: the firewalls deny every other public address."
+  }
 }
 
 variable "pool_vm_size" {

@@ -64,7 +64,7 @@ def test_make_deploy_infra_iac_terraform_gives_the_same_message(bin_dir, tmp_pat
 
 @pytest.mark.parametrize("env, argument, message", [
     ({"PREFIX": "Iris"}, None, "PREFIX 'Iris' is not 3-10 lowercase letters or digits starting with a letter."),
-    ({"PRIVATE_NETWORKING": "true"}, None, "PRIVATE_NETWORKING=true is not supported yet."),
+    ({"PRIVATE_NETWORKING": "true"}, None, "PRIVATE_NETWORKING=true needs ALLOWED_IP, your public IPv4 address."),
     ({}, "poolMaxNodes=3", "terraform/variables.tf has no parameter 'poolMaxNodes'."),
     ({}, "private_networking=true", "parameter 'private_networking' is set by this script."),
     ({}, "pool_max_nodes", "template parameter 'pool_max_nodes' is not name=value."),
@@ -126,3 +126,10 @@ def test_a_remote_backend_needs_backend_tf(bin_dir, fakes, tmp_path):  # noqa: F
     result = _tf("what-if", bin_dir, tmp_path, env={"TF_BACKEND_CONFIG": str(config)})
     assert result.returncode == 2
     assert "terraform/backend.tf does not exist" in result.stderr and "backend.tf.example" in result.stderr
+
+
+def test_private_mode_reaches_terraform_with_the_allowed_ip(bin_dir, fakes, tmp_path):  # noqa: F811
+    result = _tf("what-if", bin_dir, tmp_path, env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": "203.0.113.7"})
+    assert result.returncode == 0, result.stderr
+    plan = _calls(fakes[1])[-1]
+    assert "-var private_networking=true" in plan and "-var allowed_ip_address=203.0.113.7" in plan

@@ -14,7 +14,7 @@ import pytest
 from pycep import BicepParser
 
 from bicep import env_writer
-from terraform.stack import Stack, StackError
+from terraform.stack import Stack, StackError, expression
 from tests.bicep.test_templates import BICEP, PLACEHOLDER, config, functions, main, module, ref, replace_chain
 from workspace.settings import REPO_ROOT
 
@@ -59,21 +59,35 @@ def bicep_kinds(directory: Path, private: bool) -> set[str]:
     return kinds
 
 
+ROLE_MODULES = ("roles", "stagingRoles")
+
+
 def bicep_role_assignments() -> dict[str, tuple[str, tuple[str, str], str]]:
     """name -> (role key, principal (kind, snake_case symbol) or ('deployer', ''), scope kind)."""
-    _, roles = module("roles")
-    resources = roles["resources"]
     found = {}
-    for symbol, statement in resources.items():
-        if statement["type"] != "Microsoft.Authorization/roleAssignments":
-            continue
-        body = config(statement)
-        role = ref(body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"])
-        role_key = role[len("roles."):] if role.startswith("roles.") else f"[{snake(role[len('roles['):-1])}]"
-        principal = ref(body["properties"]["principalId"]).split(".")[0]
-        who = ("deployer", "") if principal == "deployerPrincipalId" else (resources[principal]["type"], snake(principal))
-        found[symbol] = (role_key, who, resources[body["scope"]]["type"])
+    for symbol in ROLE_MODULES:
+        _, template = module(symbol)
+        resources = template["resources"]
+        for name, statement in resources.items():
+            if statement["type"] != "Microsoft.Authorization/roleAssignments":
+                continue
+            body = config(statement)
+            role = ref(body["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"])
+            if role.startswith("roles["):
+                role_key = f"[{snake(role[len('roles['):-1])}]"
+            else:  # roles.<key>, or a variable named after the role
+                role_key = role.removeprefix("roles.")
+            principal = ref(body["properties"]["principalId"]).split(".")[0]
+            who = ("deployer", "") if principal == "deployerPrincipalId" else (resources[principal]["type"], snake(principal))
+            found[name] = (role_key, who, resources[body["scope"]]["type"])
     return found
+
+
+def bicep_role_ids() -> dict[str, str]:
+    ids = dict(module("roles")[1]["variables"]["roles"]["value"])
+    for name, variable in module("stagingRoles")[1]["variables"].items():
+        ids.setdefault(name, variable["value"])
+    return ids
 
 
 # ------------------------------------------------------------------ resource kinds
@@ -126,8 +140,7 @@ def test_the_role_assignments_are_the_same(stack):
 
 
 def test_the_role_ids_are_the_same(stack):
-    _, roles = module("roles")
-    assert stack.role_ids() == roles["variables"]["roles"]["value"]
+    assert stack.role_ids() == bicep_role_ids()
 
 
 def test_an_assignment_given_another_scope_fails_the_parity(stack, tmp_path):
@@ -240,3 +253,48 @@ def test_every_pipeline_in_adf_is_deployed(stack):
     """New adf/*.json pipelines are picked up by the module's fileset without an edit."""
     on_disk = sorted(p.relative_to(REPO_ROOT / "adf").as_posix() for p in (REPO_ROOT / "adf").rglob("*.json"))
     assert stack.adf_files() == on_disk
+
+
+# ------------------------------------------------------------------ private mode in detail
+
+# How each stack writes the cloud's suffixes into a zone name (Bicep: environment(); Terraform:
+# cut from the deployed account, vault and registry), as one token each.
+ZONE_SUFFIXES = {
+    "${environment().suffixes.storage}": "{storage}", "${var.storage_suffix}": "{storage}",
+    "${vaultDomain}": "{vault domain}", '${replace(var.key_vault_dns_suffix, ".vault", "")}': "{vault domain}",
+    "${environment().suffixes.acrLoginServer}": "{acr}",
+    "${trimprefix(var.registry_login_server, var.registry_name)}": "{acr}",
+}
+
+
+def _zone(name: str) -> str:
+    for written, token in ZONE_SUFFIXES.items():
+        name = name.replace(written, token)
+    return name
+
+
+def test_the_private_endpoints_and_dns_zones_are_the_same(stack):
+    _, endpoints = module("privateEndpoints")
+    bicep = {(e["name"], e["groupId"]) for e in endpoints["variables"]["endpoints"]["value"]}
+    terraform = {(name, e["group_id"].strip('"')) for name, e in stack.modules["private_endpoints"].locals["endpoints"].items()}
+    assert terraform == bicep
+    _, network = module("network")
+    bicep_zones = sorted(_zone(z) for z in network["variables"]["privateDnsZoneNames"]["value"])
+    terraform_zones = sorted(_zone(z.strip('"')) for z in stack.modules["network"].locals["private_dns_zone_names"].values())
+    assert terraform_zones == bicep_zones
+    assert "{" not in "".join(z.replace("{storage}", "").replace("{vault domain}", "").replace("{acr}", "")
+                              for z in terraform_zones)
+
+
+def test_private_mode_stages_into_the_staging_account_in_both(stack):
+    """STAGING_STORAGE_ACCOUNT (the storage linked service's account, the key secret's account)
+    is the staging account in private mode and the datastore account otherwise, in both stacks."""
+    staging = stack.root.calls["staging_storage"]
+    assert expression(staging["count"]) == "var.private_networking ? 1 : 0"
+    assert expression(staging["private_networking"]) == "false"
+    assert expression(stack.root.locals["env"]["STAGING_STORAGE_ACCOUNT"]) == "local.staging_account_name"
+    assert expression(stack.root.locals["staging_account_name"]) == \
+        "var.private_networking ? module.staging_storage[0].storage_account_name : module.storage.storage_account_name"
+    assert expression(stack.root.calls["storage_key_secret"]["storage_account_id"]) == "local.staging_account_id"
+    assert main()["modules"]["stagingStorage"]["config"]["condition"] == "privateNetworking"
+    assert ref(main()["modules"]["storageKeySecret"]["config"]["params"]["storageAccountName"]) == "stagingAccountName"

@@ -35,6 +35,7 @@ variable "tags" {
 
 locals {
   adf_dir = "${path.module}/../../../adf"
+
   # A placeholder becomes "<mark>KEY<mark>"; split on the mark, every odd piece is a key.
   mark = "\uE000"
   files = merge(

@@ -69,12 +69,18 @@ locals {
     aml_compute       = "${var.name_prefix}-aml-nsg"
     batch             = "${var.name_prefix}-batch-nsg"
   }
-  # Zones of the private endpoints (storage blob, Key Vault, Container Registry) in the cloud
-  # deployed to: keyvaultDns is '.vault.<domain>' (zone privatelink.vaultcore.<domain>).
+  # Zones of the private endpoints (storage blob and queue, Key Vault, Container Registry, the
+  # Azure ML workspace) in the cloud deployed to: keyvaultDns is '.vault.<domain>' (zone
+  # privatelink.vaultcore.<domain>). The workspace's two zones (group amlworkspace) are the
+  # public cloud's, as in bicep/modules/network.bicep (Microsoft's "Azure Private Endpoint
+  # private DNS zone values", AI + Machine Learning).
   private_dns_zone_names = {
-    blob     = "privatelink.blob.${var.storage_suffix}"
-    vault    = "privatelink.vaultcore${replace(var.key_vault_dns_suffix, ".vault", "")}"
-    registry = "privatelink${trimprefix(var.registry_login_server, var.registry_name)}"
+    blob                = "privatelink.blob.${var.storage_suffix}"
+    queue               = "privatelink.queue.${var.storage_suffix}"
+    vault               = "privatelink.vaultcore${replace(var.key_vault_dns_suffix, ".vault", "")}"
+    registry            = "privatelink${trimprefix(var.registry_login_server, var.registry_name)}"
+    workspace_api       = "privatelink.api.azureml.ms"
+    workspace_notebooks = "privatelink.notebooks.azure.net"
   }
 }
 
@@ -164,5 +170,9 @@ output "private_endpoints_subnet_id" { value = azurerm_subnet.subnet["private_en
 output "aml_compute_subnet_id" { value = azurerm_subnet.subnet["aml_compute"].id }
 output "batch_subnet_id" { value = azurerm_subnet.subnet["batch"].id }
 output "blob_dns_zone_id" { value = azurerm_private_dns_zone.zone["blob"].id }
+output "queue_dns_zone_id" { value = azurerm_private_dns_zone.zone["queue"].id }
 output "vault_dns_zone_id" { value = azurerm_private_dns_zone.zone["vault"].id }
 output "registry_dns_zone_id" { value = azurerm_private_dns_zone.zone["registry"].id }
+output "workspace_dns_zone_ids" {
+  value = [azurerm_private_dns_zone.zone["workspace_api"].id, azurerm_private_dns_zone.zone["workspace_notebooks"].id]
+}

@@ -1,5 +1,8 @@
-# Private endpoints (with DNS zone groups) for the storage blob service, Key Vault and the
-# container registry, in the private-endpoints subnet (private_networking = true).
+# Private endpoints (with DNS zone groups) in the private-endpoints subnet (private_networking
+# = true): the datastore account's blob and queue services (the trainer, the sweep runners and
+# the scoring cluster), Key Vault, the container registry, and the Azure ML workspace (Azure ML
+# requires it for compute without public IP addresses). Each zone is linked to the VNet in
+# modules/network, so the services' public host names resolve to these private addresses there.
 
 variable "resource_group_name" {
   description = "Resource group."
@@ -22,7 +25,7 @@ variable "subnet_id" {
 }
 
 variable "storage_account_id" {
-  description = "Resource id of the storage account."
+  description = "Resource id of the datastore storage account."
   type        = string
 }
 
@@ -36,8 +39,18 @@ variable "registry_id" {
   type        = string
 }
 
+variable "workspace_id" {
+  description = "Resource id of the Azure ML workspace."
+  type        = string
+}
+
 variable "blob_dns_zone_id" {
   description = "Private DNS zone of blob endpoints."
+  type        = string
+}
+
+variable "queue_dns_zone_id" {
+  description = "Private DNS zone of queue endpoints."
   type        = string
 }
 
@@ -51,16 +64,24 @@ variable "registry_dns_zone_id" {
   type        = string
 }
 
+variable "workspace_dns_zone_ids" {
+  description = "Private DNS zones of the workspace (api and notebooks)."
+  type        = list(string)
+}
+
 variable "tags" {
   description = "Tags applied to every resource."
   type        = map(string)
 }
 
 locals {
+  # group_id: the private-link sub-resource (Microsoft's "What is a private endpoint?", Private-link resource).
   endpoints = {
-    blob     = { resource_id = var.storage_account_id, group_id = "blob", zone_id = var.blob_dns_zone_id }
-    vault    = { resource_id = var.key_vault_id, group_id = "vault", zone_id = var.vault_dns_zone_id }
-    registry = { resource_id = var.registry_id, group_id = "registry", zone_id = var.registry_dns_zone_id }
+    blob      = { resource_id = var.storage_account_id, group_id = "blob", zone_ids = [var.blob_dns_zone_id] }
+    queue     = { resource_id = var.storage_account_id, group_id = "queue", zone_ids = [var.queue_dns_zone_id] }
+    vault     = { resource_id = var.key_vault_id, group_id = "vault", zone_ids = [var.vault_dns_zone_id] }
+    registry  = { resource_id = var.registry_id, group_id = "registry", zone_ids = [var.registry_dns_zone_id] }
+    workspace = { resource_id = var.workspace_id, group_id = "amlworkspace", zone_ids = var.workspace_dns_zone_ids }
   }
 }
 
@@ -81,6 +102,6 @@ resource "azurerm_private_endpoint" "endpoint" {
 
   private_dns_zone_group {
     name                 = "default"
-    private_dns_zone_ids = [each.value.zone_id]
+    private_dns_zone_ids = each.value.zone_ids
   }
 }

@@ -133,6 +133,7 @@ resource "azurerm_role_assignment" "service" {
   principal_id       = each.value.principal_id
   principal_type     = "ServicePrincipal"
   description        = each.value.description
+
   # New managed identities take a while to reach Entra ID's replicas.
   skip_service_principal_aad_check = true
 }

@@ -22,7 +22,7 @@ variable "datastore_container" {
 }
 
 variable "private_networking" {
-  description = "Deny public network access except the allowed IP and the factory (private endpoints serve the VNet)."
+  description = "Deny public network access except the allowed IP and the trusted resource (private endpoints serve the VNet)."
   type        = bool
 }
 
@@ -31,13 +31,13 @@ variable "allowed_ip_address" {
   type        = string
 }
 
-variable "factory_resource_id" {
-  description = "Resource id of the Data Factory, allowed through the firewall in private mode."
+variable "trusted_resource_id" {
+  description = "Resource id of the one resource instance allowed through the firewall in private mode (the Azure ML workspace); empty for none."
   type        = string
 }
 
 variable "tenant_id" {
-  description = "Tenant of the Data Factory."
+  description = "Tenant of the trusted resource."
   type        = string
 }
 
@@ -48,7 +48,7 @@ variable "tags" {
 
 resource "azurerm_storage_account" "storage" {
   # checkov:skip=CKV_AZURE_206: LRS is enough for a training datastore that can be rebuilt from the repo; geo-replication doubles the cost.
-  # checkov:skip=CKV_AZURE_59: Public network access is required by ADF's Azure IR and the Batch nodes in the default mode; private_networking = true denies it except the allowed IP, trusted services and the factory.
+  # checkov:skip=CKV_AZURE_59: Public network access is required by ADF's Azure IR and the Batch nodes in the default mode and on the staging account of private mode (trainer files and task logs only); private_networking = true denies it on the datastore except the allowed IP, trusted services and the workspace.
   # checkov:skip=CKV_AZURE_35: The default mode allows public networks (HTTPS and TLS 1.2 only, no anonymous blob access); private_networking = true sets the default action to Deny.
   # checkov:skip=CKV_AZURE_33: Queue logging is classic Storage Analytics; the sweep's queues are short-lived and their messages are the grid lines in the repo.
   # checkov:skip=CKV_AZURE_43: The name is a variable checkov cannot resolve; main.tf builds it from lowercase letters and digits, at most 24 characters (tests/terraform/test_terraform.py checks it).
@@ -81,7 +81,7 @@ resource "azurerm_storage_account" "storage" {
     ip_rules       = var.private_networking && var.allowed_ip_address != "" ? [var.allowed_ip_address] : []
 
     dynamic "private_link_access" {
-      for_each = var.private_networking ? [var.factory_resource_id] : []
+      for_each = var.private_networking && var.trusted_resource_id != "" ? [var.trusted_resource_id] : []
       content {
         endpoint_resource_id = private_link_access.value
         endpoint_tenant_id   = var.tenant_id

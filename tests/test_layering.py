@@ -6,6 +6,7 @@ itself through its imports, and the packages stay in their layers.
     adf → workspace      the pipelines and their runners
     deployer → adf, workspace
     trainer              runs alone on a Batch node: none of the project's packages
+    terraform → bicep    the Terraform checks reuse the Bicep type fixture and .env writer
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from pathlib import Path
 
 from workspace.settings import REPO_ROOT
 
-PACKAGES = ("workspace", "adf", "deployer", "trainer", "bicep", "bench")
+PACKAGES = ("workspace", "adf", "deployer", "trainer", "bicep", "bench", "terraform")
 # package → the project's packages it may import (the others have no rule here)
 LAYERS = {"workspace": set(), "adf": {"workspace"}, "deployer": {"adf", "workspace"},
-          "trainer": set()}
+          "trainer": set(), "terraform": {"bicep"}}
 
 
 def modules(root: Path = REPO_ROOT) -> dict[str, Path]:

@@ -1,6 +1,7 @@
 # Writes the storage account key into Key Vault for ADF's Batch staging linked service
 # (account-key auth is the only mode it supports). The key is read with ARM's listKeys
-# action: it never appears in a variable, an output or a log.
+# action: it never appears in a variable, an output or a log (the state holds it, as it holds
+# the account's own key attributes: docs/azure.md, "Terraform state").
 #
 # azapi, because azurerm lacks a control-plane secret: azurerm_key_vault_secret writes through
 # the vault's data plane, which needs a data-plane role for whoever deploys and, in private

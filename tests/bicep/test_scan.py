@@ -80,28 +80,27 @@ def test_scan_fails_on_a_file_checkov_cannot_parse(checkov, tmp_path):
     assert "parsing error (checkov skipped the file):" in result.stderr and "modern.bicep" in result.stderr
 
 
-@pytest.mark.slow
-def test_scan_fails_on_a_failed_check(checkov, tmp_path):
-    directory = tmp_path / "bicep"
-    directory.mkdir()
-    (directory / "insecure.bicep").write_text(
-        "resource s 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n"
-        "  name: 'insecurestorage'\n  location: 'westeurope'\n  kind: 'StorageV2'\n"
-        "  sku: {\n    name: 'Standard_LRS'\n  }\n"
-        "  properties: {\n    supportsHttpsTrafficOnly: false\n    minimumTlsVersion: 'TLS1_0'\n  }\n}\n")
-    result = _scan(checkov, directory)
-    assert result.returncode == 1
-    assert "failed:" in result.stderr
+# An insecure storage account in each language (HTTP allowed, TLS 1.0).
+INSECURE = {
+    "bicep": ("insecure.bicep",
+              "resource s 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n"
+              "  name: 'insecurestorage'\n  location: 'westeurope'\n  kind: 'StorageV2'\n"
+              "  sku: {\n    name: 'Standard_LRS'\n  }\n"
+              "  properties: {\n    supportsHttpsTrafficOnly: false\n    minimumTlsVersion: 'TLS1_0'\n  }\n}\n"),
+    "terraform": ("insecure.tf",
+                  'resource "azurerm_storage_account" "s" {\n  name = "insecurestorage"\n  resource_group_name = "rg"\n'
+                  '  location = "westeurope"\n  account_tier = "Standard"\n  account_replication_type = "LRS"\n'
+                  '  https_traffic_only_enabled = false\n  min_tls_version = "TLS1_0"\n}\n'),
+}
 
 
 @pytest.mark.slow
-def test_terraform_scan_fails_on_a_failed_check(checkov, tmp_path):
-    directory = tmp_path / "terraform"
+@pytest.mark.parametrize("framework", sorted(INSECURE))
+def test_scan_fails_on_a_failed_check(checkov, tmp_path, framework):
+    directory = tmp_path / framework
     directory.mkdir()
-    (directory / "insecure.tf").write_text(
-        'resource "azurerm_storage_account" "s" {\n  name = "insecurestorage"\n  resource_group_name = "rg"\n'
-        '  location = "westeurope"\n  account_tier = "Standard"\n  account_replication_type = "LRS"\n'
-        '  https_traffic_only_enabled = false\n  min_tls_version = "TLS1_0"\n}\n')
-    result = _scan(checkov, directory, "terraform")
+    name, text = INSECURE[framework]
+    (directory / name).write_text(text)
+    result = _scan(checkov, directory, framework)
     assert result.returncode == 1
     assert "failed:" in result.stderr

@@ -62,11 +62,7 @@ class Schema:
 
     @classmethod
     def load(cls, path: Path = FIXTURE) -> "Schema":
-        try:
-            return cls(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise SchemaError(f"{path}: cannot read the resource-type fixture ({exc}); "
-                              "rebuild it with scripts/extract_azure_types.py.") from exc
+        return load_fixture(cls, path, "resource-type", "scripts/extract_azure_types.py")
 
     def get(self, ref: dict) -> dict:
         return self.types[int(ref["$ref"][2:])]
@@ -77,6 +73,14 @@ class Schema:
             raise SchemaError(f"{resource} is not in the fixture; add it by running "
                               "scripts/extract_azure_types.py on a clone of Azure/bicep-types-az.")
         return self.get(self.get(ref)["body"])
+
+
+def load_fixture(cls, path: Path, what: str, script: str):
+    """`cls` built from the JSON fixture at `path`; SchemaError naming the script that rebuilds it."""
+    try:
+        return cls(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise SchemaError(f"{path}: cannot read the {what} fixture ({exc}); rebuild it with {script}.") from exc
 
 
 class Walker:

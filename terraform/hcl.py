@@ -67,10 +67,3 @@ def resources(directory: Path = TERRAFORM_DIR) -> Iterator[tuple[Path, str, str,
     for path in tf_files(directory):
         for (kind, name), body in labelled(parse(path), "resource"):
             yield path, kind, name, body
-
-
-def relative(path: Path) -> str:
-    try:
-        return path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        return str(path)

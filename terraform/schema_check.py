@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from bicep import schema_check as azure_types
-from terraform.hcl import TERRAFORM_DIR, HclError, is_block, relative, resources, unquote
+from terraform.hcl import TERRAFORM_DIR, HclError, is_block, resources, unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "azurerm_schema.json"
@@ -30,18 +28,9 @@ META_BLOCKS = {"lifecycle", "provisioner", "connection"}
 AZAPI_REQUIRED = ("type", "name", "parent_id")
 
 
-class SchemaError(Exception):
-    """The fixture is missing or lacks a resource terraform/ declares."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    where: str
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.path}: {self.message}"
+# The same errors and problems as the Bicep check.
+SchemaError = azure_types.SchemaError
+Problem = azure_types.Problem
 
 
 class ProviderSchema:
@@ -52,11 +41,7 @@ class ProviderSchema:
 
     @classmethod
     def load(cls, path: Path = FIXTURE) -> "ProviderSchema":
-        try:
-            return cls(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError) as exc:
-            raise SchemaError(f"{path}: cannot read the azurerm schema fixture ({exc}); "
-                              "rebuild it with scripts/extract_azurerm_schema.py.") from exc
+        return azure_types.load_fixture(cls, path, "azurerm schema", "scripts/extract_azurerm_schema.py")
 
 
 def declared_resource_types(directory: Path = TERRAFORM_DIR) -> list[str]:
@@ -159,7 +144,7 @@ def check_all(schema: ProviderSchema, types: azure_types.Schema,
               directory: Path = TERRAFORM_DIR) -> list[Problem]:
     problems = []
     for path, kind, name, body in resources(directory):
-        where = f"{relative(path)} {kind}.{name}"
+        where = f"{azure_types.relative(path)} {kind}.{name}"
         if kind.startswith("azurerm_"):
             problems += check_azurerm(schema, kind, body, where)
         elif kind == "azapi_resource":
@@ -175,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         schema = ProviderSchema.load(args.fixture)
         problems = check_all(schema, azure_types.Schema.load(), args.dir)
-    except (SchemaError, azure_types.SchemaError, HclError) as exc:
+    except (SchemaError, HclError) as exc:
         print(f"schema check: {exc}", file=sys.stderr)
         return 2
     return azure_types.report(problems, f"{schema.source['provider']} ({schema.source['package']})")

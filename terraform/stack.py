@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,15 +105,36 @@ class Stack:
     # ---------------------------------------------------------------- resource kinds
     def kinds(self, private: bool) -> set[str]:
         """The ARM types deployed with private_networking = private."""
-        found = set()
+        return set(self.kind_counts(private))
+
+    def kind_counts(self, private: bool) -> Counter:
+        """How many resources of each ARM type are deployed with private_networking = private
+        (a `for_each` over a local or a literal set counts its items; the deployer's roles as given)."""
+        found: Counter = Counter()
         groups = [(None, self.root)] + list(self.modules.items())
         for name, module in groups:
-            if name is not None and not private:
-                if expression(self.root.calls[name].get("count", "")) == PRIVATE_CONDITION:
-                    continue
-            for kind, symbol, _ in module.resources:
-                found |= set(self.arm_kinds(kind, symbol, module))
+            if name is not None and expression(self.root.calls[name].get("count", "")) == PRIVATE_CONDITION \
+                    and not private:
+                continue
+            for kind, symbol, body in module.resources:
+                for arm in self.arm_kinds(kind, symbol, module):
+                    found[arm] += self.instances(body, module)
         return found
+
+    def instances(self, body: dict, module: Module) -> int:
+        if "for_each" not in body:
+            return 1
+        each = expression(body["for_each"])
+        if each == "local.pipelines":  # the data-factory module's adf/*.json
+            return len([f for f in self.adf_files() if "/" not in f])
+        if match := re.fullmatch(r"local\.(\w+)", each):
+            value = module.locals[match.group(1)]
+            if isinstance(value, str):  # `cond ? {} : local.other`: the map it gives when set
+                value = module.locals[re.search(r"local\.(\w+)$", expression(value)).group(1)]
+            return len([k for k in value if not k.startswith("__")])
+        if match := re.fullmatch(r"toset\(\[(.*)\]\)", each):
+            return len(re.findall(r'"[^"]*"', match.group(1)))
+        raise StackError(f"{module.directory}: cannot count for_each = {each}")
 
     @staticmethod
     def arm_kinds(kind: str, symbol: str, module: Module) -> tuple[str, ...]:

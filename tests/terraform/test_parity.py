@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -47,16 +48,30 @@ def _parse_bicep(text: str) -> dict:
     return BicepParser().parse(text=text)
 
 
-def bicep_kinds(directory: Path, private: bool) -> set[str]:
-    """ARM types of every non-`existing` resource main.bicep deploys with privateNetworking=private."""
+def bicep_kind_counts(directory: Path, private: bool) -> Counter:
+    """How many resources of each ARM type main.bicep deploys with privateNetworking=private
+    (`existing` ones left out; a `[for x in list]` counts the list's items; `if` ones counted)."""
     template = _parse_bicep((directory / "main.bicep").read_text())
-    kinds = {r["type"] for r in template.get("resources", {}).values() if not r.get("existing")}
+    found = Counter(r["type"] for r in template.get("resources", {}).values() if not r.get("existing"))
     for statement in template.get("modules", {}).values():
         if not private and statement["config"].get("condition") == "privateNetworking":
             continue
         body = _parse_bicep((directory / statement["detail"]["path"]).read_text())
-        kinds |= {r["type"] for r in body.get("resources", {}).values() if not r.get("existing")}
-    return kinds
+        for resource in body.get("resources", {}).values():
+            if not resource.get("existing"):
+                found[resource["type"]] += _instances(resource["config"], body)
+    return found
+
+
+def _instances(config: dict, template: dict) -> int:
+    loop = config.get("loop_type")
+    if not loop:
+        return 1
+    return len(template["variables"][loop["detail"]["array_name"]]["value"])
+
+
+def bicep_kinds(directory: Path, private: bool) -> set[str]:
+    return set(bicep_kind_counts(directory, private))
 
 
 ROLE_MODULES = ("roles", "stagingRoles")
@@ -99,6 +114,13 @@ def test_both_stacks_deploy_the_same_resource_kinds(stack, mode):
                                 f"only in bicep/: {sorted(bicep - terraform)}")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_both_stacks_deploy_as_many_resources_of_each_kind(stack, mode):
+    terraform, bicep = stack.kind_counts(MODES[mode]), bicep_kind_counts(BICEP, MODES[mode])
+    assert terraform == bicep, {k: (terraform[k], bicep[k]) for k in set(terraform) | set(bicep)
+                                if terraform[k] != bicep[k]}
+
+
 def test_private_mode_adds_the_network_in_both(stack):
     added = stack.kinds(True) - stack.kinds(False)
     assert "Microsoft.Network/virtualNetworks" in added and "Microsoft.Network/privateEndpoints" in added
@@ -112,10 +134,12 @@ def test_a_resource_added_to_terraform_only_fails_the_parity(tmp_path):
         '  storage_account_id = azurerm_storage_account.storage.id\n}\n')
     with pytest.raises(StackError, match="azurerm_storage_queue"):
         Stack(copy).kinds(False)
-    # Known to the kind table, it is a kind Bicep does not deploy.
+    # A second resource of a kind both deploy: one more of that kind.
     (copy / "modules" / "storage" / "queue.tf").write_text(
         'resource "azurerm_key_vault" "extra" {\n  name = "extra"\n}\n')
-    assert Stack(copy).kinds(False) == bicep_kinds(BICEP, False)  # same kind as the vault: no change
+    counts = Stack(copy).kind_counts(False) - bicep_kind_counts(BICEP, False)
+    assert counts == Counter({"Microsoft.KeyVault/vaults": 1})
+    # Known to the kind table, it is a kind Bicep does not deploy.
     (copy / "modules" / "storage" / "queue.tf").write_text(
         'resource "azurerm_nat_gateway" "extra" {\n  name = "extra"\n}\n')
     assert Stack(copy).kinds(False) - bicep_kinds(BICEP, False) == {"Microsoft.Network/natGateways"}
@@ -128,6 +152,19 @@ def test_a_resource_added_to_bicep_only_fails_the_parity(stack, tmp_path):
         handle.write("\nresource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {\n"
                      "  parent: storage\n  name: 'default'\n}\n")
     assert bicep_kinds(copy, False) - stack.kinds(False) == {"Microsoft.Storage/storageAccounts/queueServices"}
+
+
+def test_a_private_endpoint_added_to_bicep_only_fails_the_parity(stack, tmp_path):
+    copy = tmp_path / "bicep"
+    shutil.copytree(BICEP, copy)
+    path = copy / "modules" / "private-endpoints.bicep"
+    text = path.read_text()
+    path.write_text(text.replace("  {\n    name: 'vault'", "  {\n    name: 'file'\n    resourceId: storageAccountId\n"
+                                 "    groupId: 'file'\n    zoneIds: [\n      blobDnsZoneId\n    ]\n  }\n"
+                                 "  {\n    name: 'vault'", 1))
+    extra = bicep_kind_counts(copy, True) - stack.kind_counts(True)
+    assert extra == Counter({"Microsoft.Network/privateEndpoints": 1, "Microsoft.Network/privateEndpoints/privateDnsZoneGroups": 1})
+    assert bicep_kind_counts(copy, False) == stack.kind_counts(False)
 
 
 # ------------------------------------------------------------------ role assignments

@@ -59,7 +59,8 @@ def evaluate(report: dict, directory: Path, framework: str = "bicep") -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="example: python3 bicep/scan.py --framework terraform")
     parser.add_argument("--checkov", default=str(ROOT / ".venv-scan" / "bin" / "checkov"))
     parser.add_argument("--framework", choices=sorted(DIRECTORIES), default="bicep")
     parser.add_argument("--dir", type=Path, help="directory to scan (default: bicep/ or terraform/)")

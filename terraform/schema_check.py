@@ -153,9 +153,14 @@ def check_all(schema: ProviderSchema, types: azure_types.Schema,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m terraform.schema_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--fixture", type=Path, default=FIXTURE)
-    parser.add_argument("--dir", type=Path, default=TERRAFORM_DIR)
+    parser = argparse.ArgumentParser(
+        prog="python -m terraform.schema_check", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  python -m terraform.schema_check            # terraform/, exit 0: no problems\n"
+               "  python -m terraform.schema_check --dir copy  # another copy of the stack\n\n"
+               "exit codes: 0 no problems, 1 problems (listed), 2 a fixture or a .tf file that cannot be read")
+    parser.add_argument("--fixture", type=Path, default=FIXTURE, help="azurerm schema fixture (default: %(default)s)")
+    parser.add_argument("--dir", type=Path, default=TERRAFORM_DIR, help="the Terraform stack (default: terraform/)")
     args = parser.parse_args(argv)
     try:
         schema = ProviderSchema.load(args.fixture)

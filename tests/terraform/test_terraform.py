@@ -186,3 +186,52 @@ def test_deploy_has_a_terraform_path_with_openid_connect():
     assert 'IAC="$IAC"' in deploy
     backend = next(s["run"] for s in job["steps"] if "backend.tf.example" in s.get("run", ""))
     assert "TF_BACKEND_CONFIG=" in backend and "use_oidc" in backend
+
+
+# ------------------------------------------------------------------ wiring (what `terraform validate` also checks)
+
+def _references(value, kind: str) -> set[str]:
+    """Names after `kind.` (var, local) in every expression of a parsed body."""
+    text = json.dumps(value)
+    return set(re.findall(rf"(?<![\w.]){kind}\.(\w+)", text))
+
+
+def wiring_problems(directory) -> list[str]:
+    """Module calls against the variables each module declares, and every `var.`, `local.`
+    and `module.<m>.<output>` reference against what exists."""
+    from terraform.stack import Stack
+
+    stack, problems = Stack(directory), []
+    for name, call in stack.root.calls.items():
+        module = stack.modules[name]
+        passed = {k for k in call if not k.startswith("__")} - {"source", "count", "for_each", "depends_on", "providers"}
+        required = {v for v, body in module.variables.items() if "default" not in body}
+        problems += [f"module {name}: unknown variable {v}" for v in sorted(passed - set(module.variables))]
+        problems += [f"module {name}: missing variable {v}" for v in sorted(required - passed)]
+    for module in [stack.root, *stack.modules.values()]:
+        document = {"resources": [b for _, _, b in module.resources], "outputs": module.outputs,
+                    "locals": module.locals, "calls": module.calls}
+        problems += [f"{module.directory.name}: var.{v} is not declared"
+                     for v in sorted(_references(document, "var") - set(module.variables))]
+        problems += [f"{module.directory.name}: local.{v} is not defined"
+                     for v in sorted(_references(document, "local") - set(module.locals))]
+    text = json.dumps([stack.root.outputs, stack.root.locals, stack.root.calls])
+    problems += [f"module.{name}.{output} does not exist"
+                 for name, output in re.findall(r"module\.(\w+)(?:\[0\])?\.(\w+)", text)
+                 if output not in stack.modules[name].outputs]
+    return problems
+
+
+def test_the_modules_are_wired_to_what_they_declare():
+    assert wiring_problems(TERRAFORM) == []
+
+
+def test_a_miswired_module_fails_the_wiring_check(tmp_path):
+    copy = copy_stack(tmp_path)
+    path = copy / "main.tf"
+    text = path.read_text()
+    path.write_text(text.replace("module.batch.batch_account_url", "module.batch.account_url", 1)
+                    .replace("  vm_size             = var.pool_vm_size\n", "  vmsize              = var.pool_vm_size\n", 1))
+    problems = wiring_problems(copy)
+    assert "module.batch.account_url does not exist" in problems
+    assert "module batch: unknown variable vmsize" in problems and "module batch: missing variable vm_size" in problems

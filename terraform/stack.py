@@ -125,12 +125,12 @@ class Stack:
         if "for_each" not in body:
             return 1
         each = expression(body["for_each"])
-        if each == "local.pipelines":  # the data-factory module's adf/*.json
+        if each == "local.pipeline_files":  # the data-factory module's adf/*.json
             return len([f for f in self.adf_files() if "/" not in f])
         if match := re.fullmatch(r"local\.(\w+)", each):
             value = module.locals[match.group(1)]
-            if isinstance(value, str):  # `cond ? {} : local.other`: the map it gives when set
-                value = module.locals[re.search(r"local\.(\w+)$", expression(value)).group(1)]
+            if isinstance(value, str):  # `{ for k, v in local.other : k => v if ... }`: all of it when set
+                value = module.locals[re.search(r"local\.(\w+)", expression(value)).group(1)]
             return len([k for k in value if not k.startswith("__")])
         if match := re.fullmatch(r"toset\(\[(.*)\]\)", each):
             return len(re.findall(r'"[^"]*"', match.group(1)))

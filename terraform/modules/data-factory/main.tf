@@ -49,11 +49,13 @@ locals {
       i % 2 == 1 ? var.placeholders[piece] : piece
     ]))
   }
-  pipelines    = { for f, doc in local.documents : f => doc if !strcontains(f, "/") }
   credential   = local.documents["credentials/BatchIdentityCredential.json"]
   key_vault_ls = local.documents["linkedServices/KeyVaultLinkedService.json"]
   storage_ls   = local.documents["linkedServices/AzureBlobStorageLinkedService.json"]
   batch_ls     = local.documents["linkedServices/AzureBatchLinkedService.json"]
+
+  # The pipelines by file name (a set of names: the documents differ in shape).
+  pipeline_files = toset([for f in keys(local.documents) : f if !strcontains(f, "/")])
 }
 
 resource "azurerm_data_factory" "factory" {
@@ -112,12 +114,12 @@ resource "azurerm_data_factory_linked_custom_service" "batch_linked_service" {
 # `parameters` is a map of strings, so the Int parameters of adf/pipeline.json (epochs,
 # workers, ...) would become String. The ARM body is the JSON's own `properties`.
 resource "azapi_resource" "pipeline" {
-  for_each  = local.pipelines
+  for_each  = local.pipeline_files
   type      = "Microsoft.DataFactory/factories/pipelines@2018-06-01"
-  name      = each.value.name
+  name      = local.documents[each.key].name
   parent_id = azurerm_data_factory.factory.id
   body = {
-    properties = each.value.properties
+    properties = local.documents[each.key].properties
   }
   depends_on = [
     azurerm_data_factory_linked_custom_service.batch_linked_service,

@@ -115,7 +115,7 @@ locals {
   }
 
   # Whoever deploys (only when an object id is given).
-  deployer_assignments = var.deployer_principal_id == "" ? {} : local.deployer_roles
+  deployer_assignments = { for name, item in local.deployer_roles : name => item if var.deployer_principal_id != "" }
   deployer_roles = {
     deployerUsesStorage            = { scope = var.storage_account_id, role = local.roles.storageBlobDataContributor, description = "The deploying user or pipeline stages files and reads logs and models." }
     deployerUsesQueues             = { scope = var.storage_account_id, role = local.roles.storageQueueDataContributor, description = "The deploying user or pipeline starts sweeps and reads their queues." }

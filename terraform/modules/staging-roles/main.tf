@@ -27,7 +27,7 @@ locals {
   deployer_roles = {
     deployerStages = { scope = var.staging_storage_account_id, role = local.roles.storageBlobDataContributor, description = "The deploying user or pipeline stages the trainer and reads the task logs." }
   }
-  deployer_assignments = var.deployer_principal_id == "" ? {} : local.deployer_roles
+  deployer_assignments = { for name, item in local.deployer_roles : name => item if var.deployer_principal_id != "" }
 }
 
 resource "azurerm_role_assignment" "deployer" {

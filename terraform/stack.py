@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bicep.flows import Firewall
 from terraform.hcl import TERRAFORM_DIR, labelled, parse, resources, unquote
 
 # The Azure resource kinds (ARM types) each Terraform resource type deploys. A type missing
@@ -52,6 +53,28 @@ ARM_KINDS: dict[str, tuple[str, ...]] = {
 PRIVATE_CONDITION = "var.private_networking ? 1 : 0"
 EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.S)
 ADF_ROOT = "../../../adf"
+
+
+def evaluate(value, env: dict):
+    """A literal, or an expression of `var.<name>` (from env), literals, `? :`, `&&`, `||`, `!`,
+    `==`, `!=` and lists: what the firewall settings are written with."""
+    if not isinstance(value, str):
+        return value
+    text = expression(value)
+    if EXPRESSION.match(value) is None and text.startswith('"') and "${" not in text:
+        return unquote(text)
+    python = re.sub(r"\bvar\.(\w+)", lambda m: f"env[{m.group(1)!r}]", text)
+    python = python.replace("&&", " and ").replace("||", " or ")
+    python = re.sub(r"!(?!=)", " not ", python)
+    python = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", python))
+    if " ? " in python:
+        condition, rest = python.split(" ? ", 1)
+        if_true, if_false = rest.split(" : ", 1)
+        python = f"({if_true}) if ({condition}) else ({if_false})"
+    try:
+        return eval(python, {"__builtins__": {}}, {"env": env})  # noqa: S307 (our own .tf files)
+    except Exception as exc:
+        raise StackError(f"cannot evaluate {text!r}: {exc}") from exc
 
 
 class StackError(Exception):
@@ -223,6 +246,52 @@ class Stack:
     def placeholder_source(self) -> str:
         """What the root passes as the data-factory module's placeholders."""
         return expression(self.root.calls["data_factory"]["placeholders"])
+
+    # ---------------------------------------------------------------- firewalls
+    # The resource of each module whose network access a firewall decides (bicep/flows.py FIREWALLED).
+    FIREWALLED = {"storage": "azurerm_storage_account", "staging_storage": "azurerm_storage_account",
+                  "keyvault": "azurerm_key_vault", "registry": "azurerm_container_registry",
+                  "ml_workspace": "azurerm_machine_learning_workspace", "batch": "azurerm_batch_account"}
+
+    def firewall(self, module_name: str, private: bool, allowed_ip: str) -> Firewall:
+        """The firewall of a module's resource with private_networking = private, in the terms
+        of bicep/flows.py (open to all networks, IP rules, trusted services)."""
+        root = {"private_networking": private, "allowed_ip_address": allowed_ip}
+        call = self.root.calls[module_name]
+        env = {name: evaluate(call[name], root) for name in call if name in self.modules[module_name].variables
+               and name in ("private_networking", "allowed_ip_address")}
+        body = next(b for k, _, b in self.modules[module_name].resources if k == self.FIREWALLED[module_name])
+        if body.get("public_network_access_enabled") is False:
+            return Firewall(False)
+        acls = self._acls(body, env)
+        if acls is None or evaluate(acls.get("default_action", '"Allow"'), env) == "Allow":
+            return Firewall(True)
+        ips = acls.get("ip_rules")
+        ips = tuple(evaluate(ips, env)) if ips is not None else tuple(self._dynamic_ips(acls, env))
+        bypass = evaluate(acls.get("bypass", body.get("network_rule_bypass_option", '""')), env)
+        return Firewall(False, tuple(ip.removesuffix("/32") for ip in ips), "AzureServices" in str(bypass))
+
+    @staticmethod
+    def _acls(body: dict, env: dict) -> dict | None:
+        for name in ("network_rules", "network_acls"):
+            if name in body:
+                return body[name][0]
+        for entry in body.get("dynamic", []):
+            for label, dynamic in entry.items():
+                if unquote(label) == "network_rule_set" and evaluate(dynamic["for_each"], env):
+                    return dynamic["content"][0]
+        return None
+
+    @staticmethod
+    def _dynamic_ips(acls: dict, env: dict) -> list[str]:
+        ips = []
+        for entry in acls.get("dynamic", []):
+            for label, dynamic in entry.items():
+                if unquote(label) == "ip_rule":
+                    for value in evaluate(dynamic["for_each"], env):
+                        ips.append(expression(dynamic["content"][0]["ip_range"]).strip('"')
+                                   .replace("${ip_rule.value}", value))
+        return ips
 
     # ---------------------------------------------------------------- pool
     def pool(self) -> dict:

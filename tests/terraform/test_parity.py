@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pycep import BicepParser
 
-from bicep import env_writer
+from bicep import env_writer, flows
 from terraform.stack import Stack, StackError, expression
 from tests.bicep.test_templates import BICEP, PLACEHOLDER, config, functions, main, module, ref, replace_chain
 from workspace.settings import REPO_ROOT
@@ -335,3 +335,37 @@ def test_private_mode_stages_into_the_staging_account_in_both(stack):
     assert expression(stack.root.calls["storage_key_secret"]["storage_account_id"]) == "local.staging_account_id"
     assert main()["modules"]["stagingStorage"]["config"]["condition"] == "privateNetworking"
     assert ref(main()["modules"]["storageKeySecret"]["config"]["params"]["storageAccountName"]) == "stagingAccountName"
+
+
+# ------------------------------------------------------------------ firewalls
+
+# Terraform module -> Bicep module of each firewalled resource (bicep/flows.py FIREWALLED).
+FIREWALLS = {"storage": "storage", "staging_storage": "stagingStorage", "keyvault": "keyVault",
+             "registry": "registry", "ml_workspace": "workspace", "batch": "batch"}
+
+
+def _firewalls(stack: Stack, private: bool) -> tuple[dict, dict]:
+    network = flows.Network(BICEP, private)
+    bicep = {name: network.firewall(symbol) for name, symbol in FIREWALLS.items() if symbol in network.modules}
+    terraform = {name: stack.firewall(name, private, flows.ALLOWED_IP) for name in bicep}
+    return terraform, bicep
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_firewalls_are_the_same(stack, mode):
+    """Open to all networks or not, the allowed IP, the trusted-services bypass: as bicep/flows.py
+    reads them from the Bicep, for the datastore, staging account, vault, registry, workspace, Batch."""
+    terraform, bicep = _firewalls(stack, MODES[mode])
+    assert terraform == bicep
+    assert ("staging_storage" in bicep) is MODES[mode]  # the staging account exists in private mode only
+
+
+def test_a_firewall_left_open_fails_the_parity(tmp_path):
+    copy = copy_stack(tmp_path)
+    path = copy / "modules" / "keyvault" / "main.tf"
+    text = path.read_text()
+    opened = text.replace('default_action = var.private_networking ? "Deny" : "Allow"', 'default_action = "Allow"', 1)
+    assert opened != text
+    path.write_text(opened)
+    terraform, bicep = _firewalls(Stack(copy), True)
+    assert terraform["keyvault"] != bicep["keyvault"] and terraform["keyvault"].open_to_all

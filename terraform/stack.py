@@ -4,6 +4,7 @@ placeholder filling, in the terms bicep/ is compared in (tests/terraform/test_pa
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections import Counter
@@ -72,9 +73,30 @@ def evaluate(value, env: dict):
         if_true, if_false = rest.split(" : ", 1)
         python = f"({if_true}) if ({condition}) else ({if_false})"
     try:
-        return eval(python, {"__builtins__": {}}, {"env": env})  # noqa: S307 (our own .tf files)
-    except Exception as exc:
+        return _evaluate(ast.parse(python.strip(), mode="eval").body, env)
+    except (SyntaxError, KeyError, ValueError) as exc:
         raise StackError(f"cannot evaluate {text!r}: {exc}") from exc
+
+
+def _evaluate(node, env: dict):
+    """Only the node kinds `evaluate` produces: no calls, no names but env."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.List):
+        return [_evaluate(item, env) for item in node.elts]
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "env":
+        return env[_evaluate(node.slice, env)]
+    if isinstance(node, ast.IfExp):
+        return _evaluate(node.body if _evaluate(node.test, env) else node.orelse, env)
+    if isinstance(node, ast.BoolOp):
+        values = [_evaluate(v, env) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return not _evaluate(node.operand, env)
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.ops[0], (ast.Eq, ast.NotEq)):
+        equal = _evaluate(node.left, env) == _evaluate(node.comparators[0], env)
+        return equal if isinstance(node.ops[0], ast.Eq) else not equal
+    raise ValueError(f"{type(node).__name__} is not supported")
 
 
 class StackError(Exception):

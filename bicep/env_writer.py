@@ -6,8 +6,9 @@
     python -m bicep.env_writer outputs.json [--env-file .env]
 
 Reads the JSON of `az deployment sub create|show -o json` (or just its
-`properties.outputs`, or `terraform output -json`: the same output names), sets TARGET=azure and every key below, keeps every other line
-of `.env` (comments, local keys, your own additions) as it was, and prints what it wrote.
+`properties.outputs`, or `terraform output -json`: the same output names), sets
+TARGET=azure and every key below, keeps every other line of `.env` (comments, local keys,
+your own additions) as it was, and prints what it wrote.
 Standard library only: it runs before the project's virtualenv exists. The outputs hold
 names, URLs and ids, never a key (main.bicep has no such output; tests check it).
 """

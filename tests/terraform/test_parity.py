@@ -37,6 +37,16 @@ def copy_stack(tmp_path: Path) -> Path:
     return copy
 
 
+def planted(tmp_path: Path, relative: str, old: str, new: str) -> Path:
+    """A copy of terraform/ with `old` replaced by `new` once in one file (which must change)."""
+    copy = copy_stack(tmp_path)
+    path = copy / relative
+    text = path.read_text()
+    assert old in text, (relative, old)
+    path.write_text(text.replace(old, new, 1))
+    return copy
+
+
 def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -181,11 +191,8 @@ def test_the_role_ids_are_the_same(stack):
 
 
 def test_an_assignment_given_another_scope_fails_the_parity(stack, tmp_path):
-    copy = copy_stack(tmp_path)
-    path = copy / "modules" / "roles" / "main.tf"
-    text = path.read_text()
-    path.write_text(text.replace("poolWritesModels             = { scope = var.container_id",
-                                 "poolWritesModels             = { scope = var.storage_account_id", 1))
+    copy = planted(tmp_path, "modules/roles/main.tf", "poolWritesModels             = { scope = var.container_id",
+                   "poolWritesModels             = { scope = var.storage_account_id")
     changed = Stack(copy).role_assignments()["poolWritesModels"]
     assert changed != bicep_role_assignments()["poolWritesModels"]
     assert changed[2] == "Microsoft.Storage/storageAccounts"
@@ -271,18 +278,12 @@ def test_the_adf_documents_are_the_same_after_filling(stack):
 
 
 def test_a_file_left_out_or_filled_differently_fails_the_parity(tmp_path):
-    copy = copy_stack(tmp_path)
-    path = copy / "modules" / "data-factory" / "main.tf"
-    text = path.read_text()
-    left_out = text.replace('fileset(local.adf_dir, "credentials/*.json")', "[]", 1)
-    assert left_out != text
-    path.write_text(left_out)
-    planted = Stack(copy)
-    assert "credentials/BatchIdentityCredential.json" not in planted.adf_files()
-    assert set(terraform_adf(planted)) != set(bicep_adf())
+    module = "modules/data-factory/main.tf"
+    left_out = Stack(planted(tmp_path / "a", module, 'fileset(local.adf_dir, "credentials/*.json")', "[]"))
+    assert "credentials/BatchIdentityCredential.json" not in left_out.adf_files()
+    assert set(terraform_adf(left_out)) != set(bicep_adf())
     # A placeholder pattern that misses the keys with digits and underscores.
-    path.write_text(text.replace("__([A-Z][A-Z0-9_]*?)__", "__([A-Z]+)__", 1))
-    missed = terraform_adf(Stack(copy))
+    missed = terraform_adf(Stack(planted(tmp_path / "b", module, "__([A-Z][A-Z0-9_]*?)__", "__([A-Z]+)__")))
     assert missed != bicep_adf() and "__BATCH_POOL_ID__" in json.dumps(missed)
 
 
@@ -361,11 +362,7 @@ def test_the_firewalls_are_the_same(stack, mode):
 
 
 def test_a_firewall_left_open_fails_the_parity(tmp_path):
-    copy = copy_stack(tmp_path)
-    path = copy / "modules" / "keyvault" / "main.tf"
-    text = path.read_text()
-    opened = text.replace('default_action = var.private_networking ? "Deny" : "Allow"', 'default_action = "Allow"', 1)
-    assert opened != text
-    path.write_text(opened)
+    copy = planted(tmp_path, "modules/keyvault/main.tf",
+                   'default_action = var.private_networking ? "Deny" : "Allow"', 'default_action = "Allow"')
     terraform, bicep = _firewalls(Stack(copy), True)
     assert terraform["keyvault"] != bicep["keyvault"] and terraform["keyvault"].open_to_all

@@ -763,3 +763,36 @@ def teardown(yes, dry_run, timeout_minutes, target, spec_dir):
     for change in changes:
         click.echo(f"{change.kind} {change.name}: {change.action}"
                    + (f" ({change.detail})" if change.detail else ""))
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
+def api(port):
+    """Serve the local batch-endpoint invocation API on 127.0.0.1 until Ctrl-C: the invoke
+    and job REST calls of Azure ML (local target only), with a bearer token.
+
+    \b
+    Example:
+      python -m deployer api --port 8765
+      curl -H "Authorization: Bearer $(cat .local/deployer/api-token)" \\
+           -H "Content-Type: application/json" -X POST http://127.0.0.1:8765/endpoints/iris-batch/jobs \\
+           -d '{"properties": {"inputData": {"input": {"jobInputType": "UriFile",
+                "uri": "azureml://datastores/workspaceblobstore/paths/incoming/iris.csv"}}}}'
+    """
+    import threading
+
+    from deployer.engine.api import ApiServer, token_path
+    from workspace.settings import Settings
+
+    settings = Settings.load()
+    if not settings.is_local:
+        raise click.UsageError("`api` serves the local target; Azure ML answers these calls itself.")
+    with ApiServer(settings, port) as server:
+        click.echo(f"Invocation URI:  {server.invocation_uri('<endpoint>')}")
+        click.echo(f"Jobs - Get:      {server.workspace_uri}/jobs/<job name>")
+        click.echo(f"Bearer token in: {token_path(settings)}")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            click.echo("stopped")

@@ -16,6 +16,11 @@ STDERR_TAIL = 40
 
 run_id_argument = click.argument("run_id", required=False, callback=checked(PIPELINE_RUN_ID))
 
+pipeline_option = click.option(
+    "--pipeline", "pipeline", default=None, metavar="NAME",
+    help="The pipeline to run, by name: train-iris (default, adf/pipeline.json), score-iris "
+    "(adf/score-pipeline.json), train-and-deploy (adf/train-and-deploy-pipeline.json).")
+
 definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
     default=None, help="Directory holding pipeline.json, linkedServices/ and credentials/ "
@@ -74,16 +79,19 @@ def _stage(backend) -> None:
 
 
 @cli.command()
+@pipeline_option
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A pipeline parameter (repeatable): epochs, lr, containerPath "
-              "(learningRate: the former name of lr).")
+              "(learningRate: the former name of lr); for score-iris input (a datastore path "
+              "or azureml:// URI), inputType, endpoint, deployment, miniBatchSize, "
+              "instanceCount, maxRetries, errorThreshold, outputPath, jobName, experimentName.")
 @click.option("--no-stage", is_flag=True, help="Do not upload the trainer and data first.")
 @click.option("--no-wait", is_flag=True, help="Start the run and return its id.")
 @click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
               help="Seconds between status checks (default: 0.5 local, 10 Azure).")
 @target_option
 @definitions_option
-def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
+def trigger(pipeline, params, no_stage, no_wait, poll_seconds, target, definitions_dir):
     """"Trigger now": stage, start a run of the pipeline, follow it to the end, then show
     the run id, the activity's customOutput and the tail of the task's stdout/stderr.
 
@@ -95,17 +103,20 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
       python -m adf trigger
       python -m adf trigger --param epochs=100 --param lr=0.05
       python -m adf trigger --target azure --no-stage --no-wait
+      python -m adf trigger --pipeline score-iris --param input=incoming/iris.csv
+      python -m adf trigger --pipeline train-and-deploy
     """
+    from adf.control_flow import is_control_flow
     from adf.definitions import coerce_parameters, effective_parameters, parse_param_options
     from adf.parameters import check_parameters
 
-    backend = make_backend(target, definitions_dir)
+    backend = make_backend(target, definitions_dir, pipeline)
     definitions = backend.definitions()
     typed = coerce_parameters(definitions, parse_param_options(params),
                               note=lambda text: click.echo(text, err=True))
     check_parameters(definitions, effective_parameters(definitions, typed), names=list(typed))
     backend.prepare(lambda line: click.echo(line))
-    if not no_stage:
+    if not no_stage and not is_control_flow(definitions.pipeline.body):
         _stage(backend)
     run_id = backend.start(typed)
     shown = ", ".join(f"{k}={v}" for k, v in typed.items()) or "defaults"
@@ -300,6 +311,9 @@ def _summarize(backend, run, *, show_logs: bool) -> None:
         code = "" if activity.exit_code is None else f", exit code {activity.exit_code}"
         click.echo(f"Attempt {index}: {activity.name} {activity.status}{code} "
                    f"(activity run {activity.activity_run_id})")
+    if run.output:
+        click.echo("Output:")
+        click.echo(_indent(json.dumps(run.output, indent=2, sort_keys=True)))
     activity = run.last_activity
     if activity is not None and activity.custom_output is not None:
         click.echo("customOutput:")

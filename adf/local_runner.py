@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from adf.definitions import (LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
+from adf.definitions import (DEFINITIONS_DIR, LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
                              filled, for_each_batch_count, load_definitions,
                              placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
@@ -192,9 +192,24 @@ class LocalBackend(Backend):
         return self.runs_dir / PIPELINE_RUN_ID.check(run_id, "run id")
 
     def definitions(self) -> Definitions:
-        return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings,
-                      pipeline_only=True,
-                      allow_empty=LOCAL_ONLY_EMPTY)
+        from adf.control_flow import is_control_flow
+        from adf.local_flow import FLOW_LOCAL_EMPTY
+
+        raw = load_definitions(self.definitions_dir, self.pipeline_file)
+        allow = LOCAL_ONLY_EMPTY | (FLOW_LOCAL_EMPTY if is_control_flow(raw.pipeline.body)
+                                    else frozenset())
+        return filled(raw, self.settings, pipeline_only=True, allow_empty=allow)
+
+    def pipelines(self) -> dict[str, dict]:
+        """Every pipeline of the definitions folder by name, filled (Execute Pipeline's targets)."""
+        from adf.definitions import pipeline_files
+        from adf.local_flow import FLOW_LOCAL_EMPTY
+
+        directory = self.definitions_dir or DEFINITIONS_DIR
+        values = placeholder_values(self.settings)
+        return {name: fill(load_definitions(directory, file).pipeline, values,
+                           LOCAL_ONLY_EMPTY | FLOW_LOCAL_EMPTY).body
+                for name, file in pipeline_files(directory).items()}
 
     def folder_path(self) -> str:
         return self.definitions().folder_path
@@ -215,14 +230,23 @@ class LocalBackend(Backend):
         Datastore.from_settings(self.settings)  # fails fast if Azurite is not running
 
     def start(self, parameters: dict[str, Any]) -> str:
+        from adf.control_flow import is_control_flow
+
         definitions = self.definitions()
         local = {k: v for k, v in LOCAL_PARAMETERS.items() if k in definitions.parameters}
         values = effective_parameters(definitions, {**local, **parameters})
         run_id = str(uuid.uuid4())
-        plan = plan_activity(definitions, values, run_id, self.settings)
+        if is_control_flow(definitions.pipeline.body):
+            from adf.local_flow import FLOW_FILE, plan_flow
+
+            plan_file, plan = FLOW_FILE, plan_flow(definitions, self.pipelines(), values,
+                                                   self.settings, run_id)
+        else:
+            plan_file, plan = PLAN_FILE, asdict(plan_activity(definitions, values, run_id,
+                                                              self.settings))
         run_dir = self.run_dir(run_id)
         run_dir.mkdir(parents=True)
-        _write_json(run_dir / PLAN_FILE, asdict(plan))
+        _write_json(run_dir / plan_file, plan)
         _write_json(run_dir / RUN_FILE, asdict(PipelineRun(
             run_id, definitions.pipeline.name, "Queued", start=now(), parameters=values)))
         env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
@@ -580,6 +604,12 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m adf.local_runner <run directory>", file=sys.stderr)
         return 2
+    from adf.local_flow import FLOW_FILE
+
+    if (Path(argv[0]) / FLOW_FILE).is_file():
+        from adf.local_flow import main as flow_main
+
+        return flow_main(Path(argv[0]))
     worker = _Worker(Path(argv[0]))
     signal.signal(signal.SIGTERM, worker.on_sigterm)
     try:

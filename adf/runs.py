@@ -69,6 +69,9 @@ class PipelineRun:
     duration_ms: int | None = None
     parameters: dict = field(default_factory=dict)
     activities: list[ActivityRun] = field(default_factory=list)
+    # What the run returned: {"pipelineReturnValue": {...}} (a Set Variable activity's
+    # pipelineReturnValue, what an Execute Pipeline activity reads); {} when none.
+    output: dict = field(default_factory=dict)
 
     @property
     def is_terminal(self) -> bool:

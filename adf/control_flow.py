@@ -47,7 +47,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from adf.expressions import PipelineContext, check, evaluate
-from adf.runs import ActivityRun
+from adf.runs import ActivityRun, now, parse_timespan
 from workspace.errors import ConfigError
 
 SUPPORTED = ("WebActivity", "Until", "Wait", "SetVariable", "IfCondition", "Fail",
@@ -61,8 +61,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _timespan(text: Any, where: str) -> float:
-    from adf.local_runner import parse_timespan
-
     return parse_timespan(str(text), where)
 
 
@@ -483,6 +481,4 @@ def _error(message: str, failure_type: str, target: str, code: str = "2500") -> 
 
 
 def _now() -> str:
-    from adf.local_runner import now
-
     return now()

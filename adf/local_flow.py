@@ -29,13 +29,12 @@ import urllib.request
 import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
 
 from adf.control_flow import (FlowHooks, FlowResult, FlowRunner, check_pipeline,
                               is_control_flow)
 from adf.definitions import effective_parameters
 from adf.expressions import UNKNOWN
-from adf.runs import ActivityRun, PipelineRun
+from adf.runs import RUN_FILE, ActivityRun, PipelineRun, now, run_from_dict, write_json
 from workspace.errors import ConfigError
 from workspace.processes import die_with
 from workspace.settings import REPO_ROOT, Settings
@@ -73,11 +72,9 @@ class FlowWorker:
     children's)."""
 
     def __init__(self, run_dir: Path):
-        from adf.local_runner import RUN_FILE, _run_from_dict
-
         self.run_dir = run_dir
         self.plan = json.loads((run_dir / FLOW_FILE).read_text())
-        self.run = _run_from_dict(json.loads((run_dir / RUN_FILE).read_text()))
+        self.run = run_from_dict(json.loads((run_dir / RUN_FILE).read_text()))
         self.settings = Settings(**self.plan["settings"])
         self.cancelled = threading.Event()
         self.started_jobs: list[str] = []
@@ -89,8 +86,6 @@ class FlowWorker:
         self.cancelled.set()
 
     def execute(self) -> None:
-        from adf.local_runner import now
-
         self.run.status = "InProgress"
         self.save(self.run, self.run_dir)
         try:
@@ -131,7 +126,6 @@ class FlowWorker:
         return result
 
     def run_child(self, pipeline: str, given: dict) -> tuple[str, FlowResult]:
-        from adf.local_runner import now
         from adf.definitions import Definitions, Document
 
         body = self.plan["pipelines"][pipeline]
@@ -152,8 +146,6 @@ class FlowWorker:
     def finish(self, run: PipelineRun, run_dir: Path, result: FlowResult) -> None:
         from datetime import datetime, timezone
 
-        from adf.local_runner import now
-
         run.status = result.status
         run.message = "" if result.status == "Succeeded" else (
             "Cancelled (python -m adf cancel)." if result.status == "Cancelled" else result.message)
@@ -168,9 +160,7 @@ class FlowWorker:
 
     @staticmethod
     def save(run: PipelineRun, run_dir: Path) -> None:
-        from adf.local_runner import RUN_FILE, _write_json
-
-        _write_json(run_dir / RUN_FILE, asdict(run))
+        write_json(run_dir / RUN_FILE, asdict(run))
 
     # --------------------------------------------------------------- the local API
 

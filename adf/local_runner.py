@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -46,7 +45,10 @@ from adf.definitions import (DEFINITIONS_DIR, LOCAL_ONLY_EMPTY, Definitions, eff
                              placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
 from adf.parameters import check_parameters
-from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound)
+from adf.runs import (LOGS_CONTAINER, RUN_FILE, ActivityRun, Backend, PipelineRun, Progress,
+                      RunNotFound, now, parse_timespan)
+from adf.runs import run_from_dict as _run_from_dict
+from adf.runs import write_json as _write_json
 from adf.staging import split_folder_path
 from workspace.datastore import Datastore
 from workspace.errors import ConfigError, ProjectError
@@ -54,7 +56,6 @@ from workspace.names import PIPELINE_RUN_ID
 from workspace.processes import die_with, kill_group, live_pid, write_pid_file
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
-RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
 PID_FILE = "runner.pid"
 TASK_PID_FILE = "task.pid"
@@ -70,20 +71,6 @@ LOCAL_POOL_SLOTS = max(2, os.cpu_count() or 1)
 # Parameters the local runner sets: this machine's interpreter, Azurite instead of a URL
 # with a managed identity (the connection string is in the task environment).
 LOCAL_PARAMETERS = {"python": sys.executable, "storageAccountUrl": "", "poolIdentityClientId": ""}
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_timespan(text: str, where: str) -> float:
-    """ADF's `d.hh:mm:ss` (days optional) in seconds."""
-    match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})", str(text).strip())
-    if not match:
-        raise ConfigError(f"{where} is '{text}', not a timespan d.hh:mm:ss.",
-                          "Example: 0.01:00:00 for one hour.")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 @dataclass
@@ -349,17 +336,6 @@ def _stop_task(attempt_dir: Path, signum: int) -> None:
         kill_group(pid, signum)
     if signum == signal.SIGKILL:
         shutil.rmtree(attempt_dir / "tmp", ignore_errors=True)
-
-
-def _run_from_dict(data: dict) -> PipelineRun:
-    activities = [ActivityRun(**a) for a in data.pop("activities", [])]
-    return PipelineRun(**data, activities=activities)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------ worker

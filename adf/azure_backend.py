@@ -135,11 +135,51 @@ class AzureBackend(Backend):
                 client.linked_services.create_or_update(
                     rg, factory, document.name, {"properties": document.properties})
             progress(f"Published linked service {document.name}.")
-        pipeline = definitions.pipeline
-        with self._errors(f"publishing pipeline '{pipeline.name}'"):
-            client.pipelines.create_or_update(rg, factory, pipeline.name,
-                                              {"properties": pipeline.properties})
-        progress(f"Published pipeline {pipeline.name}.")
+        for pipeline in [*self._executed_pipelines(definitions.pipeline.body),
+                         definitions.pipeline]:
+            with self._errors(f"publishing pipeline '{pipeline.name}'"):
+                client.pipelines.create_or_update(rg, factory, pipeline.name,
+                                                  {"properties": pipeline.properties})
+            progress(f"Published pipeline {pipeline.name}.")
+
+    def _executed_pipelines(self, body: dict, seen: tuple = ()) -> list:
+        """The pipelines `body` runs through Execute Pipeline, each before a pipeline that runs
+        it (Data Factory refuses a reference to a pipeline it does not have)."""
+        from adf.control_flow import all_activities
+        from adf.definitions import pipeline_files
+
+        files = pipeline_files(self.definitions_dir)
+        found = []
+        for activity in all_activities(body["properties"].get("activities") or []):
+            if activity.get("type") != "ExecutePipeline":
+                continue
+            name = activity["typeProperties"]["pipeline"]["referenceName"]
+            if name in seen or name not in files or any(d.name == name for d in found):
+                continue
+            child = filled(load_definitions(self.definitions_dir, files[name]), self.settings,
+                           pipeline_only=True).pipeline
+            found += [*self._executed_pipelines(child.body, seen + (name,)), child]
+        return found
+
+    # ------------------------------------------------------------------ triggers
+
+    def trigger_states(self) -> dict[str, str]:
+        """Trigger name → runtime state (Started, Stopped, Disabled) in the factory."""
+        rg, factory = self._scope
+        with self._errors("listing triggers"):
+            return {t.name: _value(t.properties.runtime_state)
+                    for t in self.factory_client.triggers.list_by_factory(rg, factory)}
+
+    def start_trigger(self, name: str) -> None:
+        """triggers.begin_start: a long-running operation, followed to its end."""
+        rg, factory = self._scope
+        with self._errors(f"starting trigger '{name}'"):
+            self.factory_client.triggers.begin_start(rg, factory, name).result()
+
+    def stop_trigger(self, name: str) -> None:
+        rg, factory = self._scope
+        with self._errors(f"stopping trigger '{name}'"):
+            self.factory_client.triggers.begin_stop(rg, factory, name).result()
 
     # ------------------------------------------------------------------ runs
 

@@ -347,8 +347,10 @@ def _indent(text: str) -> str:
 
 def _add_sweep_commands() -> None:
     from adf.sweep_cli import sweep  # light: click only at import time
+    from adf.triggers_cli import triggers
 
     cli.add_command(sweep)
+    cli.add_command(triggers)
 
 
 _add_sweep_commands()

@@ -25,7 +25,8 @@ from workspace.errors import ConfigError, ProjectError
 
 SUPPORTED_FUNCTIONS = ("activity", "and", "coalesce", "concat", "contains", "empty", "endswith",
                        "equals", "greater", "if", "int", "json", "less", "not", "or",
-                       "pipeline", "range", "startswith", "string", "union", "variables")
+                       "pipeline", "range", "startswith", "string", "triggerbody", "union",
+                       "variables")
 
 
 class _Unknown:
@@ -59,6 +60,10 @@ class PipelineContext:
     checking: bool = False  # parse only: activity outputs and variables are UNKNOWN
     trigger_type: str = "Manual"
     trigger_name: str = "Manual"
+    # A storage event's body (`folderPath`, `fileName`) while a trigger's pipeline parameters
+    # are evaluated ("Create a trigger that runs a pipeline in response to a storage event",
+    # articles/data-factory/how-to-create-event-trigger.md); None elsewhere.
+    trigger_body: dict | None = None
 
     def system(self) -> dict:
         return {"Pipeline": self.pipeline_name, "RunId": self.run_id,
@@ -242,6 +247,13 @@ class _Parser:
         function = name.lower()
         if function in ("activity", "variables"):
             return self.run_value(function, args)
+        if function == "triggerbody":
+            if args:
+                raise self.error("triggerBody() takes no arguments")
+            if self.context.trigger_body is None:
+                raise self.error("triggerBody() exists only in a storage event trigger's "
+                                 "pipeline parameters")
+            return UNKNOWN if self.context.checking else dict(self.context.trigger_body)
         if function in _FUNCTIONS:
             low, high = _ARITY[function]
             if len(args) < low or (high is not None and len(args) > high):

@@ -201,7 +201,8 @@ def cancel(run_id, target, definitions_dir):
 @target_option
 @definitions_option
 def logs(run_id, tail_lines, target, definitions_dir):
-    """Print the task's stdout and stderr of a run (its last attempt), from `adfjobs`.
+    """Print the task's stdout and stderr of a run (its last attempt), from `adfjobs`; for a
+    run of control-flow activities (score-iris), each activity run's output or error.
 
     \b
     Examples:
@@ -215,6 +216,14 @@ def logs(run_id, tail_lines, target, definitions_dir):
     activity = run.last_activity
     if activity is None:
         click.echo(f"Run {run.run_id} is {run.status}; its activity has not started yet.")
+        return
+    if not any(a.log_urls for a in run.activities) and any(a.output or a.error
+                                                           for a in run.activities):
+        # control flow (Web, Set Variable, ...): no task, so each activity run's output/error
+        for each in run.activities:
+            click.secho(f"==> {each.name} {each.status} (activity run {each.activity_run_id}) <==",
+                        bold=True)
+            click.echo(json.dumps(each.error or each.output, indent=2, sort_keys=True))
         return
     task_logs = backend.logs(activity)
     for stream in ("stdout", "stderr"):

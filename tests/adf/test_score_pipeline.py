@@ -69,6 +69,8 @@ def test_score_iris_invokes_waits_and_returns_the_job_and_its_output(scoring):
     shown = json.loads(scoring[2]("jobs", "show", returned["jobName"], "-o", "json").stdout)
     assert shown["job"]["mini_batches_total"] == 1  # one file: one mini-batch of 1
     assert "pipelineReturnValue" in out and returned["jobName"] in out
+    logs = ok(adf("logs", run_id))  # each activity's output: the job's resource as read
+    assert "==> InvokeBatchEndpoint Succeeded" in logs and '"status": "Completed"' in logs
 
 
 def test_a_failed_scoring_job_fails_the_run_with_the_jobs_error(scoring):

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from adf.definitions import Definitions, filled, load_definitions
-from adf.runs import LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound
+from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound,
+                      batch_job_started)
 from adf.staging import split_folder_path
 from workspace.azure_errors import AzureAuthError, AzureHints, translated
 from workspace.datastore import Datastore
@@ -242,7 +243,9 @@ class AzureBackend(Backend):
 
     def cancel(self, run_id: str) -> PipelineRun:
         """pipeline_runs.cancel with isRecursive (also its child runs); ADF moves the run to
-        Canceling, stops the Batch task, then Cancelled."""
+        Canceling, stops the Batch task, then Cancelled. A scoring job the run started (an
+        invoke's answer in an activity's output) goes on after Data Factory stops the run:
+        it is cancelled in Azure ML (jobs.begin_cancel)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         rg, factory = self._scope
@@ -252,7 +255,23 @@ class AzureBackend(Backend):
             except ResourceNotFoundError:
                 raise RunNotFound(f"Factory '{factory}' has no pipeline run '{run_id}'.",
                                   f"Check the id (runs are kept {RUN_RETENTION_DAYS} days).") from None
-        return self.get_run(run_id)
+        run = self.get_run(run_id)
+        for name in filter(None, (batch_job_started(a.output) for a in run.activities)):
+            self._cancel_scoring_job(name)
+        return run
+
+    def _cancel_scoring_job(self, name: str) -> None:
+        from azure.ai.ml import MLClient
+
+        s = self.settings
+        with translated(f"cancelling scoring job '{name}'", AzureHints(
+                access=f"Your identity needs 'AzureML Data Scientist' on workspace "
+                       f"'{s.aml_workspace}' to cancel the job.",
+                not_found="The job is gone; nothing to cancel.",
+                login="Run `az login`, then retry.")):
+            client = MLClient(self.credential, s.subscription_id, s.resource_group,
+                              s.aml_workspace, **self.client_options)
+            client.jobs.begin_cancel(name).result()
 
     def task_slots(self) -> tuple[int | None, str]:
         """The pool's autoscale maximum (one task per node: taskSlotsPerNode 1 in

@@ -34,7 +34,8 @@ from adf.control_flow import (FlowHooks, FlowResult, FlowRunner, check_pipeline,
                               is_control_flow)
 from adf.definitions import effective_parameters
 from adf.expressions import UNKNOWN
-from adf.runs import RUN_FILE, ActivityRun, PipelineRun, now, run_from_dict, write_json
+from adf.runs import (RUN_FILE, ActivityRun, PipelineRun, batch_job_started, now,
+                      run_from_dict, write_json)
 from workspace.errors import ConfigError
 from workspace.processes import die_with
 from workspace.settings import REPO_ROOT, Settings
@@ -218,9 +219,9 @@ class FlowWorker:
 
     def note_job(self, output: dict) -> None:
         """A Web activity's response that is a batch job the run started (invoke)."""
-        if str(output.get("type", "")).endswith("/jobs") and "/batchEndpoints/" in str(
-                output.get("id", "")):
-            self.started_jobs.append(output["name"])
+        name = batch_job_started(output)
+        if name:
+            self.started_jobs.append(name)
 
     def cancel_jobs(self) -> None:
         """Jobs - Cancel for every scoring job the run started (a finished one is a no-op)."""

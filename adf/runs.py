@@ -182,6 +182,17 @@ class Backend(ABC):
                               "Start one with `python -m adf trigger`, or pass a RUN_ID.") from None
 
 
+def batch_job_started(output: dict) -> str | None:
+    """The name of the batch-endpoint job an activity's output is (the answer of an invoke:
+    a BatchJobResource under `.../batchEndpoints/<endpoint>/.../jobs/<name>`), else None."""
+    if not isinstance(output, dict):
+        return None
+    if str(output.get("type", "")).endswith("/jobs") and "/batchEndpoints/" in str(
+            output.get("id", "")) and output.get("name"):
+        return str(output["name"])
+    return None
+
+
 def blob_name_in(url: str, container: str) -> str:
     """The blob name of an `https://<host>/[<account>/]<container>/<name>` URL."""
     path = unquote(urlparse(url).path).lstrip("/")

@@ -108,3 +108,46 @@ def test_the_storage_trigger_watches_incoming_of_the_datastore_account(azure_set
         "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-iris/providers/"
         "Microsoft.Storage/storageAccounts/stiris")
     assert trigger["pipelines"][0]["pipelineReference"]["referenceName"] == "score-iris"
+
+
+def test_cancel_of_a_scoring_run_also_cancels_its_job_in_azure_ml(azure_settings):
+    """Data Factory's cancel stops the pipeline run, not the batch job its Web activity
+    started: the job is cancelled through azure-ai-ml (Jobs - Cancel), both through the real
+    SDK clients over the fakes (Data Factory's and Azure ML's, one transport by host/path)."""
+    from tests.support.fake_azureml import FakeAzureML, FakeJob
+    from tests.support.fake_datafactory import RunPlan
+
+    ml = FakeAzureML(azure_settings.subscription_id, azure_settings.resource_group,
+                     azure_settings.aml_workspace)
+
+    class Both(FakeAzure):
+        def _route(self, r):
+            if "/providers/microsoft.machinelearningservices/" in r.path.lower() or \
+                    r.host.endswith("api.azureml.ms"):
+                return ml._route(r)
+            return super()._route(r)
+
+    fake = Both(azure_settings.subscription_id, azure_settings.resource_group,
+                azure_settings.data_factory, azure_settings.batch_account_url,
+                azure_settings.storage_blob_url, pool_id=azure_settings.batch_pool_id)
+    ml.jobs["batchjob-1"] = FakeJob("batchjob-1", "iris-batch-7f3a", "iris-mlflow-v1", {},
+                                    statuses=["Running"])
+    invoke_output = {"id": f"{ml.ws_path}/batchEndpoints/iris-batch-7f3a/deployments/iris-mlflow-v1"
+                           "/jobs/batchjob-1", "name": "batchjob-1",
+                     "type": "Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/jobs",
+                     "properties": {"status": "NotStarted"}}
+    fake.next_plan = RunPlan(statuses=["InProgress"], activities=[
+        {"activityName": "InvokeBatchEndpoint", "activityType": "WebActivity",
+         "status": "Succeeded", "output": invoke_output},
+        {"activityName": "WaitForJob", "activityType": "Until", "status": "InProgress", "output": {}}])
+    backend = AzureBackend(azure_settings, credential=StaticTokenCredential(), transport=fake,
+                           retry_backoff_factor=0)
+    backend.pipeline_file = "score-pipeline.json"
+    fake.published[("pipelines", "score-iris")] = {}
+    run_id = backend.start({"input": "incoming/a.csv"})
+    backend.cancel(run_id)
+    assert fake.find("POST", rf"/pipelineruns/{run_id}/cancel$")
+    assert [r.path for r in fake.requests if r.method == "POST" and "/jobs/" in r.path] == [
+        f"{ml.ws_path}/jobs/batchjob-1/cancel"]
+    assert fake.missing_routes() == []
+    assert ml.jobs["batchjob-1"].statuses[-1] == "Canceled"

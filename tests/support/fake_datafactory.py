@@ -31,6 +31,9 @@ class RunPlan:
     stdout: bytes = b"[trainer] done\n"
     stderr: bytes = b""
     error_message: str = ""
+    # A control-flow run's activity runs as Data Factory reports them (activityName,
+    # activityType, status, output, ...); None: the one Custom activity of the training run.
+    activities: list | None = None
 
 
 @dataclass
@@ -150,7 +153,8 @@ class FakeAzure(RecordingTransport):
                                        "message": f"Pipeline run {parts[1]} does not exist"}}, {}
             if run.status not in ("Succeeded", "Failed", "Cancelled"):
                 run.plan = RunPlan(statuses=["Canceling", "Cancelled"], exitcode=None,
-                                   error_message="Operation cancelled")
+                                   error_message="Operation cancelled",
+                                   activities=run.plan.activities)
                 run.polls = 0
             return 200, None, {}
         if kind == "pipelineruns" and len(parts) == 3 and parts[2] == "queryActivityruns" \
@@ -208,6 +212,10 @@ class FakeAzure(RecordingTransport):
     def _activity_runs(self, run: FakeRun) -> list[dict]:
         if run.status == "Queued":
             return []
+        if run.plan.activities is not None:
+            return [{"activityRunId": str(uuid.uuid4()), "pipelineRunId": run.run_id,
+                     "pipelineName": run.pipeline, "activityRunStart": run.start, "input": {},
+                     "error": {}, **activity} for activity in run.plan.activities]
         activity = {"activityName": "TrainIrisModel", "activityType": "Custom",
                     "activityRunId": run.activity_run_id, "pipelineRunId": run.run_id,
                     "pipelineName": run.pipeline, "linkedServiceName": "AzureBatchLinkedService",

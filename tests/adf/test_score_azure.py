@@ -12,6 +12,7 @@ from adf.azure_backend import AzureBackend
 from adf.cli import cli
 from adf.definitions import DEFINITIONS_DIR, fill, load_definitions, placeholder_values
 from adf.local_triggers import load_triggers
+from tests.adf.test_azure_backend import fake  # noqa: F401 - the fake over this module's settings
 from tests.adf.test_definitions import AZURE_VALUES
 from tests.support.fake_datafactory import FakeAzure
 from tests.support.fake_http import StaticTokenCredential
@@ -22,13 +23,6 @@ from workspace.settings import Settings
 def azure_settings(tmp_path) -> Settings:
     return Settings.load(env_file=tmp_path / "no.env", environ={}, local_dir=str(tmp_path / "local"),
                          batch_endpoint_name="iris-batch-7f3a", **AZURE_VALUES)
-
-
-@pytest.fixture
-def fake(azure_settings) -> FakeAzure:
-    return FakeAzure(azure_settings.subscription_id, azure_settings.resource_group,
-                     azure_settings.data_factory, azure_settings.batch_account_url,
-                     azure_settings.storage_blob_url, pool_id=azure_settings.batch_pool_id)
 
 
 @pytest.fixture
@@ -127,7 +121,7 @@ def test_cancel_of_a_scoring_run_also_cancels_its_job_in_azure_ml(azure_settings
                 return ml._route(r)
             return super()._route(r)
 
-    fake = Both(azure_settings.subscription_id, azure_settings.resource_group,
+    both = Both(azure_settings.subscription_id, azure_settings.resource_group,
                 azure_settings.data_factory, azure_settings.batch_account_url,
                 azure_settings.storage_blob_url, pool_id=azure_settings.batch_pool_id)
     ml.jobs["batchjob-1"] = FakeJob("batchjob-1", "iris-batch-7f3a", "iris-mlflow-v1", {},
@@ -136,18 +130,18 @@ def test_cancel_of_a_scoring_run_also_cancels_its_job_in_azure_ml(azure_settings
                            "/jobs/batchjob-1", "name": "batchjob-1",
                      "type": "Microsoft.MachineLearningServices/workspaces/batchEndpoints/deployments/jobs",
                      "properties": {"status": "NotStarted"}}
-    fake.next_plan = RunPlan(statuses=["InProgress"], activities=[
+    both.next_plan = RunPlan(statuses=["InProgress"], activities=[
         {"activityName": "InvokeBatchEndpoint", "activityType": "WebActivity",
          "status": "Succeeded", "output": invoke_output},
         {"activityName": "WaitForJob", "activityType": "Until", "status": "InProgress", "output": {}}])
-    backend = AzureBackend(azure_settings, credential=StaticTokenCredential(), transport=fake,
+    backend = AzureBackend(azure_settings, credential=StaticTokenCredential(), transport=both,
                            retry_backoff_factor=0)
     backend.pipeline_file = "score-pipeline.json"
-    fake.published[("pipelines", "score-iris")] = {}
+    both.published[("pipelines", "score-iris")] = {}
     run_id = backend.start({"input": "incoming/a.csv"})
     backend.cancel(run_id)
-    assert fake.find("POST", rf"/pipelineruns/{run_id}/cancel$")
-    assert [r.path for r in fake.requests if r.method == "POST" and "/jobs/" in r.path] == [
+    assert both.find("POST", rf"/pipelineruns/{run_id}/cancel$")
+    assert [r.path for r in both.requests if r.method == "POST" and "/jobs/" in r.path] == [
         f"{ml.ws_path}/jobs/batchjob-1/cancel"]
-    assert fake.missing_routes() == []
+    assert both.missing_routes() == []
     assert ml.jobs["batchjob-1"].statuses[-1] == "Canceled"

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IRIS_CSV, isolated_settings, published_copy
 from tests.deployer.test_local_cli import Cli, ok, publish_model_dir
+from tests.support.scoring import deploy_local_endpoint
 from workspace.errors import ExitCode
 from workspace.published import download_model, find_published_run
-from workspace.settings import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +33,7 @@ class Adf(Cli):
 @pytest.fixture(scope="module")
 def scoring(tmp_path_factory, azurite, trained_source):
     tmp = tmp_path_factory.mktemp("score")
-    settings = isolated_settings(azurite, tmp)
-    store = published_copy(trained_source, settings)
-    deployer = Cli(settings, tmp / "work")
-    ok(deployer("register-and-deploy", "--no-smoke"))
-    store.upload_file(IRIS_CSV, "incoming/iris.csv")
-    store.upload_bytes(b"not a table\n", "incoming/notes.txt")
+    settings, store, deployer = deploy_local_endpoint(tmp, azurite, trained_source)
     return settings, store, deployer, Adf(settings, tmp / "work")
 
 

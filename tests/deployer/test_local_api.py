@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from deployer.engine.api import WORKSPACE_PATH, ApiServer, local_token
-from tests.conftest import IRIS_CSV, isolated_settings, published_copy
-from tests.deployer.test_local_cli import Cli, ok
-from workspace.datastore import Datastore
+from tests.support.scoring import deploy_local_endpoint
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +21,8 @@ pytestmark = pytest.mark.slow
 def deployed(tmp_path_factory, azurite, trained_source):
     """A local endpoint serving the session's model (no smoke test: the API is tested here),
     and the Iris file plus a file the model cannot read in the datastore."""
-    tmp = tmp_path_factory.mktemp("api")
-    settings = isolated_settings(azurite, tmp)
-    store = published_copy(trained_source, settings)
-    cli = Cli(settings, tmp / "work")
-    ok(cli("register-and-deploy", "--no-smoke"))
-    store.upload_file(IRIS_CSV, "incoming/iris.csv")
-    store.upload_bytes(b"not a table\n", "incoming/notes.txt")
+    settings, store, cli = deploy_local_endpoint(tmp_path_factory.mktemp("api"), azurite,
+                                                 trained_source)
     settings = replace(settings, local_dir=str(cli.local_dir))
     with ApiServer(settings) as server:
         yield settings, store, server

@@ -18,8 +18,9 @@ run_id_argument = click.argument("run_id", required=False, callback=checked(PIPE
 
 pipeline_option = click.option(
     "--pipeline", "pipeline", default=None, metavar="NAME",
-    help="The pipeline to run, by name: train-iris (default, adf/pipeline.json), score-iris "
-    "(adf/score-pipeline.json), train-and-deploy (adf/train-and-deploy-pipeline.json).")
+    help="The pipeline to run, by name: train-iris (default, adf/pipeline.json) or score-iris "
+    "(adf/score-pipeline.json: scores --param input=<datastore path or azureml:// URI> with "
+    "the batch endpoint).")
 
 definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -29,7 +30,8 @@ definitions_option = click.option(
 
 @click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
-    """The ADF training pipeline (adf/pipeline.json) as commands.
+    """The ADF pipelines of adf/ as commands: training (pipeline.json), sweeps, scoring
+    (score-pipeline.json) and its triggers (triggers/).
 
     \b
     Local by default (Azurite + a local Custom-activity runner); Azure when .env says
@@ -43,6 +45,8 @@ def cli():
       python -m adf status                           # the last run started from this machine
       python -m adf logs RUN_ID                      # the task's full stdout and stderr
       python -m adf cancel RUN_ID                    # stop the run and its task
+      python -m adf trigger --pipeline score-iris --param input=incoming/new.csv
+      python -m adf triggers start                   # score each new blob in incoming/
 
     {exit_codes}
     """
@@ -104,7 +108,6 @@ def trigger(pipeline, params, no_stage, no_wait, poll_seconds, target, definitio
       python -m adf trigger --param epochs=100 --param lr=0.05
       python -m adf trigger --target azure --no-stage --no-wait
       python -m adf trigger --pipeline score-iris --param input=incoming/iris.csv
-      python -m adf trigger --pipeline train-and-deploy
     """
     from adf.control_flow import is_control_flow
     from adf.definitions import coerce_parameters, effective_parameters, parse_param_options

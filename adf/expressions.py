@@ -24,9 +24,9 @@ from typing import Any
 from workspace.errors import ConfigError, ProjectError
 
 SUPPORTED_FUNCTIONS = ("activity", "and", "coalesce", "concat", "contains", "empty", "endswith",
-                       "equals", "greater", "if", "int", "json", "less", "not", "or",
-                       "pipeline", "range", "startswith", "string", "triggerbody", "union",
-                       "variables")
+                       "equals", "greater", "if", "int", "join", "json", "less", "not", "or",
+                       "pipeline", "range", "skip", "split", "startswith", "string",
+                       "triggerbody", "union", "variables")
 
 
 class _Unknown:
@@ -432,8 +432,24 @@ _FUNCTIONS = {
     "union": _union,
     "json": _json,
     "int": lambda v: int(v),
+    "split": lambda text, delimiter: _text(text, "split").split(_text(delimiter, "split")),
+    "skip": lambda collection, count: _items(collection, "skip")[int(count):],
+    "join": lambda collection, delimiter: _text(delimiter, "join").join(
+        to_text(item) for item in _items(collection, "join")),
 }
 _ARITY = {"and": (1, None), "or": (1, None), "not": (1, 1), "if": (3, 3), "equals": (2, 2),
           "greater": (2, 2), "less": (2, 2), "empty": (1, 1), "coalesce": (1, None),
           "startswith": (2, 2), "endswith": (2, 2), "contains": (2, 2), "union": (1, None),
-          "json": (1, 1), "int": (1, 1)}
+          "json": (1, 1), "int": (1, 1), "split": (2, 2), "skip": (2, 2), "join": (2, 2)}
+
+
+def _text(value: Any, function: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expects a string, got {to_text(value)!r}")
+    return value
+
+
+def _items(value: Any, function: str) -> list:
+    if not isinstance(value, list):
+        raise TypeError(f"expects an array, got {to_text(value)!r}")
+    return value

@@ -86,6 +86,7 @@ RUN = PipelineContext("score-iris", "run-2", {"input": "incoming/a.csv", "n": ""
     ("@string(union(json('{\"a\":1}'), json('{}')))", '{"a":1}'),
     ("@greater(int('5'), 3)", True),
     ("@contains('a,b', 'b')", True),
+    ("@join(skip(split('azureml/incoming/sub/a.csv', '/'), 1), '/')", "incoming/sub/a.csv"),
 ])
 def test_control_flow_functions_evaluate_like_adf(value, expected):
     assert evaluate(value, RUN) == expected
@@ -102,6 +103,21 @@ def test_control_flow_functions_evaluate_like_adf(value, expected):
 def test_control_flow_errors_name_the_problem(value, message):
     with pytest.raises(ExpressionError, match=message):
         evaluate(value, RUN, "url")
+
+
+def test_a_storage_events_body_gives_the_blobs_datastore_path():
+    """The storage trigger's input: the blob's path inside its container, subfolders kept
+    (folderPath is '<container>/<folder>', fileName the blob's last segment)."""
+    from adf.definitions import DEFINITIONS_DIR
+    import json as _json
+
+    trigger = _json.loads((DEFINITIONS_DIR / "triggers" / "score-iris-on-upload.json").read_text())
+    expression = trigger["properties"]["pipelines"][0]["parameters"]["input"]
+    event = PipelineContext("score-iris", "t", {}, trigger_body={
+        "folderPath": "azureml/incoming/2026/12", "fileName": "a.csv"})
+    assert evaluate(expression, event) == "incoming/2026/12/a.csv"
+    with pytest.raises(ExpressionError, match="triggerBody\\(\\) exists only in a storage event"):
+        evaluate(expression, RUN)
 
 
 def test_check_parses_without_run_time_values():

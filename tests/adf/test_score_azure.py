@@ -67,9 +67,14 @@ def test_score_iris_is_published_as_its_json_with_the_deployments_values(run_cli
     assert params["workspaceUri"]["defaultValue"] == (
         "https://management.azure.com/subscriptions/00000000-0000-0000-0000-000000000001/"
         "resourceGroups/rg-iris/providers/Microsoft.MachineLearningServices/workspaces/mlw-iris")
-    # the Web activity authenticates with the factory's managed identity, audience ml.azure.com
-    web = expected["properties"]["activities"][0]
-    assert web["typeProperties"]["authentication"] == {"type": "MSI", "resource": "https://ml.azure.com"}
+    # the Web activities authenticate with the factory's managed identity, audience
+    # ml.azure.com; the routing header is sent only on the route that names a deployment
+    route = {a["name"]: a for a in expected["properties"]["activities"]}["RouteInvoke"]["typeProperties"]
+    default, routed = route["ifTrueActivities"][0], route["ifFalseActivities"][0]
+    for web in (default, routed):
+        assert web["typeProperties"]["authentication"] == {"type": "MSI", "resource": "https://ml.azure.com"}
+    assert "azureml-model-deployment" not in default["typeProperties"]["headers"]
+    assert routed["typeProperties"]["headers"]["azureml-model-deployment"] == "@pipeline().parameters.deployment"
     run = fake.find("POST", r"/pipelines/score-iris/createRun$")[0]
     assert run.body == {"input": "incoming/a.csv"}  # only what was given; the rest: defaults
     # staging is the training pipeline's: the scoring pipeline uploads nothing

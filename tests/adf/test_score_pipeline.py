@@ -41,6 +41,10 @@ def run_json(adf: Adf, run_id: str) -> dict:
     return json.loads(adf("status", run_id, "-o", "json").stdout)["run"]
 
 
+def activity(run: dict, name: str) -> dict:
+    return next(a for a in run["activities"] if a["name"] == name)
+
+
 def test_score_iris_invokes_waits_and_returns_the_job_and_its_output(scoring):
     settings, store, _, adf = scoring
     result = adf("trigger", "--pipeline", "score-iris", "--param", "input=incoming/iris.csv",
@@ -54,9 +58,10 @@ def test_score_iris_invokes_waits_and_returns_the_job_and_its_output(scoring):
     blob = returned["output"].split("/paths/", 1)[1]
     assert len(store.read_bytes(blob).decode().splitlines()) == 150
     names = [a["name"] for a in run["activities"]]
-    assert names[:2] == ["InvokeBatchEndpoint", "SetJobName"] and "GetJob" in names
-    assert {"IfJobCompleted", "ReturnJob"} <= set(names) and "FailScoring" not in names
-    invoke = run["activities"][0]["output"]
+    assert names[:4] == ["BuildInvokeBody", "RouteInvoke", "InvokeBatchEndpoint", "SetJobName"]
+    assert {"GetJob", "IfJobCompleted", "ReturnJob"} <= set(names)
+    assert "FailScoring" not in names and "InvokeBatchDeployment" not in names
+    invoke = activity(run, "InvokeBatchEndpoint")["output"]
     assert invoke["name"] == returned["jobName"]
     # the job was invoked with the override, through the local API's invocation URI
     assert run["parameters"]["invocationUri"].endswith("/endpoints/iris-batch/jobs")
@@ -65,6 +70,13 @@ def test_score_iris_invokes_waits_and_returns_the_job_and_its_output(scoring):
     assert "pipelineReturnValue" in out and returned["jobName"] in out
     logs = ok(adf("logs", run_id))  # each activity's output: the job's resource as read
     assert "==> InvokeBatchEndpoint Succeeded" in logs and '"status": "Completed"' in logs
+
+    # a named deployment goes in the routing header: the local API refuses one it lacks
+    routed = adf("trigger", "--pipeline", "score-iris", "--param", "input=incoming/iris.csv",
+                 "--param", "deployment=no-such-deployment")
+    assert routed.returncode == ExitCode.RUN_FAILED
+    assert re.search(r"InvokeBatchDeployment, Error: POST \S+ answered 404: .*no-such-deployment",
+                     routed.stdout + routed.stderr), routed.stdout + routed.stderr
 
 
 def test_a_failed_scoring_job_fails_the_run_with_the_jobs_error(scoring):
@@ -116,7 +128,7 @@ def test_cancel_stops_the_run_and_its_scoring_job(scoring, tmp_path):
     while not any(a["name"] == "GetJob" for a in run_json(adf, run_id)["activities"]):
         assert time.monotonic() < deadline, "the run never polled its job"
         time.sleep(0.2)
-    job = run_json(adf, run_id)["activities"][0]["output"]["name"]
+    job = activity(run_json(adf, run_id), "InvokeBatchEndpoint")["output"]["name"]
     cancelled = adf("cancel", run_id)
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     assert run_json(adf, run_id)["status"] == "Cancelled"

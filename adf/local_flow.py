@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ from adf.control_flow import (FlowHooks, FlowResult, FlowRunner, check_pipeline,
                               is_control_flow)
 from adf.definitions import effective_parameters
 from adf.expressions import UNKNOWN
-from adf.runs import (RUN_FILE, ActivityRun, PipelineRun, batch_job_started, now,
+from adf.runs import (PID_FILE, RUN_FILE, ActivityRun, PipelineRun, batch_job_started, now,
                       run_from_dict, write_json)
 from workspace.errors import ConfigError
 from workspace.processes import die_with
@@ -136,6 +137,8 @@ class FlowWorker:
                             parameters=values)
         child_dir = self.run_dir.parent / child.run_id
         child_dir.mkdir(parents=True)
+        # the same runner runs it: while it lives, the child is not taken for a dead run
+        shutil.copyfile(self.run_dir / PID_FILE, child_dir / PID_FILE)
         self.save(child, child_dir)
         try:
             result = self.run_pipeline(child, child_dir)

@@ -45,8 +45,8 @@ from adf.definitions import (DEFINITIONS_DIR, LOCAL_ONLY_EMPTY, Definitions, eff
                              placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
 from adf.parameters import check_parameters
-from adf.runs import (LOGS_CONTAINER, RUN_FILE, ActivityRun, Backend, PipelineRun, Progress,
-                      RunNotFound, now, parse_timespan)
+from adf.runs import (LOGS_CONTAINER, PID_FILE, RUN_FILE, ActivityRun, Backend, PipelineRun,
+                      Progress, RunNotFound, now, parse_timespan)
 from adf.runs import run_from_dict as _run_from_dict
 from adf.runs import write_json as _write_json
 from adf.staging import split_folder_path
@@ -57,7 +57,6 @@ from workspace.processes import die_with, kill_group, live_pid, write_pid_file
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
 PLAN_FILE = "plan.json"
-PID_FILE = "runner.pid"
 TASK_PID_FILE = "task.pid"
 CANCEL_GRACE_SECONDS = 10
 RUNNER_LOG = "runner.log"

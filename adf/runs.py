@@ -20,6 +20,7 @@ from workspace.errors import ConfigError, NotFound, OperationFailed, ProjectErro
 from workspace.settings import Settings
 
 RUN_FILE = "run.json"  # a local run's record in its folder
+PID_FILE = "runner.pid"  # the process that runs it (pid and start time)
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 LOGS_CONTAINER = "adfjobs"
 Progress = Callable[[str], None]

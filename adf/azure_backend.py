@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from adf.definitions import Definitions, filled, load_definitions
-from adf.runs import LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound
+from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound,
+                      batch_job_started)
 from adf.staging import split_folder_path
 from workspace.azure_errors import AzureAuthError, AzureHints, translated
 from workspace.datastore import Datastore
@@ -135,11 +136,51 @@ class AzureBackend(Backend):
                 client.linked_services.create_or_update(
                     rg, factory, document.name, {"properties": document.properties})
             progress(f"Published linked service {document.name}.")
-        pipeline = definitions.pipeline
-        with self._errors(f"publishing pipeline '{pipeline.name}'"):
-            client.pipelines.create_or_update(rg, factory, pipeline.name,
-                                              {"properties": pipeline.properties})
-        progress(f"Published pipeline {pipeline.name}.")
+        for pipeline in [*self._executed_pipelines(definitions.pipeline.body),
+                         definitions.pipeline]:
+            with self._errors(f"publishing pipeline '{pipeline.name}'"):
+                client.pipelines.create_or_update(rg, factory, pipeline.name,
+                                                  {"properties": pipeline.properties})
+            progress(f"Published pipeline {pipeline.name}.")
+
+    def _executed_pipelines(self, body: dict, seen: tuple = ()) -> list:
+        """The pipelines `body` runs through Execute Pipeline, each before a pipeline that runs
+        it (Data Factory refuses a reference to a pipeline it does not have)."""
+        from adf.control_flow import all_activities
+        from adf.definitions import pipeline_files
+
+        files = pipeline_files(self.definitions_dir)
+        found = []
+        for activity in all_activities(body["properties"].get("activities") or []):
+            if activity.get("type") != "ExecutePipeline":
+                continue
+            name = activity["typeProperties"]["pipeline"]["referenceName"]
+            if name in seen or name not in files or any(d.name == name for d in found):
+                continue
+            child = filled(load_definitions(self.definitions_dir, files[name]), self.settings,
+                           pipeline_only=True).pipeline
+            found += [*self._executed_pipelines(child.body, seen + (name,)), child]
+        return found
+
+    # ------------------------------------------------------------------ triggers
+
+    def trigger_states(self) -> dict[str, str]:
+        """Trigger name → runtime state (Started, Stopped, Disabled) in the factory."""
+        rg, factory = self._scope
+        with self._errors("listing triggers"):
+            return {t.name: _value(t.properties.runtime_state)
+                    for t in self.factory_client.triggers.list_by_factory(rg, factory)}
+
+    def start_trigger(self, name: str) -> None:
+        """triggers.begin_start: a long-running operation, followed to its end."""
+        rg, factory = self._scope
+        with self._errors(f"starting trigger '{name}'"):
+            self.factory_client.triggers.begin_start(rg, factory, name).result()
+
+    def stop_trigger(self, name: str) -> None:
+        rg, factory = self._scope
+        with self._errors(f"stopping trigger '{name}'"):
+            self.factory_client.triggers.begin_stop(rg, factory, name).result()
 
     # ------------------------------------------------------------------ runs
 
@@ -202,7 +243,9 @@ class AzureBackend(Backend):
 
     def cancel(self, run_id: str) -> PipelineRun:
         """pipeline_runs.cancel with isRecursive (also its child runs); ADF moves the run to
-        Canceling, stops the Batch task, then Cancelled."""
+        Canceling, stops the Batch task, then Cancelled. A scoring job the run started (an
+        invoke's answer in an activity's output) goes on after Data Factory stops the run:
+        it is cancelled in Azure ML (jobs.begin_cancel)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         rg, factory = self._scope
@@ -212,7 +255,23 @@ class AzureBackend(Backend):
             except ResourceNotFoundError:
                 raise RunNotFound(f"Factory '{factory}' has no pipeline run '{run_id}'.",
                                   f"Check the id (runs are kept {RUN_RETENTION_DAYS} days).") from None
-        return self.get_run(run_id)
+        run = self.get_run(run_id)
+        for name in filter(None, (batch_job_started(a.output) for a in run.activities)):
+            self._cancel_scoring_job(name)
+        return run
+
+    def _cancel_scoring_job(self, name: str) -> None:
+        from azure.ai.ml import MLClient
+
+        s = self.settings
+        with translated(f"cancelling scoring job '{name}'", AzureHints(
+                access=f"Your identity needs 'AzureML Data Scientist' on workspace "
+                       f"'{s.aml_workspace}' to cancel the job.",
+                not_found="The job is gone; nothing to cancel.",
+                login="Run `az login`, then retry.")):
+            client = MLClient(self.credential, s.subscription_id, s.resource_group,
+                              s.aml_workspace, **self.client_options)
+            client.jobs.begin_cancel(name).result()
 
     def task_slots(self) -> tuple[int | None, str]:
         """The pool's autoscale maximum (one task per node: taskSlotsPerNode 1 in

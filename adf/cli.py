@@ -16,6 +16,12 @@ STDERR_TAIL = 40
 
 run_id_argument = click.argument("run_id", required=False, callback=checked(PIPELINE_RUN_ID))
 
+pipeline_option = click.option(
+    "--pipeline", "pipeline", default=None, metavar="NAME",
+    help="The pipeline to run, by name: train-iris (default, adf/pipeline.json) or score-iris "
+    "(adf/score-pipeline.json: scores --param input=<datastore path or azureml:// URI> with "
+    "the batch endpoint).")
+
 definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
     default=None, help="Directory holding pipeline.json, linkedServices/ and credentials/ "
@@ -24,7 +30,8 @@ definitions_option = click.option(
 
 @click.group(cls=ProjectGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli():
-    """The ADF training pipeline (adf/pipeline.json) as commands.
+    """The ADF pipelines of adf/ as commands: training (pipeline.json), sweeps, scoring
+    (score-pipeline.json) and its triggers (triggers/).
 
     \b
     Local by default (Azurite + a local Custom-activity runner); Azure when .env says
@@ -38,6 +45,8 @@ def cli():
       python -m adf status                           # the last run started from this machine
       python -m adf logs RUN_ID                      # the task's full stdout and stderr
       python -m adf cancel RUN_ID                    # stop the run and its task
+      python -m adf trigger --pipeline score-iris --param input=incoming/new.csv
+      python -m adf triggers start                   # score each new blob in incoming/
 
     {exit_codes}
     """
@@ -74,16 +83,19 @@ def _stage(backend) -> None:
 
 
 @cli.command()
+@pipeline_option
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A pipeline parameter (repeatable): epochs, lr, containerPath "
-              "(learningRate: the former name of lr).")
+              "(learningRate: the former name of lr); for score-iris input (a datastore path "
+              "or azureml:// URI), inputType, endpoint, deployment, miniBatchSize, "
+              "instanceCount, maxRetries, errorThreshold, outputPath, jobName, experimentName.")
 @click.option("--no-stage", is_flag=True, help="Do not upload the trainer and data first.")
 @click.option("--no-wait", is_flag=True, help="Start the run and return its id.")
 @click.option("--poll", "poll_seconds", type=float, default=None, metavar="SECONDS",
               help="Seconds between status checks (default: 0.5 local, 10 Azure).")
 @target_option
 @definitions_option
-def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
+def trigger(pipeline, params, no_stage, no_wait, poll_seconds, target, definitions_dir):
     """"Trigger now": stage, start a run of the pipeline, follow it to the end, then show
     the run id, the activity's customOutput and the tail of the task's stdout/stderr.
 
@@ -95,17 +107,19 @@ def trigger(params, no_stage, no_wait, poll_seconds, target, definitions_dir):
       python -m adf trigger
       python -m adf trigger --param epochs=100 --param lr=0.05
       python -m adf trigger --target azure --no-stage --no-wait
+      python -m adf trigger --pipeline score-iris --param input=incoming/iris.csv
     """
+    from adf.control_flow import is_control_flow
     from adf.definitions import coerce_parameters, effective_parameters, parse_param_options
     from adf.parameters import check_parameters
 
-    backend = make_backend(target, definitions_dir)
+    backend = make_backend(target, definitions_dir, pipeline)
     definitions = backend.definitions()
     typed = coerce_parameters(definitions, parse_param_options(params),
                               note=lambda text: click.echo(text, err=True))
     check_parameters(definitions, effective_parameters(definitions, typed), names=list(typed))
     backend.prepare(lambda line: click.echo(line))
-    if not no_stage:
+    if not no_stage and not is_control_flow(definitions.pipeline.body):
         _stage(backend)
     run_id = backend.start(typed)
     shown = ", ".join(f"{k}={v}" for k, v in typed.items()) or "defaults"
@@ -190,7 +204,8 @@ def cancel(run_id, target, definitions_dir):
 @target_option
 @definitions_option
 def logs(run_id, tail_lines, target, definitions_dir):
-    """Print the task's stdout and stderr of a run (its last attempt), from `adfjobs`.
+    """Print the task's stdout and stderr of a run (its last attempt), from `adfjobs`; for a
+    run of control-flow activities (score-iris), each activity run's output or error.
 
     \b
     Examples:
@@ -204,6 +219,14 @@ def logs(run_id, tail_lines, target, definitions_dir):
     activity = run.last_activity
     if activity is None:
         click.echo(f"Run {run.run_id} is {run.status}; its activity has not started yet.")
+        return
+    if not any(a.log_urls for a in run.activities) and any(a.output or a.error
+                                                           for a in run.activities):
+        # control flow (Web, Set Variable, ...): no task, so each activity run's output/error
+        for each in run.activities:
+            click.secho(f"==> {each.name} {each.status} (activity run {each.activity_run_id}) <==",
+                        bold=True)
+            click.echo(json.dumps(each.error or each.output, indent=2, sort_keys=True))
         return
     task_logs = backend.logs(activity)
     for stream in ("stdout", "stderr"):
@@ -300,6 +323,9 @@ def _summarize(backend, run, *, show_logs: bool) -> None:
         code = "" if activity.exit_code is None else f", exit code {activity.exit_code}"
         click.echo(f"Attempt {index}: {activity.name} {activity.status}{code} "
                    f"(activity run {activity.activity_run_id})")
+    if run.output:
+        click.echo("Output:")
+        click.echo(_indent(json.dumps(run.output, indent=2, sort_keys=True)))
     activity = run.last_activity
     if activity is not None and activity.custom_output is not None:
         click.echo("customOutput:")
@@ -333,8 +359,10 @@ def _indent(text: str) -> str:
 
 def _add_sweep_commands() -> None:
     from adf.sweep_cli import sweep  # light: click only at import time
+    from adf.triggers_cli import triggers
 
     cli.add_command(sweep)
+    cli.add_command(triggers)
 
 
 _add_sweep_commands()

@@ -139,6 +139,21 @@ def load_definitions(directory: Path | None = None, pipeline_file: str = PIPELIN
     return Definitions(directory, pipeline, linked, creds)
 
 
+def pipeline_files(directory: Path | None = None) -> dict[str, str]:
+    """Pipeline name → file name of every pipeline in the definitions folder (its *.json
+    files with `properties.activities`)."""
+    directory = Path(directory) if directory else DEFINITIONS_DIR
+    found: dict[str, str] = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            body = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(body, dict) and "activities" in (body.get("properties") or {}):
+            found[body.get("name", path.stem)] = path.name
+    return found
+
+
 def for_each_batch_count(for_each: dict) -> int:
     """Iterations of a ForEach that run at once: 1 if sequential, else its batchCount."""
     properties = for_each.get("typeProperties", {})
@@ -239,6 +254,11 @@ NOT_CALLER_PARAMETERS = {
     "sweepId": "set by `python -m adf sweep start` for each sweep",
     "workers": "set by `python -m adf sweep start` from --workers",
     "queueAccountUrl": "set by `python -m adf sweep start` (the account's queue service)",
+    "workspaceUri": "the deployment's Azure ML workspace (Jobs - Get; locally the local API)",
+    "historyUri": "the deployment's Azure ML run history (a job's error; locally the local API)",
+    "invocationUri": "the endpoint's invocation URI (from endpoint and the region; locally "
+                     "the local API)",
+    "location": "the deployment's region (AZURE_LOCATION in .env)",
 }
 # Former names of run parameters, still accepted by --param: each → the name it now has.
 # `lr` is the trainer's option (--lr), the sweep grid's column and the MLflow param.

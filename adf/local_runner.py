@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -41,12 +40,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from adf.definitions import (LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
+from adf.definitions import (DEFINITIONS_DIR, LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
                              filled, for_each_batch_count, load_definitions,
                              placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
 from adf.parameters import check_parameters
-from adf.runs import (LOGS_CONTAINER, ActivityRun, Backend, PipelineRun, Progress, RunNotFound)
+from adf.runs import (LOGS_CONTAINER, PID_FILE, RUN_FILE, ActivityRun, Backend, PipelineRun,
+                      Progress, RunNotFound, now, parse_timespan)
+from adf.runs import run_from_dict as _run_from_dict
+from adf.runs import write_json as _write_json
 from adf.staging import split_folder_path
 from workspace.datastore import Datastore
 from workspace.errors import ConfigError, ProjectError
@@ -54,9 +56,7 @@ from workspace.names import PIPELINE_RUN_ID
 from workspace.processes import die_with, kill_group, live_pid, write_pid_file
 from workspace.settings import REPO_ROOT, Settings, azurite_connection_string
 
-RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
-PID_FILE = "runner.pid"
 TASK_PID_FILE = "task.pid"
 CANCEL_GRACE_SECONDS = 10
 RUNNER_LOG = "runner.log"
@@ -70,20 +70,6 @@ LOCAL_POOL_SLOTS = max(2, os.cpu_count() or 1)
 # Parameters the local runner sets: this machine's interpreter, Azurite instead of a URL
 # with a managed identity (the connection string is in the task environment).
 LOCAL_PARAMETERS = {"python": sys.executable, "storageAccountUrl": "", "poolIdentityClientId": ""}
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_timespan(text: str, where: str) -> float:
-    """ADF's `d.hh:mm:ss` (days optional) in seconds."""
-    match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})", str(text).strip())
-    if not match:
-        raise ConfigError(f"{where} is '{text}', not a timespan d.hh:mm:ss.",
-                          "Example: 0.01:00:00 for one hour.")
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 @dataclass
@@ -192,9 +178,24 @@ class LocalBackend(Backend):
         return self.runs_dir / PIPELINE_RUN_ID.check(run_id, "run id")
 
     def definitions(self) -> Definitions:
-        return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings,
-                      pipeline_only=True,
-                      allow_empty=LOCAL_ONLY_EMPTY)
+        from adf.control_flow import is_control_flow
+        from adf.local_flow import FLOW_LOCAL_EMPTY
+
+        raw = load_definitions(self.definitions_dir, self.pipeline_file)
+        allow = LOCAL_ONLY_EMPTY | (FLOW_LOCAL_EMPTY if is_control_flow(raw.pipeline.body)
+                                    else frozenset())
+        return filled(raw, self.settings, pipeline_only=True, allow_empty=allow)
+
+    def pipelines(self) -> dict[str, dict]:
+        """Every pipeline of the definitions folder by name, filled (Execute Pipeline's targets)."""
+        from adf.definitions import pipeline_files
+        from adf.local_flow import FLOW_LOCAL_EMPTY
+
+        directory = self.definitions_dir or DEFINITIONS_DIR
+        values = placeholder_values(self.settings)
+        return {name: fill(load_definitions(directory, file).pipeline, values,
+                           LOCAL_ONLY_EMPTY | FLOW_LOCAL_EMPTY).body
+                for name, file in pipeline_files(directory).items()}
 
     def folder_path(self) -> str:
         return self.definitions().folder_path
@@ -215,14 +216,23 @@ class LocalBackend(Backend):
         Datastore.from_settings(self.settings)  # fails fast if Azurite is not running
 
     def start(self, parameters: dict[str, Any]) -> str:
+        from adf.control_flow import is_control_flow
+
         definitions = self.definitions()
         local = {k: v for k, v in LOCAL_PARAMETERS.items() if k in definitions.parameters}
         values = effective_parameters(definitions, {**local, **parameters})
         run_id = str(uuid.uuid4())
-        plan = plan_activity(definitions, values, run_id, self.settings)
+        if is_control_flow(definitions.pipeline.body):
+            from adf.local_flow import FLOW_FILE, plan_flow
+
+            plan_file, plan = FLOW_FILE, plan_flow(definitions, self.pipelines(), values,
+                                                   self.settings, run_id)
+        else:
+            plan_file, plan = PLAN_FILE, asdict(plan_activity(definitions, values, run_id,
+                                                              self.settings))
         run_dir = self.run_dir(run_id)
         run_dir.mkdir(parents=True)
-        _write_json(run_dir / PLAN_FILE, asdict(plan))
+        _write_json(run_dir / plan_file, plan)
         _write_json(run_dir / RUN_FILE, asdict(PipelineRun(
             run_id, definitions.pipeline.name, "Queued", start=now(), parameters=values)))
         env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
@@ -325,17 +335,6 @@ def _stop_task(attempt_dir: Path, signum: int) -> None:
         kill_group(pid, signum)
     if signum == signal.SIGKILL:
         shutil.rmtree(attempt_dir / "tmp", ignore_errors=True)
-
-
-def _run_from_dict(data: dict) -> PipelineRun:
-    activities = [ActivityRun(**a) for a in data.pop("activities", [])]
-    return PipelineRun(**data, activities=activities)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------ worker
@@ -580,6 +579,12 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m adf.local_runner <run directory>", file=sys.stderr)
         return 2
+    from adf.local_flow import FLOW_FILE
+
+    if (Path(argv[0]) / FLOW_FILE).is_file():
+        from adf.local_flow import main as flow_main
+
+        return flow_main(Path(argv[0]))
     worker = _Worker(Path(argv[0]))
     signal.signal(signal.SIGTERM, worker.on_sigterm)
     try:

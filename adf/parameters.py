@@ -77,6 +77,10 @@ def check_parameters(definitions: Definitions, values: dict[str, Any],
                      names: list[str] | None = None) -> None:
     """Refuse (ConfigError naming the parameter) a value the script would refuse, or one that
     could add or change an argument of the command. `names`: the ones to check (default all)."""
+    from adf.control_flow import is_control_flow
+
+    if is_control_flow(definitions.pipeline.body):
+        return check_flow_parameters(definitions, values, names)
     template = command_template(definitions)
     options = trainer_options(template)
     found = _SCRIPT.search(template)
@@ -127,3 +131,30 @@ def _split(definitions: Definitions, template: str, values: dict) -> list[str] |
         return shlex.split(str(evaluate({"value": template, "type": "Expression"}, context)))
     except ValueError:
         return None
+
+
+# Parameters of the scoring pipeline that are numbers written as text ('' = the deployment's
+# setting): the pipeline writes them into the invoke body's JSON, so only an integer passes.
+INTEGER_TEXT_PARAMETERS = ("miniBatchSize", "instanceCount", "maxRetries", "errorThreshold")
+# Parameters the scoring pipeline writes inside a JSON string of the invoke body.
+JSON_TEXT_PARAMETERS = ("input", "inputType", "outputPath", "jobName", "experimentName",
+                        "endpoint", "deployment")
+
+
+def check_flow_parameters(definitions: Definitions, values: dict[str, Any],
+                          names: list[str] | None = None) -> None:
+    """A control-flow pipeline's values: an integer setting is an integer (or empty), and a
+    value written into the invoke body's JSON has no quote, backslash or control character."""
+    for name in names if names is not None else list(values):
+        value = values.get(name)
+        if name in INTEGER_TEXT_PARAMETERS and value not in ("", None) and not re.fullmatch(
+                r"-?\d+", str(value)):
+            raise ConfigError(f"--param {name}={value}: '{name}' is a whole number (or empty "
+                              "for the deployment's setting).")
+        if name in JSON_TEXT_PARAMETERS and isinstance(value, str) and re.search(
+                r'["\\\x00-\x1f]', value):
+            raise ConfigError(f"--param {name}: the value may not contain quotes, backslashes "
+                              "or control characters.")
+    kind = values.get("inputType")
+    if kind is not None and kind not in ("UriFile", "UriFolder"):
+        raise ConfigError(f"--param inputType={kind}: the input is UriFile or UriFolder.")

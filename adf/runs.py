@@ -6,16 +6,21 @@ branches on the target.
 """
 from __future__ import annotations
 
+import json
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
-from workspace.errors import NotFound, OperationFailed, ProjectError
+from workspace.errors import ConfigError, NotFound, OperationFailed, ProjectError
 from workspace.settings import Settings
 
+RUN_FILE = "run.json"  # a local run's record in its folder
+PID_FILE = "runner.pid"  # the process that runs it (pid and start time)
 TERMINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 LOGS_CONTAINER = "adfjobs"
 Progress = Callable[[str], None]
@@ -69,6 +74,9 @@ class PipelineRun:
     duration_ms: int | None = None
     parameters: dict = field(default_factory=dict)
     activities: list[ActivityRun] = field(default_factory=list)
+    # What the run returned: {"pipelineReturnValue": {...}} (a Set Variable activity's
+    # pipelineReturnValue, what an Execute Pipeline activity reads); {} when none.
+    output: dict = field(default_factory=dict)
 
     @property
     def is_terminal(self) -> bool:
@@ -175,6 +183,17 @@ class Backend(ABC):
                               "Start one with `python -m adf trigger`, or pass a RUN_ID.") from None
 
 
+def batch_job_started(output: dict) -> str | None:
+    """The name of the batch-endpoint job an activity's output is (the answer of an invoke:
+    a BatchJobResource under `.../batchEndpoints/<endpoint>/.../jobs/<name>`), else None."""
+    if not isinstance(output, dict):
+        return None
+    if str(output.get("type", "")).endswith("/jobs") and "/batchEndpoints/" in str(
+            output.get("id", "")) and output.get("name"):
+        return str(output["name"])
+    return None
+
+
 def blob_name_in(url: str, container: str) -> str:
     """The blob name of an `https://<host>/[<account>/]<container>/<name>` URL."""
     path = unquote(urlparse(url).path).lstrip("/")
@@ -212,3 +231,26 @@ def tail(text: str, lines: int) -> str:
     kept = text.rstrip("\n").splitlines()[-lines:] if lines > 0 else text.splitlines()
     return "\n".join(kept)
 
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timespan(text: str, where: str) -> float:
+    """ADF's `d.hh:mm:ss` (days optional) in seconds."""
+    match = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})", str(text).strip())
+    if not match:
+        raise ConfigError(f"{where} is '{text}', not a timespan d.hh:mm:ss.",
+                          "Example: 0.01:00:00 for one hour.")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def run_from_dict(data: dict) -> PipelineRun:
+    activities = [ActivityRun(**a) for a in data.pop("activities", [])]
+    return PipelineRun(**data, activities=activities)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

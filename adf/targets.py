@@ -13,16 +13,35 @@ from typing import Callable
 from workspace.settings import Settings
 
 
-def make_backend(target: str | None, definitions_dir: Path | None):
-    """The backend of `target` (default: TARGET of .env)."""
+def make_backend(target: str | None, definitions_dir: Path | None,
+                 pipeline: str | None = None):
+    """The backend of `target` (default: TARGET of .env), running `pipeline` (a pipeline's
+    name in the definitions folder; default: train-iris, adf/pipeline.json)."""
     settings = Settings.load().with_target(target)
     if settings.is_local:
         from adf.local_runner import LocalBackend
 
-        return LocalBackend(settings, definitions_dir)
-    from adf.azure_backend import AzureBackend
+        backend = LocalBackend(settings, definitions_dir)
+    else:
+        from adf.azure_backend import AzureBackend
 
-    return AzureBackend(settings, definitions_dir)
+        backend = AzureBackend(settings, definitions_dir)
+    if pipeline is not None:
+        backend.pipeline_file = pipeline_file(definitions_dir, pipeline)
+    return backend
+
+
+def pipeline_file(definitions_dir: Path | None, name: str) -> str:
+    """The file of the pipeline named `name` (ConfigError listing the names there are)."""
+    from adf.definitions import pipeline_files
+    from workspace.errors import ConfigError
+
+    files = pipeline_files(definitions_dir)
+    if name not in files:
+        raise ConfigError(f"--pipeline {name}: no pipeline of that name in "
+                          f"{definitions_dir or 'adf/'}.",
+                          f"Pipelines: {', '.join(sorted(files))}.")
+    return files[name]
 
 
 def model_provenance_check(settings: Settings) -> Callable[[dict], str | None] | None:

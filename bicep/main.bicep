@@ -288,6 +288,11 @@ module dataFactory 'modules/data-factory.bicep' = {
     modelPrefix: modelPrefix
     stagingPrefix: stagingPrefix
     poolIdentityClientId: identities.outputs.poolIdentityClientId
+    azureSubscriptionId: subscription().subscriptionId
+    azureResourceGroup: rg.name
+    azureLocation: location
+    amlWorkspace: workspace.outputs.workspaceName
+    batchEndpointName: names.batchEndpoint
     tags: tags
   }
   dependsOn: [

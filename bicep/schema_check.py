@@ -34,6 +34,7 @@ ADF_KINDS = {  # folder under adf/ -> resource type its JSON files are bodies of
     "": f"Microsoft.DataFactory/factories/pipelines@{ADF_API}",
     "linkedServices": f"Microsoft.DataFactory/factories/linkedservices@{ADF_API}",
     "credentials": f"Microsoft.DataFactory/factories/credentials@{ADF_API}",
+    "triggers": f"Microsoft.DataFactory/factories/triggers@{ADF_API}",
 }
 SKIP = object()  # an expression: nothing to check
 

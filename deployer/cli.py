@@ -763,3 +763,49 @@ def teardown(yes, dry_run, timeout_minutes, target, spec_dir):
     for change in changes:
         click.echo(f"{change.kind} {change.name}: {change.action}"
                    + (f" ({change.detail})" if change.detail else ""))
+
+
+@cli.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Once serving, write where (base URL, workspace path, token file, the "
+              "spec's endpoint name) to this JSON file; the local ADF runner reads it.")
+@spec_dir_option
+def api(port, ready_file, spec_dir):
+    """Serve the local batch-endpoint invocation API on 127.0.0.1 until Ctrl-C or SIGTERM:
+    the invoke and job REST calls of Azure ML (local target only), with a bearer token.
+
+    \b
+    Example:
+      python -m deployer api --port 8765
+      curl -H "Authorization: Bearer $(cat .local/deployer/api-token)" \\
+           -H "Content-Type: application/json" -X POST http://127.0.0.1:8765/endpoints/iris-batch/jobs \\
+           -d '{"properties": {"inputData": {"input": {"jobInputType": "UriFile",
+                "uri": "azureml://datastores/workspaceblobstore/paths/incoming/iris.csv"}}}}'
+    """
+    import json
+    import signal
+    import threading
+
+    from deployer.engine.api import WORKSPACE_PATH, ApiServer, token_path
+
+    deployer, settings = _make(None, spec_dir, quiet=True)
+    if not settings.is_local:
+        raise click.UsageError("`api` serves the local target; Azure ML answers these calls itself.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with ApiServer(settings, port) as server:
+        if ready_file is not None:
+            partial = ready_file.with_name(ready_file.name + ".part")
+            partial.write_text(json.dumps({
+                "base_url": server.base_url, "workspace_path": WORKSPACE_PATH,
+                "token_file": str(token_path(settings)), "endpoint": deployer.endpoint_name}))
+            partial.replace(ready_file)
+        click.echo(f"Invocation URI:  {server.invocation_uri(deployer.endpoint_name)}")
+        click.echo(f"Jobs - Get:      {server.workspace_uri}/jobs/<job name>")
+        click.echo(f"Bearer token in: {token_path(settings)}", err=False)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass

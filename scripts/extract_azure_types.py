@@ -159,7 +159,8 @@ def used_discriminators() -> set[str]:
 
 
 def build(source: Source) -> dict:
-    resources = sorted(set(schema_check.declared_resource_types()) | set(EXTRA_RESOURCES))
+    resources = sorted(set(schema_check.declared_resource_types()) | set(EXTRA_RESOURCES)
+                       | set(schema_check.ADF_KINDS.values()))
     compactor = Compactor(used_discriminators())
     index, files = {}, set()
     for resource in resources:

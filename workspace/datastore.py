@@ -28,6 +28,7 @@ LEASE_POLL_SECONDS = 1.0
 class BlobInfo:
     name: str
     size: int
+    etag: str = ""  # changes whenever the blob is written again
 
 
 def sha256_file(path: Path) -> str:
@@ -142,7 +143,7 @@ class Datastore:
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         with self._errors(f"listing '{prefix}'"):
             for blob in self.client.list_blobs(name_starts_with=prefix or None):
-                yield BlobInfo(blob.name, blob.size)
+                yield BlobInfo(blob.name, blob.size, str(blob.etag or "").strip('"'))
 
     def exists(self, name: str) -> bool:
         with self._errors(f"checking '{name}'"):

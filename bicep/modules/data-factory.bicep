@@ -50,6 +50,21 @@ param stagingPrefix string
 @description('Client id of the pool identity (POOL_IDENTITY_CLIENT_ID).')
 param poolIdentityClientId string
 
+@description('Subscription id (AZURE_SUBSCRIPTION_ID).')
+param azureSubscriptionId string
+
+@description('Resource group name (AZURE_RESOURCE_GROUP).')
+param azureResourceGroup string
+
+@description('Azure region (AZURE_LOCATION): the batch endpoint\'s invocation URI and run history host name it.')
+param azureLocation string
+
+@description('Azure ML workspace name (AML_WORKSPACE).')
+param amlWorkspace string
+
+@description('Batch endpoint name (BATCH_ENDPOINT_NAME).')
+param batchEndpointName string
+
 @description('Tags applied to every resource.')
 param tags object
 
@@ -66,6 +81,16 @@ var pipelineJson = json(replace(replace(replace(replace(replace(replace(loadText
 
 // The sweep: a ForEach of runners (trainer/node_runner.py) over a storage queue; same placeholders.
 var sweepPipelineJson = json(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/sweep-pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName))
+
+// Scoring: a Web activity invokes the batch endpoint, an Until loop follows the job
+// (adf/score-pipeline.json); the Azure ML resources are named by these placeholders.
+var scorePipelineJson = json(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/score-pipeline.json'), '__BATCH_ENDPOINT_NAME__', batchEndpointName), '__AZURE_SUBSCRIPTION_ID__', azureSubscriptionId), '__AZURE_RESOURCE_GROUP__', azureResourceGroup), '__AML_WORKSPACE__', amlWorkspace), '__AZURE_LOCATION__', azureLocation), '__DATASTORE_NAME__', datastoreName))
+
+// Triggers of score-iris (adf/triggers/): a blob created under incoming/ and every night.
+// Created stopped (a trigger runs only once started: `python -m adf triggers start NAME`).
+var scoreOnUploadTriggerJson = json(replace(replace(replace(replace(loadTextContent('../../adf/triggers/score-iris-on-upload.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__AZURE_SUBSCRIPTION_ID__', azureSubscriptionId), '__AZURE_RESOURCE_GROUP__', azureResourceGroup), '__AZURE_STORAGE_ACCOUNT__', azureStorageAccount))
+
+var scoreNightlyTriggerJson = json(loadTextContent('../../adf/triggers/score-iris-nightly.json'))
 
 resource factory 'Microsoft.DataFactory/factories@2018-06-01' = {
   // checkov:skip=CKV_AZURE_103: Definitions come from adf/ in this repository through this template; a factory Git integration would be a second source of truth.
@@ -132,6 +157,30 @@ resource sweepPipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = 
   dependsOn: [
     batchLinkedService
     storageLinkedService
+  ]
+}
+
+resource scorePipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = {
+  parent: factory
+  name: scorePipelineJson.name
+  properties: scorePipelineJson.properties
+}
+
+resource scoreOnUploadTrigger 'Microsoft.DataFactory/factories/triggers@2018-06-01' = {
+  parent: factory
+  name: scoreOnUploadTriggerJson.name
+  properties: scoreOnUploadTriggerJson.properties
+  dependsOn: [
+    scorePipeline
+  ]
+}
+
+resource scoreNightlyTrigger 'Microsoft.DataFactory/factories/triggers@2018-06-01' = {
+  parent: factory
+  name: scoreNightlyTriggerJson.name
+  properties: scoreNightlyTriggerJson.properties
+  dependsOn: [
+    scorePipeline
   ]
 }
 

@@ -188,6 +188,24 @@ resource factoryReadsStorageKeySecret 'Microsoft.Authorization/roleAssignments@2
   }
 }
 
+// The scoring pipeline (adf/score-pipeline.json) invokes the batch endpoint and reads its
+// jobs with the factory's system-assigned identity (Web activity, MSI). Invoking needs: read
+// batch endpoints/deployments, create jobs, create experiments/runs, read and write data
+// stores, list datastore secrets ("Authorization on batch endpoints", MicrosoftDocs
+// azure-docs articles/machine-learning/how-to-authenticate-batch-endpoint.md). Of the
+// built-in roles, AzureML Data Scientist is the narrowest that grants them (everything in the
+// workspace except creating or deleting compute and changing the workspace itself).
+resource factoryInvokesBatchEndpoints 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(workspace.id, factory.id, roles.azureMLDataScientist)
+  scope: workspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.azureMLDataScientist)
+    principalId: factory.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Data Factory invokes the batch endpoint and reads its jobs (score-iris).'
+  }
+}
+
 // The Azure ML workspace reads the datastore (identity-based datastore, no stored credential).
 resource workspaceReadsDatastore 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(container.id, workspace.id, roles.storageBlobDataReader)

@@ -47,7 +47,7 @@ def invoke(monkeypatch, azure_settings, fake, credential):
     def run(*args, credential_override=None):
         backend = AzureBackend(azure_settings, credential=credential_override or credential,
                                transport=fake, retry_backoff_factor=0)
-        monkeypatch.setattr("adf.cli.make_backend", lambda target, definitions_dir: backend)
+        monkeypatch.setattr("adf.cli.make_backend", lambda target, definitions_dir, pipeline=None: backend)
         return CliRunner().invoke(cli, list(args), prog_name="python -m adf")
     return run
 

@@ -127,6 +127,9 @@ ADF_VARIABLES = {
     "batchLinkedServiceJson": "linkedServices/AzureBatchLinkedService.json",
     "pipelineJson": "pipeline.json",
     "sweepPipelineJson": "sweep-pipeline.json",
+    "scorePipelineJson": "score-pipeline.json",
+    "scoreOnUploadTriggerJson": "triggers/score-iris-on-upload.json",
+    "scoreNightlyTriggerJson": "triggers/score-iris-nightly.json",
 }
 
 
@@ -151,7 +154,9 @@ def test_each_adf_object_is_deployed_with_the_name_and_properties_of_its_json(va
     assert ref(resource["config"]["properties"]) == f"{variable}.properties"
     assert resource["config"]["parent"] == "factory"
     kind = {"credentialJson": "credentials", "pipelineJson": "pipelines",
-            "sweepPipelineJson": "pipelines"}.get(variable, "linkedservices")
+            "sweepPipelineJson": "pipelines", "scorePipelineJson": "pipelines",
+            "scoreOnUploadTriggerJson": "triggers",
+            "scoreNightlyTriggerJson": "triggers"}.get(variable, "linkedservices")
     assert resource["type"] == f"Microsoft.DataFactory/factories/{kind}"
 
 
@@ -334,6 +339,10 @@ EXPECTED_ROLES = {
                             "factory.identity.principalId", "roles.storageBlobDataReader"),
     "factoryReadsStorageKeySecret": ("storageKeySecret", "Microsoft.KeyVault/vaults/secrets",
                                      "factory.identity.principalId", "roles.keyVaultSecretsUser"),
+    # score-iris: the factory's own identity (Web activity MSI) invokes the batch endpoint and
+    # reads its jobs; AzureML Data Scientist is the narrowest built-in role that may.
+    "factoryInvokesBatchEndpoints": ("workspace", "Microsoft.MachineLearningServices/workspaces",
+                                     "factory.identity.principalId", "roles.azureMLDataScientist"),
     "workspaceReadsDatastore": ("container", "Microsoft.Storage/storageAccounts/blobServices/containers",
                                 "workspace.identity.principalId", "roles.storageBlobDataReader"),
     "batchUsesAutoStorage": ("storage", "Microsoft.Storage/storageAccounts",

@@ -31,6 +31,9 @@ class RunPlan:
     stdout: bytes = b"[trainer] done\n"
     stderr: bytes = b""
     error_message: str = ""
+    # A control-flow run's activity runs as Data Factory reports them (activityName,
+    # activityType, status, output, ...); None: the one Custom activity of the training run.
+    activities: list | None = None
 
 
 @dataclass
@@ -63,6 +66,8 @@ class FakeAzure(RecordingTransport):
         self.storage_host = urlparse(storage_url).hostname
         self.pool_id = pool_id
         self.published: dict[tuple[str, str], dict] = {}
+        # trigger name → runtime state ("Started" | "Stopped"); PUT creates one Stopped
+        self.trigger_states: dict[str, str] = {}
         self.runs: dict[str, FakeRun] = {}
         self.next_plan = RunPlan()
         self.runs_page_size = 100  # runs per page of queryPipelineRuns
@@ -104,6 +109,8 @@ class FakeAzure(RecordingTransport):
 
     def _factory(self, r: Recorded, parts: list[str]):
         kind = parts[0].lower()
+        if kind == "triggers":
+            return self._triggers(r, parts)
         if kind in ("linkedservices", "credentials", "pipelines") and len(parts) == 2 \
                 and r.method == "PUT":
             name = parts[1]
@@ -146,7 +153,8 @@ class FakeAzure(RecordingTransport):
                                        "message": f"Pipeline run {parts[1]} does not exist"}}, {}
             if run.status not in ("Succeeded", "Failed", "Cancelled"):
                 run.plan = RunPlan(statuses=["Canceling", "Cancelled"], exitcode=None,
-                                   error_message="Operation cancelled")
+                                   error_message="Operation cancelled",
+                                   activities=run.plan.activities)
                 run.polls = 0
             return 200, None, {}
         if kind == "pipelineruns" and len(parts) == 3 and parts[2] == "queryActivityruns" \
@@ -155,6 +163,37 @@ class FakeAzure(RecordingTransport):
             if run is None:
                 return 404, {"error": {"code": "PipelineRunNotFound", "message": "no run"}}, {}
             return 200, {"value": self._activity_runs(run)}, {}
+        return missing(r)
+
+    def _triggers(self, r: Recorded, parts: list[str]):
+        """Triggers (azure-mgmt-datafactory 10.0.0 TriggersOperations): PUT creates one Stopped
+        ("runtimeState" is read-only: the service sets it), GET lists them
+        (TriggerListResponse {value}), POST .../start and .../stop change the state (long-running
+        operations answered at once with 200), both 404 for an unknown trigger."""
+        def body(name):
+            return {"id": f"{self.factory_path}/triggers/{name}", "name": name,
+                    "type": "Microsoft.DataFactory/factories/triggers", "etag": uuid.uuid4().hex,
+                    "properties": {**self.published[("triggers", name)]["properties"],
+                                   "runtimeState": self.trigger_states[name]}}
+        if len(parts) == 1 and r.method == "GET":
+            return 200, {"value": [body(n) for n in sorted(self.trigger_states)]}, {}
+        if len(parts) == 2 and r.method == "PUT":
+            if "runtimeState" in (r.body.get("properties") or {}):
+                return 400, {"error": {"code": "BadRequest",
+                                       "message": "runtimeState is read-only"}}, {}
+            if self.trigger_states.get(parts[1]) == "Started":
+                return 400, {"error": {"code": "TriggerEnabledCannotUpdate",
+                                       "message": "Cannot update enabled Trigger; it needs to "
+                                                  "be disabled first."}}, {}
+            self.published[("triggers", parts[1])] = r.body
+            self.trigger_states[parts[1]] = "Stopped"
+            return 200, body(parts[1]), {}
+        if len(parts) == 3 and parts[2] in ("start", "stop") and r.method == "POST":
+            if parts[1] not in self.trigger_states:
+                return 404, {"error": {"code": "TriggerNotFound",
+                                       "message": f"Trigger {parts[1]} not found"}}, {}
+            self.trigger_states[parts[1]] = "Started" if parts[2] == "start" else "Stopped"
+            return 200, None, {}
         return missing(r)
 
     def _run_body(self, run: FakeRun) -> dict:
@@ -173,6 +212,10 @@ class FakeAzure(RecordingTransport):
     def _activity_runs(self, run: FakeRun) -> list[dict]:
         if run.status == "Queued":
             return []
+        if run.plan.activities is not None:
+            return [{"activityRunId": str(uuid.uuid4()), "pipelineRunId": run.run_id,
+                     "pipelineName": run.pipeline, "activityRunStart": run.start, "input": {},
+                     "error": {}, **activity} for activity in run.plan.activities]
         activity = {"activityName": "TrainIrisModel", "activityType": "Custom",
                     "activityRunId": run.activity_run_id, "pipelineRunId": run.run_id,
                     "pipelineName": run.pipeline, "linkedServiceName": "AzureBatchLinkedService",

@@ -54,6 +54,8 @@ ARM_KINDS: dict[str, tuple[str, ...]] = {
 PRIVATE_CONDITION = "var.private_networking ? 1 : 0"
 EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.S)
 ADF_ROOT = "../../../adf"
+# A set of the data-factory module's adf/ files: `toset([for f in keys(local.documents) : f if ...])`.
+ADF_SELECTION = re.compile(r"toset\(\[for f in keys\(local\.documents\) : f if (.+)\]\)")
 
 
 def evaluate(value, env: dict):
@@ -170,8 +172,9 @@ class Stack:
         if "for_each" not in body:
             return 1
         each = expression(body["for_each"])
-        if each == "local.pipeline_files":  # the data-factory module's adf/*.json
-            return len([f for f in self.adf_files() if "/" not in f])
+        if module is self.modules.get("data_factory") and (match := re.fullmatch(r"local\.(\w+)", each)) \
+                and (selected := ADF_SELECTION.fullmatch(expression(module.locals[match.group(1)]))):
+            return len(self.select_adf_files(selected.group(1)))  # adf/*.json, adf/triggers/*.json
         if match := re.fullmatch(r"local\.(\w+)", each):
             value = module.locals[match.group(1)]
             if isinstance(value, str):  # `{ for k, v in local.other : k => v if ... }`: all of it when set
@@ -257,6 +260,16 @@ class Stack:
         patterns = re.findall(r'fileset\(local\.adf_dir, "([^"]+)"\)', expression(module.locals["files"]))
         adf = (module.directory / ADF_ROOT).resolve()
         return sorted({p.relative_to(adf).as_posix() for pattern in patterns for p in adf.glob(pattern)})
+
+    def select_adf_files(self, condition: str) -> list[str]:
+        """The adf/ files of `[for f in keys(local.documents) : f if CONDITION]`, where the
+        condition is a `strcontains` or `startswith` of f with a literal, or its negation."""
+        match = re.fullmatch(r'(!?)(strcontains|startswith)\(f, "([^"]*)"\)', condition.strip())
+        if not match:
+            raise StackError(f"{self.modules['data_factory'].directory}: cannot evaluate the file selection {condition!r}")
+        negated, function, text = match.groups()
+        test = (lambda f: text in f) if function == "strcontains" else (lambda f: f.startswith(text))
+        return [f for f in self.adf_files() if test(f) != bool(negated)]
 
     def fill(self, relative: str, values: dict[str, str]) -> dict:
         """An adf/ file with its placeholders filled as the module's `documents` local does."""

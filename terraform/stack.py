@@ -55,6 +55,7 @@ PRIVATE_CONDITION = "var.private_networking ? 1 : 0"
 EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.S)
 ADF_ROOT = "../../../adf"
 # A set of the data-factory module's adf/ files: `toset([for f in keys(local.documents) : f if ...])`.
+TRIGGER_KIND = "Microsoft.DataFactory/factories/triggers"
 ADF_SELECTION = re.compile(r"toset\(\[for f in keys\(local\.documents\) : f if (.+)\]\)")
 
 
@@ -172,9 +173,8 @@ class Stack:
         if "for_each" not in body:
             return 1
         each = expression(body["for_each"])
-        if module is self.modules.get("data_factory") and (match := re.fullmatch(r"local\.(\w+)", each)) \
-                and (selected := ADF_SELECTION.fullmatch(expression(module.locals[match.group(1)]))):
-            return len(self.select_adf_files(selected.group(1)))  # adf/*.json, adf/triggers/*.json
+        if module is self.modules.get("data_factory") and (files := self.adf_selection(each)) is not None:
+            return len(files)  # adf/*.json, adf/triggers/*.json
         if match := re.fullmatch(r"local\.(\w+)", each):
             value = module.locals[match.group(1)]
             if isinstance(value, str):  # `{ for k, v in local.other : k => v if ... }`: all of it when set
@@ -261,15 +261,33 @@ class Stack:
         adf = (module.directory / ADF_ROOT).resolve()
         return sorted({p.relative_to(adf).as_posix() for pattern in patterns for p in adf.glob(pattern)})
 
-    def select_adf_files(self, condition: str) -> list[str]:
-        """The adf/ files of `[for f in keys(local.documents) : f if CONDITION]`, where the
-        condition is a `strcontains` or `startswith` of f with a literal, or its negation."""
-        match = re.fullmatch(r'(!?)(strcontains|startswith)\(f, "([^"]*)"\)', condition.strip())
+    def adf_selection(self, each: str) -> list[str] | None:
+        """The adf/ files a data-factory module's `for_each = local.X` deploys, X being
+        `toset([for f in keys(local.documents) : f if CONDITION])` with a `strcontains` or
+        `startswith` of f and a literal (or its negation) as CONDITION; None if X is not such a set."""
+        module = self.modules["data_factory"]
+        name = re.fullmatch(r"local\.(\w+)", expression(each))
+        selected = name and ADF_SELECTION.fullmatch(expression(module.locals.get(name.group(1), "")))
+        if not selected:
+            return None
+        match = re.fullmatch(r'(!?)(strcontains|startswith)\(f, "([^"]*)"\)', selected.group(1).strip())
         if not match:
-            raise StackError(f"{self.modules['data_factory'].directory}: cannot evaluate the file selection {condition!r}")
+            raise StackError(f"{module.directory}: cannot evaluate the file selection {selected.group(1)!r}")
         negated, function, text = match.groups()
         test = (lambda f: text in f) if function == "strcontains" else (lambda f: f.startswith(text))
         return [f for f in self.adf_files() if test(f) != bool(negated)]
+
+    def triggers(self) -> list[tuple[str, dict]]:
+        """(address, body) of every resource that creates or acts on a Data Factory trigger:
+        an azapi_* resource of that type, an azurerm_data_factory_trigger_*, or one that
+        refers to either (an action on a trigger's id)."""
+        every = [(f"{kind}.{symbol}", kind, body) for module in [self.root, *self.modules.values()]
+                 for kind, symbol, body in module.resources]
+        triggers = {address for address, kind, body in every
+                    if kind.startswith("azurerm_data_factory_trigger_")
+                    or (kind.startswith("azapi_") and unquote(body.get("type", "")).split("@")[0] == TRIGGER_KIND)}
+        return [(address, body) for address, _, body in every
+                if address in triggers or any(re.search(rf"\b{re.escape(t)}\b", json.dumps(body)) for t in triggers)]
 
     def fill(self, relative: str, values: dict[str, str]) -> dict:
         """An adf/ file with its placeholders filled as the module's `documents` local does."""

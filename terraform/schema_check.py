@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from bicep import schema_check as azure_types
-from terraform.hcl import TERRAFORM_DIR, HclError, is_block, resources, unquote
+from terraform.hcl import TERRAFORM_DIR, HclError, is_block, resources, tf_files, unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "azurerm_schema.json"
@@ -142,6 +142,8 @@ def check_azapi(types: azure_types.Schema, body: dict, where: str) -> list[Probl
 
 def check_all(schema: ProviderSchema, types: azure_types.Schema,
               directory: Path = TERRAFORM_DIR) -> list[Problem]:
+    if not tf_files(directory):  # a wrong --dir would otherwise pass with "no problems"
+        raise HclError(f"{directory}: no .tf files (give the folder of the Terraform stack)")
     problems = []
     for path, kind, name, body in resources(directory):
         where = f"{azure_types.relative(path)} {kind}.{name}"

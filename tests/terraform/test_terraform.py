@@ -235,3 +235,10 @@ def test_a_miswired_module_fails_the_wiring_check(tmp_path):
     problems = wiring_problems(copy)
     assert "module.batch.account_url does not exist" in problems
     assert "module batch: unknown variable vmsize" in problems and "module batch: missing variable vm_size" in problems
+
+
+def test_a_directory_without_terraform_files_is_an_error_not_a_pass(tmp_path):
+    run = [sys.executable, "-m", "terraform.schema_check", "--dir", str(tmp_path / "missing")]
+    result = subprocess.run(run, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 2 and "no problems" not in result.stdout, result.stdout
+    assert f"{tmp_path / 'missing'}: no .tf files" in result.stderr and "Traceback" not in result.stderr

@@ -114,7 +114,7 @@ extra_parameters() {
 require_terraform() {
   command -v terraform >/dev/null 2>&1 ||
     die "Terraform ('terraform') is not installed or not on PATH." \
-        "Install Terraform 1.6 or newer (see docs/azure.md, 'Bicep or Terraform'), or deploy with Bicep: make deploy-infra (without IAC=terraform)."
+        "Install Terraform 1.11 or newer (see docs/azure.md, 'Bicep or Terraform'), or deploy with Bicep: make deploy-infra (without IAC=terraform)."
 }
 
 terraform_init() {

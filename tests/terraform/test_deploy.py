@@ -52,7 +52,7 @@ def test_says_how_to_install_terraform_when_it_is_missing(action, bin_dir, tmp_p
     result = _tf(action, bin_dir, tmp_path)
     assert result.returncode == 2
     assert "error: Terraform ('terraform') is not installed or not on PATH." in result.stderr
-    assert "Install Terraform 1.6 or newer" in result.stderr and "make deploy-infra" in result.stderr
+    assert "Install Terraform 1.11 or newer" in result.stderr and "make deploy-infra" in result.stderr
 
 
 def test_make_deploy_infra_iac_terraform_gives_the_same_message(bin_dir, tmp_path):  # noqa: F811

@@ -242,3 +242,35 @@ def test_a_directory_without_terraform_files_is_an_error_not_a_pass(tmp_path):
     result = subprocess.run(run, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 2 and "no problems" not in result.stdout, result.stdout
     assert f"{tmp_path / 'missing'}: no .tf files" in result.stderr and "Traceback" not in result.stderr
+
+
+# Language features and the Terraform release that introduced them: a variable validation that
+# refers to another variable (1.9: hashicorp/terraform#34955, "Input variable validation rules
+# can refer to other objects"), a write-only argument such as azapi's `sensitive_body` (1.11:
+# the azapi docs, docs/resources/resource.md, "Write-only ... requires Terraform 1.11 or later").
+def _minimum_terraform() -> tuple[tuple[int, int], list[str]]:
+    needs = [((1, 6), "terraform/versions.tf")]
+    for path in FILES:
+        document = hcl.parse(path)
+        for (name,), body in hcl.labelled(document, "variable"):
+            for validation in body.get("validation", []):
+                others = set(re.findall(r"\bvar\.(\w+)", str(validation.get("condition", "")))) - {name}
+                if others:
+                    needs.append(((1, 9), f"variable {name}: validation refers to var.{sorted(others)[0]}"))
+        for (kind, name), body in hcl.labelled(document, "resource"):
+            if kind == "azapi_resource" and "sensitive_body" in body:
+                needs.append(((1, 11), f"{kind}.{name}: sensitive_body is write-only"))
+    version = max(needs)
+    return version[0], [why for v, why in needs if v == version[0]]
+
+
+def test_the_required_terraform_version_has_the_features_the_stack_uses():
+    (minimum, why) = _minimum_terraform()
+    versions = hcl.parse(TERRAFORM / "versions.tf")["terraform"][0]
+    declared = re.fullmatch(r">= ?(\d+)\.(\d+)(?:\.\d+)?", hcl.unquote(versions["required_version"]))
+    assert declared, versions["required_version"]
+    assert (int(declared[1]), int(declared[2])) >= minimum, f"needs Terraform {minimum}: {why}"
+    # What the script and the docs tell someone installing Terraform.
+    wanted = f"Terraform {int(declared[1])}.{int(declared[2])} or newer"
+    assert wanted in (REPO_ROOT / "bicep" / "azure.sh").read_text()
+    assert wanted in (REPO_ROOT / "docs" / "azure.md").read_text()

@@ -287,6 +287,12 @@ if [ "$IAC" = terraform ]; then
       echo "This destroys everything terraform/ deployed for prefix $PREFIX (data, models, pool, factory, workspace)."
       confirm "Type the prefix to confirm: " "$PREFIX" destroy destroyed
       terraform_init
+      # Resource Manager refuses to delete a Key Vault secret (Azure/terraform-provider-azapi#879):
+      # forget it, and it goes with the vault (soft-deleted with it).
+      secret="module.storage_key_secret.azapi_resource.secret"
+      if [ -n "$(terraform -chdir="$TF_DIR" state list "$secret")" ]; then
+        terraform -chdir="$TF_DIR" state rm "$secret"
+      fi
       terraform -chdir="$TF_DIR" destroy -input=false -auto-approve "${TF_VARS[@]}"
       echo "Destroyed. The Key Vault stays soft-deleted (purge protection) for 7 days; the next deploy recovers it."
       back_to_local

@@ -274,3 +274,27 @@ def test_the_required_terraform_version_has_the_features_the_stack_uses():
     wanted = f"Terraform {int(declared[1])}.{int(declared[2])} or newer"
     assert wanted in (REPO_ROOT / "bicep" / "azure.sh").read_text()
     assert wanted in (REPO_ROOT / "docs" / "azure.md").read_text()
+
+
+# With a storage firewall on Deny (private mode) the data plane refuses whoever runs Terraform
+# from another address (a CI runner), and with storage_use_azuread it needs data roles: azurerm
+# 4.55 reads an account's queue properties through the data plane on every refresh unless the
+# provider's `features { storage { data_plane_available = false } }` (its features-block guide;
+# hashicorp/terraform-provider-azurerm#16240, #33454). So every storage call goes through
+# Resource Manager: the flag is off, no data-plane block or resource is used, containers are
+# created by `storage_account_id` (Resource Manager), not `storage_account_name` (data plane).
+DATA_PLANE_RESOURCES = {"azurerm_storage_blob", "azurerm_storage_queue", "azurerm_storage_share",
+                        "azurerm_storage_table", "azurerm_storage_share_file", "azurerm_storage_data_lake_gen2_path"}
+
+
+def test_storage_is_managed_through_resource_manager_only():
+    provider = next(body for (name,), body in hcl.labelled(hcl.parse(TERRAFORM / "providers.tf"), "provider")
+                    if name == "azurerm")
+    storage = provider["features"][0].get("storage", [{}])[0]
+    assert storage.get("data_plane_available") is False, "azurerm reads queue properties through the firewall"
+    for path, kind, name, body in hcl.resources(TERRAFORM):
+        assert kind not in DATA_PLANE_RESOURCES, f"{kind}.{name}"
+        if kind == "azurerm_storage_account":
+            assert not {"queue_properties", "static_website"} & set(body), f"{kind}.{name}"
+        if kind == "azurerm_storage_container":
+            assert "storage_account_id" in body and "storage_account_name" not in body, f"{kind}.{name}"

@@ -88,6 +88,8 @@ class Template:
             self.parsed = _parse((root / relative).read_text())
         except OSError as exc:
             raise FlowError(f"{root / relative}: {exc.strerror}") from exc
+        except Exception as exc:  # lark's parse errors carry the line and column
+            raise FlowError(f"{root / relative}: does not parse as Bicep: {str(exc).splitlines()[0]}") from exc
         self.variables = {k: v["value"] for k, v in self.parsed.get("variables", {}).items()}
 
     def evaluate(self, expr, env: dict):

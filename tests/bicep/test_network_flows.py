@@ -116,3 +116,9 @@ def test_the_command_prints_the_derived_table():
     assert result.returncode == 0, result.stderr
     assert "| Batch node → datastore queue | public endpoint | private endpoint |" in result.stdout
     assert "NO ROUTE" not in result.stdout
+
+
+def test_a_template_that_does_not_parse_is_a_flow_error_naming_the_file(tmp_path):
+    root = broken(tmp_path, "modules/network.bicep", "resource natIp ", "resource natIp = = ")
+    with pytest.raises(flows.FlowError, match=r"modules/network\.bicep: does not parse as Bicep"):
+        flows.Network(root, True)

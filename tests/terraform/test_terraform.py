@@ -298,3 +298,31 @@ def test_storage_is_managed_through_resource_manager_only():
             assert not {"queue_properties", "static_website"} & set(body), f"{kind}.{name}"
         if kind == "azurerm_storage_container":
             assert "storage_account_id" in body and "storage_account_name" not in body, f"{kind}.{name}"
+
+
+# Attributes of azurerm and azapi resources that hold a key or a secret (the azurerm docs'
+# "Attributes Reference" of the accounts, App Insights, Batch and the registry; azapi's
+# sensitive_output): none may reach an output, which `terraform output -json` prints in clear
+# into .local/ and the .env writer reads.
+SECRET_ATTRIBUTE = re.compile(r"\.(primary|secondary)_(access_key|key|connection_string|blob_connection_string)\b|"
+                              r"\.(instrumentation_key|connection_string|admin_password|sensitive_output)\b")
+
+
+def _output_problems(directory) -> list[str]:
+    problems = []
+    for path in hcl.tf_files(directory):
+        for (name,), body in hcl.labelled(hcl.parse(path), "output"):
+            where = f"{path.relative_to(directory)} output {name}"
+            if body.get("sensitive") is True:
+                problems.append(f"{where}: sensitive")
+            if SECRET_ATTRIBUTE.search(str(body.get("value", ""))):
+                problems.append(f"{where}: carries a key")
+    return problems
+
+
+def test_no_output_carries_a_key(tmp_path):
+    assert _output_problems(TERRAFORM) == []
+    copy = copy_stack(tmp_path)
+    path = copy / "modules" / "storage" / "main.tf"
+    path.write_text(path.read_text() + 'output "key" { value = azurerm_storage_account.storage.primary_access_key }\n')
+    assert _output_problems(copy) == ["modules/storage/main.tf output key: carries a key"]

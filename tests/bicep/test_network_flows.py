@@ -34,6 +34,7 @@ def test_the_table_covers_every_path_of_the_product():
         ("factory", "batch account"), ("pool", "staging blob"), ("pool", "datastore blob"),
         ("pool", "datastore queue"), ("pool", "internet"), ("aml compute", "datastore blob"),
         ("aml compute", "registry"), ("aml compute", "vault"), ("aml compute", "workspace"),
+        ("aml compute", "internet"),
         ("operator", "datastore blob"), ("operator", "datastore queue")}
 
 
@@ -122,3 +123,14 @@ def test_a_template_that_does_not_parse_is_a_flow_error_naming_the_file(tmp_path
     root = broken(tmp_path, "modules/network.bicep", "resource natIp ", "resource natIp = = ")
     with pytest.raises(flows.FlowError, match=r"modules/network\.bicep: does not parse as Bicep"):
         flows.Network(root, True)
+
+
+def test_an_aml_subnet_without_its_nat_gateway_leaves_the_cluster_without_azure_mls_services(tmp_path):
+    # Compute without public IPs reaches AzureMachineLearning, BatchNodeManagement, Entra ID and
+    # Resource Manager outbound (docs/azure.md, "Sources": how-to-secure-training-vnet).
+    text = (BICEP / "modules/network.bicep").read_text()
+    aml = text.index("name: 'snet-aml-compute'")
+    nat = text.index("          natGateway: {\n            id: natGateway.id\n          }\n", aml)
+    root = broken(tmp_path, "modules/network.bicep", text[aml:nat + 68], text[aml:nat])
+    problems = flows.check(root)
+    assert "Azure ML cluster → Azure ML services (private mode): no route in the templates" in problems

@@ -326,3 +326,24 @@ def test_no_output_carries_a_key(tmp_path):
     path = copy / "modules" / "storage" / "main.tf"
     path.write_text(path.read_text() + 'output "key" { value = azurerm_storage_account.storage.primary_access_key }\n')
     assert _output_problems(copy) == ["modules/storage/main.tf output key: carries a key"]
+
+
+def _allowed_ip_patterns() -> tuple[re.Pattern, re.Pattern]:
+    """The address pattern and the refused-ranges pattern of variables.tf's allowed_ip_address
+    validation (RE2, as Terraform's regex(); these constructs read the same in Python)."""
+    text = (TERRAFORM / "variables.tf").read_text()
+    body = text[text.index('variable "allowed_ip_address"'):]
+    found = re.findall(r'regex\("((?:[^"\\]|\\.)*)"', body[:body.index("\n}\n")])
+    assert len(found) == 2, found
+    return tuple(re.compile(p.replace("\\\\", "\\")) for p in found)
+
+
+def test_terraform_refuses_the_allowed_ips_the_script_refuses():
+    from tests.bicep.test_azure_sh import ACCEPTED_IPS, REFUSED_IPS
+
+    address, refused = _allowed_ip_patterns()
+
+    def valid(ip):
+        return bool(address.search(ip)) and not refused.search(ip)
+    assert [ip for ip in REFUSED_IPS if valid(ip)] == []
+    assert [ip for ip in ACCEPTED_IPS if not valid(ip)] == []

@@ -134,3 +134,12 @@ def test_an_aml_subnet_without_its_nat_gateway_leaves_the_cluster_without_azure_
     root = broken(tmp_path, "modules/network.bicep", text[aml:nat + 68], text[aml:nat])
     problems = flows.check(root)
     assert "Azure ML cluster → Azure ML services (private mode): no route in the templates" in problems
+
+
+def test_the_command_has_help_with_an_example_and_refuses_unknown_arguments():
+    run = [sys.executable, "-m", "bicep.flows"]
+    shown = subprocess.run(run + ["--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "usage: python -m bicep.flows" in shown.stdout
+    assert "example:" in shown.stdout and "| path |" not in shown.stdout
+    wrong = subprocess.run(run + ["--private"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "unrecognized arguments: --private" in wrong.stderr

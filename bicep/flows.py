@@ -361,12 +361,11 @@ def check(root: Path = ROOT, doc: Path = DOC) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from bicep.schema_check import cli_parser
 
-    parser = argparse.ArgumentParser(
-        prog="python -m bicep.flows", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  python -m bicep.flows     # the route of every data path in both modes\n\n"
+    parser = cli_parser(
+        "python -m bicep.flows", __doc__,
+        "example:\n  python -m bicep.flows     # the route of every data path in both modes\n\n"
                "The documented table (docs/azure.md, 'Network flows') is checked against it by\n"
                "tests/bicep/test_network_flows.py. exit codes: 0 printed, 2 templates or table unreadable")
     parser.parse_args(argv)

@@ -12,7 +12,6 @@ and its literal body is checked against that type as bicep/schema_check.py check
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import sys
 from pathlib import Path
@@ -155,10 +154,9 @@ def check_all(schema: ProviderSchema, types: azure_types.Schema,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m terraform.schema_check", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  python -m terraform.schema_check            # terraform/, exit 0: no problems\n"
+    parser = azure_types.cli_parser(
+        "python -m terraform.schema_check", __doc__,
+        "example:\n  python -m terraform.schema_check            # terraform/, exit 0: no problems\n"
                "  python -m terraform.schema_check --dir copy  # another copy of the stack\n\n"
                "exit codes: 0 no problems, 1 problems (listed), 2 a fixture or a .tf file that cannot be read")
     parser.add_argument("--fixture", type=Path, default=FIXTURE, help="azurerm schema fixture (default: %(default)s)")

@@ -95,12 +95,17 @@ def test_an_ip_rule_for_everyone_on_the_vault_is_caught(tmp_path):
     assert "private mode: keyVault: IP rule(s) beyond the allowed IP: 0.0.0.0/0" in flows.check(root)
 
 
-def test_a_batch_subnet_without_its_nat_gateway_cannot_reach_the_package_index(tmp_path):
+def without_nat_gateway(tmp_path, subnet: str):
+    """A copy of bicep/ whose subnet `subnet` has no NAT gateway."""
     text = (BICEP / "modules/network.bicep").read_text()
-    batch = text.index("name: 'snet-batch'")
-    nat = text.index("          natGateway: {\n            id: natGateway.id\n          }\n", batch)
-    root = broken(tmp_path, "modules/network.bicep", text[batch:nat + 68], text[batch:nat])
-    problems = flows.check(root)
+    start = text.index(f"name: '{subnet}'")
+    nat_block = "          natGateway: {\n            id: natGateway.id\n          }\n"
+    nat = text.index(nat_block, start)
+    return broken(tmp_path, "modules/network.bicep", text[start:nat + len(nat_block)], text[start:nat])
+
+
+def test_a_batch_subnet_without_its_nat_gateway_cannot_reach_the_package_index(tmp_path):
+    problems = flows.check(without_nat_gateway(tmp_path, "snet-batch"))
     assert "Batch node → package index (private mode): no route in the templates" in problems
     assert "Batch node → staging (download) (private mode): no route in the templates" in problems
 
@@ -128,11 +133,7 @@ def test_a_template_that_does_not_parse_is_a_flow_error_naming_the_file(tmp_path
 def test_an_aml_subnet_without_its_nat_gateway_leaves_the_cluster_without_azure_mls_services(tmp_path):
     # Compute without public IPs reaches AzureMachineLearning, BatchNodeManagement, Entra ID and
     # Resource Manager outbound (docs/azure.md, "Sources": how-to-secure-training-vnet).
-    text = (BICEP / "modules/network.bicep").read_text()
-    aml = text.index("name: 'snet-aml-compute'")
-    nat = text.index("          natGateway: {\n            id: natGateway.id\n          }\n", aml)
-    root = broken(tmp_path, "modules/network.bicep", text[aml:nat + 68], text[aml:nat])
-    problems = flows.check(root)
+    problems = flows.check(without_nat_gateway(tmp_path, "snet-aml-compute"))
     assert "Azure ML cluster → Azure ML services (private mode): no route in the templates" in problems
 
 

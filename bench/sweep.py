@@ -5,15 +5,16 @@ Against an in-memory Azurite (blob + queue) and the local ADF runner, as a user 
 - (b) `python -m adf sweep start --workers 1` and (c) `--workers 2` on the same 64-line grid,
   with the default grace period: wall time, and how long `start` took to return after the
   last result (the latest `finished` time in the sweep's ledger);
-- the collector (results queue → ledger): N synthetic results posted to a sweep's results
-  queue in waves of 100, as runners post them while `start` follows the sweep, each wave
-  collected into the ledger, N = 1,000 and 10,000: results per second and the cost per
-  result (collect calls only; posting is not timed).
+- the collector (runners' report blobs → ledger): N synthetic results appended by 4
+  runners to their report blobs in waves of 100, as runners report while `start` follows
+  the sweep, each wave collected into the ledger, N = 1,000 and 10,000: results per second
+  and the cost per result (collect calls only; reporting is not timed).
 Writes a section of docs/performance.md (between markers).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -33,7 +34,8 @@ IRIS = REPO_ROOT / "data" / "iris_csv.csv"
 BEGIN, END = "<!-- sweep-bench -->", "<!-- /sweep-bench -->"
 PER_PROCESS_LINES = 6      # (a) one process per line costs seconds each: a sample suffices
 COLLECTOR_SIZES = (1_000, 10_000)
-WAVE = 100                 # results posted between two collects
+WAVE = 100                 # results reported between two collects
+RUNNERS = 4                # runners reporting them
 
 
 def grid_64(path: Path) -> Path:
@@ -88,42 +90,53 @@ def swept(settings: Settings, store, grid: Path, workers: int) -> dict:
     # The next case starts once this run's runners are gone.
     subprocess.run([sys.executable, "-m", "adf", "status", run_id, "--wait"], cwd=REPO_ROOT,
                    env=env, capture_output=True)
-    done = store.read_json(f"sweeps/{sweep_id}/ledger.json")["done"]
+    from adf.sweep import LEDGER_NAME, Ledger
+
+    ledger = Ledger()
+    ledger.fold(store.read_bytes(f"sweeps/{sweep_id}/{LEDGER_NAME}"))
+    done = ledger.done
     last = max(entry["finished"] for entry in done.values())
     return {"wall": wall, "done": len(done), "after_last": returned - last}
 
 
 def collector(settings: Settings, results: int) -> dict:
-    """Post `results` synthetic results to a new sweep's results queue in waves, timing the
-    collect() after each wave; the ledger grows to `results` lines."""
+    """RUNNERS runners append `results` synthetic results to their report blobs in waves (one
+    Append Block per result, as trainer/node_runner.py reports), timing the collect() after
+    each wave; the ledger grows to `results` lines."""
     from adf.local_runner import LocalBackend
-    from adf.sweep import SweepRecord, Sweeps, new_sweep_id
+    from adf.sweep import SweepRecord, Sweeps, new_sweep_id, reports_path
     from workspace.datastore import Datastore
     from workspace.queues import queue_service
 
-    sweeps = Sweeps(LocalBackend(settings), Datastore.from_settings(settings),
-                    queue_service(settings))
+    store = Datastore.from_settings(settings)
+    sweeps = Sweeps(LocalBackend(settings), store, queue_service(settings))
     lines = [{"line": n, "params": {"epochs": 10, "seed": n}} for n in range(2, results + 2)]
     record = SweepRecord(new_sweep_id(), "", "synthetic", "local", 1, lines)
+    record.reports = reports_path(record.sweep_id, store.container)
     sweeps.save(record)
-    queues = sweeps.queues(record.sweep_id)
-    queues.create()
+    prefix = record.reports.partition("/")[2]
+    blobs = [store.client.get_blob_client(f"{prefix}/runner-{n}.jsonl") for n in range(RUNNERS)]
+    for blob in blobs:
+        blob.create_append_blob()
 
-    def post(entry: dict) -> None:
-        queues.send("results", {
-            **entry, "runId": uuid.uuid4().hex, "seconds": 0.5, "attempt": 1,
-            "manifestPath": f"models/{uuid.uuid4().hex}/manifest.json", "runner": "bench",
-            "metrics": {"test_accuracy": 0.9, "test_f1_macro": 0.9}, "finished": time.time()})
+    def post(runner: int, entries: list[dict]) -> None:
+        for entry in entries:
+            body = {**entry, "runId": uuid.uuid4().hex, "seconds": 0.5, "attempt": 1,
+                    "manifestPath": f"models/{uuid.uuid4().hex}/manifest.json",
+                    "runner": f"runner-{runner}", "finished": time.time(),
+                    "metrics": {"test_accuracy": 0.9, "test_f1_macro": 0.9}}
+            blobs[runner].append_block(
+                (json.dumps({"kind": "results", "body": body}) + "\n").encode())
 
     seconds = 0.0
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(RUNNERS) as pool:
         for first in range(0, results, WAVE):
-            list(pool.map(post, lines[first:first + WAVE]))
+            wave = lines[first:first + WAVE]
+            list(pool.map(post, range(RUNNERS), [wave[n::RUNNERS] for n in range(RUNNERS)]))
             started = time.perf_counter()
-            ledger = sweeps.collect(record.sweep_id)
+            ledger = sweeps.collect(record.sweep_id, record)
             seconds += time.perf_counter() - started
-    assert len(ledger.done) == results and queues.counts().results == 0
-    queues.delete()
+    assert len(ledger.done) == results
     return {"results": results, "seconds": seconds, "per_second": results / seconds,
             "ms_per_result": 1000 * seconds / results}
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from adf.sweep import LEDGER_NAME, RECORD_NAME, START_LOCK, SWEEPS_PREFIX, Ledger, SweepRecord, Sweeps
+from adf.sweep import LEDGER_NAME, RECORD_NAME, START_LOCK, SWEEPS_PREFIX, SweepRecord, Sweeps
 from tests.adf.test_sweep import cli, queue_names, start_runner, sweep_env, sweep_settings  # noqa: F401
 from tests.conftest import container_datastore, isolated_settings
 from workspace.datastore import Datastore

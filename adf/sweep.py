@@ -45,7 +45,7 @@ from workspace.errors import ConfigError, DatastoreUnavailable, NotFound, Operat
     ProjectError
 from workspace.names import SWEEP_ID
 from workspace.quality import MIN_TEST_ROWS, accuracy_text, rank_key, test_rows_problem
-from workspace.datastore import AppendConflict
+from workspace.datastore import AppendConflict, ContainerMissing
 from workspace.queues import SweepQueues
 from workspace.settings import REPO_ROOT
 
@@ -370,7 +370,11 @@ class Sweeps:
         container, _, prefix = reports.partition("/")
         store = self.store.sibling(container)
         block = LedgerBlock(self._blob(sweep_id, LEDGER_NAME))
-        for blob in store.list(prefix + "/"):
+        try:
+            blobs = list(store.list(prefix + "/"))
+        except ContainerMissing:  # (--param containerPath naming one): no runner reported
+            return
+        for blob in blobs:
             offset = ledger.read.get(blob.name, 0)
             if blob.size <= offset:
                 continue

@@ -24,6 +24,10 @@ LEASE_SECONDS = 60  # the longest finite blob lease the service grants (15-60 s)
 LEASE_POLL_SECONDS = 1.0
 
 
+class ContainerMissing(DatastoreError):
+    """The datastore's container does not exist."""
+
+
 class AppendConflict(DatastoreError):
     """An append blob was not the length its writer expected: someone else appended."""
 
@@ -114,7 +118,7 @@ class Datastore:
         except ResourceNotFoundError as exc:
             code = getattr(exc, "error_code", None)
             if code == "ContainerNotFound":
-                raise DatastoreError(f"Container '{self.container}' does not exist.",
+                raise ContainerMissing(f"Container '{self.container}' does not exist.",
                                      "Run `make local-up` (local) or `make deploy-infra` "
                                      "(Azure), or fix DATASTORE_CONTAINER.") from exc
             raise DatastoreError(f"Not found while {what}: {_first_line(exc)}") from exc

@@ -270,9 +270,17 @@ def test_a_deployment_whose_run_was_killed_during_its_smoke_test_is_no_candidate
 
 @pytest.fixture(scope="module")
 def deployed(trained, tmp_path_factory):
-    settings, store, _, _ = trained
-    cli = Cli(settings, tmp_path_factory.mktemp("overrides") / "work")
-    ok(cli("register-and-deploy", "--no-smoke"))
+    """An endpoint serving the petal-rule model (tests/support/rule_model.py): the overrides
+    are the engine's and the CLI's; the model is not what these tests test, and the trainer's
+    would cost each scoring process seconds of loading."""
+    from tests.support.rule_model import save_rule_model
+
+    settings, store, run, model_dir = trained
+    tmp = tmp_path_factory.mktemp("overrides")
+    rule = save_rule_model(tmp / "rule", model_dir)
+    cli = Cli(settings, tmp / "work")
+    ok(cli("register-and-deploy", "--no-smoke",
+           "--model", publish_model_dir(store, run, rule, "models-rule")))
     return cli, store, settings
 
 

@@ -25,21 +25,21 @@ IRIS_CSV = REPO_ROOT / "data" / "iris_csv.csv"
 # docs/performance.md). `make test` keeps each file in one of its test processes; these go
 # first so that the processes finish together instead of one running a long file alone.
 LONGEST_FILES = (
-    "tests/deployer/test_rollout_local.py",  # ~90 s
-    "tests/adf/test_sweep.py",  # ~90 s
+    "tests/deployer/test_rollout_local.py",  # ~360 s on a busy machine (load 4)
+    "tests/adf/test_sweep.py",  # ~260 s
+    "tests/deployer/test_local_cli.py",  # ~210 s
+    "tests/deployer/engine/test_job.py",  # ~155 s
+    "tests/adf/test_local_runner.py",  # ~150 s
+    "tests/adf/test_sweep_control.py",  # ~145 s
+    "tests/trainer/test_main.py",  # ~80 s
     "tests/deployer/test_quality_gate.py",  # two trainings of their own
+    "tests/test_make_ui.py",  # ~65 s
+    "tests/deployer/engine/test_faults.py",  # ~60 s
     "tests/adf/test_sweep_checks.py",  # two real sweeps
-    "tests/adf/test_sweep_control.py",
-    "tests/deployer/engine/test_job.py",  # ~85 s
-    "tests/adf/test_local_runner.py",  # ~55 s
-    "tests/deployer/test_local_cli.py",  # ~50 s
-    "tests/trainer/test_main.py",  # ~40 s
-    "tests/deployer/engine/test_faults.py",  # ~15 s
     "tests/bicep/test_scan.py",
     "tests/deployer/test_concurrency.py",
-    "tests/test_make_ui.py",  # ~10 s
-    "tests/workspace/test_local_services.py",
-    "tests/deployer/test_azure_backend.py",  # ~6 s; the rest take less
+    "tests/deployer/test_azure_backend.py",
+    "tests/workspace/test_local_services.py",  # ~20 s; the rest take less
 )
 
 

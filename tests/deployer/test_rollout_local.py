@@ -214,6 +214,8 @@ def test_a_broken_model_leaves_the_default_then_rollback_keep_and_cleanup(traine
 def test_a_deployment_whose_run_was_killed_during_its_smoke_test_is_no_candidate(trained, tmp_path):
     """register-and-deploy killed (-9) while its smoke job scores: the new deployment exists
     but was never tested and never served, so neither status nor rollback offers it."""
+    from deployer.app import deploy_lock_blob
+    from tests.support.held_lock import break_lock
     from tests.support.rule_model import save_rule_model
     from tests.support.slow_model import save_slow_model
 
@@ -245,6 +247,9 @@ def test_a_deployment_whose_run_was_killed_during_its_smoke_test_is_no_candidate
         process.stderr.close()
         if job:
             cli("jobs", "cancel", job)
+            # It was killed holding the endpoint's lock (in the module's container): the next
+            # register-and-deploy here would wait out its lease.
+            break_lock(store, deploy_lock_blob("iris-batch"))
     assert sorted(deployments(cli)) == ["iris-mlflow-v1", "iris-mlflow-v2"]
     assert default_of(cli) == "iris-mlflow-v1"
     assert "smoke" not in deployments(cli)["iris-mlflow-v2"].get("tags", {})
@@ -253,7 +258,6 @@ def test_a_deployment_whose_run_was_killed_during_its_smoke_test_is_no_candidate
     assert re.search(r"iris-mlflow-v2\s+│ iris-classifier:2\s+│ no candidate: untested, "
                      r"never the default\s+│ -", status), status
     assert "rollback candidate" not in status
-    # (--dry-run: the killed run's lease on the endpoint's lock has not expired yet)
     refused = cli("rollback", "--dry-run")
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert ("no earlier deployment to roll back to (it has iris-mlflow-v1, iris-mlflow-v2; no "
@@ -266,9 +270,17 @@ def test_a_deployment_whose_run_was_killed_during_its_smoke_test_is_no_candidate
 
 @pytest.fixture(scope="module")
 def deployed(trained, tmp_path_factory):
-    settings, store, _, _ = trained
-    cli = Cli(settings, tmp_path_factory.mktemp("overrides") / "work")
-    ok(cli("register-and-deploy", "--no-smoke"))
+    """An endpoint serving the petal-rule model (tests/support/rule_model.py): the overrides
+    are the engine's and the CLI's; the model is not what these tests test, and the trainer's
+    would cost each scoring process seconds of loading."""
+    from tests.support.rule_model import save_rule_model
+
+    settings, store, run, model_dir = trained
+    tmp = tmp_path_factory.mktemp("overrides")
+    rule = save_rule_model(tmp / "rule", model_dir)
+    cli = Cli(settings, tmp / "work")
+    ok(cli("register-and-deploy", "--no-smoke",
+           "--model", publish_model_dir(store, run, rule, "models-rule")))
     return cli, store, settings
 
 

@@ -119,8 +119,8 @@ def trigger(pipeline, params, no_stage, no_wait, poll_seconds, target, definitio
                               note=lambda text: click.echo(text, err=True))
     check_parameters(definitions, effective_parameters(definitions, typed), names=list(typed))
     backend.prepare(lambda line: click.echo(line))
-    if not no_stage and not is_control_flow(definitions.pipeline.body):
-        _stage(backend)
+    if not no_stage and (not is_control_flow(definitions.pipeline.body) or backend.folder_path()):
+        _stage(backend)  # a control-flow pipeline that executes Custom activities too
     run_id = backend.start(typed)
     shown = ", ".join(f"{k}={v}" for k, v in typed.items()) or "defaults"
     click.echo(f"Started run {run_id} of pipeline '{backend.definitions().pipeline.name}' "

@@ -132,6 +132,8 @@ class FlowWorker:
 
         body = self.plan["pipelines"][pipeline]
         definitions = Definitions(Path("."), Document(Path(f"{pipeline}.json"), body), {}, {})
+        if not is_control_flow(body):
+            return self.run_custom_child(definitions, given)
         values = effective_parameters(definitions, given)
         child = PipelineRun(str(uuid.uuid4()), pipeline, "InProgress", start=now(),
                             parameters=values)
@@ -146,6 +148,40 @@ class FlowWorker:
             result = FlowResult("Failed", exc.message)
         self.finish(child, child_dir, result)
         return child.run_id, result
+
+    def run_custom_child(self, definitions, given: dict) -> tuple[str, FlowResult]:
+        """A pipeline of Custom activities (train-iris, deploy-iris) executed by this run: a
+        run of its own, planned and run by the Custom-activity runner (its own process, as
+        `trigger` starts it), followed here; a cancel of this run is passed on (SIGTERM)."""
+        from dataclasses import asdict as plain
+
+        from adf.local_runner import PLAN_FILE, RUNNER_LOG, local_parameters, plan_activity
+        from workspace.processes import write_pid_file
+
+        values = effective_parameters(definitions, {**local_parameters(definitions, self.settings),
+                                                    **given})
+        child_id = str(uuid.uuid4())
+        plan = plan_activity(definitions, values, child_id, self.settings)
+        child_dir = self.run_dir.parent / child_id
+        child_dir.mkdir(parents=True)
+        write_json(child_dir / PLAN_FILE, plain(plan))
+        self.save(PipelineRun(child_id, definitions.pipeline.name, "Queued", start=now(),
+                              parameters=values), child_dir)
+        env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+        with open(child_dir / RUNNER_LOG, "ab") as log:
+            runner = subprocess.Popen([sys.executable, "-m", "adf.local_runner", str(child_dir)],
+                                      cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=subprocess.STDOUT,
+                                      preexec_fn=die_with(os.getpid()))
+        write_pid_file(child_dir / PID_FILE, runner.pid)
+        signalled = False
+        while runner.poll() is None:
+            if self.cancelled.wait(0.2) and not signalled:
+                runner.send_signal(signal.SIGTERM)  # it stops its task, records Cancelled
+                signalled = True
+        child = run_from_dict(json.loads((child_dir / RUN_FILE).read_text()))
+        return child_id, FlowResult(child.status if child.is_terminal else "Failed",
+                                    child.message or f"see {child_dir / RUNNER_LOG}")
 
     def finish(self, run: PipelineRun, run_dir: Path, result: FlowResult) -> None:
         from datetime import datetime, timezone

@@ -37,11 +37,11 @@ def test_one_trigger_trains_deploys_and_scores_the_sample(azurite, tmp_path):
     assert deploy["activities"][0]["output"]["exitcode"] == 0
     logs = ok(adf("logs", returned["deployRunId"]))
     assert re.search(r"model\s+\S+ version 1\s", logs), logs
-    assert re.search(r"smoke\s+job \S+: 150 rows scored", logs), logs
+    assert re.search(r"smoke\s+job \S+: \d+ rows scored through iris-mlflow-v1", logs), logs
     train = run_json(adf, returned["trainRunId"])
     assert train["pipeline"] == "train-iris" and train["status"] == "Succeeded"
     model_run = train["activities"][0]["output"]["customOutput"]
-    assert model_run["run_id"] in logs  # the model trained by this run is the one deployed
+    assert model_run["runId"] in logs  # the model trained by this run is the one deployed
 
     # the sample was scored by the new default deployment: predictions in the datastore
     blob = returned["output"].split("/paths/", 1)[1]

@@ -246,15 +246,16 @@ def test_missing_azure_settings_are_named(azure_settings):
         AzureBackend(replace(azure_settings, data_factory="", batch_account_url=""))
 
 
-def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchanged(invoke, fake):
-    from adf.staging import STAGED_FILES
+def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchanged(invoke, fake,
+                                                                                  tmp_path):
+    from adf.staging import STAGED_FILES, build_archive
     from workspace.datastore import sha256_file
 
     first = invoke("stage")
     assert first.exit_code == 0, first.output
     assert "Staging to azureml/adf/iris-training (azure)" in first.output
-    assert "Staged 3 files (3 uploaded, 0 unchanged)" in first.output
-    for path in STAGED_FILES:
+    assert "Staged 5 files (5 uploaded, 0 unchanged)" in first.output
+    for path in (*STAGED_FILES, build_archive(tmp_path)):
         name = f"azureml/adf/iris-training/{path.name}"
         assert fake.blobs[name] == path.read_bytes()
         assert fake.blob_metadata[name] == {"sha256": sha256_file(path)}
@@ -263,8 +264,8 @@ def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchange
     assert not any("sig=" in r.url for r in puts)  # no SAS: the signed-in identity
 
     again = invoke("stage")
-    assert "Staged 3 files (0 uploaded, 3 unchanged)" in again.output
-    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 3
+    assert "Staged 5 files (0 uploaded, 5 unchanged)" in again.output
+    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 5
 
 
 def test_trigger_stages_before_it_starts(invoke, fake):

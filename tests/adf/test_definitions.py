@@ -238,8 +238,27 @@ def test_staged_files_are_the_ones_the_command_uses(raw):
 
     command = raw.activity["typeProperties"]["command"]["value"]
     names = {p.name for p in STAGED_FILES}
-    assert {"main.py", "iris_csv.csv", "requirements.txt"} == names
+    assert {"main.py", "iris_csv.csv", "requirements.txt", "deploy_task.py"} == names
     assert " main.py " in command and "--iris-csv iris_csv.csv" in command
+    deploy = load_definitions(None, "deploy-pipeline.json").activity["typeProperties"]
+    assert " deploy_task.py register-and-deploy" in deploy["command"]["value"]
+    assert deploy["folderPath"] == raw.activity["typeProperties"]["folderPath"]  # one staging
+
+
+def test_the_archive_holds_the_deployers_packages_reproducibly(tmp_path):
+    import zipfile
+
+    from adf.deploy_task import ARCHIVE
+    from adf.staging import ARCHIVE_NAME, build_archive
+
+    assert ARCHIVE == ARCHIVE_NAME
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, second = build_archive(tmp_path / "a"), build_archive(tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()  # unchanged sources: staged once
+    names = set(zipfile.ZipFile(first).namelist())
+    assert {"deployer/__main__.py", "deployer/specs/deployment.yml", "deployer/smoke/smoke.csv",
+            "workspace/settings.py", "adf/local_runner.py"} <= names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
 def test_activity_json_carries_the_run_id_and_evaluated_properties(raw, azure_settings):

@@ -367,3 +367,15 @@ def test_expression_context_is_the_run(raw):
     context = PipelineContext("train-iris", "abc", {"epochs": 3})
     assert evaluate("@pipeline().RunId", context) == "abc"
     assert evaluate("@pipeline().Pipeline", context) == "train-iris"
+
+
+def test_the_pool_installs_what_register_and_deploy_imports():
+    """deploy-iris runs the deployer with the pool's interpreter: its third-party imports on
+    the Azure path (the CLI, settings, the azure-ai-ml backend) are in the start task's list."""
+    from workspace.settings import REPO_ROOT
+
+    pinned = {line.split("==")[0].lower() for line in
+              (REPO_ROOT / "trainer" / "requirements.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert {"azure-ai-ml", "azure-identity", "azure-storage-blob", "click", "rich", "pyyaml",
+            "python-dotenv", "mlflow"} <= pinned

@@ -275,7 +275,7 @@ def test_trigger_stages_before_it_starts(invoke, fake):
     stage_puts = [i for i, r in enumerate(fake.requests)
                   if r.method == "PUT" and r.path.startswith("/azureml/adf/iris-training/")]
     (create,) = [i for i, r in enumerate(fake.requests) if r.path.endswith("/createRun")]
-    assert len(stage_puts) == 3 and max(stage_puts) < create
+    assert len(stage_puts) == 5 and max(stage_puts) < create  # trainer, data, deployer archive
 
 
 def test_cancel_calls_data_factory_cancel_recursively_and_follows_to_cancelled(invoke, fake):
@@ -357,7 +357,7 @@ def test_private_mode_stages_into_and_reads_logs_from_the_staging_account(tmp_pa
     _idle_pool(fake)
     fake.next_plan = RunPlan(stdout=b"[trainer] published run mlflow-run-1\n")
     backend = AzureBackend(settings, credential=credential, transport=fake, retry_backoff_factor=0)
-    monkeypatch.setattr("adf.cli.make_backend", lambda target, definitions_dir: backend)
+    monkeypatch.setattr("adf.cli.make_backend", lambda *args: backend)
 
     result = CliRunner().invoke(cli, ["trigger", "--poll", "0"], prog_name="python -m adf")
 
@@ -365,7 +365,7 @@ def test_private_mode_stages_into_and_reads_logs_from_the_staging_account(tmp_pa
     assert fake.missing_routes() == []
     assert all(r.host == "stgiris.blob.core.windows.net"
                for r in fake.requests if r.host.endswith(".blob.core.windows.net"))
-    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 3
+    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 5  # with deploy-iris's
     assert "[trainer] published run mlflow-run-1" in result.output  # read from the staging adfjobs
     linked = fake.published[("linkedservices", "AzureBlobStorageLinkedService")]
     assert "AccountName=stgiris;" in linked["properties"]["typeProperties"]["connectionString"]

@@ -47,13 +47,26 @@ check_prefix() {
 # Private mode (docs/azure.md, "Private networking") denies the datastore, Key Vault and
 # registry to every public address but ALLOWED_IP: without it `invoke`, `jobs download` and the
 # set-up from this machine would be refused, so it is required (one public IPv4 address).
+# A public IPv4 address: four decimal octets without leading zeros, outside the RFC 1918
+# private ranges the storage firewall refuses in IP rules (Microsoft's "Guidelines and
+# limitations for the Azure Storage firewall") and outside the ranges that are never the
+# address Azure sees ("this network", loopback, link-local, carrier-grade NAT, multicast, reserved).
+public_ipv4() {
+  local octet='(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])' a b
+  [[ "$1" =~ ^$octet\.$octet\.$octet\.$octet$ ]] || return 1
+  a="${BASH_REMATCH[1]}" b="${BASH_REMATCH[2]}"
+  (( a == 0 || a == 10 || a == 127 || a >= 224 )) && return 1
+  (( (a == 172 && b >= 16 && b <= 31) || (a == 192 && b == 168) || (a == 169 && b == 254) )) && return 1
+  (( a == 100 && b >= 64 && b <= 127 )) && return 1
+  return 0
+}
+
 check_private_networking() {
   case "$PRIVATE_NETWORKING" in
     false) ;;
     true)
-      [[ "$ALLOWED_IP" =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] &&
-        (( BASH_REMATCH[1] <= 255 && BASH_REMATCH[2] <= 255 && BASH_REMATCH[3] <= 255 && BASH_REMATCH[4] <= 255 )) ||
-        die "PRIVATE_NETWORKING=true needs ALLOWED_IP, your public IPv4 address${ALLOWED_IP:+ (not '$ALLOWED_IP')}." \
+      public_ipv4 "$ALLOWED_IP" ||
+        die "PRIVATE_NETWORKING=true needs ALLOWED_IP, your public IPv4 address${ALLOWED_IP:+ (not '$ALLOWED_IP': a private, loopback or reserved address, or not an IPv4 address)}." \
             "The firewalls deny every other public address; find yours with e.g. 'curl -s https://ifconfig.me' and pass ALLOWED_IP=<address>." ;;
     *) die "PRIVATE_NETWORKING must be true or false, not '$PRIVATE_NETWORKING'." ;;
   esac
@@ -101,7 +114,7 @@ extra_parameters() {
 require_terraform() {
   command -v terraform >/dev/null 2>&1 ||
     die "Terraform ('terraform') is not installed or not on PATH." \
-        "Install Terraform 1.6 or newer (see docs/azure.md, 'Bicep or Terraform'), or deploy with Bicep: make deploy-infra (without IAC=terraform)."
+        "Install Terraform 1.11 or newer (see docs/azure.md, 'Bicep or Terraform'), or deploy with Bicep: make deploy-infra (without IAC=terraform)."
 }
 
 terraform_init() {
@@ -274,6 +287,12 @@ if [ "$IAC" = terraform ]; then
       echo "This destroys everything terraform/ deployed for prefix $PREFIX (data, models, pool, factory, workspace)."
       confirm "Type the prefix to confirm: " "$PREFIX" destroy destroyed
       terraform_init
+      # Resource Manager refuses to delete a Key Vault secret (Azure/terraform-provider-azapi#879):
+      # forget it, and it goes with the vault (soft-deleted with it).
+      secret="module.storage_key_secret.azapi_resource.secret"
+      if [ -n "$(terraform -chdir="$TF_DIR" state list "$secret")" ]; then
+        terraform -chdir="$TF_DIR" state rm "$secret"
+      fi
       terraform -chdir="$TF_DIR" destroy -input=false -auto-approve "${TF_VARS[@]}"
       echo "Destroyed. The Key Vault stays soft-deleted (purge protection) for 7 days; the next deploy recovers it."
       back_to_local

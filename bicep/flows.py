@@ -88,6 +88,8 @@ class Template:
             self.parsed = _parse((root / relative).read_text())
         except OSError as exc:
             raise FlowError(f"{root / relative}: {exc.strerror}") from exc
+        except Exception as exc:  # lark's parse errors carry the line and column
+            raise FlowError(f"{root / relative}: does not parse as Bicep: {str(exc).splitlines()[0]}") from exc
         self.variables = {k: v["value"] for k, v in self.parsed.get("variables", {}).items()}
 
     def evaluate(self, expr, env: dict):
@@ -358,7 +360,15 @@ def check(root: Path = ROOT, doc: Path = DOC) -> list[str]:
     return problems
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    from bicep.schema_check import cli_parser
+
+    parser = cli_parser(
+        "python -m bicep.flows", __doc__,
+        "example:\n  python -m bicep.flows     # the route of every data path in both modes\n\n"
+               "The documented table (docs/azure.md, 'Network flows') is checked against it by\n"
+               "tests/bicep/test_network_flows.py. exit codes: 0 printed, 2 templates or table unreadable")
+    parser.parse_args(argv)
     try:
         networks = {False: Network(ROOT, False), True: Network(ROOT, True)}
         flows = documented_flows()

@@ -280,6 +280,7 @@ module dataFactory 'modules/data-factory.bicep' = {
     batchPoolId: batch.outputs.poolId
     stagingStorageAccount: stagingAccountName
     azureStorageBlobUrl: storage.outputs.blobEndpoint
+    azureStorageAccount: storage.outputs.storageAccountName
     azureKeyVault: keyVault.outputs.keyVaultName
     azureStorageSuffix: environment().suffixes.storage
     azureKeyVaultDnsSuffix: environment().suffixes.keyvaultDns

@@ -357,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     return report(problems, f"Azure/bicep-types-az@{schema.commit[:12]}")
 
 
+def cli_parser(prog: str, doc: str, epilog: str) -> argparse.ArgumentParser:
+    """A command's parser: the description is its module docstring's first paragraph, the
+    epilog (examples, exit codes) keeps its line breaks."""
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def report(problems: list, against: str) -> int:
     """Print each problem and a verdict line; the exit code (1: problems, 0: none)."""
     for problem in problems:

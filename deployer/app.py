@@ -13,6 +13,7 @@ injected. Heavy imports (mlflow, the Azure SDK, pyarrow) stay in the backends an
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import tempfile
 import time
@@ -136,6 +137,13 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
         return ""
 
 
+# A subnet's resource id; the SDK rewrites anything else (a name, a subscription that is not a
+# GUID: validate_arm_str and get_subnet_str in azure/ai/ml/_schema/_utils/utils.py) as a subnet
+# name under the workspace's resource group, with the VNet name "None".
+SUBNET_ID = re.compile(r"/subscriptions/[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}/resourceGroups/[^/]+"
+                       r"/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+", re.IGNORECASE)
+
+
 def spec_overrides(settings) -> dict[str, dict]:
     """Spec values that come from settings: the region-unique endpoint name, the identity
     the scoring cluster runs as, and in private mode the subnet it runs in without public
@@ -150,6 +158,12 @@ def spec_overrides(settings) -> dict[str, dict]:
             "type": "user_assigned",
             "user_assigned_identities": [{"resource_id": settings.aml_compute_identity_id}]}
     if settings.aml_compute_subnet_id:
+        if not SUBNET_ID.fullmatch(settings.aml_compute_subnet_id):
+            raise ConfigError(
+                f"AML_COMPUTE_SUBNET_ID {settings.aml_compute_subnet_id!r} is not a subnet resource id "
+                "(/subscriptions/<subscription id>/resourceGroups/<group>/providers/Microsoft.Network/"
+                "virtualNetworks/<vnet>/subnets/<subnet>); make deploy-infra PRIVATE_NETWORKING=true "
+                "writes it to .env (empty outside private mode).")
         # The `az ml compute` YAML keys of AmlCompute (azure/ai/ml/_schema/compute/aml_compute.py);
         # a full subnet id passes get_subnet_str unchanged. Azure ML allows no public IP with a
         # workspace private endpoint, which private mode deploys (docs/azure.md).

@@ -12,13 +12,12 @@ and its literal body is checked against that type as bicep/schema_check.py check
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import sys
 from pathlib import Path
 
 from bicep import schema_check as azure_types
-from terraform.hcl import TERRAFORM_DIR, HclError, is_block, resources, unquote
+from terraform.hcl import TERRAFORM_DIR, HclError, is_block, resources, tf_files, unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "azurerm_schema.json"
@@ -142,6 +141,8 @@ def check_azapi(types: azure_types.Schema, body: dict, where: str) -> list[Probl
 
 def check_all(schema: ProviderSchema, types: azure_types.Schema,
               directory: Path = TERRAFORM_DIR) -> list[Problem]:
+    if not tf_files(directory):  # a wrong --dir would otherwise pass with "no problems"
+        raise HclError(f"{directory}: no .tf files (give the folder of the Terraform stack)")
     problems = []
     for path, kind, name, body in resources(directory):
         where = f"{azure_types.relative(path)} {kind}.{name}"
@@ -153,10 +154,9 @@ def check_all(schema: ProviderSchema, types: azure_types.Schema,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m terraform.schema_check", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  python -m terraform.schema_check            # terraform/, exit 0: no problems\n"
+    parser = azure_types.cli_parser(
+        "python -m terraform.schema_check", __doc__,
+        "example:\n  python -m terraform.schema_check            # terraform/, exit 0: no problems\n"
                "  python -m terraform.schema_check --dir copy  # another copy of the stack\n\n"
                "exit codes: 0 no problems, 1 problems (listed), 2 a fixture or a .tf file that cannot be read")
     parser.add_argument("--fixture", type=Path, default=FIXTURE, help="azurerm schema fixture (default: %(default)s)")

@@ -54,6 +54,9 @@ ARM_KINDS: dict[str, tuple[str, ...]] = {
 PRIVATE_CONDITION = "var.private_networking ? 1 : 0"
 EXPRESSION = re.compile(r"^\$\{(.*)\}$", re.S)
 ADF_ROOT = "../../../adf"
+# A set of the data-factory module's adf/ files: `toset([for f in keys(local.documents) : f if ...])`.
+TRIGGER_KIND = "Microsoft.DataFactory/factories/triggers"
+ADF_SELECTION = re.compile(r"toset\(\[for f in keys\(local\.documents\) : f if (.+)\]\)")
 
 
 def evaluate(value, env: dict):
@@ -170,8 +173,8 @@ class Stack:
         if "for_each" not in body:
             return 1
         each = expression(body["for_each"])
-        if each == "local.pipeline_files":  # the data-factory module's adf/*.json
-            return len([f for f in self.adf_files() if "/" not in f])
+        if module is self.modules.get("data_factory") and (files := self.adf_selection(each)) is not None:
+            return len(files)  # adf/*.json, adf/triggers/*.json
         if match := re.fullmatch(r"local\.(\w+)", each):
             value = module.locals[match.group(1)]
             if isinstance(value, str):  # `{ for k, v in local.other : k => v if ... }`: all of it when set
@@ -257,6 +260,34 @@ class Stack:
         patterns = re.findall(r'fileset\(local\.adf_dir, "([^"]+)"\)', expression(module.locals["files"]))
         adf = (module.directory / ADF_ROOT).resolve()
         return sorted({p.relative_to(adf).as_posix() for pattern in patterns for p in adf.glob(pattern)})
+
+    def adf_selection(self, each: str) -> list[str] | None:
+        """The adf/ files a data-factory module's `for_each = local.X` deploys, X being
+        `toset([for f in keys(local.documents) : f if CONDITION])` with a `strcontains` or
+        `startswith` of f and a literal (or its negation) as CONDITION; None if X is not such a set."""
+        module = self.modules["data_factory"]
+        name = re.fullmatch(r"local\.(\w+)", expression(each))
+        selected = name and ADF_SELECTION.fullmatch(expression(module.locals.get(name.group(1), "")))
+        if not selected:
+            return None
+        match = re.fullmatch(r'(!?)(strcontains|startswith)\(f, "([^"]*)"\)', selected.group(1).strip())
+        if not match:
+            raise StackError(f"{module.directory}: cannot evaluate the file selection {selected.group(1)!r}")
+        negated, function, text = match.groups()
+        test = (lambda f: text in f) if function == "strcontains" else (lambda f: f.startswith(text))
+        return [f for f in self.adf_files() if test(f) != bool(negated)]
+
+    def triggers(self) -> list[tuple[str, dict]]:
+        """(address, body) of every resource that creates or acts on a Data Factory trigger:
+        an azapi_* resource of that type, an azurerm_data_factory_trigger_*, or one that
+        refers to either (an action on a trigger's id)."""
+        every = [(f"{kind}.{symbol}", kind, body) for module in [self.root, *self.modules.values()]
+                 for kind, symbol, body in module.resources]
+        triggers = {address for address, kind, body in every
+                    if kind.startswith("azurerm_data_factory_trigger_")
+                    or (kind.startswith("azapi_") and unquote(body.get("type", "")).split("@")[0] == TRIGGER_KIND)}
+        return [(address, body) for address, _, body in every
+                if address in triggers or any(re.search(rf"\b{re.escape(t)}\b", json.dumps(body)) for t in triggers)]
 
     def fill(self, relative: str, values: dict[str, str]) -> dict:
         """An adf/ file with its placeholders filled as the module's `documents` local does."""

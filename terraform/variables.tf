@@ -37,9 +37,15 @@ variable "allowed_ip_address" {
   description = "Your public IP address, allowed through the firewalls in private mode so set-up and staging work from your machine."
   type        = string
   default     = ""
+  # A public IPv4 address, as bicep/azure.sh checks it: four octets without leading zeros, none
+  # of the RFC 1918 ranges the storage firewall refuses, nor "this network", loopback,
+  # link-local, carrier-grade NAT, multicast or reserved.
   validation {
-    condition     = !var.private_networking || can(cidrhost("${var.allowed_ip_address}/32", 0))
-    error_message = "private_networking = true needs allowed_ip_address, your public IPv4 address: the firewalls deny every other public address."
+    condition = !var.private_networking || (
+      can(regex("^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$", var.allowed_ip_address)) &&
+      !can(regex("^(0|10|127|22[4-9]|2[3-5][0-9])\\.|^172\\.(1[6-9]|2[0-9]|3[01])\\.|^192\\.168\\.|^169\\.254\\.|^100\\.(6[4-9]|[7-9][0-9]|1[01][0-9]|12[0-7])\\.", var.allowed_ip_address))
+    )
+    error_message = "private_networking = true needs allowed_ip_address, your public IPv4 address (not a private, loopback or reserved one): the firewalls deny every other public address."
   }
 }
 

@@ -2,7 +2,9 @@
 # check (terraform/schema_check.py) reads that version's schema. azapi only for what azurerm
 # lacks (modules/storage-key-secret, modules/data-factory: each says why).
 terraform {
-  required_version = ">= 1.6.0"
+  # 1.11: azapi's sensitive_body (modules/storage-key-secret) is a write-only argument, which
+  # Terraform supports from 1.11; variables.tf's validations refer to other variables (1.9).
+  required_version = ">= 1.11.0"
 
   required_providers {
     azurerm = {

@@ -26,6 +26,9 @@ param stagingStorageAccount string
 @description('Blob endpoint (AZURE_STORAGE_BLOB_URL).')
 param azureStorageBlobUrl string
 
+@description('Datastore storage account name (AZURE_STORAGE_ACCOUNT): the storage event trigger listens to it.')
+param azureStorageAccount string
+
 @description('Key Vault name (AZURE_KEY_VAULT).')
 param azureKeyVault string
 

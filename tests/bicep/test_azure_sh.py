@@ -156,14 +156,32 @@ def test_private_networking_runs_the_same_path_with_the_allowed_ip(action, bin_d
     assert "privateNetworking=true" in call and "allowedIpAddress=203.0.113.7" in call
 
 
-@pytest.mark.parametrize("allowed_ip", ["", "203.0.113", "203.0.113.256", "10.0.0.0/8", "myhost"])
+# The storage firewall refuses RFC 1918 private ranges in IP rules (Microsoft's "Guidelines and
+# limitations for the Azure Storage firewall"); loopback, link-local, carrier-grade NAT, "this
+# network" and multicast addresses are never the address Azure sees; a leading zero is ambiguous.
+REFUSED_IPS = ["", "203.0.113", "203.0.113.256", "10.0.0.0/8", "myhost", "10.1.2.3", "172.16.0.5", "172.31.255.1",
+               "192.168.1.10", "127.0.0.1", "0.0.0.0", "169.254.10.1", "100.64.0.1", "100.127.0.1", "224.0.0.1",
+               "255.255.255.255", "09.1.1.1"]
+ACCEPTED_IPS = ["172.15.0.1", "172.32.0.1", "100.63.0.1", "100.128.0.1", "192.169.0.1", "8.8.4.4", "203.0.113.7",
+                "223.255.0.1"]
+
+
+@pytest.mark.parametrize("allowed_ip", REFUSED_IPS)
 def test_private_networking_without_a_valid_allowed_ip_is_refused_before_azure(allowed_ip, bin_dir, fake_az,
                                                                                 tmp_path):
     result = _script("what-if", bin_dir, tmp_path, env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": allowed_ip})
     assert result.returncode == 2
     assert "error: PRIVATE_NETWORKING=true needs ALLOWED_IP, your public IPv4 address" in result.stderr
     assert "ALLOWED_IP=<address>" in result.stderr
+    assert "azure.sh: line" not in result.stderr, "a shell error instead of the message"
     assert not fake_az.exists(), "nothing may reach Azure"
+
+
+@pytest.mark.parametrize("allowed_ip", ACCEPTED_IPS)
+def test_public_addresses_next_to_the_refused_ranges_are_accepted(allowed_ip, bin_dir, fake_az, tmp_path):
+    result = _script("what-if", bin_dir, tmp_path, env={"PRIVATE_NETWORKING": "true", "ALLOWED_IP": allowed_ip})
+    assert result.returncode == 0, result.stderr
+    assert f"allowedIpAddress={allowed_ip}" in _call(fake_az, "deployment sub what-if ").split()
 
 
 @pytest.mark.parametrize("prefix", ["ab", "abcdefghijk", "1iris", "Iris", "iris-ops", "iris_ops", "iris ops"])

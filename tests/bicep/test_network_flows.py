@@ -34,6 +34,7 @@ def test_the_table_covers_every_path_of_the_product():
         ("factory", "batch account"), ("pool", "staging blob"), ("pool", "datastore blob"),
         ("pool", "datastore queue"), ("pool", "internet"), ("aml compute", "datastore blob"),
         ("aml compute", "registry"), ("aml compute", "vault"), ("aml compute", "workspace"),
+        ("aml compute", "internet"),
         ("operator", "datastore blob"), ("operator", "datastore queue")}
 
 
@@ -94,12 +95,17 @@ def test_an_ip_rule_for_everyone_on_the_vault_is_caught(tmp_path):
     assert "private mode: keyVault: IP rule(s) beyond the allowed IP: 0.0.0.0/0" in flows.check(root)
 
 
-def test_a_batch_subnet_without_its_nat_gateway_cannot_reach_the_package_index(tmp_path):
+def without_nat_gateway(tmp_path, subnet: str):
+    """A copy of bicep/ whose subnet `subnet` has no NAT gateway."""
     text = (BICEP / "modules/network.bicep").read_text()
-    batch = text.index("name: 'snet-batch'")
-    nat = text.index("          natGateway: {\n            id: natGateway.id\n          }\n", batch)
-    root = broken(tmp_path, "modules/network.bicep", text[batch:nat + 68], text[batch:nat])
-    problems = flows.check(root)
+    start = text.index(f"name: '{subnet}'")
+    nat_block = "          natGateway: {\n            id: natGateway.id\n          }\n"
+    nat = text.index(nat_block, start)
+    return broken(tmp_path, "modules/network.bicep", text[start:nat + len(nat_block)], text[start:nat])
+
+
+def test_a_batch_subnet_without_its_nat_gateway_cannot_reach_the_package_index(tmp_path):
+    problems = flows.check(without_nat_gateway(tmp_path, "snet-batch"))
     assert "Batch node → package index (private mode): no route in the templates" in problems
     assert "Batch node → staging (download) (private mode): no route in the templates" in problems
 
@@ -116,3 +122,25 @@ def test_the_command_prints_the_derived_table():
     assert result.returncode == 0, result.stderr
     assert "| Batch node → datastore queue | public endpoint | private endpoint |" in result.stdout
     assert "NO ROUTE" not in result.stdout
+
+
+def test_a_template_that_does_not_parse_is_a_flow_error_naming_the_file(tmp_path):
+    root = broken(tmp_path, "modules/network.bicep", "resource natIp ", "resource natIp = = ")
+    with pytest.raises(flows.FlowError, match=r"modules/network\.bicep: does not parse as Bicep"):
+        flows.Network(root, True)
+
+
+def test_an_aml_subnet_without_its_nat_gateway_leaves_the_cluster_without_azure_mls_services(tmp_path):
+    # Compute without public IPs reaches AzureMachineLearning, BatchNodeManagement, Entra ID and
+    # Resource Manager outbound (docs/azure.md, "Sources": how-to-secure-training-vnet).
+    problems = flows.check(without_nat_gateway(tmp_path, "snet-aml-compute"))
+    assert "Azure ML cluster → Azure ML services (private mode): no route in the templates" in problems
+
+
+def test_the_command_has_help_with_an_example_and_refuses_unknown_arguments():
+    run = [sys.executable, "-m", "bicep.flows"]
+    shown = subprocess.run(run + ["--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "usage: python -m bicep.flows" in shown.stdout
+    assert "example:" in shown.stdout and "| path |" not in shown.stdout
+    wrong = subprocess.run(run + ["--private"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "unrecognized arguments: --private" in wrong.stderr

@@ -319,6 +319,22 @@ def test_private_mode_creates_the_cluster_in_the_subnet_without_public_node_ips(
     assert aml["enableNodePublicIp"] is False
 
 
+@pytest.mark.parametrize("subnet", [
+    "snet-aml-compute",
+    "/subscriptions/my-sub/resourceGroups/rg-irisops/providers/Microsoft.Network/virtualNetworks/v/subnets/s",
+    "/subscriptions/6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f/resourceGroups/rg-irisops/providers/"
+    "Microsoft.Network/virtualNetworks/irisops-x7k2qm-vnet",
+])
+def test_a_subnet_setting_that_is_not_a_subnet_id_is_refused_before_azure(subnet, azure_settings):
+    """The SDK would rewrite it as a subnet name under the workspace's group (see above)."""
+    from dataclasses import replace
+
+    from deployer.app import spec_overrides
+
+    with pytest.raises(ConfigError, match="AML_COMPUTE_SUBNET_ID .* is not a subnet resource id"):
+        spec_overrides(replace(azure_settings, aml_compute_subnet_id=subnet))
+
+
 PRIVATE_SUBNET = ("/subscriptions/6b1f5c3e-2d4a-4e8b-9c7d-1a2b3c4d5e6f/resourceGroups/rg-irisops/providers/"
                   "Microsoft.Network/virtualNetworks/irisops-x7k2qm-vnet/subnets/snet-aml-compute")
 

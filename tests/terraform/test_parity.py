@@ -5,6 +5,7 @@ placeholder filling. A resource added to one stack only fails it (the planted te
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -15,6 +16,7 @@ import pytest
 from pycep import BicepParser
 
 from bicep import env_writer, flows
+from bicep import schema_check as azure_types
 from terraform.stack import Stack, StackError, expression
 from tests.bicep.test_templates import BICEP, PLACEHOLDER, config, functions, main, module, ref, replace_chain
 from workspace.settings import REPO_ROOT
@@ -285,6 +287,98 @@ def test_a_file_left_out_or_filled_differently_fails_the_parity(tmp_path):
     # A placeholder pattern that misses the keys with digits and underscores.
     missed = terraform_adf(Stack(planted(tmp_path / "b", module, "__([A-Z][A-Z0-9_]*?)__", "__([A-Z]+)__")))
     assert missed != bicep_adf() and "__BATCH_POOL_ID__" in json.dumps(missed)
+
+
+# ------------------------------------------------------------------ triggers
+
+TRIGGERS = "Microsoft.DataFactory/factories/triggers"
+
+
+def on_disk_triggers() -> list[str]:
+    return sorted(p.relative_to(REPO_ROOT / "adf").as_posix() for p in (REPO_ROOT / "adf" / "triggers").glob("*.json"))
+
+
+def bicep_trigger_problems(directory: Path) -> list[str]:
+    """Each adf/triggers/ file must be a trigger resource of data-factory.bicep whose
+    properties are the file's own (so nothing sets runtimeState), and nothing else."""
+    template = _parse_bicep((directory / "modules" / "data-factory.bicep").read_text())
+    loaded = {name: Path(os.path.relpath(directory / "modules" / replace_chain(v["value"])[0], directory.parent / "adf"))
+              for name, v in template["variables"].items() if functions(v["value"], "load_text_content")}
+    problems, deployed = [], []
+    for symbol, statement in template["resources"].items():
+        if statement["type"] != TRIGGERS:
+            continue
+        body = config(statement)
+        variable = ref(body["name"]).split(".")[0]
+        if variable not in loaded or ref(body.get("properties")) != f"{variable}.properties":
+            problems.append(f"{symbol}: properties must be those of the file it loads, as they are")
+        else:
+            deployed.append(loaded[variable].as_posix())
+    if sorted(deployed) != on_disk_triggers():
+        problems.append(f"deploys {sorted(deployed)}, adf/triggers/ holds {on_disk_triggers()}")
+    return problems
+
+
+def terraform_trigger_problems(stack: Stack) -> list[str]:
+    """The same of terraform/: only azapi_resource creates a trigger (azurerm's trigger resources
+    start it), with the file's own properties as its body; no action starts one."""
+    problems, deployed = [], []
+    for address, body in stack.triggers():
+        if not address.startswith("azapi_resource."):
+            problems.append(f"{address}: a trigger is created by azapi_resource only, and nothing acts on it")
+            continue
+        files = stack.adf_selection(body.get("for_each", ""))
+        written = {k: expression(v) for k, v in body.get("body", {}).items() if not k.startswith("__")}
+        if files is None or written != {"properties": "local.documents[each.key].properties"}:
+            problems.append(f"{address}: its body must be the properties of the adf/ file it deploys, as they are")
+        else:
+            deployed += files
+    if sorted(deployed) != on_disk_triggers():
+        problems.append(f"deploys {sorted(deployed)}, adf/triggers/ holds {on_disk_triggers()}")
+    return problems
+
+
+def test_the_triggers_are_deployed_stopped_in_both(stack):
+    """A trigger is created stopped and only its start API starts it: runtimeState is read-only
+    in the REST type. Both stacks deploy each adf/triggers/ file's properties as they are (no
+    file sets runtimeState, after filling) and nothing starts them."""
+    types = azure_types.Schema.load()
+    trigger = types.get(types.body(f"{TRIGGERS}@2018-06-01")["properties"]["properties"]["type"])
+    assert trigger["baseProperties"]["runtimeState"]["flags"] & azure_types.READ_ONLY
+    assert on_disk_triggers(), "adf/triggers/ holds no trigger"
+    assert bicep_trigger_problems(BICEP) == []
+    assert terraform_trigger_problems(stack) == []
+    for documents in (bicep_adf(), terraform_adf(stack)):
+        for relative in on_disk_triggers():
+            assert "runtimeState" not in documents[relative]["properties"], relative
+
+
+def test_a_trigger_started_or_left_out_fails_the_parity(stack, tmp_path):
+    module = "modules/data-factory/main.tf"
+    body = "properties = local.documents[each.key].properties\n  }\n\n  # A trigger"
+    started = Stack(planted(tmp_path / "a", module, body,
+                            'properties = merge(local.documents[each.key].properties, { runtimeState = "Started" })'
+                            "\n  }\n\n  # A trigger"))
+    assert any("azapi_resource.trigger" in p for p in terraform_trigger_problems(started))
+    # Started after creation, by an action on each trigger.
+    copy = copy_stack(tmp_path / "b")
+    (copy / "modules" / "data-factory" / "start.tf").write_text(
+        'resource "azapi_resource_action" "start" {\n  for_each    = azapi_resource.trigger\n'
+        '  type        = "Microsoft.DataFactory/factories/triggers@2018-06-01"\n'
+        '  resource_id = each.value.id\n  action      = "start"\n}\n')
+    assert any("azapi_resource_action.start" in p for p in terraform_trigger_problems(Stack(copy)))
+    # A selection that misses the triggers.
+    missed = Stack(planted(tmp_path / "c", module, 'startswith(f, "triggers/")', 'startswith(f, "trigger/")'))
+    assert terraform_trigger_problems(missed) == [f"deploys [], adf/triggers/ holds {on_disk_triggers()}"]
+    # Bicep, started by a property set on top of the file's.
+    bicep = tmp_path / "bicep"
+    shutil.copytree(BICEP, bicep)
+    path = bicep / "modules" / "data-factory.bicep"
+    text = path.read_text()
+    assert "properties: scoreNightlyTriggerJson.properties" in text
+    path.write_text(text.replace("properties: scoreNightlyTriggerJson.properties",
+                                 "properties: union(scoreNightlyTriggerJson.properties, { runtimeState: 'Started' })"))
+    assert any(p.startswith("scoreNightlyTrigger:") for p in bicep_trigger_problems(bicep))
 
 
 def test_every_pipeline_in_adf_is_deployed(stack):

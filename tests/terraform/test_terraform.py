@@ -235,3 +235,115 @@ def test_a_miswired_module_fails_the_wiring_check(tmp_path):
     problems = wiring_problems(copy)
     assert "module.batch.account_url does not exist" in problems
     assert "module batch: unknown variable vmsize" in problems and "module batch: missing variable vm_size" in problems
+
+
+def test_a_directory_without_terraform_files_is_an_error_not_a_pass(tmp_path):
+    run = [sys.executable, "-m", "terraform.schema_check", "--dir", str(tmp_path / "missing")]
+    result = subprocess.run(run, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 2 and "no problems" not in result.stdout, result.stdout
+    assert f"{tmp_path / 'missing'}: no .tf files" in result.stderr and "Traceback" not in result.stderr
+
+
+# Language features and the Terraform release that introduced them: a variable validation that
+# refers to another variable (1.9: hashicorp/terraform#34955, "Input variable validation rules
+# can refer to other objects"), a write-only argument such as azapi's `sensitive_body` (1.11:
+# the azapi docs, docs/resources/resource.md, "Write-only ... requires Terraform 1.11 or later").
+def _minimum_terraform() -> tuple[tuple[int, int], list[str]]:
+    needs = [((1, 6), "terraform/versions.tf")]
+    for path in FILES:
+        document = hcl.parse(path)
+        for (name,), body in hcl.labelled(document, "variable"):
+            for validation in body.get("validation", []):
+                others = set(re.findall(r"\bvar\.(\w+)", str(validation.get("condition", "")))) - {name}
+                if others:
+                    needs.append(((1, 9), f"variable {name}: validation refers to var.{sorted(others)[0]}"))
+        for (kind, name), body in hcl.labelled(document, "resource"):
+            if kind == "azapi_resource" and "sensitive_body" in body:
+                needs.append(((1, 11), f"{kind}.{name}: sensitive_body is write-only"))
+    version = max(needs)
+    return version[0], [why for v, why in needs if v == version[0]]
+
+
+def test_the_required_terraform_version_has_the_features_the_stack_uses():
+    (minimum, why) = _minimum_terraform()
+    versions = hcl.parse(TERRAFORM / "versions.tf")["terraform"][0]
+    declared = re.fullmatch(r">= ?(\d+)\.(\d+)(?:\.\d+)?", hcl.unquote(versions["required_version"]))
+    assert declared, versions["required_version"]
+    assert (int(declared[1]), int(declared[2])) >= minimum, f"needs Terraform {minimum}: {why}"
+    # What the script and the docs tell someone installing Terraform.
+    wanted = f"Terraform {int(declared[1])}.{int(declared[2])} or newer"
+    assert wanted in (REPO_ROOT / "bicep" / "azure.sh").read_text()
+    assert wanted in (REPO_ROOT / "docs" / "azure.md").read_text()
+
+
+# With a storage firewall on Deny (private mode) the data plane refuses whoever runs Terraform
+# from another address (a CI runner), and with storage_use_azuread it needs data roles: azurerm
+# 4.55 reads an account's queue properties through the data plane on every refresh unless the
+# provider's `features { storage { data_plane_available = false } }` (its features-block guide;
+# hashicorp/terraform-provider-azurerm#16240, #33454). So every storage call goes through
+# Resource Manager: the flag is off, no data-plane block or resource is used, containers are
+# created by `storage_account_id` (Resource Manager), not `storage_account_name` (data plane).
+DATA_PLANE_RESOURCES = {"azurerm_storage_blob", "azurerm_storage_queue", "azurerm_storage_share",
+                        "azurerm_storage_table", "azurerm_storage_share_file", "azurerm_storage_data_lake_gen2_path"}
+
+
+def test_storage_is_managed_through_resource_manager_only():
+    provider = next(body for (name,), body in hcl.labelled(hcl.parse(TERRAFORM / "providers.tf"), "provider")
+                    if name == "azurerm")
+    storage = provider["features"][0].get("storage", [{}])[0]
+    assert storage.get("data_plane_available") is False, "azurerm reads queue properties through the firewall"
+    for path, kind, name, body in hcl.resources(TERRAFORM):
+        assert kind not in DATA_PLANE_RESOURCES, f"{kind}.{name}"
+        if kind == "azurerm_storage_account":
+            assert not {"queue_properties", "static_website"} & set(body), f"{kind}.{name}"
+        if kind == "azurerm_storage_container":
+            assert "storage_account_id" in body and "storage_account_name" not in body, f"{kind}.{name}"
+
+
+# Attributes of azurerm and azapi resources that hold a key or a secret (the azurerm docs'
+# "Attributes Reference" of the accounts, App Insights, Batch and the registry; azapi's
+# sensitive_output): none may reach an output, which `terraform output -json` prints in clear
+# into .local/ and the .env writer reads.
+SECRET_ATTRIBUTE = re.compile(r"\.(primary|secondary)_(access_key|key|connection_string|blob_connection_string)\b|"
+                              r"\.(instrumentation_key|connection_string|admin_password|sensitive_output)\b")
+
+
+def _output_problems(directory) -> list[str]:
+    problems = []
+    for path in hcl.tf_files(directory):
+        for (name,), body in hcl.labelled(hcl.parse(path), "output"):
+            where = f"{path.relative_to(directory)} output {name}"
+            if body.get("sensitive") is True:
+                problems.append(f"{where}: sensitive")
+            if SECRET_ATTRIBUTE.search(str(body.get("value", ""))):
+                problems.append(f"{where}: carries a key")
+    return problems
+
+
+def test_no_output_carries_a_key(tmp_path):
+    assert _output_problems(TERRAFORM) == []
+    copy = copy_stack(tmp_path)
+    path = copy / "modules" / "storage" / "main.tf"
+    path.write_text(path.read_text() + 'output "key" { value = azurerm_storage_account.storage.primary_access_key }\n')
+    assert _output_problems(copy) == ["modules/storage/main.tf output key: carries a key"]
+
+
+def _allowed_ip_patterns() -> tuple[re.Pattern, re.Pattern]:
+    """The address pattern and the refused-ranges pattern of variables.tf's allowed_ip_address
+    validation (RE2, as Terraform's regex(); these constructs read the same in Python)."""
+    text = (TERRAFORM / "variables.tf").read_text()
+    body = text[text.index('variable "allowed_ip_address"'):]
+    found = re.findall(r'regex\("((?:[^"\\]|\\.)*)"', body[:body.index("\n}\n")])
+    assert len(found) == 2, found
+    return tuple(re.compile(p.replace("\\\\", "\\")) for p in found)
+
+
+def test_terraform_refuses_the_allowed_ips_the_script_refuses():
+    from tests.bicep.test_azure_sh import ACCEPTED_IPS, REFUSED_IPS
+
+    address, refused = _allowed_ip_patterns()
+
+    def valid(ip):
+        return bool(address.search(ip)) and not refused.search(ip)
+    assert [ip for ip in REFUSED_IPS if valid(ip)] == []
+    assert [ip for ip in ACCEPTED_IPS if not valid(ip)] == []

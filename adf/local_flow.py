@@ -48,7 +48,8 @@ API_START_SECONDS = 60
 # Parameters of a scoring pipeline that name where Azure ML is: the deployment's on Azure
 # (filled from .env), the local API's here.
 SERVICE_PARAMETERS = ("invocationUri", "workspaceUri", "historyUri")
-# Settings a control-flow pipeline's defaults name that the local target leaves empty.
+# Azure ML settings the pipelines' defaults name (score-iris's, deploy-iris's) that the
+# local target leaves empty: the local API and the local deployer stand for them.
 FLOW_LOCAL_EMPTY = frozenset({"AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AML_WORKSPACE",
                               "AZURE_LOCATION", "BATCH_ENDPOINT_NAME"})
 

@@ -186,13 +186,11 @@ class LocalBackend(Backend):
         return self.runs_dir / PIPELINE_RUN_ID.check(run_id, "run id")
 
     def definitions(self) -> Definitions:
-        from adf.control_flow import is_control_flow
         from adf.local_flow import FLOW_LOCAL_EMPTY
 
         raw = load_definitions(self.definitions_dir, self.pipeline_file)
-        allow = LOCAL_ONLY_EMPTY | (FLOW_LOCAL_EMPTY if is_control_flow(raw.pipeline.body)
-                                    else frozenset())
-        return filled(raw, self.settings, pipeline_only=True, allow_empty=allow)
+        return filled(raw, self.settings, pipeline_only=True,
+                      allow_empty=LOCAL_ONLY_EMPTY | FLOW_LOCAL_EMPTY)
 
     def pipelines(self) -> dict[str, dict]:
         """Every pipeline of the definitions folder by name, filled (Execute Pipeline's targets)."""

@@ -379,3 +379,23 @@ def test_the_pool_installs_what_register_and_deploy_imports():
               if line and not line.startswith("#")}
     assert {"azure-ai-ml", "azure-identity", "azure-storage-blob", "click", "rich", "pyyaml",
             "python-dotenv", "mlflow"} <= pinned
+
+
+def test_deploy_iris_is_planned_locally_with_the_local_deployer_settings(tmp_path):
+    """deploy-iris alone on the local target: its Azure-only settings may be empty there, and
+    the runner sets the deployer's target, state folder and Azurite port."""
+    from adf.local_runner import LocalBackend, local_parameters
+
+    settings = Settings.load(env_file=tmp_path / "no.env", environ={},
+                             local_dir=str(tmp_path / "local"), azurite_port="10123")
+    backend = LocalBackend(settings)
+    backend.pipeline_file = "deploy-pipeline.json"
+    definitions = backend.definitions()
+    values = effective_parameters(definitions, local_parameters(definitions, settings))
+    plan = plan_activity(definitions, values, "run-7", settings)
+    extended = plan.activity["typeProperties"]["extendedProperties"]
+    assert extended["settings"]["TARGET"] == "local"
+    assert extended["settings"]["LOCAL_DIR"] == str(tmp_path / "local")
+    assert extended["settings"]["AZURITE_BLOB_PORT"] == "10123"
+    assert extended["poolIdentityClientId"] == ""  # locally: Azurite's connection string
+    assert plan.command.split()[1:] == ["deploy_task.py", "register-and-deploy"]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from adf.control_flow import (FlowHooks, FlowResult, FlowRunner, check_pipeline,
                               is_control_flow)
-from adf.definitions import effective_parameters
+from adf.definitions import Definitions, Document, effective_parameters, executed_pipelines
 from adf.expressions import UNKNOWN
 from adf.runs import (PID_FILE, RUN_FILE, ActivityRun, PipelineRun, batch_job_started, now,
                       run_from_dict, write_json)
@@ -65,6 +65,14 @@ def plan_flow(definitions, pipelines: dict[str, dict], values: dict, settings: S
             check_pipeline(body, {n: spec.get("defaultValue", UNKNOWN)
                                   for n, spec in declared.items()},
                            f"pipeline '{name}'", pipelines)
+    for name in executed_pipelines(definitions.pipeline.body, pipelines):
+        if not is_control_flow(pipelines[name]):  # train-iris, deploy-iris: as the runner plans them
+            from adf.local_runner import local_parameters, plan_activity
+
+            child = Definitions(definitions.directory,
+                                Document(Path(f"pipeline '{name}'"), pipelines[name]), {}, {})
+            plan_activity(child, effective_parameters(child, local_parameters(child, settings)),
+                          run_id, settings)
     return {"run_id": run_id, "pipeline": definitions.pipeline.name, "parameters": values,
             "pipelines": pipelines,
             "settings": {f.name: getattr(settings, f.name) for f in fields(Settings)}}
@@ -129,8 +137,6 @@ class FlowWorker:
         return result
 
     def run_child(self, pipeline: str, given: dict) -> tuple[str, FlowResult]:
-        from adf.definitions import Definitions, Document
-
         body = self.plan["pipelines"][pipeline]
         definitions = Definitions(Path("."), Document(Path(f"{pipeline}.json"), body), {}, {})
         if not is_control_flow(body):

@@ -48,3 +48,29 @@ def test_one_trigger_trains_deploys_and_scores_the_sample(azurite, tmp_path):
     predictions = store.read_bytes(blob).decode().splitlines()
     assert len(predictions) == 150
     assert json.dumps(returned["jobName"]) in json.dumps(run_json(adf, run_id))
+
+
+def test_cancel_stops_the_loop_and_the_custom_child_it_runs(azurite, tmp_path):
+    import time
+
+    settings = isolated_settings(azurite, tmp_path)
+    container_datastore(settings)
+    adf = Adf(settings, tmp_path / "work")
+    out = ok(adf("trigger", "--pipeline", "train-and-deploy", "--param", "epochs=3000",
+                 "--no-wait"))
+    run_id = re.search(r"Started run ([0-9a-f-]{36})", out).group(1)
+    child = None
+    for _ in range(600):  # until train-iris's task is running
+        runs = json.loads(ok(adf("runs", "list", "-o", "json")))["runs"]
+        training = [r for r in runs if r["pipeline"] == "train-iris"
+                    and r["status"] == "InProgress" and r["activities"]]
+        if training:
+            child = training[0]["run_id"]
+            break
+        time.sleep(0.5)
+    assert child, runs
+    cancelled = adf("cancel", run_id)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert run_json(adf, run_id)["status"] == "Cancelled"
+    assert run_json(adf, child)["status"] == "Cancelled"  # its task was stopped with it
+    assert [a["name"] for a in run_json(adf, run_id)["activities"]] == ["Train"]

@@ -23,8 +23,9 @@ from workspace.settings import REPO_ROOT, Settings
 
 STAGED_FILES = (REPO_ROOT / "trainer" / "main.py",
                 REPO_ROOT / "trainer" / "requirements.txt",
-                REPO_ROOT / "data" / "iris_csv.csv",
-                REPO_ROOT / "adf" / "deploy_task.py")
+                REPO_ROOT / "data" / "iris_csv.csv")
+# deploy-iris's program; staged with the archive it unpacks (a sweep stages neither).
+DEPLOY_TASK = REPO_ROOT / "adf" / "deploy_task.py"
 SHA256_METADATA = "sha256"
 ARCHIVE_NAME = "iris-packages.zip"  # adf/deploy_task.py's ARCHIVE
 ARCHIVED_PACKAGES = ("deployer", "workspace", "adf")
@@ -72,11 +73,12 @@ def build_archive(destination: Path, root: Path = REPO_ROOT) -> Path:
 
 def stage(store: Datastore, prefix: str, files=None,
           progress: Callable[[StagedFile, int, int], None] | None = None) -> list[StagedFile]:
-    """Upload files (default: STAGED_FILES and the packages' archive) flat under prefix,
-    skipping those whose sha256 matches the blob's."""
+    """Upload files (default: STAGED_FILES, DEPLOY_TASK and the packages' archive) flat under
+    prefix, skipping those whose sha256 matches the blob's."""
     if files is None:
         with tempfile.TemporaryDirectory(prefix="iris-stage-") as scratch:
-            return stage(store, prefix, (*STAGED_FILES, build_archive(Path(scratch))), progress)
+            return stage(store, prefix, (*STAGED_FILES, DEPLOY_TASK, build_archive(Path(scratch))),
+                         progress)
     store.check()
     names = [p.name for p in files]
     duplicates = {n for n in names if names.count(n) > 1}

@@ -248,14 +248,14 @@ def test_missing_azure_settings_are_named(azure_settings):
 
 def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchanged(invoke, fake,
                                                                                   tmp_path):
-    from adf.staging import STAGED_FILES, build_archive
+    from adf.staging import DEPLOY_TASK, STAGED_FILES, build_archive
     from workspace.datastore import sha256_file
 
     first = invoke("stage")
     assert first.exit_code == 0, first.output
     assert "Staging to azureml/adf/iris-training (azure)" in first.output
     assert "Staged 5 files (5 uploaded, 0 unchanged)" in first.output
-    for path in (*STAGED_FILES, build_archive(tmp_path)):
+    for path in (*STAGED_FILES, DEPLOY_TASK, build_archive(tmp_path)):
         name = f"azureml/adf/iris-training/{path.name}"
         assert fake.blobs[name] == path.read_bytes()
         assert fake.blob_metadata[name] == {"sha256": sha256_file(path)}

@@ -238,7 +238,7 @@ def test_staged_files_are_the_ones_the_command_uses(raw):
 
     command = raw.activity["typeProperties"]["command"]["value"]
     names = {p.name for p in STAGED_FILES}
-    assert {"main.py", "iris_csv.csv", "requirements.txt", "deploy_task.py"} == names
+    assert {"main.py", "iris_csv.csv", "requirements.txt"} == names
     assert " main.py " in command and "--iris-csv iris_csv.csv" in command
     deploy = load_definitions(None, "deploy-pipeline.json").activity["typeProperties"]
     assert " deploy_task.py register-and-deploy" in deploy["command"]["value"]

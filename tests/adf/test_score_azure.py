@@ -156,7 +156,7 @@ def test_train_and_deploy_is_published_after_the_pipelines_it_executes_and_stage
         run_cli, fake, azure_settings, tmp_path):
     import zipfile
 
-    from adf.staging import STAGED_FILES, build_archive
+    from adf.staging import DEPLOY_TASK, STAGED_FILES, build_archive
 
     result = run_cli("trigger", "--pipeline", "train-and-deploy", "--no-wait")
     assert result.exit_code == 0, result.output
@@ -188,7 +188,7 @@ def test_train_and_deploy_is_published_after_the_pipelines_it_executes_and_stage
     assert folder == fake.published[("pipelines", "train-iris")]["properties"]["activities"][0][
         "typeProperties"]["folderPath"]
     archive = build_archive(tmp_path)
-    for path in (*STAGED_FILES, archive):
+    for path in (*STAGED_FILES, DEPLOY_TASK, archive):
         assert fake.blobs[f"{folder}/{path.name}"] == path.read_bytes()
     assert "deployer/__main__.py" in zipfile.ZipFile(archive).namelist()
     assert fake.find("POST", r"/pipelines/train-and-deploy/createRun$")

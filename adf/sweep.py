@@ -5,10 +5,15 @@ stages the runner and triggers `adf/sweep-pipeline.json` (a ForEach of runners).
 sweep's record lives in the datastore, `sweeps/<id>/sweep.json`, so `status` and `list`
 work from any machine and on both targets.
 
-Results and failures arrive as queue messages (at least once). A collector moves them into
-`sweeps/<id>/ledger.json` under a blob lease, writing the ledger before deleting the
-messages: a line is counted once (its first result wins; a result beats a failure), and
-every line ends in exactly one of done or failed.
+Results and failures are reported in blobs, not queue messages: each runner appends them
+as JSON lines to an append blob of its own, `<containerPath>/sweeps/<id>/reports/<runner>.jsonl`
+(at least once). A collector folds what the runners appended since it last read into
+`sweeps/<id>/ledger.jsonl`, itself an append blob: each Append Block carries the records
+that changed the ledger together with how far each report blob has been read, so a
+collector killed at any point either recorded both or neither, and the next one reads on
+from the last offsets recorded. A line is counted once (its first result wins; a result
+beats a failure), and every line ends in exactly one of done or failed. Nothing is deleted
+per result: a queue message costs one Delete Message call each (docs/performance.md).
 
 Once every line is queued, `start` marks the work queue with the line count: the runners
 stop as soon as that queue is empty (every line accounted for), and `start` returns once
@@ -40,16 +45,21 @@ from workspace.errors import ConfigError, DatastoreUnavailable, NotFound, Operat
     ProjectError
 from workspace.names import SWEEP_ID
 from workspace.quality import MIN_TEST_ROWS, accuracy_text, rank_key, test_rows_problem
-from workspace.queues import DRAIN_VISIBILITY_SECONDS, SweepQueues
+from workspace.datastore import AppendConflict, ContainerMissing
+from workspace.queues import SweepQueues
 from workspace.settings import REPO_ROOT
 
 SWEEPS_PREFIX = "sweeps"
 RECORD_NAME = "sweep.json"
-LEDGER_NAME = "ledger.json"
+LEDGER_NAME = "ledger.jsonl"
+OLD_LEDGER_NAME = "ledger.json"  # a JSON snapshot, rewritten whole (sweeps started before)
+REPORTS = "reports"  # <containerPath>/sweeps/<id>/reports/: the runners' report blobs
+# Append Block takes at most 4 MiB per block (100 MiB from version 2022-11-02): a collect
+# that read more appends several blocks, each with its own offsets.
+LEDGER_BLOCK_BYTES = 4 << 20
+COLLECT_TRIES = 10  # collects in a row that another collector's append may send back
 START_LOCK = "start.lock"
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
-COLLECT_BATCH = 1000   # messages recorded per ledger write, at most; and at least every
-COLLECT_FLUSH_SECONDS = DRAIN_VISIBILITY_SECONDS / 3  # so they are deleted before they come back
 SETTLE_SECONDS = 1.0   # once every line is accounted for: how long `start` waits for the run
 #                        to end (its runners stop at once) before it returns anyway
 OUTAGE_SECONDS = 120.0  # how long following rides out an unreachable storage service
@@ -87,6 +97,7 @@ class SweepRecord:
     pipeline_run_id: str = ""
     canceled: str = ""          # when `sweep cancel` (or an interrupted start) canceled it
     cancel_reason: str = ""
+    reports: str = ""           # <container>/<prefix>/sweeps/<id>/reports: where runners report
 
     @property
     def total(self) -> int:
@@ -95,16 +106,38 @@ class SweepRecord:
 
 @dataclass
 class Ledger:
-    done: dict[str, dict] = field(default_factory=dict)     # line → result message
-    failed: dict[str, dict] = field(default_factory=dict)   # line → failure message
+    done: dict[str, dict] = field(default_factory=dict)     # line → result
+    failed: dict[str, dict] = field(default_factory=dict)   # line → failure
+    read: dict[str, int] = field(default_factory=dict)      # report blob → bytes recorded
+    size: int = 0  # bytes of ledger.jsonl folded into this (its next append position)
 
-    def record(self, kind: str, body: dict) -> None:
+    def record(self, kind: str, body: dict) -> bool:
+        """Fold one report in; whether it changed the ledger."""
         line = str(body["line"])
+        if line in self.done:
+            return False   # the first complete run of a line wins
         if kind == "results":
-            self.done.setdefault(line, body)  # the first complete run of a line wins
+            self.done[line] = body
             self.failed.pop(line, None)
-        elif line not in self.done:
-            self.failed[line] = body
+            return True
+        changed = self.failed.get(line) != body
+        self.failed[line] = body
+        return changed
+
+    def fold(self, data: bytes) -> None:
+        """Fold in lines of ledger.jsonl: records and report offsets (ValueError if a line
+        is neither)."""
+        for text in data.splitlines():
+            entry = json.loads(text)
+            if not isinstance(entry, dict):
+                raise ValueError("a line is not a JSON object")
+            if "read" in entry:
+                self.read.update({str(k): int(v) for k, v in entry["read"].items()})
+            elif entry.get("kind") in ("results", "failures"):
+                self.record(entry["kind"], entry["body"])
+            else:
+                raise ValueError("a line is neither a report nor report offsets")
+        self.size += len(data)
 
     def leaderboard(self) -> list[dict]:
         """Complete runs with enough test rows to rank (workspace/quality.py), best first:
@@ -170,6 +203,7 @@ class Sweeps:
         self.backend.pipeline_file = SWEEP_PIPELINE_FILE
         self.store = store
         self.queue_service = queue_service
+        self._ledgers: dict[str, Ledger] = {}  # sweep id → its ledger as this process folded it
 
     def queues(self, sweep_id: str) -> SweepQueues:
         return SweepQueues(self.queue_service, sweep_id)
@@ -201,6 +235,9 @@ class Sweeps:
         record = SweepRecord(new_sweep_id(), _now(), str(grid), self.backend.target,
                              runners.count,
                              [{"line": g.line, "params": g.params} for g in lines], typed)
+        record.reports = reports_path(record.sweep_id, str(
+            typed.get("containerPath")
+            or self.backend.definitions().parameters["containerPath"].get("defaultValue", "")))
         queues = self.queues(record.sweep_id)
         try:
             with interrupts_raise(), self.store.lease_lock(
@@ -224,7 +261,7 @@ class Sweeps:
     def _queue_stage_and_run(self, record: SweepRecord, queues: SweepQueues, typed: dict,
                              progress: Progress) -> None:
         self.save(record)
-        self.save_ledger(record.sweep_id, Ledger())
+        self.store.create_append_blob(self._blob(record.sweep_id, LEDGER_NAME))
         for entry in record.lines:
             queues.send("work", {"sweep": record.sweep_id, **entry})
         queues.mark_queued(record.total)
@@ -279,51 +316,83 @@ class Sweeps:
         return ids[0]
 
     def load_ledger(self, sweep_id: str) -> Ledger:
-        name = self._blob(sweep_id, LEDGER_NAME)
-        if not self.store.exists(name):
-            return Ledger()
-        return self._read(name, _ledger_from, "Restore it, or delete it to collect the "
-                          "results still queued afresh (those collected into it are lost; "
-                          "their runs stay published).")
+        """The ledger as collected so far (read whole)."""
+        return self._ledger_since(sweep_id, Ledger())
 
-    def save_ledger(self, sweep_id: str, ledger: Ledger) -> None:
-        # Compact and without asdict's deep copy: json's C encoder serves only indent=None,
-        # and a ledger is rewritten at every collect (2.8 MB at 10,000 lines).
-        self.store.upload_bytes(json.dumps({"done": ledger.done, "failed": ledger.failed},
-                                           separators=(",", ":")).encode(),
-                                self._blob(sweep_id, LEDGER_NAME))
+    def _ledger_since(self, sweep_id: str, ledger: Ledger) -> Ledger:
+        """`ledger` with what was appended to ledger.jsonl after its `size` folded in."""
+        name = self._blob(sweep_id, LEDGER_NAME)
+        size = self.store.size(name)
+        if size is None:
+            old = self._blob(sweep_id, OLD_LEDGER_NAME)
+            return self._read(old, _ledger_from, _LEDGER_HINT) if self.store.exists(old) \
+                else Ledger()
+        if size < ledger.size:  # replaced since it was read: read it whole
+            ledger = Ledger()
+        if size > ledger.size:
+            tail = self.store.read_range(name, ledger.size, size - ledger.size)
+            try:
+                ledger.fold(tail)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise SweepBlobCorrupt(f"Blob '{self.store.container}/{name}' is corrupted: "
+                                       f"{type(exc).__name__}: {exc}.", _LEDGER_HINT) from None
+        return ledger
 
     # ------------------------------------------------------------------ progress
 
-    def collect(self, sweep_id: str) -> Ledger:
-        """Move result and failure messages into the ledger; messages go only once recorded."""
-        queues = self.queues(sweep_id)
-        with self.store.lease_lock(self._blob(sweep_id, "ledger.lock"), purpose="sweep collector"):
-            ledger = self.load_ledger(sweep_id)
-            acks: list[Callable[[], None]] = []
-            since = time.monotonic()
-            for kind in ("results", "failures"):
-                for body, ack in queues.drain(kind):
-                    ledger.record(kind, body)
-                    acks.append(ack)
-                    if len(acks) >= COLLECT_BATCH or \
-                            time.monotonic() - since >= COLLECT_FLUSH_SECONDS:
-                        self._record_and_ack(sweep_id, ledger, acks)
-                        since = time.monotonic()
-            self._record_and_ack(sweep_id, ledger, acks)
-        return ledger
+    def collect(self, sweep_id: str, record: SweepRecord | None = None) -> Ledger:
+        """Fold what the runners reported since the last collect into the ledger.
 
-    def _record_and_ack(self, sweep_id: str, ledger: Ledger, acks: list) -> None:
-        """Write the ledger, then delete the messages it now holds."""
-        if acks:
-            self.save_ledger(sweep_id, ledger)
-        for ack in acks:
-            ack()
-        acks.clear()
+        Read the ledger's tail (this process keeps what it folded before), list the report
+        blobs, read each from the offset the ledger recorded to its current end (whole lines
+        only), and append the records that change the ledger with the new offsets, as one
+        block. No lock: the append is conditional on the ledger's length, so of collectors
+        that run at once one appends and the others read its part and start over."""
+        record = record or self.load(sweep_id)
+        for _ in range(COLLECT_TRIES):
+            ledger = self._ledgers.pop(sweep_id, None) or Ledger()
+            try:
+                ledger = self._ledger_since(sweep_id, ledger)
+                if record.reports:
+                    if not ledger.size:  # a new ledger, or one deleted to collect afresh
+                        self.store.create_append_blob(self._blob(sweep_id, LEDGER_NAME))
+                    self._fold_reports(sweep_id, record.reports, ledger)
+            except AppendConflict:
+                continue
+            self._ledgers[sweep_id] = ledger  # kept only when it is what the blob says
+            return ledger
+        raise OperationFailed(f"The ledger of sweep {sweep_id} changed {COLLECT_TRIES} times "
+                              "while it was collected.",
+                              "Other collectors (`sweep status`, `sweep start`) of the sweep "
+                              "run at the same time: run again.")
+
+    def _fold_reports(self, sweep_id: str, reports: str, ledger: Ledger) -> None:
+        container, _, prefix = reports.partition("/")
+        store = self.store.sibling(container)
+        block = LedgerBlock(self._blob(sweep_id, LEDGER_NAME))
+        try:
+            blobs = list(store.list(prefix + "/"))
+        except ContainerMissing:  # (--param containerPath naming one): no runner reported
+            return
+        for blob in blobs:
+            offset = ledger.read.get(blob.name, 0)
+            if blob.size <= offset:
+                continue
+            data = store.read_range(blob.name, offset, blob.size - offset)
+            data = data[:data.rfind(b"\n") + 1]  # whole lines: a block is a line or more
+            for text in data.splitlines(keepends=True):
+                offset += len(text)
+                entry = _report(text, f"{container}/{blob.name}")
+                block.add(text if ledger.record(entry["kind"], entry["body"]) else b"",
+                          blob.name, offset)
+                if block.size >= LEDGER_BLOCK_BYTES // 2:  # a line is far below the rest
+                    block.append(self.store, ledger)
+        block.append(self.store, ledger)
+
 
     def status(self, sweep_id: str | None = None) -> SweepStatus:
         record = self.load(sweep_id)
-        ledger = self.collect(record.sweep_id)
+        ledger = self.collect(record.sweep_id, record)
         queued = self.queues(record.sweep_id).counts().work
         state = SweepStatus(record, ledger, queued)
         if not (record.pipeline_run_id or record.canceled):
@@ -403,7 +472,7 @@ class Sweeps:
             except RunNotFound:  # a local run started on another machine
                 done.append(f"pipeline run {record.pipeline_run_id} is not known here; "
                             "cancel it where it runs")
-        self.collect(record.sweep_id)  # results already posted are kept in the ledger
+        self.collect(record.sweep_id, record)  # results already reported are kept
         deleted = self.queues(record.sweep_id).delete()
         if deleted:
             done.append(f"deleted {deleted} queue(s) of {record.sweep_id}")
@@ -414,11 +483,61 @@ class Sweeps:
         return done
 
 
+@dataclass
+class LedgerBlock:
+    """What one collect appends to ledger.jsonl: the records that changed the ledger, then
+    one line with how far each report blob has now been read, in one Append Block."""
+    name: str
+    records: list[bytes] = field(default_factory=list)
+    read: dict[str, int] = field(default_factory=dict)
+    size: int = 0
+
+    def add(self, record: bytes, report: str, offset: int) -> None:
+        if record:
+            self.records.append(record)
+            self.size += len(record)
+        self.read[report] = offset
+
+    def append(self, store, ledger: Ledger) -> None:
+        if not self.read:
+            return
+        data = b"".join(self.records) + json.dumps({"read": self.read}).encode() + b"\n"
+        store.append(self.name, data, ledger.size)
+        ledger.size += len(data)
+        ledger.read.update(self.read)
+        self.records, self.read, self.size = [], {}, 0
+
+
 def _record_from(data: Any) -> SweepRecord:
     record = SweepRecord(**data)
     if not isinstance(record.lines, list) or not all("line" in e for e in record.lines):
         raise ValueError("'lines' is not a list of grid lines")
     return record
+
+
+_LEDGER_HINT = ("Restore it, or delete it to collect the runners' reports afresh (they stay in "
+                "the sweep's reports/ folder; the runs stay published).")
+
+
+def _report(text: bytes, where: str) -> dict:
+    """One line of a runner's report blob: {"kind": "results"|"failures", "body": {...}}."""
+    try:
+        entry = json.loads(text)
+        if entry["kind"] in ("results", "failures") and "line" in entry["body"]:
+            return entry
+    except (ValueError, TypeError, KeyError):
+        pass
+    raise SweepBlobCorrupt(f"Blob '{where}' has a line that is not a runner's report: "
+                           f"{text[:200]!r}.", "Only the sweep's runners write under reports/; "
+                           "delete the blob (its lines are then not counted) and run again.")
+
+
+def reports_path(sweep_id: str, container_path: str) -> str:
+    """`<container>/<prefix>/sweeps/<id>/reports`: where the runners of a sweep that publish
+    to `container_path` report (trainer/node_runner.py, `Reports`)."""
+    container, _, prefix = container_path.strip("/").partition("/")
+    return "/".join(p for p in (container, prefix.strip("/"), SWEEPS_PREFIX, sweep_id, REPORTS)
+                    if p)
 
 
 def _ledger_from(data: Any) -> Ledger:

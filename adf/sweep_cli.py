@@ -42,7 +42,7 @@ def sweep():
       python -m adf sweep start --grid data/sweep.csv --workers 50   # lowered to what can run
       python -m adf sweep status               # the newest sweep
       python -m adf sweep list
-      python -m adf sweep cancel SWEEP_ID      # stop its run, delete its queues
+      python -m adf sweep cancel SWEEP_ID      # stop its run, delete its queue
     """
 
 
@@ -128,7 +128,7 @@ def status(sweep_id, target, definitions_dir, output_format):
 @target_option
 @definitions_option
 def cancel(sweep_id, target, definitions_dir):
-    """Cancel a sweep (default: the newest): stop its pipeline run, delete its queues and
+    """Cancel a sweep (default: the newest): stop its pipeline run, delete its queue and
     mark it canceled. Results already reported stay in its leaderboard. Repeating it is
     harmless; it also cleans up a sweep stranded by a killed `sweep start`.
 
@@ -210,7 +210,7 @@ def list_entry(record, ledger) -> dict:
 
 
 def _result(rank: int, message: dict) -> dict:
-    """A line's result as the runner reported it (a queue message), in the JSON's words."""
+    """A line's result as the runner reported it, in the JSON's words."""
     return {"rank": rank, "line": message["line"], "params": message.get("params", {}),
             "run_id": message.get("runId", ""), "metrics": message.get("metrics", {}),
             "test_accuracy": message["metrics"]["test_accuracy"],

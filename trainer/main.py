@@ -357,8 +357,13 @@ def log_run(model, x_train, metrics, png: Path, args, data_sha256: str, workdir:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no store-migration chatter on stderr
     # node_runner.py keeps one store for all its lines (a new SQLite store costs seconds).
     store = Path(getattr(args, "mlflow_dir", None) or workdir)
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    db = store / "mlflow.db"
+    template, new = empty_store_template(mlflow.__version__), not db.exists()
+    copied = new and template is not None and copy_store(template, db)
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
     experiment = mlflow.get_experiment_by_name(args.experiment_name)
+    if new and not copied and template is not None:  # made just now: kept for the next
+        copy_store(db, template)
     experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
         args.experiment_name, artifact_location=(store / "mlruns").as_uri())
     example = x_train.head(5)
@@ -382,6 +387,47 @@ def log_run(model, x_train, metrics, png: Path, args, data_sha256: str, workdir:
     logged = {"run_name": finished.run_name, "start_time": finished.start_time,
               "end_time": finished.end_time}
     return experiment_id, run.info.run_id, artifacts, logged
+
+
+def empty_store_template(mlflow_version: str) -> Path | None:
+    """Where a new, empty MLflow SQLite store of this MLflow version is kept for the next
+    process on this machine: creating one runs every schema migration of MLflow (seconds of
+    CPU that each sweep runner and each trainer would pay again). A folder of this user's
+    own (mode 700) in the Batch node's shared folder or the temp directory; None if that
+    folder is someone else's or open to others (a store planted there is not used)."""
+    base = Path(os.environ.get("AZ_BATCH_NODE_SHARED_DIR") or tempfile.gettempdir())
+    folder = base / f"iris-trainer-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return folder / f"mlflow-{mlflow_version}-empty.db"
+
+
+def copy_store(source: Path, target: Path) -> bool:
+    """Copy an MLflow SQLite store with SQLite's backup API (consistent even while it is
+    open) and move it into place at once; False (nothing copied) if the source is missing
+    or not a migrated store."""
+    import sqlite3
+    from contextlib import closing
+
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with closing(sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            if not db.execute("SELECT version_num FROM alembic_version").fetchone():
+                return False
+            with closing(sqlite3.connect(part)) as copy:
+                db.backup(copy)
+        os.replace(part, target)
+        return True
+    except (OSError, sqlite3.Error):
+        part.unlink(missing_ok=True)
+        return False
 
 
 def run_params(args) -> dict:

@@ -9,12 +9,15 @@ which sits beside it (both are copied flat onto the node). For each message of
 1. receive it with a visibility timeout; renew the visibility while training runs longer
    than half of it, so a slow line is not handed to a second runner;
 2. train and publish (manifest last, recording the sweep id and line);
-3. post the result to `<sweep>-results`, then delete the message.
+3. report the result, then delete the message.
 
+Reports (results and failures) are JSON lines the runner appends to an append blob of its
+own, `<prefix>/sweeps/<sweep>/reports/<runner>-<random>.jsonl` in the container it publishes
+to: one Append Block per report, which the service commits whole or not at all; the
+collector of `python -m adf sweep` reads each blob on from where it stopped (adf/sweep.py).
 A runner that dies leaves its message invisible until the timeout; another runner then
 trains the line again (at least once; readers count a line's first complete run). A
-message received more than --max-attempts times goes to `<sweep>-failures` with its last
-error. The runner stops as soon as every line of the sweep is accounted for (done or
+message received more than --max-attempts times is reported failed with its last error. The runner stops as soon as every line of the sweep is accounted for (done or
 failed): `sweep start` marks the work queue with the number of lines once all are queued,
 and a line's message is deleted only after its result or failure is posted, so an empty
 marked queue means done + failed == total. A queue without the mark (lines queued by hand,
@@ -66,8 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="node_runner.py",
         description="Train sweep lines from a storage queue until it is empty (one Batch task).",
         epilog="exit codes: 0 the queue is empty, 3 the queue service is unreachable.")
-    p.add_argument("--sweep-id", required=True, help="Sweep id; its queues are <id>-work, "
-                   "<id>-results and <id>-failures.")
+    p.add_argument("--sweep-id", required=True, help="Sweep id; its work queue is <id>-work.")
     p.add_argument("--queue-url", required=True, metavar="URL",
                    help="Queue endpoint, e.g. https://<account>.queue.core.windows.net.")
     p.add_argument("--iris-csv", default="iris_csv.csv", metavar="PATH")
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Client id of the pool's user-assigned managed identity.")
     p.add_argument("--datastore-name", default="workspaceblobstore")
     p.add_argument("--max-attempts", type=trainer._positive_int, default=3,
-                   help="Receives of one line before it goes to the failures queue.")
+                   help="Receives of one line before it is reported failed.")
     p.add_argument("--visibility-timeout", type=trainer._int_between(1, MAX_VISIBILITY_SECONDS),
                    default=300, metavar="SECONDS", help="How long a received line stays hidden "
                    "(1 s to 7 days, the queue service's range); renewed at half of it while "
@@ -113,7 +115,8 @@ def _credential(args):
     return trainer.storage_credential(args.client_id or None)  # only that identity
 
 
-def connect_queues(args) -> dict:
+def connect_work_queue(args):
+    """The sweep's work queue."""
     from azure.storage.queue import ExponentialRetry, QueueServiceClient
 
     # Short client retries (the storage default waits 15 s and more between tries); longer
@@ -121,8 +124,7 @@ def connect_queues(args) -> dict:
     retry = ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=3)
     service = QueueServiceClient(args.queue_url, credential=_credential(args),
                                  retry_policy=retry, connection_timeout=5)
-    return {kind: service.get_queue_client(f"{args.sweep_id}-{kind}")
-            for kind in ("work", "results", "failures")}
+    return service.get_queue_client(f"{args.sweep_id}-work")
 
 
 class Lease:
@@ -215,6 +217,28 @@ class Claims:
             return result
 
 
+class Reports:
+    """This runner's reports, appended to its own append blob (created at the first): a
+    result or failure is one JSON line, {"kind": "results"|"failures", "body": {...}}, in
+    one Append Block. A block the client sends again after a lost answer may be there twice:
+    the collector counts a line once."""
+
+    def __init__(self, claims: Claims, runner_id: str):
+        import re
+        import secrets
+
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", runner_id)[:100]
+        self.blob = claims.client.get_blob_client(
+            f"{claims.stem}/reports/{safe}-{secrets.token_hex(4)}.jsonl")
+        self.created = False
+
+    def post(self, kind: str, body: dict) -> None:
+        if not self.created:
+            self.blob.create_append_blob()
+            self.created = True
+        self.blob.append_block((json.dumps({"kind": kind, "body": body}) + "\n").encode())
+
+
 # ----------------------------------------------------------------------------- one line
 
 
@@ -241,27 +265,29 @@ def train_line(args, body: dict, workdir: Path) -> dict:
     return trainer.run(line_args)
 
 
-def process(args, queues: dict, claims: Claims, message, stats: dict, workdir: Path) -> None:
+def process(args, work, reports: Reports, claims: Claims, message, stats: dict,
+            workdir: Path) -> None:
     body = json.loads(message.content)
     line, attempt = body["line"], message.dequeue_count
-    if attempt > 1 and _already_done(queues, claims, message, line):
+    if attempt > 1 and _already_done(work, reports, claims, message, line):
         return
     if attempt > args.max_attempts:
         error = body.get("last_error") or (f"the runner training it stopped {attempt - 1} "
                                            "time(s) without reporting")
-        _reported(lambda: _fail(args, queues, message, body, error, attempt - 1, stats), line)
+        _reported(lambda: _fail(args, work, reports, message, body, error, attempt - 1, stats),
+                  line)
         return
     log(f"line {line} attempt {attempt}: training {body['params']}")
     started = time.perf_counter()
-    with Lease(queues["work"], message, args.visibility_timeout) as lease:
+    with Lease(work, message, args.visibility_timeout) as lease:
         try:
             outputs = train_line(args, body, workdir)
         except Exception as exc:  # any error of a line is recorded, never fatal to the runner
             error = str(exc) if isinstance(exc, trainer.TrainerError) \
                 else f"{type(exc).__name__}: {exc}"
             log(f"line {line} attempt {attempt} failed: {error}")
-            _reported(lambda: _retry_or_fail(args, queues, message, body, error, attempt,
-                                             stats, lease), line)
+            _reported(lambda: _retry_or_fail(args, work, reports, message, body, error,
+                                             attempt, stats, lease), line)
             return
         trained = time.perf_counter() - started
         result = claims.claim({
@@ -269,8 +295,7 @@ def process(args, queues: dict, claims: Claims, message, stats: dict, workdir: P
             "manifestPath": outputs["manifestPath"], "metrics": outputs["metrics"],
             "seconds": round(trained, 3), "attempt": attempt, "runner": args.runner_id,
             "finished": round(time.time(), 3)})
-        if not _reported(lambda: (queues["results"].send_message(json.dumps(result)),
-                                  lease.delete()), line):
+        if not _reported(lambda: (reports.post("results", result), lease.delete()), line):
             return
     stats["done"].append({"line": line, "runId": result["runId"], "seconds": round(trained, 3)})
     stats["train_seconds"] += trained
@@ -279,19 +304,18 @@ def process(args, queues: dict, claims: Claims, message, stats: dict, workdir: P
         f"{result['metrics']['test_accuracy']:.3f} in {trained:.1f} s")
 
 
-def _already_done(queues: dict, claims: Claims, message, line: int) -> bool:
+def _already_done(work, reports: Reports, claims: Claims, message, line: int) -> bool:
     """A line back from a runner that died after completing it: report, do not retrain."""
     first = claims.find(line)
     if first is None:
         return False
     log(f"line {line} was completed already by run {first['runId']}; reporting it")
-    _reported(lambda: (queues["results"].send_message(json.dumps(first)),
-                       queues["work"].delete_message(message)), line)
+    _reported(lambda: (reports.post("results", first), work.delete_message(message)), line)
     return True
 
 
 def _reported(post, line: int) -> bool:
-    """Run a queue update; if the queue service fails, the message comes back by itself
+    """Report and update the queue; if storage fails, the message comes back by itself
     after its visibility timeout and the line is taken again (at least once)."""
     from azure.core.exceptions import AzureError
 
@@ -299,24 +323,23 @@ def _reported(post, line: int) -> bool:
         post()
         return True
     except AzureError as exc:
-        log(f"queue service unreachable while reporting line {line}; it will be taken "
+        log(f"storage unreachable while reporting line {line}; it will be taken "
             f"again after its visibility timeout: {trainer._short(exc)}")
         return False
 
 
-def _retry_or_fail(args, queues, message, body, error, attempt, stats, lease) -> None:
+def _retry_or_fail(args, work, reports, message, body, error, attempt, stats, lease) -> None:
     if attempt >= args.max_attempts:
         lease.stopped.set()
-        _fail(args, queues, message, body, error, attempt, stats, lease)
+        _fail(args, work, reports, message, body, error, attempt, stats, lease)
     else:  # visible again at once, carrying its error
         lease.update(content=json.dumps({**body, "last_error": error}), visibility_timeout=0)
 
 
-def _fail(args, queues, message, body, error, attempts, stats, lease=None) -> None:
-    queues["failures"].send_message(json.dumps({
-        "line": body["line"], "params": body["params"], "error": error,
-        "attempts": attempts, "runner": args.runner_id}))
-    (lease.delete() if lease else queues["work"].delete_message(message))
+def _fail(args, work, reports, message, body, error, attempts, stats, lease=None) -> None:
+    reports.post("failures", {"line": body["line"], "params": body["params"], "error": error,
+                              "attempts": attempts, "runner": args.runner_id})
+    (lease.delete() if lease else work.delete_message(message))
     stats["failed"].append({"line": body["line"], "error": error})
     log(f"line {body['line']} failed after {attempts} attempt(s): {error}")
 
@@ -364,22 +387,23 @@ def queue_state(work) -> tuple[bool, int | None]:
 
 
 def run(args) -> dict:
-    queues = connect_queues(args)
+    work = connect_work_queue(args)
     claims = Claims(args)
+    reports = Reports(claims, args.runner_id)
     stats = {"done": [], "failed": [], "receive_seconds": 0.0, "train_seconds": 0.0,
              "post_seconds": 0.0}
     idle_since = None
     with tempfile.TemporaryDirectory(prefix="sweep-runner-") as tmp:
         while True:
             asked = time.perf_counter()
-            message = receive(args, queues["work"])
+            message = receive(args, work)
             if message is not None:
                 stats["receive_seconds"] += time.perf_counter() - asked
                 idle_since = None
-                process(args, queues, claims, message, stats, Path(tmp))
+                process(args, work, reports, claims, message, stats, Path(tmp))
                 continue
             idle_since = idle_since or time.monotonic()
-            empty, lines = queue_state(queues["work"])
+            empty, lines = queue_state(work)
             if empty and lines is not None:
                 log(f"all {lines} line(s) of the sweep are accounted for (done or failed); "
                     "stopping")

@@ -1,7 +1,8 @@
 """Azurite, the Azure Storage emulator, as the local datastore.
 
 Installed from the npm registry into the repo (package.json + lock). Two ways to run it:
-- `AzuriteProcess`: a child process for tests (in-memory, a free port, stopped after);
+- `AzuriteProcess`: a child process for tests (in-memory, a free port, stopped after, and
+  killed by the kernel if its parent dies without stopping it);
 - `start_background`/`stop_background`: the `make local-up`/`local-down` service, data
   persisted under `.local/azurite/`, its pid in `.local/azurite.pid`.
 Always bound to 127.0.0.1, telemetry off.
@@ -88,12 +89,17 @@ class AzuriteProcess:
         return azurite_connection_string(self.blob_endpoint)
 
     def start(self, timeout: float = 30) -> "AzuriteProcess":
+        """Start it; it dies with this process even when no clean-up runs (SIGKILL), as
+        long as the thread that started it lives (Linux PR_SET_PDEATHSIG, workspace/processes.py)."""
+        from workspace.processes import die_with
+
         if self.location is not None:
             self.location.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(azurite_command(self.port, self.location, self.service),
                                             stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL,
+                                            preexec_fn=die_with(os.getpid()))
         _wait_until_listening(self.port, self.process, self.log_path, timeout)
         return self
 

@@ -24,6 +24,14 @@ LEASE_SECONDS = 60  # the longest finite blob lease the service grants (15-60 s)
 LEASE_POLL_SECONDS = 1.0
 
 
+class ContainerMissing(DatastoreError):
+    """The datastore's container does not exist."""
+
+
+class AppendConflict(DatastoreError):
+    """An append blob was not the length its writer expected: someone else appended."""
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     name: str
@@ -111,7 +119,7 @@ class Datastore:
         except ResourceNotFoundError as exc:
             code = getattr(exc, "error_code", None)
             if code == "ContainerNotFound":
-                raise DatastoreError(f"Container '{self.container}' does not exist.",
+                raise ContainerMissing(f"Container '{self.container}' does not exist.",
                                      "Run `make local-up` (local) or `make deploy-infra` "
                                      "(Azure), or fix DATASTORE_CONTAINER.") from exc
             raise DatastoreError(f"Not found while {what}: {_first_line(exc)}") from exc
@@ -152,6 +160,11 @@ class Datastore:
     def read_bytes(self, name: str) -> bytes:
         with self._errors(f"reading '{name}'"):
             return self.client.download_blob(name).readall()
+
+    def read_range(self, name: str, offset: int, length: int) -> bytes:
+        """`length` bytes of blob `name` from `offset` (one ranged Get Blob)."""
+        with self._errors(f"reading '{name}'"):
+            return self.client.download_blob(name, offset=offset, length=length).readall()
 
     def read_json(self, name: str):
         return json.loads(self.read_bytes(name))
@@ -198,6 +211,51 @@ class Datastore:
         whose holder died is 'expired' once its LEASE_SECONDS pass)."""
         properties = self._properties(name)
         return properties is not None and properties.lease.state == "leased"
+
+    def size(self, name: str) -> int | None:
+        """The blob's length in bytes, or None if the blob does not exist."""
+        properties = self._properties(name)
+        return None if properties is None else properties.size
+
+    def create_append_blob(self, name: str) -> None:
+        """An empty append blob `name`, unless a blob of that name exists (Put Blob with
+        If-None-Match: *, which the service refuses with 409 BlobAlreadyExists)."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError
+
+        with self._errors(f"creating '{name}'"):
+            try:
+                self.client.get_blob_client(name).create_append_blob(
+                    match_condition=MatchConditions.IfMissing)
+            except ResourceExistsError:
+                pass
+
+    def append(self, name: str, data: bytes, position: int) -> None:
+        """Append `data` to append blob `name` as one block, if the blob is still `position`
+        bytes long: Append Block commits a block whole or not at all, and with
+        x-ms-blob-condition-appendpos the service refuses it (412
+        AppendPositionConditionNotMet, raised as AppendConflict) once another writer, or an
+        earlier try of this one, appended first
+        (learn.microsoft.com/rest/api/storageservices/append-block)."""
+        from azure.core.exceptions import HttpResponseError
+
+        with self._errors(f"appending to '{name}'"):
+            try:
+                self.client.get_blob_client(name).append_block(data, length=len(data),
+                                                               appendpos_condition=position)
+            except HttpResponseError as exc:
+                if exc.status_code == 412 and exc.error_code == "AppendPositionConditionNotMet":
+                    raise AppendConflict(f"'{name}' grew past {position} bytes while this "
+                                         "process appended to it.") from None
+                raise
+
+    def sibling(self, container: str) -> "Datastore":
+        """Container `container` of the same account, with the same credential."""
+        if container == self.container:
+            return self
+        service = self.client._get_blob_service_client()
+        return Datastore(service.get_container_client(container), name=self.name,
+                         unreachable_hint=self.unreachable_hint)
 
     def upload_bytes(self, data: bytes, name: str, overwrite: bool = True) -> None:
         with self._errors(f"uploading '{name}'"):

@@ -116,10 +116,10 @@ CONTAINER_NAME = NameRule(
     "starts and ends with a letter or digit and has no '--' (Azure Storage naming rules).",
     STORAGE_NAME, 63)
 
-# A sweep's queues are `<id>-work`, `<id>-results`, `<id>-failures` (workspace/queues.py):
-# an id is a sweep id when the longest of them is a queue name. `sweep start` makes them
+# A sweep's queue is `<id>-work` (workspace/queues.py): an id is a sweep id when that is a
+# queue name. `sweep start` makes them
 # as sw-YYYYMMDD-HHMMSS-xxxx.
-SWEEP_QUEUE_SUFFIX = "-failures"
+SWEEP_QUEUE_SUFFIX = "-work"
 SWEEP_ID = NameRule(
     "sweep id", "A sweep id is the stem of its storage queues' names: lowercase letters, "
     "digits and single '-', starting and ending with a letter or digit, at most "

@@ -1,8 +1,8 @@
 """Storage queues of a sweep: Azurite's queue service locally, the account's in Azure.
 
-A sweep has three queues, named from its id: `<id>-work` (one message per grid line),
-`<id>-results` (one per completed line) and `<id>-failures` (one per line that failed
-`max_attempts` times). Message bodies are JSON; the runner on the node writes the same.
+A sweep has one queue, named from its id: `<id>-work`, one message per grid line (JSON, as
+the runner on the node reads it). Its runners report results and failures in blobs, not
+queue messages (adf/sweep.py).
 
 Azurite's queue service runs beside blob (`azurite-queue`, loopback only): as a child
 process for tests (`AzuriteQueueProcess`) or as the `make local-up` service.
@@ -17,12 +17,10 @@ from workspace.azurite import AzuriteProcess, is_listening, start_background, st
 from workspace.errors import ConfigError, DatastoreUnavailable
 from workspace.settings import AZURITE_ACCOUNT, AZURITE_KEY, LOCAL_HOST, Settings
 
-QUEUE_KINDS = ("work", "results", "failures")
+QUEUE_KINDS = ("work",)
 # Work-queue metadata set once every line is queued: the sweep's line count. Runners stop as
 # soon as a marked queue is empty (trainer/node_runner.py reads the same name).
 QUEUED_METADATA = "sweeplines"
-PEEK_MAX = 32  # the service returns at most 32 messages per call
-DRAIN_VISIBILITY_SECONDS = 60  # how long a drained message stays hidden until it is acked
 
 
 class AzuriteQueueProcess(AzuriteProcess):
@@ -80,12 +78,10 @@ def queue_name(sweep_id: str, kind: str) -> str:
 @dataclass
 class QueueCounts:
     work: int
-    results: int
-    failures: int
 
 
 class SweepQueues:
-    """The three queues of one sweep."""
+    """The queues of one sweep."""
 
     def __init__(self, service, sweep_id: str):
         self.service = service
@@ -137,43 +133,3 @@ class SweepQueues:
                 return 0
 
         return QueueCounts(*map(count, QUEUE_KINDS))
-
-    def drain(self, kind: str, visibility_timeout: int = DRAIN_VISIBILITY_SECONDS):
-        """Yield (body, ack) for messages of kind; ack() deletes the message once recorded.
-        Nothing from a deleted queue. A message acked after its visibility timeout may have
-        been received again (its pop receipt changed): the ack leaves it, and the reader that
-        holds it now records it again (readers count a line once) and deletes it."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        client = self.clients[kind]
-        while True:
-            try:
-                batch = list(client.receive_messages(messages_per_page=PEEK_MAX,
-                                                     max_messages=PEEK_MAX,
-                                                     visibility_timeout=visibility_timeout))
-            except ResourceNotFoundError:
-                return
-            if not batch:
-                return
-            for message in batch:
-                yield json.loads(message.content), (lambda m=message: delete_received(client, m))
-
-
-def delete_received(client, message) -> bool:
-    """Delete a received message; False if its pop receipt is no longer valid: the message
-    became visible again and was received since (the later receipt deletes it), or it is
-    deleted already, with its queue or alone. Azure answers that 404 MessageNotFound (Delete Message, "If a message
-    with a matching pop receipt isn't found, the service returns error code 404",
-    learn.microsoft.com/rest/api/storageservices/delete-message2); Azurite 3.37 answers
-    400 PopReceiptMismatch (docs/azure.md)."""
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-    try:
-        client.delete_message(message)
-        return True
-    except ResourceNotFoundError:  # (or the queue is gone: so is the message)
-        return False
-    except HttpResponseError as exc:
-        if exc.status_code == 400 and exc.error_code == "PopReceiptMismatch":
-            return False
-        raise

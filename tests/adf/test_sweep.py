@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from adf.sweep import Ledger
+from adf.sweep import Ledger, SweepRecord, Sweeps, reports_path
 from adf.sweep_grid import load_grid
 from tests.conftest import IRIS_CSV, container_datastore, isolated_settings
 from workspace.errors import ConfigError, ExitCode
@@ -115,7 +115,7 @@ GRID_PARAMS = {2: (20, 0.1, 1), 3: (20, 0.2, 1), 4: (40, 0.1, 2)}
 @pytest.fixture(scope="module")
 def finished_sweep(azurite, azurite_queue, tmp_path_factory):
     """One sweep of 4 lines over 2 runners; line 5 always fails (test_size 0.99 leaves the
-    trainer too few rows), so it goes to the failures queue after maxAttempts=2. The grace
+    trainer too few rows), so it is reported failed after maxAttempts=2. The grace
     period is far longer than the test's timeout: the runners and `start` must stop once
     every line is accounted for, not once the queue has been empty that long."""
     tmp = tmp_path_factory.mktemp("sweep")
@@ -278,6 +278,31 @@ def test_sweep_status_and_list_as_json_for_scripts(finished_sweep):
 # ------------------------------------------------------------------ runners as processes
 
 
+def report(store, reports: str, runner: str, *entries: tuple[str, dict]) -> None:
+    """Append reports to a runner's report blob as trainer/node_runner.py's `Reports` does:
+    one JSON line per Append Block, {"kind": "results"|"failures", "body": {...}}."""
+    container, _, prefix = reports.partition("/")
+    blob = store.sibling(container).client.get_blob_client(f"{prefix}/{runner}.jsonl")
+    if not blob.exists():
+        blob.create_append_blob()
+    for kind, body in entries:
+        blob.append_block((json.dumps({"kind": kind, "body": body}) + "\n").encode())
+
+
+def collected(settings, sweep_id: str) -> Ledger:
+    """What the sweep's collector folds from the reports of runners started with
+    `start_runner` (a record made for it)."""
+    from adf.local_runner import LocalBackend
+    from workspace.datastore import Datastore
+
+    sweeps = Sweeps(LocalBackend(settings), Datastore.from_settings(settings),
+                    queue_service(settings))
+    record = SweepRecord(sweep_id, "", "", "local", 1, [], reports=reports_path(
+        sweep_id, f"{settings.container}/{settings.model_prefix}"))
+    sweeps.save(record)
+    return sweeps.collect(sweep_id, record)
+
+
 def start_runner(settings, azurite, sweep_id: str, workdir: Path, name: str,
                  visibility: int, grace_period: float = 1) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -323,11 +348,7 @@ def test_a_runner_killed_mid_line_leaves_the_line_to_another_counted_once(
     outputs = json.loads((tmp_path / "b" / "outputs.json").read_text())
     assert outputs["done"] == 3 and outputs["failed"] == 0
 
-    ledger = Ledger()
-    for kind in ("results", "failures"):
-        for body, ack in queues.drain(kind):
-            ledger.record(kind, body)
-            ack()
+    ledger = collected(sweep_settings, sweep_id)
     assert sorted(ledger.done) == ["2", "3", "4"] and ledger.failed == {}
     assert queues.counts().work == 0
     from workspace.datastore import Datastore
@@ -365,11 +386,7 @@ def test_runners_ride_out_a_queue_service_restart(azurite, tmp_path):
         rest, _ = runner.communicate(timeout=300)
         assert runner.returncode == 0, "".join(seen) + rest
 
-        ledger = Ledger()
-        for kind in ("results", "failures"):
-            for body, ack in queues.drain(kind):
-                ledger.record(kind, body)
-                ack()
+        ledger = collected(settings, sweep_id)
         assert sorted(ledger.done) == ["2", "3", "4", "5"] and ledger.failed == {}
         from workspace.datastore import Datastore
 
@@ -504,11 +521,7 @@ def test_a_completed_line_is_published_complete_once(sweep_settings, azurite, tm
     assert "line 3 attempt" not in out
     assert "line 2 was completed first by run first-2;" in out and "withdrawn" in out
 
-    ledger = Ledger()
-    for kind in ("results", "failures"):
-        for body, ack in queues.drain(kind):
-            ledger.record(kind, body)
-            ack()
+    ledger = collected(sweep_settings, sweep_id)
     assert {k: v["runId"] for k, v in ledger.done.items() if k in ("2", "3")} == \
         {"2": "first-2", "3": "first-3"} and sorted(ledger.done) == ["2", "3", "4"]
     runs = sweep_runs(store, sweep_settings.model_prefix, sweep_id)

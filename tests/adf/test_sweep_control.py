@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from adf.sweep import LEDGER_NAME, RECORD_NAME, START_LOCK, SWEEPS_PREFIX, Ledger, SweepRecord, Sweeps
+from adf.sweep import LEDGER_NAME, RECORD_NAME, START_LOCK, SWEEPS_PREFIX, SweepRecord, Sweeps
 from tests.adf.test_sweep import cli, queue_names, start_runner, sweep_env, sweep_settings  # noqa: F401
 from tests.conftest import container_datastore, isolated_settings
 from workspace.datastore import Datastore
@@ -96,7 +96,7 @@ def test_a_corrupted_sweep_blob_is_skipped_by_list_and_named_by_status(sweep_set
     good = SweepRecord("sw-20250101-000003-0003", "2025-01-01T00:00:03+00:00", "g.csv",
                        "local", 1, [{"line": 2, "params": {"epochs": 10}}])
     sweeps.save(good)
-    sweeps.save_ledger(good.sweep_id, Ledger())
+    store.create_append_blob(f"sweeps/{good.sweep_id}/{LEDGER_NAME}")
     bad_record, bad_ledger = "sw-20250101-000002-0002", "sw-20250101-000001-0001"
     store.upload_bytes(b'{"sweep_id": "sw-2025', f"sweeps/{bad_record}/{RECORD_NAME}")
     sweeps.save(replace(good, sweep_id=bad_ledger))
@@ -180,7 +180,7 @@ def test_a_killed_start_leaves_a_stranded_sweep_that_cancel_cleans_up(sweep_sett
 
     cancel = cli(sweep_settings, "adf", "sweep", "cancel", sweep_id)
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
-    assert f"deleted 3 queue(s) of {sweep_id}" in cancel.stdout
+    assert f"deleted 1 queue(s) of {sweep_id}" in cancel.stdout
     assert f"Sweep {sweep_id} canceled." in cancel.stdout
     assert not {q for q in queue_names(sweep_settings) if q.startswith(sweep_id)}
     again = cli(sweep_settings, "adf", "sweep", "cancel", sweep_id)
@@ -202,7 +202,7 @@ def test_cancel_stops_a_running_sweep(sweep_settings, tmp_path):
     cancel = cli(sweep_settings, "adf", "sweep", "cancel")          # the newest sweep
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
     assert f"pipeline run {run_id} Cancelled" in cancel.stdout
-    assert f"deleted 3 queue(s) of {sweep_id}" in cancel.stdout
+    assert f"deleted 1 queue(s) of {sweep_id}" in cancel.stdout
     run = json.loads((sweep_settings.local_path / "adf" / "runs" / run_id / "run.json")
                      .read_text())
     assert run["status"] == "Cancelled"

@@ -360,3 +360,35 @@ def test_the_trainer_repeats_the_projects_exit_codes():
     listed = re.findall(r"(?:^|,)\s*(\d+) ", codes_text)
     assert sorted(map(int, listed)) == [0, ExitCode.USAGE, ExitCode.UNREACHABLE,
                                         ExitCode.NOT_FOUND, ExitCode.ACCESS_DENIED], listed
+
+
+def test_a_new_tracking_store_starts_from_an_empty_one_kept_on_the_machine(
+        tmp_path, settings, datastore, azurite, monkeypatch):
+    """A new MLflow store runs every schema migration (seconds per sweep runner): the first
+    trainer on a machine keeps its empty store in a folder of its user's own, later ones
+    copy it. Something else planted there (not a migrated store), or a folder open to
+    others, is not used, and training goes on."""
+    import sqlite3
+    from contextlib import closing
+    from importlib.metadata import version
+
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("AZ_BATCH_NODE_SHARED_DIR", str(shared))
+    folder = shared / f"iris-trainer-{os.getuid()}"
+    folder.mkdir(parents=True, mode=0o700)
+    template = folder / f"mlflow-{version('mlflow')}-empty.db"
+    template.write_bytes(b"not a store")
+
+    first = train_iris(azurite, settings, tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    with closing(sqlite3.connect(f"{template.as_uri()}?mode=ro", uri=True)) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    second = train_iris(azurite, settings, tmp_path / "b")
+    assert second.returncode == 0, second.stderr
+
+    folder.chmod(0o777)
+    template.write_bytes(b"planted")
+    third = train_iris(azurite, settings, tmp_path / "c")
+    assert third.returncode == 0, third.stderr
+    assert template.read_bytes() == b"planted"   # neither read nor replaced

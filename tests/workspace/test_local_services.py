@@ -80,3 +80,33 @@ def test_down_with_a_stale_pid_file_signals_no_stranger(tmp_path):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+@pytest.mark.parametrize("kind", ["AzuriteProcess", "AzuriteQueueProcess"])
+def test_an_azurite_child_dies_with_its_killed_parent(kind):
+    """A process holding an AzuriteProcess (tests, the bench) killed with SIGKILL runs no
+    clean-up: the kernel stops its Azurite (PR_SET_PDEATHSIG), which would otherwise keep
+    its port and memory until someone finds it."""
+    import psutil
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from workspace.azurite import AzuriteProcess\n"
+         "from workspace.queues import AzuriteQueueProcess\n"
+         f"azurite = {kind}().start()\n"
+         "print(azurite.process.pid, azurite.port, flush=True)\n"
+         "time.sleep(600)\n"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, port = map(int, holder.stdout.readline().split())
+        child = psutil.Process(pid)
+        assert is_listening(port) and "azurite" in " ".join(child.cmdline())
+        holder.kill()
+        holder.wait(10)
+        gone, alive = psutil.wait_procs([child], timeout=10)
+        assert not alive, f"Azurite {pid} outlived its killed parent"
+    finally:
+        holder.kill()
+        holder.wait()
+        if psutil.pid_exists(pid) and "azurite" in " ".join(psutil.Process(pid).cmdline()):
+            psutil.Process(pid).kill()

@@ -114,8 +114,21 @@ class AzureBackend(Backend):
     def definitions(self) -> Definitions:
         return filled(load_definitions(self.definitions_dir, self.pipeline_file), self.settings)
 
+    def folder_path(self) -> str:
+        """The folder staged for a run: the Custom activity's, or for a control-flow pipeline
+        that of the pipelines it executes ("" if it runs no Custom activity)."""
+        from adf.control_flow import is_control_flow
+        from adf.definitions import executed_folder_path
+
+        definitions = self.definitions()
+        body = definitions.pipeline.body
+        if not is_control_flow(body):
+            return definitions.folder_path
+        return executed_folder_path(body, {d.name: d.body for d in self._executed_pipelines(body)},
+                                    definitions.pipeline.display_path)
+
     def staging_datastore(self) -> tuple[Datastore, str]:
-        container, prefix = split_folder_path(self.definitions().folder_path)
+        container, prefix = split_folder_path(self.folder_path())
         return self._container(container), prefix
 
     def logs_datastore(self) -> Datastore:

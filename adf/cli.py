@@ -18,9 +18,10 @@ run_id_argument = click.argument("run_id", required=False, callback=checked(PIPE
 
 pipeline_option = click.option(
     "--pipeline", "pipeline", default=None, metavar="NAME",
-    help="The pipeline to run, by name: train-iris (default, adf/pipeline.json) or score-iris "
+    help="The pipeline to run, by name: train-iris (default, adf/pipeline.json), score-iris "
     "(adf/score-pipeline.json: scores --param input=<datastore path or azureml:// URI> with "
-    "the batch endpoint).")
+    "the batch endpoint), deploy-iris (register-and-deploy on the pool) or train-and-deploy "
+    "(train, deploy, then score the staged sample: the whole loop).")
 
 definitions_option = click.option(
     "--definitions", "definitions_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -56,8 +57,9 @@ def cli():
 @target_option
 @definitions_option
 def stage(target, definitions_dir):
-    """Upload trainer/main.py, trainer/requirements.txt and data/iris_csv.csv to the
-    activity's folderPath (unchanged files are skipped by sha256).
+    """Upload trainer/main.py, trainer/requirements.txt, data/iris_csv.csv, the deployer's
+    adf/deploy_task.py and its packages as iris-packages.zip to the activity's folderPath
+    (unchanged files are skipped by sha256).
 
     \b
     Example:
@@ -108,6 +110,7 @@ def trigger(pipeline, params, no_stage, no_wait, poll_seconds, target, definitio
       python -m adf trigger --param epochs=100 --param lr=0.05
       python -m adf trigger --target azure --no-stage --no-wait
       python -m adf trigger --pipeline score-iris --param input=incoming/iris.csv
+      python -m adf trigger --pipeline train-and-deploy   # train, deploy, score the sample
     """
     from adf.control_flow import is_control_flow
     from adf.definitions import coerce_parameters, effective_parameters, parse_param_options
@@ -119,8 +122,8 @@ def trigger(pipeline, params, no_stage, no_wait, poll_seconds, target, definitio
                               note=lambda text: click.echo(text, err=True))
     check_parameters(definitions, effective_parameters(definitions, typed), names=list(typed))
     backend.prepare(lambda line: click.echo(line))
-    if not no_stage and not is_control_flow(definitions.pipeline.body):
-        _stage(backend)
+    if not no_stage and (not is_control_flow(definitions.pipeline.body) or backend.folder_path()):
+        _stage(backend)  # a control-flow pipeline that executes Custom activities too
     run_id = backend.start(typed)
     shown = ", ".join(f"{k}={v}" for k, v in typed.items()) or "defaults"
     click.echo(f"Started run {run_id} of pipeline '{backend.definitions().pipeline.name}' "

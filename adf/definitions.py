@@ -259,6 +259,9 @@ NOT_CALLER_PARAMETERS = {
     "invocationUri": "the endpoint's invocation URI (from endpoint and the region; locally "
                      "the local API)",
     "location": "the deployment's region (AZURE_LOCATION in .env)",
+    "target": "the deployer's target (azure on the pool; the local runner sets local)",
+    "localDir": "the local target's state folder (set by the local runner)",
+    "azuritePort": "the local Azurite's blob port (set by the local runner)",
 }
 # Former names of run parameters, still accepted by --param: each → the name it now has.
 # `lr` is the trainer's option (--lr), the sweep grid's column and the MLflow param.
@@ -351,3 +354,48 @@ def _coerce(name: str, kind: str, text: str) -> Any:
         raise ConfigError(f"--param {name}={text}: '{name}' is {'an' if kind[0] in 'AEIOU' else 'a'} {kind} parameter; pass "
                           f"{examples[kind]}.") from None
     return text
+
+
+def executed_pipelines(body: dict, pipelines: dict[str, dict]) -> list[str]:
+    """The pipelines of `pipelines` that `body` runs through Execute Pipeline, directly or
+    through those it runs (each once, in the order first met)."""
+    found: list[str] = []
+
+    def walk(activities: list) -> None:
+        for activity in activities:
+            props = activity.get("typeProperties") or {}
+            name = (props.get("pipeline") or {}).get("referenceName")
+            if activity.get("type") == "ExecutePipeline" and name in pipelines \
+                    and name not in found and name != body.get("name"):
+                found.append(name)
+                walk(pipelines[name]["properties"].get("activities") or [])
+            for key in ("activities", "ifTrueActivities", "ifFalseActivities"):
+                walk(props.get(key) or [])
+
+    walk(body["properties"].get("activities") or [])
+    return found
+
+
+def _custom_folder_paths(activities: list) -> set[str]:
+    found: set[str] = set()
+    for activity in activities:
+        props = activity.get("typeProperties") or {}
+        if activity.get("type") == "Custom" and props.get("folderPath"):
+            found.add(props["folderPath"])
+        for key in ("activities", "ifTrueActivities", "ifFalseActivities"):
+            found |= _custom_folder_paths(props.get(key) or [])
+    return found
+
+
+def executed_folder_path(body: dict, pipelines: dict[str, dict], where: str = "") -> str:
+    """The folderPath of the Custom activities a control-flow pipeline runs through Execute
+    Pipeline (train-and-deploy: train-iris's and deploy-iris's, one folder staged for both);
+    "" when it runs none. Several different folders are refused: one staging serves a run."""
+    found: set[str] = set()
+    for name in executed_pipelines(body, pipelines):
+        found |= _custom_folder_paths(pipelines[name]["properties"].get("activities") or [])
+    if len(found) > 1:
+        raise ConfigError(f"{where or body.get('name')}: the pipelines it runs stage into "
+                          f"different folders ({', '.join(sorted(found))}).",
+                          "Give their Custom activities one folderPath.")
+    return next(iter(found), "")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from adf.control_flow import (FlowHooks, FlowResult, FlowRunner, check_pipeline,
                               is_control_flow)
-from adf.definitions import effective_parameters
+from adf.definitions import Definitions, Document, effective_parameters, executed_pipelines
 from adf.expressions import UNKNOWN
 from adf.runs import (PID_FILE, RUN_FILE, ActivityRun, PipelineRun, batch_job_started, now,
                       run_from_dict, write_json)
@@ -48,7 +48,8 @@ API_START_SECONDS = 60
 # Parameters of a scoring pipeline that name where Azure ML is: the deployment's on Azure
 # (filled from .env), the local API's here.
 SERVICE_PARAMETERS = ("invocationUri", "workspaceUri", "historyUri")
-# Settings a control-flow pipeline's defaults name that the local target leaves empty.
+# Azure ML settings the pipelines' defaults name (score-iris's, deploy-iris's) that the
+# local target leaves empty: the local API and the local deployer stand for them.
 FLOW_LOCAL_EMPTY = frozenset({"AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AML_WORKSPACE",
                               "AZURE_LOCATION", "BATCH_ENDPOINT_NAME"})
 
@@ -64,6 +65,14 @@ def plan_flow(definitions, pipelines: dict[str, dict], values: dict, settings: S
             check_pipeline(body, {n: spec.get("defaultValue", UNKNOWN)
                                   for n, spec in declared.items()},
                            f"pipeline '{name}'", pipelines)
+    for name in executed_pipelines(definitions.pipeline.body, pipelines):
+        if not is_control_flow(pipelines[name]):  # train-iris, deploy-iris: as the runner plans them
+            from adf.local_runner import local_parameters, plan_activity
+
+            child = Definitions(definitions.directory,
+                                Document(Path(f"pipeline '{name}'"), pipelines[name]), {}, {})
+            plan_activity(child, effective_parameters(child, local_parameters(child, settings)),
+                          run_id, settings)
     return {"run_id": run_id, "pipeline": definitions.pipeline.name, "parameters": values,
             "pipelines": pipelines,
             "settings": {f.name: getattr(settings, f.name) for f in fields(Settings)}}
@@ -128,10 +137,10 @@ class FlowWorker:
         return result
 
     def run_child(self, pipeline: str, given: dict) -> tuple[str, FlowResult]:
-        from adf.definitions import Definitions, Document
-
         body = self.plan["pipelines"][pipeline]
         definitions = Definitions(Path("."), Document(Path(f"{pipeline}.json"), body), {}, {})
+        if not is_control_flow(body):
+            return self.run_custom_child(definitions, given)
         values = effective_parameters(definitions, given)
         child = PipelineRun(str(uuid.uuid4()), pipeline, "InProgress", start=now(),
                             parameters=values)
@@ -146,6 +155,40 @@ class FlowWorker:
             result = FlowResult("Failed", exc.message)
         self.finish(child, child_dir, result)
         return child.run_id, result
+
+    def run_custom_child(self, definitions, given: dict) -> tuple[str, FlowResult]:
+        """A pipeline of Custom activities (train-iris, deploy-iris) executed by this run: a
+        run of its own, planned and run by the Custom-activity runner (its own process, as
+        `trigger` starts it), followed here; a cancel of this run is passed on (SIGTERM)."""
+        from dataclasses import asdict as plain
+
+        from adf.local_runner import PLAN_FILE, RUNNER_LOG, local_parameters, plan_activity
+        from workspace.processes import write_pid_file
+
+        values = effective_parameters(definitions, {**local_parameters(definitions, self.settings),
+                                                    **given})
+        child_id = str(uuid.uuid4())
+        plan = plan_activity(definitions, values, child_id, self.settings)
+        child_dir = self.run_dir.parent / child_id
+        child_dir.mkdir(parents=True)
+        write_json(child_dir / PLAN_FILE, plain(plan))
+        self.save(PipelineRun(child_id, definitions.pipeline.name, "Queued", start=now(),
+                              parameters=values), child_dir)
+        env = {k: v for k, v in os.environ.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
+        with open(child_dir / RUNNER_LOG, "ab") as log:
+            runner = subprocess.Popen([sys.executable, "-m", "adf.local_runner", str(child_dir)],
+                                      cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=subprocess.STDOUT,
+                                      preexec_fn=die_with(os.getpid()))
+        write_pid_file(child_dir / PID_FILE, runner.pid)
+        signalled = False
+        while runner.poll() is None:
+            if self.cancelled.wait(0.2) and not signalled:
+                runner.send_signal(signal.SIGTERM)  # it stops its task, records Cancelled
+                signalled = True
+        child = run_from_dict(json.loads((child_dir / RUN_FILE).read_text()))
+        return child_id, FlowResult(child.status if child.is_terminal else "Failed",
+                                    child.message or f"see {child_dir / RUNNER_LOG}")
 
     def finish(self, run: PipelineRun, run_dir: Path, result: FlowResult) -> None:
         from datetime import datetime, timezone

@@ -40,8 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from adf.definitions import (DEFINITIONS_DIR, LOCAL_ONLY_EMPTY, Definitions, effective_parameters, fill,
-                             filled, for_each_batch_count, load_definitions,
+from adf.definitions import (DEFINITIONS_DIR, LOCAL_ONLY_EMPTY, Definitions, effective_parameters,
+                             executed_folder_path, fill, filled, for_each_batch_count, load_definitions,
                              placeholder_values, references)
 from adf.expressions import PipelineContext, evaluate
 from adf.parameters import check_parameters
@@ -70,6 +70,14 @@ LOCAL_POOL_SLOTS = max(2, os.cpu_count() or 1)
 # Parameters the local runner sets: this machine's interpreter, Azurite instead of a URL
 # with a managed identity (the connection string is in the task environment).
 LOCAL_PARAMETERS = {"python": sys.executable, "storageAccountUrl": "", "poolIdentityClientId": ""}
+
+
+def local_parameters(definitions: Definitions, settings: Settings) -> dict[str, Any]:
+    """The LOCAL_PARAMETERS the pipeline declares, and for deploy-iris the local target, its
+    state folder and Azurite's port (the deployer's settings on this machine)."""
+    values = {**LOCAL_PARAMETERS, "target": "local", "localDir": str(settings.local_path),
+              "azuritePort": settings.azurite_port}
+    return {k: v for k, v in values.items() if k in definitions.parameters}
 
 
 @dataclass
@@ -178,13 +186,11 @@ class LocalBackend(Backend):
         return self.runs_dir / PIPELINE_RUN_ID.check(run_id, "run id")
 
     def definitions(self) -> Definitions:
-        from adf.control_flow import is_control_flow
         from adf.local_flow import FLOW_LOCAL_EMPTY
 
         raw = load_definitions(self.definitions_dir, self.pipeline_file)
-        allow = LOCAL_ONLY_EMPTY | (FLOW_LOCAL_EMPTY if is_control_flow(raw.pipeline.body)
-                                    else frozenset())
-        return filled(raw, self.settings, pipeline_only=True, allow_empty=allow)
+        return filled(raw, self.settings, pipeline_only=True,
+                      allow_empty=LOCAL_ONLY_EMPTY | FLOW_LOCAL_EMPTY)
 
     def pipelines(self) -> dict[str, dict]:
         """Every pipeline of the definitions folder by name, filled (Execute Pipeline's targets)."""
@@ -198,7 +204,15 @@ class LocalBackend(Backend):
                 for name, file in pipeline_files(directory).items()}
 
     def folder_path(self) -> str:
-        return self.definitions().folder_path
+        """The folder staged for a run: the Custom activity's, or for a control-flow pipeline
+        that of the pipelines it executes ("" if it runs no Custom activity)."""
+        from adf.control_flow import is_control_flow
+
+        definitions = self.definitions()
+        if not is_control_flow(definitions.pipeline.body):
+            return definitions.folder_path
+        return executed_folder_path(definitions.pipeline.body, self.pipelines(),
+                                    definitions.pipeline.display_path)
 
     def task_slots(self) -> tuple[int, str]:
         return LOCAL_POOL_SLOTS, (f"the local pool runs {LOCAL_POOL_SLOTS} tasks at once "
@@ -219,8 +233,8 @@ class LocalBackend(Backend):
         from adf.control_flow import is_control_flow
 
         definitions = self.definitions()
-        local = {k: v for k, v in LOCAL_PARAMETERS.items() if k in definitions.parameters}
-        values = effective_parameters(definitions, {**local, **parameters})
+        values = effective_parameters(definitions, {**local_parameters(definitions, self.settings),
+                                                    **parameters})
         run_id = str(uuid.uuid4())
         if is_control_flow(definitions.pipeline.body):
             from adf.local_flow import FLOW_FILE, plan_flow

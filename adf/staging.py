@@ -1,11 +1,18 @@
-"""`python -m adf stage`: the trainer and its data into the Custom activity's folderPath.
+"""`python -m adf stage`: the trainer, its data and the deployer into the Custom activities'
+folderPath.
 
 The node downloads every blob under folderPath flattened into its working directory, so the
-staged names are the files' base names. Each blob carries the sha256 of its content in its
-metadata; an unchanged file is not uploaded again.
+staged names are the files' base names. The packages `deploy-iris` runs (deployer/,
+workspace/, adf/: Python files and the specs and data they read) cannot arrive as a tree,
+so they are staged as one archive, `iris-packages.zip`, built from the checkout at staging
+time with fixed timestamps (the same sources give the same bytes), which adf/deploy_task.py
+unpacks on the node. Each blob carries the sha256 of its content in its metadata; an
+unchanged file is not uploaded again.
 """
 from __future__ import annotations
 
+import tempfile
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -17,7 +24,12 @@ from workspace.settings import REPO_ROOT, Settings
 STAGED_FILES = (REPO_ROOT / "trainer" / "main.py",
                 REPO_ROOT / "trainer" / "requirements.txt",
                 REPO_ROOT / "data" / "iris_csv.csv")
+# deploy-iris's program; staged with the archive it unpacks (a sweep stages neither).
+DEPLOY_TASK = REPO_ROOT / "adf" / "deploy_task.py"
 SHA256_METADATA = "sha256"
+ARCHIVE_NAME = "iris-packages.zip"  # adf/deploy_task.py's ARCHIVE
+ARCHIVED_PACKAGES = ("deployer", "workspace", "adf")
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can hold: the archive's bytes are its content's
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,31 @@ def folder_datastore(settings: Settings, folder_path: str, credential=None) -> t
     return Datastore.from_settings(replace(settings, container=container), credential), prefix
 
 
-def stage(store: Datastore, prefix: str, files=STAGED_FILES,
+def build_archive(destination: Path, root: Path = REPO_ROOT) -> Path:
+    """The packages of ARCHIVED_PACKAGES as one zip (no caches), reproducibly."""
+    path = destination / ARCHIVE_NAME
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for package in ARCHIVED_PACKAGES:
+            for source in sorted((root / package).rglob("*")):
+                relative = source.relative_to(root)
+                if not source.is_file() or "__pycache__" in relative.parts \
+                        or source.suffix == ".pyc":
+                    continue
+                entry = zipfile.ZipInfo(relative.as_posix(), ZIP_TIME)
+                entry.external_attr = 0o644 << 16
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(entry, source.read_bytes())
+    return path
+
+
+def stage(store: Datastore, prefix: str, files=None,
           progress: Callable[[StagedFile, int, int], None] | None = None) -> list[StagedFile]:
-    """Upload files flat under prefix, skipping those whose sha256 matches the blob's."""
+    """Upload files (default: STAGED_FILES, DEPLOY_TASK and the packages' archive) flat under
+    prefix, skipping those whose sha256 matches the blob's."""
+    if files is None:
+        with tempfile.TemporaryDirectory(prefix="iris-stage-") as scratch:
+            return stage(store, prefix, (*STAGED_FILES, DEPLOY_TASK, build_archive(Path(scratch))),
+                         progress)
     store.check()
     names = [p.name for p in files]
     duplicates = {n for n in names if names.count(n) > 1}

@@ -89,6 +89,12 @@ var sweepPipelineJson = json(replace(replace(replace(replace(replace(replace(loa
 // (adf/score-pipeline.json); the Azure ML resources are named by these placeholders.
 var scorePipelineJson = json(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/score-pipeline.json'), '__BATCH_ENDPOINT_NAME__', batchEndpointName), '__AZURE_SUBSCRIPTION_ID__', azureSubscriptionId), '__AZURE_RESOURCE_GROUP__', azureResourceGroup), '__AML_WORKSPACE__', amlWorkspace), '__AZURE_LOCATION__', azureLocation), '__DATASTORE_NAME__', datastoreName))
 
+// register-and-deploy on the pool (a Custom activity running the staged deployer archive with
+// the pool's identity), and the whole loop: train-iris, deploy-iris, score-iris on the sample.
+var deployPipelineJson = json(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(loadTextContent('../../adf/deploy-pipeline.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__MODEL_PREFIX__', modelPrefix), '__STAGING_PREFIX__', stagingPrefix), '__AZURE_STORAGE_BLOB_URL__', azureStorageBlobUrl), '__POOL_IDENTITY_CLIENT_ID__', poolIdentityClientId), '__DATASTORE_NAME__', datastoreName), '__BATCH_ENDPOINT_NAME__', batchEndpointName), '__AZURE_SUBSCRIPTION_ID__', azureSubscriptionId), '__AZURE_RESOURCE_GROUP__', azureResourceGroup), '__AML_WORKSPACE__', amlWorkspace), '__AZURE_LOCATION__', azureLocation))
+
+var trainAndDeployPipelineJson = json(replace(loadTextContent('../../adf/train-and-deploy-pipeline.json'), '__STAGING_PREFIX__', stagingPrefix))
+
 // Triggers of score-iris (adf/triggers/): a blob created under incoming/ and every night.
 // Created stopped (a trigger runs only once started: `python -m adf triggers start NAME`).
 var scoreOnUploadTriggerJson = json(replace(replace(replace(replace(loadTextContent('../../adf/triggers/score-iris-on-upload.json'), '__DATASTORE_CONTAINER__', datastoreContainer), '__AZURE_SUBSCRIPTION_ID__', azureSubscriptionId), '__AZURE_RESOURCE_GROUP__', azureResourceGroup), '__AZURE_STORAGE_ACCOUNT__', azureStorageAccount))
@@ -167,6 +173,28 @@ resource scorePipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = 
   parent: factory
   name: scorePipelineJson.name
   properties: scorePipelineJson.properties
+}
+
+resource deployPipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = {
+  parent: factory
+  name: deployPipelineJson.name
+  properties: deployPipelineJson.properties
+  dependsOn: [
+    batchLinkedService
+    storageLinkedService
+  ]
+}
+
+// Data Factory refuses an Execute Pipeline of a pipeline it does not have: those first.
+resource trainAndDeployPipeline 'Microsoft.DataFactory/factories/pipelines@2018-06-01' = {
+  parent: factory
+  name: trainAndDeployPipelineJson.name
+  properties: trainAndDeployPipelineJson.properties
+  dependsOn: [
+    pipeline
+    deployPipeline
+    scorePipeline
+  ]
 }
 
 resource scoreOnUploadTrigger 'Microsoft.DataFactory/factories/triggers@2018-06-01' = {

@@ -329,3 +329,42 @@ resource deployerAssignsComputeIdentity 'Microsoft.Authorization/roleAssignments
     description: 'The deploying user or pipeline gives the scoring cluster its identity.'
   }
 }
+
+// The deploy-iris Custom activity runs `python -m deployer register-and-deploy` on the pool
+// with the pool's identity: the roles the deploying user has for it, on the same scopes
+// (models, endpoints, deployments and jobs; the scoring cluster; assigning the compute
+// identity to that cluster). It reads the models and uploads the smoke input in container
+// `azureml` (poolWritesModels); the smoke job's predictions are downloaded through the
+// workspace's default datastore, whose credentials Data Scientist may list.
+resource poolUsesWorkspace 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(workspace.id, poolIdentity.id, roles.azureMLDataScientist)
+  scope: workspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.azureMLDataScientist)
+    principalId: poolIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Batch pool nodes register models and roll out batch deployments (deploy-iris).'
+  }
+}
+
+resource poolManagesCompute 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(workspace.id, poolIdentity.id, roles.azureMLComputeOperator)
+  scope: workspace
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.azureMLComputeOperator)
+    principalId: poolIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Batch pool nodes create the scoring cluster (deploy-iris).'
+  }
+}
+
+resource poolAssignsComputeIdentity 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(amlComputeIdentity.id, poolIdentity.id, roles.managedIdentityOperator)
+  scope: amlComputeIdentity
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.managedIdentityOperator)
+    principalId: poolIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Batch pool nodes give the scoring cluster its identity (deploy-iris).'
+  }
+}

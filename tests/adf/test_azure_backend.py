@@ -246,15 +246,16 @@ def test_missing_azure_settings_are_named(azure_settings):
         AzureBackend(replace(azure_settings, data_factory="", batch_account_url=""))
 
 
-def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchanged(invoke, fake):
-    from adf.staging import STAGED_FILES
+def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchanged(invoke, fake,
+                                                                                  tmp_path):
+    from adf.staging import DEPLOY_TASK, STAGED_FILES, build_archive
     from workspace.datastore import sha256_file
 
     first = invoke("stage")
     assert first.exit_code == 0, first.output
     assert "Staging to azureml/adf/iris-training (azure)" in first.output
-    assert "Staged 3 files (3 uploaded, 0 unchanged)" in first.output
-    for path in STAGED_FILES:
+    assert "Staged 5 files (5 uploaded, 0 unchanged)" in first.output
+    for path in (*STAGED_FILES, DEPLOY_TASK, build_archive(tmp_path)):
         name = f"azureml/adf/iris-training/{path.name}"
         assert fake.blobs[name] == path.read_bytes()
         assert fake.blob_metadata[name] == {"sha256": sha256_file(path)}
@@ -263,8 +264,8 @@ def test_stage_uploads_to_the_azure_folder_path_with_entra_id_and_skips_unchange
     assert not any("sig=" in r.url for r in puts)  # no SAS: the signed-in identity
 
     again = invoke("stage")
-    assert "Staged 3 files (0 uploaded, 3 unchanged)" in again.output
-    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 3
+    assert "Staged 5 files (0 uploaded, 5 unchanged)" in again.output
+    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 5
 
 
 def test_trigger_stages_before_it_starts(invoke, fake):
@@ -274,7 +275,7 @@ def test_trigger_stages_before_it_starts(invoke, fake):
     stage_puts = [i for i, r in enumerate(fake.requests)
                   if r.method == "PUT" and r.path.startswith("/azureml/adf/iris-training/")]
     (create,) = [i for i, r in enumerate(fake.requests) if r.path.endswith("/createRun")]
-    assert len(stage_puts) == 3 and max(stage_puts) < create
+    assert len(stage_puts) == 5 and max(stage_puts) < create  # trainer, data, deployer archive
 
 
 def test_cancel_calls_data_factory_cancel_recursively_and_follows_to_cancelled(invoke, fake):
@@ -356,7 +357,7 @@ def test_private_mode_stages_into_and_reads_logs_from_the_staging_account(tmp_pa
     _idle_pool(fake)
     fake.next_plan = RunPlan(stdout=b"[trainer] published run mlflow-run-1\n")
     backend = AzureBackend(settings, credential=credential, transport=fake, retry_backoff_factor=0)
-    monkeypatch.setattr("adf.cli.make_backend", lambda target, definitions_dir: backend)
+    monkeypatch.setattr("adf.cli.make_backend", lambda *args: backend)
 
     result = CliRunner().invoke(cli, ["trigger", "--poll", "0"], prog_name="python -m adf")
 
@@ -364,7 +365,7 @@ def test_private_mode_stages_into_and_reads_logs_from_the_staging_account(tmp_pa
     assert fake.missing_routes() == []
     assert all(r.host == "stgiris.blob.core.windows.net"
                for r in fake.requests if r.host.endswith(".blob.core.windows.net"))
-    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 3
+    assert len(fake.find("PUT", r"^/azureml/adf/iris-training/")) == 5  # with deploy-iris's
     assert "[trainer] published run mlflow-run-1" in result.output  # read from the staging adfjobs
     linked = fake.published[("linkedservices", "AzureBlobStorageLinkedService")]
     assert "AccountName=stgiris;" in linked["properties"]["typeProperties"]["connectionString"]

@@ -240,6 +240,25 @@ def test_staged_files_are_the_ones_the_command_uses(raw):
     names = {p.name for p in STAGED_FILES}
     assert {"main.py", "iris_csv.csv", "requirements.txt"} == names
     assert " main.py " in command and "--iris-csv iris_csv.csv" in command
+    deploy = load_definitions(None, "deploy-pipeline.json").activity["typeProperties"]
+    assert " deploy_task.py register-and-deploy" in deploy["command"]["value"]
+    assert deploy["folderPath"] == raw.activity["typeProperties"]["folderPath"]  # one staging
+
+
+def test_the_archive_holds_the_deployers_packages_reproducibly(tmp_path):
+    import zipfile
+
+    from adf.deploy_task import ARCHIVE
+    from adf.staging import ARCHIVE_NAME, build_archive
+
+    assert ARCHIVE == ARCHIVE_NAME
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, second = build_archive(tmp_path / "a"), build_archive(tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()  # unchanged sources: staged once
+    names = set(zipfile.ZipFile(first).namelist())
+    assert {"deployer/__main__.py", "deployer/specs/deployment.yml", "deployer/smoke/smoke.csv",
+            "workspace/settings.py", "adf/local_runner.py"} <= names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
 def test_activity_json_carries_the_run_id_and_evaluated_properties(raw, azure_settings):
@@ -348,3 +367,35 @@ def test_expression_context_is_the_run(raw):
     context = PipelineContext("train-iris", "abc", {"epochs": 3})
     assert evaluate("@pipeline().RunId", context) == "abc"
     assert evaluate("@pipeline().Pipeline", context) == "train-iris"
+
+
+def test_the_pool_installs_what_register_and_deploy_imports():
+    """deploy-iris runs the deployer with the pool's interpreter: its third-party imports on
+    the Azure path (the CLI, settings, the azure-ai-ml backend) are in the start task's list."""
+    from workspace.settings import REPO_ROOT
+
+    pinned = {line.split("==")[0].lower() for line in
+              (REPO_ROOT / "trainer" / "requirements.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert {"azure-ai-ml", "azure-identity", "azure-storage-blob", "click", "rich", "pyyaml",
+            "python-dotenv", "mlflow"} <= pinned
+
+
+def test_deploy_iris_is_planned_locally_with_the_local_deployer_settings(tmp_path):
+    """deploy-iris alone on the local target: its Azure-only settings may be empty there, and
+    the runner sets the deployer's target, state folder and Azurite port."""
+    from adf.local_runner import LocalBackend, local_parameters
+
+    settings = Settings.load(env_file=tmp_path / "no.env", environ={},
+                             local_dir=str(tmp_path / "local"), azurite_port="10123")
+    backend = LocalBackend(settings)
+    backend.pipeline_file = "deploy-pipeline.json"
+    definitions = backend.definitions()
+    values = effective_parameters(definitions, local_parameters(definitions, settings))
+    plan = plan_activity(definitions, values, "run-7", settings)
+    extended = plan.activity["typeProperties"]["extendedProperties"]
+    assert extended["settings"]["TARGET"] == "local"
+    assert extended["settings"]["LOCAL_DIR"] == str(tmp_path / "local")
+    assert extended["settings"]["AZURITE_BLOB_PORT"] == "10123"
+    assert extended["poolIdentityClientId"] == ""  # locally: Azurite's connection string
+    assert plan.command.split()[1:] == ["deploy_task.py", "register-and-deploy"]

@@ -50,3 +50,30 @@ def test_execute_pipeline_runs_the_child_as_a_run_of_its_own(settings, tmp_path)
     assert final["parent"]["status"] == final["child"]["status"] == "Succeeded"
     parent = json.loads(adf.run("status", parent_id, "-o", "json").stdout)["run"]
     assert parent["activities"][0]["output"]["pipelineRunId"] == final["child"]["run_id"]
+
+
+def test_a_custom_pipeline_it_executes_is_checked_before_the_run(tmp_path):
+    """train-and-deploy's Custom children are planned as the runner would before anything
+    runs: an unsupported expression in deploy-iris's command is refused, naming it."""
+    import json as _json
+    import shutil as _shutil
+
+    from adf.definitions import DEFINITIONS_DIR
+    from adf.local_runner import LocalBackend
+    from workspace.errors import ConfigError
+    from workspace.settings import Settings
+
+    copy = tmp_path / "adf"
+    _shutil.copytree(DEFINITIONS_DIR, copy, ignore=_shutil.ignore_patterns("*.py", "__pycache__"))
+    deploy = _json.loads((copy / "deploy-pipeline.json").read_text())
+    deploy["properties"]["activities"][0]["typeProperties"]["command"]["value"] += \
+        " @{utcNow()}"
+    (copy / "deploy-pipeline.json").write_text(_json.dumps(deploy))
+    settings = Settings.load(env_file=tmp_path / "no.env", environ={},
+                             local_dir=str(tmp_path / "local"))
+    backend = LocalBackend(settings, copy)
+    backend.pipeline_file = "train-and-deploy-pipeline.json"
+    with pytest.raises(ConfigError) as error:
+        backend.start({})
+    assert "utcNow" in error.value.message and "register-and-deploy" in error.value.message
+    assert not list((tmp_path / "local").rglob("run.json"))  # nothing started

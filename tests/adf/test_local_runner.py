@@ -65,7 +65,7 @@ def test_trigger_trains_and_publishes_a_complete_model(settings, datastore, tmp_
     result = adf(settings, "trigger", "--param", "epochs=20")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "Staged 3 files (3 uploaded, 0 unchanged)" in out
+    assert "Staged 5 files (5 uploaded, 0 unchanged)" in out
     assert re.search(r"Queued\n.*InProgress\n.*Succeeded", out), out
     run_id = run_id_of(out)
 
@@ -107,7 +107,7 @@ def test_trigger_trains_and_publishes_a_complete_model(settings, datastore, tmp_
     assert log_output.returncode == 0
     assert f"published run {published.run_id}" in log_output.stdout
     restage = adf(settings, "stage")
-    assert "Staged 3 files (0 uploaded, 3 unchanged)" in restage.stdout
+    assert "Staged 5 files (0 uploaded, 5 unchanged)" in restage.stdout
 
 
 def _missing_csv_command() -> str:

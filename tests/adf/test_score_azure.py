@@ -150,3 +150,45 @@ def test_cancel_of_a_scoring_run_also_cancels_its_job_in_azure_ml(azure_settings
         f"{ml.ws_path}/jobs/batchjob-1/cancel"]
     assert both.missing_routes() == []
     assert ml.jobs["batchjob-1"].statuses[-1] == "Canceled"
+
+
+def test_train_and_deploy_is_published_after_the_pipelines_it_executes_and_stages_the_deployer(
+        run_cli, fake, azure_settings, tmp_path):
+    import zipfile
+
+    from adf.staging import DEPLOY_TASK, STAGED_FILES, build_archive
+
+    result = run_cli("trigger", "--pipeline", "train-and-deploy", "--no-wait")
+    assert result.exit_code == 0, result.output
+    assert fake.missing_routes() == []
+    # Data Factory refuses an Execute Pipeline of a pipeline it lacks: children first
+    order = [r.path.rsplit("/", 1)[-1] for r in fake.requests
+             if r.method == "PUT" and "/pipelines/" in r.path]
+    assert order[-1] == "train-and-deploy"
+    assert {"train-iris", "deploy-iris", "score-iris"} <= set(order[:-1])
+    values = placeholder_values(azure_settings)
+    for name, file in (("train-and-deploy", "train-and-deploy-pipeline.json"),
+                       ("deploy-iris", "deploy-pipeline.json")):
+        expected = fill(load_definitions(DEFINITIONS_DIR, file).pipeline, values).body
+        assert fake.published[("pipelines", name)] == {"properties": expected["properties"]}
+        assert "__" not in json.dumps(fake.published[("pipelines", name)])
+    deploy = fake.published[("pipelines", "deploy-iris")]["properties"]
+    custom = deploy["activities"][0]["typeProperties"]
+    settings = custom["extendedProperties"]["settings"]  # the deployer's settings, none secret
+    assert settings["AML_WORKSPACE"] == azure_settings.aml_workspace
+    assert settings["AZURE_SUBSCRIPTION_ID"] == azure_settings.subscription_id
+    assert deploy["parameters"]["target"]["defaultValue"] == "azure"
+    assert deploy["parameters"]["poolIdentityClientId"]["defaultValue"] == \
+        azure_settings.pool_identity_client_id
+    assert not [k for k in settings if "KEY" in k or "SECRET" in k or "CONNECTION" in k]
+    loop = fake.published[("pipelines", "train-and-deploy")]["properties"]
+    assert loop["parameters"]["input"]["defaultValue"] == f"{azure_settings.staging_prefix}/iris_csv.csv"
+    # one staging for both Custom activities: the trainer, the sample, the deployer archive
+    folder = custom["folderPath"]
+    assert folder == fake.published[("pipelines", "train-iris")]["properties"]["activities"][0][
+        "typeProperties"]["folderPath"]
+    archive = build_archive(tmp_path)
+    for path in (*STAGED_FILES, DEPLOY_TASK, archive):
+        assert fake.blobs[f"{folder}/{path.name}"] == path.read_bytes()
+    assert "deployer/__main__.py" in zipfile.ZipFile(archive).namelist()
+    assert fake.find("POST", r"/pipelines/train-and-deploy/createRun$")

@@ -366,6 +366,16 @@ EXPECTED_ROLES = {
     "deployerAssignsComputeIdentity": ("amlComputeIdentity",
                                        "Microsoft.ManagedIdentity/userAssignedIdentities",
                                        "deployerPrincipalId", "roles.managedIdentityOperator"),
+    # deploy-iris runs register-and-deploy on the pool with the pool's identity: the same
+    # three roles as the deployer CLI's user, on the same scopes.
+    "poolUsesWorkspace": ("workspace", "Microsoft.MachineLearningServices/workspaces",
+                          "poolIdentity.properties.principalId", "roles.azureMLDataScientist"),
+    "poolManagesCompute": ("workspace", "Microsoft.MachineLearningServices/workspaces",
+                           "poolIdentity.properties.principalId", "roles.azureMLComputeOperator"),
+    "poolAssignsComputeIdentity": ("amlComputeIdentity",
+                                   "Microsoft.ManagedIdentity/userAssignedIdentities",
+                                   "poolIdentity.properties.principalId",
+                                   "roles.managedIdentityOperator"),
 }
 
 

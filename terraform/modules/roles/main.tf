@@ -113,6 +113,9 @@ locals {
     batchUsesAutoStorage         = { scope = var.storage_account_id, principal_id = var.batch_account_principal_id, role = local.roles.storageBlobDataContributor, description = "Batch account auto-storage (application packages, task output)." }
     amlComputeUsesStorage        = { scope = var.storage_account_id, principal_id = var.aml_compute_identity_principal_id, role = local.roles.storageBlobDataContributor, description = "Azure ML compute reads the datastore and writes scoring output." }
     amlComputePullsImages        = { scope = var.registry_id, principal_id = var.aml_compute_identity_principal_id, role = local.roles.acrPull, description = "Azure ML compute pulls environment images." }
+    poolUsesWorkspace            = { scope = var.workspace_id, principal_id = var.pool_identity_principal_id, role = local.roles.azureMLDataScientist, description = "Batch pool nodes register models and roll out batch deployments (deploy-iris)." }
+    poolManagesCompute           = { scope = var.workspace_id, principal_id = var.pool_identity_principal_id, role = local.roles.azureMLComputeOperator, description = "Batch pool nodes create the scoring cluster (deploy-iris)." }
+    poolAssignsComputeIdentity   = { scope = var.aml_compute_identity_id, principal_id = var.pool_identity_principal_id, role = local.roles.managedIdentityOperator, description = "Batch pool nodes give the scoring cluster its identity (deploy-iris)." }
   }
 
   # Whoever deploys (only when an object id is given).

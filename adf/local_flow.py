@@ -67,7 +67,7 @@ def plan_flow(definitions, pipelines: dict[str, dict], values: dict, settings: S
                            f"pipeline '{name}'", pipelines)
     for name in executed_pipelines(definitions.pipeline.body, pipelines):
         if not is_control_flow(pipelines[name]):  # train-iris, deploy-iris: as the runner plans them
-            from adf.local_runner import local_parameters, plan_activity
+            from adf.activity_plan import local_parameters, plan_activity
 
             child = Definitions(definitions.directory,
                                 Document(Path(f"pipeline '{name}'"), pipelines[name]), {}, {})
@@ -162,7 +162,7 @@ class FlowWorker:
         `trigger` starts it), followed here; a cancel of this run is passed on (SIGTERM)."""
         from dataclasses import asdict as plain
 
-        from adf.local_runner import PLAN_FILE, RUNNER_LOG, local_parameters, plan_activity
+        from adf.activity_plan import PLAN_FILE, RUNNER_LOG, local_parameters, plan_activity
         from workspace.processes import write_pid_file
 
         values = effective_parameters(definitions, {**local_parameters(definitions, self.settings),

@@ -15,7 +15,8 @@ from adf.definitions import (DEFINITIONS_DIR, LOCAL_ONLY_EMPTY, coerce_parameter
                              parse_param_options, placeholder_values, placeholders,
                              references)
 from adf.expressions import PipelineContext, evaluate
-from adf.local_runner import LOCAL_PARAMETERS, parse_timespan, plan_activity
+from adf.activity_plan import LOCAL_PARAMETERS, plan_activity
+from adf.runs import parse_timespan
 from tests.conftest import TRAINER
 from workspace.errors import ConfigError
 from workspace.settings import AZURITE_KEY, REPO_ROOT, Settings, documented_keys
@@ -384,7 +385,8 @@ def test_the_pool_installs_what_register_and_deploy_imports():
 def test_deploy_iris_is_planned_locally_with_the_local_deployer_settings(tmp_path):
     """deploy-iris alone on the local target: its Azure-only settings may be empty there, and
     the runner sets the deployer's target, state folder and Azurite port."""
-    from adf.local_runner import LocalBackend, local_parameters
+    from adf.activity_plan import local_parameters
+    from adf.local_runner import LocalBackend
 
     settings = Settings.load(env_file=tmp_path / "no.env", environ={},
                              local_dir=str(tmp_path / "local"), azurite_port="10123")

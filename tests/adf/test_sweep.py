@@ -402,7 +402,8 @@ def test_runners_ride_out_a_queue_service_restart(azurite, tmp_path):
 def test_range_and_the_foreach_plan_of_the_sweep_pipeline(tmp_path):
     from adf.definitions import SWEEP_PIPELINE_FILE, effective_parameters
     from adf.expressions import ExpressionError, PipelineContext, evaluate
-    from adf.local_runner import LOCAL_POOL_SLOTS, LocalBackend, plan_activity
+    from adf.activity_plan import LOCAL_POOL_SLOTS, plan_activity
+    from adf.local_runner import LocalBackend
     from workspace.settings import Settings
 
     context = PipelineContext("p", "r", {"workers": 3})

@@ -14,7 +14,8 @@ import pytest
 
 from adf.azure_backend import AzureBackend
 from adf.definitions import SWEEP_PIPELINE_FILE, Document, load_definitions
-from adf.local_runner import LOCAL_POOL_SLOTS, LocalBackend, plan_activity
+from adf.activity_plan import LOCAL_POOL_SLOTS, plan_activity
+from adf.local_runner import LocalBackend
 from adf.parameters import script_parser
 from adf.sweep import Ledger, Sweeps
 from adf.sweep_runners import runner_count

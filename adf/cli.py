@@ -322,7 +322,9 @@ def _summarize(backend, run, *, show_logs: bool) -> None:
     click.echo(f"Pipeline: {run.pipeline} ({backend.target})")
     click.secho(f"Status:   {run.status}"
                 + (f" in {run.duration_ms / 1000:.1f} s" if run.duration_ms else ""), fg=color)
-    for index, activity in enumerate(run.activities, 1):
+    attempts: dict[str, int] = {}  # per activity: a retried activity has one run per attempt
+    for activity in run.activities:
+        attempts[activity.name] = index = attempts.get(activity.name, 0) + 1
         code = "" if activity.exit_code is None else f", exit code {activity.exit_code}"
         click.echo(f"Attempt {index}: {activity.name} {activity.status}{code} "
                    f"(activity run {activity.activity_run_id})")

@@ -124,7 +124,7 @@ def test_failing_task_fails_the_run_and_shows_stderr(settings, datastore, tmp_pa
     assert result.returncode == ExitCode.RUN_FAILED, result.stdout + result.stderr
     assert re.search(r"Status:\s+Failed", result.stdout)
     # retry: 1 → two activity runs, each with its exit code
-    assert len(re.findall(r"Attempt \d: TrainIrisModel Failed, exit code 2", result.stdout)) == 2
+    assert re.findall(r"Attempt (\d): TrainIrisModel Failed, exit code 2", result.stdout) == ["1", "2"]
     assert "[trainer] error: Input file 'missing.csv' not found" in result.stdout
     assert "Failed: Operation on target TrainIrisModel failed: Task exited with code 2" in result.stderr
     assert "python -m adf logs" in result.stderr

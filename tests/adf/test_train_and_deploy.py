@@ -29,6 +29,9 @@ def test_one_trigger_trains_deploys_and_scores_the_sample(azurite, tmp_path):
     assert run["status"] == "Succeeded"
     assert [a["name"] for a in run["activities"]] == [
         "Train", "RegisterAndDeploy", "ScoreSample", "ReturnScoring"]
+    # each activity ran once: the summary numbers attempts per activity, not activity runs
+    assert re.findall(r"Attempt (\d): (\w+) Succeeded", out) == [
+        ("1", "Train"), ("1", "RegisterAndDeploy"), ("1", "ScoreSample"), ("1", "ReturnScoring")]
     returned = run["output"]["pipelineReturnValue"]
 
     # the deployment: the Custom activity's task ran register-and-deploy, smoke test passed
